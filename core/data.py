@@ -1,0 +1,138 @@
+"""Datasets and evaluation sets.
+
+A dataset is registered as a function returning :class:`DataSplits` (CPU tensors).
+An :class:`EvalSet` holds the test split on the evaluation device, with a fixed,
+stratified quick subset used for live updates and the full split on demand.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .registry import Registry
+
+DATASETS: Registry[Callable[[], "DataSplits"]] = Registry("dataset")
+
+
+@dataclass
+class DataSplits:
+    """Train and test tensors of one dataset (CPU)."""
+
+    name: str
+    x_train: torch.Tensor  # (N, *input_shape) float32
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]  # class names, index = label
+    kind: str = "image"  # "image" (x is (N, C, H, W)) or "tabular"
+    description: str = ""
+
+
+def register_dataset(name: str):
+    """Decorator: register a zero-argument function that returns :class:`DataSplits`."""
+
+    def deco(fn: Callable[[], DataSplits]):
+        DATASETS.register(name, fn)
+        return fn
+
+    return deco
+
+
+@functools.lru_cache(maxsize=8)
+def get_dataset(name: str) -> DataSplits:
+    """Load (once per process) and return a registered dataset.
+
+    Raises:
+        UnknownNameError: no dataset of that name; the message lists valid names.
+    """
+    return DATASETS.get(name)()
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+def stratified_subset(y: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """Indices of a fixed subset of ``size`` examples with classes in proportion.
+
+    Deterministic for a given ``y``, ``size`` and ``seed``; sorted ascending.
+    """
+    n = len(y)
+    if size >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.unique(y)
+    picked = []
+    for c in classes:
+        idx = torch.nonzero(y == c).flatten()
+        k = max(1, round(size * len(idx) / n))
+        picked.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    out = torch.cat(picked)
+    out = out[torch.randperm(len(out), generator=g)[:size]]
+    return torch.sort(out).values
+
+
+@dataclass
+class EvalSet:
+    """Evaluation inputs and labels, already on ``device``.
+
+    ``quick`` is a fixed stratified subset for live updates; ``full`` is the test split.
+    """
+
+    name: str
+    x: torch.Tensor  # (N, *input_shape) on device
+    y: torch.Tensor  # (N,) on device
+    classes: list[str]
+    quick_index: torch.Tensor  # (Q,) indices into x, on device
+    device: torch.device
+    kind: str = "image"
+    _quick: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_splits(
+        cls, splits: DataSplits, device: torch.device | str = "cpu", quick_size: int = 256, seed: int = 0
+    ) -> "EvalSet":
+        device = torch.device(device)
+        idx = stratified_subset(splits.y_test, quick_size, seed)
+        return cls(
+            name=splits.name,
+            x=splits.x_test.to(device),
+            y=splits.y_test.to(device),
+            classes=list(splits.classes),
+            quick_index=idx.to(device),
+            device=device,
+            kind=splits.kind,
+        )
+
+    def quick(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The quick subset ``(x, y)`` (cached)."""
+        if self._quick is None:
+            self._quick = (self.x[self.quick_index].contiguous(), self.y[self.quick_index].contiguous())
+        return self._quick
+
+    def full(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x, self.y
+
+    def subset(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``"quick"`` or ``"full"``.
+
+        Raises:
+            ValueError: another name.
+        """
+        if which == "quick":
+            return self.quick()
+        if which == "full":
+            return self.full()
+        raise ValueError(f"subset must be 'quick' or 'full', got {which!r}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to(self, device: torch.device | str) -> "EvalSet":
+        device = torch.device(device)
+        return EvalSet(self.name, self.x.to(device), self.y.to(device), self.classes,
+                       self.quick_index.to(device), device, self.kind)

@@ -1,0 +1,44 @@
+"""Device choice: cuda when present, else mps, else cpu; overridable."""
+from __future__ import annotations
+
+import torch
+
+
+def available_devices() -> list[str]:
+    """Devices this process can use, best first (e.g. ``["cuda", "cpu"]``)."""
+    devs = []
+    if torch.cuda.is_available():
+        devs.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devs.append("mps")
+    devs.append("cpu")
+    return devs
+
+
+def pick_device(requested: str | torch.device | None = None) -> torch.device:
+    """Return the device to use.
+
+    Args:
+        requested: ``None`` or ``"auto"`` for the best available, else a device name
+            such as ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``.
+
+    Raises:
+        ValueError: the requested device is not available here.
+    """
+    if requested is None or requested == "auto":
+        return torch.device(available_devices()[0])
+    dev = torch.device(requested)
+    if dev.type not in available_devices():
+        raise ValueError(
+            f"device {str(requested)!r} is not available; available: {', '.join(available_devices())}"
+        )
+    return dev
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device`` (no-op on cpu); call before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":  # pragma: no cover - no mps in CI
+        torch.mps.synchronize()

@@ -1,0 +1,159 @@
+"""The model registry: what a model is, how to build it, and where its weights are.
+
+A model joins either by ``register_model(ModelSpec(...))`` (the bundled demos do so
+from the ``demo_models`` plugin) or from an importable factory given as
+``package.module:function`` together with a weights file and a dataset name.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .registry import Registry, UnknownNameError, import_object
+
+MODELS: Registry["ModelSpec"] = Registry("model")
+TASKS = ("classification", "fidelity")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry for one model."""
+
+    name: str  # registry key, e.g. "digits_cnn"
+    factory: Callable[[], nn.Module]  # builds the architecture with random weights
+    input_shape: tuple[int, ...]  # one example's shape, e.g. (1, 32, 32)
+    dataset: str  # name in the dataset registry, used for evaluation
+    weights: str | None = None  # safetensors (or weights_only .pt) state dict path
+    task: str = "classification"  # "classification" or "fidelity" (no labels: agreement with base)
+    description: str = ""  # one line for pickers
+    card: str | None = None  # path to a markdown model card
+    block_container: str | None = None  # default container for surgery, e.g. "layers"
+    extra: dict = field(default_factory=dict, hash=False, compare=False)  # free-form facts
+
+    def card_text(self) -> str:
+        """The model card's markdown ('' when there is none)."""
+        if self.card and Path(self.card).exists():
+            return Path(self.card).read_text()
+        return ""
+
+
+def register_model(spec: ModelSpec, *, overwrite: bool = False) -> ModelSpec:
+    """Add a model to the registry.
+
+    Raises:
+        ValueError: bad task, or the name is taken and ``overwrite`` is false.
+    """
+    if spec.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {spec.task!r}")
+    MODELS.register(spec.name, spec, overwrite=overwrite)
+    return spec
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+def register_factory(
+    path: str,
+    *,
+    weights: str | None,
+    dataset: str,
+    input_shape: tuple[int, ...],
+    name: str | None = None,
+    task: str = "classification",
+) -> ModelSpec:
+    """Register a user model from an importable factory ``package.module:function``.
+
+    Raises:
+        ValueError: the factory cannot be imported or is not callable.
+    """
+    fn = import_object(path)
+    if not callable(fn):
+        raise ValueError(f"{path!r} is not callable")
+    spec = ModelSpec(name=name or path, factory=fn, input_shape=tuple(input_shape), dataset=dataset,
+                     weights=weights, task=task, description=f"user model from {path}")
+    return register_model(spec, overwrite=True)
+
+
+def get_spec(name: str | ModelSpec) -> ModelSpec:
+    """Look a model up by name (or pass a spec through).
+
+    Raises:
+        UnknownNameError: unknown name; the message lists the registered models.
+    """
+    return MODELS.get(name)
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict safely: safetensors, or ``torch.load(weights_only=True)``.
+
+    Raises:
+        ValueError: missing file or unsupported content.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"weights file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"{path.name}: not a weights-only torch file ({exc.__class__.__name__}); "
+            "accepted: .safetensors or a state dict saved with torch.save"
+        ) from None
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path.name}: expected a state dict (name -> tensor), got {type(obj).__name__}")
+    return obj
+
+
+def build_model(spec: ModelSpec | str, *, load_weights: bool = True) -> nn.Module:
+    """Build a fresh model in eval mode, with its registered weights when present.
+
+    Raises:
+        ValueError: the weights do not fit the architecture.
+    """
+    spec = get_spec(spec)
+    model = spec.factory()
+    if load_weights and spec.weights:
+        sd = load_state_dict_file(spec.weights)
+        try:
+            model.load_state_dict(sd)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise ValueError(f"weights {spec.weights!r} do not fit model {spec.name!r}: {first}") from None
+    model.eval()
+    return model
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_base(name: str, device: str) -> nn.Module:
+    model = build_model(name).to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_base(name: str, device: torch.device | str = "cpu") -> nn.Module:
+    """The pristine base model on ``device``, cached per process.
+
+    The returned module is shared: never modify it (``core.apply`` copies it).
+    """
+    return _cached_base(get_spec(name).name, str(torch.device(device)))
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy that shares nothing with ``model``."""
+    return copy.deepcopy(model)
+
+
+__all__ = ["ModelSpec", "MODELS", "register_model", "register_factory", "get_spec", "list_models",
+           "build_model", "load_base", "load_state_dict_file", "clone_model", "UnknownNameError"]
