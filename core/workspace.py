@@ -1,0 +1,168 @@
+"""A Workspace: one person's session with one base model.
+
+It owns the read-only base, the eval set on the device, the current plan, the
+undo/redo history (a list of plans) and a log of every evaluated plan with its
+metrics. It never changes the base: each plan is applied to a copy.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .apply import ApplyContext, PlanCache, PlanError, apply
+from .data import EvalSet, get_dataset
+from .device import pick_device
+from .metrics import Evaluator, Metrics
+from .models import ModelSpec, get_spec, load_base
+from .plan import Plan, Step
+
+
+@dataclass
+class LogEntry:
+    """One evaluated plan."""
+
+    time: float  # unix seconds
+    plan: Plan
+    metrics: Metrics
+
+
+class Workspace:
+    """One base model, its eval set, the current plan and its history.
+
+    Args:
+        model: registry name of the base model.
+        device: "auto" (cuda, else mps, else cpu) or a device name.
+        quick_size: examples in the quick eval subset used for live updates.
+        latency_batch: batch size for latency measurements.
+        latency_time: seconds spent timing each new architecture.
+    """
+
+    def __init__(self, model: str, device: str | torch.device | None = "auto", *, quick_size: int = 256,
+                 latency_batch: int = 64, latency_time: float = 0.3, cache_entries: int = 4):
+        self.spec: ModelSpec = get_spec(model)
+        self.device = pick_device(device)
+        self.base: nn.Module = load_base(self.spec.name, self.device)
+        self.evalset = EvalSet.from_splits(get_dataset(self.spec.dataset), self.device, quick_size)
+        self.ctx = ApplyContext(self.spec.name, self.device)
+        self.evaluator = Evaluator(self.evalset, self.base, task=self.spec.task,
+                                   latency_batch=latency_batch, latency_time=latency_time)
+        self.cache = PlanCache(cache_entries)
+        self.history: list[Plan] = [Plan(self.spec.name)]
+        self.pos = 0
+        self.log: list[LogEntry] = []
+        self._model: nn.Module | None = self.base
+        self._model_key = self.plan.key()
+        self._metrics: dict[tuple[str, str], Metrics] = {}
+
+    # --- the plan and its history ---
+    @property
+    def plan(self) -> Plan:
+        return self.history[self.pos]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def set_plan(self, plan: Plan, *, progress: Callable | None = None) -> nn.Module:
+        """Make ``plan`` current (a new history entry, redo branch dropped).
+
+        The plan is applied first; if it fails, nothing changes and the error is raised.
+
+        Raises:
+            PlanError: a step does not fit the model.
+            ValueError: the plan is for another model.
+        """
+        if plan.model != self.spec.name:
+            raise ValueError(f"this plan is for model {plan.model!r}, the workspace holds {self.spec.name!r}")
+        if plan == self.plan:
+            return self.model
+        model = self._build(plan, progress)
+        del self.history[self.pos + 1:]
+        self.history.append(plan)
+        self.pos += 1
+        self._model, self._model_key = model, plan.key()
+        return model
+
+    def add_step(self, step: Step, **kw) -> nn.Module:
+        return self.set_plan(self.plan.then(step), **kw)
+
+    def replace_step(self, index: int, step: Step, **kw) -> nn.Module:
+        return self.set_plan(self.plan.replace(index, step), **kw)
+
+    def remove_step(self, index: int, **kw) -> nn.Module:
+        return self.set_plan(self.plan.without(index), **kw)
+
+    def reset(self) -> nn.Module:
+        """Back to the base model (as a new history entry, so it can be undone)."""
+        return self.set_plan(Plan(self.spec.name))
+
+    @property
+    def can_undo(self) -> bool:
+        return self.pos > 0
+
+    @property
+    def can_redo(self) -> bool:
+        return self.pos < len(self.history) - 1
+
+    def undo(self) -> Plan:
+        if self.can_undo:
+            self.pos -= 1
+        return self.plan
+
+    def redo(self) -> Plan:
+        if self.can_redo:
+            self.pos += 1
+        return self.plan
+
+    def goto(self, plan: Plan) -> nn.Module:
+        """Restore a plan (e.g. from the log): a new history entry."""
+        return self.set_plan(plan)
+
+    # --- models and metrics ---
+    def _build(self, plan: Plan, progress=None) -> nn.Module:
+        if not plan.steps:
+            return self.base
+        # Drop the old current model first so peak memory stays at base + one model.
+        if self._model is not self.base and self._model_key != plan.key():
+            self._model = None
+        try:
+            return apply(plan, self.base, ctx=self.ctx, cache=self.cache, progress=progress)
+        except PlanError:
+            raise
+
+    @property
+    def model(self) -> nn.Module:
+        """The current plan's model (built on demand)."""
+        key = self.plan.key()
+        if self._model is None or self._model_key != key:
+            self._model = None
+            self._model = self._build(self.plan)
+            self._model_key = key
+        return self._model
+
+    def metrics(self, subset: str = "quick", *, latency: bool = True) -> Metrics:
+        """Metrics of the current plan's model (cached per plan and subset; logged)."""
+        key = (self.plan.key(), subset)
+        m = self._metrics.get(key)
+        if m is None or (latency and m.latency is None):
+            m = self.evaluator.evaluate(self.model, subset, latency=latency)
+            self._metrics[key] = m
+            self.log.append(LogEntry(time.time(), self.plan, m))
+        return m
+
+    def base_metrics(self, subset: str = "quick", *, latency: bool = True) -> Metrics:
+        key = (Plan(self.spec.name).key(), subset)
+        m = self._metrics.get(key)
+        if m is None or (latency and m.latency is None):
+            m = self.evaluator.evaluate(self.base, subset, latency=latency)
+            self._metrics[key] = m
+        return m
+
+    def evaluate_plan(self, plan: Plan, subset: str = "quick", *, latency: bool = True) -> Metrics:
+        """Metrics of any plan without making it current."""
+        model = apply(plan, self.base, ctx=self.ctx, cache=self.cache)
+        return self.evaluator.evaluate(model, subset, latency=latency)
