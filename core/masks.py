@@ -227,6 +227,22 @@ def masked_copy(model: nn.Module, new_weights: dict[str, torch.Tensor]) -> nn.Mo
     return copy.deepcopy(model, memo)
 
 
+def step_thresholds(step, model: nn.Module, ctx=None) -> dict[str, float]:
+    """The threshold each prunable layer of ``model`` gets from a weight-level prune step.
+
+    Layers missing from the result are not pruned by the step. Uses the same cached
+    score histogram as :func:`apply_weight_prune`, so calling both costs one selection.
+    """
+    from .importance import get_criterion
+
+    crit = get_criterion(step.criterion, seed=step.seed)
+    layers = prunable_layers(model)
+    calib = ctx.calibration(step.seed) if (crit.needs_data and ctx is not None) else None
+    scores = _AbsScores(layers) if getattr(crit, "scores_are_abs_weight", False) else \
+        _Scores(crit(model, layers, "weight", calib))
+    return layer_thresholds(step, model, scores, layers, cache_tag=f"{step.criterion}:{step.seed}")
+
+
 def apply_weight_prune(step, model: nn.Module, ctx=None) -> nn.Module:
     """Build the masked model of a ``Prune(granularity="weight")`` step.
 

@@ -206,3 +206,19 @@ class Evaluator:
                        agreement=agreement, output_cosine=cos, params=params, nonzero_params=nz,
                        sparsity=weight_sparsity(model), macs=macs, size_bytes=size, latency=lat,
                        subset=subset, n=len(x), shapes_changed=sig != self.base_signature)
+
+
+def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """MACs of one example per module path (leaf modules that compute), from FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        model(example[:1])
+    out = {}
+    for name, ops in fc.get_flop_counts().items():
+        # keys look like "Global", "Sequential.layers.0"; strip the root module's name
+        if name == "Global":
+            continue
+        path = name.split(".", 1)[1] if "." in name else ""
+        out[path] = int(sum(ops.values()) // 2)
+    return out

@@ -1,0 +1,151 @@
+"""Widgets shared by the pages. UI functions are named *_ui and return plain values."""
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+import streamlit as st
+
+from core import formatting as fmt
+from core.apply import PlanError
+from core.figures import per_class_figure
+from core.metrics import Metrics
+from core.workspace import Workspace
+
+from .state import flash, get_workspace, model_names
+
+# Errors that are the person's input, shown with st.error and never as a traceback.
+USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, PlanError)
+
+
+def run_action(fn: Callable, *args, success: str | None = None, **kwargs):
+    """Run ``fn``; a user error becomes an st.error message and the plan is kept."""
+    try:
+        out = fn(*args, **kwargs)
+    except USER_ERRORS as exc:
+        flash("error", f"{exc}")
+        return None
+    except RuntimeError as exc:  # a torch shape error from a user's plan
+        flash("error", f"That did not work: {str(exc).splitlines()[0]}")
+        return None
+    if success:
+        flash("success", success)
+    return out
+
+
+def model_picker_ui(where=st.sidebar) -> str:
+    """Model selector (choices from the registry). Returns the selected name."""
+    names = model_names()
+    ss = st.session_state
+    if ss.get("model_name") not in names:
+        ss["model_name"] = "digits_cnn" if "digits_cnn" in names else names[0]
+    return where.selectbox("Model", names, key="model_name",
+                           help="Demo models trained on scikit-learn's digits; the registry lists them all.")
+
+
+def _delta(cur: float, base: float, kind: str) -> str | None:
+    d = cur - base
+    if abs(d) < 1e-12:
+        return None
+    if kind == "pp":
+        return fmt.signed_pp(d)
+    if kind == "count":
+        return ("+" if d > 0 else "−") + fmt.count(abs(d))
+    if kind == "bytes":
+        return ("+" if d > 0 else "−") + fmt.nbytes(abs(d))
+    if kind == "ratio":
+        return f"{cur / base:.2f}× base" if base else None
+    return f"{d:+.3g}"
+
+
+def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
+    """The live metrics with deltas against the base model."""
+    c = st.columns(4)
+    c[0].metric("Accuracy", fmt.pct(m.accuracy), _delta(m.accuracy, base.accuracy, "pp"),
+                help=f"Top-1 on the {m.subset} eval subset ({m.n} examples).")
+    c[1].metric("Loss", f"{m.loss:.3f}", _delta(m.loss, base.loss, "num"), delta_color="inverse",
+                help="Mean cross-entropy.")
+    c[2].metric("Fidelity", fmt.pct(m.agreement), _delta(m.agreement, base.agreement, "pp"),
+                help=f"Predictions equal to the base model's; output cosine {m.output_cosine:.3f}.")
+    c[3].metric("Sparsity", fmt.pct(m.sparsity), _delta(m.sparsity, base.sparsity, "pp"), delta_color="off",
+                help="Fraction of Linear/Conv weights that are zero.")
+    c = st.columns(4)
+    c[0].metric("Non-zero params", fmt.count(m.nonzero_params), _delta(m.nonzero_params, base.nonzero_params,
+                "count"), delta_color="inverse", help=f"{m.nonzero_params:,} of {m.params:,} parameters.")
+    c[1].metric("MACs / example", fmt.count(m.macs), _delta(m.macs, base.macs, "ratio"), delta_color="off",
+                help="Multiply-accumulates of one forward pass (dense count).")
+    c[2].metric("Size", fmt.nbytes(m.size_bytes), _delta(m.size_bytes, base.size_bytes, "bytes"),
+                delta_color="inverse", help="State dict saved as safetensors (dense).")
+    lat, blat = m.latency, base.latency
+    if lat is not None:
+        note = (" Weight-level sparsity leaves dense kernels as fast as before: latency changes only "
+                "when shapes change (structured pruning, cuts).")
+        c[3].metric("Latency", fmt.ms(lat.median_ms, lat.iqr_ms),
+                    _delta(lat.median_ms, blat.median_ms, "ratio") if blat else None, delta_color="off",
+                    help=f"Median ± IQR of one batch of {lat.batch_size} on {lat.device}, "
+                         f"{lat.threads} threads, {lat.runs} runs." + note)
+    else:
+        c[3].metric("Latency", "–")
+    if lat is not None and not m.shapes_changed and m.sparsity > 0:
+        st.caption("Latency: masks do not speed up dense kernels; only structural changes do.")
+
+
+def per_class_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
+    st.plotly_chart(per_class_figure(ws.evalset.classes, base.per_class_accuracy, m.per_class_accuracy),
+                    width="stretch", key=f"per_class_{ws.name}")
+
+
+def plan_ui(ws: Workspace, key: str) -> None:
+    """The plan as a list of steps (each removable), with undo, redo and reset."""
+    c = st.columns([1, 1, 1, 3])
+    if c[0].button("↶ Undo", key=f"{key}_undo", disabled=not ws.can_undo, width="stretch"):
+        ws.undo()
+        st.rerun(scope="fragment")
+    if c[1].button("↷ Redo", key=f"{key}_redo", disabled=not ws.can_redo, width="stretch"):
+        ws.redo()
+        st.rerun(scope="fragment")
+    if c[2].button("Reset", key=f"{key}_reset", disabled=not ws.plan.steps, width="stretch",
+                   help="Back to the base model (can be undone)."):
+        run_action(ws.reset)
+        st.rerun(scope="fragment")
+    c[3].caption(f"History {ws.pos + 1} / {len(ws.history)}")
+    if not ws.plan.steps:
+        st.caption("No steps yet: the model is the base model.")
+    for i, text in enumerate(ws.plan.describe()):
+        a, b = st.columns([8, 1])
+        a.markdown(f"**{i + 1}.** {text}")
+        if b.button("✕", key=f"{key}_rm_{i}_{ws.plan.key()}", help="Remove this step"):
+            run_action(ws.remove_step, i)
+            st.rerun(scope="fragment")
+
+
+def full_eval_ui(ws: Workspace, key: str) -> None:
+    """'Evaluate on the full set' next to the quick figures."""
+    if st.button("Evaluate on the full set", key=f"{key}_full",
+                 help=f"The quick figures use {len(ws.evalset.quick_index)} fixed examples; "
+                      f"the full test split has {len(ws.evalset.y)}."):
+        with st.spinner("Evaluating on the full test split…"):
+            full = run_action(ws.metrics, "full")
+            base = run_action(ws.base_metrics, "full")
+        if full is not None and base is not None:
+            st.session_state[f"{key}_full_result"] = (ws.plan.key(), full, base)
+    res = st.session_state.get(f"{key}_full_result")
+    if res and res[0] == ws.plan.key():
+        _, full, base = res
+        st.dataframe(pd.DataFrame([
+            {"model": "base", "accuracy": fmt.pct(base.accuracy), "loss": f"{base.loss:.3f}",
+             "fidelity": fmt.pct(base.agreement), "examples": base.n},
+            {"model": "current", "accuracy": fmt.pct(full.accuracy), "loss": f"{full.loss:.3f}",
+             "fidelity": fmt.pct(full.agreement), "examples": full.n}]), hide_index=True)
+
+
+def current_metrics(ws: Workspace) -> tuple[Metrics, Metrics]:
+    """(current, base) quick metrics, measuring latency on new architectures with a spinner."""
+    with st.spinner("Measuring…"):
+        base = ws.base_metrics("quick")
+        m = ws.metrics("quick")
+    return m, base
+
+
+__all__ = ["run_action", "model_picker_ui", "metrics_panel_ui", "per_class_ui", "plan_ui", "full_eval_ui",
+           "current_metrics", "get_workspace", "USER_ERRORS"]

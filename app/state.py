@@ -1,0 +1,70 @@
+"""Per-session state: each browser session owns its Workspaces.
+
+The pristine base models are shared by every session (``core.models.load_base`` caches
+them per process) and never pruned: a Workspace applies plans to copies.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.device import available_devices
+from core.models import list_models
+from core.workspace import Workspace
+
+DEFAULT_MODEL = "digits_cnn"
+
+
+def model_names() -> list[str]:
+    return list_models()
+
+
+def default_model() -> str:
+    names = model_names()
+    return DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
+
+
+def current_model_name() -> str:
+    ss = st.session_state
+    if ss.get("model_name") not in model_names():
+        ss["model_name"] = default_model()
+    return ss["model_name"]
+
+
+def current_device() -> str:
+    ss = st.session_state
+    if ss.get("device") not in available_devices():
+        ss["device"] = available_devices()[0]
+    return ss["device"]
+
+
+def get_workspace(name: str | None = None) -> Workspace:
+    """This session's Workspace for ``name`` (default: the selected model), created once.
+
+    Switching models keeps each model's workspace (and its plan history) alive;
+    switching device carries the history over to a workspace on the new device.
+    """
+    ss = st.session_state
+    name = name or current_model_name()
+    device = current_device()
+    spaces: dict = ss.setdefault("workspaces", {})
+    ws = spaces.get(name)
+    if ws is None or str(ws.device) != device:
+        with st.spinner(f"Loading {name} on {device}…"):
+            new = Workspace(name, device, latency_batch=ss.get("latency_batch", 64))
+        if ws is not None:  # device change: keep the person's plans
+            new.history, new.pos = list(ws.history), ws.pos
+        spaces[name] = ws = new
+    batch = ss.get("latency_batch", 64)
+    if ws.evaluator.latency_batch != batch:
+        ws.evaluator.latency_batch = batch
+    return ws
+
+
+def flash(kind: str, message: str) -> None:
+    """Queue a message to show on the next render (survives callbacks and reruns)."""
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flashes() -> None:
+    for kind, msg in st.session_state.pop("_flash", []):
+        getattr(st, kind)(msg)

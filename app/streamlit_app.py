@@ -1,0 +1,37 @@
+"""prunescope: `streamlit run app` opens this.
+
+One entry point; one small file per page in app/views/.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run app/streamlit_app.py` puts app/ on sys.path, not the repository root.
+_root = str(Path(__file__).resolve().parent.parent)
+if _root not in sys.path:
+    sys.path.insert(0, _root)
+
+import streamlit as st  # noqa: E402
+
+from app.components import model_picker_ui  # noqa: E402
+from app.state import get_workspace  # noqa: E402
+
+st.set_page_config(page_title="prunescope", page_icon="✂️", layout="wide")
+
+VIEWS = Path(__file__).parent / "views"
+PAGES = [
+    st.Page(VIEWS / "model.py", title="Model", icon="🧠", url_path="model"),
+    st.Page(VIEWS / "prune.py", title="Prune", icon="✂️", url_path="prune", default=True),
+    # --- pages added by other features (surgery, export) go below this line ---
+    st.Page(VIEWS / "history.py", title="History", icon="🕘", url_path="history"),
+]
+PAGES = [p for p in PAGES]
+
+with st.sidebar:
+    st.markdown("## ✂️ prunescope")
+    model_picker_ui(st)
+    ws = get_workspace()
+    st.caption(f"{len(ws.plan.steps)} step(s) in the plan · device {ws.device}")
+
+st.navigation(PAGES).run()

@@ -1,0 +1,114 @@
+"""Model: the model card, its layers, the eval set, device and latency settings."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from core import formatting as fmt
+from core.device import available_devices
+from core.masks import prunable_layers
+from core.metrics import layer_macs
+
+from app.state import get_workspace, show_flashes
+
+try:
+    from app.netron_ui import netron_ui
+except ImportError:  # pragma: no cover - only while that module is absent
+    netron_ui = None
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _layer_table(_ws, key: str) -> pd.DataFrame:
+    base_macs = layer_macs(_ws.base, _ws.evalset.x[:1])
+    cur = _ws.model
+    macs = layer_macs(cur, _ws.evalset.x[:1])
+    prunable = set(prunable_layers(cur))
+    cur_mods = dict(cur.named_modules())
+    rows = []
+    for name, mod in _ws.base.named_modules():
+        if not name or any(True for _ in mod.children()):
+            continue  # leaves only
+        c = cur_mods.get(name)
+        w = getattr(c, "weight", None) if c is not None else None
+        params = sum(p.numel() for p in c.parameters()) if c is not None else 0
+        nz = sum(int((p != 0).sum()) for p in c.parameters()) if c is not None else 0
+        rows.append({
+            "layer": name, "type": type(mod).__name__,
+            "shape": "×".join(map(str, w.shape)) if w is not None and hasattr(w, "shape") else "",
+            "params": params, "MACs": macs.get(name, 0), "base MACs": base_macs.get(name, 0),
+            "sparsity": (1 - nz / params) if params else 0.0,
+            "prunable": name in prunable, "present": c is not None,
+        })
+    return pd.DataFrame(rows)
+
+
+def sample_figure(x: np.ndarray, y: np.ndarray, classes: list[str], n: int = 10) -> go.Figure:
+    """One example image per class (image data)."""
+    fig = make_subplots(rows=1, cols=n, horizontal_spacing=0.01,
+                        subplot_titles=[f"{classes[int(c)]}" for c in y[:n]])
+    for i in range(min(n, len(x))):
+        img = x[i, 0]
+        fig.add_trace(go.Heatmap(z=img[::-1], colorscale="Greys", showscale=False, hoverinfo="skip"), 1, i + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=130, margin=dict(l=0, r=0, t=24, b=0))
+    return fig
+
+
+def page() -> None:
+    show_flashes()
+    ws = get_workspace()
+    spec = ws.spec
+    st.markdown(f"### Model · {ws.name}")
+    c1, c2, c3 = st.columns([2, 1, 1])
+    c1.markdown(spec.description or "")
+    c2.selectbox("Device", available_devices(), key="device",
+                 help="Where evaluation and latency run: cuda, else mps, else cpu.")
+    c3.selectbox("Latency batch size", [1, 8, 32, 64, 128, 256], index=3, key="latency_batch",
+                 help="Batch size of the latency measurement.")
+    m = ws.base_metrics("quick")
+    k = st.columns(5)
+    k[0].metric("Parameters", fmt.count(m.params))
+    k[1].metric("MACs / example", fmt.count(m.macs))
+    k[2].metric("Size", fmt.nbytes(m.size_bytes))
+    k[3].metric("Accuracy (quick)", fmt.pct(m.accuracy))
+    if m.latency:
+        k[4].metric("Latency", fmt.ms(m.latency.median_ms, m.latency.iqr_ms),
+                    help=f"Batch {m.latency.batch_size}, {m.latency.threads} threads, {m.latency.device}")
+
+    tab_layers, tab_card, tab_data, tab_graph = st.tabs(["Layers", "Card", "Eval set", "Graph (Netron)"])
+    with tab_layers:
+        with st.spinner("Counting MACs per layer…"):
+            df = _layer_table(ws, f"{ws.name}:{ws.plan.key()}")
+        st.caption("Leaf modules of the current plan's model; sparsity = zero parameters / parameters.")
+        st.dataframe(df, hide_index=True, width="stretch", column_config={
+            "params": st.column_config.NumberColumn("params", format="%d"),
+            "MACs": st.column_config.NumberColumn("MACs", format="%d"),
+            "base MACs": st.column_config.NumberColumn("base MACs", format="%d"),
+            "sparsity": st.column_config.ProgressColumn("sparsity", min_value=0.0, max_value=1.0, format="percent"),
+        })
+    with tab_card:
+        text = spec.card_text()
+        st.markdown(text if text else "_This model has no card._")
+    with tab_data:
+        ev = ws.evalset
+        st.markdown(f"**{ev.name}**: {len(ev.y)} test examples ({len(ev.quick_index)} in the quick subset), "
+                    f"{ev.num_classes} classes, input {tuple(ev.x.shape[1:])}.")
+        if ev.kind == "image" and ev.x.dim() == 4:
+            y = ev.y.cpu().numpy()
+            first = [int(np.nonzero(y == c)[0][0]) for c in range(ev.num_classes) if (y == c).any()]
+            st.plotly_chart(sample_figure(ev.x[first].cpu().numpy(), y[first], ev.classes),
+                            width="stretch", key="samples")
+        counts = np.bincount(ev.y.cpu().numpy(), minlength=ev.num_classes)
+        st.dataframe(pd.DataFrame({"class": ev.classes, "examples": counts}).T, width="stretch")
+    with tab_graph:
+        if netron_ui is not None:
+            netron_ui(ws.base, key="model_graph", label="View base model graph", example=ws.evalset.x[:1])
+        else:
+            st.info("Graph view needs the export module.")
+
+
+page()

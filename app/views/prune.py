@@ -1,0 +1,260 @@
+"""Prune: drag thresholds over histograms and watch the metrics move."""
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from core import formatting as fmt
+from core.figures import overview_figure, weight_histogram_figure
+from core.histograms import weight_histograms
+from core.masks import prunable_layers, step_thresholds
+from core.plan import LayerOverride, Prune
+from core.workspace import Workspace
+
+from app.components import (current_metrics, full_eval_ui, metrics_panel_ui, per_class_ui, plan_ui,
+                            run_action)
+from app.state import get_workspace, show_flashes
+
+try:  # criterion / granularity selectors and importance views (structured pruning)
+    from app import importance_ui
+except ImportError:  # pragma: no cover - only while that module is absent
+    importance_ui = None
+
+
+# --- pure helpers (tested without a browser) ---------------------------------------
+
+def active_step(ws: Workspace, criterion: str, granularity: str) -> tuple[int | None, Prune | None]:
+    """The step the controls edit: the last step when it is a matching Prune step."""
+    steps = ws.plan.steps
+    if steps and isinstance(steps[-1], Prune) and steps[-1].criterion == criterion \
+            and steps[-1].granularity == granularity:
+        return len(steps) - 1, steps[-1]
+    return None, None
+
+
+def commit(ws: Workspace, index: int | None, step: Prune | None) -> None:
+    """Replace the active step (or append one); a step with nothing to do is removed."""
+    if step is None:
+        if index is not None:
+            ws.remove_step(index)
+        return
+    if index is None:
+        ws.add_step(step)
+    else:
+        ws.replace_step(index, step)
+
+
+def source_model(ws: Workspace, index: int | None):
+    """The model the active step prunes: the plan's prefix before it."""
+    from core.apply import apply
+
+    if index is None:
+        return ws.model
+    if index == 0:
+        return ws.base
+    return apply(ws.plan.prefix(index), ws.base, ctx=ws.ctx, cache=ws.cache)
+
+
+def layer_rows(ws: Workspace) -> tuple[list[str], list[float], list[int]]:
+    """Per prunable layer of the base: sparsity in the current model (removed units count
+    as pruned; a layer cut out entirely is 100%) and base parameters."""
+    import torch
+
+    base_layers = prunable_layers(ws.base)
+    cur = dict(ws.model.named_modules())
+    names, sp, params = [], [], []
+    for n, m in base_layers.items():
+        total = m.weight.numel()
+        c = cur.get(n)
+        w = getattr(c, "weight", None)
+        nz = int(torch.count_nonzero(w)) if isinstance(w, torch.Tensor) else 0
+        names.append(n)
+        sp.append(1.0 - nz / total if total else 0.0)
+        params.append(total)
+    return names, sp, params
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _hists(_model, key: str):
+    return weight_histograms(_model, bins=100)
+
+
+# --- UI -------------------------------------------------------------------------------
+
+def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str) -> None:
+    """Put the plan's values into the widgets when the plan changed elsewhere (undo, ...)."""
+    ss = st.session_state
+    key = (ws.name, ws.plan.key())
+    if ss.get("_prune_synced") == key:
+        return
+    ss["_prune_synced"] = key
+    if step is not None and step.threshold is not None and granularity == "weight":
+        ss["global_mode"] = "threshold"
+        ss["global_threshold"] = float(step.threshold)
+    else:
+        ss["global_sparsity"] = float(step.sparsity) if step is not None and step.sparsity is not None else 0.0
+        if granularity != "weight":
+            ss["global_mode"] = "sparsity"
+
+
+def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: float) -> None:
+    """Global amount: a target sparsity, or a threshold in weight units (each shows the other)."""
+    ss = st.session_state
+    index, step = active_step(ws, criterion, granularity)
+    modes = ["sparsity", "threshold"] if (granularity == "weight" and criterion == "l1") else ["sparsity"]
+    if ss.get("global_mode") not in modes:
+        ss["global_mode"] = modes[0]
+
+    def on_change():
+        idx, cur = active_step(ws, criterion, granularity)
+        layers = cur.layers if cur else ()
+        if ss["global_mode"] == "sparsity":
+            s = float(ss["global_sparsity"])
+            new = Prune(criterion=criterion, granularity=granularity, sparsity=s, layers=layers,
+                        seed=cur.seed if cur else 0) if (s > 0 or layers) else None
+        else:
+            t = float(ss["global_threshold"])
+            new = Prune(criterion=criterion, granularity=granularity, threshold=t, layers=layers,
+                        seed=cur.seed if cur else 0) if (t > 0 or layers) else None
+        run_action(commit, ws, idx, new)
+        ss["_prune_synced"] = (ws.name, ws.plan.key())
+
+    c1, c2 = st.columns([1, 3])
+    c1.radio("Set by", modes, key="global_mode", horizontal=True,
+             help="Target a fraction of units to prune, or a threshold in the score's units.")
+    unit = {"weight": "weights", "neuron": "neurons", "channel": "channels", "head": "heads"}[granularity]
+    if ss["global_mode"] == "sparsity":
+        c2.slider(f"Global sparsity (fraction of {unit} pruned)", 0.0, 0.99, step=0.01, key="global_sparsity",
+                  on_change=on_change, format="%.2f",
+                  help="Applies to every prunable layer without an override. Arrow keys move it by 0.01.")
+    else:
+        ss.setdefault("global_threshold", 0.0)
+        ss["global_threshold"] = min(float(ss["global_threshold"]), wmax)
+        c2.slider("Global threshold |w| (weights below it are pruned)", 0.0, wmax, step=wmax / 200,
+                  key="global_threshold", on_change=on_change, format="%.4f")
+
+
+def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: str,
+                      thresholds: dict[str, float]) -> None:
+    """Per-layer sparsity override for the selected layer, with a way to clear it."""
+    ss = st.session_state
+    index, step = active_step(ws, criterion, granularity)
+    ov = step.override_for(layer) if step else None
+    wkey = f"ov_{ws.name}_{layer}"
+    if ss.get(f"{wkey}_plan") != ws.plan.key():
+        ss[f"{wkey}_plan"] = ws.plan.key()
+        ss[wkey] = float(ov.sparsity) if ov and ov.sparsity is not None else 0.0
+
+    def on_change():
+        idx, cur = active_step(ws, criterion, granularity)
+        v = float(ss[wkey])
+        if cur is None:
+            new = Prune(criterion=criterion, granularity=granularity, layers=(LayerOverride(layer, sparsity=v),))
+        else:
+            new = cur.with_override(layer, sparsity=v)
+        run_action(commit, ws, idx, new)
+        ss[f"{wkey}_plan"] = ws.plan.key()
+
+    def clear():
+        idx, cur = active_step(ws, criterion, granularity)
+        if cur is None:
+            return
+        new = cur.with_override(layer)
+        if new.sparsity is None and new.threshold is None and not new.layers:
+            new = None
+        run_action(commit, ws, idx, new)
+
+    c1, c2 = st.columns([3, 1])
+    label = f"Override for {layer}" + (" (active)" if ov else " (uses the global amount)")
+    c1.slider(label, 0.0, 0.99, step=0.01, key=wkey, on_change=on_change, format="%.2f",
+              help="A per-layer sparsity replaces the global amount for this layer only.")
+    c2.button("Clear override", key=f"clear_{wkey}", on_click=clear, disabled=ov is None,
+              width="stretch")
+    t = thresholds.get(layer)
+    if t is not None and math.isfinite(t):
+        st.caption(f"Threshold in this layer: {t:.4g}")
+
+
+def layer_picker_ui(names: list[str]) -> str:
+    ss = st.session_state
+    if ss.get("layer") not in names:
+        ss["layer"] = names[0]
+    return st.selectbox("Layer", names, key="layer", help="Or click a bar in the overview.")
+
+
+@st.fragment
+def prune_live_ui() -> None:
+    """The live part of the page: controls, charts and metrics (reruns on its own)."""
+    show_flashes()
+    ws = get_workspace()
+    if importance_ui is not None:
+        criterion, granularity = importance_ui.criterion_ui("prune")
+    else:
+        criterion, granularity = "l1", "weight"
+    index, step = active_step(ws, criterion, granularity)
+    _sync_widgets(ws, step, granularity)
+    src = source_model(ws, index)
+    hists = _hists(src, f"{ws.name}:{ws.plan.prefix(index if index is not None else len(ws.plan.steps)).key()}")
+    wmax = max((float(max(abs(h.edges[0]), abs(h.edges[-1]))) for h in hists.values()), default=1.0)
+    global_control_ui(ws, criterion, granularity, wmax)
+
+    m, base = current_metrics(ws)
+    metrics_panel_ui(ws, m, base)
+
+    names, sp, params = layer_rows(ws)
+    thresholds = {}
+    if granularity == "weight" and step is not None:
+        thresholds = run_action(step_thresholds, step, src, ws.ctx) or {}
+        t_global = step.threshold
+        if step.sparsity is not None:
+            vals = [t for n, t in thresholds.items() if not step.override_for(n)]
+            t_global = vals[0] if vals else None
+        if t_global is not None and math.isfinite(t_global):
+            st.caption(f"Global threshold |w| < {t_global:.4g} → sparsity {fmt.pct(m.sparsity)} of prunable weights")
+
+    left, right = st.columns([1, 1])
+    with left:
+        layer = layer_picker_ui(names)
+        ev = st.plotly_chart(overview_figure(names, sp, params, selected=layer), width="stretch",
+                             key="overview", on_select="rerun", selection_mode="points")
+        pts = (ev or {}).get("selection", {}).get("points", []) if ev else []
+        if pts:
+            clicked = pts[0].get("customdata") or pts[0].get("x")
+            if clicked in names and clicked != st.session_state.get("_last_click"):
+                st.session_state["_last_click"] = clicked
+                st.session_state["layer"] = clicked
+                st.rerun(scope="fragment")
+        layer_override_ui(ws, layer, criterion, granularity, thresholds)
+    with right:
+        log = st.toggle("Log count", key="hist_log")
+        h = hists.get(layer)
+        if h is not None:
+            t = thresholds.get(layer) if granularity == "weight" and criterion == "l1" else None
+            st.plotly_chart(weight_histogram_figure(h, t, log=log, title=f"Weights of {layer}"),
+                            width="stretch", key="hist")
+            i = names.index(layer)
+            pruned = int(round(sp[i] * params[i]))
+            st.markdown(f"**{layer}**: {fmt.count(pruned)} of {fmt.count(params[i])} weights pruned "
+                        f"(**{fmt.pct(sp[i])}**)")
+        if importance_ui is not None and (granularity != "weight" or criterion != "l1"):
+            importance_ui.importance_section_ui(ws, layer, step)
+
+    per_class_ui(ws, m, base)
+    if importance_ui is not None and granularity != "weight":
+        importance_ui.structured_metrics_ui(base, m)
+    with st.expander("Plan", expanded=True):
+        plan_ui(ws, "prune")
+    full_eval_ui(ws, "prune")
+    if importance_ui is not None:
+        with st.expander("Compare criteria on this layer"):
+            importance_ui.compare_criteria_ui(ws, layer, granularity)
+
+
+def page() -> None:
+    ws = get_workspace()
+    st.markdown(f"### Prune · {ws.name}")
+    prune_live_ui()
+
+
+page()

@@ -1,0 +1,123 @@
+"""Plotly figures shared by the app and notebooks: data in, figure out.
+
+Colours mean the same thing everywhere: BASE vs CURRENT for model comparisons,
+KEPT vs PRUNED for weights and units.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .histograms import Histogram
+
+BASE = "#9aa5b1"  # the unpruned base model
+CURRENT = "#2f6fde"  # the current plan's model
+KEPT = "#2f6fde"  # weights / units that stay
+PRUNED = "#e4572e"  # weights / units removed
+THRESHOLD = "#b8321a"  # threshold lines
+SELECTED = "#f2a541"  # the selected layer / point
+FONT = dict(family="Inter, system-ui, sans-serif", size=12)
+
+
+def _layout(fig: go.Figure, title: str | None, x: str, y: str, height: int = 320) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left", font=dict(size=14)) if title else None,
+                      height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), font=FONT,
+                      xaxis_title=x, yaxis_title=y, bargap=0.05, legend=dict(orientation="h", y=1.02, x=1,
+                      xanchor="right", yanchor="bottom"), template="plotly_white")
+    return fig
+
+
+def overview_figure(layers: Sequence[str], sparsity: Sequence[float], params: Sequence[int],
+                    selected: str | None = None, title: str | None = "Sparsity per layer") -> go.Figure:
+    """One bar per prunable layer: its sparsity; parameters in the hover; click selects.
+
+    Each bar carries its layer name as ``customdata`` for ``on_select``.
+    """
+    colors = [SELECTED if n == selected else PRUNED for n in layers]
+    fig = go.Figure(go.Bar(
+        x=list(layers), y=[100 * s for s in sparsity], customdata=list(layers), marker_color=colors,
+        hovertemplate="<b>%{x}</b><br>sparsity %{y:.1f}%<br>parameters %{text}<extra></extra>",
+        text=[f"{p:,}" for p in params], textposition="none", name="sparsity"))
+    fig.update_yaxes(range=[0, 100], ticksuffix="%")
+    fig.update_layout(clickmode="event+select")
+    return _layout(fig, title, "layer", "weights pruned", height=280)
+
+
+def weight_histogram_figure(hist: Histogram, threshold: float | None, *, log: bool = False,
+                            title: str | None = None, symmetric: bool = True) -> go.Figure:
+    """Bars of a binned weight histogram, pruned bins in PRUNED, the threshold drawn.
+
+    Args:
+        hist: the cached histogram (fixed edges).
+        threshold: magnitude threshold; weights with |w| < threshold are pruned.
+        symmetric: draw the threshold at ±threshold (weights); False for score histograms.
+    """
+    c = hist.centers
+    t = threshold if threshold is not None and np.isfinite(threshold) else (np.inf if threshold == np.inf else None)
+    if t is None:
+        pruned = np.zeros_like(c, dtype=bool)
+    else:
+        pruned = (np.abs(c) < t) if symmetric else (c < t)
+    fig = go.Figure()
+    for mask, name, color in ((~pruned, "kept", KEPT), (pruned, "pruned", PRUNED)):
+        fig.add_bar(x=c[mask], y=hist.counts[mask], width=hist.width, name=name, marker_color=color,
+                    hovertemplate="%{x:.4g}: %{y:,} weights<extra>" + name + "</extra>")
+    lo, hi = float(hist.edges[0]), float(hist.edges[-1])
+    if t is not None and t > 0:
+        tt = min(t, max(abs(lo), abs(hi)))
+        x0 = -tt if symmetric else lo
+        fig.add_vrect(x0=max(x0, lo), x1=min(tt, hi), fillcolor=PRUNED, opacity=0.08, line_width=0)
+        for x in ((-tt, tt) if symmetric else (tt,)):
+            if lo <= x <= hi:
+                fig.add_vline(x=x, line_color=THRESHOLD, line_dash="dash", line_width=2)
+    fig.update_layout(barmode="overlay")
+    if log:
+        fig.update_yaxes(type="log")
+    return _layout(fig, title, hist.label or "value", "count (log)" if log else "count")
+
+
+def per_class_figure(classes: Sequence[str], base: Sequence[float], current: Sequence[float],
+                     title: str | None = "Per-class accuracy") -> go.Figure:
+    """Grouped bars: base against current accuracy for each class."""
+    fig = go.Figure()
+    fig.add_bar(x=list(classes), y=[100 * v for v in base], name="base", marker_color=BASE,
+                hovertemplate="class %{x}: %{y:.1f}%<extra>base</extra>")
+    fig.add_bar(x=list(classes), y=[100 * v for v in current], name="current", marker_color=CURRENT,
+                hovertemplate="class %{x}: %{y:.1f}%<extra>current</extra>")
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 100], ticksuffix="%")
+    fig.update_xaxes(type="category")
+    return _layout(fig, title, "class", "accuracy", height=260)
+
+
+def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[int]:
+    """Indices of points not dominated (smaller x and larger y are better), by x."""
+    order = sorted(range(len(x)), key=lambda i: (x[i], -y[i]))
+    front, best = [], -np.inf
+    for i in order:
+        if y[i] > best:
+            front.append(i)
+            best = y[i]
+    return front
+
+
+def pareto_figure(x: Sequence[float], y: Sequence[float], labels: Sequence[str], *, x_title: str,
+                  y_title: str = "accuracy", current: int | None = None,
+                  title: str | None = None) -> go.Figure:
+    """Scatter of evaluated plans with the Pareto front; point index in ``customdata``."""
+    idx = list(range(len(x)))
+    fig = go.Figure()
+    fig.add_scatter(x=list(x), y=[100 * v for v in y], mode="markers", name="plans", customdata=idx,
+                    text=list(labels), marker=dict(color=CURRENT, size=9, opacity=0.8),
+                    hovertemplate="%{text}<br>" + x_title + " %{x:,.4g}<br>accuracy %{y:.1f}%<extra></extra>")
+    front = pareto_front(list(x), list(y))
+    if front:
+        fig.add_scatter(x=[x[i] for i in front], y=[100 * y[i] for i in front], mode="lines",
+                        name="Pareto front", line=dict(color=PRUNED, dash="dot"), hoverinfo="skip")
+    if current is not None and 0 <= current < len(x):
+        fig.add_scatter(x=[x[current]], y=[100 * y[current]], mode="markers", name="current",
+                        marker=dict(color=SELECTED, size=14, symbol="star"), hoverinfo="skip")
+    fig.update_yaxes(ticksuffix="%")
+    return _layout(fig, title, x_title, y_title, height=340)

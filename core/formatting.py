@@ -1,0 +1,50 @@
+"""One number format everywhere (app, CLI tables, notebooks)."""
+from __future__ import annotations
+
+import math
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    """0.1234 -> '12.3%'."""
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def count(n: float | None) -> str:
+    """1234567 -> '1.23 M', 51234 -> '51.2 k'."""
+    if n is None:
+        return "–"
+    n = float(n)
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            v = n / div
+            return f"{v:.3g} {unit}" if abs(v) < 100 else f"{v:.0f} {unit}"
+    return f"{n:.0f}"
+
+
+def nbytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    n = float(n)
+    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def ms(median: float | None, iqr: float | None = None) -> str:
+    """Latency with its spread: '3.21 ms ± 0.12'."""
+    if median is None:
+        return "–"
+    s = f"{median:.3g} ms" if median < 100 else f"{median:.0f} ms"
+    if iqr is not None and math.isfinite(iqr):
+        s += f" ± {iqr:.2g}"
+    return s
+
+
+def signed_pp(delta: float) -> str:
+    """A difference of fractions in percentage points: '+1.2 pp'."""
+    return f"{100 * delta:+.1f} pp"
+
+
+def ratio(x: float | None) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.2f}×"
