@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -96,7 +97,7 @@ class _AbsScores(_Scores):
         if math.isinf(t):
             return torch.zeros_like(w)
         # hardshrink keeps |w| > lambda: one fused pass, the same cost as w * mask.
-        return F.hardshrink(w, math.nextafter(t, -math.inf))
+        return F.hardshrink(w, float(np.nextafter(np.float32(t), np.float32(-np.inf))))
 
 
 def _score_hist(sc: _Scores, names: list[str]) -> tuple[float, float, torch.Tensor]:
@@ -157,10 +158,20 @@ def select_threshold(scores: Mapping[str, torch.Tensor] | _Scores, names: Iterab
         below += nb
     c = torch.sort(torch.cat(cands)).values
     idx = min(max(k - below, 1), len(c))  # 1-based rank inside the candidates
-    vk = float(c[idx - 1])
-    if idx < len(c) and float(c[idx]) > vk:
-        return (vk + float(c[idx])) / 2
-    return math.nextafter(vk, math.inf)
+    return _cut_above(float(c[idx - 1]), float(c[idx]) if idx < len(c) else None)
+
+
+def _cut_above(vk: float, nxt: float | None) -> float:
+    """A float32-representable threshold t with vk < t (and t <= nxt when given).
+
+    Scores are float32; a Python float threshold is rounded to float32 when compared,
+    so the midpoint is taken in float32 and nudged up when it rounds onto ``vk``.
+    """
+    up = float(np.nextafter(np.float32(vk), np.float32(np.inf)))
+    if nxt is None or nxt <= vk:
+        return up
+    mid = float(np.float32((vk + nxt) / 2))
+    return mid if vk < mid <= nxt else up
 
 
 def layer_threshold(score: torch.Tensor, sparsity: float) -> float:
@@ -174,7 +185,7 @@ def layer_threshold(score: torch.Tensor, sparsity: float) -> float:
     flat = score.flatten().float()
     vk = float(torch.kthvalue(flat, k).values)
     nxt = float(torch.kthvalue(flat, k + 1).values)
-    return (vk + nxt) / 2 if nxt > vk else math.nextafter(vk, math.inf)
+    return _cut_above(vk, nxt)
 
 
 def sparsity_at(score: torch.Tensor, threshold: float) -> float:

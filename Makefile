@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh clone:
+#   make run    creates .venv if missing, installs prunescope, opens the app on a demo model
+#   make test   the same install, then the whole test suite (unit, app, CLI, e2e browser)
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PORT    ?= 8501
+
+.PHONY: run test install bench train clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m streamlit run app --server.port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+train: $(STAMP)
+	$(BIN)/python -m demo_models.train
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

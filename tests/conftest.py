@@ -1,0 +1,28 @@
+import os
+
+import pytest
+import torch
+
+torch.manual_seed(0)
+os.environ.setdefault("PRUNESCOPE_TEST", "1")
+
+DEMO_MODELS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
+
+
+@pytest.fixture(scope="session")
+def demo_names():
+    from core.models import list_models
+
+    names = list_models()
+    assert set(DEMO_MODELS) <= set(names), names
+    return DEMO_MODELS
+
+
+def small_mlp(seed: int = 0) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 48), torch.nn.ReLU(),
+                            torch.nn.Linear(48, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return m.eval()

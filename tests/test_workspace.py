@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from core.apply import PlanError
+from core.plan import LayerOverride, Plan, Prune
+from core.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def ws():
+    return Workspace("digits_mlp", "cpu", quick_size=128, latency_time=0.02)
+
+
+def test_undo_redo_move_along_the_history(ws):
+    base_acc = ws.metrics().accuracy
+    ws.add_step(Prune(sparsity=0.9))
+    pruned = ws.metrics()
+    assert pruned.sparsity > 0.85 and pruned.accuracy != base_acc
+    ws.undo()
+    assert ws.plan.steps == () and ws.metrics().accuracy == base_acc
+    ws.redo()
+    assert ws.metrics().accuracy == pruned.accuracy
+    ws.reset()
+    assert ws.plan.steps == () and ws.can_undo
+
+
+def test_a_failing_step_keeps_the_current_plan(ws):
+    ws.set_plan(Plan(ws.name, (Prune(sparsity=0.3),)))
+    before = ws.plan
+    with pytest.raises(PlanError):
+        ws.add_step(Prune(layers=(LayerOverride("nope", sparsity=0.1),)))
+    assert ws.plan == before
+    assert ws.metrics().sparsity == pytest.approx(0.3, abs=0.01)
+
+
+def test_every_evaluated_plan_is_logged(ws):
+    n = len(ws.log)
+    ws.set_plan(Plan(ws.name, (Prune(sparsity=0.42),)))
+    ws.metrics()
+    assert len(ws.log) == n + 1 and ws.log[-1].plan == ws.plan
+
+
+def test_base_is_never_pruned(ws):
+    snap = [p.clone() for p in ws.base.parameters()]
+    ws.set_plan(Plan(ws.name, (Prune(sparsity=0.8),)))
+    _ = ws.model
+    assert all(torch.equal(a, b) for a, b in zip(snap, ws.base.parameters()))
+
+
+def test_plan_for_another_model_is_refused(ws):
+    with pytest.raises(ValueError, match="for model 'digits_cnn'"):
+        ws.set_plan(Plan("digits_cnn"))
