@@ -98,25 +98,18 @@ def per_class_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
 def plan_ui(ws: Workspace, key: str) -> None:
     """The plan as a list of steps (each removable), with undo, redo and reset."""
     c = st.columns([1, 1, 1, 3])
-    if c[0].button("↶ Undo", key=f"{key}_undo", disabled=not ws.can_undo, width="stretch"):
-        ws.undo()
-        st.rerun(scope="fragment")
-    if c[1].button("↷ Redo", key=f"{key}_redo", disabled=not ws.can_redo, width="stretch"):
-        ws.redo()
-        st.rerun(scope="fragment")
-    if c[2].button("Reset", key=f"{key}_reset", disabled=not ws.plan.steps, width="stretch",
-                   help="Back to the base model (can be undone)."):
-        run_action(ws.reset)
-        st.rerun(scope="fragment")
+    c[0].button("↶ Undo", key=f"{key}_undo", disabled=not ws.can_undo, width="stretch", on_click=ws.undo)
+    c[1].button("↷ Redo", key=f"{key}_redo", disabled=not ws.can_redo, width="stretch", on_click=ws.redo)
+    c[2].button("Reset", key=f"{key}_reset", disabled=not ws.plan.steps, width="stretch",
+                help="Back to the base model (can be undone).", on_click=run_action, args=(ws.reset,))
     c[3].caption(f"History {ws.pos + 1} / {len(ws.history)}")
     if not ws.plan.steps:
         st.caption("No steps yet: the model is the base model.")
     for i, text in enumerate(ws.plan.describe()):
         a, b = st.columns([8, 1])
         a.markdown(f"**{i + 1}.** {text}")
-        if b.button("✕", key=f"{key}_rm_{i}_{ws.plan.key()}", help="Remove this step"):
-            run_action(ws.remove_step, i)
-            st.rerun(scope="fragment")
+        b.button("✕", key=f"{key}_rm_{i}_{ws.plan.key()}", help="Remove this step",
+                 on_click=run_action, args=(ws.remove_step, i))
 
 
 def full_eval_ui(ws: Workspace, key: str) -> None:

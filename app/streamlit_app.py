@@ -17,19 +17,19 @@ import streamlit as st  # noqa: E402
 from app.components import model_picker_ui  # noqa: E402
 from app.state import get_workspace  # noqa: E402
 
-st.set_page_config(page_title="prunescope", page_icon="✂️", layout="wide")
+st.set_page_config(page_title="prunescope", page_icon=":material/content_cut:", layout="wide")
 
 VIEWS = Path(__file__).parent / "views"
 PAGES = [
-    st.Page(VIEWS / "model.py", title="Model", icon="🧠", url_path="model"),
-    st.Page(VIEWS / "prune.py", title="Prune", icon="✂️", url_path="prune", default=True),
+    st.Page(VIEWS / "model.py", title="Model", icon=":material/memory:", url_path="model"),
+    st.Page(VIEWS / "prune.py", title="Prune", icon=":material/content_cut:", url_path="prune", default=True),
     # --- pages added by other features (surgery, export) go below this line ---
-    st.Page(VIEWS / "history.py", title="History", icon="🕘", url_path="history"),
+    st.Page(VIEWS / "history.py", title="History", icon=":material/history:", url_path="history"),
 ]
 PAGES = [p for p in PAGES]
 
 with st.sidebar:
-    st.markdown("## ✂️ prunescope")
+    st.markdown("## :material/content_cut: prunescope")
     model_picker_ui(st)
     ws = get_workspace()
     st.caption(f"{len(ws.plan.steps)} step(s) in the plan · device {ws.device}")

@@ -57,6 +57,7 @@ class Workspace:
         self._model: nn.Module | None = self.base
         self._model_key = self.plan.key()
         self._metrics: dict[tuple[str, str], Metrics] = {}
+        self._logged: dict[tuple[str, str], Metrics] = {}  # what the log holds per plan and subset
 
     # --- the plan and its history ---
     @property
@@ -151,6 +152,8 @@ class Workspace:
         if m is None or (latency and m.latency is None):
             m = self.evaluator.evaluate(self.model, subset, latency=latency)
             self._metrics[key] = m
+        if self._logged.get(key) is not m:
+            self._logged[key] = m
             self.log.append(LogEntry(time.time(), self.plan, m))
         return m
 

@@ -103,7 +103,7 @@ def page() -> None:
             st.plotly_chart(sample_figure(ev.x[first].cpu().numpy(), y[first], ev.classes),
                             width="stretch", key="samples")
         counts = np.bincount(ev.y.cpu().numpy(), minlength=ev.num_classes)
-        st.dataframe(pd.DataFrame({"class": ev.classes, "examples": counts}).T, width="stretch")
+        st.dataframe(pd.DataFrame([counts], columns=ev.classes, index=["examples"]), width="stretch")
     with tab_graph:
         if netron_ui is not None:
             netron_ui(ws.base, key="model_graph", label="View base model graph", example=ws.evalset.x[:1])

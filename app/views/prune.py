@@ -160,9 +160,9 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
         idx, cur = active_step(ws, criterion, granularity)
         if cur is None:
             return
-        new = cur.with_override(layer)
-        if new.sparsity is None and new.threshold is None and not new.layers:
-            new = None
+        rest = [o for o in cur.layers if o.layer != layer]
+        nothing_left = cur.sparsity is None and cur.threshold is None and not rest
+        new = None if nothing_left else cur.with_override(layer)
         run_action(commit, ws, idx, new)
 
     c1, c2 = st.columns([3, 1])
@@ -216,15 +216,13 @@ def prune_live_ui() -> None:
     left, right = st.columns([1, 1])
     with left:
         layer = layer_picker_ui(names)
-        ev = st.plotly_chart(overview_figure(names, sp, params, selected=layer), width="stretch",
-                             key="overview", on_select="rerun", selection_mode="points")
-        pts = (ev or {}).get("selection", {}).get("points", []) if ev else []
-        if pts:
-            clicked = pts[0].get("customdata") or pts[0].get("x")
-            if clicked in names and clicked != st.session_state.get("_last_click"):
-                st.session_state["_last_click"] = clicked
-                st.session_state["layer"] = clicked
-                st.rerun(scope="fragment")
+        def on_click():
+            pts = st.session_state["overview"]["selection"]["points"]
+            if pts and pts[0].get("customdata") in names:
+                st.session_state["layer"] = pts[0]["customdata"]
+
+        st.plotly_chart(overview_figure(names, sp, params, selected=layer), width="stretch",
+                        key="overview", on_select=on_click, selection_mode="points")
         layer_override_ui(ws, layer, criterion, granularity, thresholds)
     with right:
         log = st.toggle("Log count", key="hist_log")

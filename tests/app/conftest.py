@@ -1,0 +1,35 @@
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
+
+
+@pytest.fixture(autouse=True)
+def clear_streamlit_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+
+
+def new_app(model: str | None = None) -> AppTest:
+    """A fresh session of the app, run once (optionally on ``model``)."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    if model:
+        at.session_state["model_name"] = model
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    for m in at.metric:
+        if m.label == label:
+            return m.value
+    raise KeyError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
+
+
+def workspace(at: AppTest):
+    return at.session_state["workspaces"][at.session_state["model_name"]]
