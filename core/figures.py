@@ -35,14 +35,20 @@ def overview_figure(layers: Sequence[str], sparsity: Sequence[float], params: Se
 
     Each bar carries its layer name as ``customdata`` for ``on_select``.
     """
-    colors = [SELECTED if n == selected else PRUNED for n in layers]
-    fig = go.Figure(go.Bar(
-        x=list(layers), y=[100 * s for s in sparsity], customdata=list(layers), marker_color=colors,
-        hovertemplate="<b>%{x}</b><br>sparsity %{y:.1f}%<br>parameters %{text}<extra></extra>",
-        text=[f"{p:,}" for p in params], textposition="none", name="sparsity"))
+    pruned = [100 * s for s in sparsity]
+    kept = [100 - p for p in pruned]
+    line = [3 if n == selected else 0 for n in layers]
+    hover = "<b>%{x}</b><br>sparsity %{customdata[1]:.1f}%<br>parameters %{customdata[2]:,}<extra></extra>"
+    data = [[n, p, int(q)] for n, p, q in zip(layers, pruned, params)]
+    fig = go.Figure()
+    # Stacked to 100% so every layer has a full-height bar to click, even when unpruned.
+    fig.add_bar(x=list(layers), y=pruned, name="pruned", marker_color=PRUNED, customdata=data,
+                hovertemplate=hover, marker_line=dict(width=line, color=SELECTED))
+    fig.add_bar(x=list(layers), y=kept, name="kept", marker_color=KEPT, opacity=0.35, customdata=data,
+                hovertemplate=hover, marker_line=dict(width=line, color=SELECTED))
     fig.update_yaxes(range=[0, 100], ticksuffix="%")
-    fig.update_layout(clickmode="event+select")
-    return _layout(fig, title, "layer", "weights pruned", height=280)
+    fig.update_layout(barmode="stack", clickmode="event+select")
+    return _layout(fig, title, "layer (click to select)", "weights", height=280)
 
 
 def weight_histogram_figure(hist: Histogram, threshold: float | None, *, log: bool = False,

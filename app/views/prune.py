@@ -218,8 +218,11 @@ def prune_live_ui() -> None:
         layer = layer_picker_ui(names)
         def on_click():
             pts = st.session_state["overview"]["selection"]["points"]
-            if pts and pts[0].get("customdata") in names:
-                st.session_state["layer"] = pts[0]["customdata"]
+            if pts:
+                cd = pts[0].get("customdata")
+                name = cd[0] if isinstance(cd, (list, tuple)) else (cd or pts[0].get("x"))
+                if name in names:
+                    st.session_state["layer"] = name
 
         st.plotly_chart(overview_figure(names, sp, params, selected=layer), width="stretch",
                         key="overview", on_select=on_click, selection_mode="points")
