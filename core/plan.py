@@ -29,6 +29,17 @@ STEPS: Registry[type["Step"]] = Registry("step")
 GRANULARITIES = ("weight", "neuron", "channel", "head")
 
 
+# Core modules that register further step kinds; imported before a recipe is read.
+STEP_MODULES = ["core.surgery"]
+
+
+def _load_step_modules() -> None:
+    import importlib
+
+    for mod in STEP_MODULES:
+        importlib.import_module(mod)
+
+
 def register_step(cls: type["Step"]) -> type["Step"]:
     """Class decorator: make a step kind known to recipes under ``cls.op``."""
     STEPS.register(cls.op, cls)
@@ -257,6 +268,8 @@ class Plan:
             if not isinstance(s, dict) or "op" not in s:
                 raise ValueError(f"step {i}: expected an object with an 'op', got {s!r}")
             try:
+                if s["op"] not in STEPS._items:
+                    _load_step_modules()
                 kind = STEPS.get(s["op"])
                 steps.append(kind.from_dict(s))
             except UnknownNameError as exc:
