@@ -239,3 +239,49 @@ def test_heal_step_in_a_plan_round_trips_and_replays():
     S._HEAL_MEMO.clear()
     b = apply(again, build_model("digits_cnn"), ctx=ApplyContext("digits_cnn"))
     assert _sd_equal(a, b)
+
+
+# --------------------------------------------------------------------- CLI
+def _cli(capsys, *argv):
+    import json
+
+    from core.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, (json.loads(out.out) if code == 0 and "--json" in argv else out.out), out.err
+
+
+def test_cli_blocks_lists_shapes_params_macs_influence_and_drop_one(capsys):
+    code, rows, _ = _cli(capsys, "blocks", "digits_cnn", "--json", "--device", "cpu")
+    assert code == 0 and [r["name"] for r in rows] == ["features.0", "features.1", "features.2"]
+    for r in rows:
+        assert {"name", "in_shape", "out_shape", "params", "macs", "influence", "drop_one_accuracy"} <= set(r)
+    assert rows[1]["in_shape"] == [32, 8, 8] and rows[1]["out_shape"] == [64, 4, 4]
+    assert rows[1]["influence"] is None and 0 <= rows[2]["drop_one_accuracy"] <= 1
+
+
+def test_cli_cut_then_paste_saves_plans_that_replay(capsys, tmp_path):
+    p1, p2 = tmp_path / "cut.json", tmp_path / "paste.json"
+    code, d, _ = _cli(capsys, "cut", "digits_cnn", "--block", "features.1", "--bridge", "lstsq",
+                      "--save-plan", str(p1), "--json", "--no-latency", "--device", "cpu")
+    assert code == 0 and d["shapes_changed"] and d["plan"]["steps"][0]["op"] == "cut"
+    code, d2, _ = _cli(capsys, "paste", "digits_cnn", "--plan", str(p1), "--block", "layers.3",
+                       "--from", "digits_resnet", "--at", "2", "--save-plan", str(p2), "--json", "--no-latency",
+                       "--device", "cpu")
+    assert code == 0 and [s["op"] for s in d2["plan"]["steps"]] == ["cut", "paste"]
+    code, d3, _ = _cli(capsys, "evaluate", "digits_cnn", "--plan", str(p2), "--json", "--no-latency",
+                       "--device", "cpu")
+    assert code == 0 and d3["accuracy"] == d2["accuracy"] and d3["params"] == d2["params"]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["cut", "digits_cnn", "--block", "features.1", "--bridge", "identity"], "(32, 8, 8) -> (64, 4, 4)"),
+    (["cut", "digits_cnn", "--block", "features.9"], "not in the model"),
+    (["paste", "digits_cnn", "--block", "features.0", "--at", "9"], "paste.at must be in [0, 3]"),
+    (["paste", "digits_cnn", "--block", "blocks.0", "--from", "nope", "--at", "0"], "unknown model 'nope'"),
+    (["paste", "digits_resnet", "--block", "blocks.0", "--from", "digits_vit", "--at", "1"], "cannot bridge"),
+])
+def test_cli_impossible_surgery_exits_2_with_one_line(capsys, argv, msg):
+    code, _, err = _cli(capsys, *argv, "--json", "--no-latency", "--device", "cpu")
+    assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
