@@ -68,3 +68,20 @@ def test_suggested_cut_takes_the_cheapest_blocks_with_the_measured_accuracy(guid
     assert s["expected_accuracy"] == pytest.approx(g.drop_one[best], abs=0.02)
     with pytest.raises(ValueError, match="k must be"):
         G.suggest_cut(ws, 99)
+
+
+def test_surgery_figures_build_from_guides_and_mark_cut_and_new_blocks(guided):
+    from core import figures_surgery as FS
+
+    ws, g = guided
+    names = [b.name for b in g.blocks]
+    before = [b.to_dict() for b in g.blocks]
+    after = [dict(before[0], name=names[0] + "_copy")] + before[2:] + [
+        {"name": "x.bridge", "out_shape": [1], "params": 0, "adapter": True}]
+    fig = FS.block_sequence_figure(before, after)
+    hovers = " ".join(t.hovertext[0] for t in fig.data if t.hovertext)
+    assert f"{names[1]} (cut)" in hovers and "_copy (new)" in hovers and "(adapter)" in hovers
+    for f in (FS.cka_heatmap(names, g.cka), FS.influence_figure(names, g.influence),
+              FS.drop_one_figure(names, g.drop_one, g.accuracy, names[:1]),
+              FS.heal_figure([1.0, 0.5], {"loss": 1.0, "accuracy": 0.5}, {"loss": 0.4, "accuracy": 0.8})):
+        assert f.to_dict()["data"]

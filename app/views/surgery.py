@@ -1,0 +1,323 @@
+"""Surgery: cut blocks out, paste blocks in (from this model or a donor), heal the seams.
+
+Every operation is a step of the same workspace plan as the pruning steps, so undo,
+redo, history and export see them all.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import formatting as fmt
+from core.figures_surgery import (block_sequence_figure, cka_heatmap, drop_one_figure, heal_figure,
+                                  influence_figure)
+from core.guides import compute_guides, suggest_cut
+from core.models import list_models, load_base
+from core.surgery import (BRIDGES, HEAL_TRAIN, Cut, Heal, Paste, block_names, container_candidates,
+                          default_container, list_blocks)
+from core.workspace import Workspace
+
+from app.components import current_metrics, metrics_panel_ui, plan_ui, run_action
+from app.state import flash, get_workspace, show_flashes
+
+CLIP = "surgery_clipboard"  # session key: list of {"source": "self" | model name, "block": path}
+
+
+# --- pure helpers (tested without a browser) ---------------------------------------
+
+def blocks_of(ws: Workspace, container: str, which: str = "current") -> list[dict]:
+    """Blocks of the current model (or of the base) as dicts, cached per plan in the session."""
+    model = ws.model if which == "current" else ws.base
+    key = ("_surgery_blocks", ws.name, ws.plan.key() if which == "current" else "base", container)
+    cache = st.session_state.setdefault("_surgery_block_cache", {})
+    if key not in cache:
+        try:
+            cache[key] = [b.to_dict() for b in list_blocks(model, ws.ctx.calibration(0)[0], container, ws.name)]
+        except ValueError:
+            cache[key] = []
+    return cache[key]
+
+
+def donor_blocks(name: str) -> list[str]:
+    """Block paths of a registered model's default container."""
+    base = load_base(name)
+    return block_names(base, default_container(base, name))
+
+
+def clipboard() -> list[dict]:
+    return st.session_state.setdefault(CLIP, [])
+
+
+def paste_steps(ws: Workspace, entries: list[dict], at: int, adapter: str, container: str) -> list[Paste]:
+    """Paste steps for clipboard entries, inserted in order from position ``at``.
+
+    A "self" entry whose block is no longer in the current model (it was cut) is taken
+    from the base model instead.
+
+    Raises:
+        ValueError: an entry's block exists neither in the current model nor in the base.
+    """
+    current = set(block_names(ws.model, container))
+    steps = []
+    for k, e in enumerate(entries):
+        source, block = e["source"], e["block"]
+        if source == "self" and block not in current:
+            if block not in {n for n, _ in ws.base.named_modules()}:
+                raise ValueError(f"block {block!r} is no longer in the model nor in the base; copy it again")
+            source = ws.name  # the pristine base of this model, as a donor
+        steps.append(Paste(block, source=source, at=at + k, adapter=adapter, into=container))
+    return steps
+
+
+def duplicate_steps(names: list[str], selected: list[str]) -> list[Paste]:
+    """Paste steps putting a copy of each selected block right after it."""
+    steps, shift = [], 0
+    for n in names:
+        if n in selected:
+            i = names.index(n) + shift
+            steps.append(Paste(n, at=i + 1))
+            shift += 1
+    return steps
+
+
+def _add_steps(ws: Workspace, steps) -> None:
+    """All ``steps`` as one history entry (one undo)."""
+    plan = ws.plan
+    for s in steps:
+        plan = plan.then(s)
+    ws.set_plan(plan)
+
+
+# --- UI -------------------------------------------------------------------------------
+
+def container_ui(ws: Workspace) -> str:
+    ss = st.session_state
+    cands = container_candidates(ws.model)
+    default = default_container(ws.model, ws.name)
+    if default not in cands:
+        cands = [default] + cands
+    key = f"surgery_container_{ws.name}"
+    if ss.get(key) not in cands:
+        ss[key] = default
+    return st.selectbox("Container", cands, key=key, format_func=lambda c: c or "(the model itself)",
+                        help="The Sequential / ModuleList whose children are the blocks.")
+
+
+def block_table_ui(blocks: list[dict], guides) -> None:
+    rows = []
+    for i, b in enumerate(blocks):
+        g_ok = guides is not None and i < len(guides.blocks) and guides.blocks[i].name == b["name"]
+        rows.append({"block": b["name"], "kind": "adapter" if b["adapter"] else b["kind"],
+                     "in": "×".join(map(str, b["in_shape"])), "out": "×".join(map(str, b["out_shape"])),
+                     "params": b["params"], "MACs": b["macs"],
+                     "influence": guides.influence[i] if g_ok else None,
+                     "drop-one acc": guides.drop_one[i] if g_ok else None})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+        "influence": st.column_config.NumberColumn(format="%.3f", help="1 − cos(input, output)"),
+        "drop-one acc": st.column_config.NumberColumn(format="percent", help="accuracy with this block alone cut"),
+        "MACs": st.column_config.NumberColumn(format="compact"),
+    })
+
+
+def operations_ui(ws: Workspace, container: str, names: list[str]) -> None:
+    """Multi-select + Cut / Copy / Paste / Duplicate, bridge and position controls."""
+    ss = st.session_state
+    sel_key = "surgery_selected"
+    ss[sel_key] = [n for n in ss.get(sel_key, []) if n in names]
+    selected = st.multiselect("Selected blocks", names, key=sel_key,
+                              help="Pick blocks to cut, copy or duplicate.")
+    c = st.columns(2)
+    bridge = c[0].radio("Bridge / adapter", BRIDGES, key="surgery_bridge", horizontal=True,
+                        help="auto: identity where shapes match (same model), least squares elsewhere; "
+                             "identity: shapes must match; lstsq: always a fitted adapter.")
+    ss.setdefault("surgery_at", len(names))
+    ss["surgery_at"] = min(int(ss["surgery_at"]), len(names))
+    at = c[1].number_input("Paste at position", 0, len(names), key="surgery_at", step=1,
+                           help="0 = before the first block; the number of blocks = after the last.")
+
+    def do_cut():
+        sel = list(ss.get(sel_key, []))
+        if not sel:
+            flash("warning", "Select one or more blocks to cut.")
+            return
+        base_names = {n for n, _ in ws.base.named_modules()}
+        out = run_action(ws.add_step, Cut(tuple(sel), bridge=bridge), success=f"Cut {', '.join(sel)}.")
+        if out is not None:
+            clip = [{"source": "self", "block": n} for n in sel if n in base_names]
+            if clip:
+                ss[CLIP] = clip
+            ss[sel_key] = []
+
+    def do_copy():
+        sel = list(ss.get(sel_key, []))
+        if not sel:
+            flash("warning", "Select blocks to copy.")
+            return
+        ss[CLIP] = [{"source": "self", "block": n} for n in sel]
+        flash("info", f"Copied {', '.join(sel)} to the clipboard.")
+
+    def do_paste():
+        entries = list(ss.get(CLIP, []))
+        if not entries:
+            flash("warning", "The clipboard is empty: copy or cut blocks, or add a donor block.")
+            return
+        steps = run_action(paste_steps, ws, entries, int(ss["surgery_at"]), bridge, container)
+        if steps:
+            run_action(_add_steps, ws, steps, success=f"Pasted {len(steps)} block(s) at {int(ss['surgery_at'])}.")
+
+    def do_duplicate():
+        sel = list(ss.get(sel_key, []))
+        if not sel:
+            flash("warning", "Select blocks to duplicate.")
+            return
+        run_action(_add_steps, ws, duplicate_steps(names, sel), success=f"Duplicated {', '.join(sel)}.")
+
+    b = st.columns(4)
+    b[0].button("✂ Cut", key="surgery_cut", on_click=do_cut, width="stretch", disabled=not selected,
+                help="Remove the selected blocks (and keep them on the clipboard).")
+    b[1].button("⧉ Copy", key="surgery_copy", on_click=do_copy, width="stretch", disabled=not selected)
+    b[2].button("⎘ Paste", key="surgery_paste", on_click=do_paste, width="stretch", disabled=not clipboard(),
+                help=f"Insert the clipboard's blocks at position {at}.")
+    b[3].button("⊕ Duplicate", key="surgery_duplicate", on_click=do_duplicate, width="stretch",
+                disabled=not selected, help="A copy of each selected block right after it (depth up-scaling).")
+
+
+def donor_ui(ws: Workspace) -> None:
+    """Pick a block of any registered model and put it on the clipboard."""
+    ss = st.session_state
+    models = list_models()
+    ss.setdefault("surgery_donor", ws.name if ws.name in models else models[0])
+    donor = st.selectbox("Donor model", models, key="surgery_donor",
+                         help="Any registered model; its pristine base is used (never modified).")
+    try:
+        dblocks = donor_blocks(donor)
+    except ValueError as exc:
+        st.error(str(exc))
+        return
+    if ss.get("surgery_donor_block") not in dblocks:
+        ss["surgery_donor_block"] = dblocks[0]
+    block = st.selectbox("Donor block", dblocks, key="surgery_donor_block")
+
+    def add():
+        ss[CLIP] = clipboard() + [{"source": donor, "block": block}]
+
+    st.button("Add to clipboard", key="surgery_add_donor", on_click=add)
+
+
+def clipboard_ui() -> None:
+    clip = clipboard()
+    if not clip:
+        st.caption("Clipboard: empty")
+        return
+    st.caption("Clipboard: " + ", ".join(e["block"] if e["source"] == "self" else f"{e['source']}:{e['block']}"
+                                         for e in clip))
+    st.button("Clear clipboard", key="surgery_clear_clip", on_click=lambda: st.session_state.__setitem__(CLIP, []))
+
+
+def guides_ui(ws: Workspace, container: str, guides) -> None:
+    if guides is None:
+        return
+    names = [b.name for b in guides.blocks]
+    ss = st.session_state
+    k_max = sum(1 for i, b in enumerate(guides.blocks) if guides.drop_one[i] is not None and not b.adapter)
+    sugg = None
+    if k_max:
+        ss.setdefault("surgery_k", 1)
+        ss["surgery_k"] = max(1, min(int(ss["surgery_k"]), k_max))
+        k = st.number_input("Blocks to cut (suggestion)", 1, k_max, key="surgery_k", step=1)
+        sugg = run_action(suggest_cut, ws, int(k), container)
+    if sugg and sugg["expected_accuracy"] is not None:
+        st.markdown(f"**Suggested cut:** {', '.join(sugg['blocks'])} → expected accuracy "
+                    f"**{fmt.pct(sugg['expected_accuracy'])}** (now {fmt.pct(sugg['accuracy'])})")
+        st.button("Apply suggested cut", key="surgery_apply_suggestion",
+                  on_click=run_action, args=(ws.add_step, Cut(tuple(sugg["blocks"]), bridge=sugg["bridge"])),
+                  kwargs={"success": f"Cut {', '.join(sugg['blocks'])}."})
+    st.plotly_chart(drop_one_figure(names, guides.drop_one, guides.accuracy,
+                                    sugg["blocks"] if sugg else ()), width="stretch", key="surgery_drop_one")
+    st.plotly_chart(influence_figure(names, guides.influence), width="stretch", key="surgery_influence")
+    st.plotly_chart(cka_heatmap(names, guides.cka), width="stretch", key="surgery_cka")
+
+
+def heal_ui(ws: Workspace) -> None:
+    """Train adapters (and neighbours) for N steps with a progress bar; cancel keeps the plan."""
+    ss = st.session_state
+    c = st.columns(3)
+    steps = c[0].number_input("Steps", 1, 2000, 100, key="heal_steps")
+    lr = c[1].number_input("Learning rate", 1e-5, 1.0, 1e-3, key="heal_lr", format="%.5f")
+    train = c[2].radio("Train", HEAL_TRAIN, key="heal_train")
+    go_col, stop_col = st.columns(2)
+    start = go_col.button("Heal", key="heal_start", type="primary", width="stretch")
+    # A click on Cancel reruns the script, which stops a running heal before it is committed.
+    stop_col.button("Cancel", key="heal_cancel", width="stretch",
+                    on_click=lambda: ss.__setitem__("heal_cancelled", True))
+    if ss.pop("heal_cancelled", False):
+        st.info("Heal cancelled; the plan is unchanged.")
+    if start:
+        step = Heal(steps=int(steps), lr=float(lr), train=train)
+        bar = st.progress(0.0, text="Healing…")
+
+        def progress(done, total, loss):
+            bar.progress(done / max(1, total), text=f"step {done}/{total} · loss {loss:.3f}")
+
+        res = run_action(step.run, ws.model, ws.ctx, progress=progress,
+                         should_stop=lambda: bool(ss.get("heal_cancelled")))
+        bar.empty()
+        if res is not None:
+            _, info = res
+            done = Heal(steps=info["steps_run"], lr=float(lr), train=train)
+            if run_action(ws.add_step, done) is not None:  # replays from the heal memo: no retraining
+                ss["heal_info"] = (ws.plan.key(), info)
+                flash("success", f"Healed {info['trained_params']:,} parameters for {info['steps_run']} steps.")
+        show_flashes()
+    hi = ss.get("heal_info")
+    if hi and hi[0] == ws.plan.key():
+        info = hi[1]
+        st.plotly_chart(heal_figure(info["losses"], info["before"], info["after"]), width="stretch",
+                        key="heal_figure")
+
+
+@st.fragment
+def surgery_live_ui() -> None:
+    show_flashes()
+    ws = get_workspace()
+    container = container_ui(ws)
+    blocks = blocks_of(ws, container)
+    names = [b["name"] for b in blocks]
+    if not names:
+        st.warning(f"Container {container or '(the model itself)'!r} has no blocks in the current model.")
+    show_guides = st.toggle("Guides", value=True, key="surgery_guides",
+                            help="Influence, similarity (CKA) and drop-one accuracy; computed once per plan.")
+    guides = None
+    if show_guides and names:
+        with st.spinner("Computing guides (once per plan)…"):
+            guides = run_action(compute_guides, ws, container)
+
+    m, base = current_metrics(ws)
+    metrics_panel_ui(ws, m, base)
+
+    left, right = st.columns([3, 2])
+    with left:
+        block_table_ui(blocks, guides)
+        operations_ui(ws, container, names)
+        clipboard_ui()
+        with st.expander("Blocks from a donor model"):
+            donor_ui(ws)
+        before = blocks_of(ws, container, "base")
+        st.plotly_chart(block_sequence_figure(before, blocks), width="stretch", key="surgery_sequence")
+    with right:
+        guides_ui(ws, container, guides)
+    with st.expander("Heal (train adapters briefly)"):
+        heal_ui(ws)
+    with st.expander("Plan", expanded=True):
+        plan_ui(ws, "surgery")
+
+
+def page() -> None:
+    ws = get_workspace()
+    st.markdown(f"### Surgery · {ws.name}")
+    st.caption("Cut blocks out or paste copies in (from this model or a donor). Seams get an identity or a "
+               "least-squares adapter; heal trains the adapters briefly. Every operation is a plan step.")
+    surgery_live_ui()
+
+
+page()

@@ -1,0 +1,106 @@
+"""The Surgery page: cut / copy / paste / duplicate, guides, heal, undo (AppTest)."""
+from __future__ import annotations
+
+import pytest
+
+from core.surgery import Cut, Heal, Paste
+from tests.app.conftest import metric, new_app, workspace
+
+PAGE = "views/surgery.py"
+
+
+def surgery(model: str):
+    at = new_app(model)
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_cut_a_block_changes_the_metrics_and_undo_restores_them():
+    at = surgery("digits_cnn")
+    _ok(at)
+    acc0, macs0 = metric(at, "Accuracy"), metric(at, "MACs / example")
+    at.multiselect(key="surgery_selected").set_value(["features.1"]).run()
+    at.button(key="surgery_cut").click().run()
+    _ok(at)
+    ws = workspace(at)
+    assert isinstance(ws.plan.steps[-1], Cut) and ws.plan.steps[-1].blocks == ("features.1",)
+    assert metric(at, "Accuracy") != acc0 and metric(at, "MACs / example") != macs0
+    assert "features.1" not in at.multiselect(key="surgery_selected").options
+    at.button(key="surgery_undo").click().run()
+    _ok(at)
+    assert workspace(at).plan.steps == ()
+    assert metric(at, "Accuracy") == acc0 and metric(at, "MACs / example") == macs0
+    at.button(key="surgery_redo").click().run()
+    assert isinstance(workspace(at).plan.steps[-1], Cut)
+
+
+def test_cut_goes_to_the_clipboard_and_pastes_back():
+    at = surgery("digits_cnn")
+    at.multiselect(key="surgery_selected").set_value(["features.2"]).run()
+    at.button(key="surgery_cut").click().run()
+    at.number_input(key="surgery_at").set_value(2).run()
+    at.button(key="surgery_paste").click().run()
+    _ok(at)
+    step = workspace(at).plan.steps[-1]
+    assert isinstance(step, Paste) and step.block == "features.2" and step.source == "digits_cnn"
+
+
+def test_duplicate_and_donor_paste_are_plan_steps():
+    at = surgery("digits_resnet")
+    at.toggle(key="surgery_guides").set_value(False).run()
+    at.multiselect(key="surgery_selected").set_value(["layers.3"]).run()
+    at.button(key="surgery_duplicate").click().run()
+    _ok(at)
+    assert workspace(at).plan.steps[-1] == Paste("layers.3", at=4)
+    at.selectbox(key="surgery_donor").set_value("digits_cnn").run()
+    at.selectbox(key="surgery_donor_block").set_value("features.2").run()
+    at.button(key="surgery_add_donor").click().run()
+    at.button(key="surgery_paste").click().run()
+    _ok(at)
+    last = workspace(at).plan.steps[-1]
+    assert last.source == "digits_cnn" and last.block == "features.2"
+
+
+def test_impossible_cut_shows_an_error_and_keeps_the_plan():
+    at = surgery("digits_cnn")
+    at.radio(key="surgery_bridge").set_value("identity").run()
+    at.multiselect(key="surgery_selected").set_value(["features.1"]).run()
+    at.button(key="surgery_cut").click().run()
+    assert not at.exception
+    assert any("identity" in e.value for e in at.error)
+    assert workspace(at).plan.steps == ()
+
+
+def test_guides_suggest_a_cut_that_can_be_applied():
+    at = surgery("digits_mlp")
+    _ok(at)
+    assert any("Suggested cut" in m.value for m in at.markdown)
+    at.button(key="surgery_apply_suggestion").click().run()
+    _ok(at)
+    assert isinstance(workspace(at).plan.steps[-1], Cut)
+
+
+def test_heal_adds_a_heal_step_after_a_cut():
+    at = surgery("digits_cnn")
+    at.toggle(key="surgery_guides").set_value(False).run()
+    at.radio(key="surgery_bridge").set_value("lstsq").run()
+    at.multiselect(key="surgery_selected").set_value(["features.2"]).run()
+    at.button(key="surgery_cut").click().run()
+    at.number_input(key="heal_steps").set_value(5).run()
+    at.button(key="heal_start").click().run()
+    _ok(at)
+    step = workspace(at).plan.steps[-1]
+    assert isinstance(step, Heal) and step.steps == 5
+
+
+@pytest.mark.parametrize("model", ["digits_vit", "digits_resnet"])
+def test_the_page_renders_with_guides_on_transformer_and_resnet(model):
+    at = surgery(model)
+    _ok(at)
+    assert len(at.multiselect(key="surgery_selected").options) == 4
