@@ -75,7 +75,15 @@ class UnitGroup:
     members: list[Member]
     root: str  # module whose channels index the group in Torch-Pruning
     root_out: bool  # True: root's output channels; False: its input channels (heads: proj)
-    unit_width: int = 1  # root channels per unit (heads: head_dim)
+    unit_of_root: torch.Tensor | None = None  # root channel -> unit, (n_root,); None: identity
+
+    def root_channels(self, units: Sequence[int]) -> list[int]:
+        """The root channels that make up ``units``."""
+        if self.unit_of_root is None:
+            return sorted(int(u) for u in units)
+        keep = torch.zeros(self.n_units, dtype=torch.bool)
+        keep[list(units)] = True
+        return torch.nonzero(keep[self.unit_of_root]).flatten().tolist()
 
 
 @dataclass
@@ -170,8 +178,9 @@ def _groups(model: nn.Module, dg, output_layer: str, granularity: str) -> list[U
             members = [x for x in (_member(dg, it, names) for it in g) if x is not None]
             if any(x.name == output_layer and x.role == "out" for x in members):
                 continue
+            unit_of_root = torch.arange(proj.in_features) // hd  # head h = columns h*hd .. h*hd+hd-1
             out.append(UnitGroup(n, "head", m.num_heads, (n, names[m.qkv], names[proj]), members,
-                                 names[proj], False, hd))
+                                 names[proj], False, unit_of_root))
         return out
     qkv = {m.qkv for m in model.modules() if _is_attention(m)}
     ignored = [mods[output_layer]]
@@ -185,8 +194,17 @@ def _groups(model: nn.Module, dg, output_layer: str, granularity: str) -> list[U
             continue
         root = g[0].dep.target.module
         producers = sorted(set(producers), key=order.get)
-        out.append(UnitGroup(producers[0], kind, len(g[0].idxs), tuple(producers), members,
-                             names[root], True, 1))
+        n_root = len(g[0].idxs)
+        # Grouped convs (not depthwise) need the same channels removed from every conv group:
+        # a unit is then one channel position taken in each of the G groups.
+        ch_groups = max([mods[x.name].groups for x in members if isinstance(mods[x.name], _CONV)
+                         and 1 < mods[x.name].groups != mods[x.name].out_channels] or [1])
+        unit_of_root = None
+        if ch_groups > 1 and n_root % ch_groups == 0:
+            unit_of_root = torch.arange(n_root) % (n_root // ch_groups)
+        n_units = n_root if unit_of_root is None else n_root // ch_groups
+        out.append(UnitGroup(producers[0], kind, n_units, tuple(producers), members,
+                             names[root], True, unit_of_root))
     out.sort(key=lambda u: order[u.name])
     return out
 
@@ -200,7 +218,7 @@ def _norm(s: torch.Tensor) -> torch.Tensor:
 
 def _group_scores(group: UnitGroup, crit, state, mods: dict) -> torch.Tensor:
     """Normalised scores of one group's units (see the module docstring)."""
-    n_root = group.n_units * group.unit_width
+    n_root = group.n_units if group.unit_of_root is None else len(group.unit_of_root)
     acc = torch.zeros(n_root)
     used = 0
     for mem in group.members:
@@ -218,8 +236,9 @@ def _group_scores(group: UnitGroup, crit, state, mods: dict) -> torch.Tensor:
         raise ValueError(f"criterion {crit.name!r} needs a Linear/Conv layer that {what} the units of "
                          f"{group.name!r}; pick another criterion for this layer")
     acc /= used
-    if group.unit_width > 1:
-        acc = acc.view(group.n_units, group.unit_width).mean(1)
+    if group.unit_of_root is not None:  # mean over the root channels of each unit
+        u = group.unit_of_root
+        acc = torch.zeros(group.n_units).scatter_add_(0, u, acc) / torch.bincount(u, minlength=group.n_units)
     if not torch.isfinite(acc).all():
         raise ValueError(f"criterion {crit.name!r} gave non-finite scores for {group.name!r}")
     return _norm(acc)
@@ -548,8 +567,7 @@ def structured_prune(model: nn.Module, example: torch.Tensor, *, granularity: st
         units = sel.pruned[g.name]
         if not units:
             continue
-        w = g.unit_width
-        idxs = [u * w + j for u in units for j in range(w)]
+        idxs = g.root_channels(units)
         root = mods[g.root]
         pruner = dg.get_pruner_of_module(root)
         fn = pruner.prune_out_channels if g.root_out else pruner.prune_in_channels

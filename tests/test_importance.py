@@ -1,0 +1,165 @@
+"""Importance criteria: conformance of every registered criterion on every demo model,
+and each criterion's formula on small examples."""
+import pytest
+import torch
+from torch import nn
+
+from core.apply import ApplyContext
+from core.importance import CRITERIA, LAMP, get_criterion
+from core.masks import prunable_layers
+from core.models import clone_model, load_base
+from core.structured import UNIT_GRANULARITIES, all_unit_scores, prunable_units
+from tests.conftest import DEMO_MODELS
+
+CALIB = 32  # small calibration batches keep the suite fast
+
+
+@pytest.fixture(scope="module")
+def ctxs():
+    return {n: ApplyContext(n, calib_size=CALIB) for n in DEMO_MODELS}
+
+
+def _unit_granularities(model, ctx):
+    out = []
+    for g in UNIT_GRANULARITIES:
+        if prunable_units(model, g, ctx):
+            out.append(g)
+    return out
+
+
+@pytest.mark.parametrize("model_name", DEMO_MODELS)
+@pytest.mark.parametrize("criterion", CRITERIA.names())
+def test_every_criterion_gives_one_finite_deterministic_score_per_unit(criterion, model_name, ctxs):
+    ctx = ctxs[model_name]
+    base = load_base(model_name)
+    crit_cls = CRITERIA.get(criterion)
+    calib = ctx.calibration(0)
+    checked = 0
+    if "weight" in crit_cls.granularities:
+        layers = prunable_layers(base)
+        a = get_criterion(criterion, seed=0)(base, layers, "weight", calib)
+        b = get_criterion(criterion, seed=0)(base, layers, "weight", calib)
+        for n, m in layers.items():
+            sa, sb = a[n], b[n]
+            assert sa.shape == m.weight.shape, n
+            assert torch.isfinite(sa).all(), n
+            assert torch.equal(sa, sb), f"{criterion} on {n} is not deterministic"
+        checked += 1
+    # two private copies: the per-model score cache cannot hide a non-deterministic criterion
+    m1, m2 = clone_model(base), clone_model(base)
+    for g in _unit_granularities(base, ctx):
+        if g not in crit_cls.granularities:
+            continue
+        units = prunable_units(m1, g, ctx)
+        s1 = all_unit_scores(m1, criterion, g, ctx, seed=0)
+        s2 = all_unit_scores(m2, criterion, g, ctx, seed=0)
+        assert set(s1) == set(units)
+        for layer, n in units.items():
+            assert s1[layer].shape == (n,), (g, layer)
+            assert torch.isfinite(s1[layer]).all(), (g, layer)
+            assert torch.equal(s1[layer], s2[layer]), f"{criterion}/{g} on {layer} is not deterministic"
+        checked += 1
+    assert checked, f"{criterion} was checked at no granularity on {model_name}"
+
+
+def test_registry_entries_have_description_granularities_and_source():
+    for name, cls in CRITERIA.items():
+        assert cls.name == name
+        assert cls.description and "\n" not in cls.description
+        assert cls.__doc__ and len(cls.__doc__) > 40, f"{name} must name its source in the docstring"
+        assert set(cls.granularities) <= {"weight", "neuron", "channel", "head"} and cls.granularities
+        assert cls.source in ("out", "in")
+    assert {"l1", "l2", "random", "largest", "l1_out", "variance", "taylor", "mean_activation", "apoz",
+            "wanda", "entropy"} <= set(CRITERIA.names())
+
+
+def test_l1_keeps_the_flag_masks_relies_on():
+    assert CRITERIA.get("l1").scores_are_abs_weight is True
+
+
+def test_unsupported_granularity_is_a_value_error_naming_it():
+    m = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="granularit"):
+        get_criterion("variance")(m, prunable_layers(m), "weight")
+
+
+def test_data_criterion_without_calibration_is_a_value_error():
+    m = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="calibration"):
+        get_criterion("taylor")(m, prunable_layers(m), "weight")
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+
+
+def test_taylor_is_abs_weight_times_cross_entropy_gradient():
+    m = _tiny()
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    ref = clone_model(m)
+    loss = nn.functional.cross_entropy(ref(x), y)
+    loss.backward()
+    layers = prunable_layers(m)
+    s = get_criterion("taylor")(m, layers, "weight", (x, y))
+    for n, mod in dict(ref.named_modules()).items():
+        if n in layers:
+            torch.testing.assert_close(s[n], (mod.weight * mod.weight.grad).abs().detach())
+
+
+def test_data_criteria_leave_no_hooks_grads_or_flags_on_the_model():
+    m = _tiny()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    for c in ("taylor", "wanda", "entropy", "apoz", "mean_activation"):
+        all_unit_scores(m, c, "neuron", example=x[:1], calib=(x, y))
+    for mod in m.modules():
+        assert not mod._forward_hooks and not mod._forward_pre_hooks and not mod._backward_hooks
+    for p in m.parameters():
+        assert p.grad is None and not p.requires_grad
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def test_wanda_weight_scores_are_abs_w_times_input_norm():
+    m = _tiny()
+    x = torch.randn(20, 6)
+    s = get_criterion("wanda")(m, prunable_layers(m), "weight", (x, torch.zeros(20, dtype=torch.long)))
+    expected = m[0].weight.abs() * x.norm(dim=0)[None, :]
+    torch.testing.assert_close(s["0"], expected.detach())
+
+
+def test_apoz_and_mean_activation_rank_a_dead_neuron_last():
+    m = _tiny()
+    with torch.no_grad():
+        m[0].bias[2] = -100.0  # neuron 2 never fires
+    x = torch.randn(64, 6)
+    calib = (x, torch.zeros(64, dtype=torch.long))
+    for c in ("apoz", "mean_activation", "entropy"):
+        s = all_unit_scores(m, c, "neuron", example=x[:1], calib=calib)["0"]
+        assert int(torch.argmin(s)) == 2, c
+
+
+def test_lamp_matches_its_definition():
+    s = torch.tensor([4.0, 1.0, 9.0, 1.0])
+    out = LAMP._lamp(s)
+    # sorted 1, 1, 4, 9: suffix sums 15, 14, 13, 9 (ties in sort order)
+    assert torch.allclose(out[torch.tensor([2])], torch.tensor([1.0]))
+    assert torch.allclose(out[0], torch.tensor(4.0 / 13.0))
+    assert sorted(out[[1, 3]].tolist()) == pytest.approx([1 / 15, 1 / 14])
+
+
+def test_largest_inverts_l1_ranking():
+    m = _tiny()
+    layers = prunable_layers(m)
+    l1 = get_criterion("l1")(m, layers, "neuron")["0"]
+    big = get_criterion("largest")(m, layers, "neuron")["0"]
+    assert torch.equal(torch.argsort(l1), torch.argsort(-big))
+
+
+def test_outgoing_criteria_read_the_next_layers_columns():
+    m = _tiny()
+    s = all_unit_scores(m, "l1_out", "neuron", example=torch.zeros(1, 6))["0"]
+    expected = m[2].weight.abs().sum(0)
+    torch.testing.assert_close(s, expected / expected.mean())
