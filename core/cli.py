@@ -179,7 +179,8 @@ def _prune_args(p):
     g.add_argument("--threshold", type=float, help="global score threshold (units of the criterion's score)")
     p.add_argument("--layer", action="append", metavar="NAME=S",
                    help="per-layer sparsity override (repeatable)")
-    p.add_argument("--granularity", default="weight", help="weight | neuron | channel | head (default weight)")
+    p.add_argument("--granularity", default="weight", choices=["weight", "neuron", "channel", "head"],
+                   help="weight (masks) | neuron | channel | head (physically removed); default weight")
     p.add_argument("--criterion", default="l1", help="importance criterion (see `prunescope criteria`)")
     p.add_argument("--seed", type=int, default=0, help="calibration batch / random criterion seed")
     p.add_argument("--save-plan", help="write the resulting plan (recipe JSON) here")
@@ -199,7 +200,19 @@ def cmd_prune(args):
     plan = load_plan_arg(args.plan, ws.name).then(step)
     ws.set_plan(plan)
     save_plan_arg(plan, args.save_plan)
-    return metrics_object(ws, ws.name, "full" if args.full else "quick", not args.no_latency)
+    out = metrics_object(ws, ws.name, "full" if args.full else "quick", not args.no_latency)
+    if step.granularity != "weight":
+        from .apply import apply
+        from .structured import select_units
+
+        # what the structured step removed, from the model it was applied to
+        source = apply(plan.prefix(len(plan.steps) - 1), ws.base, ctx=ws.ctx, cache=ws.cache)
+        sel = select_units(step, source, ws.ctx)
+        out["structured"] = {"units": sel.n_units, "pruned_units": sel.n_pruned,
+                             "per_layer": {n: {"units": len(sel.scores[n]), "pruned": len(p)}
+                                           for n, p in sel.pruned.items()},
+                             "warnings": sel.warnings}
+    return out
 
 
 def _criteria_args(p):

@@ -163,3 +163,16 @@ def test_outgoing_criteria_read_the_next_layers_columns():
     s = all_unit_scores(m, "l1_out", "neuron", example=torch.zeros(1, 6))["0"]
     expected = m[2].weight.abs().sum(0)
     torch.testing.assert_close(s, expected / expected.mean())
+
+
+def test_cli_criteria_json_lists_the_registry(capsys):
+    import json
+
+    from core.cli import main
+
+    assert main(["criteria", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == CRITERIA.names()
+    for r in rows:
+        assert set(r) >= {"name", "granularities", "needs_data", "description"}
+        assert isinstance(r["needs_data"], bool) and r["granularities"]

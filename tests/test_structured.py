@@ -273,3 +273,52 @@ def test_l1_channels_match_torch_pruning_metapruner(global_pruning):
     assert [m.out_channels for m in ours.f if isinstance(m, nn.Conv2d)] == \
         [m.out_channels for m in oracle.f if isinstance(m, nn.Conv2d)]
     assert _sd_equal(ours, oracle)
+
+
+@pytest.mark.parametrize("model_name, layer, bns", [
+    ("digits_cnn", "features.1.0", ["features.1.1"]),
+    ("digits_resnet", "stem.0", ["stem.1", "layers.0.bn2", "layers.1.bn2"]),  # a residual group
+])
+def test_removed_channels_equal_zeroing_their_batchnorm_outputs(model_name, layer, bns):
+    ctx = ApplyContext(model_name, calib_size=CALIB)
+    base = load_base(model_name)
+    step = Prune(criterion="l1", granularity="channel", layers=(LayerOverride(layer, sparsity=0.25),))
+    pruned = apply(Plan(model_name, (step,)), base, ctx=ctx)
+    gone = select_units(step, base, ctx).pruned[layer]
+    ref = copy.deepcopy(base)
+    mods = dict(ref.named_modules())
+    with torch.no_grad():
+        for bn in bns:
+            mods[bn].weight[gone] = 0
+            mods[bn].bias[gone] = 0
+        x = ctx.calibration(0)[0]
+        torch.testing.assert_close(pruned(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- CLI
+
+def test_cli_prune_channels_by_l1_ratio_returns_metrics_and_saves_a_replayable_plan(capsys, tmp_path):
+    import json
+
+    from core.cli import main
+
+    plan_path = tmp_path / "p.json"
+    code = main(["prune", "digits_cnn", "--granularity", "channel", "--criterion", "l1", "--ratio", "0.5",
+                 "--save-plan", str(plan_path), "--json", "--no-latency", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    d = json.loads(out)
+    base = load_base("digits_cnn")
+    assert d["params"] < _params(base) and d["shapes_changed"] is True
+    assert d["structured"]["pruned_units"] == d["structured"]["units"] // 2
+    assert d["plan"]["steps"][0]["granularity"] == "channel"
+    assert main(["evaluate", "digits_cnn", "--plan", str(plan_path), "--json", "--no-latency",
+                 "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == d["params"]
+
+
+def test_cli_prune_rejects_an_unknown_granularity(capsys):
+    from core.cli import main
+
+    assert main(["prune", "digits_cnn", "--granularity", "filters", "--ratio", "0.5"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
