@@ -1,0 +1,275 @@
+"""Importance criteria and structured pruning on the Prune page.
+
+Sections the Prune page calls: the criterion and granularity selectors, the selected
+layer's importance histogram and unit table, the criteria comparison, and the
+structured metrics (shapes, MACs ratio next to the measured latency ratio).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from core import formatting as fmt
+from core.figures_importance import (criteria_grid_figure, importance_histogram_figure,
+                                     jaccard_heatmap_figure, ratio_bars_figure)
+from core.importance import CRITERIA, get_criterion
+from core.metrics import Metrics
+from core.plan import Prune
+from core.structured import UNIT_GRANULARITIES, compare_criteria, group_info, select_units, unit_scores
+from core.workspace import Workspace
+
+from app.components import USER_ERRORS
+from app.state import get_workspace
+
+GRANULARITY_LABELS = {"weight": "weight (masks)", "neuron": "neuron (removed)",
+                      "channel": "channel (removed)", "head": "attention head (removed)"}
+_SEL = "_importance_selection"  # (criterion, granularity) last chosen in criterion_ui
+
+
+# --- pure helpers (tested without a browser) ---------------------------------------
+
+def model_granularities(ws: Workspace) -> list[str]:
+    """"weight" plus the unit granularities the workspace's base model has units for."""
+    out = ["weight"]
+    for g in UNIT_GRANULARITIES:
+        try:
+            if group_info(ws.base, g, ws.ctx):
+                out.append(g)
+        except USER_ERRORS:
+            pass
+    return out
+
+
+def criteria_for(granularity: str) -> list[str]:
+    """Registered criteria that support ``granularity``, in registry order."""
+    return [n for n, c in CRITERIA.items() if granularity in c.granularities]
+
+
+def source_for(ws: Workspace, step: Prune | None):
+    """The model ``step`` prunes: the plan before it when it is the plan's last step."""
+    from core.apply import apply
+
+    steps = ws.plan.steps
+    if step is not None and steps and steps[-1] == step:
+        k = len(steps) - 1
+        return ws.base if k == 0 else apply(ws.plan.prefix(k), ws.base, ctx=ws.ctx, cache=ws.cache)
+    return ws.model
+
+
+def find_group(ws_model, granularity: str, layer: str, ctx):
+    """The unit group ``layer`` belongs to (None when it has no units of that kind)."""
+    for g in group_info(ws_model, granularity, ctx):
+        if layer == g.name or layer in g.producers:
+            return g
+    return None
+
+
+def unit_table(scores, pruned: set[int]) -> pd.DataFrame:
+    s = np.asarray(scores, dtype=float)
+    return pd.DataFrame({"unit": np.arange(len(s)), "score": s,
+                         "status": ["pruned" if i in pruned else "kept" for i in range(len(s))]})
+
+
+def shape_changes(base: torch.nn.Module, model: torch.nn.Module) -> pd.DataFrame:
+    """Layers whose weight shape (or head count) differs between ``base`` and ``model``."""
+    cur = dict(model.named_modules())
+    rows = []
+    for n, m in base.named_modules():
+        c = cur.get(n)
+        if c is None:
+            continue
+        w0, w1 = getattr(m, "weight", None), getattr(c, "weight", None)
+        if isinstance(w0, torch.Tensor) and isinstance(w1, torch.Tensor) and w0.shape != w1.shape:
+            rows.append({"layer": n, "type": type(m).__name__, "base": str(tuple(w0.shape)),
+                         "now": str(tuple(w1.shape))})
+        h0, h1 = getattr(m, "num_heads", None), getattr(c, "num_heads", None)
+        if isinstance(h0, int) and isinstance(h1, int) and h0 != h1:
+            rows.append({"layer": n, "type": "heads", "base": str(h0), "now": str(h1)})
+    return pd.DataFrame(rows, columns=["layer", "type", "base", "now"])
+
+
+def _try(fn, *args, **kwargs):
+    """Run ``fn``; a user error is shown with st.error (never a traceback)."""
+    try:
+        return fn(*args, **kwargs)
+    except USER_ERRORS as exc:
+        st.error(str(exc))
+    except RuntimeError as exc:
+        st.error(f"That did not work: {str(exc).splitlines()[0]}")
+    return None
+
+
+# --- UI -------------------------------------------------------------------------------
+
+def criterion_ui(key: str = "prune") -> tuple[str, str]:
+    """Granularity and criterion selectors (choices from the registry), with the
+    criterion's one-line description. Returns ``(criterion, granularity)``."""
+    ss = st.session_state
+    ws = get_workspace()
+    gkey, ckey = f"{key}_granularity", f"{key}_criterion"
+    cache_key = f"_granularities_{ws.name}"
+    if cache_key not in ss:
+        ss[cache_key] = model_granularities(ws)
+    grans = ss[cache_key]
+    if ss.get(gkey) not in grans:
+        ss[gkey] = "weight"
+    c1, c2 = st.columns(2)
+    gran = c1.selectbox("Granularity", grans, key=gkey, format_func=GRANULARITY_LABELS.get,
+                        help="weight: masks (sparsity, not faster). neuron / channel / head: units removed "
+                             "with everything coupled to them, so the model gets smaller and faster.")
+    names = criteria_for(gran)
+    if ss.get(ckey) not in names:
+        ss[ckey] = "l1" if "l1" in names else names[0]
+    crit = c2.selectbox("Criterion", names, key=ckey,
+                        help="Importance criterion: units with the lowest scores are pruned first.")
+    cls = CRITERIA.get(crit)
+    note = " Uses the calibration batch (seeded)." if cls.needs_data else ""
+    if gran != "weight":
+        note += " Scores are divided by each layer's mean |score| (1.0 = an average unit)."
+    st.caption(f"**{crit}**: {cls.description}{note}")
+    ss[_SEL] = (crit, gran)
+    return crit, gran
+
+
+def _selection() -> tuple[str, str]:
+    return st.session_state.get(_SEL, ("l1", "weight"))
+
+
+def importance_section_ui(ws: Workspace, layer: str, step: Prune | None) -> None:
+    """The selected layer's importance histogram (threshold drawn, pruned units shaded)
+    and, for units, a sortable table of their scores and status."""
+    criterion, granularity = (step.criterion, step.granularity) if step is not None else _selection()
+    src = _try(source_for, ws, step)
+    if src is None:
+        return
+    seed = step.seed if step is not None else 0
+    if granularity == "weight":
+        _weight_section(ws, src, layer, criterion, step, seed)
+        return
+    group = _try(find_group, src, granularity, layer, ws.ctx)
+    if group is None:
+        names = [g.name for g in (_try(group_info, src, granularity, ws.ctx) or [])]
+        st.info(f"{layer} has no prunable {granularity}s. Layers with {granularity}s: "
+                f"{', '.join(names) or 'none'}.")
+        return
+    scores = _try(unit_scores, src, group.name, criterion, granularity, ws.ctx, seed=seed)
+    if scores is None:
+        return
+    sel = _try(select_units, step, src, ws.ctx) if step is not None else None
+    pruned = set(sel.pruned.get(group.name, [])) if sel else set()
+    t = sel.thresholds.get(group.name) if sel else None
+    mask = np.array([i in pruned for i in range(len(scores))])
+    fig = importance_histogram_figure(scores.numpy(), t, mask, bins=min(40, max(5, len(scores))),
+                                      title=f"{criterion} scores of {group.name} ({len(scores)} {granularity}s)",
+                                      x_title="normalised score (1 = layer mean)")
+    st.plotly_chart(fig, width="stretch", key="importance_hist")
+    if sel:
+        for w in sel.warnings:
+            if w.startswith(group.name + ":"):
+                st.warning(w)
+    st.markdown(f"**{group.name}**: {len(pruned)} of {len(scores)} {granularity}s pruned"
+                + (f" · threshold {t:.4g}" if t is not None and math.isfinite(t) else ""))
+    if len(group.producers) > 1 and granularity != "head":
+        st.caption("Coupled (pruned together): " + ", ".join(group.producers))
+    st.dataframe(unit_table(scores.numpy(), pruned), hide_index=True, width="stretch", height=240,
+                 key="importance_table",
+                 column_config={"score": st.column_config.NumberColumn(format="%.4f")})
+
+
+def _weight_section(ws: Workspace, src, layer: str, criterion: str, step: Prune | None, seed: int) -> None:
+    from core.masks import prunable_layers, step_thresholds
+
+    layers = prunable_layers(src)
+    if layer not in layers:
+        st.info(f"{layer} has no prunable weights in the current model.")
+        return
+    crit = get_criterion(criterion, seed=seed)
+    calib = ws.ctx.calibration(seed) if crit.needs_data else None
+    scores = _try(lambda: crit(src, {layer: layers[layer]}, "weight", calib)[layer])
+    if scores is None:
+        return
+    t = None
+    if step is not None:
+        th = _try(step_thresholds, step, src, ws.ctx) or {}
+        t = th.get(layer)
+    s = scores.detach().float().flatten().cpu().numpy()
+    fig = importance_histogram_figure(s, t if t is not None and math.isfinite(t) else None,
+                                      title=f"{criterion} scores of the weights of {layer}")
+    st.plotly_chart(fig, width="stretch", key="importance_hist")
+    if t is not None and math.isfinite(t):
+        st.caption(f"Threshold {t:.4g}: {fmt.pct(float((s < t).mean()))} of this layer's weights pruned.")
+
+
+def compare_criteria_ui(ws: Workspace, layer: str, granularity: str) -> None:
+    """Which units of ``layer`` each criterion prunes at the same ratio: Jaccard matrix
+    and a units x criteria grid."""
+    if granularity == "weight":
+        st.caption("Comparing criteria works on units: choose neuron, channel or head granularity above.")
+        return
+    steps = ws.plan.steps
+    step = steps[-1] if steps and isinstance(steps[-1], Prune) and steps[-1].granularity == granularity else None
+    src = _try(source_for, ws, step)
+    if src is None:
+        return
+    group = _try(find_group, src, granularity, layer, ws.ctx)
+    if group is None:
+        st.info(f"{layer} has no prunable {granularity}s.")
+        return
+    names = criteria_for(granularity)
+    c1, c2 = st.columns([1, 3])
+    ratio = c1.slider("Ratio", 0.05, 0.95, 0.5, 0.05, key="cmp_ratio",
+                      help="Every criterion prunes this fraction of the layer's units.")
+    ss = st.session_state
+    if "cmp_criteria" not in ss or not set(ss["cmp_criteria"]) <= set(names):
+        ss["cmp_criteria"] = [n for n in names if n in ("l1", "l1_out", "taylor", "apoz", "wanda", "random")][:6] \
+            or names[:4]
+    chosen = c2.multiselect("Criteria", names, key="cmp_criteria")
+    if len(chosen) < 2:
+        st.caption("Pick at least two criteria.")
+        return
+    with st.spinner("Scoring…"):
+        out = _try(compare_criteria, src, group.name, chosen, ratio, granularity, ws.ctx)
+    if out is None:
+        return
+    jac, grid = out
+    a, b = st.columns([2, 3])
+    a.plotly_chart(jaccard_heatmap_figure(jac, title="Overlap of pruned units (Jaccard)"), width="stretch",
+                   key="cmp_jaccard")
+    b.plotly_chart(criteria_grid_figure(grid, title=f"Units of {group.name} pruned by each criterion"),
+                   width="stretch", key="cmp_grid")
+
+
+def structured_metrics_ui(base: Metrics, m: Metrics) -> None:
+    """New shapes, parameters and MACs, and the MACs ratio beside the measured latency
+    ratio (a smaller model that is not faster is said to be so)."""
+    ws = get_workspace()
+    macs_ratio = base.macs / m.macs if m.macs else float("nan")
+    lat_ratio = None
+    if base.latency is not None and m.latency is not None and m.latency.median_ms > 0:
+        lat_ratio = base.latency.median_ms / m.latency.median_ms
+    st.markdown("##### Structured pruning: smaller and faster?")
+    c = st.columns(4)
+    c[0].metric("Parameters", fmt.count(m.params), f"{m.params / base.params:.2f}× base" if base.params else None,
+                delta_color="off", help=f"{m.params:,} of {base.params:,} parameters remain.")
+    c[1].metric("MACs ratio", f"{macs_ratio:.2f}×", help="Base MACs / current MACs per example.")
+    c[2].metric("Latency ratio", f"{lat_ratio:.2f}×" if lat_ratio else "–",
+                help="Base latency / current latency, measured on the physically smaller model"
+                     + (f" (batch {m.latency.batch_size}, {m.latency.device}, {m.latency.threads} threads)."
+                        if m.latency else "."))
+    c[3].metric("Latency", fmt.ms(m.latency.median_ms, m.latency.iqr_ms) if m.latency else "–")
+    if not m.shapes_changed:
+        st.caption("No unit removed yet: shapes equal the base model's.")
+    elif lat_ratio is not None and macs_ratio > 1.05 and lat_ratio < 1.05:
+        st.warning(f"Smaller but not faster: {macs_ratio:.2f}× fewer MACs, measured latency "
+                   f"{lat_ratio:.2f}× the base's speed on {m.latency.device}.")
+    left, right = st.columns([2, 3])
+    left.plotly_chart(ratio_bars_figure(macs_ratio, lat_ratio), width="stretch", key="structured_ratios")
+    changes = _try(shape_changes, ws.base, ws.model)
+    if changes is not None and len(changes):
+        right.dataframe(changes, hide_index=True, width="stretch", height=260, key="structured_shapes")
+    elif changes is not None:
+        right.caption("No layer shape changed.")
