@@ -503,8 +503,7 @@ def compare_criteria(model: nn.Module, layer: str, criteria: Iterable[str], rati
         cls = CRITERIA.get(c)
         if granularity not in cls.granularities:
             continue
-        s = unit_scores(model, layer, c, granularity, ctx, seed=seed, example=example,
-                        calib=calib if calib is not None else None)
+        s = unit_scores(model, layer, c, granularity, ctx, seed=seed, example=example, calib=calib)
         n = len(s)
         k = min(int(round(ratio * n)), n - 1)
         mask = torch.zeros(n, dtype=torch.bool)

@@ -176,3 +176,33 @@ def test_cli_criteria_json_lists_the_registry(capsys):
     for r in rows:
         assert set(r) >= {"name", "granularities", "needs_data", "description"}
         assert isinstance(r["needs_data"], bool) and r["granularities"]
+
+
+def test_importance_figures_split_kept_and_pruned_and_draw_the_threshold():
+    import numpy as np
+    import pandas as pd
+
+    from core.figures_importance import (criteria_grid_figure, importance_histogram_figure,
+                                         jaccard_heatmap_figure)
+
+    s = np.arange(10, dtype=float)
+    fig = importance_histogram_figure(s, 3.5, bins=10)
+    kept, pruned = fig.data
+    assert sum(pruned.y) == 4 and sum(kept.y) == 6
+    assert fig.layout.shapes and any(sh.x0 == 3.5 or sh.x1 == 3.5 for sh in fig.layout.shapes)
+    jac = pd.DataFrame([[1.0, 0.5], [0.5, 1.0]], index=["a", "b"], columns=["a", "b"])
+    assert jaccard_heatmap_figure(jac).data[0].z.shape == (2, 2)
+    grid = pd.DataFrame({"a": [True, False, True], "b": [False, False, True]})
+    assert criteria_grid_figure(grid).data[0].z.shape == (2, 3)
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "wanda", "lamp", "largest"])
+def test_weight_level_prune_step_works_with_non_magnitude_criteria(criterion):
+    from core.apply import apply
+    from core.plan import Plan, Prune
+
+    ctx = ApplyContext("digits_cnn", calib_size=CALIB)
+    m = apply(Plan("digits_cnn", (Prune(criterion=criterion, sparsity=0.5),)), load_base("digits_cnn"), ctx=ctx)
+    zeros = sum(int((mod.weight == 0).sum()) for mod in prunable_layers(m).values())
+    total = sum(mod.weight.numel() for mod in prunable_layers(m).values())
+    assert abs(zeros / total - 0.5) < 0.01
