@@ -52,7 +52,9 @@ def histogram(values: torch.Tensor, bins: int = 100, lo: float | None = None, hi
         hi = float(b) if hi is None else hi
     if hi <= lo:
         hi = lo + 1e-8
-    v = v.clamp(lo, hi)
+    a, b = torch.aminmax(v) if v.numel() else (torch.tensor(lo), torch.tensor(hi))
+    if float(a) < lo or float(b) > hi:  # clip into the end bins only when something is outside
+        v = v.clamp(lo, hi)
     counts = torch.histc(v, bins=bins, min=lo, max=hi).to(torch.int64).cpu().numpy()
     edges = np.linspace(lo, hi, bins + 1)
     return Histogram(edges=edges, counts=counts, total=int(v.numel()), label=label)
@@ -72,7 +74,8 @@ def weight_histograms(model: nn.Module, bins: int = 100,
             if edges and name in edges:
                 lo, hi = edges[name]
             else:
-                a = float(w.abs().max()) if w.numel() else 1.0
+                mn, mx = torch.aminmax(w) if w.numel() else (torch.tensor(-1.0), torch.tensor(1.0))
+                a = max(-float(mn), float(mx))
                 lo, hi = -a, a
             out[name] = histogram(w, bins, lo, hi, label=f"{name} weight")
     return out

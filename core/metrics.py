@@ -74,21 +74,35 @@ def arch_signature(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def nonzero_counts(model: nn.Module) -> tuple[int, int, float]:
+    """(parameters, non-zero parameters, weight sparsity) in one pass over the parameters.
+
+    Weight sparsity is the fraction of zero weights in the prunable (Linear/Conv) layers.
+    """
+    total = nz = 0
+    seen: dict[int, int] = {}
+    for p in model.parameters():
+        c = int(torch.count_nonzero(p))
+        seen[id(p)] = c
+        total += p.numel()
+        nz += c
+    wz = wt = 0
+    for m in prunable_layers(model).values():
+        w = m.weight
+        wt += w.numel()
+        wz += w.numel() - seen.get(id(w), int(torch.count_nonzero(w)))
+    return total, nz, (wz / wt if wt else 0.0)
+
+
 def param_counts(model: nn.Module) -> tuple[int, int]:
     """(parameters, non-zero parameters)."""
-    total = nz = 0
-    for p in model.parameters():
-        total += p.numel()
-        nz += int(torch.count_nonzero(p))
+    total, nz, _ = nonzero_counts(model)
     return total, nz
 
 
 def weight_sparsity(model: nn.Module) -> float:
-    zeros = total = 0
-    for m in prunable_layers(model).values():
-        total += m.weight.numel()
-        zeros += m.weight.numel() - int(torch.count_nonzero(m.weight))
-    return zeros / total if total else 0.0
+    """Fraction of zero weights in the prunable (Linear/Conv) layers."""
+    return nonzero_counts(model)[2]
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
@@ -196,7 +210,7 @@ class Evaluator:
         per_class_n = torch.bincount(target, minlength=k).clamp_min(1)
         per_class_ok = torch.bincount(target[correct], minlength=k)
         per_class = (per_class_ok.float() / per_class_n.float()).tolist()
-        params, nz = param_counts(model)
+        params, nz, sparsity = nonzero_counts(model)
         sig = arch_signature(model)
         example = x[:1]
         macs = self._cached("macs", sig, lambda: count_macs(model, example))
@@ -204,7 +218,7 @@ class Evaluator:
         lat = self.latency(model, sig) if latency else None
         return Metrics(accuracy=float(correct.float().mean()), loss=loss, per_class_accuracy=per_class,
                        agreement=agreement, output_cosine=cos, params=params, nonzero_params=nz,
-                       sparsity=weight_sparsity(model), macs=macs, size_bytes=size, latency=lat,
+                       sparsity=sparsity, macs=macs, size_bytes=size, latency=lat,
                        subset=subset, n=len(x), shapes_changed=sig != self.base_signature)
 
 
