@@ -25,6 +25,7 @@ PAGES = [
     st.Page(VIEWS / "prune.py", title="Prune", icon=":material/content_cut:", url_path="prune", default=True),
     # --- pages added by other features (surgery, export) go below this line ---
     st.Page(VIEWS / "surgery.py", title="Surgery", icon=":material/account_tree:", url_path="surgery"),
+    st.Page(VIEWS / "export.py", title="Export", icon=":material/download:", url_path="export"),
     st.Page(VIEWS / "history.py", title="History", icon=":material/history:", url_path="history"),
 ]
 PAGES = [p for p in PAGES]

@@ -3,7 +3,7 @@ import pytest
 from tests.app.conftest import metric, new_app, workspace
 from tests.conftest import DEMO_MODELS
 
-PAGES = ["views/model.py", "views/prune.py", "views/history.py"]
+PAGES = ["views/model.py", "views/prune.py", "views/surgery.py", "views/export.py", "views/history.py"]
 
 
 @pytest.mark.parametrize("model", DEMO_MODELS)
