@@ -1,0 +1,95 @@
+"""Real-browser checks of structured pruning, surgery (cut + undo) and export (download)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.conftest import assert_no_exception, wait_idle
+from tests.e2e.test_browser import global_slider, metric_value, open_app
+
+pytestmark = pytest.mark.e2e
+
+
+def pick(page, label: str, option: str, within=None) -> None:
+    """Choose ``option`` in the select box labelled ``label``."""
+    root = within or page
+    box = root.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page, 120)
+
+
+def goto(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
+    page.wait_for_timeout(500)
+    wait_idle(page, 180)
+    page.wait_for_selector('[data-testid="stMetric"], [data-testid="stCheckbox"]', timeout=180_000)
+
+
+def wait_change(page, label: str, before: str, timeout: float = 60) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = metric_value(page, label)
+        if v != before:
+            return v
+        page.wait_for_timeout(100)
+    return metric_value(page, label)
+
+
+def test_channel_granularity_makes_the_model_smaller_and_faster(page, app_url, tmp_path):
+    open_app(page, app_url)
+    pick(page, "Granularity", "channel (removed)")
+    params0, macs0 = metric_value(page, "Non-zero params"), metric_value(page, "MACs / example")
+    thumb = global_slider(page)
+    thumb.focus()
+    for _ in range(50):
+        page.keyboard.press("ArrowRight")
+    wait_idle(page, 120)
+    assert wait_change(page, "Non-zero params", params0) != params0
+    assert wait_change(page, "MACs / example", macs0) != macs0
+    # latency is measured anew on the smaller model: its delta against the base is shown
+    lat = page.locator('[data-testid="stMetric"]').filter(has_text="Latency").first.inner_text()
+    assert "base" in lat
+    assert_no_exception(page)
+    page.screenshot(path=str(tmp_path / "prune_channel.png"))
+
+
+def test_cut_a_block_then_undo_restores_the_metrics(page, app_url, tmp_path):
+    open_app(page, app_url)
+    goto(page, "Surgery")
+    acc0, params0 = metric_value(page, "Accuracy"), metric_value(page, "Non-zero params")
+    ms = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Selected blocks").first
+    ms.click()
+    page.get_by_role("option").nth(1).click()
+    page.keyboard.press("Escape")
+    wait_idle(page)
+    page.get_by_role("button", name="✂ Cut").click()
+    wait_idle(page, 180)
+    assert wait_change(page, "Non-zero params", params0) != params0
+    assert_no_exception(page)
+    page.screenshot(path=str(tmp_path / "surgery_cut.png"))
+    page.get_by_role("button", name="↶ Undo").first.click()
+    wait_idle(page, 180)
+    deadline = time.time() + 60
+    while metric_value(page, "Non-zero params") != params0 and time.time() < deadline:
+        page.wait_for_timeout(100)
+    assert metric_value(page, "Non-zero params") == params0
+    assert metric_value(page, "Accuracy") == acc0
+
+
+def test_export_in_the_browser_and_download_the_file(page, app_url, tmp_path):
+    open_app(page, app_url)
+    goto(page, "Export")
+    page.get_by_role("button", name="Export", exact=True).click()
+    page.get_by_text("Download digits_cnn.onnx").wait_for(timeout=180_000)
+    wait_idle(page, 60)
+    assert_no_exception(page)
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.wait_for()
+    with page.expect_download(timeout=60_000) as dl:
+        page.get_by_role("button", name="Download digits_cnn.onnx").click()
+    path = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(str(path))
+    assert path.name == "digits_cnn.onnx" and path.stat().st_size > 10_000
+    page.screenshot(path=str(tmp_path / "export.png"))
