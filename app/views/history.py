@@ -53,6 +53,8 @@ def page() -> None:
         lat = quick.dropna(subset=["latency ms"])
         ev2 = st.plotly_chart(pareto_figure(lat["latency ms"].tolist(), lat["accuracy"].tolist(),
                                             lat["steps"].tolist(), x_title="latency (ms)",
+                                            current=next((j for j, i in enumerate(lat["#"])
+                                                          if ws.log[int(i)].plan == cur), None),
                                             title="Accuracy vs latency"),
                               width="stretch", key="pareto_latency", on_select="rerun",
                               selection_mode="points")
