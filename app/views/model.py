@@ -14,10 +14,7 @@ from core.metrics import layer_macs
 
 from app.state import get_workspace, show_flashes
 
-try:
-    from app.netron_ui import netron_ui
-except ImportError:  # pragma: no cover - only while that module is absent
-    netron_ui = None
+from app.netron_ui import netron_ui
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -105,10 +102,7 @@ def page() -> None:
         counts = np.bincount(ev.y.cpu().numpy(), minlength=ev.num_classes)
         st.dataframe(pd.DataFrame([counts], columns=ev.classes, index=["examples"]), width="stretch")
     with tab_graph:
-        if netron_ui is not None:
-            netron_ui(ws.base, key="model_graph", label="View base model graph", example=ws.evalset.x[:1])
-        else:
-            st.info("Graph view needs the export module.")
+        netron_ui(ws.base, key="model_graph", label="View base model graph", example=ws.evalset.x[:1])
 
 
 page()

@@ -16,10 +16,7 @@ from app.components import (current_metrics, full_eval_ui, metrics_panel_ui, per
                             run_action)
 from app.state import get_workspace, show_flashes
 
-try:  # criterion / granularity selectors and importance views (structured pruning)
-    from app import importance_ui
-except ImportError:  # pragma: no cover - only while that module is absent
-    importance_ui = None
+from app import importance_ui  # criterion / granularity selectors, importance views
 
 
 # --- pure helpers (tested without a browser) ---------------------------------------
@@ -188,10 +185,7 @@ def prune_live_ui() -> None:
     """The live part of the page: controls, charts and metrics (reruns on its own)."""
     show_flashes()
     ws = get_workspace()
-    if importance_ui is not None:
-        criterion, granularity = importance_ui.criterion_ui("prune")
-    else:
-        criterion, granularity = "l1", "weight"
+    criterion, granularity = importance_ui.criterion_ui("prune")
     index, step = active_step(ws, criterion, granularity)
     _sync_widgets(ws, step, granularity)
     src = source_model(ws, index)
@@ -238,18 +232,17 @@ def prune_live_ui() -> None:
             pruned = int(round(sp[i] * params[i]))
             st.markdown(f"**{layer}**: {fmt.count(pruned)} of {fmt.count(params[i])} weights pruned "
                         f"(**{fmt.pct(sp[i])}**)")
-        if importance_ui is not None and (granularity != "weight" or criterion != "l1"):
+        if (granularity != "weight" or criterion != "l1"):
             importance_ui.importance_section_ui(ws, layer, step)
 
     per_class_ui(ws, m, base)
-    if importance_ui is not None and granularity != "weight":
+    if granularity != "weight":
         importance_ui.structured_metrics_ui(base, m)
     with st.expander("Plan", expanded=True):
         plan_ui(ws, "prune")
     full_eval_ui(ws, "prune")
-    if importance_ui is not None:
-        with st.expander("Compare criteria on this layer"):
-            importance_ui.compare_criteria_ui(ws, layer, granularity)
+    with st.expander("Compare criteria on this layer"):
+        importance_ui.compare_criteria_ui(ws, layer, granularity)
 
 
 def page() -> None:
