@@ -90,7 +90,8 @@ def nonzero_counts(model: nn.Module) -> tuple[int, int, float]:
     for m in prunable_layers(model).values():
         w = m.weight
         wt += w.numel()
-        wz += w.numel() - seen.get(id(w), int(torch.count_nonzero(w)))
+        c = seen.get(id(w))
+        wz += w.numel() - (c if c is not None else int(torch.count_nonzero(w)))
     return total, nz, (wz / wt if wt else 0.0)
 
 
