@@ -1,31 +1,73 @@
-"""'View graph': a model's graph in Netron, embedded and linked."""
+"""'View graph': a model's graph in Netron (core.netron_view), embedded and linked."""
 from __future__ import annotations
+
+import uuid
+from pathlib import Path
 
 import streamlit as st
 import streamlit.components.v1 as components
 
-from core.netron_view import onnx_for_view, serve_file
+from core import netron_view
 
 from app.components import run_action
 
+GRAPH_HEIGHT = 640  # px of the embedded Netron view
 
-def netron_ui(model=None, *, key: str, label: str = "View graph", example=None, path=None) -> str | None:
+
+def _owner() -> str:
+    """One Netron owner per browser session: a new view stops this session's previous one."""
+    return st.session_state.setdefault("_netron_owner", uuid.uuid4().hex)
+
+
+def _what(model, path) -> str:
+    """What is shown: the file (path + mtime) or the model object."""
+    if path is not None:
+        p = Path(path)
+        return f"{p}:{p.stat().st_mtime_ns if p.exists() else 0}"
+    return f"model:{id(model)}"
+
+
+def netron_ui(model=None, key: str = "graph", label: str = "View graph", *, example=None,
+              path: str | Path | None = None) -> str | None:
     """A button that serves ``path`` (or ``model`` written as ONNX) with Netron on
-    127.0.0.1 and embeds it. Returns the URL once started."""
-    ss = st.session_state
-    if st.button(label, key=f"{key}_btn", help="Starts Netron on 127.0.0.1 for this one file (works offline)."):
-        with st.spinner("Starting Netron…"):
-            def start():
-                p = path if path is not None else onnx_for_view(model, example, name=key)
-                return serve_file(p)
+    127.0.0.1 and embeds it below, with a link to open it in a new tab.
 
+    Args:
+        model: the module to show (written as ONNX) when ``path`` is not given.
+        key: widget key prefix (unique per page).
+        label: the button's label.
+        example: an input batch for ``model`` (default: the current workspace's eval batch).
+        path: an exported file to show instead (ONNX, .pt2, ...).
+
+    Returns:
+        The URL while this view is running, else None.
+    """
+    ss = st.session_state
+    what = _what(model, path)
+    if st.button(label, key=f"{key}_btn", icon=":material/account_tree:",
+                 help="Starts Netron on 127.0.0.1 for this one file (works offline)."):
+        def start():
+            if path is not None:
+                return netron_view.serve_file(path, owner=_owner())
+            x = example
+            if x is None:
+                from app.state import get_workspace
+
+                x = get_workspace().evalset.quick()[0][:2]
+            return netron_view.view_model(model, x, name=key, owner=_owner())
+
+        with st.spinner("Starting Netron…"):
             url = run_action(start)
         if url:
-            ss[f"{key}_url"] = url
-    url = ss.get(f"{key}_url")
-    if url:
-        st.markdown(f"[Open the graph in a new tab]({url})")
-        components.iframe(url, height=640, scrolling=True)
+            ss[f"{key}_url"] = (url, what)
     for kind, msg in ss.pop("_flash", []):
         getattr(st, kind)(msg)
+    shown = ss.get(f"{key}_url")
+    alive = {u for _, u in netron_view.running()}
+    if not shown or shown[1] != what or shown[0] not in alive:
+        ss.pop(f"{key}_url", None)  # stopped by a newer view, or showing something else now
+        return None
+    url = shown[0]
+    st.markdown(f"[Open the graph in a new tab]({url})")
+    components.iframe(url, height=GRAPH_HEIGHT, scrolling=True)
     return url

@@ -1,6 +1,7 @@
 """Export: write the current plan's model in several formats, verify each, download."""
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -8,56 +9,107 @@ import pandas as pd
 import streamlit as st
 
 from core import formatting as fmt
-from core.export import EXPORTERS, export_all
+from core.export import EXPORTERS, ExportResult, export_all, list_exporters
 
+from app.components import run_action
 from app.netron_ui import netron_ui
 from app.state import get_workspace, show_flashes
 
+EXPORT_BATCH = 16  # eval examples used to trace and verify
 
-def _folder() -> Path:
+
+# --- pure helpers (tested without a browser) ---------------------------------------
+
+def valid_stem(stem: str) -> bool:
+    """A file name stem: letters, digits, '-' and '_' only (no paths)."""
+    return bool(stem) and all(ch.isalnum() or ch in "-_" for ch in stem)
+
+
+def results_frame(results: list[ExportResult], base_bytes: int | None) -> pd.DataFrame:
+    """One row per format: size against the base model's safetensors size, verification."""
+    rows = []
+    for r in results:
+        rows.append({
+            "format": r.format,
+            "file": Path(r.path).name if r.path else "–",
+            "size": fmt.nbytes(r.bytes) if r.bytes else "–",
+            "vs base": f"{r.bytes / base_bytes:.2f}×" if r.bytes and base_bytes else "–",
+            "max |diff|": f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "–",
+            "agreement": fmt.pct(r.agreement) if r.agreement is not None else "–",
+            "verified": "yes" if r.verified else "no",
+            "dynamic batch": {True: "yes", False: "no", None: "–"}[r.dynamic_batch],
+            "seconds": round(r.seconds, 2),
+            "error": r.error or r.note or "",
+        })
+    return pd.DataFrame(rows)
+
+
+def _new_folder() -> Path:
+    """A fresh folder for this session's export; the previous one is removed."""
     ss = st.session_state
-    if "export_dir" not in ss:
-        ss["export_dir"] = tempfile.mkdtemp(prefix="prunescope-export-")
+    old = ss.get("export_dir")
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+    ss["export_dir"] = tempfile.mkdtemp(prefix="prunescope-export-")
     return Path(ss["export_dir"])
 
 
-def results_frame(results, base_bytes: int) -> pd.DataFrame:
-    rows = []
-    for r in results:
-        rows.append({"format": r.format, "file": Path(r.path).name if r.path else "–",
-                     "size": fmt.nbytes(r.bytes) if r.bytes else "–",
-                     "vs base": f"{r.bytes / base_bytes:.2f}×" if r.bytes and base_bytes else "–",
-                     "max |diff|": f"{r.max_abs_diff:.2e}" if r.max_abs_diff is not None else "–",
-                     "agreement": fmt.pct(r.agreement) if r.agreement is not None else "–",
-                     "verified": "yes" if r.verified else "no", "seconds": round(r.seconds, 2),
-                     "error": r.error or ""})
-    return pd.DataFrame(rows)
+# --- widgets -------------------------------------------------------------------------
+
+def formats_ui() -> list[str]:
+    """One checkbox per registered format. Returns the chosen names."""
+    names = list_exporters()
+    cols = st.columns(len(names))
+    return [n for n, c in zip(names, cols)
+            if c.checkbox(n, value=True, key=f"fmt_{n}", help=EXPORTERS.get(n).description)]
+
+
+def downloads_ui(results: list[ExportResult]) -> None:
+    """Download buttons; a file is read only when it is downloaded (and only if it exists)."""
+    files = [Path(r.path) for r in results if r.path and Path(r.path).exists()]
+    recipe = next((Path(r.recipe) for r in results if r.recipe and Path(r.recipe).exists()), None)
+    if recipe is not None:
+        files.append(recipe)
+    if not files:
+        return
+    cols = st.columns(len(files))
+    for c, p in zip(cols, files):
+        c.download_button(f"Download {p.name}", data=p.read_bytes, file_name=p.name, key=f"dl_{p.name}",
+                          on_click="ignore", icon=":material/download:", width="stretch")
 
 
 def page() -> None:
     show_flashes()
     ws = get_workspace()
     st.markdown(f"### Export · {ws.name}")
-    st.caption("Masks are baked in; structurally pruned or cut models export at their new shapes. "
-               "Each file is reloaded and compared with the in-memory model on an eval batch.")
-    names = EXPORTERS.names()
-    cols = st.columns(len(names))
-    chosen = [n for n, c in zip(names, cols)
-              if c.checkbox(n, value=True, key=f"fmt_{n}", help=EXPORTERS.get(n).description)]
+    st.caption("Masks are baked in; structurally pruned or cut models export at their new, smaller shapes. "
+               "Each file is reloaded with its own runtime (safetensors via the recipe, ONNX via "
+               "onnxruntime, torch.export, TorchScript) and compared with the in-memory model on an eval batch; "
+               "verified = max |diff| within 1e-4.")
+    chosen = formats_ui()
     stem = st.text_input("File name", value=ws.name, key="export_stem",
-                         help="Letters, digits, '-' and '_' only.")
-    if st.button("Export", key="export_btn", type="primary", disabled=not chosen):
-        if not stem or not all(ch.isalnum() or ch in "-_" for ch in stem):
+                         help="Letters, digits, '-' and '_' only; each format adds its suffix.")
+    if st.button("Export", key="export_btn", type="primary", icon=":material/file_export:",
+                 disabled=not chosen):
+        if not valid_stem(stem):
             st.error(f"File name {stem!r} is not allowed: use letters, digits, '-' and '_'.")
         else:
             bar = st.progress(0.0, text="Exporting…")
 
             def progress(i, n, what):
-                bar.progress(i / max(n, 1), text=f"Exporting {what}…" if what != "done" else "Done")
+                bar.progress(i / max(n, 1), text="Done" if what == "done" else f"Exporting {what}…")
 
-            results = export_all(ws.model, ws.plan, _folder(), stem, chosen, ws.evalset.quick()[0][:16],
-                                 progress=progress)
-            st.session_state["export_results"] = (ws.name, ws.plan.key(), results)
+            with st.spinner("Exporting and verifying…"):
+                results = run_action(lambda: export_all(ws.model, ws.plan, _new_folder(), stem, chosen,
+                                                        ws.evalset.quick()[0][:EXPORT_BATCH], progress=progress))
+            bar.empty()
+            if results is not None:
+                st.session_state["export_results"] = (ws.name, ws.plan.key(), results)
+                failed = [r.format for r in results if r.error]
+                if failed:
+                    st.warning(f"{', '.join(failed)} failed for this model (see the error column); "
+                               "the other formats were written.")
+            show_flashes()
     res = st.session_state.get("export_results")
     if res and res[0] == ws.name:
         _, key, results = res
@@ -65,23 +117,17 @@ def page() -> None:
             st.warning("These files were exported from an earlier plan; export again for the current one.")
         base_bytes = ws.base_metrics("quick", latency=False).size_bytes
         st.dataframe(results_frame(results, base_bytes), hide_index=True, width="stretch")
-        ok = [r for r in results if r.path]
-        dl = st.columns(max(len(ok), 1) + 1)
-        for c, r in zip(dl, ok):
-            p = Path(r.path)
-            c.download_button(f"Download {p.name}", data=p.read_bytes, file_name=p.name,
-                              key=f"dl_{r.format}", on_click="ignore", width="stretch")
-        if ok:
-            rp = Path(ok[0].recipe)
-            dl[-1].download_button(f"Download {rp.name}", data=rp.read_bytes, file_name=rp.name,
-                                   key="dl_recipe", on_click="ignore", width="stretch")
-        onnx = next((r for r in ok if r.format == "onnx"), None)
+        st.caption("'vs base' compares each file with the base model's safetensors size. "
+                   "Weight pruning leaves dense tensors (same size); structured pruning and cuts shrink them.")
+        downloads_ui(results)
+        onnx = next((r for r in results if r.format == "onnx" and r.path and Path(r.path).exists()), None)
         if onnx is not None:
-            netron_ui(key="export_graph", label="View graph of the exported ONNX", path=onnx.path)
-    with st.expander("Recipe (plan JSON)"):
+            netron_ui(key="export_graph", label="View graph", path=onnx.path)
+    with st.expander("Recipe (plan JSON)", expanded=False):
         st.code(ws.plan.to_json(), language="json")
-        st.download_button("Download plan.json", data=ws.plan.to_json(), file_name="plan.json",
-                           key="dl_plan", on_click="ignore")
+        st.download_button("Download plan.json", data=ws.plan.to_json, file_name=f"{ws.name}.plan.json",
+                           key="dl_plan", on_click="ignore", icon=":material/download:")
+        st.caption(f"Replay anywhere: `prunescope apply {ws.name} --plan {ws.name}.plan.json --json`")
 
 
 page()

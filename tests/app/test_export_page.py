@@ -1,23 +1,77 @@
+"""Export page (AppTest): formats, verification table, downloads, recipe, errors, Netron."""
 from pathlib import Path
 
-from tests.app.conftest import new_app
+from core.export import EXPORTERS
+from core.plan import Plan, Prune
+from tests.app.conftest import new_app, workspace
+
+
+def _ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _export_page(model: str, plan: Plan | None = None):
+    at = new_app(model)
+    if plan is not None:
+        workspace(at).set_plan(plan)
+    at.switch_page("views/export.py").run()
+    _ok(at)
+    return at
+
+
+def _downloads(at) -> list[str]:
+    return [el.proto.label for el in at.get("download_button")]
 
 
 def test_export_page_exports_and_verifies_the_current_plan():
     at = new_app("digits_mlp")
     at.slider(key="global_sparsity").set_value(0.5).run()
     at.switch_page("views/export.py").run()
-    assert not at.exception
+    _ok(at)
+    assert [c.label for c in at.checkbox if c.key.startswith("fmt_")] == list(EXPORTERS.names())
     at.checkbox(key="fmt_pt2").uncheck()
     at.button(key="export_btn").click().run()
-    assert not at.exception, [e.value for e in at.exception]
-    fmt, key, results = at.session_state["export_results"][0], at.session_state["export_results"][1], \
-        at.session_state["export_results"][2]
-    assert {r.format for r in results} == {"safetensors", "onnx", "torchscript"}
-    assert all(r.verified for r in results)
-    assert all(Path(r.path).exists() for r in results)
+    _ok(at)
+    name, key, results = at.session_state["export_results"]
+    assert name == "digits_mlp" and key == workspace(at).plan.key()
+    assert [r.format for r in results] == ["safetensors", "onnx", "torchscript"]
+    assert all(r.verified and Path(r.path).exists() for r in results)
     df = at.dataframe[0].value
-    assert list(df["verified"]) == ["yes"] * 3
+    assert list(df["format"]) == ["safetensors", "onnx", "torchscript"]
+    assert list(df["verified"]) == ["yes"] * 3 and list(df["agreement"]) == ["100.0%"] * 3
+    assert {"size", "vs base", "max |diff|", "seconds", "error"} <= set(df.columns)
+    labels = _downloads(at)
+    for f in ["digits_mlp.safetensors", "digits_mlp.onnx", "digits_mlp.pt", "digits_mlp.plan.json"]:
+        assert f"Download {f}" in labels
+    assert Plan.load(Path(results[0].recipe)) == workspace(at).plan
+    assert any('"prunescope.plan/1"' in c.value for c in at.code)  # the recipe is shown
+
+
+def test_a_structurally_pruned_model_exports_smaller_than_the_base():
+    at = _export_page("digits_cnn", Plan("digits_cnn", (Prune(granularity="channel", sparsity=0.5),)))
+    for n in ("onnx", "pt2", "torchscript"):
+        at.checkbox(key=f"fmt_{n}").uncheck()
+    at.button(key="export_btn").click().run()
+    _ok(at)
+    (r,) = at.session_state["export_results"][2]
+    assert r.verified and float(at.dataframe[0].value["vs base"][0].rstrip("×")) < 0.5
+
+
+def test_a_failing_format_shows_its_reason_and_the_others_still_export(monkeypatch):
+    from tests.test_export import _HalfWrite
+
+    monkeypatch.setitem(EXPORTERS._items, "torchscript", _HalfWrite())
+    at = _export_page("digits_mlp")
+    for n in ("onnx", "pt2"):
+        at.checkbox(key=f"fmt_{n}").uncheck()
+    at.button(key="export_btn").click().run()
+    assert not at.exception
+    df = at.dataframe[0].value
+    assert list(df["verified"]) == ["yes", "no"]
+    assert "No space left on device" in df["error"][1]
+    assert any("torchscript failed" in w.value for w in at.warning)
+    assert "Download digits_mlp.pt" not in _downloads(at) and "Download digits_mlp.safetensors" in _downloads(at)
 
 
 def test_bad_file_name_is_a_clear_error_and_keeps_the_plan():
@@ -28,5 +82,60 @@ def test_bad_file_name_is_a_clear_error_and_keeps_the_plan():
     at.button(key="export_btn").click().run()
     assert not at.exception
     assert any("not allowed" in e.value for e in at.error)
-    ws = at.session_state["workspaces"]["digits_mlp"]
-    assert ws.plan.steps[-1].sparsity == 0.3
+    assert "export_results" not in at.session_state
+    assert workspace(at).plan.steps[-1].sparsity == 0.3
+
+
+def test_results_of_an_earlier_plan_are_marked_stale():
+    at = _export_page("digits_mlp")
+    for n in ("onnx", "pt2", "torchscript"):
+        at.checkbox(key=f"fmt_{n}").uncheck()
+    at.button(key="export_btn").click().run()
+    _ok(at)
+    workspace(at).add_step(Prune(sparsity=0.2))
+    at.run()
+    assert any("earlier plan" in w.value for w in at.warning)
+
+
+def test_view_graph_serves_the_exported_onnx_with_netron():
+    import urllib.request
+
+    from core import netron_view
+
+    at = _export_page("digits_mlp")
+    for n in ("safetensors", "pt2", "torchscript"):
+        at.checkbox(key=f"fmt_{n}").uncheck()
+    at.button(key="export_btn").click().run()
+    _ok(at)
+    try:
+        at.button(key="export_graph_btn").click().run()
+        _ok(at)
+        url, _ = at.session_state["export_graph_url"]
+        assert url.startswith("http://127.0.0.1:") and any(url in m.value for m in at.markdown)
+        with urllib.request.urlopen(url + "data/digits_mlp.onnx", timeout=5) as r:
+            assert r.read() == Path(at.session_state["export_results"][2][0].path).read_bytes()
+    finally:
+        netron_view.stop_all()
+    at.run()
+    assert "export_graph_url" not in at.session_state  # a stopped view is not embedded any more
+
+
+def test_view_graph_on_the_model_page_serves_the_base_model():
+    import urllib.request
+
+    import onnx
+
+    from core import netron_view
+
+    at = new_app("digits_cnn")
+    at.switch_page("views/model.py").run()
+    _ok(at)
+    try:
+        at.button(key="model_graph_btn").click().run()
+        _ok(at)
+        url, _ = at.session_state["model_graph_url"]
+        with urllib.request.urlopen(url + "data/model_graph.onnx", timeout=5) as r:
+            graph = onnx.load_from_string(r.read()).graph
+        assert sum(n.op_type == "Conv" for n in graph.node) == 3
+    finally:
+        netron_view.stop_all()
