@@ -39,7 +39,7 @@ def results_frame(results: list[ExportResult], base_bytes: int | None) -> pd.Dat
             "verified": "yes" if r.verified else "no",
             "dynamic batch": {True: "yes", False: "no", None: "–"}[r.dynamic_batch],
             "seconds": round(r.seconds, 2),
-            "error": r.error or r.note or "",
+            "error / note": r.error or r.note or "",
         })
     return pd.DataFrame(rows)
 

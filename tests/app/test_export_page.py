@@ -40,7 +40,7 @@ def test_export_page_exports_and_verifies_the_current_plan():
     df = at.dataframe[0].value
     assert list(df["format"]) == ["safetensors", "onnx", "torchscript"]
     assert list(df["verified"]) == ["yes"] * 3 and list(df["agreement"]) == ["100.0%"] * 3
-    assert {"size", "vs base", "max |diff|", "seconds", "error"} <= set(df.columns)
+    assert {"size", "vs base", "max |diff|", "seconds", "error / note"} <= set(df.columns)
     labels = _downloads(at)
     for f in ["digits_mlp.safetensors", "digits_mlp.onnx", "digits_mlp.pt", "digits_mlp.plan.json"]:
         assert f"Download {f}" in labels
@@ -69,7 +69,7 @@ def test_a_failing_format_shows_its_reason_and_the_others_still_export(monkeypat
     assert not at.exception
     df = at.dataframe[0].value
     assert list(df["verified"]) == ["yes", "no"]
-    assert "No space left on device" in df["error"][1]
+    assert "No space left on device" in df["error / note"][1]
     assert any("torchscript failed" in w.value for w in at.warning)
     assert "Download digits_mlp.pt" not in _downloads(at) and "Download digits_mlp.safetensors" in _downloads(at)
 
