@@ -1,32 +1,47 @@
 """Widgets shared by the pages. UI functions are named *_ui and return plain values."""
 from __future__ import annotations
 
+import traceback
 from typing import Callable
 
 import pandas as pd
 import streamlit as st
 
 from core import formatting as fmt
-from core.apply import PlanError
-from core.figures import per_class_figure
+from core.errors import PrunescopeError
 from core.metrics import Metrics
+from core.viz.figures import per_class_figure
 from core.workspace import Workspace
 
-from .state import flash, get_workspace, model_names
-
-# Errors that are the person's input, shown with st.error and never as a traceback.
-USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, PlanError)
+from .state import flash, get_workspace, message_ui, model_names
 
 
-def run_action(fn: Callable, *args, success: str | None = None, **kwargs):
-    """Run ``fn``; a user error becomes an st.error message and the plan is kept."""
+def error_message(exc: BaseException) -> tuple[str, str | None]:
+    """The one adapter from an exception to what the app shows: ``(message, traceback)``.
+
+    A ``PrunescopeError`` is the person's mistake: its message, no traceback. Anything
+    else is a bug: a short line and the traceback (shown folded).
+    """
+    if isinstance(exc, PrunescopeError):
+        return str(exc), None
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return f"Internal error ({type(exc).__name__}: {str(exc)[:300]}). The plan is unchanged.", tb
+
+
+def run_action(fn: Callable, *args, success: str | None = None, now: bool = False, **kwargs):
+    """Run ``fn`` and return its result, or None when it raised.
+
+    The error is shown with :func:`error_message`: queued for the next render (the
+    default: callbacks cannot draw), or drawn here with ``now=True``. The plan is kept.
+    """
     try:
         out = fn(*args, **kwargs)
-    except USER_ERRORS as exc:
-        flash("error", f"{exc}")
-        return None
-    except RuntimeError as exc:  # a torch shape error from a user's plan
-        flash("error", f"That did not work: {str(exc).splitlines()[0]}")
+    except Exception as exc:  # noqa: BLE001 - every error is shown; bugs with their traceback
+        msg, tb = error_message(exc)
+        if now:
+            message_ui("error", msg, tb)
+        else:
+            flash("error", msg, tb)
         return None
     if success:
         flash("success", success)
@@ -141,4 +156,4 @@ def current_metrics(ws: Workspace) -> tuple[Metrics, Metrics]:
 
 
 __all__ = ["run_action", "model_picker_ui", "metrics_panel_ui", "per_class_ui", "plan_ui", "full_eval_ui",
-           "current_metrics", "get_workspace", "USER_ERRORS"]
+           "current_metrics", "get_workspace", "error_message"]

@@ -14,15 +14,15 @@ import streamlit as st
 import torch
 
 from core import formatting as fmt
-from core.figures_importance import (criteria_grid_figure, importance_histogram_figure,
-                                     jaccard_heatmap_figure, ratio_bars_figure)
-from core.importance import CRITERIA, get_criterion
+from core.errors import PrunescopeError
 from core.metrics import Metrics
-from core.plan import Prune
-from core.structured import UNIT_GRANULARITIES, compare_criteria, group_info, select_units, unit_scores
+from core.prune import CRITERIA, Prune, get_criterion, prunable_layers, threshold_unit
+from core.prune.structured import UNIT_GRANULARITIES, compare_criteria, group_info, group_of, unit_scores
+from core.viz.importance import (criteria_grid_figure, importance_histogram_figure, jaccard_heatmap_figure,
+                                 ratio_bars_figure)
 from core.workspace import Workspace
 
-from app.components import USER_ERRORS
+from app.components import run_action
 from app.state import get_workspace
 
 GRANULARITY_LABELS = {"weight": "weight (masks)", "neuron": "neuron (removed)",
@@ -39,7 +39,7 @@ def model_granularities(ws: Workspace) -> list[str]:
         try:
             if group_info(ws.base, g, ws.ctx):
                 out.append(g)
-        except USER_ERRORS:
+        except PrunescopeError:
             pass
     return out
 
@@ -47,25 +47,6 @@ def model_granularities(ws: Workspace) -> list[str]:
 def criteria_for(granularity: str) -> list[str]:
     """Registered criteria that support ``granularity``, in registry order."""
     return [n for n, c in CRITERIA.items() if granularity in c.granularities]
-
-
-def source_for(ws: Workspace, step: Prune | None):
-    """The model ``step`` prunes: the plan before it when it is the plan's last step."""
-    from core.apply import apply
-
-    steps = ws.plan.steps
-    if step is not None and steps and steps[-1] == step:
-        k = len(steps) - 1
-        return ws.base if k == 0 else apply(ws.plan.prefix(k), ws.base, ctx=ws.ctx, cache=ws.cache)
-    return ws.model
-
-
-def find_group(ws_model, granularity: str, layer: str, ctx):
-    """The unit group ``layer`` belongs to (None when it has no units of that kind)."""
-    for g in group_info(ws_model, granularity, ctx):
-        if layer == g.name or layer in g.producers:
-            return g
-    return None
 
 
 def unit_table(scores, pruned: set[int]) -> pd.DataFrame:
@@ -93,14 +74,8 @@ def shape_changes(base: torch.nn.Module, model: torch.nn.Module) -> pd.DataFrame
 
 
 def _try(fn, *args, **kwargs):
-    """Run ``fn``; a user error is shown with st.error (never a traceback)."""
-    try:
-        return fn(*args, **kwargs)
-    except USER_ERRORS as exc:
-        st.error(str(exc))
-    except RuntimeError as exc:
-        st.error(f"That did not work: {str(exc).splitlines()[0]}")
-    return None
+    """Run ``fn`` while drawing; an error is shown here (bugs with their traceback)."""
+    return run_action(fn, *args, now=True, **kwargs)
 
 
 # --- UI -------------------------------------------------------------------------------
@@ -139,18 +114,25 @@ def _selection() -> tuple[str, str]:
     return st.session_state.get(_SEL, ("l1", "weight"))
 
 
-def importance_section_ui(ws: Workspace, layer: str, step: Prune | None) -> None:
+def importance_section_ui(ws: Workspace, layer: str, criterion: str, granularity: str,
+                          index: int | None) -> None:
     """The selected layer's importance histogram (threshold drawn, pruned units shaded)
-    and, for units, a sortable table of their scores and status."""
-    criterion, granularity = (step.criterion, step.granularity) if step is not None else _selection()
-    src = _try(source_for, ws, step)
+    and, for units, a sortable table of their scores and status.
+
+    ``index`` is the plan step the controls edit (None: no such step yet). Scores are
+    drawn from the model that step prunes; the threshold and the pruned units are read
+    from the step's report, never recomputed.
+    """
+    src = _try(ws.model_before, index if index is not None else len(ws.plan.steps))
     if src is None:
         return
+    report = ws.reports[index] if index is not None else None
+    step = ws.plan.steps[index] if index is not None else None
     seed = step.seed if step is not None else 0
     if granularity == "weight":
-        _weight_section(ws, src, layer, criterion, step, seed)
+        _weight_section(ws, src, layer, criterion, report, seed)
         return
-    group = _try(find_group, src, granularity, layer, ws.ctx)
+    group = _try(group_of, src, granularity, layer, ws.ctx)
     if group is None:
         names = [g.name for g in (_try(group_info, src, granularity, ws.ctx) or [])]
         st.info(f"{layer} has no prunable {granularity}s. Layers with {granularity}s: "
@@ -159,20 +141,18 @@ def importance_section_ui(ws: Workspace, layer: str, step: Prune | None) -> None
     scores = _try(unit_scores, src, group.name, criterion, granularity, ws.ctx, seed=seed)
     if scores is None:
         return
-    sel = _try(select_units, step, src, ws.ctx) if step is not None else None
-    pruned = set(sel.pruned.get(group.name, [])) if sel else set()
-    t = sel.thresholds.get(group.name) if sel else None
+    pruned = set(report.removed.get(group.name, ())) if report else set()
+    t = report.thresholds.get(group.name) if report else None
     mask = np.array([i in pruned for i in range(len(scores))])
     fig = importance_histogram_figure(scores.numpy(), t, mask, bins=min(40, max(5, len(scores))),
                                       title=f"{criterion} scores of {group.name} ({len(scores)} {granularity}s)",
-                                      x_title="normalised score (1 = layer mean)")
+                                      x_title=f"{threshold_unit(criterion, granularity)} (1 = layer mean)")
     st.plotly_chart(fig, width="stretch", key="importance_hist")
-    if sel:
-        for w in sel.warnings:
-            if w.startswith(group.name + ":"):
-                st.warning(w)
+    for w in (report.warnings if report else []):
+        if w.startswith(group.name + ":"):
+            st.warning(w)
     st.markdown(f"**{group.name}**: {len(pruned)} of {len(scores)} {granularity}s pruned"
-                + (f" · threshold {t:.4g}" if t is not None and math.isfinite(t) else ""))
+                + (f" · threshold {report.threshold_unit} < {t:.4g}" if t is not None and math.isfinite(t) else ""))
     if len(group.producers) > 1 and granularity != "head":
         st.caption("Coupled (pruned together): " + ", ".join(group.producers))
     st.dataframe(unit_table(scores.numpy(), pruned), hide_index=True, width="stretch", height=240,
@@ -180,9 +160,7 @@ def importance_section_ui(ws: Workspace, layer: str, step: Prune | None) -> None
                  column_config={"score": st.column_config.NumberColumn(format="%.4f")})
 
 
-def _weight_section(ws: Workspace, src, layer: str, criterion: str, step: Prune | None, seed: int) -> None:
-    from core.masks import prunable_layers, step_thresholds
-
+def _weight_section(ws: Workspace, src, layer: str, criterion: str, report, seed: int) -> None:
     layers = prunable_layers(src)
     if layer not in layers:
         st.info(f"{layer} has no prunable weights in the current model.")
@@ -192,16 +170,14 @@ def _weight_section(ws: Workspace, src, layer: str, criterion: str, step: Prune 
     scores = _try(lambda: crit(src, {layer: layers[layer]}, "weight", calib)[layer])
     if scores is None:
         return
-    t = None
-    if step is not None:
-        th = _try(step_thresholds, step, src, ws.ctx) or {}
-        t = th.get(layer)
+    t = report.thresholds.get(layer) if report is not None else None
+    unit = threshold_unit(criterion, "weight")
     s = scores.detach().float().flatten().cpu().numpy()
     fig = importance_histogram_figure(s, t if t is not None and math.isfinite(t) else None,
-                                      title=f"{criterion} scores of the weights of {layer}")
+                                      title=f"{criterion} scores of the weights of {layer}", x_title=unit)
     st.plotly_chart(fig, width="stretch", key="importance_hist")
     if t is not None and math.isfinite(t):
-        st.caption(f"Threshold {t:.4g}: {fmt.pct(float((s < t).mean()))} of this layer's weights pruned.")
+        st.caption(f"Threshold {unit} < {t:.4g}: {fmt.pct(float((s < t).mean()))} of this layer's weights pruned.")
 
 
 def compare_criteria_ui(ws: Workspace, layer: str, granularity: str) -> None:
@@ -211,11 +187,11 @@ def compare_criteria_ui(ws: Workspace, layer: str, granularity: str) -> None:
         st.caption("Comparing criteria works on units: choose neuron, channel or head granularity above.")
         return
     steps = ws.plan.steps
-    step = steps[-1] if steps and isinstance(steps[-1], Prune) and steps[-1].granularity == granularity else None
-    src = _try(source_for, ws, step)
+    last = steps and isinstance(steps[-1], Prune) and steps[-1].granularity == granularity
+    src = _try(ws.model_before, len(steps) - 1 if last else len(steps))  # what the step prunes
     if src is None:
         return
-    group = _try(find_group, src, granularity, layer, ws.ctx)
+    group = _try(group_of, src, granularity, layer, ws.ctx)
     if group is None:
         st.info(f"{layer} has no prunable {granularity}s.")
         return

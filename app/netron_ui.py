@@ -1,4 +1,4 @@
-"""'View graph': a model's graph in Netron (core.netron_view), embedded and linked."""
+"""'View graph': a model's graph in Netron (core.io.netron), embedded and linked."""
 from __future__ import annotations
 
 import uuid
@@ -7,9 +7,10 @@ from pathlib import Path
 import streamlit as st
 import streamlit.components.v1 as components
 
-from core import netron_view
+from core.io import netron as netron_view
 
 from app.components import run_action
+from app.state import show_flashes
 
 GRAPH_HEIGHT = 640  # px of the embedded Netron view
 
@@ -60,8 +61,7 @@ def netron_ui(model=None, key: str = "graph", label: str = "View graph", *, exam
             url = run_action(start)
         if url:
             ss[f"{key}_url"] = (url, what)
-    for kind, msg in ss.pop("_flash", []):
-        getattr(st, kind)(msg)
+    show_flashes()
     shown = ss.get(f"{key}_url")
     alive = {u for _, u in netron_view.running()}
     if not shown or shown[1] != what or shown[0] not in alive:

@@ -60,11 +60,23 @@ def get_workspace(name: str | None = None) -> Workspace:
     return ws
 
 
-def flash(kind: str, message: str) -> None:
-    """Queue a message to show on the next render (survives callbacks and reruns)."""
-    st.session_state.setdefault("_flash", []).append((kind, message))
+def flash(kind: str, message: str, detail: str | None = None) -> None:
+    """Queue a message to show on the next render (survives callbacks and reruns).
+
+    ``kind`` is an ``st`` call ("error", "warning", "info", "success"); ``detail`` (a
+    traceback) goes in an expander under it.
+    """
+    st.session_state.setdefault("_flash", []).append((kind, message, detail))
+
+
+def message_ui(kind: str, message: str, detail: str | None = None) -> None:
+    """Show one message, with its detail (a traceback) folded away."""
+    getattr(st, kind)(message)
+    if detail:
+        with st.expander("Traceback (this is a bug in prunescope; the plan is unchanged)"):
+            st.code(detail, language="text")
 
 
 def show_flashes() -> None:
-    for kind, msg in st.session_state.pop("_flash", []):
-        getattr(st, kind)(msg)
+    for item in st.session_state.pop("_flash", []):
+        message_ui(*item)

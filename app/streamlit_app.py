@@ -23,12 +23,10 @@ VIEWS = Path(__file__).parent / "views"
 PAGES = [
     st.Page(VIEWS / "model.py", title="Model", icon=":material/memory:", url_path="model"),
     st.Page(VIEWS / "prune.py", title="Prune", icon=":material/content_cut:", url_path="prune", default=True),
-    # --- pages added by other features (surgery, export) go below this line ---
     st.Page(VIEWS / "surgery.py", title="Surgery", icon=":material/account_tree:", url_path="surgery"),
     st.Page(VIEWS / "export.py", title="Export", icon=":material/download:", url_path="export"),
     st.Page(VIEWS / "history.py", title="History", icon=":material/history:", url_path="history"),
 ]
-PAGES = [p for p in PAGES]
 
 with st.sidebar:
     st.markdown("## :material/content_cut: prunescope")

@@ -6,11 +6,11 @@ import copy
 
 import torch
 
-from core.apply import ApplyContext
+from core.plan import ApplyContext
 from core.metrics import count_macs, measure_latency
 from core.models import load_base
-from core.plan import Prune
-from core.structured import apply_structured_prune
+from core.prune import Prune
+from core.prune.structured import structured_prune_step
 
 from .common import row, timeit
 
@@ -23,7 +23,7 @@ def latency_ratio() -> list[dict]:
     """Dense vs 50%-channel-pruned digits_resnet, batch 64 on CPU."""
     ctx = ApplyContext(MODEL, torch.device("cpu"))
     base = load_base(MODEL, "cpu")
-    pruned = apply_structured_prune(Prune(criterion="l1", granularity="channel", sparsity=RATIO), base, ctx)
+    pruned = structured_prune_step(Prune(criterion="l1", granularity="channel", sparsity=RATIO), base, ctx)[0]
     x = ctx.calibration(0)[0][:BATCH]
     # interleave the two measurements so a noisy neighbour hits both alike
     dense_ms, pruned_ms = [], []
@@ -53,7 +53,7 @@ def step_vs_torch_pruning() -> list[dict]:
     step = Prune(criterion="l1", granularity="channel", sparsity=RATIO)
 
     def ours():
-        return apply_structured_prune(step, base, ctx)
+        return structured_prune_step(step, base, ctx)[0]
 
     def direct():
         m = copy.deepcopy(base)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from core.apply import ApplyContext
+from core.plan import ApplyContext
 from core.models import clone_model, load_base
-from core.surgery import Cut, _activations, block_names, default_container
+from core.surgery import Cut, block_names, default_container
+from core.surgery.blocks import _activations
 
 from .common import row, timeit
 

@@ -3,26 +3,28 @@
 The notebook API in one import::
 
     from core import Workspace, Plan, Prune, Cut, Paste, apply, export_model, load
+
+Importing ``core`` registers every step kind (``prune``, ``cut``, ``paste``,
+``compose``, ``heal``), so any recipe can be read.
 """
-from .apply import ApplyContext, PlanCache, PlanError, apply
+from .errors import FileError, ModelError, PlanError, PrunescopeError, StepError, UnknownNameError
 from .models import ModelSpec, build_model, list_models, load_base, register_factory, register_model
-from .plan import LayerOverride, Plan, Prune
+from .plan import ApplyContext, Plan, PlanCache, StepReport, apply, apply_with_reports
+from .prune import LayerOverride, Prune
+from .surgery import Compose, Cut, Heal, Paste, Segment
 from .workspace import Workspace
 
 
-def __getattr__(name):  # heavier parts load on first use
-    if name in ("Cut", "Paste", "Compose", "Segment", "Heal"):
-        from . import surgery
-
-        return getattr(surgery, name)
+def __getattr__(name):  # export pulls in onnx and friends: load it on first use
     if name in ("export_model", "export_all", "load", "state_dict_hash", "list_exporters"):
-        from . import export
+        from . import io
 
-        return getattr(export, name)
+        return getattr(io, name)
     raise AttributeError(f"module 'core' has no attribute {name!r}")
 
 
-__all__ = ["ApplyContext", "PlanCache", "PlanError", "apply", "ModelSpec", "build_model", "list_models",
-           "load_base", "register_factory", "register_model", "LayerOverride", "Plan", "Prune", "Workspace",
-           "Cut", "Paste", "Compose", "Segment", "Heal", "export_model", "export_all", "load", "state_dict_hash",
-           "list_exporters"]
+__all__ = ["ApplyContext", "PlanCache", "PlanError", "apply", "apply_with_reports", "StepReport", "ModelSpec",
+           "build_model", "list_models", "load_base", "register_factory", "register_model", "LayerOverride", "Plan",
+           "Prune", "Workspace", "Cut", "Paste", "Compose", "Segment", "Heal", "export_model", "export_all", "load",
+           "state_dict_hash", "list_exporters", "PrunescopeError", "StepError", "FileError", "ModelError",
+           "UnknownNameError"]

@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from .errors import PrunescopeError
 from .registry import Registry
 
 DATASETS: Registry[Callable[[], "DataSplits"]] = Registry("dataset")
@@ -120,13 +121,13 @@ class EvalSet:
         """``"quick"`` or ``"full"``.
 
         Raises:
-            ValueError: another name.
+            PrunescopeError: another name.
         """
         if which == "quick":
             return self.quick()
         if which == "full":
             return self.full()
-        raise ValueError(f"subset must be 'quick' or 'full', got {which!r}")
+        raise PrunescopeError(f"subset must be 'quick' or 'full', got {which!r}")
 
     @property
     def num_classes(self) -> int:

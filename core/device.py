@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import PrunescopeError
+
 
 def available_devices() -> list[str]:
     """Devices this process can use, best first (e.g. ``["cuda", "cpu"]``)."""
@@ -24,13 +26,13 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
             such as ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``.
 
     Raises:
-        ValueError: the requested device is not available here.
+        PrunescopeError: the requested device is not available here.
     """
     if requested is None or requested == "auto":
         return torch.device(available_devices()[0])
     dev = torch.device(requested)
     if dev.type not in available_devices():
-        raise ValueError(
+        raise PrunescopeError(
             f"device {str(requested)!r} is not available; available: {', '.join(available_devices())}"
         )
     return dev

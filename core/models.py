@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .registry import Registry, UnknownNameError, import_object
+from .errors import FileError, PrunescopeError, UnknownNameError, first_line
+from .registry import Registry, import_object
 
 MODELS: Registry["ModelSpec"] = Registry("model")
 TASKS = ("classification", "fidelity")
@@ -47,10 +48,10 @@ def register_model(spec: ModelSpec, *, overwrite: bool = False) -> ModelSpec:
     """Add a model to the registry.
 
     Raises:
-        ValueError: bad task, or the name is taken and ``overwrite`` is false.
+        PrunescopeError: bad task, or the name is taken and ``overwrite`` is false.
     """
     if spec.task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {spec.task!r}")
+        raise PrunescopeError(f"task must be one of {TASKS}, got {spec.task!r}")
     MODELS.register(spec.name, spec, overwrite=overwrite)
     return spec
 
@@ -71,11 +72,11 @@ def register_factory(
     """Register a user model from an importable factory ``package.module:function``.
 
     Raises:
-        ValueError: the factory cannot be imported or is not callable.
+        PrunescopeError: the factory cannot be imported or is not callable.
     """
     fn = import_object(path)
     if not callable(fn):
-        raise ValueError(f"{path!r} is not callable")
+        raise PrunescopeError(f"{path!r} is not callable")
     spec = ModelSpec(name=name or path, factory=fn, input_shape=tuple(input_shape), dataset=dataset,
                      weights=weights, task=task, description=f"user model from {path}")
     return register_model(spec, overwrite=True)
@@ -94,24 +95,29 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict safely: safetensors, or ``torch.load(weights_only=True)``.
 
     Raises:
-        ValueError: missing file or unsupported content.
+        FileError: missing file or unsupported content.
     """
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"weights file {str(path)!r} does not exist")
+        raise FileError(f"weights file {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise FileError(f"{path.name}: not a readable safetensors file ({first_line(exc)}); "
+                            "accepted: .safetensors or a state dict saved with torch.save") from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(
+        raise FileError(
             f"{path.name}: not a weights-only torch file ({exc.__class__.__name__}); "
             "accepted: .safetensors or a state dict saved with torch.save"
         ) from None
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path.name}: expected a state dict (name -> tensor), got {type(obj).__name__}")
+        raise FileError(f"{path.name}: expected a state dict (name -> tensor), got {type(obj).__name__}")
     return obj
 
 
@@ -119,7 +125,7 @@ def build_model(spec: ModelSpec | str, *, load_weights: bool = True) -> nn.Modul
     """Build a fresh model in eval mode, with its registered weights when present.
 
     Raises:
-        ValueError: the weights do not fit the architecture.
+        FileError: the weights do not fit the architecture.
     """
     spec = get_spec(spec)
     model = spec.factory()
@@ -129,7 +135,7 @@ def build_model(spec: ModelSpec | str, *, load_weights: bool = True) -> nn.Modul
             model.load_state_dict(sd)
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
-            raise ValueError(f"weights {spec.weights!r} do not fit model {spec.name!r}: {first}") from None
+            raise FileError(f"weights {spec.weights!r} do not fit model {spec.name!r}: {first}") from None
     model.eval()
     return model
 

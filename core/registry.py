@@ -18,8 +18,7 @@ PLUGIN_GROUP = "prunescope.plugins"
 _plugins_loaded = False
 
 
-class UnknownNameError(ValueError):
-    """A name that is not in a registry; the message lists the valid names."""
+from core.errors import PrunescopeError, UnknownNameError, echo
 
 
 def load_plugins() -> None:
@@ -66,13 +65,13 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name``; without ``obj`` return a decorator.
 
         Raises:
-            ValueError: the name is taken and ``overwrite`` is false.
+            PrunescopeError: the name is taken and ``overwrite`` is false.
         """
 
         def deco(o: T) -> T:
             key = name or getattr(o, "name", None) or getattr(o, "__name__")
             if key in self._items and not overwrite and self._items[key] is not o:
-                raise ValueError(f"{self.kind} {key!r} is already registered")
+                raise PrunescopeError(f"{self.kind} {key!r} is already registered")
             self._items[key] = o
             return o
 
@@ -93,7 +92,7 @@ class Registry(Generic[T]):
         except KeyError:
             valid = ", ".join(sorted(self._items)) or "(none registered)"
             raise UnknownNameError(
-                f"unknown {self.kind} {name_or_obj!r}; valid {self.kind} names: {valid}"
+                f"unknown {self.kind} {echo(name_or_obj)}; valid {self.kind} names: {valid}"
             ) from None
 
     def names(self) -> list[str]:
@@ -118,18 +117,18 @@ def import_object(path: str) -> Callable:
     """Import ``package.module:attr`` and return the attribute.
 
     Raises:
-        ValueError: the path is not of that form, or the module or attribute is missing.
+        PrunescopeError: the path is not of that form, or the module or attribute is missing.
     """
     if ":" not in path:
-        raise ValueError(f"expected 'package.module:function', got {path!r}")
+        raise PrunescopeError(f"expected 'package.module:function', got {echo(path)}")
     mod_name, _, attr = path.partition(":")
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import module {mod_name!r} from {path!r}: {exc}") from None
+        raise PrunescopeError(f"cannot import module {mod_name!r} from {path!r}: {exc}") from None
     obj = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"module {mod_name!r} has no attribute {attr!r}")
+            raise PrunescopeError(f"module {mod_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj

@@ -1,8 +1,9 @@
 """A Workspace: one person's session with one base model.
 
-It owns the read-only base, the eval set on the device, the current plan, the
-undo/redo history (a list of plans) and a log of every evaluated plan with its
-metrics. It never changes the base: each plan is applied to a copy.
+It owns the read-only base, the eval set on the device, the current plan with the
+report of each of its steps (what each step decided), the undo/redo history (a list
+of plans) and a log of every evaluated plan with its metrics. It never changes the
+base: each plan is applied to a copy.
 """
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .apply import ApplyContext, PlanCache, PlanError, apply
 from .data import EvalSet, get_dataset
 from .device import pick_device
+from .errors import PlanError, PrunescopeError
 from .metrics import Evaluator, Metrics
 from .models import ModelSpec, get_spec, load_base
-from .plan import Plan, Step
+from .plan import ApplyContext, Plan, PlanCache, Step, StepReport, apply, apply_with_reports
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Workspace:
         self.pos = 0
         self.log: list[LogEntry] = []
         self._model: nn.Module | None = self.base
+        self._reports: list[StepReport] = []
         self._model_key = self.plan.key()
         self._metrics: dict[tuple[str, str], Metrics] = {}
         self._logged: dict[tuple[str, str], Metrics] = {}  # what the log holds per plan and subset
@@ -75,17 +77,19 @@ class Workspace:
 
         Raises:
             PlanError: a step does not fit the model.
-            ValueError: the plan is for another model.
+            PrunescopeError: the plan is for another model.
         """
+        if not isinstance(plan, Plan):
+            raise PrunescopeError(f"set_plan needs a Plan, got {type(plan).__name__}")
         if plan.model != self.spec.name:
-            raise ValueError(f"this plan is for model {plan.model!r}, the workspace holds {self.spec.name!r}")
+            raise PrunescopeError(f"this plan is for model {plan.model!r}, the workspace holds {self.spec.name!r}")
         if plan == self.plan:
             return self.model
-        model = self._build(plan, progress)
+        model, reports = self._build(plan, progress)
         del self.history[self.pos + 1:]
         self.history.append(plan)
         self.pos += 1
-        self._model, self._model_key = model, plan.key()
+        self._model, self._reports, self._model_key = model, reports, plan.key()
         return model
 
     def add_step(self, step: Step, **kw) -> nn.Module:
@@ -123,27 +127,52 @@ class Workspace:
         """Restore a plan (e.g. from the log): a new history entry."""
         return self.set_plan(plan)
 
-    # --- models and metrics ---
-    def _build(self, plan: Plan, progress=None) -> nn.Module:
+    # --- models, reports and metrics ---
+    def _build(self, plan: Plan, progress=None) -> tuple[nn.Module, list[StepReport]]:
         if not plan.steps:
-            return self.base
+            return self.base, []
         # Drop the old current model first so peak memory stays at base + one model.
         if self._model is not self.base and self._model_key != plan.key():
             self._model = None
-        try:
-            return apply(plan, self.base, ctx=self.ctx, cache=self.cache, progress=progress)
-        except PlanError:
-            raise
+        return apply_with_reports(plan, self.base, ctx=self.ctx, cache=self.cache, progress=progress)
 
-    @property
-    def model(self) -> nn.Module:
-        """The current plan's model (built on demand)."""
+    def _ensure_built(self) -> None:
         key = self.plan.key()
         if self._model is None or self._model_key != key:
             self._model = None
-            self._model = self._build(self.plan)
+            self._model, self._reports = self._build(self.plan)
             self._model_key = key
+
+    @property
+    def model(self) -> nn.Module:
+        """The current plan's model (built on demand).
+
+        With an empty plan this is the pristine base, shared by every workspace of the
+        process: read it, never change it (use ``core.models.clone_model`` to edit a copy).
+        """
+        self._ensure_built()
         return self._model
+
+    @property
+    def reports(self) -> list[StepReport]:
+        """What each step of the current plan decided (one report per step, in order)."""
+        self._ensure_built()
+        return list(self._reports)
+
+    def model_before(self, index: int) -> nn.Module:
+        """The model step ``index`` of the current plan was applied to (the base for 0).
+
+        Raises:
+            PrunescopeError: no such step.
+        """
+        n = len(self.plan.steps)
+        if not isinstance(index, int) or not 0 <= index <= n:
+            raise PrunescopeError(f"the plan has {n} step(s); no model before step {index!r}")
+        if index == 0:
+            return self.base
+        if index == n:
+            return self.model
+        return apply(self.plan.prefix(index), self.base, ctx=self.ctx, cache=self.cache)
 
     def metrics(self, subset: str = "quick", *, latency: bool = True) -> Metrics:
         """Metrics of the current plan's model (cached per plan and subset; logged)."""
@@ -166,6 +195,12 @@ class Workspace:
         return m
 
     def evaluate_plan(self, plan: Plan, subset: str = "quick", *, latency: bool = True) -> Metrics:
-        """Metrics of any plan without making it current."""
+        """Metrics of any plan of this model without making it current.
+
+        Raises:
+            PrunescopeError: the plan is for another model; PlanError: a step does not fit.
+        """
+        if plan.model != self.spec.name:
+            raise PrunescopeError(f"this plan is for model {plan.model!r}, the workspace holds {self.spec.name!r}")
         model = apply(plan, self.base, ctx=self.ctx, cache=self.cache)
         return self.evaluator.evaluate(model, subset, latency=latency)

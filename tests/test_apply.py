@@ -1,9 +1,11 @@
 import pytest
 import torch
 
-from core.apply import ApplyContext, PlanCache, PlanError, apply
+from core.plan import ApplyContext, PlanCache, apply
+from core.errors import PlanError
 from core.models import load_base
-from core.plan import LayerOverride, Plan, Prune
+from core.plan import Plan
+from core.prune import LayerOverride, Prune
 from tests.conftest import DEMO_MODELS
 
 

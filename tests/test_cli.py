@@ -54,7 +54,7 @@ def test_prune_by_threshold(capsys):
 
 @pytest.mark.parametrize("argv, msg", [
     (["evaluate", "nope", "--json"], "unknown model 'nope'"),
-    (["prune", "digits_mlp", "--sparsity", "1.5", "--json"], "sparsity must be in [0, 1]"),
+    (["prune", "digits_mlp", "--sparsity", "1.5", "--json"], "prune.sparsity must be a finite number in [0, 1]"),
     (["prune", "digits_mlp", "--json"], "give --sparsity"),
     (["prune", "digits_mlp", "--sparsity", "0.5", "--criterion", "nope"], "unknown criterion 'nope'"),
     (["prune", "digits_mlp", "--sparsity", "0.5", "--layer", "oops"], "--layer expects NAME=S"),
@@ -93,3 +93,33 @@ def test_console_entry_points_run():
     bad = subprocess.run([sys.executable, "-m", "core", "prune", "nope", "--sparsity", "0.3"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown model" in bad.stderr
+
+
+def test_a_bug_exits_1_with_its_traceback_and_a_user_error_exits_2(capsys, monkeypatch):
+    from core.cli import COMMANDS
+    from core.errors import ModelError
+
+    def buggy(args):
+        raise KeyError("internal")
+
+    def mistaken(args):
+        raise ModelError("the model has no such layer; layers: a, b")
+
+    fn = COMMANDS.get("criteria")
+    monkeypatch.setitem(COMMANDS._items, "criteria", buggy)
+    buggy.cli_help, buggy.cli_arguments = fn.cli_help, fn.cli_arguments
+    assert main(["criteria", "--json"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error" in err and "Traceback" in err and "KeyError: 'internal'" in err
+    monkeypatch.setitem(COMMANDS._items, "criteria", mistaken)
+    mistaken.cli_help, mistaken.cli_arguments = fn.cli_help, fn.cli_arguments
+    assert main(["criteria", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err == "prunescope criteria: error: the model has no such layer; layers: a, b\n"
+
+
+def test_prune_prints_what_the_step_decided(capsys):
+    assert main(["prune", "digits_mlp", "--sparsity", "0.5", "--criterion", "wanda", "--no-latency", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["step"]["threshold_unit"] == "score" and d["step"]["global_threshold"] > 0
+    assert "set to zero by this step" in d["step"]["summary"]

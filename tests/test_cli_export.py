@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from core.apply import apply
+from core.plan import apply
 from core.cli import main
-from core.export import state_dict_hash
-from core.plan import LayerOverride, Plan, Prune
+from core.io import state_dict_hash
+from core.plan import Plan
+from core.prune import LayerOverride, Prune
 from tests.test_export import full_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_a_failed_export_exits_2_and_leaves_no_file(tmp_path, capsys, monkeypatch):
-    from core.export import EXPORTERS
+    from core.io import EXPORTERS
     from tests.test_export import _HalfWrite
 
     monkeypatch.setitem(EXPORTERS._items, "torchscript", _HalfWrite())

@@ -19,7 +19,7 @@ def test_unavailable_device_is_a_clear_error():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_workspace_runs_on_cuda():
-    from core.plan import Prune
+    from core.prune import Prune
     from core.workspace import Workspace
 
     ws = Workspace("digits_cnn", "cuda", latency_time=0.05)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from core.apply import apply
-from core.export import (EXPORTERS, Exporter, export_all, export_model, list_exporters, load, read_recipe,
-                         recipe_path, register_exporter, state_dict_hash)
+from core.plan import apply
+from core.io import (EXPORTERS, Exporter, export_all, export_model, list_exporters, load, read_recipe, recipe_path, register_exporter, state_dict_hash)
 from core.models import load_base
-from core.plan import Plan, Prune
+from core.plan import Plan
+from core.prune import Prune
 from tests.conftest import DEMO_MODELS
 
 FORMATS = ["safetensors", "onnx", "pt2", "torchscript"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import guides as G
+from core.surgery import guides as G
 from core.models import list_models
 from core.workspace import Workspace
 
@@ -71,7 +71,7 @@ def test_suggested_cut_takes_the_cheapest_blocks_with_the_measured_accuracy(guid
 
 
 def test_surgery_figures_build_from_guides_and_mark_cut_and_new_blocks(guided):
-    from core import figures_surgery as FS
+    from core.viz import surgery as FS
 
     ws, g = guided
     names = [b.name for b in g.blocks]

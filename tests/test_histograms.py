@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from core.histograms import histogram, weight_histograms
+from core.viz.histograms import histogram, weight_histograms
 from core.models import load_base
 
 

@@ -4,11 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from core.apply import ApplyContext
-from core.importance import CRITERIA, LAMP, get_criterion
-from core.masks import prunable_layers
+from core.plan import ApplyContext
+from core.prune.criteria import CRITERIA, get_criterion
+from core.prune.criteria.magnitude import LAMP
+from core.prune.masks import prunable_layers
 from core.models import clone_model, load_base
-from core.structured import UNIT_GRANULARITIES, all_unit_scores, prunable_units
+from core.prune.structured import UNIT_GRANULARITIES, all_unit_scores, prunable_units
 from tests.conftest import DEMO_MODELS
 
 CALIB = 32  # small calibration batches keep the suite fast
@@ -182,8 +183,7 @@ def test_importance_figures_split_kept_and_pruned_and_draw_the_threshold():
     import numpy as np
     import pandas as pd
 
-    from core.figures_importance import (criteria_grid_figure, importance_histogram_figure,
-                                         jaccard_heatmap_figure)
+    from core.viz.importance import criteria_grid_figure, importance_histogram_figure, jaccard_heatmap_figure
 
     s = np.arange(10, dtype=float)
     fig = importance_histogram_figure(s, 3.5, bins=10)
@@ -198,8 +198,9 @@ def test_importance_figures_split_kept_and_pruned_and_draw_the_threshold():
 
 @pytest.mark.parametrize("criterion", ["taylor", "wanda", "lamp", "largest"])
 def test_weight_level_prune_step_works_with_non_magnitude_criteria(criterion):
-    from core.apply import apply
-    from core.plan import Plan, Prune
+    from core.plan import apply
+    from core.plan import Plan
+    from core.prune import Prune
 
     ctx = ApplyContext("digits_cnn", calib_size=CALIB)
     m = apply(Plan("digits_cnn", (Prune(criterion=criterion, sparsity=0.5),)), load_base("digits_cnn"), ctx=ctx)

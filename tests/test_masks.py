@@ -1,14 +1,19 @@
 import copy
-import math
 
 import pytest
 import torch
 from torch.nn.utils import prune as torch_prune
 
-from core.masks import apply_weight_prune, prunable_layers, select_threshold, sparsity_at, step_thresholds
+from core.errors import ModelError
 from core.models import build_model
-from core.plan import LayerOverride, Prune
+from core.plan import ApplyContext, Plan, apply_with_reports
+from core.prune import LayerOverride, Prune
+from core.prune.masks import prunable_layers, select_threshold, sparsity_at, weight_prune
 from tests.conftest import DEMO_MODELS, small_mlp
+
+
+def apply_weight_prune(step, model, ctx=None):
+    return weight_prune(step, model, ctx)[0]
 
 
 def _oracle_masks(model, amount):
@@ -69,16 +74,40 @@ def test_threshold_step_prunes_weights_below_it():
         assert torch.equal(mod.weight == 0, src.abs() < 0.1)
 
 
-def test_step_thresholds_report_what_apply_used():
+def test_report_holds_the_thresholds_the_masks_were_cut_at():
     model = small_mlp()
     step = Prune(sparsity=0.6, layers=(LayerOverride("1", threshold=0.05),))
-    th = step_thresholds(step, model)
-    assert th["1"] == 0.05
-    assert len({v for k, v in th.items() if k != "1"}) == 1
+    out, report = weight_prune(step, model)
+    assert report.thresholds["1"] == 0.05 and report.threshold_unit == "|w|"
+    others = {v for k, v in report.thresholds.items() if k != "1"}
+    assert others == {report.global_threshold}
+    for name, mod in prunable_layers(out).items():  # every mask is exactly "|w| below the reported threshold"
+        src = prunable_layers(model)[name].weight
+        assert torch.equal(mod.weight == 0, src.abs() < report.thresholds[name])
+        assert report.units[name] == (int((mod.weight == 0).sum()), mod.weight.numel())
+
+
+def test_report_counts_only_the_weights_this_step_newly_zeroed():
+    model = small_mlp()
+    first, r1 = weight_prune(Prune(sparsity=0.5), model)
+    second, r2 = weight_prune(Prune(sparsity=0.5), first)  # the same amount again removes nothing new
+    assert r1.newly_zeroed == r1.pruned > 0
+    assert r2.newly_zeroed == 0 and r2.pruned == r1.pruned
+    _, r3 = weight_prune(Prune(criterion="random", sparsity=0.5, seed=1), first)
+    assert 0 < r3.newly_zeroed < r3.pruned
+
+
+def test_apply_returns_the_report_of_every_step():
+    plan = Plan("digits_mlp", (Prune(sparsity=0.3), Prune(criterion="wanda", sparsity=0.5)))
+    model, reports = apply_with_reports(plan, build_model("digits_mlp"), ctx=ApplyContext("digits_mlp"))
+    assert [r.op for r in reports] == ["prune", "prune"]
+    assert reports[0].threshold_unit == "|w|" and reports[1].threshold_unit == "score"
+    zeros = sum(int((m.weight == 0).sum()) for m in prunable_layers(model).values())
+    assert reports[1].pruned == zeros
 
 
 def test_override_of_unknown_layer_names_prunable_layers():
-    with pytest.raises(ValueError, match="not prunable layers; prunable: 1, 3, 5"):
+    with pytest.raises(ModelError, match="not prunable layers; prunable: 1, 3, 5"):
         apply_weight_prune(Prune(layers=(LayerOverride("nope", sparsity=0.5),)), small_mlp())
 
 
@@ -97,4 +126,7 @@ def test_non_magnitude_criterion_uses_generic_scores():
     z = sum(int((m.weight == 0).sum()) for m in prunable_layers(out).values())
     n = sum(m.weight.numel() for m in prunable_layers(out).values())
     assert z / n == pytest.approx(0.5, abs=0.01)
-    assert math.isfinite(z)
+    # random scores, not magnitude: the pruned set differs from l1's at the same sparsity
+    l1 = apply_weight_prune(Prune(sparsity=0.5), model)
+    assert any(not torch.equal(a.weight == 0, b.weight == 0)
+               for a, b in zip(prunable_layers(out).values(), prunable_layers(l1).values()))

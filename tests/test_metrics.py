@@ -4,10 +4,10 @@ import torch
 from torch import nn
 
 from core.data import EvalSet, get_dataset
-from core.masks import apply_weight_prune
+from core.prune.masks import weight_prune
 from core.metrics import Evaluator, arch_signature, count_macs, layer_macs, measure_latency, state_dict_bytes
 from core.models import load_base
-from core.plan import Prune
+from core.prune import Prune
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_base_metrics_match_a_manual_count(evaluator):
 
 def test_pruned_model_metrics_change_and_costs_are_cached_by_architecture(evaluator):
     base_m = evaluator.evaluate(evaluator.base, "quick")
-    pruned = apply_weight_prune(Prune(sparsity=0.8), evaluator.base)
+    pruned, _ = weight_prune(Prune(sparsity=0.8), evaluator.base)
     m = evaluator.evaluate(pruned, "quick")
     assert m.sparsity == pytest.approx(0.8, abs=0.01)
     assert m.nonzero_params < base_m.nonzero_params

@@ -5,7 +5,7 @@ import urllib.request
 
 import pytest
 
-from core import netron_view as nv
+from core.io import netron as nv
 from core.models import load_base
 
 

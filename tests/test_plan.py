@@ -2,7 +2,9 @@ import json
 
 import pytest
 
-from core.plan import FORMAT, LayerOverride, Plan, Prune, validate_fraction
+from core.errors import StepError
+from core.plan import FORMAT, Fraction, Plan
+from core.prune import LayerOverride, Prune
 
 
 def sample_plan():
@@ -28,7 +30,7 @@ def test_save_and_load(tmp_path):
     ({"format": "other/1", "model": "x", "steps": []}, "format must be"),
     ({"format": FORMAT, "steps": []}, "needs a 'model'"),
     ({"format": FORMAT, "model": "x", "steps": {}}, "must be a list"),
-    ({"format": FORMAT, "model": "x", "steps": [{"op": "explode"}]}, "step 0: unknown step 'explode'"),
+    ({"format": FORMAT, "model": "x", "steps": [{"op": "explode"}]}, "step 0: unknown op 'explode'; valid ops: prune"),
     ({"format": FORMAT, "model": "x", "steps": [{"op": "prune", "sparsity": 1.5}]}, r"step 0 \(prune\).*\[0, 1\]"),
     ({"format": FORMAT, "model": "x", "steps": [{"op": "prune", "sparsity": 0.5, "bogus": 1}]}, "unknown field"),
     ([1, 2], "JSON object"),
@@ -68,17 +70,17 @@ def test_with_override_sets_and_clears():
     assert s.with_override("a").layers == ()
 
 
-def test_fraction_helper_is_the_one_place_amounts_are_checked():
-    assert validate_fraction("x", 0) == 0.0
-    with pytest.raises(ValueError, match="x must be a number"):
-        validate_fraction("x", "0.5")
-    with pytest.raises(ValueError, match="x must be a number"):
-        validate_fraction("x", True)
+def test_fraction_constraint_is_the_one_meaning_of_an_amount():
+    f = Fraction()
+    assert f.accepts(0) and f.accepts(1.0) and f.accepts(0.25)
+    assert not any(f.accepts(v) for v in ("0.5", True, -0.1, 1.5, float("nan"), float("inf"), None))
+    with pytest.raises(StepError, match=r"prune.sparsity must be a finite number in \[0, 1\] or null, got '0.5'"):
+        Prune(sparsity="0.5")
 
 
 def test_plan_editing_returns_new_plans():
     p = sample_plan()
     assert len(p.without(0).steps) == 1 and len(p.steps) == 2
     assert p.replace(0, Prune(sparsity=0.1)).steps[0].sparsity == 0.1
-    with pytest.raises(IndexError):
+    with pytest.raises(StepError, match="no step 5"):
         p.without(5)

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.apply import ApplyContext, apply
+from core.plan import ApplyContext, apply
 from core.metrics import count_macs
 from core.models import load_base
-from core.plan import LayerOverride, Plan, Prune
-from core.structured import (compare_criteria, prunable_units, select_units, structured_prune,
-                             unit_scores)
+from core.plan import Plan
+from core.prune import LayerOverride, Prune
+from core.prune.structured import compare_criteria, prunable_units, select_units, structured_prune, unit_scores
 
 CALIB = 32
 

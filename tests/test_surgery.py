@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from core import surgery as S
-from core.apply import ApplyContext, PlanError, apply
+from core.surgery import healing as H
+from core.plan import ApplyContext, apply
+from core.errors import PlanError
 from core.models import build_model, load_base
 from core.plan import Plan
 from core.workspace import Workspace
@@ -64,7 +66,7 @@ def test_a_container_that_is_not_sequential_is_refused(resnet_ws):
 # --------------------------------------------------------------------- cut
 def test_cutting_a_shape_preserving_residual_block_keeps_accuracy_near_base(resnet_ws):
     base_acc = _acc(resnet_ws, resnet_ws.base)
-    m = S.Cut(("layers.3",)).build(resnet_ws.base, resnet_ws.ctx)
+    m = S.Cut(("layers.3",)).build(resnet_ws.base, resnet_ws.ctx)[0]
     names = [n for n, _ in m.layers.named_children()]
     assert "3" not in names and names[:3] == ["0", "1", "2"]
     assert isinstance(m.layers[-1], S.Bridge) and m.layers[-1].is_identity  # identity where shapes match
@@ -74,7 +76,7 @@ def test_cutting_a_shape_preserving_residual_block_keeps_accuracy_near_base(resn
 
 
 def test_least_squares_bridge_beats_a_random_init_bridge_where_shapes_differ(resnet_ws):
-    m = S.Cut(("layers.2",), bridge="lstsq").build(resnet_ws.base, resnet_ws.ctx)
+    m = S.Cut(("layers.2",), bridge="lstsq").build(resnet_ws.base, resnet_ws.ctx)[0]
     bridge = m.layers.bridge
     assert bridge.fitted and bridge.in_shape == (32, 32, 32) and bridge.out_shape == (64, 16, 16)
     torch.manual_seed(0)
@@ -122,10 +124,10 @@ def test_unknown_block_lists_the_valid_blocks(cnn_ws):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(blocks=()), "one or more"),
+    (dict(blocks=()), "cut.blocks must be a list of 1 to"),
     (dict(blocks=("layers.0", "features.1")), "one container"),
     (dict(blocks=("layers.0",), bridge="magic"), "bridge must be one of"),
-    (dict(blocks=("layers.0", "layers.0")), "twice"),
+    (dict(blocks=("layers.0", "layers.0")), "no repeats"),
 ])
 def test_cut_validates_its_fields(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -135,7 +137,7 @@ def test_cut_validates_its_fields(kwargs, match):
 # --------------------------------------------------------------------- paste / compose
 def test_paste_from_a_donor_runs_and_leaves_the_donor_untouched(resnet_ws):
     donor_before = {k: v.clone() for k, v in load_base("digits_cnn").state_dict().items()}
-    m = S.Paste("features.2", source="digits_cnn", at=3).build(resnet_ws.base, resnet_ws.ctx)
+    m = S.Paste("features.2", source="digits_cnn", at=3).build(resnet_ws.base, resnet_ws.ctx)[0]
     names = [n for n, _ in m.layers.named_children()]
     assert "digits_cnn_2" in names and names.count("3") == 1
     assert any(isinstance(b, S.Bridge) and b.fitted for b in m.layers)
@@ -147,7 +149,7 @@ def test_paste_from_a_donor_runs_and_leaves_the_donor_untouched(resnet_ws):
 
 
 def test_duplicating_a_block_makes_an_independent_copy(resnet_ws):
-    m = S.Paste("layers.3", at=4).build(resnet_ws.base, resnet_ws.ctx)
+    m = S.Paste("layers.3", at=4).build(resnet_ws.base, resnet_ws.ctx)[0]
     names = [n for n, _ in m.layers.named_children()]
     assert names == ["0", "1", "2", "3", "bridge", "3_copy"]
     assert m.layers.bridge.is_identity
@@ -158,7 +160,7 @@ def test_duplicating_a_block_makes_an_independent_copy(resnet_ws):
 def test_compose_from_two_models_runs_and_exports(resnet_ws):
     step = S.Compose((S.Segment("self", ("layers.0", "layers.1")),
                       S.Segment("digits_cnn", ("features.1", "features.2"))))
-    m = step.build(resnet_ws.base, resnet_ws.ctx)
+    m = step.build(resnet_ws.base, resnet_ws.ctx)[0]
     x = resnet_ws.evalset.quick()[0][:4]
     out = m(x)
     assert out.shape == (4, 10)
@@ -196,7 +198,7 @@ def test_ridge_lstsq_recovers_a_linear_map():
 @pytest.fixture(scope="module")
 def cut_cnn():
     ctx = ApplyContext("digits_cnn")
-    return S.Cut(("features.1",), bridge="lstsq").build(load_base("digits_cnn"), ctx), ctx
+    return S.Cut(("features.1",), bridge="lstsq").build(load_base("digits_cnn"), ctx)[0], ctx
 
 
 def test_heal_trains_only_the_adapters_and_reports_before_after(cut_cnn):
@@ -226,8 +228,8 @@ def test_stopped_heal_equals_the_heal_step_replayed_for_the_steps_it_ran(cut_cnn
     healed, info = S.heal(m, ctx, steps=50, seed=2, progress=lambda d, n, l: calls.append(d),
                           should_stop=lambda: len(calls) >= 7)
     assert info["stopped"] and info["steps_run"] == 7 and calls == list(range(1, 8))
-    S._HEAL_MEMO.clear()
-    replay = S.Heal(steps=7, seed=2).build(m, ApplyContext("digits_cnn"))
+    H._HEAL_MEMO.clear()
+    replay = S.Heal(steps=7, seed=2).build(m, ApplyContext("digits_cnn"))[0]
     assert _sd_equal(healed, replay)
 
 
@@ -236,7 +238,7 @@ def test_heal_step_in_a_plan_round_trips_and_replays():
     again = Plan.from_json(plan.to_json())
     assert again == plan
     a = apply(plan, ctx=ApplyContext("digits_cnn"))
-    S._HEAL_MEMO.clear()
+    H._HEAL_MEMO.clear()
     b = apply(again, build_model("digits_cnn"), ctx=ApplyContext("digits_cnn"))
     assert _sd_equal(a, b)
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from core.apply import PlanError
-from core.plan import LayerOverride, Plan, Prune
+from core.errors import PlanError
+from core.plan import Plan
+from core.prune import LayerOverride, Prune
 from core.workspace import Workspace
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core import formatting as fmt
-from core.export import EXPORTERS, ExportResult, export_all, list_exporters
+from core.io import EXPORTERS, ExportResult, export_all, list_exporters
 
 from app.components import run_action
 from app.netron_ui import netron_ui

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core import formatting as fmt
-from core.figures import pareto_figure
+from core.viz.figures import pareto_figure
 
 from app.components import run_action
 from app.state import get_workspace, show_flashes

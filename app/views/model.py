@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from core import formatting as fmt
 from core.device import available_devices
-from core.masks import prunable_layers
+from core.prune.masks import prunable_layers
 from core.metrics import layer_macs
 
 from app.state import get_workspace, show_flashes

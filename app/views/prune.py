@@ -6,10 +6,10 @@ import math
 import streamlit as st
 
 from core import formatting as fmt
-from core.figures import overview_figure, weight_histogram_figure
-from core.histograms import weight_histograms
-from core.masks import prunable_layers, step_thresholds
-from core.plan import LayerOverride, Prune
+from core.plan import StepReport
+from core.prune import LayerOverride, Prune, prunable_layers, threshold_unit
+from core.viz.figures import overview_figure, weight_histogram_figure
+from core.viz.histograms import weight_histograms
 from core.workspace import Workspace
 
 from app.components import (current_metrics, full_eval_ui, metrics_panel_ui, per_class_ui, plan_ui,
@@ -42,15 +42,9 @@ def commit(ws: Workspace, index: int | None, step: Prune | None) -> None:
         ws.replace_step(index, step)
 
 
-def source_model(ws: Workspace, index: int | None):
-    """The model the active step prunes: the plan's prefix before it."""
-    from core.apply import apply
-
-    if index is None:
-        return ws.model
-    if index == 0:
-        return ws.base
-    return apply(ws.plan.prefix(index), ws.base, ctx=ws.ctx, cache=ws.cache)
+def active_report(ws: Workspace, index: int | None) -> StepReport | None:
+    """What the active step decided (thresholds per layer in their unit), or None."""
+    return ws.reports[index] if index is not None else None
 
 
 def layer_rows(ws: Workspace) -> tuple[list[str], list[float], list[int]]:
@@ -96,7 +90,8 @@ def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str) -> None:
 
 
 def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: float) -> None:
-    """Global amount: a target sparsity, or a threshold in weight units (each shows the other)."""
+    """Global amount: a target sparsity, or a threshold in the criterion's unit (magnitude |w|
+    for l1 weights, the only threshold mode with a fixed scale)."""
     ss = st.session_state
     index, step = active_step(ws, criterion, granularity)
     modes = ["sparsity", "threshold"] if (granularity == "weight" and criterion == "l1") else ["sparsity"]
@@ -128,12 +123,13 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
     else:
         ss.setdefault("global_threshold", 0.0)
         ss["global_threshold"] = min(float(ss["global_threshold"]), wmax)
-        c2.slider("Global threshold |w| (weights below it are pruned)", 0.0, wmax, step=wmax / 200,
+        unit = threshold_unit(criterion, granularity)
+        c2.slider(f"Global threshold in {unit} (weights below it are pruned)", 0.0, wmax, step=wmax / 200,
                   key="global_threshold", on_change=on_change, format="%.4f")
 
 
 def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: str,
-                      thresholds: dict[str, float]) -> None:
+                      report: StepReport | None) -> None:
     """Per-layer sparsity override for the selected layer, with a way to clear it."""
     ss = st.session_state
     index, step = active_step(ws, criterion, granularity)
@@ -168,9 +164,9 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
               help="A per-layer sparsity replaces the global amount for this layer only.")
     c2.button("Clear override", key=f"clear_{wkey}", on_click=clear, disabled=ov is None,
               width="stretch")
-    t = thresholds.get(layer)
+    t = report.thresholds.get(layer) if report else None
     if t is not None and math.isfinite(t):
-        st.caption(f"Threshold in this layer: {t:.4g}")
+        st.caption(f"Threshold in this layer: {report.threshold_unit} < {t:.4g}")
 
 
 def layer_picker_ui(names: list[str]) -> str:
@@ -188,8 +184,10 @@ def prune_live_ui() -> None:
     criterion, granularity = importance_ui.criterion_ui("prune")
     index, step = active_step(ws, criterion, granularity)
     _sync_widgets(ws, step, granularity)
-    src = source_model(ws, index)
-    hists = _hists(src, f"{ws.name}:{ws.plan.prefix(index if index is not None else len(ws.plan.steps)).key()}")
+    before = index if index is not None else len(ws.plan.steps)
+    src = ws.model_before(before)  # the model the active step prunes
+    report = active_report(ws, index)
+    hists = _hists(src, f"{ws.name}:{ws.plan.prefix(before).key()}")
     wmax = max((float(max(abs(h.edges[0]), abs(h.edges[-1]))) for h in hists.values()), default=1.0)
     global_control_ui(ws, criterion, granularity, wmax)
 
@@ -197,15 +195,13 @@ def prune_live_ui() -> None:
     metrics_panel_ui(ws, m, base)
 
     names, sp, params = layer_rows(ws)
-    thresholds = {}
-    if granularity == "weight" and step is not None:
-        thresholds = run_action(step_thresholds, step, src, ws.ctx) or {}
-        t_global = step.threshold
-        if step.sparsity is not None:
-            vals = [t for n, t in thresholds.items() if not step.override_for(n)]
-            t_global = vals[0] if vals else None
-        if t_global is not None and math.isfinite(t_global):
-            st.caption(f"Global threshold |w| < {t_global:.4g} → sparsity {fmt.pct(m.sparsity)} of prunable weights")
+    if report is not None:
+        t_global = report.global_threshold
+        if granularity == "weight" and t_global is not None and math.isfinite(t_global):
+            st.caption(f"Global threshold: {report.threshold_unit} < {t_global:.4g} → sparsity "
+                       f"{fmt.pct(m.sparsity)} of prunable weights. {report.summary}.")
+        elif report.summary:
+            st.caption(f"This step: {report.summary}.")
 
     left, right = st.columns([1, 1])
     with left:
@@ -220,12 +216,12 @@ def prune_live_ui() -> None:
 
         st.plotly_chart(overview_figure(names, sp, params, selected=layer), width="stretch",
                         key="overview", on_select=on_click, selection_mode="points")
-        layer_override_ui(ws, layer, criterion, granularity, thresholds)
+        layer_override_ui(ws, layer, criterion, granularity, report)
     with right:
         log = st.toggle("Log count", key="hist_log")
         h = hists.get(layer)
         if h is not None:
-            t = thresholds.get(layer) if granularity == "weight" and criterion == "l1" else None
+            t = report.thresholds.get(layer) if report and report.threshold_unit == "|w|" else None
             st.plotly_chart(weight_histogram_figure(h, t, log=log, title=f"Weights of {layer}"),
                             width="stretch", key="hist")
             i = names.index(layer)
@@ -233,7 +229,7 @@ def prune_live_ui() -> None:
             st.markdown(f"**{layer}**: {fmt.count(pruned)} of {fmt.count(params[i])} weights pruned "
                         f"(**{fmt.pct(sp[i])}**)")
         if (granularity != "weight" or criterion != "l1"):
-            importance_ui.importance_section_ui(ws, layer, step)
+            importance_ui.importance_section_ui(ws, layer, criterion, granularity, index)
 
     per_class_ui(ws, m, base)
     if granularity != "weight":

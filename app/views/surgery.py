@@ -9,12 +9,11 @@ import pandas as pd
 import streamlit as st
 
 from core import formatting as fmt
-from core.figures_surgery import (block_sequence_figure, cka_heatmap, drop_one_figure, heal_figure,
-                                  influence_figure)
-from core.guides import compute_guides, suggest_cut
+from core.viz.surgery import block_sequence_figure, cka_heatmap, drop_one_figure, heal_figure, influence_figure
+from core.surgery.guides import compute_guides, suggest_cut
 from core.models import list_models, load_base
-from core.surgery import (BRIDGES, HEAL_TRAIN, Cut, Heal, Paste, block_names, container_candidates,
-                          default_container, list_blocks)
+from core.surgery import (BRIDGES, HEAL_TRAIN, Cut, Heal, Paste, block_names, container_candidates, default_container, list_blocks)
+from core.errors import PrunescopeError
 from core.workspace import Workspace
 
 from app.components import current_metrics, metrics_panel_ui, plan_ui, run_action
@@ -33,7 +32,7 @@ def blocks_of(ws: Workspace, container: str, which: str = "current") -> list[dic
     if key not in cache:
         try:
             cache[key] = [b.to_dict() for b in list_blocks(model, ws.ctx.calibration(0)[0], container, ws.name)]
-        except ValueError:
+        except PrunescopeError:
             cache[key] = []
     return cache[key]
 
@@ -55,7 +54,7 @@ def paste_steps(ws: Workspace, entries: list[dict], at: int, adapter: str, conta
     from the base model instead.
 
     Raises:
-        ValueError: an entry's block exists neither in the current model nor in the base.
+        PrunescopeError: an entry's block exists neither in the current model nor in the base.
     """
     current = set(block_names(ws.model, container))
     steps = []
@@ -63,7 +62,7 @@ def paste_steps(ws: Workspace, entries: list[dict], at: int, adapter: str, conta
         source, block = e["source"], e["block"]
         if source == "self" and block not in current:
             if block not in {n for n, _ in ws.base.named_modules()}:
-                raise ValueError(f"block {block!r} is no longer in the model nor in the base; copy it again")
+                raise PrunescopeError(f"block {block!r} is no longer in the model nor in the base; copy it again")
             source = ws.name  # the pristine base of this model, as a donor
         steps.append(Paste(block, source=source, at=at + k, adapter=adapter, into=container))
     return steps
@@ -191,7 +190,7 @@ def donor_ui(ws: Workspace) -> None:
                          help="Any registered model; its pristine base is used (never modified).")
     try:
         dblocks = donor_blocks(donor)
-    except ValueError as exc:
+    except PrunescopeError as exc:
         st.error(str(exc))
         return
     if ss.get("surgery_donor_block") not in dblocks:
@@ -266,12 +265,11 @@ def heal_ui(ws: Workspace) -> None:
             _, info = res
             done = Heal(steps=info["steps_run"], lr=float(lr), train=train)
             if run_action(ws.add_step, done) is not None:  # replays from the heal memo: no retraining
-                ss["heal_info"] = (ws.plan.key(), info)
                 flash("success", f"Healed {info['trained_params']:,} parameters for {info['steps_run']} steps.")
         show_flashes()
-    hi = ss.get("heal_info")
-    if hi and hi[0] == ws.plan.key():
-        info = hi[1]
+    steps = ws.plan.steps
+    if steps and isinstance(steps[-1], Heal):  # the heal's own report: losses, before / after
+        info = ws.reports[-1].info
         st.plotly_chart(heal_figure(info["losses"], info["before"], info["after"]), width="stretch",
                         key="heal_figure")
 

@@ -112,3 +112,36 @@ def test_history_page_restores_a_plan():
     at.button(key="restore_btn").click().run()
     assert not at.exception
     assert workspace(at).plan.steps[-1].sparsity == 0.5
+
+
+def test_a_bug_shows_an_error_box_with_its_traceback_and_keeps_the_plan(monkeypatch):
+    from core.workspace import Workspace
+
+    at = new_app("digits_mlp")
+    at.slider(key="global_sparsity").set_value(0.3).run()
+    plan = workspace(at).plan
+
+    def broken(self, index, **kw):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(Workspace, "remove_step", broken)
+    at.button(key=f"prune_rm_0_{plan.key()}").click().run()
+    assert not at.exception
+    assert any("Internal error (ZeroDivisionError: a bug)" in e.value for e in at.error)
+    assert any("Traceback" in x.label for x in at.expander)
+    assert workspace(at).plan == plan
+
+
+def test_a_user_mistake_shows_its_message_without_a_traceback():
+    at = new_app("digits_mlp")
+    ws = workspace(at)
+    from app.components import error_message
+    from core.errors import PlanError
+    from core.prune import LayerOverride, Prune
+
+    try:
+        ws.add_step(Prune(layers=(LayerOverride("nope", sparsity=0.5),)))
+    except PlanError as exc:
+        msg, tb = error_message(exc)
+    assert tb is None and msg.startswith("step 1 (prune weight by l1") and "not prunable layers" in msg
+    assert ws.plan.steps == ()

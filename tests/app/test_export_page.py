@@ -1,8 +1,9 @@
 """Export page (AppTest): formats, verification table, downloads, recipe, errors, Netron."""
 from pathlib import Path
 
-from core.export import EXPORTERS
-from core.plan import Plan, Prune
+from core.io import EXPORTERS
+from core.plan import Plan
+from core.prune import Prune
 from tests.app.conftest import new_app, workspace
 
 
@@ -100,7 +101,7 @@ def test_results_of_an_earlier_plan_are_marked_stale():
 def test_view_graph_serves_the_exported_onnx_with_netron():
     import urllib.request
 
-    from core import netron_view
+    from core.io import netron as netron_view
 
     at = _export_page("digits_mlp")
     for n in ("safetensors", "pt2", "torchscript"):
@@ -125,7 +126,7 @@ def test_view_graph_on_the_model_page_serves_the_base_model():
 
     import onnx
 
-    from core import netron_view
+    from core.io import netron as netron_view
 
     at = new_app("digits_cnn")
     at.switch_page("views/model.py").run()

@@ -1,0 +1,64 @@
+"""The ``prunescope`` command line (also ``python -m core``).
+
+Every command prints one JSON object (or list) with ``--json``, else a short table.
+A person's mistake (any ``PrunescopeError``) exits with code 2 and one line on stderr;
+anything else is a bug: exit 1 with the traceback.
+
+Commands live in a registry (``common.py``): a module adds one with
+``@command(name, help, arguments)``. ``basic.py`` (models, datasets, criteria,
+evaluate, prune), ``surgery.py`` (blocks, cut, paste) and ``export.py`` (apply, export)
+hold them.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from core.errors import PrunescopeError, echo, first_line
+
+from . import basic, export, surgery  # noqa: F401 - register the commands
+from .common import COMMANDS, UsageError, print_result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prunescope", description="Explore and prune PyTorch models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, fn in COMMANDS.items():
+        p = sub.add_parser(name, help=fn.cli_help, description=fn.cli_help)
+        fn.cli_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input, 1 a bug)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line message
+        return int(exc.code or 0)
+    if not args.command:
+        parser.print_help()
+        return 2
+    fn = COMMANDS.get(args.command)
+    try:
+        out = fn(args)
+    except PrunescopeError as exc:
+        print(f"prunescope {args.command}: error: {first_line(exc)[:2000]}", file=sys.stderr)
+        return 2
+    except Exception:  # noqa: BLE001 - a bug: show it as one
+        print(f"prunescope {args.command}: internal error (a bug; please report it):", file=sys.stderr)
+        traceback.print_exc()
+        return 1
+    try:
+        print_result(out, getattr(args, "json", False))
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader closed early (`| head`): not an error
+        try:
+            sys.stdout = None  # nothing more to flush at exit
+        finally:
+            return 0
+    return 0
+
+
+__all__ = ["main", "build_parser", "UsageError", "COMMANDS", "echo"]

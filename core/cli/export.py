@@ -1,0 +1,116 @@
+"""CLI commands ``apply`` (replay a recipe) and ``export`` (write a verified file).
+
+Both print one JSON object with ``--json``. A recipe made for another model, or one
+whose step does not fit the model, exits with code 2 and a message naming the first
+step that does not fit.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import PlanError
+from core.plan import Plan
+
+from .common import UsageError, command, metrics_object, workspace_for
+
+EXPORT_BATCH = 16  # eval examples used to trace and verify an export
+
+
+def _export_example(ws):
+    return ws.evalset.quick()[0][:EXPORT_BATCH]
+
+
+def _format_names() -> list[str]:
+    from core.io.exporters import list_exporters
+
+    return list_exporters()
+
+
+def _replay(ws, path: str) -> Plan:
+    """Load the recipe at ``path`` and make it the workspace's plan.
+
+    Raises:
+        UsageError: the recipe is for another model (naming the first of its steps that
+            does not fit this one), or one of its steps does not fit.
+    """
+    from core.plan import apply
+
+    plan = Plan.load(path)
+    if plan.model != ws.name:
+        try:  # which of its steps would not fit this model?
+            apply(Plan(ws.name, plan.steps), ws.base, ctx=ws.ctx)
+            reason = "all its steps happen to fit, but its weights and choices were made for the other model"
+        except PlanError as exc:
+            reason = f"first step that does not fit {ws.name!r}: {exc}"
+        raise UsageError(f"recipe {path} was made for model {plan.model!r}, not {ws.name!r}; {reason}")
+    try:
+        ws.set_plan(plan)
+    except PlanError as exc:
+        raise UsageError(f"recipe {path} does not fit {ws.name!r}: {exc}") from None
+    return plan
+
+
+def _format_for(path: str, fmt: str | None) -> str:
+    """``fmt``, or the format whose suffix ``path`` has."""
+    from core.io.exporters import EXPORTERS
+
+    if fmt:
+        return EXPORTERS.get(fmt).name
+    suffix = Path(path).suffix
+    for name, e in EXPORTERS.items():
+        if e.suffix == suffix:
+            return name
+    raise UsageError(f"cannot tell the format from {path!r}; give --format ({', '.join(_format_names())})")
+
+
+def _export(ws, plan: Plan, out: str, fmt: str | None, verify: bool) -> dict:
+    from core.io.export import export_model, state_dict_hash
+
+    r = export_model(ws.model, plan, _format_for(out, fmt), out, _export_example(ws), verify=verify)
+    if r.error:
+        raise UsageError(f"export to {r.format} failed (no file written): {r.error}")
+    return {**r.to_dict(), "model": ws.name, "state_dict_hash": state_dict_hash(ws.model)}
+
+
+def _apply_args(p):
+    p.add_argument("model", help="registered model name (see `prunescope models`)")
+    p.add_argument("--plan", required=True, help="recipe (plan JSON) to replay")
+    p.add_argument("--export", metavar="PATH", help="also export the result to this file")
+    p.add_argument("--format", choices=_format_names(), help="export format (default: from PATH's suffix)")
+    p.add_argument("--verify", action="store_true", help="reload the export and compare outputs with the model")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.add_argument("--full", action="store_true", help="evaluate on the full test split (default: quick subset)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("apply", "replay a recipe on its model; prints metrics and the state-dict hash", _apply_args)
+def cmd_apply(args):
+    from core.io.export import state_dict_hash
+
+    if args.format and not args.export:
+        raise UsageError("--format needs --export PATH")
+    ws = workspace_for(args)
+    plan = _replay(ws, args.plan)
+    out = metrics_object(ws, ws.name, "full" if args.full else "quick", not args.no_latency)
+    out["state_dict_hash"] = state_dict_hash(ws.model)
+    if args.export:
+        out["export"] = _export(ws, plan, args.export, args.format, args.verify)
+    return out
+
+
+def _export_args(p):
+    p.add_argument("model", help="registered model name (see `prunescope models`)")
+    p.add_argument("--plan", help="recipe to apply first (default: the base model)")
+    p.add_argument("--format", required=True, choices=_format_names(), help="export format")
+    p.add_argument("--out", required=True, help="output file (the recipe is written beside it)")
+    p.add_argument("--verify", action="store_true", help="reload the file and compare outputs with the model")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("export", "export a model (after a recipe) to a file, optionally verified", _export_args)
+def cmd_export(args):
+    ws = workspace_for(args)
+    plan = _replay(ws, args.plan) if args.plan else ws.plan
+    return _export(ws, plan, args.out, args.format, args.verify)

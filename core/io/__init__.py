@@ -1,0 +1,14 @@
+"""Files in and out: atomic writes, export formats, reading exports back, Netron.
+
+* ``files.py``: atomic writes (temp file beside the target, then rename);
+* ``exporters.py``: the export format registry and the four formats;
+* ``export.py``: writing a verified export with its recipe beside it;
+* ``recipes.py``: reading an export's recipe, rebuilding the model (``load``);
+* ``netron.py``: Netron views of one file each, on 127.0.0.1.
+"""
+from .export import ExportResult, export_all, export_model, recipe_path, state_dict_hash
+from .exporters import EXPORTERS, Exporter, list_exporters, register_exporter
+from .recipes import load, read_recipe
+
+__all__ = ["ExportResult", "export_model", "export_all", "recipe_path", "state_dict_hash", "EXPORTERS", "Exporter",
+           "list_exporters", "register_exporter", "load", "read_recipe"]

@@ -1,0 +1,189 @@
+"""Export a plan's model, verify every file, and load it back.
+
+Formats live in the registry ``EXPORTERS`` (``exporters.py``):
+
+- ``safetensors``: the state dict, with the recipe in the file's metadata, so
+  :func:`load` rebuilds base + plan and then loads the saved weights;
+- ``onnx``: one file (no external data), dynamic batch dimension, checked with onnxruntime;
+- ``pt2``: a ``torch.export`` program (``torch.export.save`` / ``load``);
+- ``torchscript``: ``torch.jit.trace`` + ``save``.
+
+Masks are already baked into the built model (pruned weights are zeros); a
+structurally pruned or cut model exports at its new, smaller shapes. Every write goes
+to a temp file beside the target that is renamed only once the file has been reloaded
+and checked, and the recipe is written beside the export as ``<stem>.plan.json``.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from core.errors import PrunescopeError, first_line
+from core.plan import Plan
+
+from .exporters import EXPORTERS, quiet
+from .files import atomic_path, atomic_write_text
+
+# max |file output - model output|, relative to max(1, max |model output|), to count as verified
+TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-6, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+@dataclass
+class ExportResult:
+    """What one export produced and how well the file matches the in-memory model."""
+
+    format: str  # exporter name
+    path: str | None  # the written file; None when the export failed (no file left)
+    bytes: int | None  # file size
+    seconds: float  # write + reload + compare
+    max_abs_diff: float | None  # largest |file output - model output| on the eval batch
+    agreement: float | None  # fraction of equal argmax predictions (None for non-2-D outputs)
+    verified: bool  # reloaded and within tolerance (False when not verified)
+    error: str | None = None  # why the format failed, if it did
+    recipe: str | None = None  # the plan.json written beside the file
+    dynamic_batch: bool | None = None  # the reloaded file also ran a batch of another size
+    note: str | None = None  # e.g. which ONNX exporter was used
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def state_dict_hash(model: nn.Module) -> str:
+    """sha256 over the state dict: sorted names, dtypes, shapes and raw bytes.
+
+    Identical for identical weights across runs and processes (no pointers, no
+    pickling); any dtype, bfloat16 included.
+    """
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().to("cpu").contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _failure(exc: BaseException) -> str:
+    """One line for a failed format: the class name and the first line of the message."""
+    return f"{exc.__class__.__name__}: {first_line(exc)[:300]}"
+
+
+def recipe_path(path: str | Path) -> Path:
+    """Where the recipe of an export lives: ``out/model.onnx`` -> ``out/model.plan.json``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".plan.json")
+
+
+def _compare(got: torch.Tensor, ref: torch.Tensor) -> tuple[float, float | None]:
+    got, ref = got.detach().cpu().float(), ref.detach().cpu().float()
+    if got.shape != ref.shape:
+        raise PrunescopeError(f"the exported file gives outputs of shape {tuple(got.shape)}, "
+                         f"the model {tuple(ref.shape)}")
+    diff = float((got - ref).abs().max()) if ref.numel() else 0.0
+    agree = float((got.argmax(1) == ref.argmax(1)).float().mean()) if ref.dim() == 2 else None
+    return diff, agree
+
+
+def _run(fn: Callable, x: torch.Tensor) -> torch.Tensor:
+    with quiet(), torch.inference_mode():
+        return fn(x)
+
+
+def _tolerance(ref: torch.Tensor) -> float:
+    """Largest |diff| accepted for outputs ``ref``: the dtype's tolerance, scaled by magnitude."""
+    return TOLERANCE.get(ref.dtype, 1e-4) * max(1.0, float(ref.abs().max()) if ref.numel() else 1.0)
+
+
+def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, example: torch.Tensor, *,
+                 verify: bool = True) -> ExportResult:
+    """Write ``model`` in format ``fmt`` to ``out`` and check the file against the model.
+
+    The file is written to a temp path beside ``out``, reloaded with the format's own
+    runtime and compared with ``model`` on ``example`` (``verify``), and only then
+    renamed to ``out``; the recipe goes beside it (:func:`recipe_path`).
+
+    Args:
+        model: the built model (masks baked in). Its weights are not changed; it is
+            run in eval mode (its train/eval mode is restored afterwards).
+        plan: its recipe, written beside the file (and into safetensors metadata).
+        fmt: a name from :func:`list_exporters`.
+        out: target path; its folder is created.
+        example: an eval batch on the model's device, used for tracing and verification
+            (a single example is repeated to make a batch of 2).
+        verify: reload the file and compare outputs.
+
+    Returns:
+        An :class:`ExportResult`. A failing format is reported in ``error`` and leaves
+        no file (neither the export nor its recipe).
+
+    Raises:
+        UnknownNameError: unknown format (the message lists the valid ones).
+    """
+    exp = EXPORTERS.get(fmt)
+    out = Path(out)
+    t0 = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    x = example.detach()
+    if x.shape[0] < 2:
+        x = torch.cat([x, x])
+    diff = agree = dynamic = None
+    ok = False  # "verified" means reloaded and compared, never assumed
+    try:
+        with atomic_path(out, suffix=".tmp" + out.suffix) as tmp:
+            note = exp.write(model, x, tmp, plan)
+            if verify:
+                run = exp.reload(tmp, x.device)
+                ref = _run(model, x)
+                diff, agree = _compare(_run(run, x), ref)
+                ok = diff <= _tolerance(ref)
+                try:  # a batch of another size: does the file keep a dynamic batch dimension?
+                    ref1 = _run(model, x[:-1])
+                    dynamic = _compare(_run(run, x[:-1]), ref1)[0] <= _tolerance(ref1)
+                except Exception:  # noqa: BLE001 - a static-batch file rejects other sizes
+                    dynamic = False
+        try:
+            rp = recipe_path(out)
+            atomic_write_text(rp, plan.to_json() + "\n")
+        except Exception:
+            out.unlink(missing_ok=True)
+            raise
+    except Exception as exc:  # noqa: BLE001 - any format may fail for a model; report it
+        return ExportResult(fmt, None, None, time.perf_counter() - t0, None, None, False, _failure(exc))
+    finally:
+        model.train(was_training)
+    return ExportResult(fmt, str(out), out.stat().st_size, time.perf_counter() - t0, diff, agree, bool(ok),
+                        None, str(rp), dynamic, note)
+
+
+def export_all(model: nn.Module, plan: Plan, folder: str | Path, stem: str, formats: list[str],
+               example: torch.Tensor, *, verify: bool = True,
+               progress: Callable[[int, int, str], None] | None = None) -> list[ExportResult]:
+    """Export to several formats as ``folder/<stem><suffix>``; one failing format does
+    not stop the others.
+
+    Args:
+        progress: called as ``progress(done, total, format)`` before each format and
+            ``progress(total, total, "done")`` at the end.
+
+    Raises:
+        UnknownNameError: a format name is unknown (checked before anything is written).
+    """
+    exporters = [EXPORTERS.get(f) for f in formats]
+    folder = Path(folder)
+    out = []
+    for i, exp in enumerate(exporters):
+        if progress:
+            progress(i, len(exporters), exp.name)
+        out.append(export_model(model, plan, exp.name, folder / f"{stem}{exp.suffix}", example, verify=verify))
+    if progress:
+        progress(len(exporters), len(exporters), "done")
+    return out
+
+
+__all__ = ["ExportResult", "TOLERANCE", "state_dict_hash", "export_model", "export_all", "recipe_path"]

@@ -1,0 +1,182 @@
+"""Export formats: a registry of exporter classes, each able to write and reload a file.
+
+Formats live in ``EXPORTERS`` (``@register_exporter`` on an :class:`Exporter` subclass;
+:func:`list_exporters`): ``safetensors`` (state dict + recipe in the metadata),
+``onnx`` (one file, dynamic batch, checked with onnxruntime), ``pt2``
+(``torch.export``) and ``torchscript`` (``torch.jit.trace``).
+"""
+from __future__ import annotations
+
+import abc
+import logging
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from core.plan import Plan
+from core.registry import Registry
+
+EXPORTERS: Registry["Exporter"] = Registry("export format")
+METADATA_KEY = "prunescope.plan"  # safetensors metadata entry holding the recipe JSON
+
+
+class Exporter(abc.ABC):
+    """One export format: how to write a file and how to run it back.
+
+    Subclasses set ``name``, ``suffix`` and ``description`` and implement
+    :meth:`write` and :meth:`reload`; ``@register_exporter`` adds them to ``EXPORTERS``.
+    """
+
+    name: ClassVar[str]  # format name, e.g. "onnx"
+    suffix: ClassVar[str]  # file suffix, e.g. ".onnx"
+    description: ClassVar[str] = ""  # one line for the app and the CLI help
+
+    @abc.abstractmethod
+    def write(self, model: nn.Module, example: torch.Tensor, path: Path, plan: Plan) -> str | None:
+        """Write ``model`` to ``path`` (which exists, empty). Returns a note or None."""
+
+    @abc.abstractmethod
+    def reload(self, path: Path, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Load the file at ``path`` with the format's own runtime; returns a function
+        from an input batch to the output batch."""
+
+
+def register_exporter(cls: type[Exporter]) -> type[Exporter]:
+    """Class decorator: register an instance of ``cls`` under ``cls.name``."""
+    EXPORTERS.register(cls.name, cls(), overwrite=True)
+    return cls
+
+
+def list_exporters() -> list[str]:
+    """Names of the registered export formats."""
+    return EXPORTERS.names()
+
+
+def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, and no two entries sharing storage (safetensors refuses that)."""
+    out, seen = {}, set()
+    for k, v in model.state_dict().items():
+        t = v.detach().to("cpu").contiguous()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        out[k] = t.clone() if key in seen else t
+        seen.add(key)
+    return out
+
+
+@contextmanager
+def quiet():
+    """Silence the exporters' warnings and torch's log lines (they go to stderr of the CLI)."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
+def _batch_dim():
+    return torch.export.Dim("batch", min=1, max=1 << 20)
+
+
+def _first_line(exc: BaseException) -> str:
+    s = str(exc).strip()
+    return f"{exc.__class__.__name__}: {s.splitlines()[0][:300]}" if s else exc.__class__.__name__
+
+
+@register_exporter
+class SafetensorsExporter(Exporter):
+    name = "safetensors"
+    suffix = ".safetensors"
+    description = "state dict + recipe; core.load(path) rebuilds the model"
+
+    def write(self, model, example, path, plan):
+        from safetensors.torch import save_file
+
+        save_file(_plain_state_dict(model), str(path), metadata={METADATA_KEY: plan.to_json(indent=None)})
+        return None
+
+    def reload(self, path, device):
+        from .recipes import load
+
+        return load(path, device=device)  # replays the plan: needs autograd (no inference_mode)
+
+
+@register_exporter
+class OnnxExporter(Exporter):
+    name = "onnx"
+    suffix = ".onnx"
+    description = "ONNX, one file, dynamic batch; checked with onnxruntime"
+
+    def write(self, model, example, path, plan):
+        with quiet():
+            try:  # the current, torch.export-based exporter
+                prog = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"],
+                                         output_names=["output"], dynamic_shapes=({0: _batch_dim()},),
+                                         external_data=False, verbose=False)
+                prog.save(str(path), external_data=False)
+                return "torch.export-based ONNX exporter"
+            except Exception as exc:  # noqa: BLE001 - fall back to the TorchScript-based exporter
+                reason = _first_line(exc)
+            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
+                              output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        return f"TorchScript-based ONNX exporter (the torch.export-based one failed: {reason})"
+
+    def reload(self, path, device):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda x: torch.from_numpy(sess.run(None, {name: x.detach().cpu().numpy()})[0])
+
+
+@register_exporter
+class Pt2Exporter(Exporter):
+    name = "pt2"
+    suffix = ".pt2"
+    description = "torch.export program (torch.export.load)"
+
+    def write(self, model, example, path, plan):
+        with quiet():
+            try:
+                ep = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))
+                note = None
+            except Exception as exc:  # noqa: BLE001 - a model that fixes its batch size
+                ep = torch.export.export(model, (example,))
+                note = f"static batch of {example.shape[0]} ({_first_line(exc)})"
+            torch.export.save(ep, str(path))
+        return note
+
+    def reload(self, path, device):
+        with quiet():
+            return torch.export.load(str(path)).module()
+
+
+@register_exporter
+class TorchScriptExporter(Exporter):
+    name = "torchscript"
+    suffix = ".pt"
+    description = "TorchScript (traced); torch.jit.load"
+
+    def write(self, model, example, path, plan):
+        with quiet(), torch.no_grad():
+            ts = torch.jit.trace(model, example, check_trace=False)
+            ts.save(str(path))
+        return "traced"
+
+    def reload(self, path, device):
+        with quiet():
+            return torch.jit.load(str(path), map_location=device)
+
+
+__all__ = ["EXPORTERS", "Exporter", "register_exporter", "list_exporters", "METADATA_KEY", "quiet"]

@@ -1,0 +1,74 @@
+"""Reading an export back: its recipe, and the model rebuilt from recipe + weights."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core.errors import FileError, first_line
+from core.plan import ApplyContext, Plan, apply
+
+from .export import recipe_path
+from .exporters import METADATA_KEY
+
+
+def read_recipe(path: str | Path) -> Plan:
+    """The plan stored in a safetensors export, or in the recipe beside any export.
+
+    Raises:
+        FileError: no such file, or no recipe in it or beside it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileError(f"{str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError) as exc:
+            raise FileError(f"{path.name} is not a readable safetensors file ({first_line(exc)})") from None
+        if METADATA_KEY in meta:
+            return Plan.from_json(meta[METADATA_KEY], source=f"the recipe in {path.name}")
+    rp = recipe_path(path)
+    if rp.exists():
+        return Plan.load(rp)
+    raise FileError(f"{path.name} carries no prunescope recipe and no {rp.name} lies beside it")
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a safetensors export: replay its recipe on the registered base (so a
+    structurally pruned or cut model gets its new shapes), then load the saved state
+    dict into it, strictly (every name and shape must match).
+
+    Args:
+        path: a ``.safetensors`` file written by :func:`export_model`.
+        device: where to build the model.
+
+    Returns:
+        A new model in eval mode (never the shared base).
+
+    Raises:
+        PrunescopeError: no recipe, a plan step that no longer fits (``PlanError``), or saved
+            weights that do not fit the replayed model.
+    """
+    from core.models import clone_model, load_base, load_state_dict_file
+
+    path = Path(path)
+    plan = read_recipe(path)
+    device = torch.device(device)
+    model = apply(plan, ctx=ApplyContext(plan.model, device))
+    if model is load_base(plan.model, device):  # an empty plan returns the shared base
+        model = clone_model(model)
+    sd = load_state_dict_file(path)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise FileError(f"{path.name}: the saved weights do not fit the model its recipe builds: "
+                        f"{first_line(exc)}") from None
+    return model.eval()
+
+
+__all__ = ["read_recipe", "load"]

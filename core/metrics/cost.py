@@ -1,0 +1,130 @@
+"""What a model costs, by architecture: parameters, MACs, bytes, latency.
+
+These depend only on the architecture (and, for non-zeros, the weights), so the
+evaluator caches MACs, bytes and latency by :func:`arch_signature`: moving a weight
+threshold re-measures none of them.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.device import synchronize
+from core.prune.masks import prunable_layers
+
+
+@dataclass
+class Latency:
+    """Forward-pass time of one batch."""
+
+    median_ms: float  # median over timed runs
+    iqr_ms: float  # interquartile range over timed runs
+    batch_size: int
+    threads: int  # torch.get_num_threads() while timing
+    device: str
+    runs: int  # timed runs behind the median
+
+    def to_dict(self) -> dict:
+        return {"median": self.median_ms, "iqr": self.iqr_ms, "batch_size": self.batch_size,
+                "threads": self.threads, "device": self.device, "runs": self.runs}
+
+
+def arch_signature(model: nn.Module) -> str:
+    """Hash of module types and parameter/buffer shapes: equal for masked variants."""
+    h = hashlib.sha1()
+    for name, m in model.named_modules():
+        h.update(f"{name}:{type(m).__name__};".encode())
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+    return h.hexdigest()
+
+
+def nonzero_counts(model: nn.Module) -> tuple[int, int, float]:
+    """(parameters, non-zero parameters, weight sparsity) in one pass over the parameters.
+
+    Weight sparsity is the fraction of zero weights in the prunable (Linear/Conv) layers.
+    """
+    total = nz = 0
+    seen: dict[int, int] = {}
+    for p in model.parameters():
+        c = int(torch.count_nonzero(p))
+        seen[id(p)] = c
+        total += p.numel()
+        nz += c
+    wz = wt = 0
+    for m in prunable_layers(model).values():
+        w = m.weight
+        wt += w.numel()
+        c = seen.get(id(w))
+        wz += w.numel() - (c if c is not None else int(torch.count_nonzero(w)))
+    return total, nz, (wz / wt if wt else 0.0)
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass on one example (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = example[:1]
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        model(x)
+    return int(fc.get_total_flops() // 2)
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of the model's state dict written as safetensors."""
+    from safetensors.torch import save
+
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # safetensors refuses shared storage; clone tensors that alias another.
+    seen, out = set(), {}
+    for k, v in sd.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset())
+        out[k] = v.clone() if key in seen else v
+        seen.add(key)
+    return len(save(out))
+
+
+def measure_latency(model: nn.Module, example: torch.Tensor, batch_size: int = 64,
+                    min_run_time: float = 0.3) -> Latency:
+    """Median and IQR of one batch's forward time (``torch.utils.benchmark``).
+
+    Warm-up runs first; on CUDA the timer synchronises around each run.
+    """
+    from torch.utils import benchmark
+
+    reps = math.ceil(batch_size / example.shape[0])
+    x = example.repeat((reps,) + (1,) * (example.dim() - 1))[:batch_size].contiguous()
+    dev = x.device
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
+        synchronize(dev)
+        t = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x},
+                            num_threads=torch.get_num_threads())
+        m = t.blocked_autorange(min_run_time=min_run_time)
+    return Latency(median_ms=m.median * 1e3, iqr_ms=m.iqr * 1e3, batch_size=batch_size,
+                   threads=torch.get_num_threads(), device=str(dev), runs=len(m.times))
+
+
+def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """MACs of one example per module path (leaf modules that compute), from FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        model(example[:1])
+    out = {}
+    for name, ops in fc.get_flop_counts().items():
+        # keys look like "Global", "Sequential.layers.0"; strip the root module's name
+        if name == "Global":
+            continue
+        path = name.split(".", 1)[1] if "." in name else ""
+        out[path] = int(sum(ops.values()) // 2)
+    return out
+
+
+__all__ = ["Latency", "arch_signature", "nonzero_counts", "count_macs", "state_dict_bytes", "measure_latency",
+           "layer_macs"]

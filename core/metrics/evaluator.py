@@ -1,0 +1,117 @@
+"""Metrics of a model on an evaluation set: quality against the base, plus cost.
+
+Quality (accuracy, loss, per-class accuracy, fidelity to the base model) is computed
+on every call; cost figures come from ``cost.py``, cached by architecture signature.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.data import EvalSet
+
+from .cost import Latency, arch_signature, count_macs, measure_latency, nonzero_counts, state_dict_bytes
+
+
+@dataclass
+class Metrics:
+    """Everything the app and the CLI show about one model on one subset."""
+
+    accuracy: float  # top-1 on labels (for task "fidelity": agreement with the base)
+    loss: float  # mean cross-entropy
+    per_class_accuracy: list[float]  # index = class
+    agreement: float  # fraction of examples where the prediction equals the base's
+    output_cosine: float  # mean cosine between this model's and the base's outputs
+    params: int  # all parameters
+    nonzero_params: int
+    sparsity: float  # fraction of prunable weights (Linear/Conv) that are zero
+    macs: int  # multiply-accumulates for one example
+    size_bytes: int  # bytes of the state dict saved as safetensors
+    latency: Latency | None  # forward time of a batch (None when not measured)
+    subset: str  # "quick" or "full"
+    n: int  # examples evaluated
+    shapes_changed: bool = False  # architecture differs from the base (structured / surgery)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["latency_ms"] = self.latency.to_dict() if self.latency else None
+        del d["latency"]
+        return d
+
+
+class Evaluator:
+    """Evaluates models against one eval set and one base model.
+
+    Base outputs are computed once per subset; MACs, size and latency are cached by
+    architecture signature.
+    """
+
+    def __init__(self, evalset: EvalSet, base: nn.Module, *, task: str = "classification",
+                 latency_batch: int = 64, latency_time: float = 0.3):
+        self.evalset = evalset
+        self.base = base
+        self.task = task
+        self.latency_batch = latency_batch
+        self.latency_time = latency_time
+        self._base_out: dict[str, torch.Tensor] = {}
+        self._arch_cache: dict[tuple, object] = {}
+        self.base_signature = arch_signature(base)
+
+    @torch.inference_mode()
+    def outputs(self, model: nn.Module, subset: str = "quick", batch: int = 1024) -> torch.Tensor:
+        x, _ = self.evalset.subset(subset)
+        if len(x) <= batch:
+            return model(x)
+        return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+    def base_outputs(self, subset: str) -> torch.Tensor:
+        if subset not in self._base_out:
+            self._base_out[subset] = self.outputs(self.base, subset)
+        return self._base_out[subset]
+
+    def _cached(self, kind: str, sig: str, fn):
+        key = (kind, sig)
+        if key not in self._arch_cache:
+            self._arch_cache[key] = fn()
+        return self._arch_cache[key]
+
+    def latency(self, model: nn.Module, sig: str | None = None) -> Latency:
+        sig = sig or arch_signature(model)
+        x = self.evalset.quick()[0]
+        return self._cached(("lat", self.latency_batch), sig,
+                            lambda: measure_latency(model, x, self.latency_batch, self.latency_time))
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, subset: str = "quick", *, latency: bool = True) -> Metrics:
+        """All metrics of ``model`` on ``subset`` ("quick" or "full")."""
+        x, y = self.evalset.subset(subset)
+        out = self.outputs(model, subset)
+        base_out = self.base_outputs(subset)
+        pred = out.argmax(1)
+        base_pred = base_out.argmax(1)
+        agreement = float((pred == base_pred).float().mean())
+        cos = float(F.cosine_similarity(out.float(), base_out.float(), dim=1).mean())
+        target = y if self.task == "classification" else base_pred
+        loss = float(F.cross_entropy(out.float(), target))
+        correct = (pred == target)
+        k = self.evalset.num_classes
+        per_class_n = torch.bincount(target, minlength=k).clamp_min(1)
+        per_class_ok = torch.bincount(target[correct], minlength=k)
+        per_class = (per_class_ok.float() / per_class_n.float()).tolist()
+        params, nz, sparsity = nonzero_counts(model)
+        sig = arch_signature(model)
+        example = x[:1]
+        macs = self._cached("macs", sig, lambda: count_macs(model, example))
+        size = self._cached("size", sig, lambda: state_dict_bytes(model))
+        lat = self.latency(model, sig) if latency else None
+        return Metrics(accuracy=float(correct.float().mean()), loss=loss, per_class_accuracy=per_class,
+                       agreement=agreement, output_cosine=cos, params=params, nonzero_params=nz,
+                       sparsity=sparsity, macs=macs, size_bytes=size, latency=lat,
+                       subset=subset, n=len(x), shapes_changed=sig != self.base_signature)
+
+
+__all__ = ["Metrics", "Evaluator"]

@@ -1,0 +1,31 @@
+"""Plans: every edit is a step, a plan is a list of steps, and a plan builds a model.
+
+* ``step.py``: the step contract (``build(model, ctx) -> (model, StepReport)``) and the
+  registry of step kinds;
+* ``constraints.py``: field constraints declared on the steps, checked in one place;
+* ``report.py``: what a step decided (:class:`StepReport`);
+* ``plan.py``: :class:`Plan` and its JSON recipe (``prunescope.plan/1``);
+* ``apply.py``: building a plan's model, with a prefix cache.
+
+Step kinds live with their concept (``core.prune.step.Prune``, ``core.surgery.steps``)
+and register themselves; ``import core`` registers them all.
+"""
+from .apply import ApplyContext, PlanCache, apply, apply_with_reports
+from .constraints import Fraction, Interval, Items, Name, Options, Seed
+from .plan import FORMAT, MAX_STEPS, Plan
+from .report import Seam, StepReport
+from .step import STEPS, Step, list_steps, register_step
+
+
+
+def __getattr__(name):  # ``from core.plan import Prune`` (older notebooks): the step lives in core.prune
+    if name in ("Prune", "LayerOverride"):
+        from core.prune import step
+
+        return getattr(step, name)
+    raise AttributeError(f"module 'core.plan' has no attribute {name!r}")
+
+
+__all__ = ["ApplyContext", "PlanCache", "apply", "apply_with_reports", "Plan", "FORMAT", "MAX_STEPS", "Step",
+           "STEPS", "register_step", "list_steps", "StepReport", "Seam", "Fraction", "Interval", "Items", "Name",
+           "Options", "Seed"]

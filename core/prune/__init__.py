@@ -1,0 +1,14 @@
+"""Pruning: importance criteria, thresholds, weight masks and structured removal.
+
+* ``step.py``: the ``Prune`` step and ``LayerOverride`` (the plan's data);
+* ``criteria/``: the importance criteria registry;
+* ``kth.py``: the one k-th-value threshold helper;
+* ``masks.py``: weight-level pruning (masks);
+* ``structured/``: neurons, channels and heads removed through Torch-Pruning.
+"""
+from .criteria import CRITERIA, Criterion, get_criterion, register_criterion
+from .masks import PRUNABLE_TYPES, prunable_layers
+from .step import GRANULARITIES, UNIT_GRANULARITIES, LayerOverride, Prune, threshold_unit
+
+__all__ = ["Prune", "LayerOverride", "GRANULARITIES", "UNIT_GRANULARITIES", "threshold_unit", "CRITERIA",
+           "Criterion", "get_criterion", "register_criterion", "PRUNABLE_TYPES", "prunable_layers"]

@@ -1,0 +1,11 @@
+"""Importance criteria: one score per prunable unit (see ``base.py`` for the contract).
+
+``magnitude.py`` holds the weight-only criteria, ``activations.py`` the data-driven ones.
+Importing this package registers them all in :data:`CRITERIA`.
+"""
+from . import activations, magnitude  # noqa: F401 - registers the criteria
+from .activations import ActivationCriterion, collect_input_stats, weight_gradients
+from .base import CRITERIA, Criterion, LazyScores, get_criterion, register_criterion
+
+__all__ = ["CRITERIA", "Criterion", "ActivationCriterion", "LazyScores", "get_criterion", "register_criterion",
+           "collect_input_stats", "weight_gradients"]

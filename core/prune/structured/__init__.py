@@ -1,0 +1,19 @@
+"""Structured pruning: neurons, channels and attention heads physically removed.
+
+* ``graph.py``: Torch-Pruning's dependency graph and the unit groups read from it;
+* ``scores.py``: per-unit scores, combined per group and normalised;
+* ``select.py``: which units a step removes;
+* ``analysis.py``: a source model analysed once (memoised in the apply context);
+* ``prune.py``: removing the units from a copy, and the step's report;
+* ``compare.py``: the criteria comparison on one layer.
+"""
+from .analysis import (Analysis, all_unit_scores, analysis, group_info, group_of, prunable_units,
+                       select_units, unit_scores)
+from .compare import compare_criteria
+from .graph import UNIT_GRANULARITIES, UnitGroup
+from .prune import structured_prune, structured_prune_step
+from .select import Selection, find_group
+
+__all__ = ["UNIT_GRANULARITIES", "Analysis", "analysis", "UnitGroup", "Selection", "prunable_units", "group_info", "group_of",
+           "find_group", "all_unit_scores", "unit_scores", "select_units", "compare_criteria", "structured_prune",
+           "structured_prune_step"]

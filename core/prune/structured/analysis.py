@@ -1,0 +1,150 @@
+"""A source model's structure, analysed once: a private copy, its graph, groups, scores.
+
+The analysis of a model is kept in the apply context's memo of that model
+(``ctx.memo(model)``), so the Prune page's histogram, unit table and criteria
+comparison, and the step itself, trace and score once. Without a context nothing is
+cached.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from core.errors import ModelError
+from core.models import clone_model
+
+from ..criteria import CRITERIA
+from .graph import UNIT_GRANULARITIES, UnitGroup, build_graph, unit_groups
+from .scores import score_groups
+from .select import Selection, find_group, select
+
+
+class Analysis:
+    """A private copy of a source model with its graph, groups and cached scores."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor):
+        self.copy = clone_model(model)
+        self.dg, self.output_layer = build_graph(self.copy, example)
+        self._groups: dict[str, list[UnitGroup]] = {}
+        self.scores: dict[tuple, dict[str, torch.Tensor]] = {}
+
+    def groups(self, granularity: str) -> list[UnitGroup]:
+        if granularity not in self._groups:
+            self._groups[granularity] = unit_groups(self.copy, self.dg, self.output_layer, granularity)
+        return self._groups[granularity]
+
+
+def example_input(ctx, seed: int = 0) -> torch.Tensor:
+    """One example of the calibration batch: what the graph is traced with."""
+    return ctx.calibration(seed)[0][:1]
+
+
+def calibration_for(criterion: str, ctx, seed: int):
+    """The calibration batch when ``criterion`` needs data, else None."""
+    return ctx.calibration(seed) if CRITERIA.get(criterion).needs_data else None
+
+
+def validate_granularity(granularity: str) -> None:
+    if granularity not in UNIT_GRANULARITIES:
+        raise ModelError(f"granularity must be one of {UNIT_GRANULARITIES} for structured pruning, "
+                         f"got {granularity!r}")
+
+
+def nonempty(groups: list[UnitGroup], granularity: str) -> list[UnitGroup]:
+    if not groups:
+        hint = {"neuron": "Linear layers (other than the output layer)",
+                "channel": "convolutions", "head": "attention modules with qkv/proj/num_heads"}[granularity]
+        raise ModelError(f"granularity {granularity!r}: the model has no prunable {hint}")
+    return groups
+
+
+def analysis(model: nn.Module, ctx=None, *, example: torch.Tensor | None = None, seed: int = 0) -> Analysis:
+    """The analysis of ``model`` (memoised in ``ctx`` when given)."""
+    memo = ctx.memo(model) if ctx is not None else {}
+    an = memo.get("structure")
+    if an is None:
+        an = memo["structure"] = Analysis(model, example if example is not None else example_input(ctx, seed))
+    return an
+
+
+def _scores_key(criterion: str, granularity: str, seed: int, calib) -> tuple:
+    return (criterion, granularity, seed, None if calib is None else tuple(calib[0].shape))
+
+
+def prunable_units(model: nn.Module, granularity: str, ctx=None, *,
+                   example: torch.Tensor | None = None) -> dict[str, int]:
+    """Prunable layers (unit groups) of ``model`` at ``granularity`` -> number of units.
+
+    Args:
+        model: the model (not changed; analysed on a private copy).
+        granularity: "neuron", "channel" or "head".
+        ctx: an ``ApplyContext`` (its calibration batch gives the example input), or
+        example: an example input batch.
+
+    Raises:
+        ModelError: unknown granularity.
+    """
+    return {g.name: g.n_units for g in group_info(model, granularity, ctx, example=example)}
+
+
+def group_info(model: nn.Module, granularity: str, ctx=None, *,
+               example: torch.Tensor | None = None) -> list[UnitGroup]:
+    """The unit groups (with coupled layers) of ``model`` at ``granularity``."""
+    validate_granularity(granularity)
+    return list(analysis(model, ctx, example=example).groups(granularity))
+
+
+def group_of(model: nn.Module, granularity: str, layer: str, ctx=None, *,
+             example: torch.Tensor | None = None) -> UnitGroup | None:
+    """The unit group ``layer`` belongs to, or None when it has no units of that kind."""
+    try:
+        return find_group(group_info(model, granularity, ctx, example=example), layer)
+    except ModelError:
+        return None
+
+
+def all_unit_scores(model: nn.Module, criterion: str, granularity: str, ctx=None, *, seed: int = 0,
+                    example: torch.Tensor | None = None, calib=None) -> dict[str, torch.Tensor]:
+    """Normalised scores of every prunable group (cached per model, criterion, seed).
+
+    Raises:
+        PrunescopeError: unknown granularity or criterion, a criterion that does not support
+            the granularity, or the model has no units of that granularity.
+    """
+    validate_granularity(granularity)
+    if calib is None and ctx is not None:
+        calib = calibration_for(criterion, ctx, seed)
+    an = analysis(model, ctx, example=example, seed=seed)
+    key = _scores_key(criterion, granularity, seed, calib)
+    if key not in an.scores:
+        groups = nonempty(an.groups(granularity), granularity)
+        an.scores[key] = score_groups(an.copy, groups, criterion, seed, calib)
+    return an.scores[key]
+
+
+def unit_scores(model: nn.Module, layer: str, criterion: str, granularity: str, ctx=None, *,
+                seed: int = 0, example: torch.Tensor | None = None, calib=None) -> torch.Tensor:
+    """Normalised scores (1.0 = the layer's mean) of one layer's units, ``(n_units,)``.
+
+    ``layer`` may be a group's name or any layer producing its units.
+    """
+    scores = all_unit_scores(model, criterion, granularity, ctx, seed=seed, example=example, calib=calib)
+    an = analysis(model, ctx, example=example, seed=seed)
+    return scores[find_group(an.groups(granularity), layer).name]
+
+
+def select_units(step, model: nn.Module, ctx=None, *, example: torch.Tensor | None = None,
+                 calib=None) -> Selection:
+    """What a structured ``Prune`` step would remove from ``model``, without pruning.
+
+    For a step already in a plan, read its report instead (``Workspace.reports``).
+    """
+    validate_granularity(step.granularity)
+    scores = all_unit_scores(model, step.criterion, step.granularity, ctx, seed=step.seed,
+                             example=example, calib=calib)
+    an = analysis(model, ctx, example=example, seed=step.seed)
+    return select(an.groups(step.granularity), scores, step)
+
+
+__all__ = ["Analysis", "analysis", "prunable_units", "group_info", "group_of", "all_unit_scores", "unit_scores",
+           "select_units", "example_input", "calibration_for"]

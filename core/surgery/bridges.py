@@ -1,0 +1,192 @@
+"""Bridges: the adapters at seams, fitted in closed form by ridge least squares.
+
+A :class:`Bridge` is ``proj(resample(x))``: Linear on features or tokens, a 1x1
+Conv2d after an integer-factor pooling or upsampling on feature maps, or Flatten +
+Linear for (C, H, W) -> (F). Plain modules, so the model scripts and exports.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from core.errors import ModelError
+from core.plan.report import Seam
+
+RIDGE = 1e-3  # ridge term relative to the mean feature variance
+MAX_FIT_ROWS = 32768  # rows (examples x positions) used for one least-squares fit
+MAX_FLATTEN_FEATURES = 4096  # largest flattened input a (C,H,W) -> (F) adapter accepts
+
+
+class Bridge(nn.Module):
+    """An adapter at a seam: ``proj(resample(x))``.
+
+    ``resample`` is Identity, AvgPool2d (integer downsampling), Upsample (integer
+    nearest upsampling) or Flatten; ``proj`` is Identity, Linear (last axis) or a 1x1
+    Conv2d. Plain modules only, so the model exports to ONNX / torch.export / TorchScript.
+    """
+
+    def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], resample: nn.Module,
+                 proj: nn.Module, fitted: bool):
+        super().__init__()
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_shape = tuple(int(s) for s in out_shape)
+        self.fitted = bool(fitted)
+        self.resample = resample
+        self.proj = proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.resample(x))
+
+    @property
+    def is_identity(self) -> bool:
+        return isinstance(self.resample, nn.Identity) and isinstance(self.proj, nn.Identity)
+
+    def extra_repr(self) -> str:
+        how = "identity" if self.is_identity else ("least squares" if self.fitted else "random init")
+        return f"{list(self.in_shape)} -> {list(self.out_shape)}, {how}"
+
+
+def _resampler(si: tuple[int, ...], so: tuple[int, ...], where: str) -> nn.Module:
+    """(C, H, W) -> (C, H', W') by an integer factor, or a ModelError naming the seam."""
+    (hi, wi), (ho, wo) = si[1:], so[1:]
+    if (hi, wi) == (ho, wo):
+        return nn.Identity()
+    if ho and wo and hi % ho == 0 and wi % wo == 0:
+        return nn.AvgPool2d((hi // ho, wi // wo))
+    if hi and wi and ho % hi == 0 and wo % wi == 0:
+        return nn.Upsample(scale_factor=(float(ho // hi), float(wo // wi)), mode="nearest")
+    raise ModelError(f"cannot bridge {where}: spatial size {hi}x{wi} -> {ho}x{wo} is not a whole-number "
+                     f"down- or up-scaling (shapes {shape_str(si)} -> {shape_str(so)})")
+
+
+def make_bridge(si: tuple[int, ...], so: tuple[int, ...], where: str) -> Bridge:
+    """An unfitted (random init) adapter from per-example shape ``si`` to ``so``.
+
+    Raises:
+        ModelError: no Linear / 1x1-conv adapter maps these shapes; names ``where``.
+    """
+    si, so = tuple(si), tuple(so)
+    if len(si) == len(so) == 1:
+        return Bridge(si, so, nn.Identity(), nn.Linear(si[0], so[0]), False)
+    if len(si) == len(so) == 2:
+        if si[0] != so[0]:
+            raise ModelError(f"cannot bridge {where}: {si[0]} tokens -> {so[0]} tokens "
+                             f"(shapes {shape_str(si)} -> {shape_str(so)}); token counts must match")
+        return Bridge(si, so, nn.Identity(), nn.Linear(si[1], so[1]), False)
+    if len(si) == len(so) == 3:
+        return Bridge(si, so, _resampler(si, so, where), nn.Conv2d(si[0], so[0], 1), False)
+    if len(so) == 1 and len(si) > 1:
+        flat = math.prod(si)
+        if flat > MAX_FLATTEN_FEATURES:
+            raise ModelError(f"cannot bridge {where}: flattening {shape_str(si)} gives {flat} features, "
+                             f"more than {MAX_FLATTEN_FEATURES}; shapes {shape_str(si)} -> {shape_str(so)}")
+        return Bridge(si, so, nn.Flatten(), nn.Linear(flat, so[0]), False)
+    raise ModelError(f"cannot bridge {where}: no Linear or 1x1-convolution adapter maps shape "
+                     f"{shape_str(si)} to {shape_str(so)}")
+
+
+def identity_bridge(shape: tuple[int, ...]) -> Bridge:
+    """A parameter-free marker of a seam where the shapes match."""
+    return Bridge(shape, shape, nn.Identity(), nn.Identity(), False)
+
+
+def shape_str(s) -> str:
+    return "(" + ", ".join(str(int(v)) for v in s) + ")"
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """Activations as rows of features: (N, F) | (N*T, F) | (N*H*W, C)."""
+    if t.dim() == 2:
+        return t
+    if t.dim() == 3:
+        return t.reshape(-1, t.shape[-1])
+    if t.dim() == 4:
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    raise ModelError(f"cannot fit an adapter on activations of shape {tuple(t.shape)}")
+
+
+def ridge_lstsq(x: torch.Tensor, y: torch.Tensor, ridge: float = RIDGE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form ``y ~ x @ w + b`` by least squares with a small ridge term.
+
+    Args:
+        x: (n, d_in) inputs; y: (n, d_out) targets.
+        ridge: penalty relative to the mean feature variance of ``x``.
+
+    Returns:
+        ``(w (d_in, d_out), b (d_out,))`` in float32.
+    """
+    x64, y64 = x.double(), y.double()
+    xm, ym = x64.mean(0), y64.mean(0)
+    xc, yc = x64 - xm, y64 - ym
+    d = xc.shape[1]
+    lam = ridge * float((xc * xc).sum()) / max(1, xc.shape[0]) / max(1, d) + 1e-12
+    a = torch.cat([xc, math.sqrt(lam * xc.shape[0]) * torch.eye(d, dtype=xc.dtype, device=xc.device)])
+    bb = torch.cat([yc, torch.zeros(d, yc.shape[1], dtype=yc.dtype, device=yc.device)])
+    # gelsd works on cpu only; gels (QR) is fine with the ridge rows making `a` full rank
+    driver = "gelsd" if a.device.type == "cpu" else None
+    w = torch.linalg.lstsq(a, bb, driver=driver).solution
+    b = ym - xm @ w
+    return w.float(), b.float()
+
+
+@torch.no_grad()
+def fit_bridge(bridge: Bridge, a: torch.Tensor, target: torch.Tensor, seed: int = 0) -> Bridge:
+    """Fit ``bridge.proj`` in place so that ``bridge(a) ~ target`` (ridge least squares).
+
+    Args:
+        a: (N, *in_shape) activations entering the seam.
+        target: (N, *out_shape) activations the next piece expects.
+        seed: picks the rows when there are more than ``MAX_FIT_ROWS``.
+    """
+    if bridge.is_identity:
+        return bridge
+    xin = _rows(bridge.resample(a))
+    yt = _rows(target)
+    if len(xin) > MAX_FIT_ROWS:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(xin), generator=g)[:MAX_FIT_ROWS].to(xin.device)
+        xin, yt = xin[idx], yt[idx]
+    w, b = ridge_lstsq(xin, yt)
+    p = bridge.proj
+    if isinstance(p, nn.Linear):
+        p.weight.copy_(w.t())
+        p.bias.copy_(b)
+    else:  # 1x1 conv
+        p.weight.copy_(w.t().reshape(p.weight.shape))
+        p.bias.copy_(b)
+    bridge.fitted = True
+    return bridge
+
+
+def fit_error(bridge: Bridge, a: torch.Tensor, target: torch.Tensor) -> float:
+    """Residual of ``bridge(a)`` against ``target`` over the target's variance (1 - R^2)."""
+    with torch.no_grad():
+        y = target.double()
+        res = float(((bridge(a).double() - y) ** 2).sum())
+        var = float(((y - y.mean(0, keepdim=True)) ** 2).sum())
+    return res / var if var > 0 else (0.0 if res == 0 else math.inf)
+
+
+def seam_bridge(a: torch.Tensor, target: torch.Tensor, policy: str, same_model: bool, where: str,
+                seed: int) -> tuple[Bridge, Seam]:
+    """The adapter for one seam under ``policy`` ("auto" | "identity" | "lstsq"), and its record.
+
+    Raises:
+        ModelError: identity asked where shapes differ, or no adapter maps the shapes.
+    """
+    si, so = tuple(a.shape[1:]), tuple(target.shape[1:])
+    if policy == "identity":
+        if si != so:
+            raise ModelError(f"cannot bridge {where} with identity: shapes {shape_str(si)} -> "
+                             f"{shape_str(so)} differ; use bridge 'lstsq' (or 'auto')")
+        return identity_bridge(si), Seam(where, "identity", si, so)
+    if policy == "auto" and si == so and same_model:
+        return identity_bridge(si), Seam(where, "identity", si, so)
+    b = fit_bridge(make_bridge(si, so, where).to(a.device), a, target, seed)
+    return b, Seam(where, "lstsq", si, so, fit_error(b, a, target))
+
+
+__all__ = ["Bridge", "make_bridge", "identity_bridge", "fit_bridge", "ridge_lstsq", "seam_bridge", "fit_error",
+           "shape_str", "RIDGE", "MAX_FIT_ROWS"]

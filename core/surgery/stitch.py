@@ -1,0 +1,199 @@
+"""Stitching: one engine behind cut, paste and compose.
+
+:func:`stitch` replaces a container of the host with a list of *pieces* (blocks of the
+host or of donor models, in any order); wherever two neighbouring pieces were not
+neighbours in their own model (a *seam*) a bridge goes in (``bridges.py``).
+"""
+from __future__ import annotations
+
+import copy
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.errors import ModelError
+from core.models import clone_model, get_spec
+from core.plan.report import Seam
+
+from .blocks import _activations, _container, _set_module, block_names, split_block
+from .bridges import seam_bridge, shape_str
+
+BRIDGES = ("auto", "identity", "lstsq")  # seam policies (see stitch)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One block of the new container (internal to :func:`stitch`)."""
+
+    source: str  # "self" or a donor model name
+    container: str  # container path in the source
+    index: int  # position in the source container
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", s)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    out, k = name, 1
+    while out in taken:
+        out, k = f"{name}_{k}", k + 1
+    taken.add(out)
+    return out
+
+
+def paired_inputs(ctx, donor: str, x_host: torch.Tensor, seed: int) -> torch.Tensor:
+    """Calibration inputs for ``donor`` showing the same examples as ``x_host``.
+
+    Same input shape: the same tensor. Else the donor dataset's copy of the same
+    training examples when the two datasets share their split (same labels, in
+    order), else images resized to the donor's input size.
+
+    Raises:
+        ModelError: no way to feed the same examples to the donor.
+    """
+    from core.data import get_dataset, stratified_subset
+
+    dspec, hspec = get_spec(donor), get_spec(ctx.model_name)
+    if tuple(dspec.input_shape) == tuple(x_host.shape[1:]):
+        return x_host
+    hs, ds = get_dataset(hspec.dataset), get_dataset(dspec.dataset)
+    if ds.y_train.shape == hs.y_train.shape and torch.equal(ds.y_train, hs.y_train):
+        idx = stratified_subset(hs.y_train, len(x_host), seed)
+        if torch.equal(hs.x_train[idx].to(x_host.device), x_host):
+            return ds.x_train[idx].to(x_host.device)
+    ish = tuple(dspec.input_shape)
+    if len(ish) == 3 and x_host.dim() == 4 and ish[0] == x_host.shape[1]:
+        return F.interpolate(x_host, size=ish[1:], mode="bilinear", align_corners=False)
+    raise ModelError(f"cannot feed calibration examples of {ctx.model_name!r} (shape "
+                     f"{shape_str(x_host.shape[1:])}) to donor {donor!r} (input {shape_str(ish)})")
+
+
+class _Sources:
+    """Private copies of the host and donors, with their calibration activations."""
+
+    def __init__(self, host: nn.Module, ctx, seed: int, acts_cache: dict | None = None):
+        self.ctx, self.seed = ctx, seed
+        self.models: dict[str, nn.Module] = {"self": host}
+        self.x: dict[str, torch.Tensor] = {"self": ctx.calibration(seed)[0]}
+        self.acts = acts_cache if acts_cache is not None else {}
+
+    def model(self, source: str) -> nn.Module:
+        if source not in self.models:
+            if not isinstance(source, str) or not source:
+                raise ModelError(f"source must be 'self' or a model name, got {source!r}")
+            self.models[source] = clone_model(self.ctx.donor(source))  # never touch the shared donor
+            self.x[source] = paired_inputs(self.ctx, source, self.x["self"], self.seed)
+        return self.models[source]
+
+    def activations(self, source: str, container: str) -> list[torch.Tensor]:
+        key = (source, container)
+        if key not in self.acts:
+            self.acts[key] = _activations(self.model(source), container, self.x[source])
+        return self.acts[key]
+
+
+def stitch(model: nn.Module, ctx, container: str, pieces: list[Piece], policy: str = "auto",
+           seed: int = 0, names: list[str | None] | None = None, acts_cache: dict | None = None
+           ) -> tuple[nn.Module, list[Seam]]:
+    """A copy of ``model`` whose ``container`` holds ``pieces``, with bridges at the seams.
+
+    Args:
+        model: the host (not changed).
+        ctx: an ``ApplyContext`` (calibration data, donors).
+        container: path of the host container to replace.
+        pieces: the new blocks in order.
+        policy: "auto" (identity where shapes match and both sides come from one model,
+            else least squares), "identity" (shapes must match) or "lstsq" (always fitted).
+        seed: calibration batch and row-sampling seed.
+        names: optional names for the pieces (default: kept host blocks keep theirs).
+        acts_cache: activations to reuse between calls on the same model and seed.
+
+    Returns:
+        ``(new model in eval mode, the seams with their bridges)``.
+
+    Raises:
+        ModelError: a block does not exist, or a seam cannot be bridged (names both sides).
+    """
+    if policy not in BRIDGES:
+        raise ModelError(f"bridge must be one of {BRIDGES}, got {policy!r}")
+    host = clone_model(model)
+    src = _Sources(host, ctx, seed, acts_cache)
+    old = _container(host, container)
+    old_names = [n for n, _ in old.named_children()]
+    host_acts = src.activations("self", container)
+    n_host = len(old_names)
+    used: set[tuple[str, str, int]] = set()
+    # the first use of each host block keeps its name; new blocks and bridges get fresh ones
+    keep_name, seen_idx = set(), set()
+    for k, p in enumerate(pieces):
+        if p.source == "self" and p.container == container and 0 <= p.index < n_host \
+                and p.index not in seen_idx \
+                and not (names and names[k]):
+            keep_name.add(k)
+            seen_idx.add(p.index)
+    taken: set[str] = {old_names[pieces[k].index] for k in keep_name}
+    out: list[tuple[str, nn.Module]] = []
+    seams: list[Seam] = []
+    state = Piece("self", container, 0)
+    prev_label = "the container input"
+    a = host_acts[0]
+
+    def label(p: Piece) -> str:
+        nm = block_names(src.model(p.source), p.container)[p.index]
+        return nm if p.source == "self" else f"{p.source}:{nm}"
+
+    def add_seam(target: torch.Tensor, target_source: str, next_label: str):
+        nonlocal a
+        where = f"{prev_label} -> {next_label}"
+        br, seam = seam_bridge(a, target, policy, state.source == target_source, where, seed)
+        out.append((_unique("bridge", taken), br))
+        seams.append(seam)
+        a = br(a)
+
+    with torch.no_grad():
+        for k, p in enumerate(pieces):
+            m = src.model(p.source)
+            blocks = list(_container(m, p.container).children())
+            if not 0 <= p.index < len(blocks):
+                raise ModelError(f"{p.source}: container {p.container!r} has {len(blocks)} blocks, "
+                                 f"no block at position {p.index}")
+            if p != state:
+                add_seam(src.activations(p.source, p.container)[p.index], p.source, label(p))
+            blk = blocks[p.index]
+            key = (p.source, p.container, p.index)
+            if p.source != "self" or key in used:
+                blk = copy.deepcopy(blk)
+            used.add(key)
+            if names and names[k]:
+                nm = names[k]
+            elif k in keep_name:
+                nm = old_names[p.index]
+            else:
+                leaf = split_block(block_names(m, p.container)[p.index])[1]
+                nm = f"{leaf}_copy" if p.source == "self" else f"{p.source}_{leaf}"
+            out.append((nm if k in keep_name else _unique(_safe(nm), taken), blk))
+            a = blk(a)
+            state = Piece(p.source, p.container, p.index + 1)
+            prev_label = label(p)
+        end = Piece("self", container, n_host)
+        if state != end:
+            add_seam(host_acts[n_host], "self", "the container output")
+
+    if isinstance(old, nn.Sequential):
+        new = nn.Sequential(OrderedDict(out))
+    else:
+        new = nn.ModuleList([m for _, m in out])
+    new.train(old.training)
+    host = _set_module(host, container, new)
+    host.eval()
+    return host, seams
+
+
+__all__ = ["Piece", "stitch", "paired_inputs", "BRIDGES"]
+
+

@@ -1,0 +1,113 @@
+"""Plotly figures shared by the app and notebooks: data in, figure out.
+
+Colours and layout come from ``style.py``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .histograms import Histogram
+from .style import BASE, CURRENT, KEPT, PRUNED, SELECTED, THRESHOLD, layout
+
+
+def overview_figure(layers: Sequence[str], sparsity: Sequence[float], params: Sequence[int],
+                    selected: str | None = None, title: str | None = "Sparsity per layer") -> go.Figure:
+    """One bar per prunable layer: its sparsity; parameters in the hover; click selects.
+
+    Each bar carries its layer name as ``customdata`` for ``on_select``.
+    """
+    pruned = [100 * s for s in sparsity]
+    kept = [100 - p for p in pruned]
+    line = [3 if n == selected else 0 for n in layers]
+    hover = "<b>%{x}</b><br>sparsity %{customdata[1]:.1f}%<br>parameters %{customdata[2]:,}<extra></extra>"
+    data = [[n, p, int(q)] for n, p, q in zip(layers, pruned, params)]
+    fig = go.Figure()
+    # Stacked to 100% so every layer has a full-height bar to click, even when unpruned.
+    fig.add_bar(x=list(layers), y=pruned, name="pruned", marker_color=PRUNED, customdata=data,
+                hovertemplate=hover, marker_line=dict(width=line, color=SELECTED))
+    fig.add_bar(x=list(layers), y=kept, name="kept", marker_color=KEPT, opacity=0.35, customdata=data,
+                hovertemplate=hover, marker_line=dict(width=line, color=SELECTED))
+    fig.update_yaxes(range=[0, 100], ticksuffix="%")
+    fig.update_layout(barmode="stack", clickmode="event+select")
+    return layout(fig, title, "layer (click to select)", "weights", height=280)
+
+
+def weight_histogram_figure(hist: Histogram, threshold: float | None, *, log: bool = False,
+                            title: str | None = None, symmetric: bool = True) -> go.Figure:
+    """Bars of a binned weight histogram, pruned bins in PRUNED, the threshold drawn.
+
+    Args:
+        hist: the cached histogram (fixed edges).
+        threshold: magnitude threshold; weights with |w| < threshold are pruned.
+        symmetric: draw the threshold at ±threshold (weights); False for score histograms.
+    """
+    c = hist.centers
+    t = threshold if threshold is not None and np.isfinite(threshold) else (np.inf if threshold == np.inf else None)
+    if t is None:
+        pruned = np.zeros_like(c, dtype=bool)
+    else:
+        pruned = (np.abs(c) < t) if symmetric else (c < t)
+    fig = go.Figure()
+    for mask, name, color in ((~pruned, "kept", KEPT), (pruned, "pruned", PRUNED)):
+        fig.add_bar(x=c[mask], y=hist.counts[mask], width=hist.width, name=name, marker_color=color,
+                    hovertemplate="%{x:.4g}: %{y:,} weights<extra>" + name + "</extra>")
+    lo, hi = float(hist.edges[0]), float(hist.edges[-1])
+    if t is not None and t > 0:
+        tt = min(t, max(abs(lo), abs(hi)))
+        x0 = -tt if symmetric else lo
+        fig.add_vrect(x0=max(x0, lo), x1=min(tt, hi), fillcolor=PRUNED, opacity=0.08, line_width=0)
+        for x in ((-tt, tt) if symmetric else (tt,)):
+            if lo <= x <= hi:
+                fig.add_vline(x=x, line_color=THRESHOLD, line_dash="dash", line_width=2)
+    fig.update_layout(barmode="overlay")
+    if log:
+        fig.update_yaxes(type="log")
+    return layout(fig, title, hist.label or "value", "count (log)" if log else "count")
+
+
+def per_class_figure(classes: Sequence[str], base: Sequence[float], current: Sequence[float],
+                     title: str | None = "Per-class accuracy") -> go.Figure:
+    """Grouped bars: base against current accuracy for each class."""
+    fig = go.Figure()
+    fig.add_bar(x=list(classes), y=[100 * v for v in base], name="base", marker_color=BASE,
+                hovertemplate="class %{x}: %{y:.1f}%<extra>base</extra>")
+    fig.add_bar(x=list(classes), y=[100 * v for v in current], name="current", marker_color=CURRENT,
+                hovertemplate="class %{x}: %{y:.1f}%<extra>current</extra>")
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 100], ticksuffix="%")
+    fig.update_xaxes(type="category")
+    return layout(fig, title, "class", "accuracy", height=260)
+
+
+def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[int]:
+    """Indices of points not dominated (smaller x and larger y are better), by x."""
+    order = sorted(range(len(x)), key=lambda i: (x[i], -y[i]))
+    front, best = [], -np.inf
+    for i in order:
+        if y[i] > best:
+            front.append(i)
+            best = y[i]
+    return front
+
+
+def pareto_figure(x: Sequence[float], y: Sequence[float], labels: Sequence[str], *, x_title: str,
+                  y_title: str = "accuracy", current: int | None = None,
+                  title: str | None = None) -> go.Figure:
+    """Scatter of evaluated plans with the Pareto front; point index in ``customdata``."""
+    idx = list(range(len(x)))
+    fig = go.Figure()
+    fig.add_scatter(x=list(x), y=[100 * v for v in y], mode="markers", name="plans", customdata=idx,
+                    text=list(labels), marker=dict(color=CURRENT, size=9, opacity=0.8),
+                    hovertemplate="%{text}<br>" + x_title + " %{x:,.4g}<br>accuracy %{y:.1f}%<extra></extra>")
+    front = pareto_front(list(x), list(y))
+    if front:
+        fig.add_scatter(x=[x[i] for i in front], y=[100 * y[i] for i in front], mode="lines",
+                        name="Pareto front", line=dict(color=PRUNED, dash="dot"), hoverinfo="skip")
+    if current is not None and 0 <= current < len(x):
+        fig.add_scatter(x=[x[current]], y=[100 * y[current]], mode="markers", name="current",
+                        marker=dict(color=SELECTED, size=14, symbol="star"), hoverinfo="skip")
+    fig.update_yaxes(ticksuffix="%")
+    return layout(fig, title, x_title, y_title, height=340)

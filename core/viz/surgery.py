@@ -1,0 +1,118 @@
+"""Plotly figures for layer surgery: data in, figure out (app and notebooks alike).
+
+Colours follow ``style.py``: KEPT for blocks that stay, PRUNED for cut blocks,
+SELECTED for new (pasted) blocks, BASE for adapters and the base model's figures.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import plotly.graph_objects as go
+
+from .style import BASE, CURRENT, FONT, KEPT, PRUNED, SELECTED, layout
+
+
+def _shape(s) -> str:
+    return "×".join(str(int(v)) for v in s)
+
+
+def block_sequence_figure(before: Sequence[dict], after: Sequence[dict],
+                          title: str | None = "Blocks: base (top) and current (bottom)") -> go.Figure:
+    """Two rows of boxes: the base model's blocks and the current model's blocks.
+
+    A base block missing from the current model is drawn as cut; a current block that
+    is not in the base is new (pasted) or an adapter. Blocks are matched by name (kept
+    blocks keep their names through surgery).
+
+    Args:
+        before, after: dicts with ``name``, ``out_shape``, ``params`` and ``adapter``
+            (``core.surgery.Block.to_dict()``).
+    """
+    base_names = {b["name"] for b in before}
+    after_names = {b["name"] for b in after}
+    fig = go.Figure()
+    rows = [(1.0, before, "base"), (0.0, after, "current")]
+    for y, blocks, row in rows:
+        for i, b in enumerate(blocks):
+            if row == "base":
+                status = "kept" if b["name"] in after_names else "cut"
+            elif b.get("adapter"):
+                status = "adapter"
+            else:
+                status = "kept" if b["name"] in base_names else "new"
+            color = {"kept": KEPT, "cut": PRUNED, "new": SELECTED, "adapter": BASE}[status]
+            w = 0.35 if status == "adapter" else 0.9
+            x0 = i
+            fig.add_shape(type="rect", x0=x0 - w / 2, x1=x0 + w / 2, y0=y - 0.3, y1=y + 0.3,
+                          line=dict(color=color, width=2, dash="dot" if status == "cut" else "solid"),
+                          fillcolor=color, opacity=0.25 if status == "cut" else 0.85)
+            label = b["name"].rpartition(".")[2] if status != "adapter" else "⇄"
+            fig.add_trace(go.Scatter(
+                x=[x0], y=[y], mode="text", text=[label], textfont=dict(color="#111", size=11),
+                hovertext=[f"{b['name']} ({status})<br>out {_shape(b['out_shape'])}<br>{b['params']:,} params"],
+                hoverinfo="text", showlegend=False))
+    for status, color in (("kept", KEPT), ("cut", PRUNED), ("new", SELECTED), ("adapter", BASE)):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker=dict(size=12, color=color,
+                                 symbol="square"), name=status))
+    n = max(len(before), len(after), 1)
+    fig.update_xaxes(visible=False, range=[-0.7, n - 0.3])
+    fig.update_yaxes(tickvals=[1, 0], ticktext=["base", "current"], range=[-0.6, 1.6], showgrid=False,
+                     zeroline=False)
+    layout(fig, title, "", "", height=220)
+    return fig
+
+
+def cka_heatmap(names: Sequence[str], cka: Sequence[Sequence[float]],
+                title: str | None = "Similarity of block outputs (linear CKA)") -> go.Figure:
+    """Heatmap of pairwise linear CKA between block outputs (1 = same representation)."""
+    short = [n.rpartition(".")[2] or n for n in names]
+    fig = go.Figure(go.Heatmap(z=[list(r) for r in cka], x=short, y=short, zmin=0, zmax=1,
+                               colorscale=[[0, "#ffffff"], [1, CURRENT]], colorbar=dict(title="CKA"),
+                               hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
+                               text=[[f"{v:.2f}" for v in r] for r in cka], texttemplate="%{text}"))
+    fig.update_yaxes(autorange="reversed")
+    return layout(fig, title, "block", "block", height=300)
+
+
+def influence_figure(names: Sequence[str], influence: Sequence[float | None],
+                     title: str | None = "Block influence (1 − cos(input, output))") -> go.Figure:
+    """One bar per block; blocks that change the shape have no influence (shown empty)."""
+    short = [n.rpartition(".")[2] or n for n in names]
+    vals = [v if v is not None else 0.0 for v in influence]
+    text = [f"{v:.3f}" if v is not None else "shape change" for v in influence]
+    fig = go.Figure(go.Bar(x=short, y=vals, text=text, textposition="outside", marker_color=CURRENT,
+                           customdata=list(names), hovertemplate="%{customdata}: %{text}<extra></extra>"))
+    return layout(fig, title, "block", "influence", height=260)
+
+
+def drop_one_figure(names: Sequence[str], drop_one: Sequence[float | None], accuracy: float,
+                    suggested: Sequence[str] = (),
+                    title: str | None = "Accuracy when each block alone is cut") -> go.Figure:
+    """Bars of drop-one accuracy, a line at the current accuracy; suggested blocks highlighted."""
+    short = [n.rpartition(".")[2] or n for n in names]
+    vals = [100 * v if v is not None else 0.0 for v in drop_one]
+    colors = [SELECTED if n in suggested else (PRUNED if v is None else KEPT) for n, v in zip(names, drop_one)]
+    text = [f"{100 * v:.1f}%" if v is not None else "cannot cut" for v in drop_one]
+    fig = go.Figure(go.Bar(x=short, y=vals, marker_color=colors, text=text, textposition="outside",
+                           customdata=list(names), hovertemplate="%{customdata}: %{text}<extra></extra>",
+                           name="drop-one"))
+    fig.add_hline(y=100 * accuracy, line=dict(color=BASE, dash="dash"),
+                  annotation_text=f"now {100 * accuracy:.1f}%", annotation_position="top left")
+    fig.update_yaxes(range=[0, 105])
+    return layout(fig, title, "block", "accuracy (%)", height=260)
+
+
+def heal_figure(losses: Sequence[float], before: dict, after: dict,
+                title: str | None = "Heal: training loss") -> go.Figure:
+    """Training loss per step, with the calibration loss before and after as markers."""
+    fig = go.Figure(go.Scatter(x=list(range(1, len(losses) + 1)), y=list(losses), mode="lines",
+                               line=dict(color=CURRENT), name="batch loss"))
+    n = max(1, len(losses))
+    fig.add_trace(go.Scatter(x=[0, n], y=[before["loss"], after["loss"]], mode="markers+text",
+                             marker=dict(color=[BASE, CURRENT], size=10),
+                             text=[f"before {100 * before['accuracy']:.1f}%", f"after {100 * after['accuracy']:.1f}%"],
+                             textposition="top center", name="calibration loss"))
+    return layout(fig, title, "step", "loss", height=240)
+
+
+__all__ = ["block_sequence_figure", "cka_heatmap", "influence_figure", "drop_one_figure", "heal_figure", "FONT"]
