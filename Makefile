@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m streamlit run app --server.port $(PORT)
+	$(BIN)/prunescope app --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -14,6 +14,14 @@ from core.workspace import Workspace
 DEFAULT_MODEL = "digits_cnn"
 
 
+@st.cache_resource(show_spinner=False)
+def _swept_once() -> list:
+    """Once per server process: remove the export folders of servers that were killed."""
+    from core.io.files import sweep_dead_folders
+
+    return sweep_dead_folders("export")
+
+
 def model_names() -> list[str]:
     return list_models()
 
@@ -43,6 +51,7 @@ def get_workspace(name: str | None = None) -> Workspace:
     Switching models keeps each model's workspace (and its plan history) alive;
     switching device carries the history over to a workspace on the new device.
     """
+    _swept_once()
     ss = st.session_state
     name = name or current_model_name()
     device = current_device()

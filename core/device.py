@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import PrunescopeError
+from .errors import PrunescopeError, echo
 
 
 def available_devices() -> list[str]:
@@ -30,7 +30,14 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
     """
     if requested is None or requested == "auto":
         return torch.device(available_devices()[0])
-    dev = torch.device(requested)
+    if not isinstance(requested, (str, torch.device)):
+        raise PrunescopeError(f"device must be 'auto' or a device name such as 'cpu' or 'cuda', "
+                              f"got {echo(requested)}")
+    try:
+        dev = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise PrunescopeError(f"device must be 'auto' or a device name such as 'cpu', 'cuda', 'cuda:1' or "
+                              f"'mps', got {echo(requested)}; available: {', '.join(available_devices())}") from None
     if dev.type not in available_devices():
         raise PrunescopeError(
             f"device {str(requested)!r} is not available; available: {', '.join(available_devices())}"

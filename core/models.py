@@ -7,7 +7,7 @@ from the ``demo_models`` plugin) or from an importable factory given as
 from __future__ import annotations
 
 import copy
-import functools
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import FileError, PrunescopeError, UnknownNameError, first_line
+from .errors import FileError, ModelError, PrunescopeError, UnknownNameError, echo, first_line
 from .registry import Registry, import_object
 
 MODELS: Registry["ModelSpec"] = Registry("model")
@@ -52,8 +52,16 @@ def register_model(spec: ModelSpec, *, overwrite: bool = False) -> ModelSpec:
     """
     if spec.task not in TASKS:
         raise PrunescopeError(f"task must be one of {TASKS}, got {spec.task!r}")
+    _validate_shape(spec.input_shape)
     MODELS.register(spec.name, spec, overwrite=overwrite)
+    forget_base(spec.name)  # a cached base of an earlier entry under this name is stale now
     return spec
+
+
+def _validate_shape(shape) -> None:
+    if not isinstance(shape, tuple) or not shape or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1_000_000 for d in shape):
+        raise PrunescopeError(f"input_shape must be a tuple of positive integers, e.g. (1, 8, 8), got {echo(shape)}")
 
 
 def list_models() -> list[str]:
@@ -77,6 +85,9 @@ def register_factory(
     fn = import_object(path)
     if not callable(fn):
         raise PrunescopeError(f"{path!r} is not callable")
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)):
+        raise PrunescopeError(f"input_shape must be a tuple of positive integers, e.g. (1, 8, 8), "
+                              f"got {echo(input_shape)}")
     spec = ModelSpec(name=name or path, factory=fn, input_shape=tuple(input_shape), dataset=dataset,
                      weights=weights, task=task, description=f"user model from {path}")
     return register_model(spec, overwrite=True)
@@ -128,32 +139,60 @@ def build_model(spec: ModelSpec | str, *, load_weights: bool = True) -> nn.Modul
         FileError: the weights do not fit the architecture.
     """
     spec = get_spec(spec)
-    model = spec.factory()
+    try:
+        model = spec.factory()
+    except Exception as exc:  # noqa: BLE001 - the person's own code: its failure is theirs to see
+        raise ModelError(f"the factory of model {spec.name!r} raised {type(exc).__name__}: {first_line(exc)}") \
+            from exc
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"the factory of model {spec.name!r} returned a {type(model).__name__}, "
+                         "not a torch.nn.Module")
     if load_weights and spec.weights:
         sd = load_state_dict_file(spec.weights)
         try:
             model.load_state_dict(sd)
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise FileError(f"weights {spec.weights!r} do not fit model {spec.name!r}: {first}") from None
+            raise FileError(f"weights {spec.weights!r} do not fit model {spec.name!r}: "
+                            f"{load_error_summary(exc)}") from None
     model.eval()
     return model
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_base(name: str, device: str) -> nn.Module:
-    model = build_model(name).to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+def load_error_summary(exc: BaseException, limit: int = 400) -> str:
+    """``load_state_dict``'s message without its "Error(s) in loading" line: the first
+    missing / unexpected / mismatched key and its shapes, cut to ``limit`` characters."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    body = [ln for ln in lines if not ln.startswith("Error(s) in loading")] or lines
+    text = " ".join(body)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+_BASES: "OrderedDict[tuple[str, str], nn.Module]" = OrderedDict()  # (name, device) -> pristine base
+_BASES_MAX = 16
 
 
 def load_base(name: str, device: torch.device | str = "cpu") -> nn.Module:
     """The pristine base model on ``device``, cached per process.
 
-    The returned module is shared: never modify it (``core.apply`` copies it).
+    The returned module is shared: never modify it (``core.apply`` copies it; a
+    ``Workspace`` hands out its own copy for an empty plan).
     """
-    return _cached_base(get_spec(name).name, str(torch.device(device)))
+    key = (get_spec(name).name, str(torch.device(device)))
+    model = _BASES.get(key)
+    if model is None:
+        model = build_model(key[0]).to(key[1])
+        for p in model.parameters():
+            p.requires_grad_(False)
+        _BASES[key] = model
+        while len(_BASES) > _BASES_MAX:
+            _BASES.popitem(last=False)
+    return model
+
+
+def forget_base(name: str) -> None:
+    """Drop the cached bases of ``name`` (its registry entry changed)."""
+    for key in [k for k in _BASES if k[0] == name]:
+        del _BASES[key]
 
 
 def clone_model(model: nn.Module) -> nn.Module:

@@ -16,10 +16,15 @@ from torch import nn
 
 from .data import EvalSet, get_dataset
 from .device import pick_device
-from .errors import PlanError, PrunescopeError
+from .errors import PrunescopeError, echo
 from .metrics import Evaluator, Metrics
-from .models import ModelSpec, get_spec, load_base
+from .models import ModelSpec, clone_model, get_spec, load_base
 from .plan import ApplyContext, Plan, PlanCache, Step, StepReport, apply, apply_with_reports
+
+
+def _check_int(name: str, v, lo: int, hi: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise PrunescopeError(f"{name} must be an integer in [{lo}, {hi}], got {echo(v)}")
 
 
 @dataclass
@@ -44,6 +49,11 @@ class Workspace:
 
     def __init__(self, model: str, device: str | torch.device | None = "auto", *, quick_size: int = 256,
                  latency_batch: int = 64, latency_time: float = 0.3, cache_entries: int = 4):
+        _check_int("quick_size", quick_size, 1, 1_000_000)
+        _check_int("latency_batch", latency_batch, 1, 65_536)
+        if isinstance(latency_time, bool) or not isinstance(latency_time, (int, float)) \
+                or not 0 < latency_time <= 60:
+            raise PrunescopeError(f"latency_time must be seconds in (0, 60], got {echo(latency_time)}")
         self.spec: ModelSpec = get_spec(model)
         self.device = pick_device(device)
         self.base: nn.Module = load_base(self.spec.name, self.device)
@@ -55,7 +65,8 @@ class Workspace:
         self.history: list[Plan] = [Plan(self.spec.name)]
         self.pos = 0
         self.log: list[LogEntry] = []
-        self._model: nn.Module | None = self.base
+        self._base_copy: nn.Module | None = None
+        self._model: nn.Module | None = None
         self._reports: list[StepReport] = []
         self._model_key = self.plan.key()
         self._metrics: dict[tuple[str, str], Metrics] = {}
@@ -128,11 +139,18 @@ class Workspace:
         return self.set_plan(plan)
 
     # --- models, reports and metrics ---
+    def _own_base(self) -> nn.Module:
+        """This workspace's copy of the base, made on first use: what an empty plan hands
+        out, so editing it never reaches the base shared by every session."""
+        if self._base_copy is None:
+            self._base_copy = clone_model(self.base)
+        return self._base_copy
+
     def _build(self, plan: Plan, progress=None) -> tuple[nn.Module, list[StepReport]]:
         if not plan.steps:
-            return self.base, []
+            return self._own_base(), []
         # Drop the old current model first so peak memory stays at base + one model.
-        if self._model is not self.base and self._model_key != plan.key():
+        if self._model is not self._base_copy and self._model_key != plan.key():
             self._model = None
         return apply_with_reports(plan, self.base, ctx=self.ctx, cache=self.cache, progress=progress)
 
@@ -147,8 +165,9 @@ class Workspace:
     def model(self) -> nn.Module:
         """The current plan's model (built on demand).
 
-        With an empty plan this is the pristine base, shared by every workspace of the
-        process: read it, never change it (use ``core.models.clone_model`` to edit a copy).
+        With an empty plan it is this workspace's own copy of the base, so an edit made in a
+        notebook never reaches the base that other workspaces share (``self.base``: read it,
+        never change it).
         """
         self._ensure_built()
         return self._model
@@ -160,7 +179,8 @@ class Workspace:
         return list(self._reports)
 
     def model_before(self, index: int) -> nn.Module:
-        """The model step ``index`` of the current plan was applied to (the base for 0).
+        """The model step ``index`` of the current plan was applied to (the base for 0,
+        which is shared: read it, never change it).
 
         Raises:
             PrunescopeError: no such step.

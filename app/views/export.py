@@ -1,8 +1,6 @@
 """Export: write the current plan's model in several formats, verify each, download."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +8,7 @@ import streamlit as st
 
 from core import formatting as fmt
 from core.io import EXPORTERS, ExportResult, export_all, list_exporters
+from core.io.files import SessionFolder
 
 from app.components import run_action
 from app.netron_ui import netron_ui
@@ -45,13 +44,19 @@ def results_frame(results: list[ExportResult], base_bytes: int | None) -> pd.Dat
 
 
 def _new_folder() -> Path:
-    """A fresh folder for this session's export; the previous one is removed."""
+    """A fresh folder for this session's export; the previous one is removed.
+
+    The folder belongs to a ``SessionFolder`` kept in the session state: when the session
+    ends (its state is dropped) or the server stops, the folder goes with it; folders of
+    a server that was killed are swept when the next one starts (``app/state.py``).
+    """
     ss = st.session_state
-    old = ss.get("export_dir")
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-    ss["export_dir"] = tempfile.mkdtemp(prefix="prunescope-export-")
-    return Path(ss["export_dir"])
+    old = ss.pop("export_folder", None)
+    if old is not None:
+        old.remove()
+    ss["export_folder"] = folder = SessionFolder("export")
+    ss["export_dir"] = str(folder.path)
+    return folder.path
 
 
 # --- widgets -------------------------------------------------------------------------
@@ -101,7 +106,8 @@ def page() -> None:
 
             with st.spinner("Exporting and verifying…"):
                 results = run_action(lambda: export_all(ws.model, ws.plan, _new_folder(), stem, chosen,
-                                                        ws.evalset.quick()[0][:EXPORT_BATCH], progress=progress))
+                                                        ws.evalset.quick()[0][:EXPORT_BATCH], progress=progress,
+                                                        model_name=ws.name))
             bar.empty()
             if results is not None:
                 st.session_state["export_results"] = (ws.name, ws.plan.key(), results)

@@ -5,8 +5,11 @@ redo, history and export see them all.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import streamlit as st
+import torch
 
 from core import formatting as fmt
 from core.viz.surgery import block_sequence_figure, cka_heatmap, drop_one_figure, heal_figure, influence_figure
@@ -252,7 +255,7 @@ def heal_ui(ws: Workspace) -> None:
     if ss.pop("heal_cancelled", False):
         st.info("Heal cancelled; the plan is unchanged.")
     if start:
-        step = Heal(steps=int(steps), lr=float(lr), train=train)
+        step = Heal(steps=int(steps), lr=float(lr), train=train, threads=torch.get_num_threads())
         bar = st.progress(0.0, text="Healing…")
 
         def progress(done, total, loss):
@@ -263,7 +266,7 @@ def heal_ui(ws: Workspace) -> None:
         bar.empty()
         if res is not None:
             _, info = res
-            done = Heal(steps=info["steps_run"], lr=float(lr), train=train)
+            done = dataclasses.replace(step, steps=info["steps_run"])  # what ran, replayable
             if run_action(ws.add_step, done) is not None:  # replays from the heal memo: no retraining
                 flash("success", f"Healed {info['trained_params']:,} parameters for {info['steps_run']} steps.")
         show_flashes()

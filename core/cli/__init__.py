@@ -21,9 +21,16 @@ from . import basic, export, surgery  # noqa: F401 - register the commands
 from .common import COMMANDS, UsageError, print_result
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (``prog: error: ...``) and exit 2, no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message[:2000]} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prunescope", description="Explore and prune PyTorch models.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="prunescope", description="Explore and prune PyTorch models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, fn in COMMANDS.items():
         p = sub.add_parser(name, help=fn.cli_help, description=fn.cli_help)
         fn.cli_arguments(p)

@@ -16,6 +16,12 @@ from .common import UsageError, command, metrics_object, workspace_for
 EXPORT_BATCH = 16  # eval examples used to trace and verify an export
 
 
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _export_example(ws):
     return ws.evalset.quick()[0][:EXPORT_BATCH]
 
@@ -30,19 +36,14 @@ def _replay(ws, path: str) -> Plan:
     """Load the recipe at ``path`` and make it the workspace's plan.
 
     Raises:
-        UsageError: the recipe is for another model (naming the first of its steps that
-            does not fit this one), or one of its steps does not fit.
+        UsageError: the recipe is for another model (none of its steps is run to say so),
+            or one of its steps does not fit.
     """
-    from core.plan import apply
-
     plan = Plan.load(path)
     if plan.model != ws.name:
-        try:  # which of its steps would not fit this model?
-            apply(Plan(ws.name, plan.steps), ws.base, ctx=ws.ctx)
-            reason = "all its steps happen to fit, but its weights and choices were made for the other model"
-        except PlanError as exc:
-            reason = f"first step that does not fit {ws.name!r}: {exc}"
-        raise UsageError(f"recipe {path} was made for model {plan.model!r}, not {ws.name!r}; {reason}")
+        raise UsageError(f"recipe {path} was made for model {plan.model!r}, not {ws.name!r}; its "
+                         f"{len(plan.steps)} step(s) name that model's layers and blocks. Replay it with "
+                         f"`prunescope apply {plan.model} --plan {path}`")
     try:
         ws.set_plan(plan)
     except PlanError as exc:
@@ -63,13 +64,21 @@ def _format_for(path: str, fmt: str | None) -> str:
     raise UsageError(f"cannot tell the format from {path!r}; give --format ({', '.join(_format_names())})")
 
 
+def _check_out(out: str, plan_path: str | None) -> None:
+    """``--out`` must not be the recipe being read (it would be overwritten)."""
+    if plan_path and Path(out).resolve() == Path(plan_path).resolve():
+        raise UsageError(f"--out {out} is the --plan file: the export would overwrite the recipe it replays; "
+                         "choose another output path")
+
+
 def _export(ws, plan: Plan, out: str, fmt: str | None, verify: bool) -> dict:
     from core.io.export import export_model, state_dict_hash
 
-    r = export_model(ws.model, plan, _format_for(out, fmt), out, _export_example(ws), verify=verify)
+    r = export_model(ws.model, plan, _format_for(out, fmt), out, _export_example(ws), verify=verify,
+                     model_name=ws.name)
     if r.error:
         raise UsageError(f"export to {r.format} failed (no file written): {r.error}")
-    return {**r.to_dict(), "model": ws.name, "state_dict_hash": state_dict_hash(ws.model)}
+    return {**r.to_dict(), "model": ws.name, "state_dict_hash": state_dict_hash(ws.model), "threads": _threads()}
 
 
 def _apply_args(p):
@@ -90,10 +99,16 @@ def cmd_apply(args):
 
     if args.format and not args.export:
         raise UsageError("--format needs --export PATH")
+    if args.export:
+        _check_out(args.export, args.plan)
+        from core.io.export import check_export_target
+
+        check_export_target(_format_for(args.export, args.format), args.export, Plan(args.model))
     ws = workspace_for(args)
     plan = _replay(ws, args.plan)
     out = metrics_object(ws, ws.name, "full" if args.full else "quick", not args.no_latency)
     out["state_dict_hash"] = state_dict_hash(ws.model)
+    out["threads"] = _threads()  # a replay that trains sums in this many threads' order
     if args.export:
         out["export"] = _export(ws, plan, args.export, args.format, args.verify)
     return out
@@ -111,6 +126,10 @@ def _export_args(p):
 
 @command("export", "export a model (after a recipe) to a file, optionally verified", _export_args)
 def cmd_export(args):
+    from core.io.export import check_export_target
+
+    _check_out(args.out, args.plan)
+    check_export_target(args.format, args.out, Plan(args.model))  # before any model is loaded
     ws = workspace_for(args)
     plan = _replay(ws, args.plan) if args.plan else ws.plan
     return _export(ws, plan, args.out, args.format, args.verify)

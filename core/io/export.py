@@ -28,7 +28,7 @@ from core.errors import PrunescopeError, first_line
 from core.plan import Plan
 
 from .exporters import EXPORTERS, quiet
-from .files import atomic_path, atomic_write_text
+from .files import replace_together, sweep_stale, temp_path
 
 # max |file output - model output|, relative to max(1, max |model output|), to count as verified
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-6, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -99,8 +99,33 @@ def _tolerance(ref: torch.Tensor) -> float:
     return TOLERANCE.get(ref.dtype, 1e-4) * max(1.0, float(ref.abs().max()) if ref.numel() else 1.0)
 
 
+def check_export_target(fmt: str, out: str | Path, plan: Plan, example: torch.Tensor | None = None,
+                        model_name: str | None = None) -> None:
+    """The checks made before anything is written.
+
+    Raises:
+        UnknownNameError: unknown format.
+        PrunescopeError: ``out`` does not end in the format's suffix; the plan is for
+            another model than ``model_name``, or its model takes other inputs than ``example``.
+    """
+    exp = EXPORTERS.get(fmt)
+    out = Path(out)
+    if out.suffix != exp.suffix:
+        raise PrunescopeError(f"a {exp.name} export must end in {exp.suffix!r}, got {out.name!r}; "
+                              f"name the file <stem>{exp.suffix} or choose the format that fits it")
+    if model_name is not None and plan.model != model_name:
+        raise PrunescopeError(f"the plan is for model {plan.model!r}, the model exported is {model_name!r}")
+    if example is not None:
+        from core.models import MODELS
+
+        spec = MODELS._items.get(plan.model)
+        if spec is not None and tuple(example.shape[1:]) != tuple(spec.input_shape):
+            raise PrunescopeError(f"the plan is for model {plan.model!r}, which takes inputs of shape "
+                                  f"{tuple(spec.input_shape)}; the example batch has {tuple(example.shape[1:])}")
+
+
 def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, example: torch.Tensor, *,
-                 verify: bool = True) -> ExportResult:
+                 verify: bool = True, model_name: str | None = None) -> ExportResult:
     """Write ``model`` in format ``fmt`` to ``out`` and check the file against the model.
 
     The file is written to a temp path beside ``out``, reloaded with the format's own
@@ -116,16 +141,20 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
         example: an eval batch on the model's device, used for tracing and verification
             (a single example is repeated to make a batch of 2).
         verify: reload the file and compare outputs.
+        model_name: the registry name of ``model``'s base, checked against ``plan.model``.
 
     Returns:
         An :class:`ExportResult`. A failing format is reported in ``error`` and leaves
-        no file (neither the export nor its recipe).
+        no new file; an earlier export at ``out`` and its recipe stay as they were until
+        the new file and its recipe are both complete, then both are replaced together.
 
     Raises:
         UnknownNameError: unknown format (the message lists the valid ones).
+        PrunescopeError: see :func:`check_export_target` (nothing is written).
     """
     exp = EXPORTERS.get(fmt)
     out = Path(out)
+    check_export_target(fmt, out, plan, example, model_name)
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -134,35 +163,39 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
         x = torch.cat([x, x])
     diff = agree = dynamic = None
     ok = False  # "verified" means reloaded and compared, never assumed
+    rp = recipe_path(out)
+    tmp, tmp_rp = temp_path(out), temp_path(rp)
     try:
-        with atomic_path(out, suffix=".tmp" + out.suffix) as tmp:
-            note = exp.write(model, x, tmp, plan)
-            if verify:
-                run = exp.reload(tmp, x.device)
-                ref = _run(model, x)
-                diff, agree = _compare(_run(run, x), ref)
-                ok = diff <= _tolerance(ref)
-                try:  # a batch of another size: does the file keep a dynamic batch dimension?
-                    ref1 = _run(model, x[:-1])
-                    dynamic = _compare(_run(run, x[:-1]), ref1)[0] <= _tolerance(ref1)
-                except Exception:  # noqa: BLE001 - a static-batch file rejects other sizes
-                    dynamic = False
-        try:
-            rp = recipe_path(out)
-            atomic_write_text(rp, plan.to_json() + "\n")
-        except Exception:
-            out.unlink(missing_ok=True)
-            raise
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(out.parent)
+        # write, reload and compare the temp file; then the recipe; then both into place together
+        note = exp.write(model, x, tmp, plan)
+        if verify:
+            run = exp.reload(tmp, x.device)
+            ref = _run(model, x)
+            diff, agree = _compare(_run(run, x), ref)
+            ok = diff <= _tolerance(ref)
+            try:  # a batch of another size: does the file keep a dynamic batch dimension?
+                ref1 = _run(model, x[:-1])
+                dynamic = _compare(_run(run, x[:-1]), ref1)[0] <= _tolerance(ref1)
+            except Exception:  # noqa: BLE001 - a static-batch file rejects other sizes
+                dynamic = False
+        tmp_rp.write_text(plan.to_json() + "\n")
+        replace_together([(tmp, out), (tmp_rp, rp)])
     except Exception as exc:  # noqa: BLE001 - any format may fail for a model; report it
         return ExportResult(fmt, None, None, time.perf_counter() - t0, None, None, False, _failure(exc))
     finally:
         model.train(was_training)
+        for t in (tmp, tmp_rp):
+            t.unlink(missing_ok=True)
+        for extra in out.parent.glob(f"{tmp.name}*"):  # side files an exporter wrote beside its temp file
+            extra.unlink(missing_ok=True)
     return ExportResult(fmt, str(out), out.stat().st_size, time.perf_counter() - t0, diff, agree, bool(ok),
                         None, str(rp), dynamic, note)
 
 
 def export_all(model: nn.Module, plan: Plan, folder: str | Path, stem: str, formats: list[str],
-               example: torch.Tensor, *, verify: bool = True,
+               example: torch.Tensor, *, verify: bool = True, model_name: str | None = None,
                progress: Callable[[int, int, str], None] | None = None) -> list[ExportResult]:
     """Export to several formats as ``folder/<stem><suffix>``; one failing format does
     not stop the others.
@@ -176,14 +209,17 @@ def export_all(model: nn.Module, plan: Plan, folder: str | Path, stem: str, form
     """
     exporters = [EXPORTERS.get(f) for f in formats]
     folder = Path(folder)
+    for exp in exporters:  # every target checked before anything is written
+        check_export_target(exp.name, folder / f"{stem}{exp.suffix}", plan, example, model_name)
     out = []
     for i, exp in enumerate(exporters):
         if progress:
             progress(i, len(exporters), exp.name)
-        out.append(export_model(model, plan, exp.name, folder / f"{stem}{exp.suffix}", example, verify=verify))
+        out.append(export_model(model, plan, exp.name, folder / f"{stem}{exp.suffix}", example, verify=verify,
+                                model_name=model_name))
     if progress:
         progress(len(exporters), len(exporters), "done")
     return out
 
 
-__all__ = ["ExportResult", "TOLERANCE", "state_dict_hash", "export_model", "export_all", "recipe_path"]
+__all__ = ["ExportResult", "TOLERANCE", "check_export_target", "state_dict_hash", "export_model", "export_all", "recipe_path"]

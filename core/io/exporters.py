@@ -107,7 +107,7 @@ class SafetensorsExporter(Exporter):
     def reload(self, path, device):
         from .recipes import load
 
-        return load(path, device=device)  # replays the plan: needs autograd (no inference_mode)
+        return load(path, device=device, train=True)  # our own file: replays the plan: needs autograd (no inference_mode)
 
 
 @register_exporter

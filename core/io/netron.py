@@ -1,8 +1,10 @@
-"""View a model's graph in Netron, served on 127.0.0.1 from a folder holding only that file.
+"""View a model's graph in Netron, served on 127.0.0.1: each view serves its own file only.
 
-Netron serves every file beside the one it is given (``/data/<name>``), so each view
-gets a fresh temp folder holding only a hard link (or copy) of its file. Netron's web
-assets ship inside the ``netron`` package: no internet is needed.
+The ``netron`` package keeps the served file on a request-handler class shared by every
+server in the process, so two views would both serve the file started last. Each view
+here is a small server of its own (:class:`_ViewHandler`): it serves Netron's web
+assets from the installed package (no internet is needed) and exactly one model file,
+under ``/data/<name>``; any other path is a 404.
 
 Servers are grouped by ``owner`` (the app passes one per browser session): starting a
 view stops that owner's previous one, at most :data:`MAX_SERVERS` run at once (the
@@ -11,12 +13,14 @@ oldest stops first), and every server stops and its folder is removed at exit.
 from __future__ import annotations
 
 import atexit
-import logging
+import http.server
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +33,60 @@ MAX_SERVERS = 8  # views alive at once over all owners; the oldest stops first
 HOST = "127.0.0.1"  # never another interface
 
 
+ASSETS = Path(netron.__file__).resolve().parent  # Netron's web app, shipped in the package
+MIME = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
+        ".ico": "image/x-icon", ".json": "application/json", ".svg": "image/svg+xml", ".woff": "font/woff",
+        ".woff2": "font/woff2", ".ttf": "font/truetype"}
+
+
+class _ViewHandler(http.server.BaseHTTPRequestHandler):
+    """Netron's assets plus one model file. Subclassed per view with ``file`` set."""
+
+    file: Path  # the one model file this view serves
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
+        if path.startswith("/data/"):
+            if path[len("/data/"):] == self.file.name and self.file.is_file():
+                return self._send(200, "application/octet-stream", self.file.read_bytes())
+            return self._send(404, "text/plain", b"404")
+        if path == "/":
+            path = "/index.html"
+        target = (ASSETS / path.lstrip("/")).resolve()
+        if ASSETS not in target.parents or not target.is_file() \
+                or target.suffix not in MIME:
+            return self._send(404, "text/plain", b"404")
+        body = target.read_bytes()
+        if target.name == "index.html":
+            meta = "\n".join(['<meta name="type" content="Python">',
+                              f'<meta name="version" content="{netron.__version__}">',
+                              f'<meta name="file" content="/data/{urllib.parse.quote(self.file.name)}">',
+                              f'<meta name="name" content="{self.file.name}">',
+                              f'<meta name="identifier" content="{self.file.name}">'])
+            body = re.sub(r'<meta name="version" content=".*">', lambda _: meta, body.decode("utf-8")).encode()
+        return self._send(200, MIME[target.suffix], body)
+
+    def do_HEAD(self):  # noqa: N802
+        self.do_GET()
+
+    def _send(self, status: int, ctype: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format, *args):  # quiet: no request lines on stderr
+        pass
+
+
 @dataclass(frozen=True)
 class _Server:
     owner: str  # who started it (one per app session)
     address: tuple[str, int]  # (host, port)
     folder: Path  # temp folder holding only the served file
+    httpd: http.server.ThreadingHTTPServer  # the view's own server
 
 
 _servers: list[_Server] = []
@@ -42,8 +95,9 @@ _lock = threading.Lock()
 
 def _stop(s: _Server) -> None:
     try:
-        netron.stop(s.address)
-    except Exception:  # noqa: BLE001 - already stopped
+        s.httpd.shutdown()
+        s.httpd.server_close()
+    except OSError:  # already closed
         pass
     shutil.rmtree(s.folder, ignore_errors=True)
 
@@ -79,20 +133,16 @@ def running() -> list[tuple[str, str]]:
 def _start(folder: Path, file: Path, owner: str, timeout: float) -> str:
     """Serve ``file`` (inside ``folder``) with Netron; stop ``owner``'s previous view."""
     stop(owner)
-    root = logging.getLogger()
-    guard = None
-    if not root.hasHandlers():  # netron.serve would otherwise call logging.basicConfig(INFO)
-        guard = logging.NullHandler()
-        root.addHandler(guard)
+    handler = type("ViewHandler", (_ViewHandler,), {"file": file})
     try:
-        address = tuple(netron.serve(str(file), None, address=(HOST, 0), browse=False))
-    except Exception:
+        httpd = http.server.ThreadingHTTPServer((HOST, 0), handler)
+    except OSError as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        raise
-    finally:
-        if guard is not None:
-            root.removeHandler(guard)
-    server = _Server(owner, address, folder)
+        raise PrunescopeError(f"cannot start the graph view on {HOST}: {exc.strerror or exc}") from None
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    address = (HOST, int(httpd.server_address[1]))
+    server = _Server(owner, address, folder, httpd)
     with _lock:
         _servers.append(server)
         excess = _servers[:-MAX_SERVERS] if len(_servers) > MAX_SERVERS else []

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from core.device import synchronize
+from core.errors import PrunescopeError
 from core.prune.masks import prunable_layers
 
 
@@ -96,6 +97,8 @@ def measure_latency(model: nn.Module, example: torch.Tensor, batch_size: int = 6
     """
     from torch.utils import benchmark
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PrunescopeError(f"latency batch_size must be an integer >= 1, got {batch_size!r}")
     reps = math.ceil(batch_size / example.shape[0])
     x = example.repeat((reps,) + (1,) * (example.dim() - 1))[:batch_size].contiguous()
     dev = x.device

@@ -5,12 +5,12 @@
 * ``constraints.py``: field constraints declared on the steps, checked in one place;
 * ``report.py``: what a step decided (:class:`StepReport`);
 * ``plan.py``: :class:`Plan` and its JSON recipe (``prunescope.plan/1``);
-* ``apply.py``: building a plan's model, with a prefix cache.
+* ``build.py``: building a plan's model, with a prefix cache.
 
 Step kinds live with their concept (``core.prune.step.Prune``, ``core.surgery.steps``)
 and register themselves; ``import core`` registers them all.
 """
-from .apply import ApplyContext, PlanCache, apply, apply_with_reports
+from .build import ApplyContext, PlanCache, apply, apply_with_reports
 from .constraints import Fraction, Interval, Items, Name, Options, Seed
 from .plan import FORMAT, MAX_STEPS, Plan
 from .report import Seam, StepReport

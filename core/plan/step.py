@@ -33,6 +33,7 @@ class Step(Checked):
     ``constraints`` set, and implement :meth:`build`."""
 
     op: ClassVar[str] = ""
+    trains: ClassVar[bool] = False  # True: the step trains (time and compute; replays it with care)
 
     def build(self, model, ctx):
         """``(new model, StepReport)``; ``model`` is not changed.

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -158,19 +159,35 @@ def heal(model: nn.Module, ctx, steps: int = 100, lr: float = 1e-3, train: str =
     return m, info
 
 
+@contextmanager
+def threads_set(n: int | None):
+    """Run with ``n`` CPU threads (None: as they are), then restore the count."""
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
 @register_step
 @dataclass(frozen=True)
 class Heal(Step):
     """Briefly train the adapters (and optionally their neighbours) on the training split."""
 
     op: ClassVar[str] = "heal"
+    trains: ClassVar[bool] = True
     constraints = {"steps": Interval(0, MAX_HEAL_STEPS, integer=True), "lr": Interval(0, 10, closed="right"),
-                   "train": Options(HEAL_TRAIN), "seed": Seed(), "batch_size": Interval(1, MAX_BATCH, integer=True)}
+                   "train": Options(HEAL_TRAIN), "seed": Seed(), "batch_size": Interval(1, MAX_BATCH, integer=True),
+                   "threads": Interval(1, 1024, integer=True, optional=True)}
     steps: int = 100  # optimisation steps (batches)
     lr: float = 1e-3  # Adam learning rate
     train: str = "adapters"  # "adapters" | "adapters+neighbours"
     seed: int = 0  # batch order and calibration seed
     batch_size: int = 64  # examples per step
+    threads: int | None = None  # CPU threads while training (recorded so a replay sums in the same order)
 
     def run(self, model: nn.Module, ctx, progress=None, should_stop=None) -> tuple[nn.Module, dict]:
         """:func:`heal` with this step's settings; the result is memoised by input weights,
@@ -182,8 +199,10 @@ class Heal(Step):
             m.load_state_dict(hit[0])
             _HEAL_MEMO.move_to_end(key)
             return m.eval(), dict(hit[1])
-        m, info = heal(model, ctx, self.steps, self.lr, self.train, seed=self.seed, batch_size=self.batch_size,
-                       progress=progress, should_stop=should_stop)
+        with threads_set(self.threads):
+            m, info = heal(model, ctx, self.steps, self.lr, self.train, seed=self.seed,
+                           batch_size=self.batch_size, progress=progress, should_stop=should_stop)
+        info["threads"] = torch.get_num_threads() if self.threads is None else self.threads
         done = dataclasses.replace(self, steps=info["steps_run"])
         _HEAL_MEMO[(key[0], key[1], key[2], done)] = ({k: v.clone() for k, v in m.state_dict().items()}, info)
         while len(_HEAL_MEMO) > _HEAL_MEMO_SIZE:
@@ -198,7 +217,8 @@ class Heal(Step):
             f"{b['loss']:.3f} -> {a['loss']:.3f}, accuracy {b['accuracy']:.1%} -> {a['accuracy']:.1%}"))
 
     def describe(self) -> str:
-        return f"heal {self.train} for {self.steps} steps (lr {self.lr:g})"
+        th = f", {self.threads} threads" if self.threads else ""
+        return f"heal {self.train} for {self.steps} steps (lr {self.lr:g}{th})"
 
 
 __all__ = ["Heal", "heal", "heal_parameters", "adapters", "HEAL_TRAIN", "MAX_HEAL_STEPS", "MAX_BATCH"]

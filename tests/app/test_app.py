@@ -121,10 +121,10 @@ def test_a_bug_shows_an_error_box_with_its_traceback_and_keeps_the_plan(monkeypa
     at.slider(key="global_sparsity").set_value(0.3).run()
     plan = workspace(at).plan
 
-    def broken(self, index, **kw):
+    def broken(self, plan, **kw):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(Workspace, "remove_step", broken)
+    monkeypatch.setattr(Workspace, "set_plan", broken)  # remove_step calls it
     at.button(key=f"prune_rm_0_{plan.key()}").click().run()
     assert not at.exception
     assert any("Internal error (ZeroDivisionError: a bug)" in e.value for e in at.error)

@@ -60,7 +60,7 @@ def test_a_structurally_pruned_model_exports_smaller_than_the_base():
 
 
 def test_a_failing_format_shows_its_reason_and_the_others_still_export(monkeypatch):
-    from tests.test_export import _HalfWrite
+    from tests.io.test_export import _HalfWrite
 
     monkeypatch.setitem(EXPORTERS._items, "torchscript", _HalfWrite())
     at = _export_page("digits_mlp")

@@ -108,3 +108,23 @@ def test_starting_netron_does_not_configure_the_root_logger(onnx_file):
     before = (list(root.handlers), root.level)
     nv.serve_file(onnx_file)
     assert (list(root.handlers), root.level) == before
+
+
+def test_two_sessions_each_see_their_own_model(tmp_path):
+    a, b = tmp_path / "a" / "model.onnx", tmp_path / "b" / "model.onnx"  # the same name, other bytes
+    for p, data in ((a, b"first session"), (b, b"second session")):
+        p.parent.mkdir()
+        p.write_bytes(data)
+    try:
+        ua = nv.serve_file(a, owner="session-1")
+        ub = nv.serve_file(b, owner="session-2")
+        assert ua != ub
+        assert get(ua + "data/model.onnx") == b"first session"
+        assert get(ub + "data/model.onnx") == b"second session"
+        assert get(ua + "data/model.onnx") == b"first session"  # still its own after the second started
+        for url in (ua, ub):
+            assert refused(url + "data/other.onnx")
+            assert refused(url + "..%2F..%2F..%2Fetc%2Fpasswd")
+            assert b'content="/data/model.onnx"' in get(url)
+    finally:
+        nv.stop_all()

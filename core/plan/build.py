@@ -106,8 +106,11 @@ def apply_with_reports(plan: Plan, base: nn.Module | None = None, *, ctx: ApplyC
     Raises:
         PlanError: a step does not fit the model; the message names the step. Any other
             exception is a bug and propagates as it is.
+        PrunescopeError: ``ctx`` is for another model than the plan.
     """
     ctx = ctx or ApplyContext(plan.model)
+    if ctx.model_name != plan.model:
+        raise PrunescopeError(f"the plan is for model {plan.model!r}, the apply context for {ctx.model_name!r}")
     model = base if base is not None else load_base(plan.model, ctx.device)
     n = len(plan.steps)
     start, reports = 0, []

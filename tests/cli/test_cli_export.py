@@ -12,9 +12,9 @@ from core.cli import main
 from core.io import state_dict_hash
 from core.plan import Plan
 from core.prune import LayerOverride, Prune
-from tests.test_export import full_plan
+from tests.io.test_export import full_plan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(capsys, *argv) -> tuple[int, dict | None, str]:
@@ -72,11 +72,21 @@ def test_export_without_verify_reports_unverified(tmp_path, capsys):
     assert Plan.load(tmp_path / "base.plan.json") == Plan("digits_mlp")
 
 
-def test_a_recipe_for_another_model_names_the_first_step_that_does_not_fit(cnn_recipe, tmp_path, capsys):
+def test_a_recipe_for_another_model_is_refused_without_running_it(cnn_recipe, tmp_path, capsys, monkeypatch):
+    import core.plan.build as build
+    import core.workspace as workspace
+
+    def never(*a, **k):
+        raise AssertionError("a foreign recipe's steps ran")
+
+    for mod in (build, workspace):
+        monkeypatch.setattr(mod, "apply_with_reports", never)
+        monkeypatch.setattr(mod, "apply", never)
     code, out, err = run(capsys, "apply", "digits_mlp", "--plan", str(cnn_recipe), "--json")
+    monkeypatch.undo()
     assert code == 2 and out is None
     assert "made for model 'digits_cnn', not 'digits_mlp'" in err
-    assert "first step that does not fit 'digits_mlp': step 2 (prune channel" in err
+    assert "prunescope apply digits_cnn --plan" in err
     assert len(err.strip().splitlines()) == 1  # one line, no traceback
     code, _, err = run(capsys, "export", "digits_mlp", "--plan", str(cnn_recipe), "--format", "onnx",
                        "--out", str(tmp_path / "x.onnx"))
@@ -106,7 +116,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys):
 
 def test_a_failed_export_exits_2_and_leaves_no_file(tmp_path, capsys, monkeypatch):
     from core.io import EXPORTERS
-    from tests.test_export import _HalfWrite
+    from tests.io.test_export import _HalfWrite
 
     monkeypatch.setitem(EXPORTERS._items, "torchscript", _HalfWrite())
     code, _, err = run(capsys, "export", "digits_mlp", "--format", "torchscript", "--out", str(tmp_path / "m.pt"))
