@@ -227,3 +227,20 @@ def test_torch_state_dict_shape_mismatch_names_the_key(tmp_path):
     except RuntimeError as exc:
         text = load_error_summary(exc)
     assert "size mismatch for 0.weight" in text and "Error(s)" not in text
+
+
+def test_apply_refuses_a_base_of_another_model():
+    from core.models import load_base
+    from core.plan import apply
+
+    with pytest.raises(PrunescopeError, match="the plan is for model 'digits_cnn', but the base given has other"):
+        apply(Plan("digits_cnn", (Prune(sparsity=0.5),)), load_base(MODEL))
+
+
+def test_a_reader_that_closes_early_is_not_an_error():
+    import subprocess
+    import sys
+
+    p = subprocess.run(f"{sys.executable} -m core criteria --json | head -c1", shell=True, capture_output=True,
+                       text=True, cwd=Path(__file__).resolve().parents[1])
+    assert p.stdout == "[" and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr

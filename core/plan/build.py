@@ -86,6 +86,23 @@ class PlanCache:
         self._d.clear()
 
 
+def _check_base(plan: Plan, base: nn.Module, ctx: ApplyContext) -> None:
+    """A base given by hand must have the registered model's parameter names and shapes."""
+    from core.models import MODELS
+
+    if plan.model not in MODELS._items:
+        return  # an unregistered name: nothing to compare with
+    ref = load_base(plan.model, ctx.device)
+    if base is ref:
+        return
+    have = [(n, tuple(p.shape)) for n, p in base.named_parameters()]
+    want = [(n, tuple(p.shape)) for n, p in ref.named_parameters()]
+    if have != want:
+        diff = next((f"{a} vs {b}" for a, b in zip(have, want) if a != b), f"{len(have)} vs {len(want)} tensors")
+        raise PrunescopeError(f"the plan is for model {plan.model!r}, but the base given has other parameters "
+                              f"({diff}); pass that model's base, or a plan made for this one")
+
+
 def apply_with_reports(plan: Plan, base: nn.Module | None = None, *, ctx: ApplyContext | None = None,
                        cache: PlanCache | None = None,
                        progress: Callable[[int, int, str], None] | None = None
@@ -111,6 +128,8 @@ def apply_with_reports(plan: Plan, base: nn.Module | None = None, *, ctx: ApplyC
     ctx = ctx or ApplyContext(plan.model)
     if ctx.model_name != plan.model:
         raise PrunescopeError(f"the plan is for model {plan.model!r}, the apply context for {ctx.model_name!r}")
+    if base is not None:
+        _check_base(plan, base, ctx)
     model = base if base is not None else load_base(plan.model, ctx.device)
     n = len(plan.steps)
     start, reports = 0, []
