@@ -58,51 +58,43 @@ def model_picker_ui(where=st.sidebar) -> str:
                            help="Demo models trained on scikit-learn's digits; the registry lists them all.")
 
 
-def _delta(cur: float, base: float, kind: str) -> str | None:
-    d = cur - base
-    if abs(d) < 1e-12:
-        return None
-    if kind == "pp":
-        return fmt.signed_pp(d)
-    if kind == "count":
-        return ("+" if d > 0 else "−") + fmt.count(abs(d))
-    if kind == "bytes":
-        return ("+" if d > 0 else "−") + fmt.nbytes(abs(d))
-    if kind == "ratio":
-        return f"{cur / base:.2f}× base" if base else None
-    return f"{d:+.3g}"
-
-
 def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
     """The live metrics with deltas against the base model."""
     c = st.columns(4)
-    c[0].metric("Accuracy", fmt.pct(m.accuracy), _delta(m.accuracy, base.accuracy, "pp"),
+    c[0].metric("Accuracy", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
                 help=f"Top-1 on the {m.subset} eval subset ({m.n} examples).")
-    c[1].metric("Loss", f"{m.loss:.3f}", _delta(m.loss, base.loss, "num"), delta_color="inverse",
+    c[1].metric("Loss", f"{m.loss:.3f}", fmt.delta(m.loss, base.loss, "num"), delta_color="inverse",
                 help="Mean cross-entropy.")
-    c[2].metric("Fidelity", fmt.pct(m.agreement), _delta(m.agreement, base.agreement, "pp"),
+    c[2].metric("Fidelity", fmt.pct(m.agreement), fmt.delta(m.agreement, base.agreement, "pp"),
                 help=f"Predictions equal to the base model's; output cosine {m.output_cosine:.3f}.")
-    c[3].metric("Sparsity", fmt.pct(m.sparsity), _delta(m.sparsity, base.sparsity, "pp"), delta_color="off",
-                help="Fraction of Linear/Conv weights that are zero.")
+    c[3].metric("Sparsity", fmt.pct(m.sparsity), fmt.delta(m.sparsity, base.sparsity, "pp"), delta_color="off",
+                help="Zero weights among the Linear/Conv weights the model has now (units removed by "
+                     "structured steps or cuts are not counted here: see 'removed' below).")
     c = st.columns(4)
-    c[0].metric("Non-zero params", fmt.count(m.nonzero_params), _delta(m.nonzero_params, base.nonzero_params,
+    c[0].metric("Non-zero params", fmt.count(m.nonzero_params), fmt.delta(m.nonzero_params, base.nonzero_params,
                 "count"), delta_color="inverse", help=f"{m.nonzero_params:,} of {m.params:,} parameters.")
-    c[1].metric("MACs / example", fmt.count(m.macs), _delta(m.macs, base.macs, "ratio"), delta_color="off",
+    c[1].metric("MACs / example", fmt.count(m.macs), fmt.delta(m.macs, base.macs, "ratio"), delta_color="inverse",
                 help="Multiply-accumulates of one forward pass (dense count).")
-    c[2].metric("Size", fmt.nbytes(m.size_bytes), _delta(m.size_bytes, base.size_bytes, "bytes"),
+    c[2].metric("Size", fmt.nbytes(m.size_bytes), fmt.delta(m.size_bytes, base.size_bytes, "bytes"),
                 delta_color="inverse", help="State dict saved as safetensors (dense).")
     lat, blat = m.latency, base.latency
     if lat is not None:
         note = (" Weight-level sparsity leaves dense kernels as fast as before: latency changes only "
                 "when shapes change (structured pruning, cuts).")
         c[3].metric("Latency", fmt.ms(lat.median_ms, lat.iqr_ms),
-                    _delta(lat.median_ms, blat.median_ms, "ratio") if blat else None, delta_color="off",
+                    fmt.delta(lat.median_ms, blat.median_ms, "ratio") if blat else None, delta_color="inverse",
                     help=f"Median ± IQR of one batch of {lat.batch_size} on {lat.device}, "
                          f"{lat.threads} threads, {lat.runs} runs." + note)
     else:
         c[3].metric("Latency", "–")
+    notes = [f"{len(ws.plan.steps)} step(s) in the plan; figures on the {m.subset} subset ({m.n} examples), "
+             "deltas against the base model"]
+    if m.shapes_changed and base.params:
+        notes.append(f"removed: {fmt.pct(1 - m.params / base.params)} of the base's parameters "
+                     "(structured steps and cuts)")
     if lat is not None and not m.shapes_changed and m.sparsity > 0:
-        st.caption("Latency: masks do not speed up dense kernels; only structural changes do.")
+        notes.append("latency: masks do not speed up dense kernels; only structural changes do")
+    st.caption(" · ".join(notes) + ".")
 
 
 def per_class_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:

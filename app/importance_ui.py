@@ -44,6 +44,16 @@ def model_granularities(ws: Workspace) -> list[str]:
     return out
 
 
+def unit_layers(ws: Workspace, model, granularity: str) -> list[str] | None:
+    """Layers of ``model`` holding units of ``granularity`` (None for weights: every layer)."""
+    if granularity == "weight":
+        return None
+    try:
+        return [p for g in group_info(model, granularity, ws.ctx) for p in g.producers]
+    except PrunescopeError:
+        return []
+
+
 def criteria_for(granularity: str) -> list[str]:
     """Registered criteria that support ``granularity``, in registry order."""
     return [n for n, c in CRITERIA.items() if granularity in c.granularities]
@@ -229,8 +239,8 @@ def structured_metrics_ui(base: Metrics, m: Metrics) -> None:
         lat_ratio = base.latency.median_ms / m.latency.median_ms
     st.markdown("##### Structured pruning: smaller and faster?")
     c = st.columns(4)
-    c[0].metric("Parameters", fmt.count(m.params), f"{m.params / base.params:.2f}× base" if base.params else None,
-                delta_color="off", help=f"{m.params:,} of {base.params:,} parameters remain.")
+    c[0].metric("Parameters", fmt.count(m.params), fmt.delta(m.params, base.params, "ratio"),
+                delta_color="inverse", help=f"{m.params:,} of {base.params:,} parameters remain.")
     c[1].metric("MACs ratio", f"{macs_ratio:.2f}×", help="Base MACs / current MACs per example.")
     c[2].metric("Latency ratio", f"{lat_ratio:.2f}×" if lat_ratio else "–",
                 help="Base latency / current latency, measured on the physically smaller model"

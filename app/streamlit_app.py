@@ -17,7 +17,8 @@ import streamlit as st  # noqa: E402
 from app.components import model_picker_ui  # noqa: E402
 from app.state import get_workspace  # noqa: E402
 
-st.set_page_config(page_title="prunescope", page_icon=":material/content_cut:", layout="wide")
+# a local file: a material or emoji icon would be fetched from a CDN (the app works offline)
+st.set_page_config(page_title="prunescope", page_icon=str(Path(__file__).parent / "icon.png"), layout="wide")
 
 VIEWS = Path(__file__).parent / "views"
 PAGES = [
@@ -32,6 +33,7 @@ with st.sidebar:
     st.markdown("## :material/content_cut: prunescope")
     model_picker_ui(st)
     ws = get_workspace()
-    st.caption(f"{len(ws.plan.steps)} step(s) in the plan · device {ws.device}")
+    # the step count lives on each page (inside its live fragment), where it stays in step with the plan
+    st.caption(f"Device {ws.device}")
 
 st.navigation(PAGES).run()

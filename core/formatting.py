@@ -41,10 +41,29 @@ def ms(median: float | None, iqr: float | None = None) -> str:
     return s
 
 
-def signed_pp(delta: float) -> str:
-    """A difference of fractions in percentage points: '+1.2 pp'."""
-    return f"{100 * delta:+.1f} pp"
-
-
 def ratio(x: float | None) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:.2f}×"
+
+
+def delta(cur: float, base: float, kind: str) -> str | None:
+    """The change from ``base`` to ``cur`` as text whose first character is its sign,
+    an ASCII ``+`` or ``-`` (Streamlit draws the arrow from it); None when unchanged.
+
+    ``kind``: ``"pp"`` (fractions, in percentage points), ``"count"``, ``"bytes"``,
+    ``"ratio"`` (relative change with the ratio to the base: ``-54% (0.46x base)``),
+    or ``"num"``.
+    """
+    d = cur - base
+    if abs(d) < 1e-12 or (kind == "ratio" and not base):
+        return None
+    sign = "+" if d > 0 else "-"
+    if kind == "pp":
+        return f"{sign}{abs(100 * d):.1f} pp"
+    if kind == "count":
+        return sign + count(abs(d))
+    if kind == "bytes":
+        return sign + nbytes(abs(d))
+    if kind == "ratio":
+        return f"{sign}{abs(100 * d / base):.0f}% ({cur / base:.2f}× base)"
+    return f"{sign}{abs(d):.3g}"
+

@@ -27,6 +27,9 @@ def _check_int(name: str, v, lo: int, hi: int) -> None:
         raise PrunescopeError(f"{name} must be an integer in [{lo}, {hi}], got {echo(v)}")
 
 
+ADJUST_SECONDS = 3.0  # edits of one control closer than this are one adjustment (one history entry)
+
+
 @dataclass
 class LogEntry:
     """One evaluated plan."""
@@ -66,6 +69,7 @@ class Workspace:
         self.pos = 0
         self.log: list[LogEntry] = []
         self._base_copy: nn.Module | None = None
+        self._adjusting: tuple[str, float, int] | None = None  # (control, when, history position)
         self._model: nn.Module | None = None
         self._reports: list[StepReport] = []
         self._model_key = self.plan.key()
@@ -81,10 +85,14 @@ class Workspace:
     def name(self) -> str:
         return self.spec.name
 
-    def set_plan(self, plan: Plan, *, progress: Callable | None = None) -> nn.Module:
+    def set_plan(self, plan: Plan, *, progress: Callable | None = None, adjust: str | None = None) -> nn.Module:
         """Make ``plan`` current (a new history entry, redo branch dropped).
 
         The plan is applied first; if it fails, nothing changes and the error is raised.
+        ``adjust`` names a control being moved (a slider's key): consecutive edits with the
+        same name, less than ``ADJUST_SECONDS`` apart and with no other edit or undo
+        between them, are one adjustment and replace its history entry instead of adding
+        one each (the log of evaluated plans keeps them all).
 
         Raises:
             PlanError: a step does not fit the model.
@@ -97,9 +105,17 @@ class Workspace:
         if plan == self.plan:
             return self.model
         model, reports = self._build(plan, progress)
-        del self.history[self.pos + 1:]
-        self.history.append(plan)
-        self.pos += 1
+        now = time.monotonic()
+        last = self._adjusting
+        same = (adjust is not None and last is not None and last[0] == adjust and now - last[1] < ADJUST_SECONDS
+                and last[2] == self.pos and self.pos == len(self.history) - 1 and self.pos > 0)
+        if same:
+            self.history[self.pos] = plan
+        else:
+            del self.history[self.pos + 1:]
+            self.history.append(plan)
+            self.pos += 1
+        self._adjusting = (adjust, now, self.pos) if adjust is not None else None
         self._model, self._reports, self._model_key = model, reports, plan.key()
         return model
 
@@ -125,11 +141,13 @@ class Workspace:
         return self.pos < len(self.history) - 1
 
     def undo(self) -> Plan:
+        self._adjusting = None
         if self.can_undo:
             self.pos -= 1
         return self.plan
 
     def redo(self) -> Plan:
+        self._adjusting = None
         if self.can_redo:
             self.pos += 1
         return self.plan
@@ -148,9 +166,9 @@ class Workspace:
 
     def _build(self, plan: Plan, progress=None) -> tuple[nn.Module, list[StepReport]]:
         if not plan.steps:
-            return self._own_base(), []
+            return self.base, []  # internal, read-only use; ``model`` hands out a copy
         # Drop the old current model first so peak memory stays at base + one model.
-        if self._model is not self._base_copy and self._model_key != plan.key():
+        if self._model is not self.base and self._model_key != plan.key():
             self._model = None
         return apply_with_reports(plan, self.base, ctx=self.ctx, cache=self.cache, progress=progress)
 
@@ -161,16 +179,22 @@ class Workspace:
             self._model, self._reports = self._build(self.plan)
             self._model_key = key
 
+    def _current(self) -> nn.Module:
+        """The current plan's model for read-only use inside the workspace (the shared base
+        itself for an empty plan: no copy)."""
+        self._ensure_built()
+        return self._model
+
     @property
     def model(self) -> nn.Module:
         """The current plan's model (built on demand).
 
-        With an empty plan it is this workspace's own copy of the base, so an edit made in a
-        notebook never reaches the base that other workspaces share (``self.base``: read it,
-        never change it).
+        With an empty plan it is this workspace's own copy of the base, made on first use,
+        so an edit made in a notebook never reaches the base that other workspaces share
+        (``self.base``: read it, never change it).
         """
         self._ensure_built()
-        return self._model
+        return self._own_base() if self._model is self.base else self._model
 
     @property
     def reports(self) -> list[StepReport]:
@@ -194,12 +218,16 @@ class Workspace:
             return self.model
         return apply(self.plan.prefix(index), self.base, ctx=self.ctx, cache=self.cache)
 
+    def _metrics_key(self, plan: Plan, subset: str) -> tuple:
+        # latency is part of the figures: a new batch size is a new measurement
+        return (plan.key(), subset, self.evaluator.latency_batch)
+
     def metrics(self, subset: str = "quick", *, latency: bool = True) -> Metrics:
-        """Metrics of the current plan's model (cached per plan and subset; logged)."""
-        key = (self.plan.key(), subset)
+        """Metrics of the current plan's model (cached per plan, subset and latency batch; logged)."""
+        key = self._metrics_key(self.plan, subset)
         m = self._metrics.get(key)
         if m is None or (latency and m.latency is None):
-            m = self.evaluator.evaluate(self.model, subset, latency=latency)
+            m = self.evaluator.evaluate(self._current(), subset, latency=latency)
             self._metrics[key] = m
         if self._logged.get(key) is not m:
             self._logged[key] = m
@@ -207,7 +235,7 @@ class Workspace:
         return m
 
     def base_metrics(self, subset: str = "quick", *, latency: bool = True) -> Metrics:
-        key = (Plan(self.spec.name).key(), subset)
+        key = self._metrics_key(Plan(self.spec.name), subset)
         m = self._metrics.get(key)
         if m is None or (latency and m.latency is None):
             m = self.evaluator.evaluate(self.base, subset, latency=latency)

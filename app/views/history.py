@@ -67,6 +67,12 @@ def page() -> None:
                 run_action(ws.goto, plan, success="Restored the selected plan.")
                 st.rerun()
     options = {f"#{int(r['#'])} · {r['steps']} · {fmt.pct(r['accuracy'])}": int(r["#"]) for _, r in quick.iterrows()}
+    ss = st.session_state
+    if ss.get("_restore_synced") != ws.plan.key():  # the box shows the current plan after any change
+        ss["_restore_synced"] = ws.plan.key()
+        current = [o for o, i in options.items() if ws.log[i].plan == ws.plan]
+        if current:
+            ss["restore_choice"] = current[-1]
     c1, c2 = st.columns([4, 1])
     choice = c1.selectbox("Restore a plan", list(options), key="restore_choice")
     if c2.button("Restore", key="restore_btn", width="stretch") and choice:

@@ -55,6 +55,27 @@ def sample_figure(x: np.ndarray, y: np.ndarray, classes: list[str], n: int = 10)
     return fig
 
 
+LATENCY_BATCHES = [1, 8, 32, 64, 128, 256]
+
+
+def settings_ui(dev_col, batch_col) -> None:
+    """Device and latency batch. The choices live in session keys of their own ("device",
+    "latency_batch"): a widget's own key is dropped when another page is shown."""
+    ss = st.session_state
+
+    def keep(src: str, dst: str):
+        return lambda: ss.__setitem__(dst, ss[src])
+
+    devices = available_devices()
+    ss["device_choice"] = ss.get("device") if ss.get("device") in devices else devices[0]
+    dev_col.selectbox("Device", devices, key="device_choice", on_change=keep("device_choice", "device"),
+                      help="Where evaluation and latency run: cuda, else mps, else cpu.")
+    ss["latency_batch_choice"] = ss.get("latency_batch", 64)
+    batch_col.selectbox("Latency batch size", LATENCY_BATCHES, key="latency_batch_choice",
+                        on_change=keep("latency_batch_choice", "latency_batch"),
+                        help="Batch size of every latency measurement; base and current are timed at it.")
+
+
 def page() -> None:
     show_flashes()
     ws = get_workspace()
@@ -62,25 +83,26 @@ def page() -> None:
     st.markdown(f"### Model · {ws.name}")
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.markdown(spec.description or "")
-    c2.selectbox("Device", available_devices(), key="device",
-                 help="Where evaluation and latency run: cuda, else mps, else cpu.")
-    c3.selectbox("Latency batch size", [1, 8, 32, 64, 128, 256], index=3, key="latency_batch",
-                 help="Batch size of the latency measurement.")
+    settings_ui(c2, c3)
     m = ws.base_metrics("quick")
+    st.caption("The base model, before any step (the layer table below shows the current plan's model).")
     k = st.columns(5)
-    k[0].metric("Parameters", fmt.count(m.params))
-    k[1].metric("MACs / example", fmt.count(m.macs))
-    k[2].metric("Size", fmt.nbytes(m.size_bytes))
-    k[3].metric("Accuracy (quick)", fmt.pct(m.accuracy))
+    k[0].metric("Parameters (base)", fmt.count(m.params), help=f"{m.params:,} parameters")
+    k[1].metric("MACs / example (base)", fmt.count(m.macs))
+    k[2].metric("Size (base)", fmt.nbytes(m.size_bytes), help="State dict as safetensors.")
+    k[3].metric("Accuracy (base, quick)", fmt.pct(m.accuracy),
+                help=f"Top-1 on the quick subset ({m.n} examples).")
     if m.latency:
-        k[4].metric("Latency", fmt.ms(m.latency.median_ms, m.latency.iqr_ms),
-                    help=f"Batch {m.latency.batch_size}, {m.latency.threads} threads, {m.latency.device}")
+        k[4].metric("Latency (base)", fmt.ms(m.latency.median_ms),
+                    help=f"Median of one batch of {m.latency.batch_size}, ± {m.latency.iqr_ms:.2g} ms IQR, "
+                         f"{m.latency.threads} threads, {m.latency.device}, {m.latency.runs} runs.")
 
     tab_layers, tab_card, tab_data, tab_graph = st.tabs(["Layers", "Card", "Eval set", "Graph (Netron)"])
     with tab_layers:
         with st.spinner("Counting MACs per layer…"):
             df = _layer_table(ws, f"{ws.name}:{ws.plan.key()}")
-        st.caption("Leaf modules of the current plan's model; sparsity = zero parameters / parameters.")
+        st.caption(f"Leaf modules of the current plan's model ({len(ws.plan.steps)} step(s)); "
+                   "sparsity = zero parameters / parameters; base MACs for comparison.")
         st.dataframe(df, hide_index=True, width="stretch", column_config={
             "params": st.column_config.NumberColumn("params", format="%d"),
             "MACs": st.column_config.NumberColumn("MACs", format="%d"),

@@ -21,25 +21,58 @@ from app import importance_ui  # criterion / granularity selectors, importance v
 
 # --- pure helpers (tested without a browser) ---------------------------------------
 
-def active_step(ws: Workspace, criterion: str, granularity: str) -> tuple[int | None, Prune | None]:
-    """The step the controls edit: the last step when it is a matching Prune step."""
+TARGETS = ("replace", "add")  # what the controls edit: the plan's last prune step, or a new step on top
+
+
+def editable_step(ws: Workspace, granularity: str) -> tuple[int | None, Prune | None]:
+    """The plan's last step when it is a Prune of ``granularity`` (the step controls can edit)."""
     steps = ws.plan.steps
-    if steps and isinstance(steps[-1], Prune) and steps[-1].criterion == criterion \
-            and steps[-1].granularity == granularity:
+    if steps and isinstance(steps[-1], Prune) and steps[-1].granularity == granularity:
         return len(steps) - 1, steps[-1]
     return None, None
 
 
-def commit(ws: Workspace, index: int | None, step: Prune | None) -> None:
-    """Replace the active step (or append one); a step with nothing to do is removed."""
+def active_step(ws: Workspace, criterion: str, granularity: str,
+                target: str = "replace") -> tuple[int | None, Prune | None]:
+    """The step the controls edit: with ``target="replace"`` the plan's last Prune step of
+    this granularity (the page first switches it to ``criterion``: :func:`switch_criterion`);
+    with ``"add"`` none, so moving a control adds a new step on top."""
+    if target == "add":
+        return None, None
+    return editable_step(ws, granularity)
+
+
+def switch_criterion(ws: Workspace, index: int, step: Prune, criterion: str) -> None:
+    """Make step ``index`` use ``criterion`` with the same amount pruned.
+
+    A threshold is in the old criterion's unit, so it becomes the fraction the step
+    pruned (from its report); so does a per-layer threshold override.
+    """
+    rep = ws.reports[index]
+    frac = {n: p / t for n, (p, t) in rep.units.items() if t}
+    sparsity = step.sparsity
+    if sparsity is None and step.threshold is not None:
+        glob = [pt for n, pt in rep.units.items() if step.override_for(n) is None]
+        sparsity = sum(p for p, _ in glob) / max(1, sum(t for _, t in glob))
+    layers = tuple(o if o.threshold is None else
+                   LayerOverride(o.layer, sparsity=min(1.0, frac.get(o.layer, sparsity or 0.0))) for o in step.layers)
+    ws.replace_step(index, Prune(criterion=criterion, granularity=step.granularity, sparsity=sparsity,
+                                 layers=layers, seed=step.seed))
+
+
+def commit(ws: Workspace, index: int | None, step: Prune | None, adjust: str | None = None) -> None:
+    """Replace the active step (or append one); a step with nothing to do is removed.
+
+    ``adjust`` names the control moved: one uninterrupted adjustment is one history entry.
+    """
     if step is None:
         if index is not None:
-            ws.remove_step(index)
+            ws.remove_step(index, adjust=adjust)
         return
     if index is None:
-        ws.add_step(step)
+        ws.add_step(step, adjust=adjust)
     else:
-        ws.replace_step(index, step)
+        ws.replace_step(index, step, adjust=adjust)
 
 
 def active_report(ws: Workspace, index: int | None) -> StepReport | None:
@@ -73,10 +106,40 @@ def _hists(_model, key: str):
 
 # --- UI -------------------------------------------------------------------------------
 
-def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str) -> None:
-    """Put the plan's values into the widgets when the plan changed elsewhere (undo, ...)."""
+def current_target(ws: Workspace, criterion: str, granularity: str) -> str:
+    """What the controls edit now: "replace" (the plan's last prune step of this
+    granularity) or "add" (a new step on top; also when there is no such step).
+
+    Picking another criterion while editing a step switches that step to it at once, so
+    the slider, the histograms and the model always show the plan.
+    """
+    index, last = editable_step(ws, granularity)
+    if last is None:
+        return "add"
+    target = st.session_state.setdefault("prune_target", "replace")
+    if target == "replace" and last.criterion != criterion:
+        run_action(switch_criterion, ws, index, last, criterion, now=True)
+    return target
+
+
+def target_ui(ws: Workspace, granularity: str) -> None:
+    """The choice between editing the last prune step and adding one on top (drawn below
+    the global control, so its appearing never moves the control a person is dragging)."""
+    index, last = editable_step(ws, granularity)
+    if last is None:
+        if ws.plan.steps:
+            st.caption(f"Moving a control adds a new step on top of the plan's {len(ws.plan.steps)} step(s).")
+        return
+    labels = {"replace": f"edit step {index + 1} ({last.describe()})", "add": "add a new step on top"}
+    st.radio("The controls", TARGETS, key="prune_target", horizontal=True, format_func=labels.get,
+             help="Edit the plan's last prune step, or keep it and prune further with a new step.")
+
+
+def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str, target: str = "replace") -> None:
+    """Put the edited step's values into the widgets when the plan or what the controls
+    edit changed (undo, another criterion, granularity or target)."""
     ss = st.session_state
-    key = (ws.name, ws.plan.key())
+    key = (ws.name, ws.plan.key(), granularity, target)
     if ss.get("_prune_synced") == key:
         return
     ss["_prune_synced"] = key
@@ -93,13 +156,13 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
     """Global amount: a target sparsity, or a threshold in the criterion's unit (magnitude |w|
     for l1 weights, the only threshold mode with a fixed scale)."""
     ss = st.session_state
-    index, step = active_step(ws, criterion, granularity)
+    index, step = active_step(ws, criterion, granularity, st.session_state.get("prune_target", "replace"))
     modes = ["sparsity", "threshold"] if (granularity == "weight" and criterion == "l1") else ["sparsity"]
     if ss.get("global_mode") not in modes:
         ss["global_mode"] = modes[0]
 
     def on_change():
-        idx, cur = active_step(ws, criterion, granularity)
+        idx, cur = active_step(ws, criterion, granularity, ss.get("prune_target", "replace"))
         layers = cur.layers if cur else ()
         if ss["global_mode"] == "sparsity":
             s = float(ss["global_sparsity"])
@@ -109,8 +172,11 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
             t = float(ss["global_threshold"])
             new = Prune(criterion=criterion, granularity=granularity, threshold=t, layers=layers,
                         seed=cur.seed if cur else 0) if (t > 0 or layers) else None
-        run_action(commit, ws, idx, new)
-        ss["_prune_synced"] = (ws.name, ws.plan.key())
+        n = len(ws.plan.steps)
+        run_action(commit, ws, idx, new, f"global_{ss['global_mode']}")
+        if idx is None and len(ws.plan.steps) > n:
+            ss["prune_target"] = "replace"  # the step just added is the one the controls edit now
+        ss["_prune_synced"] = (ws.name, ws.plan.key(), granularity, ss.get("prune_target", "replace"))
 
     c1, c2 = st.columns([1, 3])
     c1.radio("Set by", modes, key="global_mode", horizontal=True,
@@ -132,7 +198,7 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
                       report: StepReport | None) -> None:
     """Per-layer sparsity override for the selected layer, with a way to clear it."""
     ss = st.session_state
-    index, step = active_step(ws, criterion, granularity)
+    index, step = active_step(ws, criterion, granularity, st.session_state.get("prune_target", "replace"))
     ov = step.override_for(layer) if step else None
     wkey = f"ov_{ws.name}_{layer}"
     if ss.get(f"{wkey}_plan") != ws.plan.key():
@@ -140,17 +206,20 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
         ss[wkey] = float(ov.sparsity) if ov and ov.sparsity is not None else 0.0
 
     def on_change():
-        idx, cur = active_step(ws, criterion, granularity)
+        idx, cur = active_step(ws, criterion, granularity, st.session_state.get("prune_target", "replace"))
         v = float(ss[wkey])
         if cur is None:
             new = Prune(criterion=criterion, granularity=granularity, layers=(LayerOverride(layer, sparsity=v),))
         else:
             new = cur.with_override(layer, sparsity=v)
-        run_action(commit, ws, idx, new)
+        n = len(ws.plan.steps)
+        run_action(commit, ws, idx, new, wkey)
+        if idx is None and len(ws.plan.steps) > n:
+            ss["prune_target"] = "replace"
         ss[f"{wkey}_plan"] = ws.plan.key()
 
     def clear():
-        idx, cur = active_step(ws, criterion, granularity)
+        idx, cur = active_step(ws, criterion, granularity, st.session_state.get("prune_target", "replace"))
         if cur is None:
             return
         rest = [o for o in cur.layers if o.layer != layer]
@@ -169,10 +238,14 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
         st.caption(f"Threshold in this layer: {report.threshold_unit} < {t:.4g}")
 
 
-def layer_picker_ui(names: list[str]) -> str:
+def layer_picker_ui(names: list[str], preferred: list[str] | None = None, granularity: str = "") -> str:
+    """The selected layer. When the granularity changes and the selected layer has none of
+    its units, the first layer that has some is selected (a layer picked by hand stays)."""
     ss = st.session_state
-    if ss.get("layer") not in names:
-        ss["layer"] = names[0]
+    regranulated = ss.get("_layer_granularity") != granularity
+    ss["_layer_granularity"] = granularity
+    if ss.get("layer") not in names or (regranulated and preferred and ss["layer"] not in preferred):
+        ss["layer"] = next((n for n in names if preferred and n in preferred), names[0])
     return st.selectbox("Layer", names, key="layer", help="Or click a bar in the overview.")
 
 
@@ -182,14 +255,16 @@ def prune_live_ui() -> None:
     show_flashes()
     ws = get_workspace()
     criterion, granularity = importance_ui.criterion_ui("prune")
-    index, step = active_step(ws, criterion, granularity)
-    _sync_widgets(ws, step, granularity)
+    target = current_target(ws, criterion, granularity)
+    index, step = active_step(ws, criterion, granularity, target)
+    _sync_widgets(ws, step, granularity, target)
     before = index if index is not None else len(ws.plan.steps)
     src = ws.model_before(before)  # the model the active step prunes
     report = active_report(ws, index)
     hists = _hists(src, f"{ws.name}:{ws.plan.prefix(before).key()}")
     wmax = max((float(max(abs(h.edges[0]), abs(h.edges[-1]))) for h in hists.values()), default=1.0)
     global_control_ui(ws, criterion, granularity, wmax)
+    target_ui(ws, granularity)
 
     m, base = current_metrics(ws)
     metrics_panel_ui(ws, m, base)
@@ -205,7 +280,7 @@ def prune_live_ui() -> None:
 
     left, right = st.columns([1, 1])
     with left:
-        layer = layer_picker_ui(names)
+        layer = layer_picker_ui(names, importance_ui.unit_layers(ws, src, granularity), granularity)
         def on_click():
             pts = st.session_state["overview"]["selection"]["points"]
             if pts:

@@ -110,4 +110,5 @@ def pareto_figure(x: Sequence[float], y: Sequence[float], labels: Sequence[str],
         fig.add_scatter(x=[x[current]], y=[100 * y[current]], mode="markers", name="current",
                         marker=dict(color=SELECTED, size=14, symbol="star"), hoverinfo="skip")
     fig.update_yaxes(ticksuffix="%")
+    fig.update_xaxes(tickformat=".3~s")  # 56.6k, not 56.5535k
     return layout(fig, title, x_title, y_title, height=340)

@@ -93,3 +93,21 @@ def test_export_in_the_browser_and_download_the_file(page, app_url, tmp_path):
     dl.value.save_as(str(path))
     assert path.name == "digits_cnn.onnx" and path.stat().st_size > 10_000
     page.screenshot(path=str(tmp_path / "export.png"))
+
+
+def test_nothing_is_fetched_from_outside_this_machine(browser, app_url):
+    """Fonts, icons and scripts all come from the app itself: it looks the same offline."""
+    from urllib.parse import urlparse
+
+    page = browser.new_page()
+    hosts = set()
+    page.on("request", lambda r: hosts.add(urlparse(r.url).hostname))
+    try:
+        for path in ("/prune", "/model", "/surgery"):
+            page.goto(app_url + path)
+            wait_idle(page)
+            page.wait_for_timeout(1500)
+            assert_no_exception(page)
+    finally:
+        page.close()
+    assert hosts and hosts <= {"127.0.0.1", "localhost", None}, hosts

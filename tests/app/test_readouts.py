@@ -1,0 +1,130 @@
+"""Readouts that are true and in step with the plan (AppTest): delta arrows, criterion
+switching, controls that show the plan, the step count, latency batch, structured labels,
+one history entry per adjustment, the default layer for heads, the History page."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.prune import Prune
+from tests.app.conftest import new_app, workspace
+
+DOWN, UP = 0, 1  # MetricDirection
+RED, GREEN, GRAY = 0, 1, 2  # MetricColor
+
+
+def _metric(at, label):
+    (m,) = [m for m in at.metric if m.label == label]
+    return m
+
+
+def _ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_a_decrease_points_down_and_its_colour_says_better_or_worse():
+    at = new_app("digits_mlp")
+    at.slider(key="global_sparsity").set_value(0.9).run()
+    _ok(at)
+    nz = _metric(at, "Non-zero params")
+    assert nz.delta.startswith("-") and nz.proto.direction == DOWN and nz.proto.color == GREEN
+    acc = _metric(at, "Accuracy")
+    assert acc.delta.startswith("-") and acc.proto.direction == DOWN and acc.proto.color == RED
+    loss = _metric(at, "Loss")
+    assert loss.delta.startswith("+") and loss.proto.direction == UP and loss.proto.color == RED
+    assert "−" not in "".join(m.delta or "" for m in at.metric)  # never a typographic minus
+
+
+def test_fewer_macs_after_structured_pruning_is_a_green_down_arrow_and_removed_is_labelled():
+    at = new_app("digits_cnn")
+    at.selectbox(key="prune_granularity").set_value("channel").run()
+    at.slider(key="global_sparsity").set_value(0.3).run()
+    _ok(at)
+    macs = _metric(at, "MACs / example")
+    assert macs.delta.startswith("-") and "× base" in macs.delta
+    assert macs.proto.direction == DOWN and macs.proto.color == GREEN
+    ws = workspace(at)
+    m, base = ws.metrics(), ws.base_metrics()
+    removed = f"removed: {100 * (1 - m.params / base.params):.1f}% of the base's parameters"
+    assert any(removed in c.value for c in at.caption)
+
+
+def test_switching_criterion_edits_the_step_and_the_controls_show_it():
+    at = new_app("digits_mlp")
+    at.slider(key="global_sparsity").set_value(0.5).run()
+    at.selectbox(key="prune_criterion").set_value("wanda").run()
+    _ok(at)
+    ws = workspace(at)
+    (step,) = ws.plan.steps  # the step was switched, not stacked
+    assert step == Prune(criterion="wanda", sparsity=0.5)
+    assert at.slider(key="global_sparsity").value == 0.5
+    assert ws.reports[0].threshold_unit == "score"
+    assert any("Global threshold: score <" in c.value for c in at.caption)
+    assert not any("|w| <" in c.value for c in at.caption)
+
+
+def test_adding_a_step_on_top_is_explicit_and_says_what_it_removed():
+    at = new_app("digits_mlp")
+    at.slider(key="global_sparsity").set_value(0.5).run()
+    at.radio(key="prune_target").set_value("add").run()
+    _ok(at)
+    assert at.slider(key="global_sparsity").value == 0.0  # the new step prunes nothing yet
+    at.selectbox(key="prune_criterion").set_value("taylor").run()
+    at.slider(key="global_sparsity").set_value(0.6).run()
+    _ok(at)
+    ws = workspace(at)
+    assert [s.criterion for s in ws.plan.steps] == ["l1", "taylor"]
+    assert any("were set to zero by this step" in c.value for c in at.caption)
+    at.slider(key="global_sparsity").set_value(0.7).run()  # now edits the step it added
+    assert len(workspace(at).plan.steps) == 2
+
+
+def test_the_step_count_is_in_step_with_the_plan():
+    at = new_app("digits_mlp")
+    at.slider(key="global_sparsity").set_value(0.3).run()
+    assert any(c.value.startswith("1 step(s) in the plan") for c in at.caption)
+    assert not any("step(s)" in c.value for c in at.sidebar.caption)
+
+
+def test_base_and_current_are_timed_at_the_chosen_latency_batch():
+    at = new_app("digits_mlp")
+    at.switch_page("views/model.py").run()
+    at.selectbox(key="latency_batch_choice").set_value(8).run()
+    _ok(at)
+    assert "batch of 8" in _metric(at, "Latency (base)").help
+    at.switch_page("views/prune.py").run()
+    at.slider(key="global_sparsity").set_value(0.3).run()
+    ws = workspace(at)
+    assert ws.metrics().latency.batch_size == ws.base_metrics().latency.batch_size == 8
+    assert "batch of 8" in _metric(at, "Latency").help
+
+
+def test_one_adjustment_of_a_slider_is_one_history_entry():
+    at = new_app("digits_mlp")
+    for v in (0.1, 0.11, 0.12, 0.13, 0.14):
+        at.slider(key="global_sparsity").set_value(v).run()
+    ws = workspace(at)
+    assert len(ws.history) == 2 and ws.plan.steps[0].sparsity == 0.14
+    assert len({e.plan for e in ws.log}) >= 5  # the log of evaluated plans keeps every value
+    ws.undo()
+    assert ws.plan.steps == ()
+
+
+def test_head_granularity_starts_on_a_layer_with_heads():
+    at = new_app("digits_vit")
+    at.selectbox(key="prune_granularity").set_value("head").run()
+    _ok(at)
+    assert at.selectbox(key="layer").value.endswith("attn.qkv")
+    assert not any("has no prunable heads" in i.value for i in at.info)
+
+
+def test_history_restore_box_follows_the_plan_and_ticks_are_short():
+    at = new_app("digits_mlp")
+    at.slider(key="global_sparsity").set_value(0.4).run()
+    at.switch_page("views/history.py").run()
+    _ok(at)
+    assert "prune weight by l1: sparsity 40.0%" in at.selectbox(key="restore_choice").value
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert spec["layout"]["xaxis"]["tickformat"] == ".3~s"
