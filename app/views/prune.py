@@ -21,9 +21,6 @@ from app import importance_ui  # criterion / granularity selectors, importance v
 
 # --- pure helpers (tested without a browser) ---------------------------------------
 
-TARGETS = ("replace", "add")  # what the controls edit: the plan's last prune step, or a new step on top
-
-
 def editable_step(ws: Workspace, granularity: str) -> tuple[int | None, Prune | None]:
     """The plan's last step when it is a Prune of ``granularity`` (the step controls can edit)."""
     steps = ws.plan.steps
@@ -108,31 +105,34 @@ def _hists(_model, key: str):
 
 def current_target(ws: Workspace, criterion: str, granularity: str) -> str:
     """What the controls edit now: "replace" (the plan's last prune step of this
-    granularity) or "add" (a new step on top; also when there is no such step).
+    granularity) or "add" (no such step: moving a control adds one).
 
-    Picking another criterion while editing a step switches that step to it at once, so
+    Picking another criterion while a step is edited switches that step to it at once, so
     the slider, the histograms and the model always show the plan.
     """
     index, last = editable_step(ws, granularity)
     if last is None:
         return "add"
-    target = st.session_state.setdefault("prune_target", "replace")
-    if target == "replace" and last.criterion != criterion:
+    if last.criterion != criterion:
         run_action(switch_criterion, ws, index, last, criterion, now=True)
-    return target
+    return "replace"
 
 
-def target_ui(ws: Workspace, granularity: str) -> None:
-    """The choice between editing the last prune step and adding one on top (drawn below
-    the global control, so its appearing never moves the control a person is dragging)."""
+def target_ui(ws: Workspace, criterion: str, granularity: str) -> None:
+    """Which step the controls edit, and the explicit way to prune further with a new step
+    on top (drawn below the global control, so it never moves the control being dragged)."""
     index, last = editable_step(ws, granularity)
+    c1, c2 = st.columns([3, 1])
     if last is None:
-        if ws.plan.steps:
-            st.caption(f"Moving a control adds a new step on top of the plan's {len(ws.plan.steps)} step(s).")
+        n = len(ws.plan.steps)
+        c1.caption(f"Moving a control adds a new step{f' on top of the plan’s {n} step(s)' if n else ''}.")
         return
-    labels = {"replace": f"edit step {index + 1} ({last.describe()})", "add": "add a new step on top"}
-    st.radio("The controls", TARGETS, key="prune_target", horizontal=True, format_func=labels.get,
-             help="Edit the plan's last prune step, or keep it and prune further with a new step.")
+    c1.caption(f"The controls edit step {index + 1}: {last.describe()}. To keep it and prune further, "
+               "add a new step on top.")
+    c2.button("Add a step on top", key="prune_add_step", width="stretch",
+              help="A new prune step (pruning nothing yet) after the last one; the controls then edit it.",
+              on_click=run_action, args=(ws.add_step, Prune(criterion=criterion, granularity=granularity,
+                                                            sparsity=0.0, seed=last.seed)))
 
 
 def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str, target: str = "replace") -> None:
@@ -156,13 +156,13 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
     """Global amount: a target sparsity, or a threshold in the criterion's unit (magnitude |w|
     for l1 weights, the only threshold mode with a fixed scale)."""
     ss = st.session_state
-    index, step = active_step(ws, criterion, granularity, st.session_state.get("prune_target", "replace"))
+    index, step = active_step(ws, criterion, granularity, current_target(ws, criterion, granularity))
     modes = ["sparsity", "threshold"] if (granularity == "weight" and criterion == "l1") else ["sparsity"]
     if ss.get("global_mode") not in modes:
         ss["global_mode"] = modes[0]
 
     def on_change():
-        idx, cur = active_step(ws, criterion, granularity, ss.get("prune_target", "replace"))
+        idx, cur = active_step(ws, criterion, granularity, current_target(ws, criterion, granularity))
         layers = cur.layers if cur else ()
         if ss["global_mode"] == "sparsity":
             s = float(ss["global_sparsity"])
@@ -172,11 +172,8 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
             t = float(ss["global_threshold"])
             new = Prune(criterion=criterion, granularity=granularity, threshold=t, layers=layers,
                         seed=cur.seed if cur else 0) if (t > 0 or layers) else None
-        n = len(ws.plan.steps)
         run_action(commit, ws, idx, new, f"global_{ss['global_mode']}")
-        if idx is None and len(ws.plan.steps) > n:
-            ss["prune_target"] = "replace"  # the step just added is the one the controls edit now
-        ss["_prune_synced"] = (ws.name, ws.plan.key(), granularity, ss.get("prune_target", "replace"))
+        ss["_prune_synced"] = (ws.name, ws.plan.key(), granularity, "replace")
 
     c1, c2 = st.columns([1, 3])
     c1.radio("Set by", modes, key="global_mode", horizontal=True,
@@ -198,7 +195,7 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
                       report: StepReport | None) -> None:
     """Per-layer sparsity override for the selected layer, with a way to clear it."""
     ss = st.session_state
-    index, step = active_step(ws, criterion, granularity, st.session_state.get("prune_target", "replace"))
+    index, step = active_step(ws, criterion, granularity, current_target(ws, criterion, granularity))
     ov = step.override_for(layer) if step else None
     wkey = f"ov_{ws.name}_{layer}"
     if ss.get(f"{wkey}_plan") != ws.plan.key():
@@ -206,20 +203,17 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
         ss[wkey] = float(ov.sparsity) if ov and ov.sparsity is not None else 0.0
 
     def on_change():
-        idx, cur = active_step(ws, criterion, granularity, st.session_state.get("prune_target", "replace"))
+        idx, cur = active_step(ws, criterion, granularity, current_target(ws, criterion, granularity))
         v = float(ss[wkey])
         if cur is None:
             new = Prune(criterion=criterion, granularity=granularity, layers=(LayerOverride(layer, sparsity=v),))
         else:
             new = cur.with_override(layer, sparsity=v)
-        n = len(ws.plan.steps)
         run_action(commit, ws, idx, new, wkey)
-        if idx is None and len(ws.plan.steps) > n:
-            ss["prune_target"] = "replace"
         ss[f"{wkey}_plan"] = ws.plan.key()
 
     def clear():
-        idx, cur = active_step(ws, criterion, granularity, st.session_state.get("prune_target", "replace"))
+        idx, cur = active_step(ws, criterion, granularity, current_target(ws, criterion, granularity))
         if cur is None:
             return
         rest = [o for o in cur.layers if o.layer != layer]
@@ -264,7 +258,7 @@ def prune_live_ui() -> None:
     hists = _hists(src, f"{ws.name}:{ws.plan.prefix(before).key()}")
     wmax = max((float(max(abs(h.edges[0]), abs(h.edges[-1]))) for h in hists.values()), default=1.0)
     global_control_ui(ws, criterion, granularity, wmax)
-    target_ui(ws, granularity)
+    target_ui(ws, criterion, granularity)
 
     m, base = current_metrics(ws)
     metrics_panel_ui(ws, m, base)

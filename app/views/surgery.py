@@ -175,12 +175,12 @@ def operations_ui(ws: Workspace, container: str, names: list[str]) -> None:
         run_action(_add_steps, ws, duplicate_steps(names, sel), success=f"Duplicated {', '.join(sel)}.")
 
     b = st.columns(4)
-    b[0].button("✂ Cut", key="surgery_cut", on_click=do_cut, width="stretch", disabled=not selected,
+    b[0].button("Cut", icon=":material/content_cut:", key="surgery_cut", on_click=do_cut, width="stretch", disabled=not selected,
                 help="Remove the selected blocks (and keep them on the clipboard).")
-    b[1].button("⧉ Copy", key="surgery_copy", on_click=do_copy, width="stretch", disabled=not selected)
-    b[2].button("⎘ Paste", key="surgery_paste", on_click=do_paste, width="stretch", disabled=not clipboard(),
+    b[1].button("Copy", icon=":material/content_copy:", key="surgery_copy", on_click=do_copy, width="stretch", disabled=not selected)
+    b[2].button("Paste", icon=":material/content_paste:", key="surgery_paste", on_click=do_paste, width="stretch", disabled=not clipboard(),
                 help=f"Insert the clipboard's blocks at position {at}.")
-    b[3].button("⊕ Duplicate", key="surgery_duplicate", on_click=do_duplicate, width="stretch",
+    b[3].button("Duplicate", icon=":material/library_add:", key="surgery_duplicate", on_click=do_duplicate, width="stretch",
                 disabled=not selected, help="A copy of each selected block right after it (depth up-scaling).")
 
 

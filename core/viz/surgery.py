@@ -94,11 +94,11 @@ def drop_one_figure(names: Sequence[str], drop_one: Sequence[float | None], accu
     colors = [SELECTED if n in suggested else (PRUNED if v is None else KEPT) for n, v in zip(names, drop_one)]
     text = [f"{100 * v:.1f}%" if v is not None else "cannot cut" for v in drop_one]
     fig = go.Figure(go.Bar(x=short, y=vals, marker_color=colors, text=text, textposition="outside",
-                           customdata=list(names), hovertemplate="%{customdata}: %{text}<extra></extra>",
-                           name="drop-one"))
+                           cliponaxis=False, customdata=list(names),
+                           hovertemplate="%{customdata}: %{text}<extra></extra>", name="drop-one"))
     fig.add_hline(y=100 * accuracy, line=dict(color=BASE, dash="dash"),
-                  annotation_text=f"now {100 * accuracy:.1f}%", annotation_position="top left")
-    fig.update_yaxes(range=[0, 105])
+                  annotation_text=f"now {100 * accuracy:.1f}%", annotation_position="bottom left")
+    fig.update_yaxes(range=[0, 118], tickvals=[0, 25, 50, 75, 100])  # room above 100% for the value labels
     return layout(fig, title, "block", "accuracy (%)", height=260)
 
 
@@ -111,7 +111,9 @@ def heal_figure(losses: Sequence[float], before: dict, after: dict,
     fig.add_trace(go.Scatter(x=[0, n], y=[before["loss"], after["loss"]], mode="markers+text",
                              marker=dict(color=[BASE, CURRENT], size=10),
                              text=[f"before {100 * before['accuracy']:.1f}%", f"after {100 * after['accuracy']:.1f}%"],
-                             textposition="top center", name="calibration loss"))
+                             textposition="top center", cliponaxis=False, name="calibration loss"))
+    top = max(list(losses) + [before["loss"], after["loss"]]) if losses else max(before["loss"], after["loss"])
+    fig.update_yaxes(range=[0, 1.25 * top if top > 0 else 1])  # room for the labels above the markers
     return layout(fig, title, "step", "loss", height=240)
 
 

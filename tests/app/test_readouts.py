@@ -68,8 +68,9 @@ def test_switching_criterion_edits_the_step_and_the_controls_show_it():
 def test_adding_a_step_on_top_is_explicit_and_says_what_it_removed():
     at = new_app("digits_mlp")
     at.slider(key="global_sparsity").set_value(0.5).run()
-    at.radio(key="prune_target").set_value("add").run()
+    at.button(key="prune_add_step").click().run()
     _ok(at)
+    assert len(workspace(at).plan.steps) == 2
     assert at.slider(key="global_sparsity").value == 0.0  # the new step prunes nothing yet
     at.selectbox(key="prune_criterion").set_value("taylor").run()
     at.slider(key="global_sparsity").set_value(0.6).run()
