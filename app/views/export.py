@@ -70,17 +70,19 @@ def formats_ui() -> list[str]:
 
 
 def downloads_ui(results: list[ExportResult]) -> None:
-    """Download buttons; a file is read only when it is downloaded (and only if it exists)."""
-    files = [Path(r.path) for r in results if r.path and Path(r.path).exists()]
+    """Download buttons, one per file, labelled by what it holds (the file name is in the
+    help); a file is read only when it is downloaded (and only if it exists)."""
+    files = [(r.format, Path(r.path)) for r in results if r.path and Path(r.path).exists()]
     recipe = next((Path(r.recipe) for r in results if r.recipe and Path(r.recipe).exists()), None)
     if recipe is not None:
-        files.append(recipe)
+        files.append(("recipe", recipe))
     if not files:
         return
     cols = st.columns(len(files))
-    for c, p in zip(cols, files):
-        c.download_button(f"Download {p.name}", data=p.read_bytes, file_name=p.name, key=f"dl_{p.name}",
-                          on_click="ignore", icon=":material/download:", width="stretch")
+    for c, (what, p) in zip(cols, files):
+        c.download_button(what, data=p.read_bytes, file_name=p.name, key=f"dl_{p.name}", on_click="ignore",
+                          icon=":material/download:", width="stretch",
+                          help=f"{p.name}, {fmt.nbytes(p.stat().st_size)}")
 
 
 def page() -> None:

@@ -269,6 +269,7 @@ def heal_ui(ws: Workspace) -> None:
             done = dataclasses.replace(step, steps=info["steps_run"])  # what ran, replayable
             if run_action(ws.add_step, done) is not None:  # replays from the heal memo: no retraining
                 flash("success", f"Healed {info['trained_params']:,} parameters for {info['steps_run']} steps.")
+                st.rerun()  # the metrics above were drawn before the heal: draw them anew
         show_flashes()
     steps = ws.plan.steps
     if steps and isinstance(steps[-1], Heal):  # the heal's own report: losses, before / after

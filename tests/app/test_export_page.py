@@ -22,7 +22,7 @@ def _export_page(model: str, plan: Plan | None = None):
 
 
 def _downloads(at) -> list[str]:
-    return [el.proto.label for el in at.get("download_button")]
+    return [el.proto.label for el in at.get("download_button") if el.proto.label != "Download plan.json"]
 
 
 def test_export_page_exports_and_verifies_the_current_plan():
@@ -42,9 +42,10 @@ def test_export_page_exports_and_verifies_the_current_plan():
     assert list(df["format"]) == ["safetensors", "onnx", "torchscript"]
     assert list(df["verified"]) == ["yes"] * 3 and list(df["agreement"]) == ["100.0%"] * 3
     assert {"size", "vs base", "max |diff|", "seconds", "error / note"} <= set(df.columns)
-    labels = _downloads(at)
-    for f in ["digits_mlp.safetensors", "digits_mlp.onnx", "digits_mlp.pt", "digits_mlp.plan.json"]:
-        assert f"Download {f}" in labels
+    assert _downloads(at) == ["safetensors", "onnx", "torchscript", "recipe"]  # labelled by what they hold
+    helps = [el.proto.help for el in at.get("download_button") if el.proto.label != "Download plan.json"]
+    for f, h in zip(["digits_mlp.safetensors", "digits_mlp.onnx", "digits_mlp.pt", "digits_mlp.plan.json"], helps):
+        assert h.startswith(f + ", ")
     assert Plan.load(Path(results[0].recipe)) == workspace(at).plan
     assert any('"prunescope.plan/1"' in c.value for c in at.code)  # the recipe is shown
 
@@ -72,7 +73,7 @@ def test_a_failing_format_shows_its_reason_and_the_others_still_export(monkeypat
     assert list(df["verified"]) == ["yes", "no"]
     assert "No space left on device" in df["error / note"][1]
     assert any("torchscript failed" in w.value for w in at.warning)
-    assert "Download digits_mlp.pt" not in _downloads(at) and "Download digits_mlp.safetensors" in _downloads(at)
+    assert _downloads(at) == ["safetensors", "recipe"]
 
 
 def test_bad_file_name_is_a_clear_error_and_keeps_the_plan():

@@ -1,6 +1,8 @@
 """The Surgery page: cut / copy / paste / duplicate, guides, heal, undo (AppTest)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.surgery import Cut, Heal, Paste
@@ -93,10 +95,18 @@ def test_heal_adds_a_heal_step_after_a_cut():
     at.multiselect(key="surgery_selected").set_value(["features.2"]).run()
     at.button(key="surgery_cut").click().run()
     at.number_input(key="heal_steps").set_value(5).run()
+    cut_acc = metric(at, "Accuracy")
     at.button(key="heal_start").click().run()
     _ok(at)
-    step = workspace(at).plan.steps[-1]
+    ws = workspace(at)
+    step = ws.plan.steps[-1]
     assert isinstance(step, Heal) and step.steps == 5
+    # the metrics, the message and the loss chart show the healed model at once
+    assert metric(at, "Accuracy") == f"{100 * ws.metrics().accuracy:.1f}%"
+    assert any(s.value.startswith("Healed ") for s in at.success)
+    assert any(json.loads(c.proto.spec)["layout"]["title"]["text"] == "Heal: training loss"
+               for c in at.get("plotly_chart") if json.loads(c.proto.spec)["layout"].get("title"))
+    assert cut_acc is not None
 
 
 @pytest.mark.parametrize("model", ["digits_vit", "digits_resnet"])

@@ -82,13 +82,14 @@ def test_export_in_the_browser_and_download_the_file(page, app_url, tmp_path):
     open_app(page, app_url)
     goto(page, "Export")
     page.get_by_role("button", name="Export", exact=True).click()
-    page.get_by_text("Download digits_cnn.onnx").wait_for(timeout=180_000)
+    onnx = page.locator('[data-testid="stDownloadButton"]').get_by_role("button", name="onnx", exact=True)
+    onnx.wait_for(timeout=180_000)
     wait_idle(page, 60)
     assert_no_exception(page)
     table = page.locator('[data-testid="stDataFrame"]').first
     table.wait_for()
     with page.expect_download(timeout=60_000) as dl:
-        page.get_by_role("button", name="Download digits_cnn.onnx").click()
+        onnx.click()
     path = tmp_path / dl.value.suggested_filename
     dl.value.save_as(str(path))
     assert path.name == "digits_cnn.onnx" and path.stat().st_size > 10_000
