@@ -10,6 +10,7 @@ import streamlit as st
 from core import formatting as fmt
 from core.errors import PrunescopeError
 from core.metrics import Metrics
+from core.metrics.cost import speed_verdict
 from core.viz.figures import per_class_figure
 from core.workspace import Workspace
 
@@ -77,16 +78,22 @@ def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
                 help="Multiply-accumulates of one forward pass (dense count).")
     c[2].metric("Size", fmt.nbytes(m.size_bytes), fmt.delta(m.size_bytes, base.size_bytes, "bytes"),
                 delta_color="inverse", help="State dict saved as safetensors (dense).")
-    lat, blat = m.latency, base.latency
+    lat = m.latency
+    blat = m.base_latency or base.latency  # the base timed together with this model, when shapes differ
     if lat is not None:
         note = (" Weight-level sparsity leaves dense kernels as fast as before: latency changes only "
                 "when shapes change (structured pruning, cuts).")
+        verdict = speed_verdict(blat, lat) if blat is not None and m.shapes_changed else None
         c[3].metric("Latency", fmt.ms(lat.median_ms, lat.iqr_ms),
-                    fmt.delta(lat.median_ms, blat.median_ms, "ratio") if blat else None, delta_color="inverse",
-                    help=f"Median ± IQR of one batch of {lat.batch_size} on {lat.device}, "
-                         f"{lat.threads} threads, {lat.runs} runs." + note)
+                    fmt.delta(lat.median_ms, blat.median_ms, "ratio") if verdict in ("faster", "slower") else None,
+                    delta_color="inverse",
+                    help=f"Median ± IQR of one batch of {lat.batch_size} on {lat.device}, {lat.threads} threads, "
+                         f"{lat.runs} runs" + (f"; the base, timed interleaved with it: "
+                                               f"{fmt.ms(blat.median_ms, blat.iqr_ms)}" if m.base_latency and
+                                               m.shapes_changed else "") + "." + note)
     else:
         c[3].metric("Latency", "–")
+        verdict = None
     notes = [f"{len(ws.plan.steps)} step(s) in the plan; figures on the {m.subset} subset ({m.n} examples), "
              "deltas against the base model"]
     if m.shapes_changed and base.params:
@@ -94,6 +101,11 @@ def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
                      "(structured steps and cuts)")
     if lat is not None and not m.shapes_changed and m.sparsity > 0:
         notes.append("latency: masks do not speed up dense kernels; only structural changes do")
+    if verdict == "within noise":
+        notes.append(f"latency: base and current differ by less than their spread "
+                     f"(IQR {fmt.pct(blat.spread, 0)} and {fmt.pct(lat.spread, 0)} of the median): no speed conclusion")
+    elif lat is not None and lat.noisy:
+        notes.append(f"latency is noisy (IQR {fmt.pct(lat.spread, 0)} of the median)")
     st.caption(" · ".join(notes) + ".")
 
 

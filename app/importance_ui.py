@@ -16,6 +16,7 @@ import torch
 from core import formatting as fmt
 from core.errors import PrunescopeError
 from core.metrics import Metrics
+from core.metrics.cost import speed_verdict
 from core.prune import CRITERIA, Prune, get_criterion, prunable_layers, threshold_unit
 from core.prune.structured import UNIT_GRANULARITIES, compare_criteria, group_info, group_of, unit_scores
 from core.viz.importance import (criteria_grid_figure, importance_histogram_figure, jaccard_heatmap_figure,
@@ -234,24 +235,30 @@ def structured_metrics_ui(base: Metrics, m: Metrics) -> None:
     ratio (a smaller model that is not faster is said to be so)."""
     ws = get_workspace()
     macs_ratio = base.macs / m.macs if m.macs else float("nan")
-    lat_ratio = None
-    if base.latency is not None and m.latency is not None and m.latency.median_ms > 0:
-        lat_ratio = base.latency.median_ms / m.latency.median_ms
+    blat = m.base_latency or base.latency  # timed interleaved with the current model
+    lat_ratio = verdict = None
+    if blat is not None and m.latency is not None and m.latency.median_ms > 0:
+        lat_ratio = blat.median_ms / m.latency.median_ms
+        verdict = speed_verdict(blat, m.latency)
     st.markdown("##### Structured pruning: smaller and faster?")
     c = st.columns(4)
     c[0].metric("Parameters", fmt.count(m.params), fmt.delta(m.params, base.params, "ratio"),
                 delta_color="inverse", help=f"{m.params:,} of {base.params:,} parameters remain.")
     c[1].metric("MACs ratio", f"{macs_ratio:.2f}×", help="Base MACs / current MACs per example.")
     c[2].metric("Latency ratio", f"{lat_ratio:.2f}×" if lat_ratio else "–",
-                help="Base latency / current latency, measured on the physically smaller model"
+                help="Base latency / current latency, both timed back to back and interleaved"
                      + (f" (batch {m.latency.batch_size}, {m.latency.device}, {m.latency.threads} threads)."
                         if m.latency else "."))
     c[3].metric("Latency", fmt.ms(m.latency.median_ms, m.latency.iqr_ms) if m.latency else "–")
     if not m.shapes_changed:
         st.caption("No unit removed yet: shapes equal the base model's.")
-    elif lat_ratio is not None and macs_ratio > 1.05 and lat_ratio < 1.05:
+    elif verdict == "within noise":
+        st.info(f"{macs_ratio:.2f}× fewer MACs; the measured latency ratio {lat_ratio:.2f}× is within the noise "
+                f"of the two timings (IQR {fmt.pct(blat.spread, 0)} and {fmt.pct(m.latency.spread, 0)} of the "
+                "median): no speed conclusion.")
+    elif verdict == "slower":
         st.warning(f"Smaller but not faster: {macs_ratio:.2f}× fewer MACs, measured latency "
-                   f"{lat_ratio:.2f}× the base's speed on {m.latency.device}.")
+                   f"{lat_ratio:.2f}× the base's speed on {m.latency.device}, beyond the noise of the timings.")
     left, right = st.columns([2, 3])
     left.plotly_chart(ratio_bars_figure(macs_ratio, lat_ratio), width="stretch", key="structured_ratios")
     changes = _try(shape_changes, ws.base, ws.model)

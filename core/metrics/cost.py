@@ -29,9 +29,34 @@ class Latency:
     device: str
     runs: int  # timed runs behind the median
 
+    @property
+    def spread(self) -> float:
+        """IQR relative to the median."""
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else math.inf
+
+    @property
+    def noisy(self) -> bool:
+        """The runs spread widely (IQR at least ``NOISY_SPREAD`` of the median)."""
+        return self.spread >= NOISY_SPREAD
+
     def to_dict(self) -> dict:
         return {"median": self.median_ms, "iqr": self.iqr_ms, "batch_size": self.batch_size,
-                "threads": self.threads, "device": self.device, "runs": self.runs}
+                "threads": self.threads, "device": self.device, "runs": self.runs, "noisy": self.noisy}
+
+
+NOISY_SPREAD = 0.25  # IQR / median from which a timing is called noisy
+
+
+def speed_verdict(base: Latency, current: Latency) -> str:
+    """"faster", "slower", or "within noise": a conclusion only when the ratio of the
+    medians differs from 1 by more than the two relative spreads together."""
+    ratio = base.median_ms / current.median_ms if current.median_ms > 0 else math.inf
+    margin = base.spread + current.spread
+    if ratio > 1 + margin:
+        return "faster"
+    if ratio < 1 / (1 + margin):
+        return "slower"
+    return "within noise"
 
 
 def arch_signature(model: nn.Module) -> str:
@@ -113,6 +138,42 @@ def measure_latency(model: nn.Module, example: torch.Tensor, batch_size: int = 6
                    threads=torch.get_num_threads(), device=str(dev), runs=len(m.times))
 
 
+def measure_latency_pair(base: nn.Module, model: nn.Module, example: torch.Tensor, batch_size: int = 64,
+                         min_run_time: float = 0.3, rounds: int = 6) -> tuple[Latency, Latency]:
+    """Latency of ``base`` and ``model`` timed back to back, interleaved over ``rounds``
+    (base, model, model, base, ...), so both see the same load of a busy machine.
+
+    Returns:
+        ``(base latency, model latency)``, each from all of its runs.
+    """
+    from torch.utils import benchmark
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PrunescopeError(f"latency batch_size must be an integer >= 1, got {batch_size!r}")
+    reps = math.ceil(batch_size / example.shape[0])
+    x = example.repeat((reps,) + (1,) * (example.dim() - 1))[:batch_size].contiguous()
+    dev = x.device
+    times: dict[int, list[float]] = {0: [], 1: []}
+    with torch.inference_mode():
+        for m in (base, model):
+            for _ in range(3):
+                m(x)
+        synchronize(dev)
+        for r in range(rounds):
+            for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+                m = (base, model)[k]
+                t = benchmark.Timer(stmt="model(x)", globals={"model": m, "x": x},
+                                    num_threads=torch.get_num_threads())
+                times[k].extend(t.blocked_autorange(min_run_time=min_run_time / rounds).times)
+
+    def summary(ts: list[float]) -> Latency:
+        q = torch.tensor(ts, dtype=torch.float64).quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+        return Latency(median_ms=float(q[1]) * 1e3, iqr_ms=float(q[2] - q[0]) * 1e3, batch_size=batch_size,
+                       threads=torch.get_num_threads(), device=str(dev), runs=len(ts))
+
+    return summary(times[0]), summary(times[1])
+
+
 def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     """MACs of one example per module path (leaf modules that compute), from FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -129,5 +190,5 @@ def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     return out
 
 
-__all__ = ["Latency", "arch_signature", "nonzero_counts", "count_macs", "state_dict_bytes", "measure_latency",
+__all__ = ["Latency", "NOISY_SPREAD", "speed_verdict", "measure_latency_pair", "arch_signature", "nonzero_counts", "count_macs", "state_dict_bytes", "measure_latency",
            "layer_macs"]

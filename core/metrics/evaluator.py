@@ -13,7 +13,8 @@ from torch import nn
 
 from core.data import EvalSet
 
-from .cost import Latency, arch_signature, count_macs, measure_latency, nonzero_counts, state_dict_bytes
+from .cost import (Latency, arch_signature, count_macs, measure_latency, measure_latency_pair, nonzero_counts,
+                   state_dict_bytes)
 
 
 @dataclass
@@ -34,12 +35,14 @@ class Metrics:
     subset: str  # "quick" or "full"
     n: int  # examples evaluated
     shapes_changed: bool = False  # architecture differs from the base (structured / surgery)
+    base_latency: Latency | None = None  # the base timed with this model, interleaved (compare with this)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["latency_ms"] = self.latency.to_dict() if self.latency else None
-        del d["latency"]
+        d["base_latency_ms"] = self.base_latency.to_dict() if self.base_latency else None
+        del d["latency"], d["base_latency"]
         return d
 
 
@@ -85,6 +88,17 @@ class Evaluator:
         return self._cached(("lat", self.latency_batch), sig,
                             lambda: measure_latency(model, x, self.latency_batch, self.latency_time))
 
+    def latency_pair(self, model: nn.Module, sig: str | None = None) -> tuple[Latency, Latency]:
+        """(base, model) timed back to back and interleaved, at the same batch, threads and
+        device; an architecture equal to the base's is the base's own timing twice."""
+        sig = sig or arch_signature(model)
+        if sig == self.base_signature:
+            lat = self.latency(self.base, sig)
+            return lat, lat
+        x = self.evalset.quick()[0]
+        return self._cached(("latpair", self.latency_batch), sig, lambda: measure_latency_pair(
+            self.base, model, x, self.latency_batch, self.latency_time))
+
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, subset: str = "quick", *, latency: bool = True) -> Metrics:
         """All metrics of ``model`` on ``subset`` ("quick" or "full")."""
@@ -107,10 +121,10 @@ class Evaluator:
         example = x[:1]
         macs = self._cached("macs", sig, lambda: count_macs(model, example))
         size = self._cached("size", sig, lambda: state_dict_bytes(model))
-        lat = self.latency(model, sig) if latency else None
+        base_lat, lat = self.latency_pair(model, sig) if latency else (None, None)
         return Metrics(accuracy=float(correct.float().mean()), loss=loss, per_class_accuracy=per_class,
                        agreement=agreement, output_cosine=cos, params=params, nonzero_params=nz,
-                       sparsity=sparsity, macs=macs, size_bytes=size, latency=lat,
+                       sparsity=sparsity, macs=macs, size_bytes=size, latency=lat, base_latency=base_lat,
                        subset=subset, n=len(x), shapes_changed=sig != self.base_signature)
 
 
