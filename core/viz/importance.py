@@ -74,8 +74,11 @@ def criteria_grid_figure(grid, title: str | None = None) -> go.Figure:
     names = list(grid.columns)
     fig = go.Figure(go.Heatmap(z=z, x=list(range(z.shape[1] if z.ndim == 2 else 0)), y=names, zmin=0, zmax=1,
                                colorscale=[[0, KEPT], [0.5, KEPT], [0.5, PRUNED], [1, PRUNED]],
-                               showscale=False, xgap=1, ygap=1,
+                               showscale=False, xgap=1, ygap=1, showlegend=False,
                                hovertemplate="unit %{x}, %{y}: %{z}<extra>1 = pruned</extra>"))
+    for name, color in (("kept", KEPT), ("pruned", PRUNED)):  # a legend for the two colours
+        fig.add_scatter(x=[None], y=[None], mode="markers", name=name,
+                        marker=dict(color=color, symbol="square", size=12), hoverinfo="skip")
     fig.update_yaxes(autorange="reversed")
     return layout(fig, title, "unit", "", height=max(220, 28 * len(names) + 90))
 
