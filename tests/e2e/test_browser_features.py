@@ -48,9 +48,11 @@ def test_channel_granularity_makes_the_model_smaller_and_faster(page, app_url, t
     wait_idle(page, 120)
     assert wait_change(page, "Non-zero params", params0) != params0
     assert wait_change(page, "MACs / example", macs0) != macs0
-    # latency is measured anew on the smaller model: its delta against the base is shown
+    # latency is measured anew on the smaller model, with the base timed beside it: a delta
+    # when the difference is outside the noise of the two timings, else the page says so
     lat = page.locator('[data-testid="stMetric"]').filter(has_text="Latency").first.inner_text()
-    assert "base" in lat
+    assert "× base" in lat or page.get_by_text("no speed conclusion").count() > 0, lat
+    assert metric_value(page, "Latency ratio").endswith("×")
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "prune_channel.png"))
 
