@@ -21,22 +21,14 @@ from app import importance_ui  # criterion / granularity selectors, importance v
 
 # --- pure helpers (tested without a browser) ---------------------------------------
 
-def editable_step(ws: Workspace, granularity: str) -> tuple[int | None, Prune | None]:
-    """The plan's last step when it is a Prune of ``granularity`` (the step controls can edit)."""
+def active_step(ws: Workspace, granularity: str) -> tuple[int | None, Prune | None]:
+    """The step the controls edit: the plan's last step when it is a Prune of
+    ``granularity`` (else none, and moving a control adds one). Its criterion is kept equal
+    to the chosen one by :func:`follow_criterion`."""
     steps = ws.plan.steps
     if steps and isinstance(steps[-1], Prune) and steps[-1].granularity == granularity:
         return len(steps) - 1, steps[-1]
     return None, None
-
-
-def active_step(ws: Workspace, criterion: str, granularity: str,
-                target: str = "replace") -> tuple[int | None, Prune | None]:
-    """The step the controls edit: with ``target="replace"`` the plan's last Prune step of
-    this granularity (the page first switches it to ``criterion``: :func:`switch_criterion`);
-    with ``"add"`` none, so moving a control adds a new step on top."""
-    if target == "add":
-        return None, None
-    return editable_step(ws, granularity)
 
 
 def switch_criterion(ws: Workspace, index: int, step: Prune, criterion: str) -> None:
@@ -103,25 +95,18 @@ def _hists(_model, key: str):
 
 # --- UI -------------------------------------------------------------------------------
 
-def current_target(ws: Workspace, criterion: str, granularity: str) -> str:
-    """What the controls edit now: "replace" (the plan's last prune step of this
-    granularity) or "add" (no such step: moving a control adds one).
-
-    Picking another criterion while a step is edited switches that step to it at once, so
-    the slider, the histograms and the model always show the plan.
-    """
-    index, last = editable_step(ws, granularity)
-    if last is None:
-        return "add"
-    if last.criterion != criterion:
-        run_action(switch_criterion, ws, index, last, criterion, now=True)
-    return "replace"
+def follow_criterion(ws: Workspace, criterion: str, granularity: str) -> None:
+    """Picking another criterion while a step is edited switches that step to it at once,
+    so the slider, the histograms and the model always show the plan."""
+    index, step = active_step(ws, granularity)
+    if step is not None and step.criterion != criterion:
+        run_action(switch_criterion, ws, index, step, criterion, now=True)
 
 
 def target_ui(ws: Workspace, criterion: str, granularity: str) -> None:
     """Which step the controls edit, and the explicit way to prune further with a new step
     on top (drawn below the global control, so it never moves the control being dragged)."""
-    index, last = editable_step(ws, granularity)
+    index, last = active_step(ws, granularity)
     c1, c2 = st.columns([3, 1])
     if last is None:
         n = len(ws.plan.steps)
@@ -135,11 +120,11 @@ def target_ui(ws: Workspace, criterion: str, granularity: str) -> None:
                                                             sparsity=0.0, seed=last.seed)))
 
 
-def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str, target: str = "replace") -> None:
+def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str) -> None:
     """Put the edited step's values into the widgets when the plan or what the controls
-    edit changed (undo, another criterion, granularity or target)."""
+    edit changed (undo, another criterion or granularity)."""
     ss = st.session_state
-    key = (ws.name, ws.plan.key(), granularity, target)
+    key = (ws.name, ws.plan.key(), granularity)
     if ss.get("_prune_synced") == key:
         return
     ss["_prune_synced"] = key
@@ -156,13 +141,13 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
     """Global amount: a target sparsity, or a threshold in the criterion's unit (magnitude |w|
     for l1 weights, the only threshold mode with a fixed scale)."""
     ss = st.session_state
-    index, step = active_step(ws, criterion, granularity, current_target(ws, criterion, granularity))
+    index, step = active_step(ws, granularity)
     modes = ["sparsity", "threshold"] if (granularity == "weight" and criterion == "l1") else ["sparsity"]
     if ss.get("global_mode") not in modes:
         ss["global_mode"] = modes[0]
 
     def on_change():
-        idx, cur = active_step(ws, criterion, granularity, current_target(ws, criterion, granularity))
+        idx, cur = active_step(ws, granularity)
         layers = cur.layers if cur else ()
         if ss["global_mode"] == "sparsity":
             s = float(ss["global_sparsity"])
@@ -173,7 +158,7 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
             new = Prune(criterion=criterion, granularity=granularity, threshold=t, layers=layers,
                         seed=cur.seed if cur else 0) if (t > 0 or layers) else None
         run_action(commit, ws, idx, new, f"global_{ss['global_mode']}")
-        ss["_prune_synced"] = (ws.name, ws.plan.key(), granularity, "replace")
+        ss["_prune_synced"] = (ws.name, ws.plan.key(), granularity)
 
     c1, c2 = st.columns([1, 3])
     c1.radio("Set by", modes, key="global_mode", horizontal=True,
@@ -195,7 +180,7 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
                       report: StepReport | None) -> None:
     """Per-layer sparsity override for the selected layer, with a way to clear it."""
     ss = st.session_state
-    index, step = active_step(ws, criterion, granularity, current_target(ws, criterion, granularity))
+    index, step = active_step(ws, granularity)
     ov = step.override_for(layer) if step else None
     wkey = f"ov_{ws.name}_{layer}"
     if ss.get(f"{wkey}_plan") != ws.plan.key():
@@ -203,7 +188,7 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
         ss[wkey] = float(ov.sparsity) if ov and ov.sparsity is not None else 0.0
 
     def on_change():
-        idx, cur = active_step(ws, criterion, granularity, current_target(ws, criterion, granularity))
+        idx, cur = active_step(ws, granularity)
         v = float(ss[wkey])
         if cur is None:
             new = Prune(criterion=criterion, granularity=granularity, layers=(LayerOverride(layer, sparsity=v),))
@@ -213,7 +198,7 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
         ss[f"{wkey}_plan"] = ws.plan.key()
 
     def clear():
-        idx, cur = active_step(ws, criterion, granularity, current_target(ws, criterion, granularity))
+        idx, cur = active_step(ws, granularity)
         if cur is None:
             return
         rest = [o for o in cur.layers if o.layer != layer]
@@ -249,9 +234,9 @@ def prune_live_ui() -> None:
     show_flashes()
     ws = get_workspace()
     criterion, granularity = importance_ui.criterion_ui("prune")
-    target = current_target(ws, criterion, granularity)
-    index, step = active_step(ws, criterion, granularity, target)
-    _sync_widgets(ws, step, granularity, target)
+    follow_criterion(ws, criterion, granularity)
+    index, step = active_step(ws, granularity)
+    _sync_widgets(ws, step, granularity)
     before = index if index is not None else len(ws.plan.steps)
     src = ws.model_before(before)  # the model the active step prunes
     report = active_report(ws, index)

@@ -8,6 +8,7 @@ a generated test feeds every field of every registered step a bad value.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import Any
@@ -26,16 +27,18 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-class Constraint:
+class Constraint(abc.ABC):
     """What one field accepts. ``optional``: ``None`` is accepted too."""
 
     optional = False
 
-    def ok(self, value: Any) -> bool:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def ok(self, value: Any) -> bool:
+        """Whether a non-None ``value`` is accepted."""
 
-    def describe(self) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """What is accepted, for messages: "a finite number in [0, 1]"."""
 
     def bad_values(self) -> list:
         """Values this constraint rejects (for the generated test)."""

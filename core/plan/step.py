@@ -7,6 +7,7 @@ so prefix models can be cached; the report records what it decided.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import ClassVar
 
@@ -28,20 +29,20 @@ def list_steps() -> list[str]:
     return STEPS.names()
 
 
-class Step(Checked):
+class Step(Checked, abc.ABC):
     """Base of all plan steps. Subclasses are frozen dataclasses with ``op`` and
     ``constraints`` set, and implement :meth:`build`."""
 
     op: ClassVar[str] = ""
     trains: ClassVar[bool] = False  # True: the step trains (time and compute; replays it with care)
 
+    @abc.abstractmethod
     def build(self, model, ctx):
         """``(new model, StepReport)``; ``model`` is not changed.
 
         Raises:
             PrunescopeError: the step does not fit the model (``apply`` names the step).
         """
-        raise NotImplementedError(f"step kind {type(self).__name__} does not implement build()")
 
     def to_dict(self) -> dict:
         d = {"op": self.op}

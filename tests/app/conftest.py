@@ -33,3 +33,9 @@ def metric(at: AppTest, label: str) -> str:
 
 def workspace(at: AppTest):
     return at.session_state["workspaces"][at.session_state["model_name"]]
+
+
+def ok(at: AppTest) -> None:
+    """No exception and no error box on the page."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]

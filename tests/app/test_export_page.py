@@ -4,12 +4,7 @@ from pathlib import Path
 from core.io import EXPORTERS
 from core.plan import Plan
 from core.prune import Prune
-from tests.app.conftest import new_app, workspace
-
-
-def _ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+from tests.app.conftest import new_app, workspace, ok as _ok
 
 
 def _export_page(model: str, plan: Plan | None = None):

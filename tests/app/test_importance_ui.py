@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from core.prune import Prune
-from tests.app.conftest import metric, new_app, workspace
+from tests.app.conftest import metric, new_app, workspace, ok as _ok
 
 
 def _unit_table(at):
@@ -21,11 +21,6 @@ def _array(v) -> np.ndarray:
         a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
         return a.reshape([int(n) for n in str(v.get("shape", len(a))).split(",")])
     return np.asarray(v)
-
-
-def _ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def test_selectors_come_from_the_registry_and_show_the_description():

@@ -3,16 +3,11 @@ for another address."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from app.launch import exposure_warning, is_loopback, streamlit_command
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.launch import free_port, start_app, wait_healthy
 
 
 def test_the_command_binds_loopback_and_carries_every_setting():
@@ -45,21 +40,10 @@ def _listening(port: int) -> list[str]:
 
 
 def test_the_app_started_from_another_folder_listens_on_loopback_only(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "app.launch", "app", "--port", str(port)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    port = free_port()
+    proc = start_app(port, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
+        assert wait_healthy(port, proc, 60)
         addrs = _listening(port)
         assert addrs and all(a == "0100007F" for a in addrs), addrs  # 127.0.0.1 only, never 0.0.0.0
     finally:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from core.prune import Prune
-from tests.app.conftest import new_app, workspace
+from tests.app.conftest import new_app, workspace, ok as _ok
 
 DOWN, UP = 0, 1  # MetricDirection
 RED, GREEN, GRAY = 0, 1, 2  # MetricColor
@@ -17,11 +17,6 @@ RED, GREEN, GRAY = 0, 1, 2  # MetricColor
 def _metric(at, label):
     (m,) = [m for m in at.metric if m.label == label]
     return m
-
-
-def _ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def test_a_decrease_points_down_and_its_colour_says_better_or_worse():

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from core.surgery import Cut, Heal, Paste
-from tests.app.conftest import metric, new_app, workspace
+from tests.app.conftest import metric, new_app, workspace, ok as _ok
 
 PAGE = "views/surgery.py"
 
@@ -16,11 +16,6 @@ def surgery(model: str):
     at.switch_page(PAGE).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def _ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def test_cut_a_block_changes_the_metrics_and_undo_restores_them():

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.launch import free_port, start_app, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -35,37 +34,19 @@ def _missing(reason: str):
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     """Start the app with the launcher (`prunescope app`, as `make run` does) from a folder
     other than the repository, on a free port; yield its URL; stop it afterwards."""
-    port = _free_port()
+    port = free_port()
     folder = tmp_path_factory.mktemp("server")
     log = folder / "streamlit.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "app.launch", "app", "--port", str(port)],
-                                cwd=folder, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited early:\n{log.read_text()[-3000:]}")
-    else:
+        proc = start_app(port, folder, stdout=fh, stderr=subprocess.STDOUT)
+    if not wait_healthy(port, proc, 90):
         proc.terminate()
-        pytest.fail(f"streamlit did not become healthy in 90 s:\n{log.read_text()[-3000:]}")
+        pytest.fail(f"the app did not become healthy in 90 s:\n{log.read_text()[-3000:]}")
+    url = f"http://127.0.0.1:{port}"
     yield url
     proc.terminate()
     try:
