@@ -6,6 +6,7 @@ from typing import Callable
 
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from core import formatting as fmt
 from core.errors import PrunescopeError
@@ -14,7 +15,7 @@ from core.metrics.cost import speed_verdict
 from core.viz.figures import per_class_figure
 from core.workspace import Workspace
 
-from .state import flash, get_workspace, message_ui, model_names
+from .state import flash, get_workspace, message_ui, model_names, requeue_shown_flashes
 
 
 def error_message(exc: BaseException) -> tuple[str, str | None]:
@@ -59,8 +60,10 @@ def model_picker_ui(where=st.sidebar) -> str:
                            help="Demo models trained on scikit-learn's digits; the registry lists them all.")
 
 
-def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
-    """The live metrics with deltas against the base model."""
+def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics):
+    """The live metrics with deltas against the base model. Returns the latency's place
+    while latency is not timed yet (give it to :func:`latency_ui` at the end of the page)."""
+    slot = None
     c = st.columns(4)
     c[0].metric("Accuracy", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
                 help=f"Top-1 on the {m.subset} eval subset ({m.n} examples).")
@@ -92,7 +95,8 @@ def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
                                                f"{fmt.ms(blat.median_ms, blat.iqr_ms)}" if m.base_latency and
                                                m.shapes_changed else "") + "." + note)
     else:
-        c[3].metric("Latency", "–")
+        slot = c[3].empty()  # filled by latency_ui once the rest of the page is drawn
+        slot.metric("Latency", "timing…", help="Timed after the page is drawn, interleaved with the base.")
         verdict = None
     notes = [f"{len(ws.plan.steps)} step(s) in the plan; figures on the {m.subset} subset ({m.n} examples), "
              "deltas against the base model"]
@@ -107,6 +111,7 @@ def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
     elif lat is not None and lat.noisy:
         notes.append(f"latency is noisy (IQR {fmt.pct(lat.spread, 0)} of the median)")
     st.caption(" · ".join(notes) + ".")
+    return slot
 
 
 def per_class_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
@@ -152,12 +157,40 @@ def full_eval_ui(ws: Workspace, key: str) -> None:
 
 
 def current_metrics(ws: Workspace) -> tuple[Metrics, Metrics]:
-    """(current, base) quick metrics, measuring latency on new architectures with a spinner."""
-    with st.spinner("Measuring…"):
-        base = ws.base_metrics("quick")
-        m = ws.metrics("quick")
+    """(current, base) quick metrics; latency is timed after the page is drawn
+    (:func:`latency_ui`), so a page is usable before that."""
+    with st.spinner(f"Evaluating on the quick subset ({len(ws.evalset.quick_index)} examples)…"):
+        base = ws.base_metrics("quick", latency=False)
+        m = ws.metrics("quick", latency=False)
     return m, base
 
 
+def latency_ui(ws: Workspace, slot, *, scope: str = "app") -> None:
+    """Time the current model's latency interleaved with the base, with a progress bar in
+    ``slot`` (the panel's latency place), then redraw with the figure. Any widget touched
+    meanwhile interrupts the timing (each progress update yields to Streamlit)."""
+    if slot is None:
+        return
+    m = ws.metrics("quick", latency=False)
+    if m.latency is not None:
+        return
+    batch = ws.evaluator.latency_batch
+    bar = slot.progress(0.0, text="Latency: starting…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(1, total), text=f"Latency: round {done} of {total} (base and current "
+                                                  f"interleaved, batch {batch})")
+
+    got = run_action(ws.metrics, "quick", latency=True, progress=progress, now=True)
+    if got is not None and got.latency is not None:
+        requeue_shown_flashes()
+        if scope == "fragment":
+            try:  # only a fragment's own rerun can rerun just the fragment
+                st.rerun(scope="fragment")
+            except StreamlitAPIException:
+                pass
+        st.rerun()
+
+
 __all__ = ["run_action", "model_picker_ui", "metrics_panel_ui", "per_class_ui", "plan_ui", "full_eval_ui",
-           "current_metrics", "get_workspace", "error_message"]
+           "current_metrics", "latency_ui", "get_workspace", "error_message"]

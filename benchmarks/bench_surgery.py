@@ -50,8 +50,71 @@ def drop_one_sharing(name: str = "digits_resnet") -> dict:
                speedup >= 1.2, f"shared {t_shared * 1e3:.0f} ms, separate {t_sep * 1e3:.0f} ms, {len(blocks)} blocks")
 
 
+def page_costs(name: str = "digits_resnet") -> list[dict]:
+    """What the Surgery page computes before it is drawn, in quick-set forwards of the
+    current model: opening it (blocks of the current model and the base, metrics already
+    known from the page before), a cut and a paste from a donor (the step's build,
+    least-squares fit included, and the quick-subset evaluation). Latency is timed after
+    the page is drawn, with its own progress bar; its cost is reported beside. The guides
+    are computed on request, with a progress bar; their cost is reported too."""
+    import time
+
+    from core.surgery import Paste, list_blocks
+    from core.surgery.guides import cached_guides, compute_guides
+    from core.workspace import Workspace
+
+    ws = Workspace(name)
+    ws.metrics("quick", latency=True)  # the page the person came from measured these
+    x_quick = ws.evalset.quick()[0]
+    with torch.inference_mode():
+        t_fwd = timeit(lambda: ws.model(x_quick), repeat=3)
+    cont = default_container(ws.model, name)
+    x_cal = ws.ctx.calibration(0)[0]
+
+    def open_page():
+        list_blocks(ws.model, x_cal, cont, name)
+        list_blocks(ws.base, x_cal, cont, name)
+        ws.base_metrics("quick", latency=False)
+        ws.metrics("quick", latency=False)
+        cached_guides(ws, cont)
+
+    t_open = timeit(open_page, repeat=3)
+    blocks = block_names(ws.base, cont)
+    base_plan = ws.plan
+
+    def edit(step) -> tuple[float, float]:
+        ws.set_plan(base_plan)
+        t0 = time.perf_counter()
+        ws.set_plan(base_plan.then(step))
+        ws.metrics("quick", latency=False)
+        t_edit = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ws.metrics("quick", latency=True)
+        return t_edit, time.perf_counter() - t0
+
+    t_cut, lat_cut = edit(Cut((blocks[1],), bridge="lstsq"))
+    t_paste, lat_paste = edit(Paste(block=blocks[1], source="digits_resnet", at=2, adapter="lstsq"))
+    ws.set_plan(base_plan)
+    t0 = time.perf_counter()
+    compute_guides(ws, cont)
+    t_guides = time.perf_counter() - t0
+    fwd = f"one quick-set forward ({len(x_quick)} examples) {t_fwd * 1e3:.0f} ms"
+    return [
+        row(f"surgery page open / quick forward ({name})", round(t_open / t_fwd, 2), "x", "<= 2",
+            t_open <= 2 * t_fwd, f"open {t_open * 1e3:.0f} ms; {fwd}"),
+        row(f"surgery cut (lstsq) / quick forward ({name})", round(t_cut / t_fwd, 2), "x", "<= 3",
+            t_cut <= 3 * t_fwd, f"cut + evaluation {t_cut * 1e3:.0f} ms; then latency timing "
+                                f"{lat_cut * 1e3:.0f} ms ({lat_cut / t_fwd:.1f}x, after the page is drawn); {fwd}"),
+        row(f"surgery paste from donor / quick forward ({name})", round(t_paste / t_fwd, 2), "x", "<= 3",
+            t_paste <= 3 * t_fwd, f"paste + evaluation {t_paste * 1e3:.0f} ms; then latency timing "
+                                  f"{lat_paste * 1e3:.0f} ms ({lat_paste / t_fwd:.1f}x); {fwd}"),
+        row(f"surgery guides, on request / quick forward ({name})", round(t_guides / t_fwd, 2), "x", "report",
+            True, f"{len(blocks)} blocks, {t_guides:.1f} s with a progress bar; {fwd}"),
+    ]
+
+
 def run() -> list[dict]:
-    return [cut_cost(), drop_one_sharing()]
+    return [cut_cost(), drop_one_sharing(), *page_costs()]
 
 
 if __name__ == "__main__":

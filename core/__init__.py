@@ -4,27 +4,27 @@ The notebook API in one import::
 
     from core import Workspace, Plan, Prune, Cut, Paste, apply, export_model, load
 
-Importing ``core`` registers every step kind (``prune``, ``cut``, ``paste``,
-``compose``, ``heal``), so any recipe can be read.
+``import core`` itself is cheap (no torch): the names below load from ``core.api`` on
+first use, so the command line starts fast. Every step kind (``prune``, ``cut``,
+``paste``, ``compose``, ``heal``) is registered before the first recipe is read,
+whatever was imported first.
 """
 from .errors import FileError, ModelError, PlanError, PrunescopeError, StepError, UnknownNameError
-from .models import ModelSpec, build_model, list_models, load_base, register_factory, register_model
-from .plan import ApplyContext, Plan, PlanCache, StepReport, apply, apply_with_reports
-from .prune import LayerOverride, Prune
-from .surgery import Compose, Cut, Heal, Paste, Segment
-from .workspace import Workspace
-
-
-def __getattr__(name):  # export pulls in onnx and friends: load it on first use
-    if name in ("export_model", "export_all", "load", "state_dict_hash", "list_exporters"):
-        from . import io
-
-        return getattr(io, name)
-    raise AttributeError(f"module 'core' has no attribute {name!r}")
-
 
 __all__ = ["ApplyContext", "PlanCache", "PlanError", "apply", "apply_with_reports", "StepReport", "ModelSpec",
            "build_model", "list_models", "load_base", "register_factory", "register_model", "LayerOverride", "Plan",
            "Prune", "Workspace", "Cut", "Paste", "Compose", "Segment", "Heal", "export_model", "export_all", "load",
            "state_dict_hash", "list_exporters", "PrunescopeError", "StepError", "FileError", "ModelError",
            "UnknownNameError"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'core' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

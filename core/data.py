@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:  # annotations only
+    import torch
 
+# torch is imported where it is used: registering and listing datasets stays cheap.
 from .errors import PrunescopeError
 from .registry import Registry
 
@@ -61,6 +63,8 @@ def stratified_subset(y: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor
 
     Deterministic for a given ``y``, ``size`` and ``seed``; sorted ascending.
     """
+    import torch
+
     n = len(y)
     if size >= n:
         return torch.arange(n)
@@ -96,6 +100,8 @@ class EvalSet:
     def from_splits(
         cls, splits: DataSplits, device: torch.device | str = "cpu", quick_size: int = 256, seed: int = 0
     ) -> "EvalSet":
+        import torch
+
         device = torch.device(device)
         idx = stratified_subset(splits.y_test, quick_size, seed)
         return cls(
@@ -134,6 +140,8 @@ class EvalSet:
         return len(self.classes)
 
     def to(self, device: torch.device | str) -> "EvalSet":
+        import torch
+
         device = torch.device(device)
         return EvalSet(self.name, self.x.to(device), self.y.to(device), self.classes,
                        self.quick_index.to(device), device, self.kind)

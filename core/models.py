@@ -10,11 +10,14 @@ import copy
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # annotations only
+    import torch
+    from torch import nn
 
+# torch is imported inside the functions that need it: listing the registry
+# (`prunescope models`) must not pay for importing torch.
 from .errors import FileError, ModelError, PrunescopeError, UnknownNameError, echo, first_line
 from .registry import Registry, import_object
 
@@ -108,6 +111,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     Raises:
         FileError: missing file or unsupported content.
     """
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise FileError(f"weights file {str(path)!r} does not exist")
@@ -138,6 +143,8 @@ def build_model(spec: ModelSpec | str, *, load_weights: bool = True) -> nn.Modul
     Raises:
         FileError: the weights do not fit the architecture.
     """
+    from torch import nn
+
     spec = get_spec(spec)
     try:
         model = spec.factory()
@@ -156,6 +163,17 @@ def build_model(spec: ModelSpec | str, *, load_weights: bool = True) -> nn.Modul
                             f"{load_error_summary(exc)}") from None
     model.eval()
     return model
+
+
+def param_count(spec: ModelSpec | str) -> int:
+    """The model's parameter count: the entry's recorded ``extra["params"]`` when it has
+    one (the demos record theirs when trained; a test checks it), else counted on a
+    model built with random weights."""
+    spec = get_spec(spec)
+    known = spec.extra.get("params")
+    if isinstance(known, int) and not isinstance(known, bool) and known >= 0:
+        return known
+    return sum(p.numel() for p in build_model(spec, load_weights=False).parameters())
 
 
 def load_error_summary(exc: BaseException, limit: int = 400) -> str:
@@ -177,6 +195,8 @@ def load_base(name: str, device: torch.device | str = "cpu") -> nn.Module:
     The returned module is shared: never modify it (``core.apply`` copies it; a
     ``Workspace`` hands out its own copy for an empty plan).
     """
+    import torch
+
     key = (get_spec(name).name, str(torch.device(device)))
     model = _BASES.get(key)
     if model is None:

@@ -55,11 +55,20 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the registry holds, used in error messages ("model", "criterion").
+        builtins: called once before the first lookup, to import the modules that
+            register the built-in entries (so a lookup never depends on import order).
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, builtins: Callable[[], None] | None = None):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._builtins = builtins
+
+    def _ready(self) -> None:
+        load_plugins()
+        if self._builtins is not None:
+            fn, self._builtins = self._builtins, None
+            fn()
 
     def register(self, name: str | None = None, obj: T | None = None, *, overwrite: bool = False):
         """Register ``obj`` under ``name``; without ``obj`` return a decorator.
@@ -86,7 +95,7 @@ class Registry(Generic[T]):
         if not isinstance(name_or_obj, str):
             return name_or_obj
         if name_or_obj not in self._items:
-            load_plugins()
+            self._ready()
         try:
             return self._items[name_or_obj]
         except KeyError:
@@ -97,19 +106,19 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """All registered names, in registration order."""
-        load_plugins()
+        self._ready()
         return list(self._items)
 
     def items(self) -> Iterator[tuple[str, T]]:
-        load_plugins()
+        self._ready()
         return iter(list(self._items.items()))
 
     def __contains__(self, name: object) -> bool:
-        load_plugins()
+        self._ready()
         return name in self._items
 
     def __len__(self) -> int:
-        load_plugins()
+        self._ready()
         return len(self._items)
 
 

@@ -7,6 +7,8 @@ base: each plan is applied to a copy.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -222,13 +224,26 @@ class Workspace:
         # latency is part of the figures: a new batch size is a new measurement
         return (plan.key(), subset, self.evaluator.latency_batch)
 
-    def metrics(self, subset: str = "quick", *, latency: bool = True) -> Metrics:
-        """Metrics of the current plan's model (cached per plan, subset and latency batch; logged)."""
+    def metrics(self, subset: str = "quick", *, latency: bool = True,
+                progress: Callable[[int, int], None] | None = None) -> Metrics:
+        """Metrics of the current plan's model (cached per plan, subset and latency batch; logged).
+
+        Metrics cached without latency get only the latency added (timed interleaved with
+        the base; ``progress(done, total)`` follows its rounds).
+        """
         key = self._metrics_key(self.plan, subset)
         m = self._metrics.get(key)
-        if m is None or (latency and m.latency is None):
-            m = self.evaluator.evaluate(self._current(), subset, latency=latency)
+        if m is None:
+            m = self.evaluator.evaluate(self._current(), subset, latency=False)
             self._metrics[key] = m
+        if latency and m.latency is None:
+            base_lat, lat = self.evaluator.latency_pair(self._current(), progress=progress)
+            old, m = m, dataclasses.replace(m, latency=lat, base_latency=base_lat)
+            self._metrics[key] = m
+            for i, e in enumerate(self.log):  # the same evaluation, now with its latency: one entry
+                if e.metrics is old:
+                    self.log[i] = dataclasses.replace(e, metrics=m)
+                    self._logged[key] = m
         if self._logged.get(key) is not m:
             self._logged[key] = m
             self.log.append(LogEntry(time.time(), self.plan, m))
@@ -237,9 +252,12 @@ class Workspace:
     def base_metrics(self, subset: str = "quick", *, latency: bool = True) -> Metrics:
         key = self._metrics_key(Plan(self.spec.name), subset)
         m = self._metrics.get(key)
-        if m is None or (latency and m.latency is None):
+        if m is None:
             m = self.evaluator.evaluate(self.base, subset, latency=latency)
-            self._metrics[key] = m
+        elif latency and m.latency is None:
+            lat = self.evaluator.latency(self.base)
+            m = dataclasses.replace(m, latency=lat, base_latency=lat)
+        self._metrics[key] = m
         return m
 
     def evaluate_plan(self, plan: Plan, subset: str = "quick", *, latency: bool = True) -> Metrics:

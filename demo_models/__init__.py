@@ -9,9 +9,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.data import register_dataset
 from core.models import ModelSpec, register_model
 
-from . import data, nets  # noqa: F401  (data registers the datasets)
+# Nothing here imports torch: `prunescope models` lists the demos from the facts below
+# without building them. The architectures (nets) and data (data) load on first use.
+
+
+@register_dataset("digits")
+def _digits():
+    from .data import digits
+
+    return digits()
+
+
+@register_dataset("digits32")
+def _digits32():
+    from .data import digits32
+
+    return digits32()
+
+
+def _factory(name: str):
+    """A zero-argument factory that imports ``nets`` when first called."""
+
+    def build():
+        from . import nets
+
+        return {"digits_mlp": nets.digits_mlp, "digits_cnn": nets.digits_cnn,
+                "digits_resnet": nets.digits_resnet, "digits_vit": nets.digits_vit}[name]()
+
+    build.__name__ = build.__qualname__ = name
+    return build
+
 
 try:
     from ._results import RESULTS as _RESULTS
@@ -24,13 +54,13 @@ CARDS_DIR = HERE / "cards"
 
 _SPECS = [
     # name, factory, input shape, dataset, block container, description
-    ("digits_mlp", nets.digits_mlp, (1, 8, 8), "digits", "layers",
+    ("digits_mlp", _factory("digits_mlp"), (1, 8, 8), "digits", "layers",
      "MLP 64-256-128-10 on 8x8 digits"),
-    ("digits_cnn", nets.digits_cnn, (1, 8, 8), "digits", "features",
+    ("digits_cnn", _factory("digits_cnn"), (1, 8, 8), "digits", "features",
      "3 conv-BN-ReLU blocks (32/64/64) on 8x8 digits"),
-    ("digits_resnet", nets.digits_resnet, (1, 32, 32), "digits32", "layers",
+    ("digits_resnet", _factory("digits_resnet"), (1, 32, 32), "digits32", "layers",
      "ResNet, 4 BasicBlocks (32@32x32, 64@16x16) on 32x32 digits"),
-    ("digits_vit", nets.digits_vit, (1, 8, 8), "digits", "blocks",
+    ("digits_vit", _factory("digits_vit"), (1, 8, 8), "digits", "blocks",
      "ViT, 2x2 patches, width 64, 4 blocks x 4 heads on 8x8 digits"),
 ]
 
@@ -55,4 +85,4 @@ for _name, _factory, _shape, _ds, _container, _desc in _SPECS:
     # overwrite: re-importing (e.g. importlib.reload) replaces our own entries
     register_model(_spec, overwrite=True)
 
-__all__ = ["DEMO_MODELS", "data", "nets"]
+__all__ = ["DEMO_MODELS"]

@@ -1,7 +1,7 @@
 """The scikit-learn digits dataset (8x8 grey images of handwritten digits, 1797 examples).
 
 Data come only from the copy bundled with scikit-learn (``sklearn.datasets.load_digits``),
-so nothing is downloaded. Two registered datasets share one split:
+so nothing is downloaded. Two datasets (registered by ``demo_models/__init__.py``) share one split:
 
 * ``"digits"``: images as float32 ``(N, 1, 8, 8)``.
 * ``"digits32"``: the same images bilinearly upsampled to ``(N, 1, 32, 32)``
@@ -21,7 +21,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from core.data import DataSplits, register_dataset
+from core.data import DataSplits
 
 MEAN = 0.5  # normalisation constants applied after scaling to [0, 1]
 STD = 0.5
@@ -52,7 +52,6 @@ def upsample32(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).contiguous()
 
 
-@register_dataset("digits")
 def digits() -> DataSplits:
     x_tr, y_tr, x_te, y_te = _digits_arrays()
     return DataSplits(
@@ -62,7 +61,6 @@ def digits() -> DataSplits:
     )
 
 
-@register_dataset("digits32")
 def digits32() -> DataSplits:
     x_tr, y_tr, x_te, y_te = _digits_arrays()
     return DataSplits(

@@ -124,7 +124,18 @@ def page() -> None:
         counts = np.bincount(ev.y.cpu().numpy(), minlength=ev.num_classes)
         st.dataframe(pd.DataFrame([counts], columns=ev.classes, index=["examples"]), width="stretch")
     with tab_graph:
-        netron_ui(ws.base, key="model_graph", label="View base model graph", example=ws.evalset.x[:1])
+        n = len(ws.plan.steps)
+        st.caption(f"The current model is the plan's ({n} step(s)); the base is the model as loaded. "
+                   "A graph shows the model as it was when you clicked; it hides when the plan changes.")
+        cur, base = st.columns(2)
+        with cur:
+            netron_ui(ws.model, key="model_graph_current", label="View current model graph",
+                      example=ws.evalset.x[:1], identity=f"plan:{ws.name}:{ws.plan.key()}",
+                      help="The graph of the model after this plan's steps (removed units and cut blocks "
+                           "are gone from it).")
+        with base:
+            netron_ui(ws.base, key="model_graph", label="View base model graph", example=ws.evalset.x[:1],
+                      identity=f"base:{ws.name}")
 
 
 page()

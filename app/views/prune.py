@@ -12,7 +12,7 @@ from core.viz.figures import overview_figure, weight_histogram_figure
 from core.viz.histograms import weight_histograms
 from core.workspace import Workspace
 
-from app.components import (current_metrics, full_eval_ui, metrics_panel_ui, per_class_ui, plan_ui,
+from app.components import (current_metrics, full_eval_ui, latency_ui, metrics_panel_ui, per_class_ui, plan_ui,
                             run_action)
 from app.state import get_workspace, show_flashes
 
@@ -122,10 +122,11 @@ def target_ui(ws: Workspace, criterion: str, granularity: str) -> None:
 
 def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str) -> None:
     """Put the edited step's values into the widgets when the plan or what the controls
-    edit changed (undo, another criterion or granularity)."""
+    edit changed (undo, another criterion or granularity), or when Streamlit dropped the
+    widgets' values (it does for widgets of a page the person left)."""
     ss = st.session_state
     key = (ws.name, ws.plan.key(), granularity)
-    if ss.get("_prune_synced") == key:
+    if ss.get("_prune_synced") == key and "global_sparsity" in ss and "global_mode" in ss:
         return
     ss["_prune_synced"] = key
     if step is not None and step.threshold is not None and granularity == "weight":
@@ -246,7 +247,7 @@ def prune_live_ui() -> None:
     target_ui(ws, criterion, granularity)
 
     m, base = current_metrics(ws)
-    metrics_panel_ui(ws, m, base)
+    latency_slot = metrics_panel_ui(ws, m, base)
 
     names, sp, params = layer_rows(ws)
     if report is not None:
@@ -293,6 +294,7 @@ def prune_live_ui() -> None:
     full_eval_ui(ws, "prune")
     with st.expander("Compare criteria on this layer"):
         importance_ui.compare_criteria_ui(ws, layer, granularity)
+    latency_ui(ws, latency_slot, scope="fragment")
 
 
 def page() -> None:

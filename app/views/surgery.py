@@ -13,13 +13,13 @@ import torch
 
 from core import formatting as fmt
 from core.viz.surgery import block_sequence_figure, cka_heatmap, drop_one_figure, heal_figure, influence_figure
-from core.surgery.guides import compute_guides, suggest_cut
+from core.surgery.guides import cached_guides, compute_guides, suggest_cut
 from core.models import list_models, load_base
 from core.surgery import (BRIDGES, HEAL_TRAIN, Cut, Heal, Paste, block_names, container_candidates, default_container, list_blocks)
 from core.errors import PrunescopeError
 from core.workspace import Workspace
 
-from app.components import current_metrics, metrics_panel_ui, plan_ui, run_action
+from app.components import current_metrics, latency_ui, metrics_panel_ui, plan_ui, run_action
 from app.state import flash, get_workspace, show_flashes
 
 CLIP = "surgery_clipboard"  # session key: list of {"source": "self" | model name, "block": path}
@@ -216,6 +216,24 @@ def clipboard_ui() -> None:
     st.button("Clear clipboard", key="surgery_clear_clip", on_click=lambda: st.session_state.__setitem__(CLIP, []))
 
 
+def guides_button_ui(ws: Workspace, container: str, n_blocks: int):
+    """Guides on request (they cost a cut and an evaluation per block), with a progress bar;
+    kept for this plan once computed. Returns them, or None before the click."""
+    st.markdown("**Guides**: influence, similarity (CKA) and drop-one accuracy of each block.")
+    if not st.button(f"Compute guides ({n_blocks} blocks)", key="surgery_guides_btn", icon=":material/insights:",
+                     help="One calibration pass, then for each block a cut and a quick-subset evaluation. "
+                          "Kept for this plan."):
+        return None
+    bar = st.progress(0.0, text="Guides: starting…")
+
+    def progress(done: int, total: int, what: str) -> None:
+        bar.progress(done / max(1, total), text=f"Guides: {done} of {total} · {what}")
+
+    guides = run_action(compute_guides, ws, container, progress=progress)
+    bar.empty()
+    return guides
+
+
 def guides_ui(ws: Workspace, container: str, guides) -> None:
     if guides is None:
         return
@@ -287,15 +305,9 @@ def surgery_live_ui() -> None:
     names = [b["name"] for b in blocks]
     if not names:
         st.warning(f"Container {container or '(the model itself)'!r} has no blocks in the current model.")
-    show_guides = st.toggle("Guides", value=True, key="surgery_guides",
-                            help="Influence, similarity (CKA) and drop-one accuracy; computed once per plan.")
-    guides = None
-    if show_guides and names:
-        with st.spinner("Computing guides (once per plan)…"):
-            guides = run_action(compute_guides, ws, container)
-
     m, base = current_metrics(ws)
-    metrics_panel_ui(ws, m, base)
+    latency_slot = metrics_panel_ui(ws, m, base)
+    guides = run_action(cached_guides, ws, container) if names else None
 
     left, right = st.columns([3, 2])
     with left:
@@ -307,11 +319,14 @@ def surgery_live_ui() -> None:
         before = blocks_of(ws, container, "base")
         st.plotly_chart(block_sequence_figure(before, blocks), width="stretch", key="surgery_sequence")
     with right:
+        if guides is None and names:
+            guides = guides_button_ui(ws, container, len(names))
         guides_ui(ws, container, guides)
     with st.expander("Heal (train adapters briefly)"):
         heal_ui(ws)
     with st.expander("Plan", expanded=True):
         plan_ui(ws, "surgery")
+    latency_ui(ws, latency_slot, scope="fragment")
 
 
 def page() -> None:

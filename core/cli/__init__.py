@@ -12,6 +12,7 @@ hold them.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import traceback
 
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     fn = COMMANDS.get(args.command)
+    # torch's CUDA builds log "No CUDA runtime is found, using CUDA_HOME=..." on a machine
+    # without a GPU; it says nothing about the command's result, so the CLI stays quiet.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         out = fn(args)
     except PrunescopeError as exc:

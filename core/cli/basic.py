@@ -10,13 +10,12 @@ def _models_args(p):
 
 @command("models", "list registered models", _models_args)
 def cmd_models(args):
-    from core.models import build_model, get_spec, list_models
+    from core.models import get_spec, list_models, param_count
 
     rows = []
     for name in list_models():
         spec = get_spec(name)
-        m = build_model(spec, load_weights=False)
-        rows.append({"name": name, "params": sum(p.numel() for p in m.parameters()), "task": spec.task,
+        rows.append({"name": name, "params": param_count(spec), "task": spec.task,
                      "dataset": spec.dataset, "input_shape": list(spec.input_shape),
                      "description": spec.description,
                      **({"test_accuracy": spec.extra["test_accuracy"]} if "test_accuracy" in spec.extra else {})})

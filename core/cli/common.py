@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Sequence
 from typing import Callable
 
 from core.errors import PrunescopeError
@@ -26,6 +27,25 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
     return deco
 
 
+class LazyChoices(Sequence):
+    """argparse ``choices`` computed on first use (``--help`` of another command, or the
+    top-level ``--help``, never loads them: listing export formats imports torch)."""
+
+    def __init__(self, names: Callable[[], list[str]]):
+        self._fn, self._names = names, None
+
+    def _get(self) -> list[str]:
+        if self._names is None:
+            self._names = list(self._fn())
+        return self._names
+
+    def __getitem__(self, i):
+        return self._get()[i]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
 def _clean(obj):
     """JSON-safe: inf/nan become strings."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -37,19 +57,60 @@ def _clean(obj):
     return obj
 
 
+def _cell(v) -> str:
+    """One value as a person reads it: floats to 4 significant digits, shapes as 1x8x8."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    if isinstance(v, (list, tuple, dict)) and not v:
+        return "(none)"
+    if isinstance(v, (list, tuple)):
+        if v and all(isinstance(x, int) and not isinstance(x, bool) for x in v) and len(v) <= 6:
+            return "x".join(map(str, v))
+        if len(v) > 12 or any(isinstance(x, (list, dict)) for x in v):
+            return f"[{len(v)} items; --json for all]"
+        return ", ".join(_cell(x) for x in v)
+    if isinstance(v, dict):
+        return f"{{{len(v)} fields; --json for all}}"
+    text = str(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def format_table(rows: list[dict]) -> str:
+    """Rows of dicts as aligned columns (the union of their keys, in first-seen order)."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [[_cell(r.get(c, "")) if c in r else "" for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    numeric = [all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
+                   for r in rows if c in r) for c in cols]
+    fmt = lambda vals: "  ".join(v.rjust(w) if n else v.ljust(w)  # noqa: E731
+                                 for v, w, n in zip(vals, widths, numeric)).rstrip()
+    return "\n".join([fmt(cols), fmt(["-" * w for w in widths])] + [fmt(row) for row in cells])
+
+
+def format_fields(obj: dict, indent: int = 0) -> str:
+    """A dict as ``key: value`` lines; nested dicts indented one level."""
+    pad = " " * indent
+    w = max((len(str(k)) for k in obj), default=0)
+    lines = []
+    for k, v in obj.items():
+        if isinstance(v, dict) and indent == 0 and v:
+            lines.append(f"{pad}{str(k):<{w}}:")
+            lines.append(format_fields(v, indent + 2))
+        else:
+            lines.append(f"{pad}{str(k):<{w}}: {_cell(v)}")
+    return "\n".join(lines)
+
+
 def print_result(obj, as_json: bool) -> None:
-    """Print a command's result: JSON, or a short readable table."""
+    """Print a command's result: JSON, or a readable table (rounded numbers)."""
     if as_json:
         print(json.dumps(_clean(obj), indent=2))
-        return
-    if isinstance(obj, list):
-        for row in obj:
-            print("  ".join(f"{k}={v}" for k, v in row.items() if not isinstance(v, (list, dict))))
+    elif isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
+        print(format_table(obj) if obj else "(none)")
     elif isinstance(obj, dict):
-        for k, v in obj.items():
-            if isinstance(v, list) and len(v) > 12:
-                v = f"[{len(v)} items]"
-            print(f"{k:>20}: {v}")
+        print(format_fields(obj))
     else:
         print(obj)
 
@@ -113,5 +174,5 @@ def save_plan_arg(plan, path: str | None) -> None:
         plan.save(path)
 
 
-__all__ = ["COMMANDS", "command", "UsageError", "print_result", "add_model_args", "load_plan_arg", "workspace_for",
+__all__ = ["COMMANDS", "command", "LazyChoices", "UsageError", "print_result", "add_model_args", "load_plan_arg", "workspace_for",
            "metrics_object", "parse_layer_overrides", "save_plan_arg"]

@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.errors import PlanError
-from core.plan import Plan
 
-from .common import UsageError, command, metrics_object, workspace_for
+from .common import LazyChoices, UsageError, command, metrics_object, workspace_for
 
 EXPORT_BATCH = 16  # eval examples used to trace and verify an export
 
@@ -32,13 +31,15 @@ def _format_names() -> list[str]:
     return list_exporters()
 
 
-def _replay(ws, path: str) -> Plan:
+def _replay(ws, path: str):
     """Load the recipe at ``path`` and make it the workspace's plan.
 
     Raises:
         UsageError: the recipe is for another model (none of its steps is run to say so),
             or one of its steps does not fit.
     """
+    from core.plan import Plan
+
     plan = Plan.load(path)
     if plan.model != ws.name:
         raise UsageError(f"recipe {path} was made for model {plan.model!r}, not {ws.name!r}; its "
@@ -71,7 +72,7 @@ def _check_out(out: str, plan_path: str | None) -> None:
                          "choose another output path")
 
 
-def _export(ws, plan: Plan, out: str, fmt: str | None, verify: bool) -> dict:
+def _export(ws, plan, out: str, fmt: str | None, verify: bool) -> dict:
     from core.io.export import export_model, state_dict_hash
 
     r = export_model(ws.model, plan, _format_for(out, fmt), out, _export_example(ws), verify=verify,
@@ -85,7 +86,8 @@ def _apply_args(p):
     p.add_argument("model", help="registered model name (see `prunescope models`)")
     p.add_argument("--plan", required=True, help="recipe (plan JSON) to replay")
     p.add_argument("--export", metavar="PATH", help="also export the result to this file")
-    p.add_argument("--format", choices=_format_names(), help="export format (default: from PATH's suffix)")
+    p.add_argument("--format", choices=LazyChoices(_format_names), metavar="FORMAT",
+                   help="export format: %(choices)s (default: from PATH's suffix)")
     p.add_argument("--verify", action="store_true", help="reload the export and compare outputs with the model")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     p.add_argument("--full", action="store_true", help="evaluate on the full test split (default: quick subset)")
@@ -102,6 +104,7 @@ def cmd_apply(args):
     if args.export:
         _check_out(args.export, args.plan)
         from core.io.export import check_export_target
+        from core.plan import Plan
 
         check_export_target(_format_for(args.export, args.format), args.export, Plan(args.model))
     ws = workspace_for(args)
@@ -117,7 +120,8 @@ def cmd_apply(args):
 def _export_args(p):
     p.add_argument("model", help="registered model name (see `prunescope models`)")
     p.add_argument("--plan", help="recipe to apply first (default: the base model)")
-    p.add_argument("--format", required=True, choices=_format_names(), help="export format")
+    p.add_argument("--format", required=True, choices=LazyChoices(_format_names), metavar="FORMAT",
+                   help="export format: %(choices)s")
     p.add_argument("--out", required=True, help="output file (the recipe is written beside it)")
     p.add_argument("--verify", action="store_true", help="reload the file and compare outputs with the model")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
@@ -127,6 +131,7 @@ def _export_args(p):
 @command("export", "export a model (after a recipe) to a file, optionally verified", _export_args)
 def cmd_export(args):
     from core.io.export import check_export_target
+    from core.plan import Plan
 
     _check_out(args.out, args.plan)
     check_export_target(args.format, args.out, Plan(args.model))  # before any model is loaded

@@ -1,27 +1,38 @@
-"""View a model's graph in Netron, served on 127.0.0.1: each view serves its own file only.
+"""Netron views of model graphs, served by the app's own server (same origin as the page).
 
-The ``netron`` package keeps the served file on a request-handler class shared by every
-server in the process, so two views would both serve the file started last. Each view
-here is a small server of its own (:class:`_ViewHandler`): it serves Netron's web
-assets from the installed package (no internet is needed) and exactly one model file,
-under ``/data/<name>``; any other path is a 404.
+Netron's web app ships in the ``netron`` package. This module keeps one folder per
+process (:func:`site`): Netron's assets, hard-linked (else copied) once, and for each view
+a page ``<token>.html`` plus its one model file under ``data/<token>/``. The token is
+random, so a view's URL cannot be guessed. The app registers the folder as a Streamlit
+component, whose files the Streamlit server serves at ``component/<name>/<file>``: a
+view then works wherever the app page works (offline, behind the same proxy, from a
+browser on another machine), and nothing outside the folder can be reached (Streamlit
+resolves every path inside the component's root).
 
-Servers are grouped by ``owner`` (the app passes one per browser session): starting a
-view stops that owner's previous one, at most :data:`MAX_SERVERS` run at once (the
-oldest stops first), and every server stops and its folder is removed at exit.
+Each view's page differs from Netron's ``index.html`` only in its ``<meta>`` tags and
+one script:
+
+* ``file``: the view's model file, opened at start;
+* ``version`` 0.0.0 (Netron's development mode: no telemetry requests) and ``date`` the
+  time of writing (Netron blocks with "Please update" 180 days after its build date);
+* ``prunescope-netron.js``, run before Netron, sets Netron's consent cookie, so no cookie
+  prompt is shown and Netron asks no outside server where the browser is.
+
+Views are grouped by ``(owner, key)`` (the app passes one owner per browser session and
+one key per place on a page): a new view replaces that pair's previous one, at most
+:data:`MAX_VIEWS` are kept (the oldest go first), and the folder is removed at exit.
 """
 from __future__ import annotations
 
 import atexit
-import http.server
+import datetime as dt
+import html
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
-import time
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,160 +40,101 @@ import netron
 
 from core.errors import PrunescopeError
 
-MAX_SERVERS = 8  # views alive at once over all owners; the oldest stops first
-HOST = "127.0.0.1"  # never another interface
-
-
+MAX_VIEWS = 32  # views kept over all owners; the oldest are removed first
 ASSETS = Path(netron.__file__).resolve().parent  # Netron's web app, shipped in the package
-MIME = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
-        ".ico": "image/x-icon", ".json": "application/json", ".svg": "image/svg+xml", ".woff": "font/woff",
-        ".woff2": "font/woff2", ".ttf": "font/truetype"}
-
-
-class _ViewHandler(http.server.BaseHTTPRequestHandler):
-    """Netron's assets plus one model file. Subclassed per view with ``file`` set."""
-
-    file: Path  # the one model file this view serves
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
-        if path.startswith("/data/"):
-            if path[len("/data/"):] == self.file.name and self.file.is_file():
-                return self._send(200, "application/octet-stream", self.file.read_bytes())
-            return self._send(404, "text/plain", b"404")
-        if path == "/":
-            path = "/index.html"
-        target = (ASSETS / path.lstrip("/")).resolve()
-        if ASSETS not in target.parents or not target.is_file() \
-                or target.suffix not in MIME:
-            return self._send(404, "text/plain", b"404")
-        body = target.read_bytes()
-        if target.name == "index.html":
-            meta = "\n".join(['<meta name="type" content="Python">',
-                              f'<meta name="version" content="{netron.__version__}">',
-                              f'<meta name="file" content="/data/{urllib.parse.quote(self.file.name)}">',
-                              f'<meta name="name" content="{self.file.name}">',
-                              f'<meta name="identifier" content="{self.file.name}">'])
-            body = re.sub(r'<meta name="version" content=".*">', lambda _: meta, body.decode("utf-8")).encode()
-        return self._send(200, MIME[target.suffix], body)
-
-    def do_HEAD(self):  # noqa: N802
-        self.do_GET()
-
-    def _send(self, status: int, ctype: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format, *args):  # quiet: no request lines on stderr
-        pass
+SERVED = {".html", ".js", ".css", ".png", ".ico", ".json", ".svg", ".woff", ".woff2", ".ttf"}
+SCRIPT = "prunescope-netron.js"
+# Netron shows its cookie prompt unless a 'consent' cookie is set; Netron's page allows
+# only same-origin scripts (CSP script-src 'self'), hence a file rather than inline code.
+_SCRIPT_TEXT = "document.cookie = 'consent=' + Date.now() + '; max-age=2592000; path=/; SameSite=Lax';\n"
 
 
 @dataclass(frozen=True)
-class _Server:
-    owner: str  # who started it (one per app session)
-    address: tuple[str, int]  # (host, port)
-    folder: Path  # temp folder holding only the served file
-    httpd: http.server.ThreadingHTTPServer  # the view's own server
+class View:
+    owner: str  # who made it (one per app session)
+    key: str  # which place on a page shows it
+    token: str  # random: the page is <token>.html, the file is under data/<token>/
+    file_name: str  # the model file's name
+
+    @property
+    def page(self) -> str:
+        """The view's page, relative to the site folder."""
+        return f"{self.token}.html"
 
 
-_servers: list[_Server] = []
+_root: Path | None = None
+_views: list[View] = []
 _lock = threading.Lock()
 
 
-def _stop(s: _Server) -> None:
-    try:
-        s.httpd.shutdown()
-        s.httpd.server_close()
-    except OSError:  # already closed
-        pass
-    shutil.rmtree(s.folder, ignore_errors=True)
-
-
-def stop(owner: str = "default") -> None:
-    """Stop ``owner``'s servers and remove their folders."""
-    with _lock:
-        mine = [s for s in _servers if s.owner == owner]
-        for s in mine:
-            _servers.remove(s)
-    for s in mine:
-        _stop(s)
-
-
-def stop_all() -> None:
-    """Stop every server started here and remove their folders (also runs at exit)."""
-    with _lock:
-        alive = list(_servers)
-        _servers.clear()
-    for s in alive:
-        _stop(s)
-
-
-atexit.register(stop_all)
-
-
-def running() -> list[tuple[str, str]]:
-    """``(owner, url)`` of the servers running now, oldest first."""
-    with _lock:
-        return [(s.owner, f"http://{s.address[0]}:{s.address[1]}/") for s in _servers]
-
-
-def _start(folder: Path, file: Path, owner: str, timeout: float) -> str:
-    """Serve ``file`` (inside ``folder``) with Netron; stop ``owner``'s previous view."""
-    stop(owner)
-    handler = type("ViewHandler", (_ViewHandler,), {"file": file})
-    try:
-        httpd = http.server.ThreadingHTTPServer((HOST, 0), handler)
-    except OSError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise PrunescopeError(f"cannot start the graph view on {HOST}: {exc.strerror or exc}") from None
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
-    address = (HOST, int(httpd.server_address[1]))
-    server = _Server(owner, address, folder, httpd)
-    with _lock:
-        _servers.append(server)
-        excess = _servers[:-MAX_SERVERS] if len(_servers) > MAX_SERVERS else []
-        del _servers[:len(excess)]
-    for s in excess:
-        _stop(s)
-    url = f"http://{address[0]}:{address[1]}/"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return url
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop(owner)
-            raise PrunescopeError(f"netron did not answer at {url} within {timeout:.0f} s")
-        time.sleep(0.05)
-
-
-def serve_file(path: str | Path, *, owner: str = "default", timeout: float = 20.0) -> str:
-    """Serve one model file with Netron on 127.0.0.1; return its URL.
-
-    The file is hard-linked (or copied) into a fresh temp folder, so nothing beside the
-    original can be fetched. ``owner``'s previous view is stopped first.
-
-    Raises:
-        PrunescopeError: the file does not exist, or the server did not answer in time.
-    """
-    src = Path(path)
-    if not src.is_file():
-        raise PrunescopeError(f"no model file at {str(src)!r}")
-    folder = Path(tempfile.mkdtemp(prefix="prunescope-netron-"))
-    dst = folder / src.name
+def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except OSError:  # another file system, or links not allowed
         shutil.copy2(src, dst)
-    return _start(folder, dst, owner, timeout)
+
+
+def site() -> Path:
+    """The folder served for Netron views (made on first use: Netron's assets, the script)."""
+    global _root
+    with _lock:
+        if _root is None:
+            root = Path(tempfile.mkdtemp(prefix="prunescope-netron-"))
+            for f in ASSETS.iterdir():
+                if f.is_file() and f.suffix in SERVED:
+                    _link_or_copy(f, root / f.name)
+            (root / SCRIPT).write_text(_SCRIPT_TEXT)
+            (root / "data").mkdir()
+            _root = root
+        return _root
+
+
+def _page_html(view: View) -> str:
+    """Netron's index.html with this view's meta tags and the consent script."""
+    text = (ASSETS / "index.html").read_text(encoding="utf-8")
+    name = html.escape(view.file_name, quote=True)
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    meta = "\n".join(['<meta name="type" content="Python">', '<meta name="version" content="0.0.0">',
+                      f'<meta name="date" content="{now}">',
+                      f'<meta name="file" content="data/{view.token}/{name}">',
+                      f'<meta name="name" content="{name}">', f'<meta name="identifier" content="{name}">',
+                      f'<script type="text/javascript" src="{SCRIPT}"></script>'])
+    text = re.sub(r'<meta name="date" content="[^"]*">\s*', "", text)
+    return re.sub(r'<meta name="version" content="[^"]*">', lambda _: meta, text, count=1)
+
+
+def _remove(view: View, root: Path) -> None:
+    (root / view.page).unlink(missing_ok=True)
+    shutil.rmtree(root / "data" / view.token, ignore_errors=True)
+
+
+def serve_file(path: str | Path, *, owner: str = "default", key: str = "graph") -> View:
+    """Add a view of one model file (hard-linked or copied into the site); return it.
+
+    ``owner``'s previous view under ``key`` is removed first.
+
+    Raises:
+        PrunescopeError: no file at ``path``.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise PrunescopeError(f"no model file at {str(src)!r}")
+    root = site()
+    view = View(owner, key, secrets.token_hex(16), src.name)
+    folder = root / "data" / view.token
+    folder.mkdir()
+    _link_or_copy(src, folder / src.name)
+    (root / view.page).write_text(_page_html(view), encoding="utf-8")
+    with _lock:
+        old = [v for v in _views if (v.owner, v.key) == (owner, key)]
+        for v in old:
+            _views.remove(v)
+        _views.append(view)
+        excess = _views[:-MAX_VIEWS] if len(_views) > MAX_VIEWS else []
+        del _views[:len(excess)]
+    for v in old + excess:
+        _remove(v, root)
+    return view
 
 
 def write_onnx_for_view(model, example, path: str | Path) -> Path:
@@ -191,9 +143,9 @@ def write_onnx_for_view(model, example, path: str | Path) -> Path:
     Raises:
         PrunescopeError: the model cannot be written as ONNX (the reason is named).
     """
-    from .exporters import EXPORTERS
-
     import torch
+
+    from .exporters import EXPORTERS
 
     path = Path(path)
     x = example[:2] if example.shape[0] >= 2 else torch.cat([example, example])  # a batch of 2 stays dynamic
@@ -201,13 +153,13 @@ def write_onnx_for_view(model, example, path: str | Path) -> Path:
         EXPORTERS.get("onnx").write(model.eval(), x, path, None)
     except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one clear message
         raise PrunescopeError(f"could not write the model as ONNX for the graph view: "
-                         f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                         ) from None
+                              f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                              ) from None
     return path
 
 
-def view_model(model, example, *, name: str = "model", owner: str = "default", timeout: float = 20.0) -> str:
-    """Write ``model`` as ONNX into a fresh folder and serve it; return the URL.
+def view_model(model, example, *, name: str = "model", owner: str = "default", key: str = "graph") -> View:
+    """Write ``model`` as ONNX and add a view of it; return the view.
 
     Args:
         model: any module that exports to ONNX (not changed, but put in eval mode).
@@ -215,17 +167,47 @@ def view_model(model, example, *, name: str = "model", owner: str = "default", t
         name: file name stem (letters, digits, ``-``, ``_``).
 
     Raises:
-        PrunescopeError: a bad name, the model does not export, or netron did not start.
+        PrunescopeError: a bad name, or the model does not export.
     """
     if not name or not all(c.isalnum() or c in "-_" for c in name):
         raise PrunescopeError(f"name must use letters, digits, '-' and '_', got {name!r}")
-    folder = Path(tempfile.mkdtemp(prefix="prunescope-netron-"))
+    folder = Path(tempfile.mkdtemp(prefix="prunescope-onnx-"))
     try:
         path = write_onnx_for_view(model, example, folder / f"{name}.onnx")
-    except Exception:
+        return serve_file(path, owner=owner, key=key)
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return _start(folder, path, owner, timeout)
 
 
-__all__ = ["serve_file", "view_model", "write_onnx_for_view", "stop", "stop_all", "running", "MAX_SERVERS"]
+def views() -> list[View]:
+    """The views kept now, oldest first."""
+    with _lock:
+        return list(_views)
+
+
+def drop(owner: str, key: str | None = None) -> None:
+    """Remove ``owner``'s views (only the one under ``key`` when given)."""
+    with _lock:
+        gone = [v for v in _views if v.owner == owner and key in (None, v.key)]
+        for v in gone:
+            _views.remove(v)
+    root = _root
+    if root is not None:
+        for v in gone:
+            _remove(v, root)
+
+
+def remove_site() -> None:
+    """Remove every view and the site folder (also runs at exit)."""
+    global _root
+    with _lock:
+        root, _root = _root, None
+        _views.clear()
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+atexit.register(remove_site)
+
+__all__ = ["site", "serve_file", "view_model", "write_onnx_for_view", "views", "drop", "remove_site", "View",
+           "MAX_VIEWS"]

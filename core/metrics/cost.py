@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -139,13 +140,23 @@ def measure_latency(model: nn.Module, example: torch.Tensor, batch_size: int = 6
 
 
 def measure_latency_pair(base: nn.Module, model: nn.Module, example: torch.Tensor, batch_size: int = 64,
-                         min_run_time: float = 0.3, rounds: int = 6) -> tuple[Latency, Latency]:
+                         min_run_time: float = 0.3, rounds: int = 6,
+                         progress: Callable[[int, int], None] | None = None) -> tuple[Latency, Latency]:
     """Latency of ``base`` and ``model`` timed back to back, interleaved over ``rounds``
     (base, model, model, base, ...), so both see the same load of a busy machine.
+
+    A model whose forward takes over 0.1 s gets one warm-up run instead of three, and
+    each round times one run per model (at least ``rounds`` runs each, for a median and
+    an IQR); faster models are timed for ``min_run_time`` in all.
+
+    Args:
+        progress: called with ``(done, total)`` rounds before and after each round.
 
     Returns:
         ``(base latency, model latency)``, each from all of its runs.
     """
+    import time
+
     from torch.utils import benchmark
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -154,17 +165,32 @@ def measure_latency_pair(base: nn.Module, model: nn.Module, example: torch.Tenso
     x = example.repeat((reps,) + (1,) * (example.dim() - 1))[:batch_size].contiguous()
     dev = x.device
     times: dict[int, list[float]] = {0: [], 1: []}
+    if progress:
+        progress(0, rounds)
     with torch.inference_mode():
+        slow = False
         for m in (base, model):
-            for _ in range(3):
+            t0 = time.perf_counter()
+            m(x)
+            synchronize(dev)
+            slow = slow or time.perf_counter() - t0 > 0.1
+            for _ in range(0 if slow else 2):
                 m(x)
         synchronize(dev)
         for r in range(rounds):
             for k in ((0, 1) if r % 2 == 0 else (1, 0)):
                 m = (base, model)[k]
+                if slow:  # one timed run: blocked_autorange would run each model several times
+                    t0 = time.perf_counter()
+                    m(x)
+                    synchronize(dev)
+                    times[k].append(time.perf_counter() - t0)
+                    continue
                 t = benchmark.Timer(stmt="model(x)", globals={"model": m, "x": x},
                                     num_threads=torch.get_num_threads())
                 times[k].extend(t.blocked_autorange(min_run_time=min_run_time / rounds).times)
+            if progress:
+                progress(r + 1, rounds)
 
     def summary(ts: list[float]) -> Latency:
         q = torch.tensor(ts, dtype=torch.float64).quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))

@@ -5,6 +5,7 @@ on every call; cost figures come from ``cost.py``, cached by architecture signat
 """
 from __future__ import annotations
 
+from typing import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -88,16 +89,21 @@ class Evaluator:
         return self._cached(("lat", self.latency_batch), sig,
                             lambda: measure_latency(model, x, self.latency_batch, self.latency_time))
 
-    def latency_pair(self, model: nn.Module, sig: str | None = None) -> tuple[Latency, Latency]:
+    def latency_pair(self, model: nn.Module, sig: str | None = None, *,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[Latency, Latency]:
         """(base, model) timed back to back and interleaved, at the same batch, threads and
-        device; an architecture equal to the base's is the base's own timing twice."""
+        device; an architecture equal to the base's is the base's own timing twice.
+
+        Args:
+            progress: ``(done, total)`` rounds of the interleaved timing (not called when cached).
+        """
         sig = sig or arch_signature(model)
         if sig == self.base_signature:
             lat = self.latency(self.base, sig)
             return lat, lat
         x = self.evalset.quick()[0]
         return self._cached(("latpair", self.latency_batch), sig, lambda: measure_latency_pair(
-            self.base, model, x, self.latency_batch, self.latency_time))
+            self.base, model, x, self.latency_batch, self.latency_time, progress=progress))
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, subset: str = "quick", *, latency: bool = True) -> Metrics:

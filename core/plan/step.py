@@ -16,7 +16,13 @@ from core.registry import Registry
 
 from .constraints import Checked
 
-STEPS: Registry[type["Step"]] = Registry("step")
+
+
+def _builtin_kinds() -> None:
+    from core import prune, surgery  # noqa: F401 - their modules register prune, cut, paste, compose, heal
+
+
+STEPS: Registry[type["Step"]] = Registry("step", builtins=_builtin_kinds)
 
 
 def register_step(cls: type["Step"]) -> type["Step"]:

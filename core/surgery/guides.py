@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -107,13 +108,25 @@ def _accuracy(ws, model: nn.Module) -> float:
     return float((out.argmax(1) == target).float().mean())
 
 
-def compute_guides(ws, container: str | None = None, seed: int = 0) -> Guides:
+def cached_guides(ws, container: str | None = None, seed: int = 0) -> Guides | None:
+    """The guides already computed for the workspace's current model, else None (free)."""
+    model = ws.model
+    container = default_container(model, ws.name) if container is None else container
+    return ws.ctx.memo(model).get(("guides", container, seed))
+
+
+def compute_guides(ws, container: str | None = None, seed: int = 0,
+                   progress: Callable[[int, int, str], None] | None = None) -> Guides:
     """The guides for the workspace's current model (cached per plan and container).
+
+    They cost one calibration pass plus, per block, a cut and a quick-subset evaluation
+    (two where an identity bridge is also tried): on request, not on every page view.
 
     Args:
         ws: a ``core.workspace.Workspace``.
         container: container path (default: the model's default container).
         seed: calibration batch seed.
+        progress: called with ``(done, total, what)``: blocks done of all, and the next task.
 
     Raises:
         ModelError: the container does not exist or is not a Sequential / ModuleList.
@@ -126,12 +139,17 @@ def compute_guides(ws, container: str | None = None, seed: int = 0) -> Guides:
         return memo[key]
     x, _ = ws.ctx.calibration(seed)
     blocks = list_blocks(model, x, container, ws.name)
+    total = len(blocks) + 1
+    if progress:
+        progress(0, total, "block activations, influence and CKA")
     acts = _activations(clone_model(model), container, x)
     infl = [influence(acts[i], acts[i + 1]) for i in range(len(blocks))]
     cka = cka_matrix(acts[1:])
     acts_cache = {("self", container): acts}  # shared by every drop-one build
     drop, drop_br, drop_err = [], [], []
-    for b in blocks:
+    for i, b in enumerate(blocks):
+        if progress:
+            progress(i + 1, total, f"drop-one accuracy without {b.name}")
         best, best_br, err = None, None, None
         for br in (("identity", "lstsq") if b.in_shape == b.out_shape else ("lstsq",)):
             try:
@@ -148,6 +166,8 @@ def compute_guides(ws, container: str | None = None, seed: int = 0) -> Guides:
     g = Guides(container=container, blocks=blocks, influence=infl, cka=cka, drop_one=drop,
                drop_one_bridge=drop_br, drop_one_error=drop_err, accuracy=_accuracy(ws, model))
     memo[key] = g
+    if progress:
+        progress(total, total, "done")
     return g
 
 
@@ -187,4 +207,4 @@ def suggest_cut(ws, k: int = 1, container: str | None = None, seed: int = 0) -> 
     return out
 
 
-__all__ = ["Guides", "compute_guides", "suggest_cut", "linear_cka", "cka_matrix", "influence"]
+__all__ = ["Guides", "compute_guides", "cached_guides", "suggest_cut", "linear_cka", "cka_matrix", "influence"]

@@ -60,6 +60,17 @@ def test_switching_criterion_edits_the_step_and_the_controls_show_it():
     assert not any("|w| <" in c.value for c in at.caption)
 
 
+def test_the_controls_show_the_plan_after_visiting_another_page():
+    """Streamlit drops a left page's widget values; coming back, the slider shows the step."""
+    at = new_app("digits_cnn")
+    at.slider(key="global_sparsity").set_value(0.3).run()
+    at.switch_page("views/model.py").run()
+    at.switch_page("views/prune.py").run()
+    _ok(at)
+    assert workspace(at).plan.steps == (Prune(sparsity=0.3),)
+    assert at.slider(key="global_sparsity").value == 0.3
+
+
 def test_adding_a_step_on_top_is_explicit_and_says_what_it_removed():
     at = new_app("digits_mlp")
     at.slider(key="global_sparsity").set_value(0.5).run()

@@ -50,7 +50,6 @@ def test_cut_goes_to_the_clipboard_and_pastes_back():
 
 def test_duplicate_and_donor_paste_are_plan_steps():
     at = surgery("digits_resnet")
-    at.toggle(key="surgery_guides").set_value(False).run()
     at.multiselect(key="surgery_selected").set_value(["layers.3"]).run()
     at.button(key="surgery_duplicate").click().run()
     _ok(at)
@@ -74,8 +73,26 @@ def test_impossible_cut_shows_an_error_and_keeps_the_plan():
     assert workspace(at).plan.steps == ()
 
 
+def test_opening_the_page_computes_no_guides_and_times_latency_after_drawing():
+    from core.surgery.guides import cached_guides
+
+    at = surgery("digits_resnet")
+    _ok(at)
+    ws = workspace(at)
+    assert cached_guides(ws) is None  # guides cost a cut per block: only on request
+    assert not any("Suggested cut" in m.value for m in at.markdown)
+    at.multiselect(key="surgery_selected").set_value(["layers.1"]).run()
+    at.button(key="surgery_cut").click().run()
+    _ok(at)
+    m = ws.metrics("quick", latency=False)
+    assert m.latency is not None and m.base_latency is not None  # timed at the end of the run
+    assert metric(at, "Latency") not in (None, "timing…")
+
+
 def test_guides_suggest_a_cut_that_can_be_applied():
     at = surgery("digits_mlp")
+    _ok(at)
+    at.button(key="surgery_guides_btn").click().run()
     _ok(at)
     assert any("Suggested cut" in m.value for m in at.markdown)
     at.button(key="surgery_apply_suggestion").click().run()
@@ -85,7 +102,6 @@ def test_guides_suggest_a_cut_that_can_be_applied():
 
 def test_heal_adds_a_heal_step_after_a_cut():
     at = surgery("digits_cnn")
-    at.toggle(key="surgery_guides").set_value(False).run()
     at.radio(key="surgery_bridge").set_value("lstsq").run()
     at.multiselect(key="surgery_selected").set_value(["features.2"]).run()
     at.button(key="surgery_cut").click().run()
@@ -107,5 +123,7 @@ def test_heal_adds_a_heal_step_after_a_cut():
 @pytest.mark.parametrize("model", ["digits_vit", "digits_resnet"])
 def test_the_page_renders_with_guides_on_transformer_and_resnet(model):
     at = surgery(model)
+    at.button(key="surgery_guides_btn").click().run()
     _ok(at)
+    assert any("Suggested cut" in m.value for m in at.markdown)
     assert len(at.multiselect(key="surgery_selected").options) == 4

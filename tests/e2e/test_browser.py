@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -102,17 +103,40 @@ def test_clicking_an_overview_bar_selects_that_layer(page, app_url, tmp_path):
     page.screenshot(path=str(tmp_path / "prune_after_click.png"))
 
 
-def test_every_page_opens_without_exception(page, app_url, tmp_path):
+def test_every_page_after_an_edit_opens_without_exception(page, app_url, tmp_path):
+    """Prune first (an edit: the global control moved), then every page of the same session,
+    each screenshotted whole for people to look at (set PRUNESCOPE_SCREENSHOTS=folder)."""
     open_app(page, app_url)
+    thumb = global_slider(page)
+    thumb.focus()
+    for _ in range(30):
+        page.keyboard.press("ArrowRight")
+    wait_idle(page, 120)
+    assert metric_value(page, "Sparsity") != "0.0%"
     links = page.locator('[data-testid="stSidebarNav"] a')
     # each link's text is the material icon's name, then the page title
     names = [links.nth(i).inner_text().strip().splitlines()[-1].strip() for i in range(links.count())]
-    assert {"Model", "Prune", "History"} <= set(names), names
+    assert {"Model", "Prune", "Surgery", "Export", "History"} <= set(names), names
     shots = []
     for i, name in enumerate(names):
         page.locator('[data-testid="stSidebarNav"] a').nth(i).click()
         page.wait_for_timeout(500)
         wait_idle(page, 120)
+        assert_no_exception(page)
+        if name == "Surgery":
+            page.get_by_role("button", name=re.compile("Compute guides")).click()
+            page.wait_for_selector("text=Suggested cut", timeout=180_000)
+            wait_idle(page, 120)
+        if name == "Model":
+            page.get_by_role("tab", name="Graph (Netron)").click()
+            page.get_by_role("button", name="View current model graph").click()
+            page.wait_for_selector("iframe", timeout=120_000)
+            frame = page.frame_locator("iframe").first
+            # Netron drew the graph, served by the app's own server, without its cookie prompt
+            frame.locator("#canvas .node").first.wait_for(timeout=60_000)
+            assert "cookies" not in frame.locator("body").inner_text()
+            src = page.locator("iframe").first.get_attribute("src")
+            assert src.startswith("component/"), src
         assert_no_exception(page)
         path = tmp_path / f"page_{name.lower()}.png"
         page.screenshot(path=str(path), full_page=True)

@@ -1,7 +1,10 @@
-"""Netron view: 127.0.0.1, only the one file is reachable, old views stop, offline assets."""
-import logging
-import urllib.error
-import urllib.request
+"""Netron views: one folder served by the app's own server, one unguessable page and one
+model file per view, Netron's assets offline, no cookie prompt, no telemetry, old views go.
+
+(That the app's server serves the folder, and that the page shows the graph without a
+prompt, is checked in a real browser: tests/e2e/test_pages.py.)"""
+import datetime as dt
+import re
 
 import pytest
 
@@ -9,26 +12,11 @@ from core.io import netron as nv
 from core.models import load_base
 
 
-def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        assert r.status == 200
-        return r.read()
-
-
-def refused(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=5)
-    except urllib.error.HTTPError as e:
-        return e.code == 404
-    except OSError:  # connection refused: the server is gone
-        return True
-    return False
-
-
 @pytest.fixture(autouse=True)
-def no_servers_left():
+def no_views_left():
     yield
-    nv.stop_all()
+    for v in nv.views():
+        nv.drop(v.owner)
 
 
 @pytest.fixture(scope="module")
@@ -40,59 +28,68 @@ def onnx_file(tmp_path_factory):
     return path
 
 
-def test_netron_serves_the_model_and_refuses_a_sibling_file(onnx_file):
-    url = nv.serve_file(onnx_file)
-    assert url.startswith("http://127.0.0.1:")
-    assert b"<html" in get(url).lower()
-    assert get(url + "data/digits_mlp.onnx") == onnx_file.read_bytes()
-    assert refused(url + "data/secret.txt")
-    assert refused(url + "data/..%2Fsecret.txt") and refused(url + "data/%2E%2E/secret.txt")
-    (server,) = nv._servers
-    assert [f.name for f in server.folder.iterdir()] == ["digits_mlp.onnx"]
+def _meta(page: str) -> dict[str, str]:
+    return dict(re.findall(r'<meta name="([^"]+)" content="([^"]*)">', page))
 
 
-def test_netron_works_offline_with_its_own_assets(onnx_file):
-    url = nv.serve_file(onnx_file)
-    assert get(url + "index.js") and get(url + "grapher.css")
+def test_a_view_is_one_page_and_one_file_under_a_random_token(onnx_file):
+    v = nv.serve_file(onnx_file, owner="s", key="graph")
+    root = nv.site()
+    assert re.fullmatch(r"[0-9a-f]{32}", v.token)
+    assert [p.name for p in (root / "data" / v.token).iterdir()] == ["digits_mlp.onnx"]
+    assert (root / "data" / v.token / "digits_mlp.onnx").read_bytes() == onnx_file.read_bytes()
+    assert not any(p.name == "secret.txt" for p in root.rglob("*"))
+    assert _meta((root / v.page).read_text())["file"] == f"data/{v.token}/digits_mlp.onnx"
 
 
-def test_stop_all_stops_the_server_and_removes_its_folder(onnx_file):
-    url = nv.serve_file(onnx_file)
-    folder = nv._servers[0].folder
-    nv.stop_all()
-    assert not folder.exists() and nv.running() == []
-    assert refused(url)
-    assert onnx_file.exists()  # the original is untouched
+def test_the_page_has_no_cookie_prompt_no_telemetry_and_no_update_nag(onnx_file):
+    v = nv.serve_file(onnx_file)
+    page = (nv.site() / v.page).read_text()
+    meta = _meta(page)
+    assert meta["version"] == "0.0.0"  # Netron's development mode: no telemetry requests
+    stamp = dt.datetime.strptime(meta["date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.timezone.utc)
+    assert abs((dt.datetime.now(dt.timezone.utc) - stamp).total_seconds()) < 120
+    assert page.count('<meta name="date"') == 1 and page.count('<meta name="version"') == 1
+    # the consent cookie is set by a same-origin script that runs before Netron's own
+    assert page.index(nv.SCRIPT) < page.index('src="index.js"')
+    assert "consent=" in (nv.site() / nv.SCRIPT).read_text()
+    assert "script-src 'self'" in page  # Netron's CSP stays: no inline script was added
 
 
-def test_a_new_view_stops_the_same_owners_previous_one(onnx_file):
-    first = nv.serve_file(onnx_file, owner="session-a")
-    other = nv.serve_file(onnx_file, owner="session-b")
-    second = nv.serve_file(onnx_file, owner="session-a")
-    assert first != second
-    assert refused(first)
-    assert get(other) and get(second)
-    assert [o for o, _ in nv.running()] == ["session-b", "session-a"]
-    nv.stop("session-a")
-    assert refused(second) and get(other)
+def test_netron_assets_are_in_the_site(onnx_file):
+    root = nv.site()
+    for name in ("index.js", "browser.js", "view.js", "grapher.css", "onnx.js", "onnx-proto.js"):
+        assert (root / name).is_file(), name
+    assert not list(root.glob("*.py"))
 
 
-def test_at_most_max_servers_run_at_once(onnx_file, monkeypatch):
-    monkeypatch.setattr(nv, "MAX_SERVERS", 2)
-    urls = [nv.serve_file(onnx_file, owner=f"s{i}") for i in range(3)]
-    assert [o for o, _ in nv.running()] == ["s1", "s2"]
-    assert refused(urls[0]) and get(urls[2])
+def test_a_new_view_replaces_the_same_owners_view_under_the_same_key(onnx_file):
+    first = nv.serve_file(onnx_file, owner="a", key="base")
+    other_key = nv.serve_file(onnx_file, owner="a", key="current")
+    other_owner = nv.serve_file(onnx_file, owner="b", key="base")
+    second = nv.serve_file(onnx_file, owner="a", key="base")
+    assert [(v.owner, v.key) for v in nv.views()] == [("a", "current"), ("b", "base"), ("a", "base")]
+    assert not (nv.site() / first.page).exists() and not (nv.site() / "data" / first.token).exists()
+    assert all((nv.site() / v.page).exists() for v in (other_key, other_owner, second))
+    nv.drop("a")
+    assert [v.owner for v in nv.views()] == ["b"]
+    assert not (nv.site() / second.page).exists()
 
 
-def test_view_model_serves_the_base_model_as_onnx():
+def test_at_most_max_views_are_kept(onnx_file, monkeypatch):
+    monkeypatch.setattr(nv, "MAX_VIEWS", 2)
+    made = [nv.serve_file(onnx_file, owner=f"s{i}") for i in range(3)]
+    assert [v.owner for v in nv.views()] == ["s1", "s2"]
+    assert not (nv.site() / made[0].page).exists() and (nv.site() / made[2].page).exists()
+
+
+def test_view_model_writes_the_model_as_onnx():
     import onnx
 
     x = __import__("core.data", fromlist=["x"]).get_dataset("digits").x_test[:1]  # one example is enough
-    url = nv.view_model(load_base("digits_cnn"), x, name="digits_cnn", owner="model-page")
-    data = get(url + "data/digits_cnn.onnx")
-    graph = onnx.load_from_string(data).graph
-    assert any(n.op_type == "Conv" for n in graph.node)
-    assert [f.name for f in nv._servers[0].folder.iterdir()] == ["digits_cnn.onnx"]
+    v = nv.view_model(load_base("digits_cnn"), x, name="digits_cnn", owner="model-page")
+    graph = onnx.load(str(nv.site() / "data" / v.token / "digits_cnn.onnx")).graph
+    assert sum(n.op_type == "Conv" for n in graph.node) == 3
 
 
 def test_bad_input_is_a_clear_error(tmp_path):
@@ -100,14 +97,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
         nv.serve_file(tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="name must use letters"):
         nv.view_model(load_base("digits_mlp"), None, name="../x")
-    assert nv.running() == []
-
-
-def test_starting_netron_does_not_configure_the_root_logger(onnx_file):
-    root = logging.getLogger()
-    before = (list(root.handlers), root.level)
-    nv.serve_file(onnx_file)
-    assert (list(root.handlers), root.level) == before
+    assert nv.views() == []
 
 
 def test_two_sessions_each_see_their_own_model(tmp_path):
@@ -115,16 +105,8 @@ def test_two_sessions_each_see_their_own_model(tmp_path):
     for p, data in ((a, b"first session"), (b, b"second session")):
         p.parent.mkdir()
         p.write_bytes(data)
-    try:
-        ua = nv.serve_file(a, owner="session-1")
-        ub = nv.serve_file(b, owner="session-2")
-        assert ua != ub
-        assert get(ua + "data/model.onnx") == b"first session"
-        assert get(ub + "data/model.onnx") == b"second session"
-        assert get(ua + "data/model.onnx") == b"first session"  # still its own after the second started
-        for url in (ua, ub):
-            assert refused(url + "data/other.onnx")
-            assert refused(url + "..%2F..%2F..%2Fetc%2Fpasswd")
-            assert b'content="/data/model.onnx"' in get(url)
-    finally:
-        nv.stop_all()
+    va = nv.serve_file(a, owner="session-1")
+    vb = nv.serve_file(b, owner="session-2")
+    assert va.page != vb.page
+    assert (nv.site() / "data" / va.token / "model.onnx").read_bytes() == b"first session"
+    assert (nv.site() / "data" / vb.token / "model.onnx").read_bytes() == b"second session"
