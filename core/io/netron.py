@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import functools
 import html
+import http.server
 import os
 import re
 import secrets
@@ -179,6 +181,51 @@ def view_model(model, example, *, name: str = "model", owner: str = "default", k
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class _SiteHandler(http.server.SimpleHTTPRequestHandler):
+    """Files of the site folder only (the standard handler keeps paths inside ``directory``)."""
+
+    def log_message(self, format, *args):  # quiet: no request lines on stderr
+        pass
+
+    def list_directory(self, path):  # no listings: a view's name is its secret
+        self.send_error(404)
+
+
+_httpd: http.server.ThreadingHTTPServer | None = None
+
+
+def serve_http(view: View) -> str:
+    """The view's URL from a small server on 127.0.0.1 (started once): for a notebook or a
+    script, where no app serves the site. Stop it with :func:`stop_http`.
+
+    Raises:
+        PrunescopeError: the server cannot start.
+    """
+    global _httpd
+    root = site()
+    with _lock:
+        if _httpd is None:
+            handler = functools.partial(_SiteHandler, directory=str(root))
+            try:
+                _httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            except OSError as exc:
+                raise PrunescopeError(f"cannot start the graph server on 127.0.0.1: {exc.strerror or exc}") from None
+            _httpd.daemon_threads = True
+            threading.Thread(target=_httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+        port = _httpd.server_address[1]
+    return f"http://127.0.0.1:{port}/{view.page}"
+
+
+def stop_http() -> None:
+    """Stop the server of :func:`serve_http` (the views stay)."""
+    global _httpd
+    with _lock:
+        httpd, _httpd = _httpd, None
+    if httpd is not None:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def views() -> list[View]:
     """The views kept now, oldest first."""
     with _lock:
@@ -208,6 +255,7 @@ def remove_site() -> None:
 
 
 atexit.register(remove_site)
+atexit.register(stop_http)
 
-__all__ = ["site", "serve_file", "view_model", "write_onnx_for_view", "views", "drop", "remove_site", "View",
+__all__ = ["site", "serve_file", "serve_http", "stop_http", "view_model", "write_onnx_for_view", "views", "drop", "remove_site", "View",
            "MAX_VIEWS"]

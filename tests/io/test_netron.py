@@ -110,3 +110,24 @@ def test_two_sessions_each_see_their_own_model(tmp_path):
     assert va.page != vb.page
     assert (nv.site() / "data" / va.token / "model.onnx").read_bytes() == b"first session"
     assert (nv.site() / "data" / vb.token / "model.onnx").read_bytes() == b"second session"
+
+
+def test_serve_http_serves_the_view_and_nothing_else(onnx_file):
+    """For a notebook: a server on 127.0.0.1 over the site folder; no listing, no escape."""
+    import urllib.error
+    import urllib.request
+
+    v = nv.serve_file(onnx_file)
+    url = nv.serve_http(v)
+    try:
+        assert url.startswith("http://127.0.0.1:") and url.endswith(v.page)
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert b"data/" + v.token.encode() in r.read()
+        base = url.rsplit("/", 1)[0]
+        with urllib.request.urlopen(f"{base}/data/{v.token}/digits_mlp.onnx", timeout=5) as r:
+            assert r.read() == onnx_file.read_bytes()
+        for bad in ("/data/", f"/data/{v.token}/", "/..%2F..%2Fetc%2Fpasswd", "/data/../../secret.txt"):
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(base + bad, timeout=5)
+    finally:
+        nv.stop_http()
