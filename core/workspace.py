@@ -8,7 +8,6 @@ base: each plan is applied to a copy.
 from __future__ import annotations
 
 import dataclasses
-
 import time
 from dataclasses import dataclass, field
 from typing import Callable
