@@ -6,7 +6,6 @@ from typing import Callable
 
 import pandas as pd
 import streamlit as st
-from streamlit.errors import StreamlitAPIException
 
 from core import formatting as fmt
 from core.errors import PrunescopeError
@@ -15,7 +14,7 @@ from core.metrics.cost import speed_verdict
 from core.viz.figures import per_class_figure
 from core.workspace import Workspace
 
-from .state import flash, get_workspace, message_ui, model_names, requeue_shown_flashes
+from .state import flash, get_workspace, message_ui, model_names
 
 
 def error_message(exc: BaseException) -> tuple[str, str | None]:
@@ -60,10 +59,22 @@ def model_picker_ui(where=st.sidebar) -> str:
                            help="Demo models trained on scikit-learn's digits; the registry lists them all.")
 
 
-def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics):
-    """The live metrics with deltas against the base model. Returns the latency's place
-    while latency is not timed yet (give it to :func:`latency_ui` at the end of the page)."""
-    slot = None
+class LatencyPending:
+    """The places a page draws latency figures into, filled in once the current model is
+    timed (:func:`latency_ui`): redrawn in place, so nothing reruns and no widget the person
+    is moving is redrawn under them."""
+
+    def __init__(self, slot) -> None:
+        self.slot = slot  # the panel's latency place, which shows the progress bar
+        self.redraws: list[Callable[[Metrics], None]] = []
+
+    def add(self, draw: Callable[[Metrics], None]) -> None:
+        self.redraws.append(draw)
+
+
+def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> LatencyPending | None:
+    """The live metrics with deltas against the base model. Returns the latency places
+    while latency is not timed yet (give them to :func:`latency_ui` at the end of the page)."""
     c = st.columns(4)
     c[0].metric("Accuracy", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
                 help=f"Top-1 on the {m.subset} eval subset ({m.n} examples).")
@@ -81,23 +92,38 @@ def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics):
                 help="Multiply-accumulates of one forward pass (dense count).")
     c[2].metric("Size", fmt.nbytes(m.size_bytes), fmt.delta(m.size_bytes, base.size_bytes, "bytes"),
                 delta_color="inverse", help="State dict saved as safetensors (dense).")
+    lat_slot, notes_slot = c[3].empty(), st.empty()
+
+    def draw(m: Metrics) -> None:
+        _latency_readouts(lat_slot, notes_slot, ws, m, base)
+
+    draw(m)
+    if m.latency is not None:
+        return None
+    pending = LatencyPending(lat_slot)
+    pending.add(draw)
+    return pending
+
+
+def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Metrics) -> None:
+    """The latency metric and the panel's notes (what the figures are, the speed verdict)."""
     lat = m.latency
     blat = m.base_latency or base.latency  # the base timed together with this model, when shapes differ
+    verdict = None
     if lat is not None:
         note = (" Weight-level sparsity leaves dense kernels as fast as before: latency changes only "
                 "when shapes change (structured pruning, cuts).")
         verdict = speed_verdict(blat, lat) if blat is not None and m.shapes_changed else None
-        c[3].metric("Latency", fmt.ms(lat.median_ms, lat.iqr_ms),
-                    fmt.delta(lat.median_ms, blat.median_ms, "ratio") if verdict in ("faster", "slower") else None,
-                    delta_color="inverse",
-                    help=f"Median ± IQR of one batch of {lat.batch_size} on {lat.device}, {lat.threads} threads, "
-                         f"{lat.runs} runs" + (f"; the base, timed interleaved with it: "
-                                               f"{fmt.ms(blat.median_ms, blat.iqr_ms)}" if m.base_latency and
-                                               m.shapes_changed else "") + "." + note)
+        lat_slot.metric("Latency", fmt.ms(lat.median_ms, lat.iqr_ms),
+                        fmt.delta(lat.median_ms, blat.median_ms, "ratio") if verdict in ("faster", "slower")
+                        else None, delta_color="inverse",
+                        help=f"Median ± IQR of one batch of {lat.batch_size} on {lat.device}, {lat.threads} "
+                             f"threads, {lat.runs} runs" + (f"; the base, timed interleaved with it: "
+                                                           f"{fmt.ms(blat.median_ms, blat.iqr_ms)}"
+                                                           if m.base_latency and m.shapes_changed else "")
+                             + "." + note)
     else:
-        slot = c[3].empty()  # filled by latency_ui once the rest of the page is drawn
-        slot.metric("Latency", "timing…", help="Timed after the page is drawn, interleaved with the base.")
-        verdict = None
+        lat_slot.metric("Latency", "timing…", help="Timed after the page is drawn, interleaved with the base.")
     notes = [f"{len(ws.plan.steps)} step(s) in the plan; figures on the {m.subset} subset ({m.n} examples), "
              "deltas against the base model"]
     if m.shapes_changed and base.params:
@@ -110,8 +136,7 @@ def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics):
                      f"(IQR {fmt.pct(blat.spread, 0)} and {fmt.pct(lat.spread, 0)} of the median): no speed conclusion")
     elif lat is not None and lat.noisy:
         notes.append(f"latency is noisy (IQR {fmt.pct(lat.spread, 0)} of the median)")
-    st.caption(" · ".join(notes) + ".")
-    return slot
+    notes_slot.caption(" · ".join(notes) + ".")
 
 
 def per_class_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
@@ -165,32 +190,27 @@ def current_metrics(ws: Workspace) -> tuple[Metrics, Metrics]:
     return m, base
 
 
-def latency_ui(ws: Workspace, slot, *, scope: str = "app") -> None:
+def latency_ui(ws: Workspace, pending: LatencyPending | None) -> None:
     """Time the current model's latency interleaved with the base, with a progress bar in
-    ``slot`` (the panel's latency place), then redraw with the figure. Any widget touched
+    the panel's latency place, then redraw every latency figure of the page in place (no
+    rerun: a widget the person is moving keeps its value and focus). Any widget touched
     meanwhile interrupts the timing (each progress update yields to Streamlit)."""
-    if slot is None:
-        return
-    m = ws.metrics("quick", latency=False)
-    if m.latency is not None:
+    if pending is None:
         return
     batch = ws.evaluator.latency_batch
-    bar = slot.progress(0.0, text="Latency: starting…")
+    bar = pending.slot.progress(0.0, text="Latency: starting…")
 
     def progress(done: int, total: int) -> None:
         bar.progress(done / max(1, total), text=f"Latency: round {done} of {total} (base and current "
                                                   f"interleaved, batch {batch})")
 
     got = run_action(ws.metrics, "quick", latency=True, progress=progress, now=True)
-    if got is not None and got.latency is not None:
-        requeue_shown_flashes()
-        if scope == "fragment":
-            try:  # only a fragment's own rerun can rerun just the fragment
-                st.rerun(scope="fragment")
-            except StreamlitAPIException:
-                pass
-        st.rerun()
+    if got is None or got.latency is None:
+        pending.slot.metric("Latency", "–", help="Timing failed: see the message above.")
+        return
+    for draw in pending.redraws:
+        draw(got)
 
 
 __all__ = ["run_action", "model_picker_ui", "metrics_panel_ui", "per_class_ui", "plan_ui", "full_eval_ui",
-           "current_metrics", "latency_ui", "get_workspace", "error_message"]
+           "current_metrics", "latency_ui", "LatencyPending", "get_workspace", "error_message"]

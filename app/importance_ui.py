@@ -23,7 +23,7 @@ from core.viz.importance import (criteria_grid_figure, importance_histogram_figu
                                  ratio_bars_figure)
 from core.workspace import Workspace
 
-from app.components import run_action
+from app.components import LatencyPending, run_action
 from app.state import get_workspace
 
 GRANULARITY_LABELS = {"weight": "weight (masks)", "neuron": "neuron (removed)",
@@ -230,26 +230,40 @@ def compare_criteria_ui(ws: Workspace, layer: str, granularity: str) -> None:
                    width="stretch", key="cmp_grid")
 
 
-def structured_metrics_ui(base: Metrics, m: Metrics) -> None:
+def structured_metrics_ui(base: Metrics, m: Metrics, pending: LatencyPending | None = None) -> None:
     """New shapes, parameters and MACs, and the MACs ratio beside the measured latency
-    ratio (a smaller model that is not faster is said to be so)."""
+    ratio (a smaller model that is not faster is said to be so). With ``pending`` (latency
+    not timed yet) the latency figures are redrawn in place once timed."""
     ws = get_workspace()
+    st.markdown("##### Structured pruning: smaller and faster?")
+    box = st.empty()
+    changes = _try(shape_changes, ws.base, ws.model)
+
+    def draw(m: Metrics) -> None:
+        with box.container():
+            _structured_figures(base, m, changes)
+
+    draw(m)
+    if pending is not None:
+        pending.add(draw)
+
+
+def _structured_figures(base: Metrics, m: Metrics, changes: pd.DataFrame | None) -> None:
     macs_ratio = base.macs / m.macs if m.macs else float("nan")
     blat = m.base_latency or base.latency  # timed interleaved with the current model
     lat_ratio = verdict = None
     if blat is not None and m.latency is not None and m.latency.median_ms > 0:
         lat_ratio = blat.median_ms / m.latency.median_ms
         verdict = speed_verdict(blat, m.latency)
-    st.markdown("##### Structured pruning: smaller and faster?")
     c = st.columns(4)
     c[0].metric("Parameters", fmt.count(m.params), fmt.delta(m.params, base.params, "ratio"),
                 delta_color="inverse", help=f"{m.params:,} of {base.params:,} parameters remain.")
     c[1].metric("MACs ratio", f"{macs_ratio:.2f}×", help="Base MACs / current MACs per example.")
-    c[2].metric("Latency ratio", f"{lat_ratio:.2f}×" if lat_ratio else "–",
+    c[2].metric("Latency ratio", f"{lat_ratio:.2f}×" if lat_ratio else ("timing…" if m.latency is None else "–"),
                 help="Base latency / current latency, both timed back to back and interleaved"
                      + (f" (batch {m.latency.batch_size}, {m.latency.device}, {m.latency.threads} threads)."
                         if m.latency else "."))
-    c[3].metric("Latency", fmt.ms(m.latency.median_ms, m.latency.iqr_ms) if m.latency else "–")
+    c[3].metric("Latency", fmt.ms(m.latency.median_ms, m.latency.iqr_ms) if m.latency else "timing…")
     if not m.shapes_changed:
         st.caption("No unit removed yet: shapes equal the base model's.")
     elif verdict == "within noise":
@@ -259,10 +273,10 @@ def structured_metrics_ui(base: Metrics, m: Metrics) -> None:
     elif verdict == "slower":
         st.warning(f"Smaller but not faster: {macs_ratio:.2f}× fewer MACs, measured latency "
                    f"{lat_ratio:.2f}× the base's speed on {m.latency.device}, beyond the noise of the timings.")
+    timed = "timed" if m.latency else "timing"  # drawn twice in one run when timed after the page
     left, right = st.columns([2, 3])
-    left.plotly_chart(ratio_bars_figure(macs_ratio, lat_ratio), width="stretch", key="structured_ratios")
-    changes = _try(shape_changes, ws.base, ws.model)
+    left.plotly_chart(ratio_bars_figure(macs_ratio, lat_ratio), width="stretch", key=f"structured_ratios_{timed}")
     if changes is not None and len(changes):
-        right.dataframe(changes, hide_index=True, width="stretch", height=260, key="structured_shapes")
+        right.dataframe(changes, hide_index=True, width="stretch", height=260, key=f"structured_shapes_{timed}")
     elif changes is not None:
         right.caption("No layer shape changed.")

@@ -88,13 +88,5 @@ def message_ui(kind: str, message: str, detail: str | None = None) -> None:
 
 def show_flashes() -> None:
     items = st.session_state.pop("_flash", [])
-    st.session_state.setdefault("_flash_shown", []).extend(items)  # for requeue_shown_flashes
     for item in items:
         message_ui(*item)
-
-
-def requeue_shown_flashes() -> None:
-    """Queue again the messages this run has shown: for a rerun that only redraws the page
-    with a new figure (latency), so a message is not gone before it is read."""
-    ss = st.session_state
-    ss.setdefault("_flash", [])[:0] = ss.pop("_flash_shown", [])

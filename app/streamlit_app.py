@@ -29,8 +29,6 @@ PAGES = [
     st.Page(VIEWS / "history.py", title="History", icon=":material/history:", url_path="history"),
 ]
 
-st.session_state["_flash_shown"] = []  # messages shown in this run (app.state.requeue_shown_flashes)
-
 with st.sidebar:
     st.markdown("## :material/content_cut: prunescope")
     model_picker_ui(st)

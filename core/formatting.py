@@ -35,9 +35,12 @@ def ms(median: float | None, iqr: float | None = None) -> str:
     """Latency with its spread: '3.21 ms ± 0.12'."""
     if median is None:
         return "–"
-    s = f"{median:.3g} ms" if median < 100 else f"{median:.0f} ms"
+    def num(x: float) -> str:
+        return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+
+    s = f"{num(median)} ms"
     if iqr is not None and math.isfinite(iqr):
-        s += f" ± {iqr:.2g}"
+        s += f" ± {num(iqr)}"
     return s
 
 

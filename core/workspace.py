@@ -228,21 +228,25 @@ class Workspace:
         """Metrics of the current plan's model (cached per plan, subset and latency batch; logged).
 
         Metrics cached without latency get only the latency added (timed interleaved with
-        the base; ``progress(done, total)`` follows its rounds).
+        the base; ``progress(done, total)`` follows its rounds). Without ``latency`` the
+        figures still carry it when this architecture is already timed (masks keep shapes).
         """
         key = self._metrics_key(self.plan, subset)
         m = self._metrics.get(key)
         if m is None:
             m = self.evaluator.evaluate(self._current(), subset, latency=False)
             self._metrics[key] = m
-        if latency and m.latency is None:
-            base_lat, lat = self.evaluator.latency_pair(self._current(), progress=progress)
-            old, m = m, dataclasses.replace(m, latency=lat, base_latency=base_lat)
-            self._metrics[key] = m
-            for i, e in enumerate(self.log):  # the same evaluation, now with its latency: one entry
-                if e.metrics is old:
-                    self.log[i] = dataclasses.replace(e, metrics=m)
-                    self._logged[key] = m
+        if m.latency is None:
+            pair = self.evaluator.timed_pair(self._current())
+            if pair is None and latency:
+                pair = self.evaluator.latency_pair(self._current(), progress=progress)
+            if pair is not None:
+                old, m = m, dataclasses.replace(m, latency=pair[1], base_latency=pair[0])
+                self._metrics[key] = m
+                for i, e in enumerate(self.log):  # the same evaluation, now with its latency: one entry
+                    if e.metrics is old:
+                        self.log[i] = dataclasses.replace(e, metrics=m)
+                        self._logged[key] = m
         if self._logged.get(key) is not m:
             self._logged[key] = m
             self.log.append(LogEntry(time.time(), self.plan, m))

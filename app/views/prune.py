@@ -247,7 +247,7 @@ def prune_live_ui() -> None:
     target_ui(ws, criterion, granularity)
 
     m, base = current_metrics(ws)
-    latency_slot = metrics_panel_ui(ws, m, base)
+    pending = metrics_panel_ui(ws, m, base)
 
     names, sp, params = layer_rows(ws)
     if report is not None:
@@ -288,13 +288,13 @@ def prune_live_ui() -> None:
 
     per_class_ui(ws, m, base)
     if granularity != "weight":
-        importance_ui.structured_metrics_ui(base, m)
+        importance_ui.structured_metrics_ui(base, m, pending)
     with st.expander("Plan", expanded=True):
         plan_ui(ws, "prune")
     full_eval_ui(ws, "prune")
     with st.expander("Compare criteria on this layer"):
         importance_ui.compare_criteria_ui(ws, layer, granularity)
-    latency_ui(ws, latency_slot, scope="fragment")
+    latency_ui(ws, pending)
 
 
 def page() -> None:

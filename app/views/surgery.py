@@ -306,7 +306,7 @@ def surgery_live_ui() -> None:
     if not names:
         st.warning(f"Container {container or '(the model itself)'!r} has no blocks in the current model.")
     m, base = current_metrics(ws)
-    latency_slot = metrics_panel_ui(ws, m, base)
+    pending = metrics_panel_ui(ws, m, base)
     guides = run_action(cached_guides, ws, container) if names else None
 
     left, right = st.columns([3, 2])
@@ -326,7 +326,7 @@ def surgery_live_ui() -> None:
         heal_ui(ws)
     with st.expander("Plan", expanded=True):
         plan_ui(ws, "surgery")
-    latency_ui(ws, latency_slot, scope="fragment")
+    latency_ui(ws, pending)
 
 
 def page() -> None:
