@@ -6,6 +6,7 @@ redo, history and export see them all.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import pandas as pd
 import streamlit as st
@@ -20,7 +21,7 @@ from core.errors import PrunescopeError
 from core.workspace import Workspace
 
 from app.components import current_metrics, latency_ui, metrics_panel_ui, plan_ui, run_action
-from app.state import flash, get_workspace, show_flashes
+from app.state import flash, get_workspace, message_ui, show_flashes
 
 CLIP = "surgery_clipboard"  # session key: list of {"source": "self" | model name, "block": path}
 
@@ -82,15 +83,56 @@ def duplicate_steps(names: list[str], selected: list[str]) -> list[Paste]:
     return steps
 
 
-def _add_steps(ws: Workspace, steps) -> None:
+def _add_steps(ws: Workspace, steps, progress=None) -> None:
     """All ``steps`` as one history entry (one undo)."""
     plan = ws.plan
     for s in steps:
         plan = plan.then(s)
-    ws.set_plan(plan)
+    ws.set_plan(plan, progress=progress)
+
+
+PENDING = "_surgery_edit"
+
+
+def queue_edit(steps, label: str, success: str, after: Callable[[], None] | None = None) -> None:
+    """Ask for an edit from a button's callback; :func:`pending_edit_ui` runs it where the
+    page can draw its progress (a callback cannot draw)."""
+    st.session_state[PENDING] = {"steps": list(steps), "label": label, "success": success, "after": after}
 
 
 # --- UI -------------------------------------------------------------------------------
+
+def pending_edit_ui(ws: Workspace) -> None:
+    """Run the edit a button asked for, with a progress bar that says what it does (each
+    step's build: clone, calibration pass, bridge fits; then the quick-subset evaluation),
+    before the page draws the metrics of the result."""
+    job = st.session_state.pop(PENDING, None)
+    if not job:
+        return
+    label = job["label"]
+    bar = st.progress(0.0, text=f"{label}: starting…")
+
+    def progress(done: int, total: int, what: str) -> None:
+        if done < total:  # (apply reports total of total when it is done)
+            bar.progress(done / (total + 1), text=f"{label}: building plan step {done + 1} of {total} · {what}: "
+                                                   "calibration pass, bridge fits")
+
+    def edit() -> bool:
+        _add_steps(ws, job["steps"], progress=progress)
+        return True
+
+    if not run_action(edit, now=True):
+        bar.empty()
+        return
+    n = len(ws.plan.steps)
+    bar.progress(n / (n + 1), text=f"{label}: evaluating the new model on the quick subset "
+                                   f"({len(ws.evalset.quick_index)} examples)")
+    run_action(ws.metrics, "quick", latency=False, now=True)
+    bar.empty()
+    if job["after"] is not None:
+        job["after"]()
+    message_ui("success", job["success"])
+
 
 def container_ui(ws: Workspace) -> str:
     ss = st.session_state
@@ -143,12 +185,14 @@ def operations_ui(ws: Workspace, container: str, names: list[str]) -> None:
             flash("warning", "Select one or more blocks to cut.")
             return
         base_names = {n for n, _ in ws.base.named_modules()}
-        out = run_action(ws.add_step, Cut(tuple(sel), bridge=bridge), success=f"Cut {', '.join(sel)}.")
-        if out is not None:
+
+        def after():  # once the cut is in the plan: the cut blocks on the clipboard
             clip = [{"source": "self", "block": n} for n in sel if n in base_names]
             if clip:
                 ss[CLIP] = clip
             ss[sel_key] = []
+
+        queue_edit([Cut(tuple(sel), bridge=bridge)], f"Cut {', '.join(sel)}", f"Cut {', '.join(sel)}.", after)
 
     def do_copy():
         sel = list(ss.get(sel_key, []))
@@ -165,14 +209,14 @@ def operations_ui(ws: Workspace, container: str, names: list[str]) -> None:
             return
         steps = run_action(paste_steps, ws, entries, int(ss["surgery_at"]), bridge, container)
         if steps:
-            run_action(_add_steps, ws, steps, success=f"Pasted {len(steps)} block(s) at {int(ss['surgery_at'])}.")
+            queue_edit(steps, f"Paste {len(steps)} block(s)", f"Pasted {len(steps)} block(s) at {int(ss['surgery_at'])}.")
 
     def do_duplicate():
         sel = list(ss.get(sel_key, []))
         if not sel:
             flash("warning", "Select blocks to duplicate.")
             return
-        run_action(_add_steps, ws, duplicate_steps(names, sel), success=f"Duplicated {', '.join(sel)}.")
+        queue_edit(duplicate_steps(names, sel), f"Duplicate {', '.join(sel)}", f"Duplicated {', '.join(sel)}.")
 
     b = st.columns(4)
     b[0].button("Cut", icon=":material/content_cut:", key="surgery_cut", on_click=do_cut, width="stretch", disabled=not selected,
@@ -249,9 +293,9 @@ def guides_ui(ws: Workspace, container: str, guides) -> None:
     if sugg and sugg["expected_accuracy"] is not None:
         st.markdown(f"**Suggested cut:** {', '.join(sugg['blocks'])} → expected accuracy "
                     f"**{fmt.pct(sugg['expected_accuracy'])}** (now {fmt.pct(sugg['accuracy'])})")
-        st.button("Apply suggested cut", key="surgery_apply_suggestion",
-                  on_click=run_action, args=(ws.add_step, Cut(tuple(sugg["blocks"]), bridge=sugg["bridge"])),
-                  kwargs={"success": f"Cut {', '.join(sugg['blocks'])}."})
+        cut = ", ".join(sugg["blocks"])
+        st.button("Apply suggested cut", key="surgery_apply_suggestion", on_click=queue_edit,
+                  args=([Cut(tuple(sugg["blocks"]), bridge=sugg["bridge"])], f"Cut {cut}", f"Cut {cut}."))
     st.plotly_chart(drop_one_figure(names, guides.drop_one, guides.accuracy,
                                     sugg["blocks"] if sugg else ()), width="stretch", key="surgery_drop_one")
     st.plotly_chart(influence_figure(names, guides.influence), width="stretch", key="surgery_influence")
@@ -300,6 +344,7 @@ def heal_ui(ws: Workspace) -> None:
 def surgery_live_ui() -> None:
     show_flashes()
     ws = get_workspace()
+    pending_edit_ui(ws)
     container = container_ui(ws)
     blocks = blocks_of(ws, container)
     names = [b["name"] for b in blocks]

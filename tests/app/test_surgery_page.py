@@ -37,6 +37,36 @@ def test_cut_a_block_changes_the_metrics_and_undo_restores_them():
     assert isinstance(workspace(at).plan.steps[-1], Cut)
 
 
+def test_cut_and_paste_run_in_the_page_with_a_progress_bar_that_says_what_they_do(monkeypatch):
+    """A cut or paste is run where the page can draw (not in the button's callback), with
+    progress text for each phase, and the metrics drawn after it are the new model's."""
+    import streamlit
+
+    texts = []
+    real = streamlit.delta_generator.DeltaGenerator.progress
+
+    def recording(self, value, text=None):
+        texts.append(text)
+        return real(self, value, text=text)
+
+    monkeypatch.setattr(streamlit.delta_generator.DeltaGenerator, "progress", recording)
+    at = surgery("digits_resnet")
+    macs0 = metric(at, "MACs / example")
+    at.multiselect(key="surgery_selected").set_value(["layers.1"]).run()
+    texts.clear()
+    at.button(key="surgery_cut").click().run()
+    _ok(at)
+    assert metric(at, "MACs / example") != macs0  # drawn after the cut, in the same run
+    assert any(t and t.startswith("Cut layers.1: building plan step 1 of 1") for t in texts), texts
+    assert any(t and "evaluating the new model on the quick subset" in t for t in texts), texts
+    assert any(s.value == "Cut layers.1." for s in at.success)
+    texts.clear()
+    at.button(key="surgery_paste").click().run()
+    _ok(at)
+    assert any(t and t.startswith("Paste 1 block(s): building plan step 2 of 2") for t in texts), texts
+    assert isinstance(workspace(at).plan.steps[-1], Paste)
+
+
 def test_cut_goes_to_the_clipboard_and_pastes_back():
     at = surgery("digits_cnn")
     at.multiselect(key="surgery_selected").set_value(["features.2"]).run()

@@ -78,6 +78,15 @@ def test_cut_a_block_then_undo_restores_the_metrics(page, app_url, tmp_path):
     page.keyboard.press("Escape")
     wait_idle(page)
     page.get_by_role("button", name="Cut", exact=True).click()
+    seen = ""  # the cut's progress bar says what it does (caught when the cut outlasts a poll)
+    deadline = time.time() + 30
+    while time.time() < deadline and metric_value(page, "Non-zero params") == params0:
+        bar = page.locator('[data-testid="stProgress"]')
+        if bar.count() and not seen:
+            seen = bar.first.inner_text()
+            page.screenshot(path=str(tmp_path / "surgery_cut_progress.png"))
+        page.wait_for_timeout(20)
+    assert not seen or seen.startswith(("Cut ", "Latency")), seen
     wait_idle(page, 180)
     assert wait_change(page, "Non-zero params", params0) != params0
     assert_no_exception(page)
