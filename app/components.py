@@ -135,8 +135,15 @@ def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Met
         notes.append(f"latency: base and current differ by less than their spread "
                      f"(IQR {fmt.pct(blat.spread, 0)} and {fmt.pct(lat.spread, 0)} of the median): no speed conclusion")
     elif lat is not None and lat.noisy:
-        notes.append(f"latency is noisy (IQR {fmt.pct(lat.spread, 0)} of the median)")
-    notes_slot.caption(" · ".join(notes) + ".")
+        notes.append(f"latency is noisy (IQR {fmt.pct(lat.spread, 0)} of the median): the machine was busy "
+                     "while timing; time it again for a figure to rely on")
+    with notes_slot.container():
+        st.caption(" · ".join(notes) + ".")
+        if lat is not None and (lat.noisy or verdict == "within noise"):
+            st.button("Time latency again", key=f"retime_{ws.name}", icon=":material/timer:",
+                      on_click=run_action, args=(ws.forget_latency,),
+                      help="Drops this timing (and the base's timed with it) and times both again, "
+                           "interleaved, after the page is drawn.")
 
 
 def per_class_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:

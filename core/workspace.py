@@ -252,6 +252,15 @@ class Workspace:
             self.log.append(LogEntry(time.time(), self.plan, m))
         return m
 
+    def forget_latency(self) -> None:
+        """Time the current model (and the base beside it) anew on the next
+        ``metrics(latency=True)``: for a timing the machine's load spoiled. Every cached
+        figure that carried those timings loses them; the log keeps what was shown."""
+        dropped = {id(x) for x in self.evaluator.forget_latency(self._current())}
+        for key, m in list(self._metrics.items()):
+            if id(m.latency) in dropped or id(m.base_latency) in dropped:
+                self._metrics[key] = dataclasses.replace(m, latency=None, base_latency=None)
+
     def base_metrics(self, subset: str = "quick", *, latency: bool = True) -> Metrics:
         key = self._metrics_key(Plan(self.spec.name), subset)
         m = self._metrics.get(key)

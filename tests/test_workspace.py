@@ -51,3 +51,18 @@ def test_base_is_never_pruned(ws):
 def test_plan_for_another_model_is_refused(ws):
     with pytest.raises(ValueError, match="for model 'digits_cnn'"):
         ws.set_plan(Plan("digits_cnn"))
+
+
+def test_forget_latency_times_the_current_model_and_its_base_again():
+    from core.prune import Prune
+
+    ws = Workspace("digits_mlp")
+    ws.add_step(Prune(criterion="l1", granularity="neuron", sparsity=0.5))
+    first = ws.metrics("quick", latency=True)
+    assert first.latency is not None and first.base_latency is not None
+    ws.forget_latency()
+    assert ws.metrics("quick", latency=False).latency is None  # nothing cached to reuse
+    again = ws.metrics("quick", latency=True)
+    assert again.latency is not None and again.latency is not first.latency
+    assert again.base_latency is not first.base_latency
+    assert again.accuracy == first.accuracy  # only the timing is new

@@ -105,6 +105,19 @@ class Evaluator:
         return self._cached(("latpair", self.latency_batch), sig, lambda: measure_latency_pair(
             self.base, model, x, self.latency_batch, self.latency_time, progress=progress))
 
+    def forget_latency(self, model: nn.Module) -> list:
+        """Drop the cached timings of ``model``'s architecture (and of the base timed with
+        it), so the next request times anew. Returns the dropped Latency objects."""
+        sig = arch_signature(model)
+        keys = [(("lat", self.latency_batch), sig), (("latpair", self.latency_batch), sig)]
+        if sig != self.base_signature:
+            keys.append((("lat", self.latency_batch), self.base_signature))
+        out = []
+        for k in keys:
+            got = self._arch_cache.pop(k, None)
+            out += list(got) if isinstance(got, tuple) else [got] if got is not None else []
+        return out
+
     def timed_pair(self, model: nn.Module) -> tuple[Latency, Latency] | None:
         """What :meth:`latency_pair` would return when it is already timed (same
         architecture, batch, threads and device), else None; never times anything."""
