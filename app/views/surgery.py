@@ -147,16 +147,20 @@ def container_ui(ws: Workspace) -> str:
                         help="The Sequential / ModuleList whose children are the blocks.")
 
 
-def block_table_ui(blocks: list[dict], guides) -> None:
+def block_table_ui(blocks: list[dict], guides, where=None) -> None:
+    """The blocks of the container; the guides' columns once they are computed."""
     rows = []
-    for i, b in enumerate(blocks):
-        g_ok = guides is not None and i < len(guides.blocks) and guides.blocks[i].name == b["name"]
-        rows.append({"block": b["name"], "kind": "adapter" if b["adapter"] else b["kind"],
-                     "in": "×".join(map(str, b["in_shape"])), "out": "×".join(map(str, b["out_shape"])),
-                     "params": b["params"], "MACs": b["macs"],
-                     "influence": guides.influence[i] if g_ok else None,
-                     "drop-one acc": guides.drop_one[i] if g_ok else None})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+    at = {g.name: i for i, g in enumerate(guides.blocks)} if guides is not None else {}
+    for b in blocks:
+        row = {"block": b["name"], "kind": "adapter" if b["adapter"] else b["kind"],
+               "in": "×".join(map(str, b["in_shape"])), "out": "×".join(map(str, b["out_shape"])),
+               "params": b["params"], "MACs": b["macs"]}
+        if guides is not None:
+            i = at.get(b["name"])
+            row["influence"] = guides.influence[i] if i is not None else None
+            row["drop-one acc"] = guides.drop_one[i] if i is not None else None
+        rows.append(row)
+    (where or st).dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
         "influence": st.column_config.NumberColumn(format="%.3f", help="1 − cos(input, output)"),
         "drop-one acc": st.column_config.NumberColumn(format="percent", help="accuracy with this block alone cut"),
         "MACs": st.column_config.NumberColumn(format="compact"),
@@ -356,7 +360,8 @@ def surgery_live_ui() -> None:
 
     left, right = st.columns([3, 2])
     with left:
-        block_table_ui(blocks, guides)
+        table = st.empty()
+        block_table_ui(blocks, guides, table)
         operations_ui(ws, container, names)
         clipboard_ui()
         with st.expander("Blocks from a donor model"):
@@ -366,6 +371,8 @@ def surgery_live_ui() -> None:
     with right:
         if guides is None and names:
             guides = guides_button_ui(ws, container, len(names))
+            if guides is not None:  # computed just now: the table above gets their columns
+                block_table_ui(blocks, guides, table)
         guides_ui(ws, container, guides)
     with st.expander("Heal (train adapters briefly)"):
         heal_ui(ws)

@@ -122,9 +122,12 @@ def test_opening_the_page_computes_no_guides_and_times_latency_after_drawing():
 def test_guides_suggest_a_cut_that_can_be_applied():
     at = surgery("digits_mlp")
     _ok(at)
+    assert "influence" not in at.dataframe[0].value.columns  # no empty guide columns before
     at.button(key="surgery_guides_btn").click().run()
     _ok(at)
     assert any("Suggested cut" in m.value for m in at.markdown)
+    table = at.dataframe[0].value  # the block table shows them in the run that computed them
+    assert table["influence"].notna().any() and table["drop-one acc"].notna().all()
     at.button(key="surgery_apply_suggestion").click().run()
     _ok(at)
     assert isinstance(workspace(at).plan.steps[-1], Cut)
