@@ -19,7 +19,7 @@ from .constraints import Checked
 
 
 def _builtin_kinds() -> None:
-    from core import prune, surgery  # noqa: F401 - their modules register prune, cut, paste, compose, heal
+    from core import prune, recover, surgery  # noqa: F401 - their modules register prune, finetune, cut, paste, compose, heal
 
 
 STEPS: Registry[type["Step"]] = Registry("step", builtins=_builtin_kinds)

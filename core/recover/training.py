@@ -1,0 +1,250 @@
+"""Finetune: train the current model after any edit, with its masks and removed units kept.
+
+Labels, distillation from the base model (soft targets at a temperature), or both; all
+parameters, the last k blocks (and the head after them), or the surgery adapters only.
+Deterministic under ``seed`` and ``threads``: the batch order comes from a seeded
+generator, and stopping after ``k`` steps gives exactly the model that
+``Finetune(steps=k, horizon=N)`` replays to (the schedule's length is ``horizon``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.errors import ModelError
+from core.models import clone_model, get_spec
+from core.plan.constraints import Interval, Options, Seed
+from core.plan.report import StepReport
+from core.plan.step import Step, register_step
+from core.prune.masks import prunable_layers
+
+TRAIN = ("all", "last", "adapters")  # which parameters train
+LOSSES = ("labels", "distill", "both")
+SCHEDULES = ("constant", "cosine")
+MAX_STEPS = 100_000
+MAX_BATCH = 4096
+
+
+def trainable_parameters(model: nn.Module, train: str, last: int = 1, model_name: str | None = None
+                         ) -> dict[str, nn.Parameter]:
+    """The parameters a fine-tune updates.
+
+    "all": every parameter; "last": those of the last ``last`` blocks of the model's
+    default block container and every parameter after that container (the head);
+    "adapters": the surgery bridges' only.
+
+    Raises:
+        ModelError: unknown ``train``, or nothing to train.
+    """
+    from core.surgery import block_names, default_container
+    from core.surgery.healing import heal_parameters
+
+    if train not in TRAIN:
+        raise ModelError(f"train must be one of {TRAIN}, got {train!r}")
+    named = dict(model.named_parameters())
+    if train == "all":
+        params = named
+    elif train == "adapters":
+        params = heal_parameters(model, "adapters")
+    else:
+        cont = default_container(model, model_name)
+        blocks = block_names(model, cont)
+        chosen = blocks[-last:] if last <= len(blocks) else blocks
+        names = list(named)
+        in_cont = [i for i, n in enumerate(names) if cont == "" or n.startswith(cont + ".")]
+        after = max(in_cont) if in_cont else -1
+        params = {n: p for i, (n, p) in enumerate(named.items())
+                  if any(n.startswith(b + ".") for b in chosen) or i > after}
+    if not params:
+        raise ModelError(f"finetune: the model has no parameters to train with train={train!r}")
+    return params
+
+
+def weight_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Where the prunable layers' weights are zero (pruned): they stay zero in training."""
+    out = {}
+    for name, layer in prunable_layers(model).items():
+        keep = layer.weight.detach() != 0
+        if not bool(keep.all()):
+            out[f"{name}.weight" if name else "weight"] = keep
+    return out
+
+
+def _lr_at(step: int, lr: float, schedule: str, horizon: int) -> float:
+    if schedule == "cosine":
+        return 0.5 * lr * (1 + math.cos(math.pi * min(step, horizon) / max(1, horizon)))
+    return lr
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL divergence of the softened distributions, scaled by T² (Hinton et al., 2015)."""
+    t = float(temperature)
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                    reduction="batchmean") * t * t
+
+
+def finetune(model: nn.Module, ctx, step: "Finetune", *,
+             progress: Callable[[int, int, float], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> tuple[nn.Module, dict]:
+    """Train a copy of ``model`` as ``step`` says. Returns ``(model in eval mode, info)``
+    with ``info = {"before", "after" (loss and accuracy on the calibration batch),
+    "losses", "steps_run", "stopped", "trained_params", "masked_weights"}``.
+
+    Raises:
+        ModelError: nothing to train, or labels asked of a model evaluated by fidelity.
+    """
+    m = clone_model(model)
+    spec = get_spec(ctx.model_name)
+    labelled = spec.task == "classification"
+    if step.loss in ("labels", "both") and not labelled:
+        raise ModelError(f"finetune: {ctx.model_name!r} is evaluated by fidelity to its base and has no labels; "
+                         "use loss='distill'")
+    params = trainable_parameters(m, step.train, step.last, ctx.model_name)
+    masks = {n: k for n, k in weight_masks(m).items() if n in params}
+    teacher = ctx.donor(ctx.model_name) if (step.loss != "labels" or not labelled) else None
+    xc, yc = ctx.calibration(step.seed)
+
+    def measure() -> dict:
+        m.eval()
+        with torch.no_grad():
+            out = m(xc)
+            target = yc if labelled else teacher(xc).argmax(1)
+        return {"loss": float(F.cross_entropy(out.float(), target)),
+                "accuracy": float((out.argmax(1) == target).float().mean())}
+
+    before = measure()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    m.train()
+    for mod in m.modules():  # frozen parts keep their statistics (BatchNorm) and behaviour
+        own = list(mod.parameters(recurse=False))
+        if own and not any(p.requires_grad for p in own):
+            mod.eval()
+    xt, yt = ctx.train_split()
+    g = torch.Generator().manual_seed(step.seed)
+    torch.manual_seed(step.seed)
+    opt = torch.optim.Adam(list(params.values()), lr=float(step.lr))
+    horizon = step.horizon or step.steps
+    losses, done, stopped = [], 0, False
+    for i in range(step.steps):
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        for grp in opt.param_groups:
+            grp["lr"] = _lr_at(i, step.lr, step.schedule, horizon)
+        idx = torch.randint(0, len(xt), (step.batch_size,), generator=g)
+        x, y = xt[idx].to(ctx.device), yt[idx].to(ctx.device)
+        out = m(x).float()
+        if teacher is not None:
+            with torch.no_grad():
+                t_out = teacher(x).float()
+        if step.loss == "labels":
+            loss = F.cross_entropy(out, y)
+        elif step.loss == "distill" or not labelled:
+            loss = distill_loss(out, t_out, step.temperature)
+        else:
+            loss = step.alpha * distill_loss(out, t_out, step.temperature) + (1 - step.alpha) * F.cross_entropy(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():  # pruned weights stay pruned
+            for n, keep in masks.items():
+                params[n].mul_(keep)
+        losses.append(float(loss.detach()))
+        done = i + 1
+        if progress is not None:
+            progress(done, step.steps, losses[-1])
+    for p in m.parameters():
+        p.requires_grad_(False)
+    m.eval()
+    info = {"before": before, "after": measure(), "losses": losses, "steps_run": done, "stopped": stopped,
+            "trained_params": int(sum(p.numel() for p in params.values())),
+            "masked_weights": int(sum(int((~k).sum()) for k in masks.values()))}
+    return m, info
+
+
+_MEMO: "OrderedDict[tuple, tuple[dict, dict]]" = OrderedDict()
+_MEMO_SIZE = 4
+
+
+@register_step
+@dataclass(frozen=True)
+class Finetune(Step):
+    """Train the current model for ``steps`` batches of the training split (masks and
+    removed units stay), on labels, on the base model's soft targets, or both."""
+
+    op: ClassVar[str] = "finetune"
+    trains: ClassVar[bool] = True
+    constraints = {"steps": Interval(0, MAX_STEPS, integer=True), "lr": Interval(0, 10, closed="right"),
+                   "schedule": Options(SCHEDULES), "horizon": Interval(1, MAX_STEPS, integer=True, optional=True),
+                   "batch_size": Interval(1, MAX_BATCH, integer=True), "train": Options(TRAIN),
+                   "last": Interval(1, 10_000, integer=True), "loss": Options(LOSSES),
+                   "temperature": Interval(0, 100, closed="right"), "alpha": Interval(0, 1),
+                   "seed": Seed(), "threads": Interval(1, 1024, integer=True, optional=True)}
+    steps: int = 200  # optimisation steps (batches)
+    lr: float = 1e-3  # Adam learning rate (peak, for the cosine schedule)
+    schedule: str = "cosine"  # "constant" | "cosine" (decays to 0 over ``horizon``)
+    horizon: int | None = None  # the schedule's length (default: steps; kept when stopped early)
+    batch_size: int = 64  # examples per step
+    train: str = "all"  # "all" | "last" (the last ``last`` blocks and the head) | "adapters"
+    last: int = 1  # blocks trained with train="last"
+    loss: str = "labels"  # "labels" | "distill" (from the base model) | "both"
+    temperature: float = 4.0  # distillation temperature
+    alpha: float = 0.5  # weight of the distillation term with loss="both"
+    seed: int = 0  # batch order and calibration seed
+    threads: int | None = None  # CPU threads while training (recorded: a replay sums in the same order)
+
+    def run(self, model: nn.Module, ctx, progress=None, should_stop=None) -> tuple[nn.Module, dict]:
+        """:func:`finetune` with this step's settings, memoised by input weights, so the
+        plan replaying this step right after an interactive run costs nothing. A run
+        stopped after k steps is stored as ``steps=k`` (same horizon)."""
+        from core.surgery.healing import _digest, threads_set
+
+        key = (_digest(model), str(ctx.device), ctx.model_name, self.normalised())
+        hit = _MEMO.get(key)
+        if hit is not None:
+            m = clone_model(model)
+            m.load_state_dict(hit[0])
+            _MEMO.move_to_end(key)
+            return m.eval(), dict(hit[1])
+        with threads_set(self.threads):
+            m, info = finetune(model, ctx, self, progress=progress, should_stop=should_stop)
+        info["threads"] = torch.get_num_threads() if self.threads is None else self.threads
+        done = dataclasses.replace(self.normalised(), steps=info["steps_run"])
+        _MEMO[(key[0], key[1], key[2], done)] = ({k: v.clone() for k, v in m.state_dict().items()}, info)
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
+        return m, info
+
+    def normalised(self) -> "Finetune":
+        """The same step with its horizon written out (what a stopped run replays as)."""
+        return self if self.horizon else dataclasses.replace(self, horizon=max(1, self.steps))
+
+    def build(self, model: nn.Module, ctx) -> tuple[nn.Module, StepReport]:
+        m, info = self.run(model, ctx)
+        b, a = info["before"], info["after"]
+        return m, StepReport(self.op, info=info, summary=(
+            f"trained {info['trained_params']:,} parameters for {info['steps_run']} steps "
+            f"({info['masked_weights']:,} pruned weights kept at zero); calibration loss "
+            f"{b['loss']:.3f} -> {a['loss']:.3f}, accuracy {b['accuracy']:.1%} -> {a['accuracy']:.1%}"))
+
+    def describe(self) -> str:
+        what = {"all": "all parameters", "last": f"the last {self.last} block(s) and the head",
+                "adapters": "the adapters"}[self.train]
+        loss = {"labels": "labels", "distill": f"distillation (T={self.temperature:g})",
+                "both": f"labels + distillation (T={self.temperature:g}, α={self.alpha:g})"}[self.loss]
+        hz = f" of {self.horizon}" if self.horizon and self.horizon != self.steps else ""
+        return f"finetune {what} for {self.steps}{hz} steps on {loss} (lr {self.lr:g}, {self.schedule})"
+
+
+__all__ = ["Finetune", "finetune", "trainable_parameters", "weight_masks", "distill_loss", "TRAIN", "LOSSES",
+           "SCHEDULES"]
