@@ -14,6 +14,7 @@ from core.workspace import Workspace
 
 from app.components import (current_metrics, full_eval_ui, latency_ui, metrics_panel_ui, per_class_ui, plan_ui,
                             run_action)
+from app.recover_ui import recover_ui
 from app.state import get_workspace, show_flashes
 
 from app import importance_ui  # criterion / granularity selectors, importance views
@@ -289,6 +290,8 @@ def prune_live_ui() -> None:
     per_class_ui(ws, m, base)
     if granularity != "weight":
         importance_ui.structured_metrics_ui(base, m, pending)
+    with st.expander("Recover accuracy: fine-tune or distil"):
+        recover_ui(ws, "prune")
     with st.expander("Plan", expanded=True):
         plan_ui(ws, "prune")
     full_eval_ui(ws, "prune")

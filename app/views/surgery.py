@@ -21,6 +21,7 @@ from core.errors import PrunescopeError
 from core.workspace import Workspace
 
 from app.components import current_metrics, latency_ui, metrics_panel_ui, plan_ui, run_action
+from app.recover_ui import recover_ui
 from app.state import flash, get_workspace, message_ui, show_flashes
 
 CLIP = "surgery_clipboard"  # session key: list of {"source": "self" | model name, "block": path}
@@ -376,6 +377,8 @@ def surgery_live_ui() -> None:
         guides_ui(ws, container, guides)
     with st.expander("Heal (train adapters briefly)"):
         heal_ui(ws)
+    with st.expander("Recover accuracy: fine-tune or distil"):
+        recover_ui(ws, "surgery")
     with st.expander("Plan", expanded=True):
         plan_ui(ws, "surgery")
     latency_ui(ws, pending)

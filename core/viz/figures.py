@@ -69,13 +69,14 @@ def weight_histogram_figure(hist: Histogram, threshold: float | None, *, log: bo
 
 
 def per_class_figure(classes: Sequence[str], base: Sequence[float], current: Sequence[float],
-                     title: str | None = "Per-class accuracy") -> go.Figure:
-    """Grouped bars: base against current accuracy for each class."""
+                     title: str | None = "Per-class accuracy", names: tuple[str, str] = ("base", "current")
+                     ) -> go.Figure:
+    """Grouped bars: base (or any "before") against current accuracy for each class."""
     fig = go.Figure()
-    fig.add_bar(x=list(classes), y=[100 * v for v in base], name="base", marker_color=BASE,
-                hovertemplate="class %{x}: %{y:.1f}%<extra>base</extra>")
-    fig.add_bar(x=list(classes), y=[100 * v for v in current], name="current", marker_color=CURRENT,
-                hovertemplate="class %{x}: %{y:.1f}%<extra>current</extra>")
+    fig.add_bar(x=list(classes), y=[100 * v for v in base], name=names[0], marker_color=BASE,
+                hovertemplate=f"class %{{x}}: %{{y:.1f}}%<extra>{names[0]}</extra>")
+    fig.add_bar(x=list(classes), y=[100 * v for v in current], name=names[1], marker_color=CURRENT,
+                hovertemplate=f"class %{{x}}: %{{y:.1f}}%<extra>{names[1]}</extra>")
     fig.update_layout(barmode="group")
     fig.update_yaxes(range=[0, 100], ticksuffix="%")
     fig.update_xaxes(type="category")
