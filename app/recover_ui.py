@@ -1,14 +1,10 @@
 """The Recover panel (Prune and Surgery): fine-tune or distil the current model after an
-edit, with progress (step n of N, loss), cancel that keeps the steps done as a shorter
-step, and before / after figures (quick-subset accuracy and loss, per class, loss curve)."""
+edit, in the background with progress (step n of N, loss) and a Cancel that keeps the
+steps done as a shorter step, and before / after figures (quick-subset accuracy and loss, per class, loss curve)."""
 from __future__ import annotations
-
-import dataclasses
 
 import streamlit as st
 import torch
-from streamlit.errors import StreamlitAPIException
-from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 
 from core import formatting as fmt
 from core.models import get_spec
@@ -18,7 +14,7 @@ from core.viz.surgery import heal_figure
 from core.workspace import Workspace
 
 from app.components import run_action
-from app.state import flash
+from app.jobs import job_ui, start_job
 
 LOSS_LABELS = {"labels": "labels", "distill": "distillation from the base", "both": "labels + distillation"}
 TRAIN_LABELS = {"all": "all parameters", "last": "the last k blocks and the head", "adapters": "surgery adapters"}
@@ -52,51 +48,16 @@ def _controls(ws: Workspace, key: str) -> Finetune:
 
 
 def recover_ui(ws: Workspace, key: str) -> None:
-    """Fine-tune / distil panel. ``key`` namespaces the widgets (one panel per page)."""
+    """Fine-tune / distil panel. ``key`` namespaces the widgets (one panel per page). The
+    training runs in the background (the page stays usable) with progress and Cancel."""
     step = _controls(ws, key)
-    go_col, stop_col = st.columns(2)
-    start = go_col.button("Fine-tune", key=f"{key}_ft_start", type="primary", width="stretch",
-                          icon=":material/model_training:")
-    # A click on Cancel reruns the page; the run in progress notices it at its next progress
-    # update, keeps the steps it has done (a valid shorter step) and then lets the rerun go on.
-    stop_col.button("Cancel", key=f"{key}_ft_cancel", width="stretch")
-    if start:
-        _run(ws, step)
+    job_key = f"{key}_ft_job"
+    running = job_ui(job_key)
+    st.button("Fine-tune", key=f"{key}_ft_start", type="primary", icon=":material/model_training:",
+              disabled=running, on_click=start_job, args=(job_key, ws, step, "Fine-tuning"),
+              help="Trains a copy of the current model; when it ends (or is cancelled) the steps done "
+                   "become a plan step that you can undo.")
     _results(ws)
-
-
-def _run(ws: Workspace, step: Finetune) -> None:
-    bar = st.progress(0.0, text=f"Fine-tuning: starting ({step.steps} steps)…")
-    interrupted: list[BaseException] = []
-
-    def progress(done: int, total: int, loss: float) -> None:
-        if interrupted:
-            return
-        try:
-            bar.progress(done / max(1, total), text=f"Fine-tuning: step {done} of {total} · batch loss {loss:.3f}")
-        except (RerunException, StopException) as exc:  # Cancel (or any widget) was touched
-            interrupted.append(exc)
-
-    model = ws.model
-    res = run_action(step.run, model, ws.ctx, progress=progress, should_stop=lambda: bool(interrupted), now=True)
-    if res is not None:
-        _, info = res
-        done = dataclasses.replace(step, steps=info["steps_run"], horizon=step.steps)
-        if info["steps_run"] and run_action(ws.add_step, done) is not None:  # replays from the memo
-            a, b = info["before"], info["after"]
-            what = (f"Stopped after {info['steps_run']} of {step.steps} steps; kept as a shorter step. "
-                    if info["stopped"] else "")
-            flash("success", f"{what}Fine-tuned {info['trained_params']:,} parameters: calibration accuracy "
-                             f"{fmt.pct(a['accuracy'])} → {fmt.pct(b['accuracy'])}.")
-        elif not info["steps_run"]:
-            flash("info", "Fine-tuning cancelled before its first step; the plan is unchanged.")
-    bar.empty()
-    if interrupted:
-        raise interrupted[0]  # the rerun the person asked for
-    try:  # the metrics above were drawn before the training
-        st.rerun(scope="fragment")
-    except StreamlitAPIException:  # not inside a fragment's own run
-        st.rerun()
 
 
 def _results(ws: Workspace) -> None:

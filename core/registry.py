@@ -104,6 +104,10 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {echo(name_or_obj)}; valid {self.kind} names: {valid}"
             ) from None
 
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (no error when it is not registered)."""
+        self._items.pop(name, None)
+
     def names(self) -> list[str]:
         """All registered names, in registration order."""
         self._ready()

@@ -18,6 +18,19 @@ def demo_names():
     return DEMO_MODELS
 
 
+@pytest.fixture
+def fidelity_mlp():
+    """A registered copy of the digits MLP judged by fidelity (no labels), random weights;
+    removed from the registry afterwards. Yields its name."""
+    from core.models import MODELS, register_factory
+
+    name = "fidelity_mlp_test"
+    register_factory("demo_models.nets:digits_mlp", weights=None, dataset="digits", input_shape=(1, 8, 8),
+                     name=name, task="fidelity")
+    yield name
+    MODELS.unregister(name)
+
+
 def small_mlp(seed: int = 0) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 48), torch.nn.ReLU(),

@@ -5,7 +5,6 @@ redo, history and export see them all.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import pandas as pd
@@ -21,6 +20,7 @@ from core.errors import PrunescopeError
 from core.workspace import Workspace
 
 from app.components import current_metrics, latency_ui, metrics_panel_ui, plan_ui, run_action
+from app.jobs import job_ui, start_job
 from app.recover_ui import recover_ui
 from app.state import flash, get_workspace, message_ui, show_flashes
 
@@ -308,36 +308,16 @@ def guides_ui(ws: Workspace, container: str, guides) -> None:
 
 
 def heal_ui(ws: Workspace) -> None:
-    """Train adapters (and neighbours) for N steps with a progress bar; cancel keeps the plan."""
-    ss = st.session_state
+    """Train adapters (and neighbours) for N steps in the background, with progress and
+    Cancel (the steps done become the plan's heal step)."""
     c = st.columns(3)
     steps = c[0].number_input("Steps", 1, 2000, 100, key="heal_steps")
     lr = c[1].number_input("Learning rate", 1e-5, 1.0, 1e-3, key="heal_lr", format="%.5f")
     train = c[2].radio("Train", HEAL_TRAIN, key="heal_train")
-    go_col, stop_col = st.columns(2)
-    start = go_col.button("Heal", key="heal_start", type="primary", width="stretch")
-    # A click on Cancel reruns the script, which stops a running heal before it is committed.
-    stop_col.button("Cancel", key="heal_cancel", width="stretch",
-                    on_click=lambda: ss.__setitem__("heal_cancelled", True))
-    if ss.pop("heal_cancelled", False):
-        st.info("Heal cancelled; the plan is unchanged.")
-    if start:
-        step = Heal(steps=int(steps), lr=float(lr), train=train, threads=torch.get_num_threads())
-        bar = st.progress(0.0, text="Healing…")
-
-        def progress(done, total, loss):
-            bar.progress(done / max(1, total), text=f"step {done}/{total} · loss {loss:.3f}")
-
-        res = run_action(step.run, ws.model, ws.ctx, progress=progress,
-                         should_stop=lambda: bool(ss.get("heal_cancelled")))
-        bar.empty()
-        if res is not None:
-            _, info = res
-            done = dataclasses.replace(step, steps=info["steps_run"])  # what ran, replayable
-            if run_action(ws.add_step, done) is not None:  # replays from the heal memo: no retraining
-                flash("success", f"Healed {info['trained_params']:,} parameters for {info['steps_run']} steps.")
-                st.rerun()  # the metrics above were drawn before the heal: draw them anew
-        show_flashes()
+    step = Heal(steps=int(steps), lr=float(lr), train=train, threads=torch.get_num_threads())
+    running = job_ui("heal_job")
+    st.button("Heal", key="heal_start", type="primary", disabled=running, on_click=start_job,
+              args=("heal_job", ws, step, "Healing"))
     steps = ws.plan.steps
     if steps and isinstance(steps[-1], Heal):  # the heal's own report: losses, before / after
         info = ws.reports[-1].info

@@ -39,3 +39,11 @@ def ok(at: AppTest) -> None:
     """No exception and no error box on the page."""
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+
+
+def finish_job(at: AppTest, key: str) -> None:
+    """Wait for a background training job (app.jobs) and run the page that picks it up."""
+    job = at.session_state[key]
+    job.thread.join(300)
+    assert not job.thread.is_alive(), "the training job did not end in 300 s"
+    at.run()

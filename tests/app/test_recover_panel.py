@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.prune import Prune
 from core.recover import Finetune
-from tests.app.conftest import metric, new_app, workspace, ok as _ok
+from tests.app.conftest import finish_job, metric, new_app, workspace, ok as _ok
 
 
 def _pct(text: str) -> float:
@@ -19,22 +19,38 @@ def test_fine_tune_after_a_channel_prune_recovers_and_shows_before_and_after():
     hurt = _pct(metric(at, "Accuracy"))
     at.number_input(key="prune_ft_steps").set_value(80).run()
     at.button(key="prune_ft_start").click().run()
+    finish_job(at, "prune_ft_job")
     _ok(at)
     step = ws.plan.steps[-1]
     assert isinstance(step, Finetune) and step.steps == 80 and step.loss == "both"
     assert _pct(metric(at, "Accuracy")) > hurt + 30  # drawn after the training, in the same click
-    assert any(s.value.startswith("Fine-tuned ") for s in at.success)
+    assert any(s.value.startswith("Fine-tuning: trained ") for s in at.success)
     assert any(m.value.startswith("**Last fine-tune**") for m in at.markdown)
-    at.button(key="prune_undo").click().run()
+    at.button(key="prune_undo").click().run()  # one undo takes the fine-tune away
     _ok(at)
     assert not isinstance(ws.plan.steps[-1], Finetune)
 
 
-def test_a_model_without_labels_offers_distillation_only():
-    from core.models import register_factory
-
-    register_factory("demo_models.nets:digits_mlp", weights=None, dataset="digits", input_shape=(1, 8, 8),
-                     name="fidelity_mlp_app", task="fidelity")
-    at = new_app("fidelity_mlp_app")
+def test_a_model_without_labels_offers_distillation_only(fidelity_mlp):
+    at = new_app(fidelity_mlp)
     _ok(at)
     assert at.selectbox(key="prune_ft_loss").options == ["distillation from the base"]
+
+
+def test_cancel_keeps_the_steps_done_as_a_shorter_step():
+    import time
+
+    at = new_app("digits_cnn")
+    ws = workspace(at)
+    at.number_input(key="prune_ft_steps").set_value(5000).run()
+    at.button(key="prune_ft_start").click().run()
+    job = at.session_state["prune_ft_job"]
+    deadline = time.time() + 120
+    while job.done < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    at.button(key="prune_ft_job_cancel").click().run()
+    finish_job(at, "prune_ft_job")
+    _ok(at)
+    step = ws.plan.steps[-1]
+    assert isinstance(step, Finetune) and 3 <= step.steps < 5000 and step.horizon == 5000
+    assert any(s.value.startswith(f"Stopped after {step.steps} of 5000 steps") for s in at.success)

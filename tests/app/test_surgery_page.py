@@ -6,7 +6,7 @@ import json
 import pytest
 
 from core.surgery import Cut, Heal, Paste
-from tests.app.conftest import metric, new_app, workspace, ok as _ok
+from tests.app.conftest import finish_job, metric, new_app, workspace, ok as _ok
 
 PAGE = "views/surgery.py"
 
@@ -141,13 +141,14 @@ def test_heal_adds_a_heal_step_after_a_cut():
     at.number_input(key="heal_steps").set_value(5).run()
     cut_acc = metric(at, "Accuracy")
     at.button(key="heal_start").click().run()
+    finish_job(at, "heal_job")
     _ok(at)
     ws = workspace(at)
     step = ws.plan.steps[-1]
     assert isinstance(step, Heal) and step.steps == 5
     # the metrics, the message and the loss chart show the healed model at once
     assert metric(at, "Accuracy") == f"{100 * ws.metrics().accuracy:.1f}%"
-    assert any(s.value.startswith("Healed ") for s in at.success)
+    assert any(s.value.startswith("Healing: trained ") for s in at.success)
     assert any(json.loads(c.proto.spec)["layout"]["title"]["text"] == "Heal: training loss"
                for c in at.get("plotly_chart") if json.loads(c.proto.spec)["layout"].get("title"))
     assert cut_acc is not None

@@ -71,12 +71,8 @@ def test_a_run_stopped_after_k_steps_is_the_step_with_k_steps(schedule):
     assert state_dict_hash(stopped) == state_dict_hash(replayed)
 
 
-def test_distillation_works_without_labels_on_a_fidelity_model():
-    from core.models import register_factory
-
-    register_factory("demo_models.nets:digits_mlp", weights=None, dataset="digits", input_shape=(1, 8, 8),
-                     name="fidelity_mlp_ft", task="fidelity")
-    plan = Plan("fidelity_mlp_ft").then(Prune(criterion="l1", granularity="neuron", sparsity=0.5))
+def test_distillation_works_without_labels_on_a_fidelity_model(fidelity_mlp):
+    plan = Plan(fidelity_mlp).then(Prune(criterion="l1", granularity="neuron", sparsity=0.5))
     with pytest.raises(PlanError, match="no labels; use loss='distill'"):
         apply(plan.then(Finetune(steps=2, loss="labels")))
     from core.plan import apply_with_reports
