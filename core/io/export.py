@@ -115,6 +115,9 @@ def check_export_target(fmt: str, out: str | Path, plan: Plan, example: torch.Te
                               f"name the file <stem>{exp.suffix} or choose the format that fits it")
     if model_name is not None and plan.model != model_name:
         raise PrunescopeError(f"the plan is for model {plan.model!r}, the model exported is {model_name!r}")
+    if plan.steps and plan.steps[-1].op == "quantize" and exp.name != "onnx":
+        raise PrunescopeError(f"a quantised model (int8, run by onnxruntime) exports as onnx only, not {exp.name}; "
+                              "export the plan without its quantize step for the other formats")
     if example is not None:
         from core.models import MODELS
 

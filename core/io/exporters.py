@@ -117,6 +117,9 @@ class OnnxExporter(Exporter):
     description = "ONNX, one file, dynamic batch; checked with onnxruntime"
 
     def write(self, model, example, path, plan):
+        if getattr(model, "onnx_bytes", None) is not None:  # a Quantize step's int8 model is ONNX already
+            path.write_bytes(model.onnx_bytes)
+            return f"int8 ONNX from the plan's quantize step ({model.note})"
         with quiet():
             try:  # the current, torch.export-based exporter
                 prog = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"],

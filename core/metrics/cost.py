@@ -96,15 +96,19 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     x = example[:1]
+    model = getattr(model, "reference", None) if getattr(model, "final", False) else model  # int8: same MACs
     with torch.inference_mode(), FlopCounterMode(display=False) as fc:
         model(x)
     return int(fc.get_total_flops() // 2)
 
 
 def state_dict_bytes(model: nn.Module) -> int:
-    """Bytes of the model's state dict written as safetensors."""
+    """Bytes of the model's state dict written as safetensors (of the int8 file for a
+    quantised model)."""
     from safetensors.torch import save
 
+    if getattr(model, "file_bytes", None) is not None:
+        return int(model.file_bytes)
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     # safetensors refuses shared storage; clone tensors that alias another.
     seen, out = set(), {}

@@ -147,6 +147,9 @@ def apply_with_reports(plan: Plan, base: nn.Module | None = None, *, ctx: ApplyC
         step = plan.steps[i]
         if progress:
             progress(i, n, step.describe())
+        if getattr(model, "final", False):  # e.g. an int8 onnxruntime model: nothing can edit it
+            raise PlanError(i, step, f"no step can follow {plan.steps[i - 1].describe()!r}: it must be the "
+                                     "plan's last step (remove this step, or put it before that one)")
         try:
             model, report = step.build(model, ctx)
         except PlanError:

@@ -11,7 +11,7 @@ import core  # noqa: F401 - registers every step kind
 from core.errors import StepError, echo
 from core.plan import STEPS, Plan
 from core.plan.constraints import MAX_NAME
-from core.recover import Finetune
+from core.recover import Finetune, Quantize
 from core.prune import LayerOverride, Prune
 from core.surgery import Compose, Cut, Heal, Paste, Segment
 
@@ -23,6 +23,7 @@ VALID = {
     "compose": Compose((Segment("self", ("layers.0",)),)),
     "heal": Heal(steps=3),
     "finetune": Finetune(steps=3),
+    "quantize": Quantize(),
 }
 NESTED = {"layer override": LayerOverride("features.0.0", sparsity=0.2),
           "segment": Segment("self", ("layers.0",))}
