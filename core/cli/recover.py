@@ -1,4 +1,4 @@
-"""Recovery commands: ``finetune`` (imported by ``core.cli``)."""
+"""Recovery commands: ``finetune``, ``quantize`` (imported by ``core.cli``)."""
 from __future__ import annotations
 
 import time
@@ -63,4 +63,36 @@ def cmd_finetune(args):
     out["before"] = before
     out["seconds"] = round(seconds, 3)
     out["losses"] = ws.reports[-1].info["losses"]
+    return out
+
+
+def _quantize_args(p):
+    add_model_args(p)
+    p.add_argument("--scheme", default="int8", help="int8 (the only scheme so far)")
+    p.add_argument("--mode", default="auto", help="auto (static with convolutions, else dynamic) | static | dynamic")
+    p.add_argument("--seed", type=int, default=0, help="calibration batch seed (training split)")
+    p.add_argument("--save-plan", help="write the resulting plan (recipe JSON) here")
+
+
+@command("quantize", "int8 post-training quantisation with onnxruntime (the plan's last step)", _quantize_args)
+def cmd_quantize(args):
+    from core.errors import PlanError
+    from core.recover import Quantize
+
+    step = Quantize(scheme=args.scheme, mode=args.mode, seed=args.seed)
+    ws = workspace_for(args)
+    plan = load_plan_arg(args.plan, ws.name)
+    ws.set_plan(plan)
+    before = ws.metrics(_subset(args), latency=not args.no_latency).to_dict()
+    t0 = time.perf_counter()
+    try:
+        ws.set_plan(plan.then(step))
+    except PlanError as exc:
+        raise UsageError(str(exc)) from None
+    seconds = time.perf_counter() - t0
+    save_plan_arg(ws.plan, args.save_plan)
+    out = metrics_object(ws, ws.name, _subset(args), not args.no_latency)
+    out["before"] = before
+    out["seconds"] = round(seconds, 3)
+    out["step"] = {"summary": ws.reports[-1].summary, **ws.reports[-1].info}
     return out

@@ -58,9 +58,12 @@ def state_dict_hash(model: nn.Module) -> str:
     """sha256 over the state dict: sorted names, dtypes, shapes and raw bytes.
 
     Identical for identical weights across runs and processes (no pointers, no
-    pickling); any dtype, bfloat16 included.
+    pickling); any dtype, bfloat16 included. A quantised model (int8 ONNX) hashes its
+    ONNX bytes too, since its weights live there.
     """
     h = hashlib.sha256()
+    if getattr(model, "onnx_bytes", None) is not None:
+        h.update(model.onnx_bytes)
     for k, v in sorted(model.state_dict().items()):
         t = v.detach().to("cpu").contiguous()
         h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())

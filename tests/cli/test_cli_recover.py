@@ -29,3 +29,18 @@ def test_finetune_refuses_a_bad_train_choice_in_one_line(capsys):
     code, _, err = run(capsys, "finetune", "digits_mlp", "--steps", "1", "--train", "last:0")
     assert code == 2
     assert "--train must be all, adapters or last:K" in err and len(err.strip().splitlines()) == 1
+
+
+def test_quantize_prints_the_int8_metrics_with_before_and_replays(capsys, tmp_path):
+    plan = tmp_path / "q.json"
+    code, out, err = run(capsys, "quantize", "digits_cnn", "--no-latency", "--save-plan", str(plan), "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["plan"]["steps"][-1]["op"] == "quantize" and got["seconds"] > 0
+    assert got["size_bytes"] < 0.4 * got["before"]["size_bytes"] and got["agreement"] >= 0.99
+    assert "static int8 (onnxruntime)" in got["step"]["summary"]
+    code, out2, err = run(capsys, "apply", "digits_cnn", "--plan", str(plan), "--no-latency", "--json")
+    assert code == 0, err
+    assert json.loads(out2)["accuracy"] == got["accuracy"]
+    code, _, err = run(capsys, "finetune", "digits_cnn", "--plan", str(plan), "--steps", "1")
+    assert code == 2 and "must be the plan's last step" in err
