@@ -131,6 +131,9 @@ def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Met
                      "(structured steps and cuts)")
     if lat is not None and not m.shapes_changed and m.sparsity > 0:
         notes.append("latency: masks do not speed up dense kernels; only structural changes do")
+    if ws.plan.steps and ws.plan.steps[-1].op == "quantize":
+        notes.append("int8 model run by onnxruntime, the base by PyTorch: size is the int8 ONNX file, and the "
+                     "latency ratio includes the change of runtime")
     if verdict == "within noise":
         notes.append(f"latency: base and current differ by less than their spread "
                      f"(IQR {fmt.pct(blat.spread, 0)} and {fmt.pct(lat.spread, 0)} of the median): no speed conclusion")

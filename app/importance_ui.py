@@ -237,7 +237,7 @@ def structured_metrics_ui(base: Metrics, m: Metrics, pending: LatencyPending | N
     ws = get_workspace()
     st.markdown("##### Structured pruning: smaller and faster?")
     box = st.empty()
-    changes = _try(shape_changes, ws.base, ws.model)
+    changes = _try(shape_changes, ws.base, ws.float_model)
 
     def draw(m: Metrics) -> None:
         with box.container():

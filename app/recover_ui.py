@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import streamlit as st
 import torch
+from streamlit.errors import StreamlitAPIException
 
 from core import formatting as fmt
 from core.models import get_spec
-from core.recover import Finetune
+from core.recover import Finetune, Quantize
 from core.viz.figures import per_class_figure
 from core.viz.surgery import heal_figure
 from core.workspace import Workspace
 
 from app.components import run_action
 from app.jobs import job_ui, start_job
+from app.state import flash
 
 LOSS_LABELS = {"labels": "labels", "distill": "distillation from the base", "both": "labels + distillation"}
 TRAIN_LABELS = {"all": "all parameters", "last": "the last k blocks and the head", "adapters": "surgery adapters"}
@@ -58,6 +60,31 @@ def recover_ui(ws: Workspace, key: str) -> None:
               help="Trains a copy of the current model; when it ends (or is cancelled) the steps done "
                    "become a plan step that you can undo.")
     _results(ws)
+    quantize_ui(ws, key)
+
+
+def quantize_ui(ws: Workspace, key: str) -> None:
+    """int8 quantisation of the current model (onnxruntime): a plan step, the last one."""
+    st.markdown("**Quantise to int8** (onnxruntime: static with calibration for convolutions, dynamic "
+                "for linear layers). The metrics then show the int8 model as onnxruntime runs it; it must "
+                "stay the plan's last step.")
+    quantized = bool(ws.plan.steps) and isinstance(ws.plan.steps[-1], Quantize)
+    if not st.button("Quantize int8", key=f"{key}_quantize", icon=":material/compress:", disabled=quantized,
+                     help="Undo removes it again." if not quantized else "The model is quantised already."):
+        return
+    bar = st.progress(0.3, text="Quantize int8: exporting to ONNX, calibrating on the seeded training batch "
+                                f"({len(ws.ctx.calibration(0)[0])} examples), quantising with onnxruntime…")
+    ok = run_action(ws.add_step, Quantize(), now=True) is not None
+    if ok:
+        bar.progress(0.8, text=f"Quantize int8: evaluating on the quick subset ({len(ws.evalset.quick_index)} examples)")
+        run_action(ws.metrics, "quick", latency=False, now=True)
+        flash("success", f"Quantised: {ws.reports[-1].summary}.")
+    bar.empty()
+    if ok:
+        try:  # the metrics above were drawn before
+            st.rerun(scope="fragment")
+        except StreamlitAPIException:
+            st.rerun()
 
 
 def _results(ws: Workspace) -> None:

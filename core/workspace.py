@@ -198,6 +198,13 @@ class Workspace:
         return self._own_base() if self._model is self.base else self._model
 
     @property
+    def float_model(self) -> nn.Module:
+        """The current model as PyTorch modules: for a plan ending in a quantize step (an
+        onnxruntime model), the float model it quantised; else :attr:`model`."""
+        m = self.model
+        return m.reference if getattr(m, "final", False) else m
+
+    @property
     def reports(self) -> list[StepReport]:
         """What each step of the current plan decided (one report per step, in order)."""
         self._ensure_built()
@@ -216,7 +223,7 @@ class Workspace:
         if index == 0:
             return self.base
         if index == n:
-            return self.model
+            return self.float_model  # a quantised model as the float modules it was made of
         return apply(self.plan.prefix(index), self.base, ctx=self.ctx, cache=self.cache)
 
     def _metrics_key(self, plan: Plan, subset: str) -> tuple:

@@ -20,7 +20,7 @@ from app.netron_ui import netron_ui
 @st.cache_data(show_spinner=False, max_entries=32)
 def _layer_table(_ws, key: str) -> pd.DataFrame:
     base_macs = layer_macs(_ws.base, _ws.evalset.x[:1])
-    cur = _ws.model
+    cur = _ws.float_model
     macs = layer_macs(cur, _ws.evalset.x[:1])
     prunable = set(prunable_layers(cur))
     cur_mods = dict(cur.named_modules())

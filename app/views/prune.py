@@ -76,7 +76,7 @@ def layer_rows(ws: Workspace) -> tuple[list[str], list[float], list[int]]:
     import torch
 
     base_layers = prunable_layers(ws.base)
-    cur = dict(ws.model.named_modules())
+    cur = dict(ws.float_model.named_modules())
     names, sp, params = [], [], []
     for n, m in base_layers.items():
         total = m.weight.numel()

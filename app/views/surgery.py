@@ -31,7 +31,7 @@ CLIP = "surgery_clipboard"  # session key: list of {"source": "self" | model nam
 
 def blocks_of(ws: Workspace, container: str, which: str = "current") -> list[dict]:
     """Blocks of the current model (or of the base) as dicts, cached per plan in the session."""
-    model = ws.model if which == "current" else ws.base
+    model = ws.float_model if which == "current" else ws.base
     key = ("_surgery_blocks", ws.name, ws.plan.key() if which == "current" else "base", container)
     cache = st.session_state.setdefault("_surgery_block_cache", {})
     if key not in cache:
@@ -61,7 +61,7 @@ def paste_steps(ws: Workspace, entries: list[dict], at: int, adapter: str, conta
     Raises:
         PrunescopeError: an entry's block exists neither in the current model nor in the base.
     """
-    current = set(block_names(ws.model, container))
+    current = set(block_names(ws.float_model, container))
     steps = []
     for k, e in enumerate(entries):
         source, block = e["source"], e["block"]
@@ -137,8 +137,8 @@ def pending_edit_ui(ws: Workspace) -> None:
 
 def container_ui(ws: Workspace) -> str:
     ss = st.session_state
-    cands = container_candidates(ws.model)
-    default = default_container(ws.model, ws.name)
+    cands = container_candidates(ws.float_model)
+    default = default_container(ws.float_model, ws.name)
     if default not in cands:
         cands = [default] + cands
     key = f"surgery_container_{ws.name}"

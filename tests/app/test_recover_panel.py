@@ -2,6 +2,8 @@
 the recovered model at once, with before / after figures (AppTest)."""
 from __future__ import annotations
 
+import pytest
+
 from core.prune import Prune
 from core.recover import Finetune
 from tests.app.conftest import finish_job, metric, new_app, workspace, ok as _ok
@@ -54,3 +56,32 @@ def test_cancel_keeps_the_steps_done_as_a_shorter_step():
     step = ws.plan.steps[-1]
     assert isinstance(step, Finetune) and 3 <= step.steps < 5000 and step.horizon == 5000
     assert any(s.value.startswith(f"Stopped after {step.steps} of 5000 steps") for s in at.success)
+
+
+def test_quantize_int8_is_a_plan_step_and_the_metrics_show_the_int8_model():
+    from core.recover import Quantize
+
+    at = new_app("digits_cnn")
+    ws = workspace(at)
+    size0 = metric(at, "Size")
+    at.button(key="prune_quantize").click().run()
+    _ok(at)
+    assert isinstance(ws.plan.steps[-1], Quantize)
+    assert metric(at, "Size") != size0 and ws.metrics("quick", latency=False).size_bytes < 100_000
+    assert any(s.value.startswith("Quantised: static int8 (onnxruntime)") for s in at.success)
+    assert any("int8 model run by onnxruntime" in c.value for c in at.caption)
+    assert at.button(key="prune_quantize").disabled
+
+
+@pytest.mark.parametrize("model", ["digits_cnn", "digits_vit"])
+def test_every_page_opens_on_a_quantised_plan(model):
+    from core.recover import Quantize
+
+    at = new_app(model)
+    workspace(at).add_step(Quantize())
+    for page in ["views/prune.py", "views/model.py", "views/surgery.py", "views/export.py", "views/history.py"]:
+        at.switch_page(page).run()
+        _ok(at)
+    at.switch_page("views/prune.py").run()
+    at.selectbox(key="prune_granularity").set_value("channel").run()
+    _ok(at)
