@@ -65,8 +65,8 @@ def recover_ui(ws: Workspace, key: str) -> None:
 
 def quantize_ui(ws: Workspace, key: str) -> None:
     """int8 quantisation of the current model (onnxruntime): a plan step, the last one."""
-    st.markdown("**Quantise to int8** (onnxruntime: static with calibration for convolutions, dynamic "
-                "for linear layers). The metrics then show the int8 model as onnxruntime runs it; it must "
+    st.markdown("**Quantise to int8** (onnxruntime: static with calibration for convolutional models, dynamic "
+                "for MLPs and transformers). The metrics then show the int8 model as onnxruntime runs it; it must "
                 "stay the plan's last step.")
     quantized = bool(ws.plan.steps) and isinstance(ws.plan.steps[-1], Quantize)
     if not st.button("Quantize int8", key=f"{key}_quantize", icon=":material/compress:", disabled=quantized,

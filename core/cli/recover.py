@@ -69,7 +69,7 @@ def cmd_finetune(args):
 def _quantize_args(p):
     add_model_args(p)
     p.add_argument("--scheme", default="int8", help="int8 (the only scheme so far)")
-    p.add_argument("--mode", default="auto", help="auto (static with convolutions, else dynamic) | static | dynamic")
+    p.add_argument("--mode", default="auto", help="auto (static when convolutions hold most weights, else dynamic) | static | dynamic")
     p.add_argument("--seed", type=int, default=0, help="calibration batch seed (training split)")
     p.add_argument("--save-plan", help="write the resulting plan (recipe JSON) here")
 

@@ -6,11 +6,12 @@ gives a graph of quantize / dequantize ops that is only fast after lowering (Ind
 ExecuTorch), and its eager execution is slower than float. The step exports the model to
 ONNX (the app's own exporter), then:
 
-* models with convolutions: static quantisation (QDQ, per-channel int8 weights, uint8
-  activations) calibrated on the seeded *training* calibration batch (calibrating on the
-  evaluation split would make its accuracy look better than it is);
-* models without: dynamic quantisation of the MatMul / Gemm weights (activations are
-  quantised per batch at run time).
+* models whose convolutions hold most weights: static quantisation (QDQ, per-channel int8
+  weights, uint8 activations) calibrated on the seeded *training* calibration batch
+  (calibrating on the evaluation split would make its accuracy look better than it is);
+* the others (MLPs, transformers): dynamic quantisation of the MatMul / Gemm weights
+  (activations are quantised per batch at run time; no quantize / dequantize pair per
+  activation, so a smaller file and the usual choice for transformers).
 
 The result is an :class:`OrtModule`: an ``nn.Module`` whose forward runs the int8 ONNX
 model in onnxruntime. It keeps the float model as ``reference`` for the counts that do
@@ -104,13 +105,17 @@ def quantize_int8(model: nn.Module, calib: torch.Tensor, mode: str = "auto") -> 
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from core.io.exporters import strip_onnx_debug
+
     if isinstance(model, OrtModule):
         raise ModelError("the model is quantised already")
     reference = model
     x = calib.detach().to("cpu", torch.float32)
     float_bytes, note = _onnx_bytes(model, x[:1])
-    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    mode = ("static" if has_conv else "dynamic") if mode == "auto" else mode
+    if mode == "auto":  # static where convolutions hold most weights, else dynamic (transformers, MLPs)
+        conv = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd))
+        linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+        mode = "static" if conv > linear else "dynamic"
     with tempfile.TemporaryDirectory() as d:
         src, pre, out = Path(d) / "float.onnx", Path(d) / "pre.onnx", Path(d) / "int8.onnx"
         src.write_bytes(float_bytes)
@@ -131,6 +136,7 @@ def quantize_int8(model: nn.Module, calib: torch.Tensor, mode: str = "auto") -> 
                             op_types_to_quantize=["Conv", "Gemm", "MatMul"])
         else:
             quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        strip_onnx_debug(out)
         data = out.read_bytes()
     return OrtModule(data, reference, note=f"{mode} int8 (onnxruntime); {note}".strip("; "))
 
@@ -143,7 +149,7 @@ class Quantize(Step):
     op: ClassVar[str] = "quantize"
     constraints = {"scheme": Options(SCHEMES), "mode": Options(MODES), "seed": Seed()}
     scheme: str = "int8"  # the only scheme so far
-    mode: str = "auto"  # "auto" (static with convolutions, else dynamic) | "static" | "dynamic"
+    mode: str = "auto"  # "auto" (static when convolutions hold most weights, else dynamic) | "static" | "dynamic"
     seed: int = 0  # calibration batch seed (training split)
 
     def build(self, model: nn.Module, ctx) -> tuple[nn.Module, StepReport]:
