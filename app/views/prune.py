@@ -1,6 +1,7 @@
 """Prune: drag thresholds over histograms and watch the metrics move."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import streamlit as st
@@ -47,7 +48,7 @@ def switch_criterion(ws: Workspace, index: int, step: Prune, criterion: str) -> 
     layers = tuple(o if o.threshold is None else
                    LayerOverride(o.layer, sparsity=min(1.0, frac.get(o.layer, sparsity or 0.0))) for o in step.layers)
     ws.replace_step(index, Prune(criterion=criterion, granularity=step.granularity, sparsity=sparsity,
-                                 layers=layers, seed=step.seed))
+                                 layers=layers, seed=step.seed, round_to=step.round_to))
 
 
 def commit(ws: Workspace, index: int | None, step: Prune | None, adjust: str | None = None) -> None:
@@ -118,7 +119,35 @@ def target_ui(ws: Workspace, criterion: str, granularity: str) -> None:
     c2.button("Add a step on top", key="prune_add_step", width="stretch",
               help="A new prune step (pruning nothing yet) after the last one; the controls then edit it.",
               on_click=run_action, args=(ws.add_step, Prune(criterion=criterion, granularity=granularity,
+                                                            round_to=round_to(granularity),
                                                             sparsity=0.0, seed=last.seed)))
+
+
+ROUNDED = ("neuron", "channel")  # granularities whose kept widths can be rounded
+
+
+def round_to(granularity: str) -> int | None:
+    """The multiple new structured steps round kept widths to (None: no rounding)."""
+    v = int(st.session_state.get("prune_round_to", 8)) if granularity in ROUNDED else 1
+    return v if v > 1 else None
+
+
+def round_to_ui(ws: Workspace, granularity: str) -> None:
+    """Kept widths rounded to a multiple (8 by default): real kernels are fastest on round widths."""
+    if granularity not in ROUNDED:
+        return
+    ss = st.session_state
+    ss.setdefault("prune_round_to", 8)
+
+    def on_change():
+        idx, cur = active_step(ws, granularity)
+        if cur is not None:
+            v = int(ss["prune_round_to"])
+            run_action(ws.replace_step, idx, dataclasses.replace(cur, round_to=v if v > 1 else None))
+
+    st.number_input(f"Keep {granularity}s in multiples of", 1, 256, key="prune_round_to", step=1, on_change=on_change,
+                    help="Each layer keeps the multiple of this nearest to what the amount asks (at least one "
+                         "multiple); 1 turns rounding off. Round widths stay fast on real kernels.")
 
 
 def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str) -> None:
@@ -130,6 +159,8 @@ def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str) -> None:
     if ss.get("_prune_synced") == key and "global_sparsity" in ss and "global_mode" in ss:
         return
     ss["_prune_synced"] = key
+    if step is not None and granularity in ROUNDED:
+        ss["prune_round_to"] = step.round_to or 1
     if step is not None and step.threshold is not None and granularity == "weight":
         ss["global_mode"] = "threshold"
         ss["global_threshold"] = float(step.threshold)
@@ -154,6 +185,7 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
         if ss["global_mode"] == "sparsity":
             s = float(ss["global_sparsity"])
             new = Prune(criterion=criterion, granularity=granularity, sparsity=s, layers=layers,
+                        round_to=cur.round_to if cur else round_to(granularity),
                         seed=cur.seed if cur else 0) if (s > 0 or layers) else None
         else:
             t = float(ss["global_threshold"])
@@ -193,7 +225,8 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
         idx, cur = active_step(ws, granularity)
         v = float(ss[wkey])
         if cur is None:
-            new = Prune(criterion=criterion, granularity=granularity, layers=(LayerOverride(layer, sparsity=v),))
+            new = Prune(criterion=criterion, granularity=granularity, layers=(LayerOverride(layer, sparsity=v),),
+                        round_to=round_to(granularity))
         else:
             new = cur.with_override(layer, sparsity=v)
         run_action(commit, ws, idx, new, wkey)
@@ -245,6 +278,7 @@ def prune_live_ui() -> None:
     hists = _hists(src, f"{ws.name}:{ws.plan.prefix(before).key()}")
     wmax = max((float(max(abs(h.edges[0]), abs(h.edges[-1]))) for h in hists.values()), default=1.0)
     global_control_ui(ws, criterion, granularity, wmax)
+    round_to_ui(ws, granularity)
     target_ui(ws, criterion, granularity)
 
     m, base = current_metrics(ws)

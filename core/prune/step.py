@@ -69,19 +69,23 @@ class Prune(Step):
     op: ClassVar[str] = "prune"
     constraints = {"criterion": Name(), "granularity": Options(GRANULARITIES),
                    "sparsity": Fraction(optional=True), "threshold": Interval(None, None, optional=True),
-                   "layers": Items(LayerOverride), "seed": Seed()}
+                   "layers": Items(LayerOverride), "seed": Seed(),
+                   "round_to": Interval(1, 4096, integer=True, optional=True)}
     criterion: str = "l1"  # importance criterion name (core.prune.criteria registry)
     granularity: str = "weight"  # "weight" (masks) | "neuron" | "channel" | "head" (removed)
     sparsity: float | None = None  # global fraction of prunable units to prune, in [0, 1]
     threshold: float | None = None  # or a global threshold, in threshold_unit(criterion, granularity)
     layers: tuple[LayerOverride, ...] = ()  # per-layer overrides
     seed: int = 0  # seed of the calibration batch and of random criteria
+    round_to: int | None = None  # structured: each layer keeps a multiple of this many units (fast kernels)
 
     def check(self):
         if self.sparsity is not None and self.threshold is not None:
             raise StepError("prune: give a global sparsity or a global threshold, not both")
         if self.sparsity is None and self.threshold is None and not self.layers:
             raise StepError("prune: a prune step needs a sparsity, a threshold, or per-layer overrides")
+        if self.round_to not in (None, 1) and self.granularity == "weight":
+            raise StepError("prune.round_to applies to neurons, channels and heads (kept widths), not to weights")
         seen = set()
         for o in self.layers:
             if o.layer in seen:
@@ -137,6 +141,8 @@ class Prune(Step):
         amt = (f"sparsity {self.sparsity:.1%}" if self.sparsity is not None else
                f"threshold {self.unit} < {self.threshold:.4g}" if self.threshold is not None else "overrides only")
         extra = f", {len(self.layers)} layer override(s)" if self.layers else ""
+        if self.round_to and self.round_to > 1:
+            extra += f", widths rounded to multiples of {self.round_to}"
         return f"prune {self.granularity} by {self.criterion}: {amt}{extra}"
 
 

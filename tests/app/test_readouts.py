@@ -155,3 +155,20 @@ def test_a_noisy_latency_says_so_and_can_be_timed_again():
     _ok(at)
     assert ws.metrics("quick").latency is not noisy
     assert _metric(at, "Latency").value != "2 ms ± 6"
+
+
+def test_structured_widths_are_rounded_to_the_chosen_multiple():
+    at = new_app("digits_cnn")
+    at.selectbox(key="prune_granularity").set_value("channel").run()
+    assert at.number_input(key="prune_round_to").value == 8
+    at.slider(key="global_sparsity").set_value(0.3).run()
+    _ok(at)
+    ws = workspace(at)
+    step = ws.plan.steps[-1]
+    assert step.round_to == 8 and "multiples of 8" in step.describe()
+    convs = [m for m in ws.model.modules() if m.__class__.__name__ == "Conv2d"]
+    assert all(c.out_channels % 8 == 0 for c in convs)
+    at.number_input(key="prune_round_to").set_value(1).run()  # off: the step follows
+    _ok(at)
+    assert ws.plan.steps[-1].round_to is None
+    assert any(c.out_channels % 8 for c in ws.model.modules() if c.__class__.__name__ == "Conv2d")

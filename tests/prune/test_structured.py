@@ -322,3 +322,26 @@ def test_cli_prune_rejects_an_unknown_granularity(capsys):
 
     assert main(["prune", "digits_cnn", "--granularity", "filters", "--ratio", "0.5"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, granularity", [("digits_cnn", "channel"), ("digits_resnet", "channel"),
+                                                ("digits_vit", "neuron"), ("digits_mlp", "neuron")])
+def test_round_to_keeps_widths_that_are_multiples_of_it(model, granularity):
+    from core.prune.masks import prunable_layers
+
+    plan = Plan(model).then(Prune(criterion="l1", granularity=granularity, sparsity=0.3, round_to=8))
+    pruned, base = apply(plan), apply(Plan(model))
+    changed = 0
+    for name, layer in prunable_layers(pruned).items():
+        out = layer.weight.shape[0]
+        if out != prunable_layers(base)[name].weight.shape[0]:
+            changed += 1
+            assert out % 8 == 0, (name, out)
+    assert changed > 0
+
+
+def test_round_to_is_for_units_not_weights():
+    from core.errors import StepError
+
+    with pytest.raises(StepError, match="round_to applies to neurons, channels and heads"):
+        Prune(criterion="l1", granularity="weight", sparsity=0.5, round_to=8)

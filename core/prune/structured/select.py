@@ -3,8 +3,9 @@
 A unit is pruned when its normalised score is strictly below the threshold; a sparsity
 prunes exactly ``round(sparsity * units)`` lowest units (over all groups for the global
 amount, inside the group for an override; ties are broken by group order, then unit
-index), so a plan replays to identical weights. At least one unit of every group is
-kept: when an amount asks for all of them the best-scoring unit stays and a warning is
+index), so a plan replays to identical weights. With ``round_to`` each group keeps the
+multiple of it nearest to what the amount asked (fast kernels like round widths). At
+least one unit of every group is kept: when an amount asks for all of them the best-scoring unit stays and a warning is
 recorded.
 """
 from __future__ import annotations
@@ -104,7 +105,10 @@ def select(groups: list[UnitGroup], scores: dict[str, torch.Tensor], step) -> Se
             pruned[name] = order[:k].tolist()
             thresholds[name] = threshold_for_k(vals, k)
     warns = []
+    r = getattr(step, "round_to", None) or 1
     for g in groups:
+        if r > 1:
+            pruned[g.name] = _rounded(pruned[g.name], scores[g.name], g.n_units, r)
         p = sorted(pruned[g.name])
         if len(p) >= g.n_units:
             best = int(torch.argmax(scores[g.name]))
@@ -113,6 +117,26 @@ def select(groups: list[UnitGroup], scores: dict[str, torch.Tensor], step) -> Se
                          f"kept 1 (the best-scoring, #{best})")
         pruned[g.name] = p
     return Selection(step.granularity, step.criterion, scores, pruned, thresholds, t_global, warns)
+
+
+def _rounded(pruned: list[int], scores: torch.Tensor, n: int, r: int) -> list[int]:
+    """The pruned units adjusted so that the kept count is the multiple of ``r`` nearest to
+    what the amount asked (at least ``r``; a layer of ``r`` units or fewer is not pruned).
+    Extra units removed are the lowest-scoring kept ones; units given back are the
+    highest-scoring pruned ones."""
+    if n <= r:
+        return []
+    keep = n - len(pruned)
+    target = min(n, max(r, int(round(keep / r)) * r))
+    order = torch.sort(scores, stable=True).indices.tolist()  # lowest first
+    chosen = set(pruned)
+    if target < keep:  # prune more
+        extra = [i for i in order if i not in chosen][:keep - target]
+        chosen.update(extra)
+    elif target > keep:  # give back the best pruned ones
+        back = [i for i in reversed(order) if i in chosen][:target - keep]
+        chosen.difference_update(back)
+    return sorted(chosen)
 
 
 __all__ = ["Selection", "find_group", "select"]
