@@ -85,12 +85,86 @@ class TrainingJob:
                          f"{100 * a['accuracy']:.1f}% → {100 * b['accuracy']:.1f}%.")
 
 
+class PlanJob(TrainingJob):
+    """Several steps applied in turn in a thread (e.g. gradual pruning: prune, fine-tune,
+    prune, ...). Cancel stops a training step early (kept as its shorter step) and skips
+    the steps after it; the steps done are added to the plan as one edit."""
+
+    def __init__(self, ws: Workspace, steps: list, label: str):  # noqa: D107 - no super().__init__: own thread
+        self.ws, self.steps, self.label = ws, list(steps), label
+        self.plan_key = ws.plan.key()
+        self.done, self.total, self.loss = 0, len(self.steps), None
+        self.cancelled = False
+        self.result, self.error = None, None
+        self.current = ""
+        self.started = time.monotonic()
+        model, ctx = ws.model, ws.ctx
+
+        def work() -> None:
+            m, ran = model, []
+            try:
+                for i, step in enumerate(self.steps):
+                    if self.cancelled:
+                        break
+                    self.done, self.current, self.loss = i, step.describe(), None
+                    if hasattr(step, "run"):  # a training step: progress and cancel inside it
+                        m, info = step.run(m, ctx, progress=self._progress_inner, should_stop=lambda: self.cancelled)
+                        if info["steps_run"] < step.steps:
+                            step = dataclasses.replace(step, steps=info["steps_run"],
+                                                       **({"horizon": step.horizon or step.steps}
+                                                          if hasattr(step, "horizon") else {}))
+                        if info["steps_run"]:
+                            ran.append(step)
+                    else:
+                        m, _ = step.build(m, ctx)
+                        ran.append(step)
+                    m.eval()
+                self.done = len(ran)
+                self.result = ran
+            except Exception as exc:  # noqa: BLE001 - shown on the page, the plan is kept
+                self.error = error_message(exc)
+
+        self.thread = threading.Thread(target=work, name=f"prunescope-{label}", daemon=True)
+        self.thread.start()
+
+    def _progress_inner(self, done: int, total: int, loss: float) -> None:
+        self.loss = loss
+        self.inner = f"{done} of {total}"
+
+    def text(self) -> str:
+        inner = f" ({getattr(self, 'inner', '')} · batch loss {self.loss:.3f})" if self.loss is not None else ""
+        secs = time.monotonic() - self.started
+        return f"{self.label}: step {self.done + 1} of {self.total} · {self.current}{inner} · {secs:.0f} s"
+
+    def finish(self) -> None:
+        if self.error is not None:
+            flash("error", *self.error)
+            return
+        ran = self.result or []
+        if not ran:
+            flash("info", f"{self.label} cancelled before its first step; the plan is unchanged.")
+            return
+        if self.ws.plan.key() != self.plan_key:
+            flash("warning", f"{self.label} finished, but the plan changed meanwhile; its steps were not added.")
+            return
+        plan = self.ws.plan
+        for s in ran:
+            plan = plan.then(s)
+        try:
+            self.ws.set_plan(plan)  # training steps replay from their memo
+        except Exception as exc:  # noqa: BLE001
+            flash("error", *error_message(exc))
+            return
+        what = f"Stopped after {len(ran)} of {self.total} steps. " if len(ran) < self.total or self.cancelled else ""
+        flash("success", f"{what}{self.label}: added {len(ran)} steps (one undo takes them back).")
+
+
 def start_job(key: str, ws: Workspace, step: Any, label: str) -> None:
-    """Start ``step`` in the background unless a job of this panel is running."""
+    """Start ``step`` (or a list of steps) in the background unless a job of this panel runs."""
     job = st.session_state.get(key)
     if job is not None and job.running:
         return
-    st.session_state[key] = TrainingJob(ws, step, label)
+    st.session_state[key] = PlanJob(ws, step, label) if isinstance(step, list) else TrainingJob(ws, step, label)
 
 
 @st.fragment(run_every=0.5)
@@ -121,4 +195,4 @@ def job_ui(key: str) -> bool:
     return True
 
 
-__all__ = ["TrainingJob", "start_job", "job_ui"]
+__all__ = ["TrainingJob", "PlanJob", "start_job", "job_ui"]

@@ -9,14 +9,15 @@ from streamlit.errors import StreamlitAPIException
 
 from core import formatting as fmt
 from core.models import get_spec
-from core.recover import Finetune, Quantize
+from core.errors import PrunescopeError
+from core.recover import Finetune, Quantize, cubic_schedule, gradual_steps
 from core.viz.figures import per_class_figure
 from core.viz.surgery import heal_figure
 from core.workspace import Workspace
 
 from app.components import run_action
 from app.jobs import job_ui, start_job
-from app.state import flash
+from app.state import flash, round_to
 
 LOSS_LABELS = {"labels": "labels", "distill": "distillation from the base", "both": "labels + distillation"}
 TRAIN_LABELS = {"all": "all parameters", "last": "the last k blocks and the head", "adapters": "surgery adapters"}
@@ -49,18 +50,39 @@ def _controls(ws: Workspace, key: str) -> Finetune:
                     temperature=float(temperature), threads=torch.get_num_threads())
 
 
-def recover_ui(ws: Workspace, key: str) -> None:
+def recover_ui(ws: Workspace, key: str, criterion: str | None = None, granularity: str | None = None) -> None:
     """Fine-tune / distil panel. ``key`` namespaces the widgets (one panel per page). The
-    training runs in the background (the page stays usable) with progress and Cancel."""
+    training runs in the background (the page stays usable) with progress and Cancel.
+    With ``criterion`` and ``granularity`` (the Prune page) it offers gradual pruning too."""
     step = _controls(ws, key)
     job_key = f"{key}_ft_job"
     running = job_ui(job_key)
-    st.button("Fine-tune", key=f"{key}_ft_start", type="primary", icon=":material/model_training:",
-              disabled=running, on_click=start_job, args=(job_key, ws, step, "Fine-tuning"),
-              help="Trains a copy of the current model; when it ends (or is cancelled) the steps done "
-                   "become a plan step that you can undo.")
+    c = st.columns(2)
+    c[0].button("Fine-tune", key=f"{key}_ft_start", type="primary", icon=":material/model_training:",
+                disabled=running, on_click=start_job, args=(job_key, ws, step, "Fine-tuning"), width="stretch",
+                help="Trains a copy of the current model; when it ends (or is cancelled) the steps done "
+                     "become a plan step that you can undo.")
+    if criterion is not None and granularity is not None:
+        with c[1].popover("Gradual pruning…", icon=":material/stairs:", width="stretch", disabled=running):
+            gradual_ui(ws, job_key, step, criterion, granularity)
     _results(ws)
     quantize_ui(ws, key)
+
+
+def gradual_ui(ws: Workspace, job_key: str, finetune: Finetune, criterion: str, granularity: str) -> None:
+    """Zhu and Gupta's schedule: prune to a target in k increments, fine-tuning after each."""
+    st.markdown(f"Prune **{granularity}s by {criterion}** to a target in increments that shrink (cubic "
+                f"schedule), fine-tuning after each with the settings beside ({finetune.steps} steps each).")
+    target = st.slider("Target (fraction of the units there are now)", 0.05, 0.95, 0.5, 0.05, key="gradual_target")
+    k = st.number_input("Increments", 1, 20, 4, key="gradual_k")
+    try:
+        steps = gradual_steps(criterion, granularity, float(target), int(k), finetune, round_to=round_to(granularity))
+    except PrunescopeError as exc:
+        st.error(str(exc))
+        return
+    st.caption("Cumulative amounts: " + ", ".join(fmt.pct(s) for s in cubic_schedule(float(target), int(k))))
+    st.button(f"Run {len(steps)} steps", key="gradual_start", type="primary", on_click=start_job,
+              args=(job_key, ws, steps, "Gradual pruning"))
 
 
 def quantize_ui(ws: Workspace, key: str) -> None:

@@ -90,3 +90,13 @@ def show_flashes() -> None:
     items = st.session_state.pop("_flash", [])
     for item in items:
         message_ui(*item)
+
+
+ROUNDED = ("neuron", "channel")  # granularities whose kept widths can be rounded
+
+
+def round_to(granularity: str) -> int | None:
+    """The multiple new structured steps round kept widths to (the Prune page's setting,
+    8 by default; None: no rounding)."""
+    v = int(st.session_state.get("prune_round_to", 8)) if granularity in ROUNDED else 1
+    return v if v > 1 else None

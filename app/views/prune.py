@@ -16,7 +16,7 @@ from core.workspace import Workspace
 from app.components import (current_metrics, full_eval_ui, latency_ui, metrics_panel_ui, per_class_ui, plan_ui,
                             run_action)
 from app.recover_ui import recover_ui
-from app.state import get_workspace, show_flashes
+from app.state import ROUNDED, get_workspace, round_to, show_flashes
 
 from app import importance_ui  # criterion / granularity selectors, importance views
 
@@ -121,15 +121,6 @@ def target_ui(ws: Workspace, criterion: str, granularity: str) -> None:
               on_click=run_action, args=(ws.add_step, Prune(criterion=criterion, granularity=granularity,
                                                             round_to=round_to(granularity),
                                                             sparsity=0.0, seed=last.seed)))
-
-
-ROUNDED = ("neuron", "channel")  # granularities whose kept widths can be rounded
-
-
-def round_to(granularity: str) -> int | None:
-    """The multiple new structured steps round kept widths to (None: no rounding)."""
-    v = int(st.session_state.get("prune_round_to", 8)) if granularity in ROUNDED else 1
-    return v if v > 1 else None
 
 
 def round_to_ui(ws: Workspace, granularity: str) -> None:
@@ -325,7 +316,7 @@ def prune_live_ui() -> None:
     if granularity != "weight":
         importance_ui.structured_metrics_ui(base, m, pending)
     with st.expander("Recover accuracy: fine-tune or distil"):
-        recover_ui(ws, "prune")
+        recover_ui(ws, "prune", criterion, granularity)
     with st.expander("Plan", expanded=True):
         plan_ui(ws, "prune")
     full_eval_ui(ws, "prune")

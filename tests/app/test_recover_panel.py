@@ -85,3 +85,21 @@ def test_every_page_opens_on_a_quantised_plan(model):
     at.switch_page("views/prune.py").run()
     at.selectbox(key="prune_granularity").set_value("channel").run()
     _ok(at)
+
+
+def test_gradual_pruning_adds_prune_and_fine_tune_steps_in_the_background():
+    at = new_app("digits_cnn")
+    ws = workspace(at)
+    at.selectbox(key="prune_granularity").set_value("channel").run()
+    at.number_input(key="prune_ft_steps").set_value(20).run()
+    at.slider(key="gradual_target").set_value(0.5).run()
+    at.number_input(key="gradual_k").set_value(2).run()
+    at.button(key="gradual_start").click().run()
+    finish_job(at, "prune_ft_job")
+    _ok(at)
+    kinds = [type(s).__name__ for s in ws.plan.steps]
+    assert kinds == ["Prune", "Finetune", "Prune", "Finetune"], kinds
+    assert ws.plan.steps[0].round_to == 8
+    assert any(s.value.startswith("Gradual pruning: added 4 steps") for s in at.success)
+    at.button(key="prune_undo").click().run()
+    assert ws.plan.steps == ()
