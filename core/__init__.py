@@ -6,14 +6,14 @@ The notebook API in one import::
 
 ``import core`` itself is cheap (no torch): the names below load from ``core.api`` on
 first use, so the command line starts fast. Every step kind (``prune``, ``cut``,
-``paste``, ``compose``, ``heal``) is registered before the first recipe is read,
+``paste``, ``compose``, ``heal``, ``finetune``, ``quantize``) is registered before the first recipe is read,
 whatever was imported first.
 """
 from .errors import FileError, ModelError, PlanError, PrunescopeError, StepError, UnknownNameError
 
 __all__ = ["ApplyContext", "PlanCache", "PlanError", "apply", "apply_with_reports", "StepReport", "ModelSpec",
            "build_model", "list_models", "load_base", "register_factory", "register_model", "LayerOverride", "Plan",
-           "Prune", "Workspace", "Cut", "Paste", "Compose", "Segment", "Heal", "export_model", "export_all", "load",
+           "Prune", "Finetune", "Quantize", "gradual_steps", "Workspace", "Cut", "Paste", "Compose", "Segment", "Heal", "export_model", "export_all", "load",
            "state_dict_hash", "list_exporters", "PrunescopeError", "StepError", "FileError", "ModelError",
            "UnknownNameError"]
 

@@ -3,6 +3,7 @@ from .errors import FileError, ModelError, PlanError, PrunescopeError, StepError
 from .models import ModelSpec, build_model, list_models, load_base, register_factory, register_model
 from .plan import ApplyContext, Plan, PlanCache, StepReport, apply, apply_with_reports
 from .prune import LayerOverride, Prune
+from .recover import Finetune, Quantize, gradual_steps
 from .surgery import Compose, Cut, Heal, Paste, Segment
 from .workspace import Workspace
 
@@ -17,6 +18,6 @@ def __getattr__(name):  # export pulls in onnx and friends: load it on first use
 
 __all__ = ["ApplyContext", "PlanCache", "PlanError", "apply", "apply_with_reports", "StepReport", "ModelSpec",
            "build_model", "list_models", "load_base", "register_factory", "register_model", "LayerOverride", "Plan",
-           "Prune", "Workspace", "Cut", "Paste", "Compose", "Segment", "Heal", "export_model", "export_all", "load",
+           "Prune", "Finetune", "Quantize", "gradual_steps", "Workspace", "Cut", "Paste", "Compose", "Segment", "Heal", "export_model", "export_all", "load",
            "state_dict_hash", "list_exporters", "PrunescopeError", "StepError", "FileError", "ModelError",
            "UnknownNameError"]
