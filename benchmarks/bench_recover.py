@@ -35,8 +35,27 @@ def recovery(name: str) -> dict:
                f"{torch.get_num_threads()} threads")
 
 
+def semi_structured(name: str = "digits_vit") -> dict:
+    """2:4 sparse tensor-core kernels against the dense half-precision model (CUDA only)."""
+    from core.plan import Plan, apply
+    from core.prune import NMSparsity
+    from core.prune.nm import semi_structured_speedup
+
+    if not torch.cuda.is_available():
+        return row(f"2:4 semi-structured speed-up, batch 1024 ({name})", None, "x", "report (CUDA)", True,
+                   "skipped: no CUDA device on this machine")
+    model = apply(Plan(name).then(NMSparsity()))
+    from core.models import get_spec
+
+    x = torch.randn(1024, *get_spec(name).input_shape)
+    out = semi_structured_speedup(model, x)
+    return row(f"2:4 semi-structured speed-up, batch 1024 ({name})", round(out["speedup"], 2), "x", "report (CUDA)",
+               True, f"dense fp16 {out['dense_ms']:.3f} ms, 2:4 sparse {out['sparse_ms']:.3f} ms on "
+                     f"{torch.cuda.get_device_name(0)}")
+
+
 def run() -> list[dict]:
-    return [recovery(n) for n in TARGETS]
+    return [*(recovery(n) for n in TARGETS), semi_structured()]
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@
 * ``criteria/``: the importance criteria registry;
 * ``kth.py``: the one k-th-value threshold helper;
 * ``masks.py``: weight-level pruning (masks);
-* ``structured/``: neurons, channels and heads removed through Torch-Pruning.
+* ``structured/``: neurons, channels and heads removed through Torch-Pruning;
+* ``nm.py``: N:M (2:4) semi-structured sparsity, and its CUDA sparse kernels.
 """
 from .criteria import CRITERIA, Criterion, get_criterion, register_criterion
 from .masks import PRUNABLE_TYPES, prunable_layers
+from .nm import NMSparsity
 from .step import GRANULARITIES, UNIT_GRANULARITIES, LayerOverride, Prune, threshold_unit
 
-__all__ = ["Prune", "LayerOverride", "GRANULARITIES", "UNIT_GRANULARITIES", "threshold_unit", "CRITERIA",
+__all__ = ["NMSparsity", "Prune", "LayerOverride", "GRANULARITIES", "UNIT_GRANULARITIES", "threshold_unit", "CRITERIA",
            "Criterion", "get_criterion", "register_criterion", "PRUNABLE_TYPES", "prunable_layers"]

@@ -12,7 +12,7 @@ from core.errors import StepError, echo
 from core.plan import STEPS, Plan
 from core.plan.constraints import MAX_NAME
 from core.recover import Finetune, Quantize
-from core.prune import LayerOverride, Prune
+from core.prune import LayerOverride, NMSparsity, Prune
 from core.surgery import Compose, Cut, Heal, Paste, Segment
 
 # One valid instance per step kind (and per nested record): a new kind must add one here.
@@ -24,6 +24,7 @@ VALID = {
     "heal": Heal(steps=3),
     "finetune": Finetune(steps=3),
     "quantize": Quantize(),
+    "nm_sparsity": NMSparsity(),
 }
 NESTED = {"layer override": LayerOverride("features.0.0", sparsity=0.2),
           "segment": Segment("self", ("layers.0",))}

@@ -1,0 +1,139 @@
+"""N:M semi-structured sparsity (2:4 by default): in every group of M consecutive weights
+along a Linear layer's input dimension, the N with the highest scores stay.
+
+On any device it is a weight mask (the model keeps its shapes; dense kernels are not
+faster). On a CUDA GPU with sparse tensor cores (Ampere and later), 2:4 is what
+``torch.sparse.to_sparse_semi_structured`` accelerates: :func:`to_semi_structured`
+converts the masked Linear weights of a half-precision copy, and
+:func:`semi_structured_speedup` times it against the dense copy. Both refuse cleanly
+without a GPU.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from core.errors import ModelError
+from core.plan.constraints import Interval, Name, Seed
+from core.plan.report import StepReport
+from core.plan.step import Step, register_step
+
+from .masks import masked_copy, prunable_layers
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Boolean mask keeping the ``n`` highest of every ``m`` consecutive entries of each row
+    (the last dimension, which must be a multiple of ``m``); ties keep the earlier entry."""
+    rows, cols = scores.shape
+    groups = scores.reshape(rows, cols // m, m)
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    idx = torch.sort(groups, dim=-1, descending=True, stable=True).indices[..., :n]
+    keep.scatter_(-1, idx, True)
+    return keep.reshape(rows, cols)
+
+
+def eligible_layers(model: nn.Module, m: int) -> dict[str, nn.Linear]:
+    """Linear layers whose input width is a multiple of ``m``, except the output layer
+    (the last Linear), which keeps every weight as structured steps do."""
+    lin = {n: l for n, l in prunable_layers(model).items() if isinstance(l, nn.Linear)}
+    names = list(lin)[:-1]
+    return {n: lin[n] for n in names if lin[n].in_features % m == 0}
+
+
+@register_step
+@dataclass(frozen=True)
+class NMSparsity(Step):
+    """Keep N of every M consecutive weights (by |w|) in each eligible Linear layer."""
+
+    op: ClassVar[str] = "nm_sparsity"
+    constraints = {"n": Interval(1, 64, integer=True), "m": Interval(2, 64, integer=True), "criterion": Name(),
+                   "seed": Seed()}
+    n: int = 2  # weights kept per group
+    m: int = 4  # group length along the input dimension
+    criterion: str = "l1"  # "l1" (|w|) is the only criterion so far
+    seed: int = 0
+
+    def check(self):
+        if self.n >= self.m:
+            from core.errors import StepError
+
+            raise StepError(f"nm_sparsity: n must be smaller than m, got {self.n}:{self.m}")
+        if self.criterion != "l1":
+            from core.errors import StepError
+
+            raise StepError(f"nm_sparsity.criterion must be 'l1' (|w|), got {self.criterion!r}")
+
+    def build(self, model: nn.Module, ctx) -> tuple[nn.Module, StepReport]:
+        layers = eligible_layers(model, self.m)
+        if not layers:
+            raise ModelError(f"no Linear layer (besides the output layer) has an input width divisible by {self.m}")
+        new, units = {}, {}
+        with torch.no_grad():
+            for name, layer in layers.items():
+                w = layer.weight.detach()
+                nw = w * nm_mask(w.abs(), self.n, self.m)
+                new[name] = nw
+                units[name] = (nw.numel() - int(torch.count_nonzero(nw)), nw.numel())
+        report = StepReport(self.op, units=units, unit_name="weight")
+        report.summary = (f"{self.n}:{self.m} pattern in {len(layers)} Linear layer(s): {report.pruned:,} of "
+                          f"{report.total:,} weights are zero")
+        return masked_copy(model, new), report
+
+    def describe(self) -> str:
+        return f"{self.n}:{self.m} semi-structured sparsity (by |w|)"
+
+
+def to_semi_structured(model: nn.Module) -> nn.Module:
+    """A half-precision CUDA copy whose 2:4-masked Linear weights are
+    ``torch.sparse.to_sparse_semi_structured`` tensors (sparse tensor-core kernels).
+
+    Raises:
+        ModelError: no CUDA device, or no Linear layer holds a 2:4 pattern.
+    """
+    if not torch.cuda.is_available():
+        raise ModelError("2:4 semi-structured kernels need a CUDA GPU (Ampere or later); none is available")
+    from torch.sparse import to_sparse_semi_structured
+
+    out = copy.deepcopy(model).half().cuda().eval()
+    done = 0
+    for name, layer in eligible_layers(out, 4).items():
+        w = layer.weight.detach()
+        groups = (w.reshape(w.shape[0], -1, 4) != 0).sum(-1)
+        if bool((groups <= 2).all()) and w.shape[0] % 32 == 0 and w.shape[1] % 64 == 0:
+            layer.weight = nn.Parameter(to_sparse_semi_structured(w), requires_grad=False)
+            done += 1
+    if not done:
+        raise ModelError("no Linear layer holds a 2:4 pattern with a shape the sparse kernels take "
+                         "(rows a multiple of 32, columns of 64); apply NMSparsity(2, 4) first")
+    return out
+
+
+def semi_structured_speedup(model: nn.Module, example: torch.Tensor, repeats: int = 50) -> dict:
+    """Median forward time of the dense half-precision copy and of its 2:4 sparse copy on
+    CUDA, timed interleaved. Raises ModelError without a GPU (see :func:`to_semi_structured`)."""
+    import statistics
+    import time
+
+    sparse = to_semi_structured(model)
+    dense = copy.deepcopy(model).half().cuda().eval()
+    x = example.half().cuda()
+    times = {"dense": [], "sparse": []}
+    with torch.inference_mode():
+        for f in (dense, sparse):
+            f(x)
+        torch.cuda.synchronize()
+        for _ in range(repeats):
+            for k, f in (("dense", dense), ("sparse", sparse)):
+                t0 = time.perf_counter()
+                f(x)
+                torch.cuda.synchronize()
+                times[k].append(time.perf_counter() - t0)
+    d, s = statistics.median(times["dense"]) * 1e3, statistics.median(times["sparse"]) * 1e3
+    return {"dense_ms": d, "sparse_ms": s, "speedup": d / s if s else float("nan")}
+
+
+__all__ = ["NMSparsity", "nm_mask", "eligible_layers", "to_semi_structured", "semi_structured_speedup"]
