@@ -1,0 +1,65 @@
+"""What an edit changed: changed predictions against a direct computation, confusion
+difference, CKA divergence, and the CLI's JSON."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core.explain import changes, divergence
+from core.prune import Prune
+from core.workspace import Workspace
+from tests.cli.test_cli import run
+
+
+@pytest.fixture(scope="module")
+def pruned():
+    ws = Workspace("digits_cnn")
+    ws.add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))
+    return ws
+
+
+def test_changed_predictions_are_exactly_where_the_argmax_differs(pruned):
+    ch = changes(pruned, "full")
+    x, _ = pruned.evalset.subset("full")
+    with torch.inference_mode():
+        differs = (pruned.model(x).argmax(1) != pruned.base(x).argmax(1)).nonzero().flatten().tolist()
+    rows = ch.changed()
+    assert sorted(r["index"] for r in rows) == differs and differs
+    drops = [r["drop"] for r in rows]
+    assert drops == sorted(drops, reverse=True)
+    assert all(r["label"] == 3 or 3 in (r["base_pred"], r["pred"]) for r in ch.changed(cls=3))
+
+
+def test_the_confusion_difference_moves_what_changed(pruned):
+    ch = changes(pruned, "quick")
+    delta = ch.confusion_delta()
+    assert sum(map(sum, delta)) == 0  # every example is counted once in each matrix
+    assert sum(abs(v) for row in delta for v in row) <= 2 * len(ch.changed())
+    assert sum(delta[i][i] for i in range(len(delta))) == \
+        sum(p == t for p, t in zip(ch.pred, ch.labels)) - sum(p == t for p, t in zip(ch.base_pred, ch.labels))
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet", "digits_vit"])
+def test_cka_of_the_base_against_itself_is_one_at_every_layer(name):
+    rows = divergence(Workspace(name))
+    assert rows and all(r["cka"] == pytest.approx(1.0, abs=1e-4) for r in rows)
+
+
+def test_a_pruned_model_departs_from_the_base_with_depth(pruned):
+    ckas = [r["cka"] for r in divergence(pruned)]
+    assert ckas[0] > ckas[-1] and all(c is not None and 0 <= c <= 1.0001 for c in ckas)
+
+
+def test_cli_explain_prints_changed_confusion_delta_and_divergence(capsys, tmp_path):
+    plan = tmp_path / "p.json"
+    code, _, err = run(capsys, "prune", "digits_cnn", "--granularity", "channel", "--ratio", "0.5",
+                       "--no-latency", "--save-plan", str(plan), "--json")
+    assert code == 0, err
+    code, out, err = run(capsys, "explain", "digits_cnn", "--plan", str(plan), "--limit", "5", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert len(got["changed"]) == 5 and got["n_changed"] >= 5
+    assert set(got["changed"][0]) == {"index", "label", "base_pred", "base_conf", "pred", "conf"}
+    assert len(got["confusion_delta"]) == 10 and got["divergence"][0]["layer"] == "features.0.0"
