@@ -120,7 +120,7 @@ def test_every_page_after_an_edit_opens_without_exception(page, app_url, tmp_pat
     links = page.locator('[data-testid="stSidebarNav"] a')
     # each link's text is the material icon's name, then the page title
     names = [links.nth(i).inner_text().strip().splitlines()[-1].strip() for i in range(links.count())]
-    assert {"Model", "Prune", "Surgery", "Export", "History"} <= set(names), names
+    assert {"Model", "Prune", "Surgery", "Explain", "Export", "History"} <= set(names), names
     shots = []
     for i, name in enumerate(names):
         page.locator('[data-testid="stSidebarNav"] a').nth(i).click()

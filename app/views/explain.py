@@ -1,0 +1,92 @@
+"""Explain: which examples the plan's edits changed, how the confusion moved, and where
+inside the network the current model departs from the base."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from core import formatting as fmt
+from core.explain import changes, divergence
+from core.viz.explain import confusion_delta_figure, divergence_figure
+
+from app.components import run_action
+from app.state import get_workspace, show_flashes
+
+CARDS = 24  # changed examples shown at once
+
+
+def _image(x) -> np.ndarray | None:
+    """An example as an 8-bit picture (grey or RGB), enlarged, or None when it is not one."""
+    a = x.detach().float().cpu().numpy()
+    if a.ndim != 3 or a.shape[0] not in (1, 3):
+        return None
+    a = (a - a.min()) / max(1e-8, float(a.max() - a.min()))
+    a = (255 * a).astype(np.uint8)
+    scale = max(1, 96 // a.shape[1])
+    a = np.kron(a, np.ones((1, scale, scale), dtype=np.uint8))
+    return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+
+
+def gallery_ui(ws, ch) -> None:
+    classes = ch.classes
+    rows_all = ch.changed()
+    c1, c2 = st.columns([1, 3])
+    pick = c1.selectbox("Class", ["all"] + classes, key="explain_class",
+                        help="Examples whose label or either prediction is this class.")
+    cls = None if pick == "all" else classes.index(pick)
+    rows = ch.changed(cls=cls)
+    c2.markdown(f"**{len(rows_all)} of {len(ch.pred)}** predictions changed on the {ch.subset} subset"
+                + (f"; {len(rows)} involve class {pick}" if cls is not None else "")
+                + ". Largest confidence drop first (the base's confidence in its prediction minus the current "
+                  "model's in that class).")
+    if not rows:
+        st.info("No prediction changed: the current model predicts what the base does on every example here.")
+        return
+    cols = st.columns(6)
+    for i, r in enumerate(rows[:CARDS]):
+        img = _image(ws.evalset.x[r["index"]])
+        cap = (f"#{r['index']} · label {classes[r['label']]}\nbase {classes[r['base_pred']]} "
+               f"({fmt.pct(r['base_conf'], 0)}) → {classes[r['pred']]} ({fmt.pct(r['conf'], 0)})")
+        with cols[i % 6]:
+            if img is not None:
+                st.image(img, caption=cap, width=96)
+            else:
+                st.caption(cap)
+    if len(rows) > CARDS:
+        st.caption(f"{CARDS} of {len(rows)} shown; `prunescope explain --json` lists them all.")
+
+
+def page() -> None:
+    show_flashes()
+    ws = get_workspace()
+    st.markdown(f"### Explain · {ws.name}")
+    st.caption(f"What the plan's {len(ws.plan.steps)} step(s) changed, base against current, on the evaluation set.")
+    if not ws.plan.steps:
+        st.info("The plan has no steps yet: the current model is the base. Prune or cut something first.")
+        return
+    subset = st.radio("Examples", ["quick", "full"], horizontal=True, key="explain_subset",
+                      format_func=lambda s: f"quick subset ({len(ws.evalset.quick_index)})" if s == "quick"
+                      else f"full test split ({len(ws.evalset.y)})")
+    ch = run_action(changes, ws, subset, now=True)
+    if ch is None:
+        return
+    st.markdown("#### Changed predictions")
+    gallery_ui(ws, ch)
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(confusion_delta_figure(ch.confusion_delta(), ch.classes), width="stretch",
+                        key="explain_confusion")
+        st.caption("Counts of [true class, predicted class], current minus base: blue on the diagonal and red off "
+                   "it are examples the edit broke; red on the diagonal and blue off it, examples it fixed.")
+    with right:
+        rows = run_action(divergence, ws, subset, now=True)
+        if rows is not None:
+            st.plotly_chart(divergence_figure(rows), width="stretch", key="explain_divergence")
+            low = min((r for r in rows if r["cka"] is not None), key=lambda r: r["cka"], default=None)
+            if low is not None:
+                st.caption(f"Lowest CKA: {low['layer']} ({low['cka']:.3f}). Linear CKA of each layer's outputs, base "
+                           "against current, on the same examples (1 = the same representation up to rotation and "
+                           "scale; a cut layer is a gap).")
+
+
+page()

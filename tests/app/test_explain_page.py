@@ -1,0 +1,34 @@
+"""The Explain page: changed predictions, confusion difference, divergence (AppTest)."""
+from __future__ import annotations
+
+from core.explain import changes
+from core.prune import Prune
+from tests.app.conftest import new_app, workspace, ok as _ok
+
+PAGE = "views/explain.py"
+
+
+def test_an_empty_plan_says_there_is_nothing_to_explain():
+    at = new_app("digits_cnn")
+    at.switch_page(PAGE).run()
+    _ok(at)
+    assert any("no steps yet" in i.value for i in at.info)
+
+
+def test_after_a_channel_prune_the_page_shows_what_changed():
+    at = new_app("digits_cnn")
+    ws = workspace(at)
+    ws.add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))
+    at.switch_page(PAGE).run()
+    _ok(at)
+    n = len(changes(ws, "quick").changed())
+    assert any(m.value.startswith(f"**{n} of 256** predictions changed") for m in at.markdown)
+    assert len(at.get("image")) == 24  # a gallery of the changed examples
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Confusion: current minus base" in t for t in titles)
+    assert any("Where the networks diverge (CKA per layer)" in t for t in titles)
+    at.selectbox(key="explain_class").set_value("3").run()
+    _ok(at)
+    at.radio(key="explain_subset").set_value("full").run()
+    _ok(at)
+    assert any("of 450** predictions changed" in m.value for m in at.markdown)
