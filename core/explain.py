@@ -14,6 +14,7 @@ from torch import nn
 
 from core.errors import PrunescopeError
 from core.prune.masks import prunable_layers
+from core.prune.structured.select import find_group
 from core.surgery.guides import linear_cka
 
 
@@ -123,4 +124,108 @@ def divergence(ws, subset: str = "quick") -> list[dict]:
     return rows
 
 
-__all__ = ["Changes", "changes", "divergence"]
+def coupled_group(model: nn.Module, granularity: str, layer: str, unit: int, ctx) -> dict:
+    """Every layer Torch-Pruning's dependency graph changes when ``unit`` of ``layer`` goes
+    (convolutions, linear layers, BatchNorm, LayerNorm, ... on the same stream), with the
+    channel indices each loses.
+
+    Raises:
+        PrunescopeError: the layer has no such units (the output layer, for one), the unit
+            does not exist, or it is the group's last unit (a group is never emptied).
+    """
+    from core.prune.structured.analysis import analysis
+
+    an = analysis(model, ctx)
+    g = find_group(an.groups(granularity), layer)
+    if not isinstance(unit, int) or not 0 <= unit < g.n_units:
+        raise PrunescopeError(f"{layer} has {g.n_units} {granularity}s (0 to {g.n_units - 1}); got unit {unit!r}")
+    if g.n_units == 1:
+        raise PrunescopeError(f"{layer} has one {granularity} left; removing it would empty the layer, so it stays")
+    mods = dict(an.copy.named_modules())
+    names = {m: n for n, m in mods.items()}
+    root = mods[g.root]
+    pruner = an.dg.get_pruner_of_module(root)
+    fn = pruner.prune_out_channels if g.root_out else pruner.prune_in_channels
+    group = an.dg.get_pruning_group(root, fn, g.root_channels([unit]))
+    layers, seen = [], set()
+    for item in group:
+        m = item.dep.target.module
+        name = names.get(m)
+        if name is None or (name, item.dep.handler.__name__) in seen:
+            continue
+        seen.add((name, item.dep.handler.__name__))
+        role = "out" if an.dg.is_out_channel_pruning_fn(item.dep.handler) else \
+            "in" if an.dg.is_in_channel_pruning_fn(item.dep.handler) else "other"
+        layers.append({"layer": name, "type": type(m).__name__, "role": role,
+                       "indices": sorted(int(i) for i in item.idxs)})
+    return {"group": g.name, "granularity": granularity, "unit": unit, "n_units": g.n_units, "layers": layers}
+
+
+def unit_activations(model: nn.Module, layer: str, unit: int, x: torch.Tensor, granularity: str) -> torch.Tensor:
+    """One unit's activation per example: a channel's mean over positions, a neuron's value
+    (mean over tokens for sequences), a head's mean |output| over its columns of the
+    attention projection's input."""
+    mods = dict(model.named_modules())
+    if layer not in mods:
+        raise PrunescopeError(f"no layer {layer!r} in the model")
+    target, got = mods[layer], {}
+    if granularity == "head":
+        proj, heads = target.proj, target.num_heads
+        hd = proj.in_features // heads
+
+        def pre(_m, args):
+            got["a"] = args[0].detach()[..., unit * hd:(unit + 1) * hd].abs().float()
+        h = proj.register_forward_pre_hook(pre)
+    else:
+        def post(_m, _a, o):
+            got["a"] = o.detach().float()
+        h = target.register_forward_hook(post)
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        h.remove()
+    a = got["a"]
+    if granularity == "head":
+        return a.flatten(1).mean(1)
+    if a.dim() == 4:  # (B, C, H, W)
+        return a[:, unit].mean((1, 2))
+    if a.dim() == 3:  # (B, T, C)
+        return a[..., unit].mean(1)
+    return a[:, unit]
+
+
+def unit_report(ws, layer: str, unit: int, granularity: str = "channel", *, subset: str = "quick",
+                top: int = 12) -> dict:
+    """A unit of the *base* model: its top-activating examples, its activation over the
+    subset, its normalised score under every criterion for this granularity, the coupled
+    group, and whether the current plan removes it (known when one structured step of this
+    granularity was applied to the base)."""
+    from core.prune import CRITERIA
+    from core.prune.structured.analysis import unit_scores
+
+    group = coupled_group(ws.base, granularity, layer, unit, ws.ctx)
+    x, _ = ws.evalset.subset(subset)
+    acts = unit_activations(ws.base, group["group"] if granularity == "head" else layer, unit, x, granularity)
+    order = torch.argsort(acts, descending=True, stable=True)[:top].tolist()
+    idx = ws.evalset.quick_index.tolist() if subset == "quick" else list(range(len(ws.evalset.y)))
+    scores = {}
+    for name, crit in CRITERIA.items():
+        if granularity in crit.granularities:
+            try:
+                scores[name] = float(unit_scores(ws.base, layer, name, granularity, ws.ctx)[unit])
+            except PrunescopeError:
+                scores[name] = None
+    removed, by = None, None
+    structured = [(i, s) for i, s in enumerate(ws.plan.steps) if getattr(s, "granularity", None) == granularity]
+    if len(structured) == 1 and structured[0][0] == 0:
+        i = structured[0][0]
+        removed = unit in ws.reports[i].removed.get(group["group"], ())
+        by = i + 1 if removed else None
+    return {"layer": layer, "unit": unit, "granularity": granularity, "subset": subset,
+            "top": [{"index": idx[j], "activation": float(acts[j])} for j in order],
+            "activations": acts.tolist(), "scores": scores, "coupled": group,
+            "removed": removed, "removed_by_step": by}
+
+
+__all__ = ["Changes", "changes", "divergence", "coupled_group", "unit_activations", "unit_report"]

@@ -27,3 +27,29 @@ def cmd_explain(args):
             "changed": [{k: r[k] for k in ("index", "label", "base_pred", "base_conf", "pred", "conf")}
                         for r in rows[:args.limit]],
             "confusion_delta": ch.confusion_delta(), "divergence": divergence(ws, subset)}
+
+
+def _unit_args(p):
+    add_model_args(p)
+    p.add_argument("--layer", required=True, help="a layer of the base model, e.g. stem.0 (see `prunescope blocks`)")
+    p.add_argument("--unit", type=int, required=True, help="unit index in that layer (0-based)")
+    p.add_argument("--granularity", default="channel", help="channel | neuron | head (default channel)")
+    p.add_argument("--top", type=int, default=12, help="top-activating examples to list (default 12)")
+
+
+@command("unit", "one unit of the base model: top-activating examples, scores under every criterion, the coupled "
+                 "group, and whether the plan removes it", _unit_args)
+def cmd_unit(args):
+    from core.explain import unit_report
+    from core.prune.structured import UNIT_GRANULARITIES
+
+    from .common import UsageError
+
+    if args.granularity not in UNIT_GRANULARITIES:
+        raise UsageError(f"--granularity must be one of {', '.join(UNIT_GRANULARITIES)}, got {args.granularity!r}")
+    ws = workspace_for(args)
+    ws.set_plan(load_plan_arg(args.plan, ws.name))
+    r = unit_report(ws, args.layer, args.unit, args.granularity, subset="full" if args.full else "quick",
+                    top=max(1, args.top))
+    r.pop("activations")
+    return {"model": ws.name, **r}

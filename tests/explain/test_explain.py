@@ -63,3 +63,51 @@ def test_cli_explain_prints_changed_confusion_delta_and_divergence(capsys, tmp_p
     assert len(got["changed"]) == 5 and got["n_changed"] >= 5
     assert set(got["changed"][0]) == {"index", "label", "base_pred", "base_conf", "pred", "conf"}
     assert len(got["confusion_delta"]) == 10 and got["divergence"][0]["layer"] == "features.0.0"
+
+
+def test_the_coupled_group_of_a_residual_channel_holds_every_conv_and_batchnorm_on_the_stream():
+    from core.explain import coupled_group
+
+    ws = Workspace("digits_resnet")
+    g = coupled_group(ws.base, "channel", "stem.0", 3, ws.ctx)
+    got = {(r["layer"], r["role"]) for r in g["layers"]}
+    stream = {("stem.0", "out"), ("stem.1", "out"), ("layers.0.conv2", "out"), ("layers.0.bn2", "out"),
+              ("layers.1.conv2", "out"), ("layers.1.bn2", "out"), ("layers.0.conv1", "in"), ("layers.1.conv1", "in")}
+    assert stream <= got, stream - got
+    assert all(r["indices"] == [3] for r in g["layers"])
+
+
+def test_the_output_layer_has_no_unit_to_remove():
+    from core.errors import PrunescopeError
+    from core.explain import coupled_group
+
+    ws = Workspace("digits_cnn")
+    with pytest.raises(PrunescopeError, match="no prunable channel units"):
+        coupled_group(ws.base, "channel", "head.2", 0, ws.ctx)
+
+
+def test_top_activating_examples_are_the_argmax_of_the_unit_activation():
+    from core.explain import unit_activations, unit_report
+
+    ws = Workspace("digits_cnn")
+    r = unit_report(ws, "features.1.0", 5, "channel", top=3)
+    x, _ = ws.evalset.subset("quick")
+    acts = unit_activations(ws.base, "features.1.0", 5, x, "channel")
+    best = int(acts.argmax())
+    assert r["top"][0]["index"] == ws.evalset.quick_index.tolist()[best]
+    assert r["top"][0]["activation"] == pytest.approx(float(acts.max()))
+    assert set(r["scores"]) >= {"l1", "taylor", "wanda"} and r["removed"] is None
+
+
+def test_cli_unit_reports_top_examples_scores_and_the_group(capsys, tmp_path):
+    plan = tmp_path / "p.json"
+    run(capsys, "prune", "digits_resnet", "--granularity", "channel", "--ratio", "0.5", "--no-latency",
+        "--save-plan", str(plan), "--json")
+    code, out, err = run(capsys, "unit", "digits_resnet", "--plan", str(plan), "--layer", "stem.0", "--unit", "3",
+                         "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert len(got["top"]) == 12 and isinstance(got["removed"], bool)
+    assert any(r["layer"] == "stem.1" for r in got["coupled"]["layers"])
+    code, _, err = run(capsys, "unit", "digits_resnet", "--layer", "stem.0", "--unit", "999")
+    assert code == 2 and "has 32 channels" in err
