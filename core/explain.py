@@ -228,4 +228,37 @@ def unit_report(ws, layer: str, unit: int, granularity: str = "channel", *, subs
             "removed": removed, "removed_by_step": by}
 
 
-__all__ = ["Changes", "changes", "divergence", "coupled_group", "unit_activations", "unit_report"]
+def input_gradient(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+    """Saliency of one example: |d logit[target] / d input|, summed over channels, ``(H, W)``
+    (or the input's shape without its channel axis). Runs on a copy of ``x``; ``model`` is
+    only read (eval mode, no parameter gradients kept)."""
+    if getattr(model, "final", False):
+        raise PrunescopeError("attribution needs gradients; a quantised (onnxruntime) model has none")
+    xi = x.detach().clone()[None].requires_grad_(True)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            out = model(xi)
+            out[0, int(target)].backward()
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+    g = xi.grad[0].abs()
+    return g.sum(0) if g.dim() >= 2 else g
+
+
+def attribution_pair(ws, index: int) -> dict:
+    """Input-gradient maps of the base and the current model for example ``index`` of the
+    test split, each for its own prediction and for the label."""
+    x, y = ws.evalset.x[index], int(ws.evalset.y[index])
+    with torch.inference_mode():
+        pb = int(ws.base(x[None]).argmax(1))
+        pc = int(ws.model(x[None]).argmax(1))
+    return {"index": index, "label": y, "base_pred": pb, "pred": pc,
+            "base_map": input_gradient(ws.base, x, pb), "map": input_gradient(ws.model, x, pc)}
+
+
+__all__ = ["Changes", "changes", "divergence", "coupled_group", "unit_activations", "unit_report", "input_gradient",
+           "attribution_pair"]

@@ -37,4 +37,31 @@ def divergence_figure(rows: Sequence[dict], title: str | None = "Where the netwo
     return layout(fig, title, "layer (in the base's order)", "linear CKA", height=300)
 
 
-__all__ = ["confusion_delta_figure", "divergence_figure"]
+
+
+def attribution_figure(image, base_map, current_map, titles: Sequence[str],
+                       title: str | None = "Input gradients: where each model looks") -> go.Figure:
+    """The example and the two saliency maps side by side (each scaled to its own maximum)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=3, subplot_titles=list(titles), horizontal_spacing=0.04)
+    fig.add_trace(go.Heatmap(z=image, colorscale="gray", showscale=False, hoverinfo="skip"), 1, 1)
+    for col, m in ((2, base_map), (3, current_map)):
+        top = max(float(max(map(max, m))), 1e-12)
+        fig.add_trace(go.Heatmap(z=[[v / top for v in row] for row in m], colorscale="Inferno", zmin=0, zmax=1,
+                                 showscale=col == 3, hovertemplate="%{z:.2f}<extra></extra>",
+                                 colorbar=dict(title="rel.", thickness=10)), 1, col)
+    for col in (1, 2, 3):
+        fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{col if col > 1 else ''}",
+                         row=1, col=col)
+        fig.update_xaxes(showticklabels=False, row=1, col=col)
+    return layout(fig, title, "", "", height=300)
+
+
+def activation_figure(values: Sequence[float], title: str | None = "Activation over the examples") -> go.Figure:
+    """Histogram of one unit's activation over the evaluation subset."""
+    fig = go.Figure(go.Histogram(x=list(values), nbinsx=40, marker_color=CURRENT))
+    return layout(fig, title, "activation", "examples", height=260)
+
+
+__all__ = ["confusion_delta_figure", "divergence_figure", "attribution_figure", "activation_figure"]

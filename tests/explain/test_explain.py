@@ -111,3 +111,14 @@ def test_cli_unit_reports_top_examples_scores_and_the_group(capsys, tmp_path):
     assert any(r["layer"] == "stem.1" for r in got["coupled"]["layers"])
     code, _, err = run(capsys, "unit", "digits_resnet", "--layer", "stem.0", "--unit", "999")
     assert code == 2 and "has 32 channels" in err
+
+
+def test_input_gradient_maps_have_the_image_shape_and_leave_the_model_untouched(pruned):
+    from core.explain import attribution_pair
+
+    before = {k: v.clone() for k, v in pruned.model.state_dict().items()}
+    r = attribution_pair(pruned, 5)
+    assert r["base_map"].shape == (8, 8) and r["map"].shape == (8, 8)
+    assert float(r["base_map"].sum()) > 0 and float(r["map"].sum()) > 0
+    assert all(p.grad is None for p in pruned.model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in pruned.model.state_dict().items())
