@@ -9,8 +9,8 @@
 """
 from .criteria import CRITERIA, Criterion, get_criterion, register_criterion
 from .masks import PRUNABLE_TYPES, prunable_layers
+from .step import GRANULARITIES, UNIT_GRANULARITIES, LayerOverride, Prune, threshold_unit  # noqa: I001 - prune registers first
 from .nm import NMSparsity
-from .step import GRANULARITIES, UNIT_GRANULARITIES, LayerOverride, Prune, threshold_unit
 
 __all__ = ["NMSparsity", "Prune", "LayerOverride", "GRANULARITIES", "UNIT_GRANULARITIES", "threshold_unit", "CRITERIA",
            "Criterion", "get_criterion", "register_criterion", "PRUNABLE_TYPES", "prunable_layers"]
