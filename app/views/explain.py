@@ -3,11 +3,13 @@ inside the network the current model departs from the base."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from core import formatting as fmt
-from core.explain import changes, divergence
-from core.viz.explain import confusion_delta_figure, divergence_figure
+from core.explain import attribution_pair, changes, divergence, unit_report
+from core.prune.structured import prunable_units
+from core.viz.explain import activation_figure, attribution_figure, confusion_delta_figure, divergence_figure
 
 from app.components import run_action
 from app.state import get_workspace, show_flashes
@@ -87,6 +89,86 @@ def page() -> None:
                 st.caption(f"Lowest CKA: {low['layer']} ({low['cka']:.3f}). Linear CKA of each layer's outputs, base "
                            "against current, on the same examples (1 = the same representation up to rotation and "
                            "scale; a cut layer is a gap).")
+    attribution_ui(ws, ch)
+    unit_ui(ws, subset)
+
+
+
+def unit_ui(ws, subset: str) -> None:
+    """One unit of the base model: what it responds to, how every criterion scores it, what
+    goes with it, and whether the plan removes it."""
+    st.markdown("#### What a unit responds to")
+    grans = [g for g in ("channel", "neuron", "head") if _units(ws, g)]
+    if not grans:
+        st.info("This model has no prunable units.")
+        return
+    c = st.columns(3)
+    gran = c[0].selectbox("Granularity", grans, key="explain_unit_gran")
+    units = _units(ws, gran)
+    layer = c[1].selectbox("Layer", list(units), key="explain_unit_layer")
+    n = units[layer]
+    ss = st.session_state
+    if int(ss.get("explain_unit", 0)) >= n:
+        ss["explain_unit"] = 0
+    unit = c[2].number_input(f"Unit (0 to {n - 1})", 0, n - 1, key="explain_unit", step=1)
+    r = run_action(unit_report, ws, layer, int(unit), gran, subset=subset, top=12, now=True)
+    if r is None:
+        return
+    status = ("removed by step " + str(r["removed_by_step"]) if r["removed"] else
+              "kept by the plan" if r["removed"] is False else
+              "whether the plan removes it is known only for one structured step of this kind applied to the base")
+    st.markdown(f"**{layer}, {gran} {unit}** of the base model: {status}.")
+    cols = st.columns(6)
+    for i, t in enumerate(r["top"]):
+        img = _image(ws.evalset.x[t["index"]])
+        cap = f"#{t['index']} · label {ws.evalset.classes[int(ws.evalset.y[t['index']])]} · {t['activation']:.3g}"
+        with cols[i % 6]:
+            if img is not None:
+                st.image(img, caption=cap, width=96)
+            else:
+                st.caption(cap)
+    left, right = st.columns(2)
+    left.plotly_chart(activation_figure(r["activations"], title=f"Activation of {gran} {unit} over the {subset} "
+                                        "subset"), width="stretch", key="explain_unit_hist")
+    right.dataframe(pd.DataFrame([{"criterion": k, "score": v} for k, v in r["scores"].items()]), hide_index=True,
+                    width="stretch", height=260, column_config={"score": st.column_config.NumberColumn(
+                        format="%.3f", help="Normalised score: 1.0 = the layer's mean unit")})
+    g = r["coupled"]
+    st.markdown(f"**Removed with it** (Torch-Pruning's dependency graph, group {g['group']}): "
+                f"{len(g['layers'])} layer(s).")
+    st.dataframe(pd.DataFrame([{"layer": x["layer"], "type": x["type"],
+                                "loses": {"out": "output channels", "in": "input channels"}.get(x["role"], "entries"),
+                                "indices": ", ".join(map(str, x["indices"][:16])) + (" …" if len(x["indices"]) > 16
+                                                                                    else "")}
+                               for x in g["layers"]]), hide_index=True, width="stretch")
+
+
+def _units(ws, granularity: str) -> dict[str, int]:
+    cache = st.session_state.setdefault("_explain_units", {})
+    key = (ws.name, granularity)
+    if key not in cache:
+        cache[key] = run_action(prunable_units, ws.base, granularity, ws.ctx, now=True) or {}
+    return cache[key]
+
+
+def attribution_ui(ws, ch) -> None:
+    st.markdown("#### Where each model looks")
+    rows = ch.changed()
+    options = [r["index"] for r in rows] or ch.indices[:50]
+    index = st.selectbox("Example (changed ones first)", options, key="explain_attr_index",
+                         help="Input gradients of each model for its own prediction.")
+    r = run_action(attribution_pair, ws, int(index), now=True)
+    if r is None:
+        return
+    img = ws.evalset.x[int(index)]
+    if img.dim() != 3:
+        st.caption("Attribution maps are drawn for images.")
+        return
+    cls = ch.classes
+    st.plotly_chart(attribution_figure(img.float().mean(0).tolist(), r["base_map"].tolist(), r["map"].tolist(),
+                                       [f"example #{index} (label {cls[r['label']]})",
+                                        f"base → {cls[r['base_pred']]}", f"current → {cls[r['pred']]}"]),
+                    width="stretch", key="explain_attr")
 
 
 page()

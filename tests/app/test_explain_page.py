@@ -23,7 +23,7 @@ def test_after_a_channel_prune_the_page_shows_what_changed():
     _ok(at)
     n = len(changes(ws, "quick").changed())
     assert any(m.value.startswith(f"**{n} of 256** predictions changed") for m in at.markdown)
-    assert len(at.get("image")) == 24  # a gallery of the changed examples
+    assert len(at.get("image")) == 24 + 12  # a gallery of the changed examples, then the unit's top 12
     titles = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("Confusion: current minus base" in t for t in titles)
     assert any("Where the networks diverge (CKA per layer)" in t for t in titles)
@@ -32,3 +32,24 @@ def test_after_a_channel_prune_the_page_shows_what_changed():
     at.radio(key="explain_subset").set_value("full").run()
     _ok(at)
     assert any("of 450** predictions changed" in m.value for m in at.markdown)
+
+
+def test_the_unit_view_and_attribution_follow_the_plan():
+    from core.explain import unit_report
+
+    at = new_app("digits_cnn")
+    ws = workspace(at)
+    ws.add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))
+    at.switch_page(PAGE).run()
+    _ok(at)
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Input gradients: where each model looks" in t for t in titles)
+    assert at.selectbox(key="explain_unit_layer").value == "features.0.0"
+    for unit in (0, 1, 2, 3):
+        at.number_input(key="explain_unit").set_value(unit).run()
+        _ok(at)
+        r = unit_report(ws, "features.0.0", unit, "channel")
+        status = "removed by step 1" if r["removed"] else "kept by the plan"
+        assert any(m.value.startswith(f"**features.0.0, channel {unit}** of the base model: {status}")
+                   for m in at.markdown)
+    assert any("Removed with it" in m.value for m in at.markdown)
