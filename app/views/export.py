@@ -61,12 +61,15 @@ def _new_folder() -> Path:
 
 # --- widgets -------------------------------------------------------------------------
 
-def formats_ui() -> list[str]:
-    """One checkbox per registered format. Returns the chosen names."""
+def formats_ui(quantised: bool = False) -> list[str]:
+    """One checkbox per registered format (a quantised plan: ONNX only). Returns the chosen names."""
     names = list_exporters()
     cols = st.columns(len(names))
     return [n for n, c in zip(names, cols)
-            if c.checkbox(n, value=True, key=f"fmt_{n}", help=EXPORTERS.get(n).description)]
+            if c.checkbox(n, value=n == "onnx" or not quantised, key=f"fmt_{n}_q" if quantised else f"fmt_{n}",
+                          disabled=quantised and n != "onnx",
+                          help=EXPORTERS.get(n).description if not quantised or n == "onnx" else
+                          "A quantised (int8, onnxruntime) model exports as ONNX only.")]
 
 
 def downloads_ui(results: list[ExportResult]) -> None:
@@ -85,6 +88,37 @@ def downloads_ui(results: list[ExportResult]) -> None:
                           help=f"{p.name}, {fmt.nbytes(p.stat().st_size)}")
 
 
+def int8_ui(ws) -> None:
+    """The int8 model beside the float one it was made from (both ONNX, onnxruntime)."""
+    from core.recover.quantize import compare_with_float
+
+    st.markdown("#### int8 against float")
+    st.caption("A quantised plan exports as ONNX only (the int8 file). Here it is beside the float model it was "
+               "made from, both run by onnxruntime: agreement of their predictions on the full test split, file "
+               "size, and latency timed interleaved at the same batch and threads.")
+    if not st.button("Compare int8 with float", key="export_int8_cmp", icon=":material/compare_arrows:"):
+        got = st.session_state.get("export_int8")
+        if not got or got[0] != (ws.name, ws.plan.key()):
+            return
+        r = got[1]
+    else:
+        with st.spinner("Exporting the float model, timing both interleaved…"):
+            r = run_action(compare_with_float, ws, now=True)
+        if r is None:
+            return
+        st.session_state["export_int8"] = ((ws.name, ws.plan.key()), r)
+    lf, lq = r["float_latency"], r["int8_latency"]
+    st.dataframe(pd.DataFrame([
+        {"model": "float (ONNX)", "size": fmt.nbytes(r["float_bytes"]), "latency": fmt.ms(lf.median_ms, lf.iqr_ms),
+         "agreement with float": "–"},
+        {"model": "int8 (ONNX)", "size": fmt.nbytes(r["int8_bytes"]), "latency": fmt.ms(lq.median_ms, lq.iqr_ms),
+         "agreement with float": f"{fmt.pct(r['agreement'])} of {r['n']}"}]), hide_index=True, width="stretch")
+    ratio = lf.median_ms / lq.median_ms if lq.median_ms else float("nan")
+    noisy = " (noisy timing: no conclusion)" if lf.noisy or lq.noisy else ""
+    st.caption(f"int8 file {r['int8_bytes'] / r['float_bytes']:.2f}× the float file; int8 runs {ratio:.2f}× the "
+               f"float speed at batch {lq.batch_size} on {lq.threads} threads{noisy}.")
+
+
 def page() -> None:
     show_flashes()
     ws = get_workspace()
@@ -93,7 +127,7 @@ def page() -> None:
                "Each file is reloaded with its own runtime (safetensors via the recipe, ONNX via "
                "onnxruntime, torch.export, TorchScript) and compared with the in-memory model on an eval batch; "
                "verified = max |diff| within 1e-4.")
-    chosen = formats_ui()
+    chosen = formats_ui(bool(ws.plan.steps) and ws.plan.steps[-1].op == "quantize")
     stem = st.text_input("File name", value=ws.name, key="export_stem",
                          help="Letters, digits, '-' and '_' only; each format adds its suffix.")
     if st.button("Export", key="export_btn", type="primary", icon=":material/file_export:",
@@ -131,6 +165,8 @@ def page() -> None:
         onnx = next((r for r in results if r.format == "onnx" and r.path and Path(r.path).exists()), None)
         if onnx is not None:
             netron_ui(key="export_graph", label="View graph", path=onnx.path)
+    if ws.plan.steps and ws.plan.steps[-1].op == "quantize":
+        int8_ui(ws)
     with st.expander("Recipe (plan JSON)", expanded=False):
         st.code(ws.plan.to_json(), language="json")
         st.download_button("Download plan.json", data=ws.plan.to_json, file_name=f"{ws.name}.plan.json",

@@ -162,4 +162,30 @@ class Quantize(Step):
         return f"quantize {self.scheme} ({self.mode}, onnxruntime)"
 
 
-__all__ = ["Quantize", "OrtModule", "quantize_int8", "SCHEMES", "MODES"]
+def compare_with_float(ws, subset: str = "full") -> dict:
+    """The quantised model of ``ws`` (its plan ends in a quantize step) beside the float
+    model it was made from, both as ONNX files run by onnxruntime: file bytes, agreement of
+    their predictions on the evaluation split, and latency at the workspace's batch, timed
+    interleaved (same batch, threads and device).
+
+    Raises:
+        ModelError: the plan does not end in a quantize step.
+    """
+    from core.metrics.cost import measure_latency_pair
+
+    q = ws.model
+    if not isinstance(q, OrtModule):
+        raise ModelError("the plan does not end in a quantize step: nothing to compare")
+    x, _ = ws.evalset.subset(subset)
+    float_bytes, _ = _onnx_bytes(q.reference, x[:1])
+    float_ort = OrtModule(float_bytes, q.reference)
+    with torch.inference_mode():
+        a, b = q(x).argmax(1), float_ort(x).argmax(1)
+    lat_f, lat_q = measure_latency_pair(float_ort, q, ws.evalset.quick()[0], ws.evaluator.latency_batch,
+                                        ws.evaluator.latency_time)
+    return {"subset": subset, "n": len(x), "agreement": float((a == b).float().mean()),
+            "int8_bytes": q.file_bytes, "float_bytes": len(float_bytes), "int8_latency": lat_q,
+            "float_latency": lat_f}
+
+
+__all__ = ["compare_with_float", "Quantize", "OrtModule", "quantize_int8", "SCHEMES", "MODES"]

@@ -144,3 +144,22 @@ def test_the_model_page_shows_the_current_and_the_base_graph():
     at.run()
     assert "model_graph_current_url" not in at.session_state  # out of step with the plan: hidden
     assert "model_graph_url" in at.session_state  # the base did not change
+
+
+def test_a_quantised_plan_exports_onnx_and_compares_int8_with_float():
+    from core.recover import Quantize
+    from tests.app.conftest import new_app, workspace, ok
+
+    at = new_app("digits_cnn")
+    workspace(at).add_step(Quantize())
+    at.switch_page("views/export.py").run()
+    ok(at)
+    assert [c.key for c in at.checkbox if c.value] == ["fmt_onnx_q"]  # int8 exports as ONNX only
+    at.button(key="export_btn").click().run()
+    ok(at)
+    at.button(key="export_int8_cmp").click().run()
+    ok(at)
+    table = at.dataframe[-1].value
+    assert list(table["model"]) == ["float (ONNX)", "int8 (ONNX)"]
+    assert table["agreement with float"][1].endswith("of 450")
+    assert any("the float file; int8 runs" in c.value for c in at.caption)
