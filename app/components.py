@@ -126,7 +126,7 @@ def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Met
         lat_slot.metric("Latency", "timing…", help="Timed after the page is drawn, interleaved with the base.")
     notes = [f"{len(ws.plan.steps)} step(s) in the plan; figures on the {m.subset} subset ({m.n} examples), "
              "deltas against the base model"]
-    if m.shapes_changed and base.params:
+    if m.shapes_changed and base.params and m.params != base.params:
         notes.append(f"removed: {fmt.pct(1 - m.params / base.params)} of the base's parameters "
                      "(structured steps and cuts)")
     if lat is not None and not m.shapes_changed and m.sparsity > 0:

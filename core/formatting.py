@@ -35,12 +35,12 @@ def ms(median: float | None, iqr: float | None = None) -> str:
     """Latency with its spread: '3.21 ms ± 0.12'."""
     if median is None:
         return "–"
-    def num(x: float) -> str:
-        return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+    def num(x: float, digits: int) -> str:
+        return f"{x:.{digits}g}" if abs(x) < 100 else f"{x:.0f}"
 
-    s = f"{num(median)} ms"
+    s = f"{num(median, 3)} ms"
     if iqr is not None and math.isfinite(iqr):
-        s += f" ± {num(iqr)}"
+        s += f" ± {num(iqr, 2)}"  # the spread to two figures: it is a rough number, and the readout stays short
     return s
 
 

@@ -103,3 +103,13 @@ def test_gradual_pruning_adds_prune_and_fine_tune_steps_in_the_background():
     assert any(s.value.startswith("Gradual pruning: added 4 steps") for s in at.success)
     at.button(key="prune_undo").click().run()
     assert ws.plan.steps == ()
+
+
+def test_a_quantised_plan_does_not_claim_removed_parameters():
+    from core.recover import Quantize
+
+    at = new_app("digits_cnn")
+    workspace(at).add_step(Quantize())
+    at.run()
+    _ok(at)
+    assert not any("removed: " in c.value for c in at.caption)
