@@ -9,7 +9,8 @@ import streamlit as st
 from core import formatting as fmt
 from core.explain import attribution_pair, changes, divergence, unit_report
 from core.prune.structured import prunable_units
-from core.viz.explain import activation_figure, attribution_figure, confusion_delta_figure, divergence_figure
+from core.viz.explain import (activation_figure, attribution_figure, confusion_delta_figure, confusion_figure,
+                              divergence_figure)
 
 from app.components import run_action
 from app.state import get_workspace, show_flashes
@@ -76,10 +77,17 @@ def page() -> None:
     gallery_ui(ws, ch)
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(confusion_delta_figure(ch.confusion_delta(), ch.classes), width="stretch",
-                        key="explain_confusion")
-        st.caption("Counts of [true class, predicted class], current minus base: blue on the diagonal and red off "
-                   "it are examples the edit broke; red on the diagonal and blue off it, examples it fixed.")
+        which = st.radio("Confusion", ["difference", "base", "current"], horizontal=True, key="explain_confusion_of",
+                         help="Counts of [true class, predicted class]: the base's, the current model's, or "
+                              "current minus base.")
+        if which == "difference":
+            fig = confusion_delta_figure(ch.confusion_delta(), ch.classes)
+        else:
+            fig = confusion_figure(ch.confusion(which), ch.classes, title=f"Confusion of the {which} model")
+        st.plotly_chart(fig, width="stretch", key=f"explain_confusion_{which}")
+        if which == "difference":
+            st.caption("Counts of [true class, predicted class], current minus base: blue on the diagonal and red "
+                       "off it are examples the edit broke; red on the diagonal and blue off it, examples it fixed.")
     with right:
         rows = run_action(divergence, ws, subset, now=True)
         if rows is not None:

@@ -25,6 +25,19 @@ def confusion_delta_figure(delta: Sequence[Sequence[int]], classes: Sequence[str
     return layout(fig, title, "predicted class", "true class", height=max(300, 26 * k + 120))
 
 
+def confusion_figure(counts: Sequence[Sequence[int]], classes: Sequence[str],
+                     title: str | None = "Confusion") -> go.Figure:
+    """Counts [true class][predicted class] of one model."""
+    z = [list(r) for r in counts]
+    fig = go.Figure(go.Heatmap(z=z, x=list(classes), y=list(classes), colorscale="Blues",
+                               text=[[str(v) if v else "" for v in r] for r in z], texttemplate="%{text}",
+                               hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>",
+                               colorbar=dict(title="count", thickness=12)))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return layout(fig, title, "predicted class", "true class", height=max(300, 26 * len(classes) + 120))
+
+
 def divergence_figure(rows: Sequence[dict], title: str | None = "Where the networks diverge (CKA per layer)"
                       ) -> go.Figure:
     """Linear CKA per layer along depth (1: the same representation up to rotation and
@@ -64,4 +77,4 @@ def activation_figure(values: Sequence[float], title: str | None = "Activation o
     return layout(fig, title, "activation", "examples", height=260)
 
 
-__all__ = ["confusion_delta_figure", "divergence_figure", "attribution_figure", "activation_figure"]
+__all__ = ["confusion_figure", "confusion_delta_figure", "divergence_figure", "attribution_figure", "activation_figure"]

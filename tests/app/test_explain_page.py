@@ -53,3 +53,13 @@ def test_the_unit_view_and_attribution_follow_the_plan():
         assert any(m.value.startswith(f"**features.0.0, channel {unit}** of the base model: {status}")
                    for m in at.markdown)
     assert any("Removed with it" in m.value for m in at.markdown)
+
+
+def test_the_confusion_of_base_and_current_can_be_shown_too():
+    at = new_app("digits_cnn")
+    workspace(at).add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))
+    at.switch_page(PAGE).run()
+    for which in ("base", "current"):
+        at.radio(key="explain_confusion_of").set_value(which).run()
+        _ok(at)
+        assert any(f"Confusion of the {which} model" in c.proto.spec for c in at.get("plotly_chart"))

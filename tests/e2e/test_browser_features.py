@@ -66,6 +66,16 @@ def test_channel_granularity_makes_the_model_smaller_and_faster(page, app_url, t
     assert metric_value(page, "Latency ratio").endswith("×")
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "prune_channel.png"))
+    # what the 50% channel prune changed: each view of the Explain page, screenshotted
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Explain").first.click()
+    for view in ("Changed predictions", "Where each model looks", "What a unit responds to", "Removed with it"):
+        page.get_by_text(view).first.wait_for(timeout=120_000)
+        page.get_by_text(view).first.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        assert_no_exception(page)
+        page.screenshot(path=str(tmp_path / f"explain_{view.split()[0].lower()}.png"))
+    assert page.locator('[data-testid="stImage"]').count() >= 12
+    assert page.get_by_text("predictions changed on the quick subset").count() == 1
 
 
 def test_cut_a_block_then_undo_restores_the_metrics(page, app_url, tmp_path):
