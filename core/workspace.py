@@ -280,12 +280,19 @@ class Workspace:
         return m
 
     def evaluate_plan(self, plan: Plan, subset: str = "quick", *, latency: bool = True) -> Metrics:
-        """Metrics of any plan of this model without making it current.
+        """Metrics of any plan of this model without making it current (cached per plan,
+        subset and latency batch, with the current plan's figures).
 
         Raises:
             PrunescopeError: the plan is for another model; PlanError: a step does not fit.
         """
         if plan.model != self.spec.name:
             raise PrunescopeError(f"this plan is for model {plan.model!r}, the workspace holds {self.spec.name!r}")
+        key = self._metrics_key(plan, subset)
+        m = self._metrics.get(key)  # the same cache as metrics(): a plan evaluated once is not run again
+        if m is not None and (m.latency is not None or not latency):
+            return m
         model = apply(plan, self.base, ctx=self.ctx, cache=self.cache)
-        return self.evaluator.evaluate(model, subset, latency=latency)
+        m = self.evaluator.evaluate(model, subset, latency=latency)
+        self._metrics[key] = m
+        return m

@@ -18,6 +18,18 @@ from app.state import get_workspace, show_flashes
 CARDS = 24  # changed examples shown at once
 
 
+def cached(fn, ws, *args, **kwargs):
+    """``fn(ws, *args, **kwargs)`` computed once per plan: a click elsewhere on the page
+    (a class filter, another unit) does not run the models again. Keeps the last 16."""
+    cache = st.session_state.setdefault("_explain_cache", {})
+    key = (fn.__name__, ws.name, ws.plan.key(), args, tuple(sorted(kwargs.items())))
+    if key not in cache:
+        while len(cache) >= 16:
+            cache.pop(next(iter(cache)))
+        cache[key] = fn(ws, *args, **kwargs)
+    return cache[key]
+
+
 def _image(x) -> np.ndarray | None:
     """An example as an 8-bit picture (grey or RGB), enlarged, or None when it is not one."""
     a = x.detach().float().cpu().numpy()
@@ -70,7 +82,7 @@ def page() -> None:
     subset = st.radio("Examples", ["quick", "full"], horizontal=True, key="explain_subset",
                       format_func=lambda s: f"quick subset ({len(ws.evalset.quick_index)})" if s == "quick"
                       else f"full test split ({len(ws.evalset.y)})")
-    ch = run_action(changes, ws, subset, now=True)
+    ch = run_action(cached, changes, ws, subset, now=True)
     if ch is None:
         return
     st.markdown("#### Changed predictions")
@@ -89,7 +101,7 @@ def page() -> None:
             st.caption("Counts of [true class, predicted class], current minus base: blue on the diagonal and red "
                        "off it are examples the edit broke; red on the diagonal and blue off it, examples it fixed.")
     with right:
-        rows = run_action(divergence, ws, subset, now=True)
+        rows = run_action(cached, divergence, ws, subset, now=True)
         if rows is not None:
             st.plotly_chart(divergence_figure(rows), width="stretch", key="explain_divergence")
             low = min((r for r in rows if r["cka"] is not None), key=lambda r: r["cka"], default=None)
@@ -119,7 +131,7 @@ def unit_ui(ws, subset: str) -> None:
     if int(ss.get("explain_unit", 0)) >= n:
         ss["explain_unit"] = 0
     unit = c[2].number_input(f"Unit (0 to {n - 1})", 0, n - 1, key="explain_unit", step=1)
-    r = run_action(unit_report, ws, layer, int(unit), gran, subset=subset, top=12, now=True)
+    r = run_action(cached, unit_report, ws, layer, int(unit), gran, subset=subset, top=12, now=True)
     if r is None:
         return
     status = ("removed by step " + str(r["removed_by_step"]) if r["removed"] else
@@ -165,7 +177,7 @@ def attribution_ui(ws, ch) -> None:
     options = [r["index"] for r in rows] or ch.indices[:50]
     index = st.selectbox("Example (changed ones first)", options, key="explain_attr_index",
                          help="Input gradients of each model for its own prediction.")
-    r = run_action(attribution_pair, ws, int(index), now=True)
+    r = run_action(cached, attribution_pair, ws, int(index), now=True)
     if r is None:
         return
     img = ws.evalset.x[int(index)]

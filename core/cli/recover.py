@@ -10,6 +10,26 @@ def _subset(args) -> str:
     return "full" if args.full else "quick"
 
 
+def _apply_timed(args, step, *, before_latency: bool):
+    """The plan of ``args`` then ``step``: ``(workspace, metrics object + before + seconds)``."""
+    from core.errors import PlanError
+
+    ws = workspace_for(args)
+    plan = load_plan_arg(args.plan, ws.name)
+    ws.set_plan(plan)
+    before = ws.metrics(_subset(args), latency=before_latency).to_dict()
+    t0 = time.perf_counter()
+    try:
+        ws.set_plan(plan.then(step))
+    except PlanError as exc:
+        raise UsageError(str(exc)) from None
+    seconds = time.perf_counter() - t0
+    save_plan_arg(ws.plan, args.save_plan)
+    out = metrics_object(ws, ws.name, _subset(args), not args.no_latency)
+    out["before"], out["seconds"] = before, round(seconds, 3)
+    return ws, out
+
+
 def parse_train(text: str) -> tuple[str, int]:
     """``all`` | ``adapters`` | ``last:K`` -> (train, last)."""
     if text in ("all", "adapters"):
@@ -40,7 +60,6 @@ def _finetune_args(p):
 def cmd_finetune(args):
     import torch
 
-    from core.errors import PlanError
     from core.recover import Finetune
 
     train, last = parse_train(args.train)
@@ -48,20 +67,7 @@ def cmd_finetune(args):
     step = Finetune(steps=args.steps, lr=args.lr, schedule=args.schedule, batch_size=args.batch_size, train=train,
                     last=last, loss=loss, temperature=args.temperature, alpha=args.alpha, seed=args.seed,
                     threads=torch.get_num_threads())
-    ws = workspace_for(args)
-    plan = load_plan_arg(args.plan, ws.name)
-    ws.set_plan(plan)
-    before = ws.metrics(_subset(args), latency=False).to_dict()
-    t0 = time.perf_counter()
-    try:
-        ws.set_plan(plan.then(step))
-    except PlanError as exc:
-        raise UsageError(str(exc)) from None
-    seconds = time.perf_counter() - t0
-    save_plan_arg(ws.plan, args.save_plan)
-    out = metrics_object(ws, ws.name, _subset(args), not args.no_latency)
-    out["before"] = before
-    out["seconds"] = round(seconds, 3)
+    ws, out = _apply_timed(args, step, before_latency=False)
     out["losses"] = ws.reports[-1].info["losses"]
     return out
 
@@ -76,23 +82,9 @@ def _quantize_args(p):
 
 @command("quantize", "int8 post-training quantisation with onnxruntime (the plan's last step)", _quantize_args)
 def cmd_quantize(args):
-    from core.errors import PlanError
     from core.recover import Quantize
 
     step = Quantize(scheme=args.scheme, mode=args.mode, seed=args.seed)
-    ws = workspace_for(args)
-    plan = load_plan_arg(args.plan, ws.name)
-    ws.set_plan(plan)
-    before = ws.metrics(_subset(args), latency=not args.no_latency).to_dict()
-    t0 = time.perf_counter()
-    try:
-        ws.set_plan(plan.then(step))
-    except PlanError as exc:
-        raise UsageError(str(exc)) from None
-    seconds = time.perf_counter() - t0
-    save_plan_arg(ws.plan, args.save_plan)
-    out = metrics_object(ws, ws.name, _subset(args), not args.no_latency)
-    out["before"] = before
-    out["seconds"] = round(seconds, 3)
+    ws, out = _apply_timed(args, step, before_latency=not args.no_latency)
     out["step"] = {"summary": ws.reports[-1].summary, **ws.reports[-1].info}
     return out

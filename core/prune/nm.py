@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from core.errors import ModelError
+from core.errors import ModelError, StepError
 from core.plan.constraints import Interval, Name, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
@@ -59,12 +59,8 @@ class NMSparsity(Step):
 
     def check(self):
         if self.n >= self.m:
-            from core.errors import StepError
-
             raise StepError(f"nm_sparsity: n must be smaller than m, got {self.n}:{self.m}")
         if self.criterion != "l1":
-            from core.errors import StepError
-
             raise StepError(f"nm_sparsity.criterion must be 'l1' (|w|), got {self.criterion!r}")
 
     def build(self, model: nn.Module, ctx) -> tuple[nn.Module, StepReport]:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from core.errors import ModelError
+from core.models import clone_model
 from core.plan.constraints import Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
@@ -82,7 +83,10 @@ def _onnx_bytes(model: nn.Module, example: torch.Tensor) -> tuple[bytes, str]:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "float.onnx"
         path.touch()
-        note = OnnxExporter().write(model.to("cpu").eval(), example.to("cpu"), path, Plan("quantize"))
+        # the exporter's plan argument only labels safetensors files; ONNX ignores it
+        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+        cpu_model = model if on_cpu else clone_model(model).to("cpu")  # never move the caller's model
+        note = OnnxExporter().write(cpu_model.eval(), example.to("cpu"), path, Plan("quantize"))
         return path.read_bytes(), note or ""
 
 

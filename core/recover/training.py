@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -23,6 +22,7 @@ from core.models import clone_model, get_spec
 from core.plan.constraints import Interval, Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
+from core.plan.trained import TrainedMemo
 from core.prune.masks import prunable_layers
 
 TRAIN = ("all", "last", "adapters")  # which parameters train
@@ -172,8 +172,7 @@ def finetune(model: nn.Module, ctx, step: "Finetune", *,
     return m, info
 
 
-_MEMO: "OrderedDict[tuple, tuple[dict, dict]]" = OrderedDict()
-_MEMO_SIZE = 4
+_MEMO = TrainedMemo()
 
 
 @register_step
@@ -207,23 +206,8 @@ class Finetune(Step):
         """:func:`finetune` with this step's settings, memoised by input weights, so the
         plan replaying this step right after an interactive run costs nothing. A run
         stopped after k steps is stored as ``steps=k`` (same horizon)."""
-        from core.surgery.healing import _digest, threads_set
-
-        key = (_digest(model), str(ctx.device), ctx.model_name, self.normalised())
-        hit = _MEMO.get(key)
-        if hit is not None:
-            m = clone_model(model)
-            m.load_state_dict(hit[0])
-            _MEMO.move_to_end(key)
-            return m.eval(), dict(hit[1])
-        with threads_set(self.threads):
-            m, info = finetune(model, ctx, self, progress=progress, should_stop=should_stop)
-        info["threads"] = torch.get_num_threads() if self.threads is None else self.threads
-        done = dataclasses.replace(self.normalised(), steps=info["steps_run"])
-        _MEMO[(key[0], key[1], key[2], done)] = ({k: v.clone() for k, v in m.state_dict().items()}, info)
-        while len(_MEMO) > _MEMO_SIZE:
-            _MEMO.popitem(last=False)
-        return m, info
+        return _MEMO.run(self.normalised(), model, ctx,
+                         lambda: finetune(model, ctx, self, progress=progress, should_stop=should_stop))
 
     def normalised(self) -> "Finetune":
         """The same step with its horizon written out (what a stopped run replays as)."""

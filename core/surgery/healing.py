@@ -1,10 +1,6 @@
 """Heal: briefly train the adapters (and optionally their neighbours) after surgery."""
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -14,6 +10,7 @@ from torch import nn
 
 from core.errors import ModelError
 from core.models import clone_model, get_spec
+from core.plan.trained import TrainedMemo
 from core.plan.constraints import Interval, Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
@@ -63,19 +60,7 @@ def heal_parameters(model: nn.Module, train: str) -> dict[str, nn.Parameter]:
     return params
 
 
-def _digest(model: nn.Module) -> str:
-    h = hashlib.sha1()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(str(tuple(v.shape)).encode())
-        h.update(v.detach().contiguous().cpu().numpy().tobytes())
-    for n, m in model.named_modules():
-        h.update(f"{n}:{type(m).__name__}".encode())
-    return h.hexdigest()
-
-
-_HEAL_MEMO: "OrderedDict[tuple, tuple[dict, dict]]" = OrderedDict()
-_HEAL_MEMO_SIZE = 4
+_HEAL_MEMO = TrainedMemo()
 
 
 def heal(model: nn.Module, ctx, steps: int = 100, lr: float = 1e-3, train: str = "adapters", *,
@@ -159,19 +144,6 @@ def heal(model: nn.Module, ctx, steps: int = 100, lr: float = 1e-3, train: str =
     return m, info
 
 
-@contextmanager
-def threads_set(n: int | None):
-    """Run with ``n`` CPU threads (None: as they are), then restore the count."""
-    old = torch.get_num_threads()
-    if n is not None and n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
-
-
 @register_step
 @dataclass(frozen=True)
 class Heal(Step):
@@ -192,22 +164,9 @@ class Heal(Step):
     def run(self, model: nn.Module, ctx, progress=None, should_stop=None) -> tuple[nn.Module, dict]:
         """:func:`heal` with this step's settings; the result is memoised by input weights,
         so the plan replaying this step right after an interactive heal costs nothing."""
-        key = (_digest(model), str(ctx.device), ctx.model_name, self)
-        hit = _HEAL_MEMO.get(key)
-        if hit is not None:
-            m = clone_model(model)
-            m.load_state_dict(hit[0])
-            _HEAL_MEMO.move_to_end(key)
-            return m.eval(), dict(hit[1])
-        with threads_set(self.threads):
-            m, info = heal(model, ctx, self.steps, self.lr, self.train, seed=self.seed,
-                           batch_size=self.batch_size, progress=progress, should_stop=should_stop)
-        info["threads"] = torch.get_num_threads() if self.threads is None else self.threads
-        done = dataclasses.replace(self, steps=info["steps_run"])
-        _HEAL_MEMO[(key[0], key[1], key[2], done)] = ({k: v.clone() for k, v in m.state_dict().items()}, info)
-        while len(_HEAL_MEMO) > _HEAL_MEMO_SIZE:
-            _HEAL_MEMO.popitem(last=False)
-        return m, info
+        return _HEAL_MEMO.run(self, model, ctx, lambda: heal(
+            model, ctx, self.steps, self.lr, self.train, seed=self.seed, batch_size=self.batch_size,
+            progress=progress, should_stop=should_stop))
 
     def build(self, model: nn.Module, ctx) -> tuple[nn.Module, StepReport]:
         m, info = self.run(model, ctx)

@@ -8,6 +8,20 @@ from tests.app.conftest import new_app, workspace, ok as _ok
 PAGE = "views/explain.py"
 
 
+def explain_after_channel_prune():
+    """The Explain page of digits_cnn after 50% of its channels were removed: (app, workspace)."""
+    at = new_app("digits_cnn")
+    ws = workspace(at)
+    ws.add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))
+    at.switch_page(PAGE).run()
+    _ok(at)
+    return at, ws
+
+
+def chart_specs(at) -> list[str]:
+    return [c.proto.spec for c in at.get("plotly_chart")]
+
+
 def test_an_empty_plan_says_there_is_nothing_to_explain():
     at = new_app("digits_cnn")
     at.switch_page(PAGE).run()
@@ -16,15 +30,11 @@ def test_an_empty_plan_says_there_is_nothing_to_explain():
 
 
 def test_after_a_channel_prune_the_page_shows_what_changed():
-    at = new_app("digits_cnn")
-    ws = workspace(at)
-    ws.add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))
-    at.switch_page(PAGE).run()
-    _ok(at)
+    at, ws = explain_after_channel_prune()
     n = len(changes(ws, "quick").changed())
     assert any(m.value.startswith(f"**{n} of 256** predictions changed") for m in at.markdown)
     assert len(at.get("image")) == 24 + 12  # a gallery of the changed examples, then the unit's top 12
-    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    titles = chart_specs(at)
     assert any("Confusion: current minus base" in t for t in titles)
     assert any("Where the networks diverge (CKA per layer)" in t for t in titles)
     at.selectbox(key="explain_class").set_value("3").run()
@@ -37,13 +47,8 @@ def test_after_a_channel_prune_the_page_shows_what_changed():
 def test_the_unit_view_and_attribution_follow_the_plan():
     from core.explain import unit_report
 
-    at = new_app("digits_cnn")
-    ws = workspace(at)
-    ws.add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))
-    at.switch_page(PAGE).run()
-    _ok(at)
-    titles = [c.proto.spec for c in at.get("plotly_chart")]
-    assert any("Input gradients: where each model looks" in t for t in titles)
+    at, ws = explain_after_channel_prune()
+    assert any("Input gradients: where each model looks" in t for t in chart_specs(at))
     assert at.selectbox(key="explain_unit_layer").value == "features.0.0"
     for unit in (0, 1, 2, 3):
         at.number_input(key="explain_unit").set_value(unit).run()
@@ -56,10 +61,8 @@ def test_the_unit_view_and_attribution_follow_the_plan():
 
 
 def test_the_confusion_of_base_and_current_can_be_shown_too():
-    at = new_app("digits_cnn")
-    workspace(at).add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))
-    at.switch_page(PAGE).run()
+    at, _ = explain_after_channel_prune()
     for which in ("base", "current"):
         at.radio(key="explain_confusion_of").set_value(which).run()
         _ok(at)
-        assert any(f"Confusion of the {which} model" in c.proto.spec for c in at.get("plotly_chart"))
+        assert any(f"Confusion of the {which} model" in t for t in chart_specs(at))

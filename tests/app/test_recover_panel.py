@@ -48,7 +48,7 @@ def test_cancel_keeps_the_steps_done_as_a_shorter_step():
     at.button(key="prune_ft_start").click().run()
     job = at.session_state["prune_ft_job"]
     deadline = time.time() + 120
-    while job.done < 3 and time.time() < deadline:
+    while job.inner[0] < 3 and time.time() < deadline:
         time.sleep(0.05)
     at.button(key="prune_ft_job_cancel").click().run()
     finish_job(at, "prune_ft_job")
