@@ -82,6 +82,7 @@ class StepsJob:
 
     def text(self) -> str:
         done, total = self.inner
+        total = total or getattr(self.steps[self.index], "steps", 0)  # before the first progress report
         loss = f" · batch loss {self.loss:.3f}" if self.loss is not None else ""
         secs = f" · {time.monotonic() - self.started:.0f} s"
         if len(self.steps) == 1:

@@ -87,9 +87,13 @@ def message_ui(kind: str, message: str, detail: str | None = None) -> None:
 
 
 def show_flashes() -> None:
+    """The queued messages, inside one container drawn on every run: the elements after it
+    keep their places whether or not there are messages (a shifted element is drawn anew,
+    so an open expander would close and a slider held by the keyboard lose its focus)."""
     items = st.session_state.pop("_flash", [])
-    for item in items:
-        message_ui(*item)
+    with st.container():
+        for item in items:
+            message_ui(*item)
 
 
 ROUNDED = ("neuron", "channel")  # granularities whose kept widths can be rounded

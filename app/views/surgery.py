@@ -106,7 +106,13 @@ def queue_edit(steps, label: str, success: str, after: Callable[[], None] | None
 def pending_edit_ui(ws: Workspace) -> None:
     """Run the edit a button asked for, with a progress bar that says what it does (each
     step's build: clone, calibration pass, bridge fits; then the quick-subset evaluation),
-    before the page draws the metrics of the result."""
+    before the page draws the metrics of the result. Drawn in one container on every run,
+    so the elements after it keep their places."""
+    with st.container():
+        _run_pending_edit(ws)
+
+
+def _run_pending_edit(ws: Workspace) -> None:
     job = st.session_state.pop(PENDING, None)
     if not job:
         return
