@@ -76,6 +76,7 @@ class Workspace:
         self._model_key = self.plan.key()
         self._metrics: dict[tuple[str, str], Metrics] = {}
         self._logged: dict[tuple[str, str], Metrics] = {}  # what the log holds per plan and subset
+        self.sweeps: dict[tuple, object] = {}  # finished sensitivity sweeps and criteria curves (core.sensitivity)
 
     # --- the plan and its history ---
     @property

@@ -47,6 +47,50 @@ class Metrics:
         return d
 
 
+@dataclass
+class QualitySums:
+    """Quality of a model's outputs as sums over examples, so the figures of several
+    shards of a subset add up (``a + b``) to those of the whole subset."""
+
+    n: int
+    correct: int
+    loss_sum: float  # cross-entropy summed over examples
+    agree: int  # predictions equal to the base's
+    cos_sum: float  # cosine with the base's outputs, summed
+    class_ok: list[int]  # correct predictions per class (index = class)
+    class_n: list[int]  # examples per class
+
+    def __add__(self, other: "QualitySums") -> "QualitySums":
+        return QualitySums(self.n + other.n, self.correct + other.correct, self.loss_sum + other.loss_sum,
+                           self.agree + other.agree, self.cos_sum + other.cos_sum,
+                           [a + b for a, b in zip(self.class_ok, other.class_ok)],
+                           [a + b for a, b in zip(self.class_n, other.class_n)])
+
+    def figures(self) -> dict:
+        """accuracy, loss (mean cross-entropy), per-class accuracy, agreement and output cosine."""
+        n = max(1, self.n)
+        return {"accuracy": self.correct / n, "loss": self.loss_sum / n,
+                "per_class_accuracy": [ok / max(1, c) for ok, c in zip(self.class_ok, self.class_n)],
+                "agreement": self.agree / n, "output_cosine": self.cos_sum / n}
+
+
+def quality_sums(out: torch.Tensor, base_out: torch.Tensor, y: torch.Tensor, task: str,
+                 num_classes: int) -> QualitySums:
+    """The quality sums of outputs ``out`` against the labels ``y`` (``task``
+    "classification") or the base's predictions (``"fidelity"``), and against the base's
+    outputs ``base_out``: the one place these figures are computed."""
+    pred, base_pred = out.argmax(1), base_out.argmax(1)
+    target = y if task == "classification" else base_pred
+    correct = pred == target
+    return QualitySums(
+        n=len(out), correct=int(correct.sum()),
+        loss_sum=float(F.cross_entropy(out.float(), target, reduction="sum")),
+        agree=int((pred == base_pred).sum()),
+        cos_sum=float(F.cosine_similarity(out.float(), base_out.float(), dim=1).double().sum()),
+        class_ok=torch.bincount(target[correct], minlength=num_classes).tolist(),
+        class_n=torch.bincount(target, minlength=num_classes).tolist())
+
+
 class Evaluator:
     """Evaluates models against one eval set and one base model.
 
@@ -131,29 +175,17 @@ class Evaluator:
     def evaluate(self, model: nn.Module, subset: str = "quick", *, latency: bool = True) -> Metrics:
         """All metrics of ``model`` on ``subset`` ("quick" or "full")."""
         x, y = self.evalset.subset(subset)
-        out = self.outputs(model, subset)
-        base_out = self.base_outputs(subset)
-        pred = out.argmax(1)
-        base_pred = base_out.argmax(1)
-        agreement = float((pred == base_pred).float().mean())
-        cos = float(F.cosine_similarity(out.float(), base_out.float(), dim=1).mean())
-        target = y if self.task == "classification" else base_pred
-        loss = float(F.cross_entropy(out.float(), target))
-        correct = (pred == target)
-        k = self.evalset.num_classes
-        per_class_n = torch.bincount(target, minlength=k).clamp_min(1)
-        per_class_ok = torch.bincount(target[correct], minlength=k)
-        per_class = (per_class_ok.float() / per_class_n.float()).tolist()
+        q = quality_sums(self.outputs(model, subset), self.base_outputs(subset), y, self.task,
+                         self.evalset.num_classes).figures()
         params, nz, sparsity = nonzero_counts(model)
         sig = arch_signature(model)
         example = x[:1]
         macs = self._cached("macs", sig, lambda: count_macs(model, example))
         size = self._cached("size", sig, lambda: state_dict_bytes(model))
         base_lat, lat = self.latency_pair(model, sig) if latency else (None, None)
-        return Metrics(accuracy=float(correct.float().mean()), loss=loss, per_class_accuracy=per_class,
-                       agreement=agreement, output_cosine=cos, params=params, nonzero_params=nz,
+        return Metrics(**q, params=params, nonzero_params=nz,
                        sparsity=sparsity, macs=macs, size_bytes=size, latency=lat, base_latency=base_lat,
                        subset=subset, n=len(x), shapes_changed=sig != self.base_signature)
 
 
-__all__ = ["Metrics", "Evaluator"]
+__all__ = ["Metrics", "Evaluator", "QualitySums", "quality_sums"]

@@ -223,6 +223,30 @@ def _zeros(memo: dict, name: str, w: torch.Tensor) -> int:
     return memo[key]
 
 
+class WeightScores:
+    """One criterion's weight scores of a source model, ready for threshold selection:
+    what a weight-level ``Prune`` step computes first. Threshold histograms are kept in
+    the context's memo of the model, so a sensitivity sweep and the step share them."""
+
+    def __init__(self, model: nn.Module, criterion: str, seed: int = 0, ctx=None):
+        crit = get_criterion(criterion, seed=seed)
+        self.layers = prunable_layers(model)
+        if not self.layers:
+            raise ModelError("the model has no Linear or Conv layer with weights to prune")
+        calib = ctx.calibration(seed) if (crit.needs_data and ctx is not None) else None
+        self.scores = _AbsScores(self.layers) if getattr(crit, "scores_are_abs_weight", False) else \
+            _Scores(crit(model, self.layers, "weight", calib))
+        self.memo = ctx.memo(model) if ctx is not None else {}
+        self.tag = f"{criterion}:{seed}"
+
+    @torch.no_grad()
+    def pruned(self, layer: str, sparsity: float) -> torch.Tensor:
+        """``layer``'s weight with ``sparsity`` of its own weights pruned (what an
+        override ``{layer: sparsity}`` gives it), a new tensor."""
+        t = select_threshold(self.scores, [layer], sparsity, memo=self.memo, cache_tag=self.tag)
+        return self.scores.pruned_weight(layer, self.layers[layer].weight.detach(), t)
+
+
 def weight_prune(step, model: nn.Module, ctx=None) -> tuple[nn.Module, StepReport]:
     """Build the masked model of a ``Prune(granularity="weight")`` step.
 
@@ -236,16 +260,9 @@ def weight_prune(step, model: nn.Module, ctx=None) -> tuple[nn.Module, StepRepor
         layer's threshold in ``step.unit``, its zero weights after the step and the
         weights the step newly set to zero.
     """
-    crit = get_criterion(step.criterion, seed=step.seed)
-    layers = prunable_layers(model)
-    if not layers:
-        raise ModelError("the model has no Linear or Conv layer with weights to prune")
-    calib = ctx.calibration(step.seed) if (crit.needs_data and ctx is not None) else None
-    scores = _AbsScores(layers) if getattr(crit, "scores_are_abs_weight", False) else \
-        _Scores(crit(model, layers, "weight", calib))
-    memo = ctx.memo(model) if ctx is not None else {}
-    tag = f"{step.criterion}:{step.seed}"
-    thresholds, t_global = layer_thresholds(step, scores, layers, memo, cache_tag=tag)
+    ws = WeightScores(model, step.criterion, step.seed, ctx)
+    layers, scores, memo = ws.layers, ws.scores, ws.memo
+    thresholds, t_global = layer_thresholds(step, scores, layers, memo, cache_tag=ws.tag)
     new, units, before = {}, {}, 0
     with torch.no_grad():
         for name, t in thresholds.items():
@@ -261,4 +278,4 @@ def weight_prune(step, model: nn.Module, ctx=None) -> tuple[nn.Module, StepRepor
 
 
 __all__ = ["PRUNABLE_TYPES", "prunable_layers", "select_threshold", "layer_thresholds", "masked_copy",
-           "weight_prune", "sparsity_at"]
+           "weight_prune", "sparsity_at", "WeightScores"]

@@ -1,0 +1,217 @@
+"""What one worker of a sweep holds and does: the source model and the evaluation batch,
+sent once (:class:`Payload`), and one :class:`Task` at a time: one layer (or coupled
+group) pruned alone at several amounts, or a global amount, on one shard of the subset.
+
+The same :class:`Runner` runs in this process (the local executor) and in each Ray actor,
+so both give the same numbers for the same tasks.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from core.metrics.cost import count_macs, nonzero_counts, arch_signature
+from core.metrics.evaluator import QualitySums, quality_sums
+from core.plan.build import ApplyContext
+
+from .prefix import PrefixCache
+
+CHUNK = 1024  # examples per forward: the evaluator's batch, so a one-shard sweep equals its figures
+
+
+@dataclass
+class Payload:
+    """Everything a worker needs, sent once: the source model (the current plan's model),
+    the evaluation subset, the base's outputs on it, and the calibration batch."""
+
+    model_name: str
+    source: nn.Module
+    x: torch.Tensor  # evaluation inputs (the subset)
+    y: torch.Tensor  # labels
+    base_out: torch.Tensor  # the pristine base's outputs on x (fidelity is against the base)
+    num_classes: int
+    task: str  # "classification" | "fidelity"
+    seed: int  # seed of the calibration batch and of random criteria
+    calibration: tuple[torch.Tensor, torch.Tensor]  # ctx.calibration(seed): scores, and the graph's example
+    threads: int | None = None  # torch threads in a remote worker (the driver's count: same sums)
+    cache_bytes: int = 1 << 30  # most bytes of recorded activations per worker
+
+    def to(self, device: torch.device | str) -> "Payload":
+        cal = tuple(t.to(device) for t in self.calibration)
+        return Payload(self.model_name, copy.deepcopy(self.source).to(device), self.x.to(device), self.y.to(device),
+                       self.base_out.to(device), self.num_classes, self.task, self.seed, cal, self.threads,
+                       self.cache_bytes)
+
+    def shards(self, n: int) -> list[tuple[int, int]]:
+        """``n`` contiguous ranges of the subset, as equal as they can be."""
+        n = max(1, min(n, len(self.x)))
+        cuts = [round(i * len(self.x) / n) for i in range(n + 1)]
+        return [(cuts[i], cuts[i + 1]) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: ``kind`` "layer" prunes ``layer`` alone at each amount, "global"
+    prunes every layer at each amount, "source" evaluates the source model itself."""
+
+    kind: str
+    criterion: str
+    granularity: str
+    layer: str | None
+    amounts: tuple[float, ...]
+    shard: tuple[int, int]
+
+
+@dataclass
+class Point:
+    """One model of a task on one shard."""
+
+    amount: float
+    sums: QualitySums
+    macs: int  # multiply-accumulates per example (dense: masks do not change it)
+    params: int  # non-zero parameters
+    pruned: int  # units this edit removed (weights for "weight")
+    total: int  # units it could remove
+    warnings: list[str] = field(default_factory=list)
+    changed: int = 0  # examples whose prediction differs from the source model's
+    source_cos: float = 0.0  # cosine with the source model's outputs, summed over examples
+
+
+def changed_modules(source: nn.Module, model: nn.Module) -> list[str]:
+    """Modules of ``model`` whose own parameters or buffers differ in shape from
+    ``source``'s module of the same name (what structured pruning changed)."""
+    src = dict(source.named_modules())
+    out = []
+    for name, m in model.named_modules():
+        s = src.get(name)
+        if s is None:
+            out.append(name)
+            continue
+        a = [tuple(t.shape) for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))]
+        b = [tuple(t.shape) for t in list(s.parameters(recurse=False)) + list(s.buffers(recurse=False))]
+        if a != b:
+            out.append(name)
+    return out
+
+
+class Runner:
+    """Runs tasks against one payload, keeping what tasks share: each shard's recorded
+    source activations, the criteria's weight scores, the structured analysis (in the
+    apply context's memo of the source) and a working copy for weight swaps."""
+
+    def __init__(self, payload: Payload, *, remote: bool = False):
+        if remote and payload.threads:
+            torch.set_num_threads(payload.threads)
+        self.p = payload
+        self.ctx = ApplyContext(payload.model_name, payload.x.device)
+        self.ctx._calib[payload.seed] = payload.calibration
+        self._prefix: dict[tuple, list[PrefixCache]] = {}
+        self._weights: dict[str, object] = {}
+        self._work: nn.Module | None = None
+        self._macs: dict[str, int] = {}
+        self._src_counts = nonzero_counts(payload.source)
+
+    # --- shared pieces ---
+    def _chunks(self, shard: tuple[int, int], starts: list[str]) -> list[PrefixCache]:
+        key = (shard, tuple(starts))
+        if key not in self._prefix:
+            a, b = shard
+            bounds = list(range(a, b, CHUNK))
+            budget = self.p.cache_bytes // max(1, len(bounds))
+            self._prefix[key] = [PrefixCache(self.p.source, self.p.x[i:min(b, i + CHUNK)], starts, budget)
+                                 for i in bounds]
+        return self._prefix[key]
+
+    @torch.inference_mode()
+    def _point(self, amount: float, outs: list[torch.Tensor], chunks: list[PrefixCache], shard: tuple[int, int],
+               macs: int, params: int, pruned: int, total: int, warnings=()) -> Point:
+        """The point's figures against the labels and the base, and against the source."""
+        a, b = shard
+        cat = lambda ts: torch.cat(ts) if len(ts) > 1 else ts[0]  # noqa: E731
+        out, src = cat(outs), cat([c.output for c in chunks])
+        sums = quality_sums(out, self.p.base_out[a:b], self.p.y[a:b], self.p.task, self.p.num_classes)
+        changed = int((out.argmax(1) != src.argmax(1)).sum())
+        cos = float(torch.nn.functional.cosine_similarity(out.float(), src.float(), dim=1).double().sum())
+        return Point(amount, sums, macs, params, pruned, total, list(warnings), changed, cos)
+
+    def _cost(self, model: nn.Module) -> tuple[int, int]:
+        sig = arch_signature(model)
+        if sig not in self._macs:
+            self._macs[sig] = count_macs(model, self.p.x[:1])
+        return self._macs[sig], nonzero_counts(model)[1]
+
+    def _weight_scores(self, criterion: str):
+        from core.prune.masks import WeightScores
+
+        if criterion not in self._weights:
+            self._weights[criterion] = WeightScores(self.p.source, criterion, self.p.seed, self.ctx)
+        return self._weights[criterion]
+
+    # --- tasks ---
+    def run(self, task: Task) -> list[Point]:
+        if task.kind == "source":
+            return [self._source(task)]
+        if task.kind == "layer" and task.granularity == "weight":
+            return self._weight_layer(task)
+        return [self._built(task, a) for a in task.amounts]
+
+    def _source(self, task: Task) -> Point:
+        chunks = self._chunks(task.shard, self._starts(task))
+        macs, params = self._cost(self.p.source)
+        return self._point(0.0, [c.output for c in chunks], chunks, task.shard, macs, params, 0, 0)
+
+    def _starts(self, task: Task) -> list[str]:
+        # every layer of a layer sweep shares one recording per shard
+        from core.prune.masks import prunable_layers
+
+        return list(prunable_layers(self.p.source))
+
+    def _weight_layer(self, task: Task) -> list[Point]:
+        """One layer's weights pruned alone: its weight is swapped into one working copy
+        (no copy of the model per point) and only what runs after it is recomputed."""
+        ws = self._weight_scores(task.criterion)
+        if self._work is None:
+            self._work = copy.deepcopy(self.p.source)
+        layer = dict(self._work.named_modules())[task.layer]
+        orig = layer.weight
+        zeros_before = orig.numel() - int(torch.count_nonzero(orig))
+        chunks = self._chunks(task.shard, self._starts(task))
+        macs = self._cost(self.p.source)[0]
+        points = []
+        try:
+            for a in task.amounts:
+                nw = ws.pruned(task.layer, a)
+                zeros = nw.numel() - int(torch.count_nonzero(nw))
+                layer.weight = nn.Parameter(nw, requires_grad=False)
+                outs = [c.run(self._work, [task.layer]) for c in chunks]
+                params = self._src_counts[1] - (zeros - zeros_before)
+                points.append(self._point(a, outs, chunks, task.shard, macs, params, zeros, nw.numel()))
+        finally:
+            layer.weight = orig
+        return points
+
+    def _built(self, task: Task, amount: float) -> Point:
+        """A real ``Prune`` step built on the source (structured, or a global amount)."""
+        from core.prune.step import LayerOverride, Prune
+
+        if task.kind == "layer":
+            step = Prune(criterion=task.criterion, granularity=task.granularity, seed=self.p.seed,
+                         layers=(LayerOverride(task.layer, sparsity=amount),))
+        else:
+            step = Prune(criterion=task.criterion, granularity=task.granularity, seed=self.p.seed, sparsity=amount)
+        model, report = step.build(self.p.source, self.ctx)
+        model.eval()
+        chunks = self._chunks(task.shard, self._starts(task))
+        changed = changed_modules(self.p.source, model) if task.granularity != "weight" else \
+            [n for n in report.thresholds]
+        with torch.inference_mode():
+            outs = [c.run(model, changed) if task.kind == "layer" else model(c.x) for c in chunks]
+        macs, params = self._cost(model)
+        return self._point(amount, outs, chunks, task.shard, macs, params, report.pruned, report.total,
+                           report.warnings)
+
+
+__all__ = ["Payload", "Task", "Point", "Runner", "changed_modules", "CHUNK"]
