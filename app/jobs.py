@@ -1,5 +1,6 @@
-"""Training in the background: a thread runs a training step (Finetune, Heal) while the
-page stays usable; a small fragment polls it for its progress bar and its Cancel button.
+"""Long work in the background: a thread runs a training step (Finetune, Heal) or a
+sweep (sensitivity, criteria curves) while the page stays usable; a small fragment polls
+it for its progress bar and its Cancel button.
 
 Why a thread: a click inside a fragment does not interrupt the fragment's run in
 progress (Streamlit lets it finish), so a Cancel button next to a training loop that runs
@@ -124,6 +125,58 @@ class StepsJob:
                 f"{100 * a['accuracy']:.1f}% → {100 * b['accuracy']:.1f}%.")
 
 
+class CallJob:
+    """``fn(progress, should_stop)`` in a thread (a sensitivity sweep): ``progress(done,
+    total, what)`` feeds the bar, Cancel makes ``should_stop()`` true, and when it ends
+    ``on_done(result)`` runs in the page's thread and returns the message to show."""
+
+    def __init__(self, fn, label: str, on_done):
+        self.fn, self.label, self.on_done = fn, label, on_done
+        self.done, self.total, self.what = 0, 0, "starting"
+        self.cancelled = False
+        self.result = None
+        self.error: tuple[str, str | None] | None = None
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=self._work, name=f"prunescope-{label}", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        try:
+            self.result = self.fn(self._progress, lambda: self.cancelled)
+        except Exception as exc:  # noqa: BLE001 - shown on the page, the plan is kept
+            self.error = error_message(exc)
+
+    def _progress(self, done: int, total: int, what: str) -> None:
+        self.done, self.total, self.what = done, total, what
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+    def text(self) -> str:
+        return (f"{self.label}: {self.done} of {self.total or '?'} done · now {self.what} · "
+                f"{time.monotonic() - self.started:.0f} s")
+
+    def finish(self) -> None:
+        if self.error is not None:
+            flash("error", *self.error)
+            return
+        kind, message = self.on_done(self.result)
+        flash(kind, message)
+
+
+def start_call(key: str, fn, label: str, on_done) -> None:
+    """Start ``fn`` in the background unless a job of this panel runs (see :class:`CallJob`)."""
+    job = st.session_state.get(key)
+    if job is not None and job.running:
+        return
+    st.session_state[key] = CallJob(fn, label, on_done)
+
+
 def start_job(key: str, ws: Workspace, step: Any, label: str) -> None:
     """Start ``step`` (or a list of steps) in the background unless a job of this panel runs."""
     job = st.session_state.get(key)
@@ -135,14 +188,15 @@ def start_job(key: str, ws: Workspace, step: Any, label: str) -> None:
 @st.fragment(run_every=0.5)
 def _poll(key: str) -> None:
     ss = st.session_state
-    job: StepsJob | None = ss.get(key)
+    job: StepsJob | CallJob | None = ss.get(key)
     if job is None:
         return
     if job.running:
         st.progress(min(1.0, job.fraction), text=job.text())
         st.button("Cancel", key=f"{key}_cancel", icon=":material/stop_circle:",
                   on_click=lambda: setattr(job, "cancelled", True),
-                  help="Stops after the step in progress; the steps done become the plan's step.")
+                  help="Stops after the step in progress; what is done is kept (training: the steps run "
+                       "become the plan's step; a sweep: the layers finished).")
         if job.cancelled:
             st.caption("Stopping after the step in progress…")
         return
@@ -160,4 +214,4 @@ def job_ui(key: str) -> bool:
     return True
 
 
-__all__ = ["StepsJob", "start_job", "job_ui"]
+__all__ = ["StepsJob", "CallJob", "start_job", "start_call", "job_ui"]

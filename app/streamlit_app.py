@@ -24,6 +24,7 @@ VIEWS = Path(__file__).parent / "views"
 PAGES = [
     st.Page(VIEWS / "model.py", title="Model", icon=":material/memory:", url_path="model"),
     st.Page(VIEWS / "prune.py", title="Prune", icon=":material/content_cut:", url_path="prune", default=True),
+    st.Page(VIEWS / "sensitivity.py", title="Sensitivity", icon=":material/tune:", url_path="sensitivity"),
     st.Page(VIEWS / "surgery.py", title="Surgery", icon=":material/account_tree:", url_path="surgery"),
     st.Page(VIEWS / "explain.py", title="Explain", icon=":material/psychology:", url_path="explain"),
     st.Page(VIEWS / "export.py", title="Export", icon=":material/download:", url_path="export"),

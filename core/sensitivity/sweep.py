@@ -184,7 +184,8 @@ def sensitivity(ws, criterion: str = "l1", granularity: str = "weight", amounts=
             raise PrunescopeError(f"not prunable at granularity {granularity!r}: {', '.join(map(str, unknown))}; "
                                   f"prunable: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")
         names = [n for n in names if n in layers]
-    key = ("sensitivity", ws.plan.key(), criterion, granularity, amounts, subset, seed, tuple(names))
+    plan_key, plan_steps = ws.plan.key(), len(ws.plan.steps)  # read once: the plan may change meanwhile
+    key = ("sensitivity", plan_key, criterion, granularity, amounts, subset, seed, tuple(names))
     if key in ws.sweeps:
         return ws.sweeps[key]
     executor = get_executor(executor)
@@ -202,7 +203,7 @@ def sensitivity(ws, criterion: str = "l1", granularity: str = "weight", amounts=
         src_fig = {}
     else:
         src_fig = _figures(src[0])
-    out = Sensitivity(ws.name, ws.plan.key(), len(ws.plan.steps), criterion, granularity, amounts, subset,
+    out = Sensitivity(ws.name, plan_key, plan_steps, criterion, granularity, amounts, subset,
                       len(payload.x), src_fig,
                       {n: [_figures(p) for p in merged[("layer", criterion, n)]]
                        for n in names if ("layer", criterion, n) in merged and src is not None},
@@ -247,7 +248,8 @@ def criteria_curves(ws, criteria, granularity: str = "weight", amounts=DEFAULT_A
         get_criterion(c)
     amounts = _check_amounts(amounts)
     layer_names(ws, granularity, seed)  # checks the granularity against the model
-    key = ("curves", ws.plan.key(), tuple(criteria), granularity, amounts, subset, seed)
+    plan_key = ws.plan.key()
+    key = ("curves", plan_key, tuple(criteria), granularity, amounts, subset, seed)
     if key in ws.sweeps:
         return ws.sweeps[key]
     executor = get_executor(executor)
@@ -261,7 +263,7 @@ def criteria_curves(ws, criteria, granularity: str = "weight", amounts=DEFAULT_A
                    f"criterion {criteria.index(t.criterion) + 1} of {len(criteria)}: {t.criterion}")
     merged = _merge(tasks, results)
     src = merged.get(("source", criteria[0], None))
-    out = Curves(ws.name, ws.plan.key(), granularity, amounts, subset, _figures(src[0]) if src else {},
+    out = Curves(ws.name, plan_key, granularity, amounts, subset, _figures(src[0]) if src else {},
                  {c: [_figures(p) for p in merged[("global", c, None)]] for c in criteria
                   if ("global", c, None) in merged},
                  complete=len(results) == len(tasks), seconds=time.perf_counter() - t0)

@@ -120,7 +120,7 @@ def test_every_page_after_an_edit_opens_without_exception(page, app_url, tmp_pat
     links = page.locator('[data-testid="stSidebarNav"] a')
     # each link's text is the material icon's name, then the page title
     names = [links.nth(i).inner_text().strip().splitlines()[-1].strip() for i in range(links.count())]
-    assert {"Model", "Prune", "Surgery", "Explain", "Export", "History"} <= set(names), names
+    assert {"Model", "Prune", "Sensitivity", "Surgery", "Explain", "Export", "History"} <= set(names), names
     shots = []
     for i, name in enumerate(names):
         page.locator('[data-testid="stSidebarNav"] a').nth(i).click()
@@ -172,3 +172,31 @@ def test_release_to_readout_time_per_demo_model(page, app_url, tmp_path):
         with open(out, "w") as fh:
             json.dump(times, fh, indent=2)
     assert all(t < 60 for t in times.values())
+
+
+def test_sensitivity_sweep_and_automatic_plan_in_the_browser(page, app_url, tmp_path):
+    """A sweep runs in the background with its progress bar, the heatmap appears, and an
+    automatic plan becomes the plan; screenshots of both states."""
+    page.goto(f"{app_url}/sensitivity")
+    page.get_by_role("button", name=re.compile("Run the sweep")).click()
+    page.wait_for_selector("text=Cancel", timeout=60_000)  # the background job's progress and Cancel
+    page.wait_for_selector("text=Most sensitive", timeout=180_000)
+    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+    wait_idle(page, 120)
+    assert_no_exception(page)
+    shots = [tmp_path / "page_sensitivity_sweep.png"]
+    page.screenshot(path=str(shots[0]), full_page=True)
+    page.get_by_role("button", name=re.compile("Build the plan")).click()
+    page.wait_for_selector("text=met: measured", timeout=180_000)
+    page.wait_for_selector('[data-testid="stMetricLabel"]:has-text("Measured accuracy")', timeout=60_000)
+    wait_idle(page, 120)
+    assert_no_exception(page)
+    shots.append(tmp_path / "page_sensitivity_autoplan.png")
+    page.screenshot(path=str(shots[1]), full_page=True)
+    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
+    if out:
+        import shutil
+
+        os.makedirs(out, exist_ok=True)
+        for p in shots:
+            shutil.copy(p, out)

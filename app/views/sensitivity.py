@@ -1,0 +1,266 @@
+"""Sensitivity: which layers can be pruned, and by how much. A sweep prunes each layer
+alone over a list of amounts (in the background, with Cancel); criteria are compared by
+what a global amount does; an automatic plan picks per-layer amounts to meet a target."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from core import formatting as fmt
+from core.prune.criteria import CRITERIA
+from core.recover import Finetune
+from core.sensitivity import DEFAULT_AMOUNTS, autoplan, criteria_curves, layer_names, sensitivity
+from core.viz.sensitivity import (amounts_figure, class_heatmap, criteria_curves_figure, sensitivity_curves,
+                                  sensitivity_heatmap)
+
+from app.components import run_action
+from app.jobs import job_ui, start_call, start_job
+from app.state import get_workspace, show_flashes
+
+AMOUNT_CHOICES = (0.05,) + DEFAULT_AMOUNTS + (0.95,)
+TARGETS = {"max_drop": "accuracy drop at most (points)", "max_macs": "MACs at most (fraction of the base)",
+           "max_params": "non-zero parameters at most (fraction of the base)",
+           "max_latency": "latency at most (fraction of the base; timed, noisy)"}
+
+
+def _granularities(ws) -> list[str]:
+    cache = st.session_state.setdefault("_sens_grans", {})
+    if ws.name not in cache:
+        out = ["weight"]
+        for g in ("neuron", "channel", "head"):
+            try:
+                if layer_names(ws, g):
+                    out.append(g)
+            except Exception:  # noqa: BLE001 - a granularity the model has no units of
+                pass
+        cache[ws.name] = out
+    return cache[ws.name]
+
+
+def _partial(ws) -> dict:
+    """Stopped sweeps of this session (finished ones live in ``ws.sweeps``)."""
+    return st.session_state.setdefault("_sens_partial", {}).setdefault(ws.name, {})
+
+
+def _sweep_key(ws, crit, gran, amounts, subset) -> tuple:
+    return (ws.plan.key(), crit, gran, tuple(sorted(amounts)), subset)
+
+
+def _found(ws, crit, gran, amounts, subset):
+    """The sweep of the current plan with these settings: finished, else a stopped one."""
+    for s in ws.sweeps.values():
+        if getattr(s, "layers", None) is not None and hasattr(s, "drop") and s.plan == ws.plan.key() \
+                and (s.criterion, s.granularity, s.amounts, s.subset) == (crit, gran, tuple(sorted(amounts)), subset):
+            return s
+    return _partial(ws).get(_sweep_key(ws, crit, gran, amounts, subset))
+
+
+def controls_ui(ws) -> tuple[str, str, list[float], str]:
+    grans = _granularities(ws)
+    c = st.columns([1, 1, 3, 1.3])
+    gran = c[0].selectbox("Granularity", grans, key="sens_gran",
+                          help="weight: single weights masked; neuron / channel / head: whole units removed with "
+                               "everything coupled to them (one coupled group is one row).")
+    crits = [n for n, cr in CRITERIA.items() if gran in cr.granularities]
+    crit = c[1].selectbox("Criterion", crits, key="sens_crit", index=crits.index("l1") if "l1" in crits else 0,
+                          help="Which units of a layer go first (see `prunescope criteria`).")
+    amounts = c[2].multiselect("Amounts", AMOUNT_CHOICES, default=list(DEFAULT_AMOUNTS), key="sens_amounts",
+                               format_func=lambda a: f"{100 * a:g}%",
+                               help="Fractions of each layer's units pruned, one layer at a time.")
+    subset = c[3].radio("Examples", ["quick", "full"], key="sens_subset", horizontal=True,
+                        format_func=lambda s: f"quick ({len(ws.evalset.quick_index)})" if s == "quick"
+                        else f"full ({len(ws.evalset.y)})")
+    return crit, gran, sorted(amounts), subset
+
+
+def sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str):
+    job_key = f"sens_job_{ws.name}"
+    running = job_ui(job_key)
+    sens = _found(ws, crit, gran, amounts, subset)
+    n_layers = len(layer_names(ws, gran)) if gran in _granularities(ws) else 0
+    if not running:
+        label = ("Run the sweep again" if sens is not None and not sens.complete else
+                 "Swept: kept for this plan" if sens is not None else "Run the sweep")
+        disabled = not amounts or (sens is not None and sens.complete)
+        if st.button(label, key="sens_run", type="primary", disabled=disabled, icon=":material/play_arrow:",
+                     help="Prunes every layer alone at every amount and evaluates each model, in the background "
+                          "(the rest of the app stays usable; Cancel keeps the layers finished)."):
+            plan_key = ws.plan.key()
+
+            def work(progress, should_stop):
+                return sensitivity(ws, crit, gran, amounts, subset, progress=progress, should_stop=should_stop)
+
+            def done(result):
+                if result.complete:
+                    return "success", (f"Sensitivity: {len(result.layers)} layers × {len(result.amounts)} amounts "
+                                       f"evaluated in {result.seconds:.1f} s.")
+                _partial(ws)[(plan_key, crit, gran, tuple(amounts), subset)] = result
+                return "info", (f"Sweep stopped: {len(result.layers)} of {n_layers} layers finished; they are "
+                                "shown, the others are not.")
+
+            start_call(job_key, work, f"Sensitivity of {n_layers} layers × {len(amounts)} amounts", done)
+            st.rerun()
+    if sens is None:
+        st.info(f"No sweep of the current plan with these settings yet: {n_layers} layers × {len(amounts)} amounts = "
+                f"{n_layers * len(amounts)} models, each evaluated on the {subset} subset.")
+        return None
+    steps = f"the plan's model ({sens.plan_steps} step(s))" if sens.plan_steps else "the base model"
+    st.caption(f"Source: {steps}, accuracy {fmt.pct(sens.source['accuracy'])} on {sens.n} {subset} examples. "
+               f"Each point prunes one layer alone by {crit}; drop = source accuracy minus that model's, in points. "
+               + ("" if sens.complete else f"**Stopped early: {len(sens.layers)} layers finished.** ")
+               + f"{sens.seconds:.1f} s, executor {sens.executor}.")
+    return sens
+
+
+def views_ui(ws, sens) -> None:
+    tabs = st.tabs(["Heatmap", "Curves", "Per class"])
+    with tabs[0]:
+        st.plotly_chart(sensitivity_heatmap(sens), width="stretch", key="sens_heatmap")
+        worst = sorted(((max(sens.drop(n)), n) for n in sens.layers), reverse=True)[:3]
+        if worst:
+            st.caption("Most sensitive: " + ", ".join(f"{n} (up to {d:.1f} points)" for d, n in worst)
+                       + ". Red: accuracy drops; blue: it rises; white: no change.")
+    layers = list(sens.layers)
+    with tabs[1]:
+        hi = st.selectbox("Highlight a layer", ["none"] + layers, key="sens_highlight")
+        st.plotly_chart(sensitivity_curves(sens, highlight=None if hi == "none" else hi), width="stretch",
+                        key="sens_curves")
+    with tabs[2]:
+        layer = st.selectbox("Layer", layers, key="sens_class_layer")
+        st.plotly_chart(class_heatmap(sens, layer, ws.evalset.classes), width="stretch", key="sens_classes")
+        src = sens.source["per_class_accuracy"]
+        first = []
+        for p in sens.layers[layer]:
+            falls = [c for c, v in enumerate(p["per_class_accuracy"]) if src[c] - v >= 0.1]
+            if falls:
+                first = [(p["amount"], falls)]
+                break
+        if first:
+            a, falls = first[0]
+            st.caption(f"First to fall (10 points or more) at {100 * a:g}% of {layer}: class(es) "
+                       f"{', '.join(ws.evalset.classes[c] for c in falls)}.")
+        else:
+            st.caption(f"No class loses 10 points at any swept amount of {layer}.")
+
+
+def criteria_ui(ws, gran: str, amounts: list[float], subset: str) -> None:
+    st.markdown("#### Criteria compared by outcome")
+    crits = [n for n, cr in CRITERIA.items() if gran in cr.granularities]
+    pick = st.multiselect("Criteria", crits, default=[c for c in ("l1", "taylor", "wanda", "random") if c in crits],
+                          key="sens_curve_crits",
+                          help="Each criterion prunes every layer together at each amount (one global step).")
+    job_key = f"sens_curves_job_{ws.name}"
+    running = job_ui(job_key)
+    key = ("curves", ws.plan.key(), tuple(dict.fromkeys(pick)), gran, tuple(amounts), subset, 0)
+    curves = ws.sweeps.get(key)
+    if not running and st.button("Compare criteria", key="sens_curves_run", disabled=not pick or not amounts
+                                 or curves is not None, icon=":material/compare_arrows:"):
+        def work(progress, should_stop):
+            return criteria_curves(ws, pick, gran, amounts, subset, progress=progress, should_stop=should_stop)
+
+        def done(result):
+            if result.complete:
+                return "success", f"Criteria compared: {len(result.curves)} × {len(result.amounts)} models evaluated."
+            return "info", "Comparison stopped; run it again to finish."
+
+        start_call(job_key, work, f"{len(pick)} criteria × {len(amounts)} global amounts", done)
+        st.rerun()
+    if curves is not None:
+        st.plotly_chart(criteria_curves_figure(curves), width="stretch", key="sens_criteria")
+        st.caption(f"Accuracy on the {subset} subset after pruning {gran}s of every layer by each criterion; the "
+                   "higher curve keeps more accuracy at the same amount.")
+
+
+def autoplan_ui(ws, sens, crit: str, gran: str) -> None:
+    st.markdown("#### Automatic plan")
+    if sens is None or not sens.complete:
+        st.caption("Run a complete sweep first: the per-layer amounts are chosen from its curves.")
+        autoplan_result_ui(ws)
+        return
+    kinds = [k for k in TARGETS if gran != "weight" or k in ("max_drop", "max_params")]
+    c = st.columns([2, 1, 1])
+    kind = c[0].selectbox("Target", kinds, format_func=TARGETS.get, key="sens_target",
+                          help="Masks leave the dense MACs and time unchanged, so weight granularity offers only "
+                               "accuracy and parameter targets.")
+    if kind == "max_drop":
+        value = c[1].number_input("Points", 0.0, 100.0, 1.0, 0.5, key="sens_value_drop")
+    else:
+        value = c[1].number_input("Fraction of the base", 0.01, 1.0, 0.5, 0.05, key=f"sens_value_{kind}")
+    ft = c[2].number_input("Then fine-tune (steps; 0: no)", 0, 5000, 0, 50, key="sens_finetune",
+                           help="Runs a fine-tune (labels and distillation) after the plan, in the background.")
+    ss = st.session_state
+    res_key = f"sens_auto_{ws.name}"
+    if st.button("Build the plan", key="sens_build", type="primary", icon=":material/auto_fix_high:",
+                 help="Chooses per-layer amounts (greedy: most saving per point of predicted harm), builds one prune "
+                      "step with per-layer overrides, measures it, and retries tighter or looser when it misses."):
+        with st.spinner("Choosing amounts and measuring each try…"):
+            r = run_action(autoplan, ws, criterion=crit, granularity=gran, sens=sens, subset=sens.subset,
+                           now=True, **{kind: float(value)})
+        if r is not None:
+            ss[res_key] = (r, list(sens.layers))
+            if r.step is not None and r.met and run_action(ws.set_plan, r.plan, now=True) is not None:
+                if ft:
+                    loss = "distill" if ws.spec.task == "fidelity" else "both"
+                    start_job(f"sens_ft_{ws.name}", ws, Finetune(steps=int(ft), loss=loss,
+                                                                 threads=torch.get_num_threads()), "Fine-tune")
+                st.rerun()
+    autoplan_result_ui(ws)
+
+
+def autoplan_result_ui(ws) -> None:
+    """The last automatic plan of this model: the reason, predicted against measured, the
+    amounts, every try; and the fine-tune that follows it, while it runs."""
+    job_ui(f"sens_ft_{ws.name}")
+    got = st.session_state.get(f"sens_auto_{ws.name}")
+    if got is None:
+        return
+    r, layers = got
+    applied = r.step is not None and r.met and ws.plan.key() == r.plan.key()
+    (st.success if r.met else st.warning)(r.reason)
+    if r.metrics is not None:
+        cost = "MACs" if r.cost == "macs" else "non-zero parameters"
+        cols = st.columns(4)
+        cols[0].metric("Predicted accuracy", fmt.pct(r.predicted_accuracy),
+                       help="Source accuracy minus the sum of the chosen layers' drops in the sweep.")
+        cols[1].metric("Measured accuracy", fmt.pct(r.metrics.accuracy),
+                       delta=f"{100 * (r.metrics.accuracy - r.predicted_accuracy):+.2f} points vs predicted")
+        cols[2].metric(f"Predicted {cost}", f"{r.predicted_cost:.1%} of base")
+        cols[3].metric(f"Measured {cost}", f"{r.measured_cost:.1%} of base")
+        st.plotly_chart(amounts_figure(layers, r.amounts), width="stretch", key="sens_amounts_fig")
+    if r.tries:
+        st.dataframe(pd.DataFrame([{"try": i + 1, "budget": t["budget"], "layers pruned": t["layers"],
+                                    "predicted accuracy": 100 * t["predicted_accuracy"],
+                                    "measured accuracy": 100 * t["accuracy"], "cost (× base)": t["cost"],
+                                    "target figure": t["measured"], "met": t["met"]} for i, t in enumerate(r.tries)]),
+                     hide_index=True, width="stretch", column_config={
+                         "predicted accuracy": st.column_config.NumberColumn(format="%.2f%%"),
+                         "measured accuracy": st.column_config.NumberColumn(format="%.2f%%"),
+                         "cost (× base)": st.column_config.NumberColumn(format="%.3f"),
+                         "budget": st.column_config.NumberColumn(format="%.3g",
+                                                                 help="points of harm, or fraction of the base"),
+                         "target figure": st.column_config.NumberColumn(format="%.3f")})
+    if applied:
+        st.caption("The plan's last step is this ordinary prune step with per-layer overrides: drag it on the "
+                   "Prune page, undo it, or export it.")
+    elif r.step is not None and r.met:
+        st.caption("This automatic plan is no longer the current plan (undone or edited since).")
+
+
+def page() -> None:
+    show_flashes()
+    ws = get_workspace()
+    st.markdown(f"### Sensitivity · {ws.name}")
+    st.caption(f"Which layers of the current model ({len(ws.plan.steps)} plan step(s)) can be pruned, and by how much.")
+    if getattr(ws.model, "final", False):
+        st.info("The plan ends in a quantize step; sweeps prune float models. Undo the quantize step first.")
+        return
+    crit, gran, amounts, subset = controls_ui(ws)
+    sens = sweep_ui(ws, crit, gran, amounts, subset)
+    if sens is not None and sens.layers:
+        views_ui(ws, sens)
+    autoplan_ui(ws, sens, crit, gran)
+    criteria_ui(ws, gran, amounts, subset)
+
+
+page()

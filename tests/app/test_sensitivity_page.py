@@ -1,0 +1,96 @@
+"""The Sensitivity page: a sweep in the background with progress and cancel, the heatmap,
+curves and per-class views, criteria curves, and an automatic plan (AppTest)."""
+from __future__ import annotations
+
+import time
+
+from core.prune import Prune
+from tests.app.conftest import finish_job, new_app, ok, workspace
+
+PAGE = "views/sensitivity.py"
+
+
+def titles(at) -> list[str]:
+    return [c.proto.spec for c in at.get("plotly_chart")]
+
+
+def sweep(at, key_model: str) -> None:
+    at.button(key="sens_run").click().run()
+    ok(at)
+    finish_job(at, f"sens_job_{key_model}")
+    ok(at)
+
+
+def test_a_sweep_runs_in_the_background_and_draws_every_view():
+    at = new_app("digits_cnn")
+    at.switch_page(PAGE).run()
+    ok(at)
+    assert any("No sweep of the current plan" in i.value for i in at.info)
+    at.selectbox(key="sens_gran").set_value("channel").run()
+    at.multiselect(key="sens_amounts").set_value([0.2, 0.5, 0.8]).run()
+    sweep(at, "digits_cnn")
+    assert any(s.value.startswith("Sensitivity: 3 layers × 3 amounts") for s in at.success)
+    t = titles(at)
+    assert any("Accuracy drop when one layer is pruned alone" in x for x in t)
+    assert any("Accuracy against the amount" in x for x in t)
+    assert any("Per-class accuracy drop when" in x for x in t)
+    ws = workspace(at)
+    (s,) = [v for v in ws.sweeps.values() if hasattr(v, "drop")]
+    assert s.granularity == "channel" and s.amounts == (0.2, 0.5, 0.8) and s.complete
+    assert any("Most sensitive:" in c.value for c in at.caption)
+    # the button is off while this sweep is kept; another plan needs its own sweep
+    assert at.button(key="sens_run").disabled
+    ws.add_step(Prune(sparsity=0.3))
+    at.run()
+    ok(at)
+    assert any("No sweep of the current plan" in i.value for i in at.info)
+
+
+def test_cancel_keeps_the_layers_finished():
+    at = new_app("digits_resnet")
+    at.switch_page(PAGE).run()
+    at.multiselect(key="sens_amounts").set_value([0.1, 0.3, 0.5, 0.7, 0.9]).run()
+    at.button(key="sens_run").click().run()
+    ok(at)
+    job = at.session_state["sens_job_digits_resnet"]
+    deadline = time.monotonic() + 120
+    while job.done < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.cancelled = True  # what the Cancel button's callback does
+    finish_job(at, "sens_job_digits_resnet")
+    assert any("Sweep stopped:" in i.value for i in at.info), [i.value for i in at.info]
+    assert any("Stopped early" in c.value for c in at.caption)
+    assert any("Accuracy drop when one layer" in x for x in titles(at))
+    assert not workspace(at).sweeps  # a stopped sweep is not kept as finished
+    assert any("Run a complete sweep first" in c.value for c in at.caption)
+
+
+def test_an_automatic_plan_is_built_measured_and_becomes_the_plan():
+    at = new_app("digits_mlp")
+    at.switch_page(PAGE).run()
+    at.selectbox(key="sens_gran").set_value("neuron").run()
+    at.multiselect(key="sens_amounts").set_value([0.2, 0.5, 0.8]).run()
+    sweep(at, "digits_mlp")
+    at.selectbox(key="sens_target").set_value("max_macs").run()
+    at.number_input(key="sens_value_max_macs").set_value(0.6).run()
+    at.button(key="sens_build").click().run()
+    ok(at)
+    ws = workspace(at)
+    assert len(ws.plan.steps) == 1 and ws.plan.steps[0].layers
+    assert ws.metrics(latency=False).macs <= 0.6 * ws.base_metrics(latency=False).macs
+    assert any(s.value.startswith("met: measured") for s in at.success)
+    labels = [m.label for m in at.metric]
+    assert {"Predicted accuracy", "Measured accuracy"} <= set(labels)
+    assert any("Amount the automatic plan chose per layer" in x for x in titles(at))
+
+
+def test_criteria_are_compared_by_outcome():
+    at = new_app("digits_mlp")
+    at.switch_page(PAGE).run()
+    at.multiselect(key="sens_amounts").set_value([0.3, 0.7]).run()
+    at.multiselect(key="sens_curve_crits").set_value(["l1", "random"]).run()
+    at.button(key="sens_curves_run").click().run()
+    finish_job(at, "sens_curves_job_digits_mlp")
+    ok(at)
+    assert any("Criteria compared by outcome: accuracy after a global amount" in x for x in titles(at))
+    assert any(s.value.startswith("Criteria compared: 2 × 2") for s in at.success)
