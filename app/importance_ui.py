@@ -166,9 +166,28 @@ def importance_section_ui(ws: Workspace, layer: str, criterion: str, granularity
                 + (f" · threshold {report.threshold_unit} < {t:.4g}" if t is not None and math.isfinite(t) else ""))
     if len(group.producers) > 1 and granularity != "head":
         st.caption("Coupled (pruned together): " + ", ".join(group.producers))
-    st.dataframe(unit_table(scores.numpy(), pruned), hide_index=True, width="stretch", height=240,
-                 key="importance_table",
-                 column_config={"score": st.column_config.NumberColumn(format="%.4f")})
+    picked = st.dataframe(unit_table(scores.numpy(), pruned), hide_index=True, width="stretch", height=240,
+                          key="importance_table", on_select="rerun", selection_mode="single-row",
+                          column_config={"score": st.column_config.NumberColumn(format="%.4f")})
+    rows = picked.selection.rows if picked is not None else []
+    if src is ws.base:  # the Explain page's unit view reads units of the base model
+        explain_unit_ui(group.name, granularity, int(rows[0]) if rows else None)
+    else:
+        st.caption("Select a unit of the base model (the first step's scores) to explain it on the Explain page.")
+
+
+def explain_unit_ui(layer: str, granularity: str, unit: int | None) -> None:
+    """A button that opens the Explain page's unit view on the selected unit."""
+    if unit is None:
+        st.caption("Select a row to see what that unit responds to and what is removed with it (Explain page).")
+        return
+    if st.button(f"Explain {granularity} {unit} of {layer}", key="importance_explain", icon=":material/psychology:",
+                 help="Its top-activating examples, activation distribution, scores under every criterion and the "
+                      "coupled group, on the Explain page."):
+        ss = st.session_state
+        ss["explain_unit_gran"], ss["explain_unit_layer"], ss["explain_unit"] = granularity, layer, unit
+        ss["_explain_focus_unit"] = True
+        st.switch_page("views/explain.py")
 
 
 def _weight_section(ws: Workspace, src, layer: str, criterion: str, report, seed: int) -> None:

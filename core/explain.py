@@ -161,6 +161,28 @@ def coupled_group(model: nn.Module, granularity: str, layer: str, unit: int, ctx
     return {"group": g.name, "granularity": granularity, "unit": unit, "n_units": g.n_units, "layers": layers}
 
 
+def layer_order(model: nn.Module, example: torch.Tensor) -> list[dict]:
+    """The model's parameterised leaf layers (convolutions, linear layers, norms, ...) in
+    the order a forward pass runs them: ``[{"layer", "type"}]``; the model is only read."""
+    order, handles = [], []
+    for name, m in model.named_modules():
+        if name and not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False)):
+            handles.append(m.register_forward_pre_hook(
+                lambda _m, _a, name=name, t=type(m).__name__: order.append({"layer": name, "type": t})))
+    try:
+        with torch.inference_mode():
+            model(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    seen, out = set(), []
+    for r in order:
+        if r["layer"] not in seen:
+            seen.add(r["layer"])
+            out.append(r)
+    return out
+
+
 def unit_activations(model: nn.Module, layer: str, unit: int, x: torch.Tensor, granularity: str) -> torch.Tensor:
     """One unit's activation per example: a channel's mean over positions, a neuron's value
     (mean over tokens for sequences), a head's mean |output| over its columns of the
@@ -195,11 +217,53 @@ def unit_activations(model: nn.Module, layer: str, unit: int, x: torch.Tensor, g
     return a[:, unit]
 
 
+def receptive_box(model: nn.Module, layer: str, unit: int, x: torch.Tensor) -> dict | None:
+    """Where in the input one channel of a feature map looks for one example: the position
+    of the channel's largest activation and the input region that position depends on (its
+    receptive field, read from the input gradient of that one activation: rows and columns
+    where it is not zero). None when the layer's output is not a (N, C, H, W) feature map.
+
+    Returns:
+        ``{"row", "col"}`` (the activation's position in the feature map) and
+        ``{"top", "bottom", "left", "right"}`` (inclusive input rows and columns).
+    """
+    mods = dict(model.named_modules())
+    if layer not in mods:
+        raise PrunescopeError(f"no layer {layer!r} in the model")
+    got = {}
+    h = mods[layer].register_forward_hook(lambda _m, _a, o: got.__setitem__("a", o))
+    xi = x.detach().clone()[None].requires_grad_(True)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            model(xi)
+            a = got.get("a")
+            if not isinstance(a, torch.Tensor) or a.dim() != 4 or xi.dim() != 4:
+                return None
+            fmap = a[0, unit]
+            pos = int(torch.argmax(fmap))
+            r, c = divmod(pos, fmap.shape[1])
+            fmap[r, c].backward()
+    finally:
+        h.remove()
+        for p, f in flags:
+            p.requires_grad_(f)
+    g = xi.grad[0].abs().sum(0)
+    rows, cols = torch.nonzero(g.sum(1)).flatten(), torch.nonzero(g.sum(0)).flatten()
+    if not len(rows) or not len(cols):  # a dead unit: no gradient reaches the input
+        return {"row": r, "col": c, "top": None, "bottom": None, "left": None, "right": None}
+    return {"row": r, "col": c, "top": int(rows[0]), "bottom": int(rows[-1]),
+            "left": int(cols[0]), "right": int(cols[-1])}
+
+
 def unit_report(ws, layer: str, unit: int, granularity: str = "channel", *, subset: str = "quick",
                 top: int = 12) -> dict:
-    """A unit of the *base* model: its top-activating examples, its activation over the
-    subset, its normalised score under every criterion for this granularity, the coupled
-    group, and whether the current plan removes it (known when one structured step of this
+    """A unit of the *base* model: its top-activating examples (for a channel, with the
+    input region its largest activation depends on: ``field``, see :func:`receptive_box`),
+    its activation over the subset, its normalised score under every criterion for this
+    granularity, the coupled group, and whether the current plan removes it (known when one structured step of this
     granularity was applied to the base)."""
     from core.prune import CRITERIA
     from core.prune.structured.analysis import unit_scores
@@ -222,8 +286,9 @@ def unit_report(ws, layer: str, unit: int, granularity: str = "channel", *, subs
         i = structured[0][0]
         removed = unit in ws.reports[i].removed.get(group["group"], ())
         by = i + 1 if removed else None
+    box = (lambda j: receptive_box(ws.base, layer, unit, x[j])) if granularity == "channel" else (lambda j: None)
     return {"layer": layer, "unit": unit, "granularity": granularity, "subset": subset,
-            "top": [{"index": idx[j], "activation": float(acts[j])} for j in order],
+            "top": [{"index": idx[j], "activation": float(acts[j]), "field": box(j)} for j in order],
             "activations": acts.tolist(), "scores": scores, "coupled": group,
             "removed": removed, "removed_by_step": by}
 
@@ -260,5 +325,5 @@ def attribution_pair(ws, index: int) -> dict:
             "base_map": input_gradient(ws.base, x, pb), "map": input_gradient(ws.model, x, pc)}
 
 
-__all__ = ["Changes", "changes", "divergence", "coupled_group", "unit_activations", "unit_report", "input_gradient",
-           "attribution_pair"]
+__all__ = ["Changes", "changes", "divergence", "coupled_group", "layer_order", "receptive_box", "unit_activations",
+           "unit_report", "input_gradient", "attribution_pair"]

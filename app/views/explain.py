@@ -2,74 +2,17 @@
 inside the network the current model departs from the base."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import formatting as fmt
-from core.explain import attribution_pair, changes, divergence, unit_report
+from core.explain import attribution_pair, changes, divergence, layer_order, unit_report
 from core.prune.structured import prunable_units
 from core.viz.explain import (activation_figure, attribution_figure, confusion_delta_figure, confusion_figure,
-                              divergence_figure)
+                              coupled_group_figure, divergence_figure)
 
 from app.components import run_action
+from app.explain_ui import cached, gallery_ui, image as _image
 from app.state import get_workspace, show_flashes
-
-CARDS = 24  # changed examples shown at once
-
-
-def cached(fn, ws, *args, **kwargs):
-    """``fn(ws, *args, **kwargs)`` computed once per plan: a click elsewhere on the page
-    (a class filter, another unit) does not run the models again. Keeps the last 16."""
-    cache = st.session_state.setdefault("_explain_cache", {})
-    key = (fn.__name__, ws.name, ws.plan.key(), args, tuple(sorted(kwargs.items())))
-    if key not in cache:
-        while len(cache) >= 16:
-            cache.pop(next(iter(cache)))
-        cache[key] = fn(ws, *args, **kwargs)
-    return cache[key]
-
-
-def _image(x) -> np.ndarray | None:
-    """An example as an 8-bit picture (grey or RGB), enlarged, or None when it is not one."""
-    a = x.detach().float().cpu().numpy()
-    if a.ndim != 3 or a.shape[0] not in (1, 3):
-        return None
-    a = (a - a.min()) / max(1e-8, float(a.max() - a.min()))
-    a = (255 * a).astype(np.uint8)
-    scale = max(1, 96 // a.shape[1])
-    a = np.kron(a, np.ones((1, scale, scale), dtype=np.uint8))
-    return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
-
-
-def gallery_ui(ws, ch) -> None:
-    classes = ch.classes
-    rows_all = ch.changed()
-    c1, c2 = st.columns([1, 3])
-    pick = c1.selectbox("Class", ["all"] + classes, key="explain_class",
-                        help="Examples whose label or either prediction is this class.")
-    cls = None if pick == "all" else classes.index(pick)
-    rows = ch.changed(cls=cls)
-    c2.markdown(f"**{len(rows_all)} of {len(ch.pred)}** predictions changed on the {ch.subset} subset"
-                + (f"; {len(rows)} involve class {pick}" if cls is not None else "")
-                + ". Largest confidence drop first (the base's confidence in its prediction minus the current "
-                  "model's in that class).")
-    if not rows:
-        st.info("No prediction changed: the current model predicts what the base does on every example here.")
-        return
-    cols = st.columns(6)
-    for i, r in enumerate(rows[:CARDS]):
-        img = _image(ws.evalset.x[r["index"]])
-        cap = (f"#{r['index']} · label {classes[r['label']]}\nbase {classes[r['base_pred']]} "
-               f"({fmt.pct(r['base_conf'], 0)}) → {classes[r['pred']]} ({fmt.pct(r['conf'], 0)})")
-        with cols[i % 6]:
-            if img is not None:
-                st.image(img, caption=cap, width=96)
-            else:
-                st.caption(cap)
-    if len(rows) > CARDS:
-        st.caption(f"{CARDS} of {len(rows)} shown; `prunescope explain --json` lists them all.")
-
 
 def page() -> None:
     show_flashes()
@@ -77,8 +20,13 @@ def page() -> None:
     st.markdown(f"### Explain · {ws.name}")
     st.caption(f"What the plan's {len(ws.plan.steps)} step(s) changed, base against current, on the evaluation set.")
     if not ws.plan.steps:
-        st.info("The plan has no steps yet: the current model is the base. Prune or cut something first.")
+        st.info("The plan has no steps yet: the current model is the base, so nothing changed. Prune or cut "
+                "something first; a unit of the base can be explained already.")
+        unit_ui(ws, "quick")
         return
+    if st.session_state.pop("_explain_focus_unit", False):  # opened from a unit table: the unit first
+        unit_ui(ws, "quick")
+        st.divider()
     subset = st.radio("Examples", ["quick", "full"], horizontal=True, key="explain_subset",
                       format_func=lambda s: f"quick subset ({len(ws.evalset.quick_index)})" if s == "quick"
                       else f"full test split ({len(ws.evalset.y)})")
@@ -138,9 +86,12 @@ def unit_ui(ws, subset: str) -> None:
               "kept by the plan" if r["removed"] is False else
               "whether the plan removes it is known only for one structured step of this kind applied to the base")
     st.markdown(f"**{layer}, {gran} {unit}** of the base model: {status}.")
+    if gran == "channel":
+        st.caption("Top-activating examples; the red box is the input region the channel's largest activation "
+                   "depends on (its receptive field there, from the input gradient of that one activation).")
     cols = st.columns(6)
     for i, t in enumerate(r["top"]):
-        img = _image(ws.evalset.x[t["index"]])
+        img = _image(ws.evalset.x[t["index"]], t.get("field"))
         cap = f"#{t['index']} · label {ws.evalset.classes[int(ws.evalset.y[t['index']])]} · {t['activation']:.3g}"
         with cols[i % 6]:
             if img is not None:
@@ -156,6 +107,28 @@ def unit_ui(ws, subset: str) -> None:
     g = r["coupled"]
     st.markdown(f"**Removed with it** (Torch-Pruning's dependency graph, group {g['group']}): "
                 f"{len(g['layers'])} layer(s).")
+    order = run_action(cached, _layer_order, ws, now=True)
+    if order:
+        st.plotly_chart(coupled_group_figure(order, g), width="stretch", key="explain_unit_group")
+    with st.expander("The same as a table"):
+        _group_table(g)
+    out_layer = run_action(cached, _output_layer, ws, now=True)
+    if out_layer:
+        st.caption(f"Not listed: {out_layer}, the output layer (its units are the model's outputs and are never "
+                   f"removed). A layer's last {gran} is never removed either (it would empty the layer).")
+
+
+def _layer_order(ws):
+    return layer_order(ws.base, ws.evalset.quick()[0])
+
+
+def _output_layer(ws):
+    from core.prune.structured.analysis import analysis
+
+    return analysis(ws.base, ws.ctx).output_layer
+
+
+def _group_table(g) -> None:
     st.dataframe(pd.DataFrame([{"layer": x["layer"], "type": x["type"],
                                 "loses": {"out": "output channels", "in": "input channels"}.get(x["role"], "entries"),
                                 "indices": ", ".join(map(str, x["indices"][:16])) + (" …" if len(x["indices"]) > 16

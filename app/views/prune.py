@@ -15,6 +15,7 @@ from core.workspace import Workspace
 
 from app.components import (current_metrics, full_eval_ui, latency_ui, metrics_panel_ui, per_class_ui, plan_ui,
                             run_action)
+from app.explain_ui import changes_panel_ui
 from app.recover_ui import recover_ui
 from app.state import ROUNDED, get_workspace, round_to, show_flashes
 
@@ -313,6 +314,7 @@ def prune_live_ui() -> None:
             importance_ui.importance_section_ui(ws, layer, criterion, granularity, index)
 
     per_class_ui(ws, m, base)
+    changes_panel_ui(ws, "prune")
     if granularity != "weight":
         importance_ui.structured_metrics_ui(base, m, pending)
     with st.expander("Recover accuracy: fine-tune or distil"):

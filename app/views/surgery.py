@@ -20,6 +20,7 @@ from core.errors import PrunescopeError
 from core.workspace import Workspace
 
 from app.components import current_metrics, latency_ui, metrics_panel_ui, plan_ui, run_action
+from app.explain_ui import changes_panel_ui
 from app.jobs import job_ui, start_job
 from app.recover_ui import recover_ui
 from app.state import flash, get_workspace, message_ui, show_flashes
@@ -361,6 +362,7 @@ def surgery_live_ui() -> None:
             if guides is not None:  # computed just now: the table above gets their columns
                 block_table_ui(blocks, guides, table)
         guides_ui(ws, container, guides)
+    changes_panel_ui(ws, "surgery")
     with st.expander("Heal (train adapters briefly)"):
         heal_ui(ws)
     with st.expander("Recover accuracy: fine-tune or distil"):

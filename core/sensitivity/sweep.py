@@ -90,12 +90,16 @@ def payload_for(ws, subset: str = "quick", seed: int = 0) -> Payload:
     """What every worker of a sweep over the current plan's model needs."""
     import torch
 
+    from core.models import clone_model
+
     model = ws.model
     if getattr(model, "final", False):
         raise PrunescopeError("the plan ends in a quantize step; sensitivity sweeps prune float models "
                               "(undo the quantize step, sweep, then quantize)")
     x, y = ws.evalset.subset(subset)
-    return Payload(ws.name, model, x, y, ws.evaluator.base_outputs(subset), ws.evalset.num_classes,
+    # A private copy: the sweep traces its source with hooks, and the page may run the
+    # workspace's model meanwhile (a sweep runs in a background thread).
+    return Payload(ws.name, clone_model(model).eval(), x, y, ws.evaluator.base_outputs(subset), ws.evalset.num_classes,
                    ws.spec.task, seed, ws.ctx.calibration(seed), threads=torch.get_num_threads())
 
 

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-from .style import CURRENT, PRUNED, layout
+from .style import CURRENT, PRUNED, SELECTED, layout
 
 
 def confusion_delta_figure(delta: Sequence[Sequence[int]], classes: Sequence[str],
@@ -77,4 +77,37 @@ def activation_figure(values: Sequence[float], title: str | None = "Activation o
     return layout(fig, title, "activation", "examples", height=260)
 
 
-__all__ = ["confusion_figure", "confusion_delta_figure", "divergence_figure", "attribution_figure", "activation_figure"]
+def coupled_group_figure(layers: Sequence[dict], group: dict, title: str | None = None) -> go.Figure:
+    """The model's layers in execution order, top to bottom; the layers Torch-Pruning's
+    dependency graph changes with the unit are coloured by what they lose (output
+    channels: red; input channels: orange; a norm's or other per-channel entries: blue)
+    and labelled with the indices, the rest grey."""
+    roles = {r["layer"]: r for r in group["layers"]}
+    colour = {"out": PRUNED, "in": SELECTED, "other": CURRENT}
+    loses = {"out": "output channels", "in": "input channels", "other": "entries"}
+    ys = list(range(len(layers)))
+    cols, texts, hover = [], [], []
+    for r in layers:
+        g = roles.get(r["layer"])
+        cols.append(colour[g["role"]] if g else "#d5d9de")
+        idx = ", ".join(map(str, g["indices"][:8])) + (" …" if g and len(g["indices"]) > 8 else "") if g else ""
+        texts.append(f"<b>{r['layer']}</b> ({r['type']})" + (f" · loses {loses[g['role']]} {idx}" if g else ""))
+        hover.append(texts[-1])
+    fig = go.Figure()
+    fig.add_scatter(x=[0] * len(ys), y=ys, mode="lines", line=dict(color="#d5d9de", width=2), hoverinfo="skip",
+                    showlegend=False)
+    fig.add_scatter(x=[0] * len(ys), y=ys, mode="markers+text", text=texts, textposition="middle right",
+                    marker=dict(symbol="square", size=14, color=cols, line=dict(color="#6b7280", width=1)),
+                    hovertext=hover, hoverinfo="text", showlegend=False)
+    for role, name in (("out", "loses output channels"), ("in", "loses input channels"), ("other", "norm / other")):
+        fig.add_scatter(x=[None], y=[None], mode="markers", name=name,
+                        marker=dict(symbol="square", size=12, color=colour[role]))
+    fig.update_yaxes(autorange="reversed", visible=False)
+    fig.update_xaxes(visible=False, range=[-0.05, 1])
+    fig.update_layout(showlegend=True)
+    n = len(group["layers"])
+    return layout(fig, title or f"Removed with {group['granularity']} {group['unit']} of {group['group']}: "
+                                f"{n} layer(s) change", "", "", height=max(220, 22 * len(layers) + 90))
+
+
+__all__ = ["coupled_group_figure", "confusion_figure", "confusion_delta_figure", "divergence_figure", "attribution_figure", "activation_figure"]

@@ -66,3 +66,31 @@ def test_the_confusion_of_base_and_current_can_be_shown_too():
         at.radio(key="explain_confusion_of").set_value(which).run()
         _ok(at)
         assert any(f"Confusion of the {which} model" in t for t in chart_specs(at))
+
+
+def test_a_unit_picked_elsewhere_opens_in_the_unit_view_with_its_receptive_fields_and_group():
+    """What the Prune page's "Explain channel u of layer" button sets before switching here."""
+    at = new_app("digits_resnet")
+    at.session_state["explain_unit_gran"] = "channel"
+    at.session_state["explain_unit_layer"] = "stem.0"
+    at.session_state["explain_unit"] = 5
+    at.switch_page(PAGE).run()
+    _ok(at)
+    assert any("no steps yet" in i.value for i in at.info)  # an empty plan: the unit view still shows
+    assert any(m.value.startswith("**stem.0, channel 5** of the base model") for m in at.markdown)
+    assert any("Removed with channel 5 of stem.0" in t for t in chart_specs(at))
+    assert any("red box is the input region" in c.value for c in at.caption)
+    assert any("Not listed: head.2, the output layer" in c.value for c in at.caption)
+
+
+def test_the_prune_page_shows_which_examples_changed_on_request():
+    at = new_app("digits_cnn")
+    ws = workspace(at)
+    assert at.toggle(key="prune_changes").disabled  # nothing to show for an empty plan
+    ws.add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))
+    at.run()
+    at.toggle(key="prune_changes").set_value(True).run()
+    _ok(at)
+    n = len(changes(ws, "quick").changed())
+    assert any(c.value.startswith(f"**{n} of 256** quick-subset predictions differ") for c in at.caption)
+    assert len(at.get("image")) == min(12, n)

@@ -122,3 +122,32 @@ def test_input_gradient_maps_have_the_image_shape_and_leave_the_model_untouched(
     assert float(r["base_map"].sum()) > 0 and float(r["map"].sum()) > 0
     assert all(p.grad is None for p in pruned.model.parameters())
     assert all(torch.equal(before[k], v) for k, v in pruned.model.state_dict().items())
+
+
+def test_the_receptive_box_of_a_first_conv_is_its_kernel_around_the_peak():
+    from core.explain import receptive_box
+
+    ws = Workspace("digits_resnet", "cpu")
+    x = ws.evalset.quick()[0][7]
+    b = receptive_box(ws.base, "stem.0", 4, x)
+    with torch.inference_mode():
+        fmap = ws.base.stem[0](x[None])[0, 4]
+    r, c = divmod(int(torch.argmax(fmap)), fmap.shape[1])
+    assert (b["row"], b["col"]) == (r, c)
+    h, w = x.shape[1:]
+    # a 3x3 convolution with padding 1: the rows and columns next to the peak (where the input is not zero)
+    assert max(0, r - 1) <= b["top"] <= r <= b["bottom"] <= min(h - 1, r + 1)
+    assert max(0, c - 1) <= b["left"] <= c <= b["right"] <= min(w - 1, c + 1)
+    deeper = receptive_box(ws.base, "layers.3.conv2", 0, x)
+    assert deeper["bottom"] - deeper["top"] > b["bottom"] - b["top"]  # deeper layers see more of the input
+    assert receptive_box(ws.base, "head.2", 0, x) is None  # not a feature map
+
+
+def test_layer_order_is_the_order_a_forward_runs_the_layers():
+    from core.explain import layer_order
+
+    ws = Workspace("digits_resnet", "cpu")
+    order = [r["layer"] for r in layer_order(ws.base, ws.evalset.quick()[0])]
+    assert order[:2] == ["stem.0", "stem.1"] and order[-1] == "head.2"
+    # the shortcut of block 2 runs after its second convolution (out + shortcut(x))
+    assert order.index("layers.2.shortcut.0") > order.index("layers.2.conv2")

@@ -1,0 +1,108 @@
+"""Explain views shared by pages: the gallery of changed predictions, the cache of
+per-plan results, and the compact "what changed" panel of the Prune and Surgery pages."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from core import formatting as fmt
+from core.explain import changes
+
+from app.components import run_action
+
+CARDS = 24  # changed examples shown at once
+
+
+def cached(fn, ws, *args, **kwargs):
+    """``fn(ws, *args, **kwargs)`` computed once per plan: a click elsewhere on the page
+    (a class filter, another unit) does not run the models again. Keeps the last 16."""
+    cache = st.session_state.setdefault("_explain_cache", {})
+    key = (fn.__name__, ws.name, ws.plan.key(), args, tuple(sorted(kwargs.items())))
+    if key not in cache:
+        while len(cache) >= 16:
+            cache.pop(next(iter(cache)))
+        cache[key] = fn(ws, *args, **kwargs)
+    return cache[key]
+
+
+def image(x, field: dict | None = None) -> np.ndarray | None:
+    """An example as an 8-bit picture (grey or RGB), enlarged, or None when it is not one;
+    with ``field`` (rows and columns of a receptive field) outlined in red."""
+    a = x.detach().float().cpu().numpy()
+    if a.ndim != 3 or a.shape[0] not in (1, 3):
+        return None
+    a = (a - a.min()) / max(1e-8, float(a.max() - a.min()))
+    a = (255 * a).astype(np.uint8)
+    scale = max(1, 96 // a.shape[1])
+    a = np.kron(a, np.ones((1, scale, scale), dtype=np.uint8))
+    img = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+    if not field or field.get("top") is None:
+        return img
+    rgb = np.stack([img] * 3, -1) if img.ndim == 2 else img.copy()
+    t, b = field["top"] * scale, (field["bottom"] + 1) * scale - 1
+    l, r = field["left"] * scale, (field["right"] + 1) * scale - 1
+    red = np.array([228, 87, 46], dtype=np.uint8)
+    for w in range(2):  # a 2-pixel outline
+        rgb[t + w if t + w <= b else t, l:r + 1] = red
+        rgb[max(t, b - w), l:r + 1] = red
+        rgb[t:b + 1, l + w if l + w <= r else l] = red
+        rgb[t:b + 1, max(l, r - w)] = red
+    return rgb
+
+
+def gallery_ui(ws, ch) -> None:
+    classes = ch.classes
+    rows_all = ch.changed()
+    c1, c2 = st.columns([1, 3])
+    pick = c1.selectbox("Class", ["all"] + classes, key="explain_class",
+                        help="Examples whose label or either prediction is this class.")
+    cls = None if pick == "all" else classes.index(pick)
+    rows = ch.changed(cls=cls)
+    c2.markdown(f"**{len(rows_all)} of {len(ch.pred)}** predictions changed on the {ch.subset} subset"
+                + (f"; {len(rows)} involve class {pick}" if cls is not None else "")
+                + ". Largest confidence drop first (the base's confidence in its prediction minus the current "
+                  "model's in that class).")
+    if not rows:
+        st.info("No prediction changed: the current model predicts what the base does on every example here.")
+        return
+    cols = st.columns(6)
+    for i, r in enumerate(rows[:CARDS]):
+        img = image(ws.evalset.x[r["index"]])
+        cap = (f"#{r['index']} · label {classes[r['label']]}\nbase {classes[r['base_pred']]} "
+               f"({fmt.pct(r['base_conf'], 0)}) → {classes[r['pred']]} ({fmt.pct(r['conf'], 0)})")
+        with cols[i % 6]:
+            if img is not None:
+                st.image(img, caption=cap, width=96)
+            else:
+                st.caption(cap)
+    if len(rows) > CARDS:
+        st.caption(f"{CARDS} of {len(rows)} shown; `prunescope explain --json` lists them all.")
+
+
+def changes_panel_ui(ws, key: str) -> None:
+    """A toggle that shows which quick-subset examples the plan changed (the first 12,
+    largest confidence drop first) and links to the Explain page. Off by default: it runs
+    the base and the current model once per plan."""
+    # always drawn (disabled for an empty plan), so the elements after it keep their places
+    on = st.toggle("Show which examples changed", key=f"{key}_changes", disabled=not ws.plan.steps,
+                   help="The examples whose prediction differs from the base's, on the quick subset.")
+    if not on or not ws.plan.steps:
+        return
+    ch = run_action(cached, changes, ws, "quick", now=True)
+    if ch is None:
+        return
+    rows = ch.changed()
+    st.caption(f"**{len(rows)} of {len(ch.pred)}** quick-subset predictions differ from the base's"
+               + ("; largest confidence drop first:" if rows else "."))
+    cols = st.columns(6)
+    for i, r in enumerate(rows[:12]):
+        img = image(ws.evalset.x[r["index"]])
+        cap = (f"#{r['index']} {ch.classes[r['base_pred']]} → {ch.classes[r['pred']]} "
+               f"({fmt.pct(r['conf'], 0)})")
+        with cols[i % 6]:
+            if img is not None:
+                st.image(img, caption=cap, width=72)
+            else:
+                st.caption(cap)
+    st.page_link("views/explain.py", label="More on the Explain page: confusion, divergence, units, attribution",
+                 icon=":material/psychology:")
