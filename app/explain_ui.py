@@ -50,6 +50,22 @@ def image(x, field: dict | None = None) -> np.ndarray | None:
     return rgb
 
 
+def cards_ui(ws, cards: list[tuple[int, str, dict | None]], width: int = 96, per_row: int = 6) -> None:
+    """Examples of the test split as cards, ``per_row`` a row: ``(index, caption, field)``;
+    an image is drawn (with ``field``, a receptive field, outlined), any other example as
+    its caption and its first values (a row of a table)."""
+    cols = st.columns(per_row)
+    for i, (index, cap, field) in enumerate(cards):
+        x = ws.evalset.x[index]
+        img = image(x, field)
+        with cols[i % per_row]:
+            if img is not None:
+                st.image(img, caption=cap, width=width)
+            else:
+                vals = ", ".join(f"{v:.3g}" for v in x.flatten()[:6].tolist())
+                st.caption(f"{cap}\n[{vals}{', …' if x.numel() > 6 else ''}]")
+
+
 def gallery_ui(ws, ch) -> None:
     classes = ch.classes
     rows_all = ch.changed()
@@ -65,16 +81,9 @@ def gallery_ui(ws, ch) -> None:
     if not rows:
         st.info("No prediction changed: the current model predicts what the base does on every example here.")
         return
-    cols = st.columns(6)
-    for i, r in enumerate(rows[:CARDS]):
-        img = image(ws.evalset.x[r["index"]])
-        cap = (f"#{r['index']} · label {classes[r['label']]}\nbase {classes[r['base_pred']]} "
-               f"({fmt.pct(r['base_conf'], 0)}) → {classes[r['pred']]} ({fmt.pct(r['conf'], 0)})")
-        with cols[i % 6]:
-            if img is not None:
-                st.image(img, caption=cap, width=96)
-            else:
-                st.caption(cap)
+    cards_ui(ws, [(r["index"], f"#{r['index']} · label {classes[r['label']]}\nbase {classes[r['base_pred']]} "
+                                f"({fmt.pct(r['base_conf'], 0)}) → {classes[r['pred']]} ({fmt.pct(r['conf'], 0)})",
+                   None) for r in rows[:CARDS]])
     if len(rows) > CARDS:
         st.caption(f"{CARDS} of {len(rows)} shown; `prunescope explain --json` lists them all.")
 
@@ -94,15 +103,7 @@ def changes_panel_ui(ws, key: str) -> None:
     rows = ch.changed()
     st.caption(f"**{len(rows)} of {len(ch.pred)}** quick-subset predictions differ from the base's"
                + ("; largest confidence drop first:" if rows else "."))
-    cols = st.columns(6)
-    for i, r in enumerate(rows[:12]):
-        img = image(ws.evalset.x[r["index"]])
-        cap = (f"#{r['index']} {ch.classes[r['base_pred']]} → {ch.classes[r['pred']]} "
-               f"({fmt.pct(r['conf'], 0)})")
-        with cols[i % 6]:
-            if img is not None:
-                st.image(img, caption=cap, width=72)
-            else:
-                st.caption(cap)
+    cards_ui(ws, [(r["index"], f"#{r['index']} {ch.classes[r['base_pred']]} → {ch.classes[r['pred']]} "
+                                f"({fmt.pct(r['conf'], 0)})", None) for r in rows[:12]], width=72)
     st.page_link("views/explain.py", label="More on the Explain page: confusion, divergence, units, attribution",
                  icon=":material/psychology:")

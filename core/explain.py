@@ -233,9 +233,6 @@ def receptive_box(model: nn.Module, layer: str, unit: int, x: torch.Tensor) -> d
     got = {}
     h = mods[layer].register_forward_hook(lambda _m, _a, o: got.__setitem__("a", o))
     xi = x.detach().clone()[None].requires_grad_(True)
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
     try:
         with torch.enable_grad():
             model(xi)
@@ -245,12 +242,10 @@ def receptive_box(model: nn.Module, layer: str, unit: int, x: torch.Tensor) -> d
             fmap = a[0, unit]
             pos = int(torch.argmax(fmap))
             r, c = divmod(pos, fmap.shape[1])
-            fmap[r, c].backward()
+            (grad,) = torch.autograd.grad(fmap[r, c], xi)  # the input's gradient only: no parameter is touched
     finally:
         h.remove()
-        for p, f in flags:
-            p.requires_grad_(f)
-    g = xi.grad[0].abs().sum(0)
+    g = grad[0].abs().sum(0)
     rows, cols = torch.nonzero(g.sum(1)).flatten(), torch.nonzero(g.sum(0)).flatten()
     if not len(rows) or not len(cols):  # a dead unit: no gradient reaches the input
         return {"row": r, "col": c, "top": None, "bottom": None, "left": None, "right": None}
@@ -295,35 +290,79 @@ def unit_report(ws, layer: str, unit: int, granularity: str = "channel", *, subs
 
 def input_gradient(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
     """Saliency of one example: |d logit[target] / d input|, summed over channels, ``(H, W)``
-    (or the input's shape without its channel axis). Runs on a copy of ``x``; ``model`` is
-    only read (eval mode, no parameter gradients kept)."""
+    (or the input's shape without its channel axis). Only the input's gradient is computed:
+    the model (possibly the shared base) is only read."""
     if getattr(model, "final", False):
         raise PrunescopeError("attribution needs gradients; a quantised (onnxruntime) model has none")
     xi = x.detach().clone()[None].requires_grad_(True)
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            out = model(xi)
-            out[0, int(target)].backward()
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
-    g = xi.grad[0].abs()
+    with torch.enable_grad():
+        out = model(xi)
+        (grad,) = torch.autograd.grad(out[0, int(target)], xi)
+    g = grad[0].abs()
     return g.sum(0) if g.dim() >= 2 else g
 
 
-def attribution_pair(ws, index: int) -> dict:
-    """Input-gradient maps of the base and the current model for example ``index`` of the
-    test split, each for its own prediction and for the label."""
+def last_feature_map(model: nn.Module, x: torch.Tensor) -> str | None:
+    """The last module (in execution order) whose output is a (N, C, H, W) feature map with
+    more than one position (a global pool's 1 x 1 output is not one): where Grad-CAM looks. None for a model without one (an MLP, a ViT's token sequence)."""
+    last, handles = [None], []
+    for name, m in model.named_modules():
+        if name and not any(True for _ in m.children()):
+            handles.append(m.register_forward_hook(
+                lambda _m, _a, o, name=name: last.__setitem__(0, name) if isinstance(o, torch.Tensor)
+                and o.dim() == 4 and o.shape[2] * o.shape[3] > 1 else None))
+    try:
+        with torch.inference_mode():
+            model(x[None])
+    finally:
+        for h in handles:
+            h.remove()
+    return last[0]
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, target: int, layer: str | None = None) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al., 2017) of one example for class ``target``: the feature
+    map of ``layer`` (default: the last one, :func:`last_feature_map`) weighted per channel
+    by the mean gradient of the logit, summed, ReLU, resized to the input's (H, W).
+
+    Raises:
+        PrunescopeError: a quantised model, or a model with no (N, C, H, W) feature map.
+    """
+    if getattr(model, "final", False):
+        raise PrunescopeError("attribution needs gradients; a quantised (onnxruntime) model has none")
+    layer = layer or last_feature_map(model, x)
+    if layer is None or x.dim() != 3:
+        raise PrunescopeError("Grad-CAM needs a convolutional feature map (N, C, H, W); this model has none "
+                              "(use the input gradient)")
+    got = {}
+    h = dict(model.named_modules())[layer].register_forward_hook(lambda _m, _a, o: got.__setitem__("a", o))
+    try:
+        with torch.enable_grad():
+            out = model(x.detach().clone()[None].requires_grad_(True))
+            a = got["a"]
+            (grad,) = torch.autograd.grad(out[0, int(target)], a)
+    finally:
+        h.remove()
+    w = grad[0].mean((1, 2))  # per channel
+    cam = torch.relu((w[:, None, None] * a[0].detach()).sum(0))
+    cam = F.interpolate(cam[None, None], size=tuple(x.shape[1:]), mode="bilinear", align_corners=False)[0, 0]
+    return cam
+
+
+def attribution_pair(ws, index: int, method: str = "gradient") -> dict:
+    """Maps of the base and the current model for example ``index`` of the test split,
+    each for its own prediction: ``method`` "gradient" (input gradient) or "gradcam"
+    (Grad-CAM on each model's last feature map)."""
+    if method not in ("gradient", "gradcam"):
+        raise PrunescopeError(f"method must be 'gradient' or 'gradcam', got {method!r}")
+    fn = input_gradient if method == "gradient" else grad_cam
     x, y = ws.evalset.x[index], int(ws.evalset.y[index])
     with torch.inference_mode():
         pb = int(ws.base(x[None]).argmax(1))
         pc = int(ws.model(x[None]).argmax(1))
-    return {"index": index, "label": y, "base_pred": pb, "pred": pc,
-            "base_map": input_gradient(ws.base, x, pb), "map": input_gradient(ws.model, x, pc)}
+    return {"index": index, "label": y, "base_pred": pb, "pred": pc, "method": method,
+            "base_map": fn(ws.base, x, pb), "map": fn(ws.model, x, pc)}
 
 
 __all__ = ["Changes", "changes", "divergence", "coupled_group", "layer_order", "receptive_box", "unit_activations",
-           "unit_report", "input_gradient", "attribution_pair"]
+           "unit_report", "input_gradient", "grad_cam", "last_feature_map", "attribution_pair"]

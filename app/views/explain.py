@@ -11,7 +11,7 @@ from core.viz.explain import (activation_figure, attribution_figure, confusion_d
                               coupled_group_figure, divergence_figure)
 
 from app.components import run_action
-from app.explain_ui import cached, gallery_ui, image as _image
+from app.explain_ui import cached, cards_ui, gallery_ui
 from app.state import get_workspace, show_flashes
 
 def page() -> None:
@@ -89,15 +89,9 @@ def unit_ui(ws, subset: str) -> None:
     if gran == "channel":
         st.caption("Top-activating examples; the red box is the input region the channel's largest activation "
                    "depends on (its receptive field there, from the input gradient of that one activation).")
-    cols = st.columns(6)
-    for i, t in enumerate(r["top"]):
-        img = _image(ws.evalset.x[t["index"]], t.get("field"))
-        cap = f"#{t['index']} · label {ws.evalset.classes[int(ws.evalset.y[t['index']])]} · {t['activation']:.3g}"
-        with cols[i % 6]:
-            if img is not None:
-                st.image(img, caption=cap, width=96)
-            else:
-                st.caption(cap)
+    classes = ws.evalset.classes
+    cards_ui(ws, [(t["index"], f"#{t['index']} · label {classes[int(ws.evalset.y[t['index']])]} · "
+                               f"{t['activation']:.3g}", t.get("field")) for t in r["top"]])
     left, right = st.columns(2)
     left.plotly_chart(activation_figure(r["activations"], title=f"Activation of {gran} {unit} over the {subset} "
                                         "subset"), width="stretch", key="explain_unit_hist")
@@ -148,9 +142,15 @@ def attribution_ui(ws, ch) -> None:
     st.markdown("#### Where each model looks")
     rows = ch.changed()
     options = [r["index"] for r in rows] or ch.indices[:50]
-    index = st.selectbox("Example (changed ones first)", options, key="explain_attr_index",
-                         help="Input gradients of each model for its own prediction.")
-    r = run_action(cached, attribution_pair, ws, int(index), now=True)
+    c1, c2 = st.columns([2, 1])
+    index = c1.selectbox("Example (changed ones first)", options, key="explain_attr_index",
+                         help="Each model's map for its own prediction.")
+    maps = ["gradient"] + (["gradcam"] if run_action(cached, _has_feature_map, ws, now=True) else [])
+    method = c2.radio("Map", maps, key="explain_attr_method", horizontal=True,
+                      format_func={"gradient": "input gradient", "gradcam": "Grad-CAM"}.get,
+                      help="Input gradient: |d logit / d pixel|. Grad-CAM: the last feature map weighted by the "
+                           "mean gradient of each channel (convolutional models only).")
+    r = run_action(cached, attribution_pair, ws, int(index), method, now=True)
     if r is None:
         return
     img = ws.evalset.x[int(index)]
@@ -158,10 +158,18 @@ def attribution_ui(ws, ch) -> None:
         st.caption("Attribution maps are drawn for images.")
         return
     cls = ch.classes
+    name = {"gradient": "Input gradients", "gradcam": "Grad-CAM"}[method]
     st.plotly_chart(attribution_figure(img.float().mean(0).tolist(), r["base_map"].tolist(), r["map"].tolist(),
                                        [f"example #{index} (label {cls[r['label']]})",
-                                        f"base → {cls[r['base_pred']]}", f"current → {cls[r['pred']]}"]),
+                                        f"base → {cls[r['base_pred']]}", f"current → {cls[r['pred']]}"],
+                                       title=f"{name}: where each model looks"),
                     width="stretch", key="explain_attr")
+
+
+def _has_feature_map(ws) -> bool:
+    from core.explain import last_feature_map
+
+    return ws.evalset.x.dim() == 4 and last_feature_map(ws.base, ws.evalset.x[0]) is not None
 
 
 page()

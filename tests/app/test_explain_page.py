@@ -94,3 +94,16 @@ def test_the_prune_page_shows_which_examples_changed_on_request():
     n = len(changes(ws, "quick").changed())
     assert any(c.value.startswith(f"**{n} of 256** quick-subset predictions differ") for c in at.caption)
     assert len(at.get("image")) == min(12, n)
+
+
+def test_grad_cam_is_offered_for_a_convolutional_model():
+    at, ws = explain_after_channel_prune()
+    assert at.radio(key="explain_attr_method").options == ["input gradient", "Grad-CAM"]
+    at.radio(key="explain_attr_method").set_value("gradcam").run()
+    _ok(at)
+    assert any("Grad-CAM: where each model looks" in t for t in chart_specs(at))
+    at = new_app("digits_mlp")
+    workspace(at).add_step(Prune(sparsity=0.5))
+    at.switch_page(PAGE).run()
+    _ok(at)
+    assert at.radio(key="explain_attr_method").options == ["input gradient"]  # no feature map

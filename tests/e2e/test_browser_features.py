@@ -1,6 +1,7 @@
 """Real-browser checks of structured pruning, surgery (cut + undo) and export (download)."""
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -76,6 +77,19 @@ def test_channel_granularity_makes_the_model_smaller_and_faster(page, app_url, t
         page.screenshot(path=str(tmp_path / f"explain_{view.split()[0].lower()}.png"))
     assert page.locator('[data-testid="stImage"]').count() >= 12
     assert page.get_by_text("predictions changed on the quick subset").count() == 1
+    page.get_by_text("Grad-CAM", exact=True).first.click()  # the map of each model's last feature map
+    page.get_by_text("Grad-CAM: where each model looks").first.wait_for(timeout=120_000)
+    page.get_by_text("Grad-CAM: where each model looks").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    assert_no_exception(page)
+    page.screenshot(path=str(tmp_path / "explain_gradcam.png"))
+    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
+    if out:  # keep copies for people to look at
+        import shutil
+
+        os.makedirs(out, exist_ok=True)
+        for p in tmp_path.glob("*.png"):
+            shutil.copy(p, out)
 
 
 def test_cut_a_block_then_undo_restores_the_metrics(page, app_url, tmp_path):

@@ -151,3 +151,36 @@ def test_layer_order_is_the_order_a_forward_runs_the_layers():
     assert order[:2] == ["stem.0", "stem.1"] and order[-1] == "head.2"
     # the shortcut of block 2 runs after its second convolution (out + shortcut(x))
     assert order.index("layers.2.shortcut.0") > order.index("layers.2.conv2")
+
+
+def test_grad_cam_weights_the_last_feature_map_by_its_mean_gradients(pruned):
+    from core.explain import attribution_pair, grad_cam, last_feature_map
+
+    ws = pruned
+    x = ws.evalset.x[3]
+    assert last_feature_map(ws.base, x) == "features.2.2"  # the last module with an (N, C, H, W) output
+    cam = grad_cam(ws.base, x, 4)
+    assert cam.shape == x.shape[1:] and (cam >= 0).all()
+    # by hand: the same feature map and gradient, weighted and summed
+    acts = {}
+    h = ws.base.features[2][2].register_forward_hook(lambda m, a, o: acts.setdefault("a", o))
+    with torch.enable_grad():
+        out = ws.base(x[None].clone().requires_grad_(True))
+        (g,) = torch.autograd.grad(out[0, 4], acts["a"])
+    h.remove()
+    want = torch.relu((g[0].mean((1, 2))[:, None, None] * acts["a"][0].detach()).sum(0))
+    want = torch.nn.functional.interpolate(want[None, None], size=x.shape[1:], mode="bilinear",
+                                           align_corners=False)[0, 0]
+    assert torch.allclose(cam, want, atol=1e-6)
+    r = attribution_pair(ws, 3, "gradcam")
+    assert r["method"] == "gradcam" and r["map"].shape == r["base_map"].shape == x.shape[1:]
+    assert not any(p.grad is not None for p in ws.base.parameters())  # the shared base is only read
+
+
+def test_grad_cam_refuses_a_model_without_feature_maps():
+    from core.errors import PrunescopeError
+    from core.explain import grad_cam
+
+    ws = Workspace("digits_mlp", "cpu")
+    with pytest.raises(PrunescopeError, match="Grad-CAM needs a convolutional feature map"):
+        grad_cam(ws.base, ws.evalset.x[0], 1)
