@@ -35,10 +35,14 @@ class DataSplits:
 
 
 def register_dataset(name: str):
-    """Decorator: register a zero-argument function that returns :class:`DataSplits`."""
+    """Decorator: register a zero-argument function that returns :class:`DataSplits`.
+
+    Registering a name again replaces it (a notebook cell run twice), and the next
+    :func:`get_dataset` loads the new one."""
 
     def deco(fn: Callable[[], DataSplits]):
-        DATASETS.register(name, fn)
+        DATASETS.register(name, fn, overwrite=True)
+        get_dataset.cache_clear()
         return fn
 
     return deco

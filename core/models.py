@@ -7,6 +7,7 @@ from the ``demo_models`` plugin) or from an importable factory given as
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,21 +80,44 @@ def register_factory(
     input_shape: tuple[int, ...],
     name: str | None = None,
     task: str = "classification",
+    kwargs: dict | None = None,
 ) -> ModelSpec:
-    """Register a user model from an importable factory ``package.module:function``.
+    """Register a user model from an importable factory ``package.module:function``,
+    called with ``kwargs`` (names, numbers, strings, booleans, None and lists or dicts of
+    them: e.g. ``register_factory("torchvision.models:get_model", kwargs={"name":
+    "resnet18", "num_classes": 10}, ...)``). Registering a name again replaces it.
 
     Raises:
-        PrunescopeError: the factory cannot be imported or is not callable.
+        PrunescopeError: the factory cannot be imported or is not callable, or ``kwargs``
+            holds something other than plain data.
     """
     fn = import_object(path)
     if not callable(fn):
         raise PrunescopeError(f"{path!r} is not callable")
+    if kwargs is not None:
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs) or not _plain(kwargs):
+            raise PrunescopeError("kwargs must be a dict of names to plain values (numbers, strings, booleans, None, "
+                                  f"lists and dicts of them), got {echo(kwargs)}")
+        fn = functools.partial(fn, **kwargs)
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)):
         raise PrunescopeError(f"input_shape must be a tuple of positive integers, e.g. (1, 8, 8), "
                               f"got {echo(input_shape)}")
+    args = f"({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})" if kwargs else ""
     spec = ModelSpec(name=name or path, factory=fn, input_shape=tuple(input_shape), dataset=dataset,
-                     weights=weights, task=task, description=f"user model from {path}")
+                     weights=weights, task=task, description=f"user model from {path}{args}")
     return register_model(spec, overwrite=True)
+
+
+def _plain(v, depth: int = 0) -> bool:
+    if depth > 20:
+        return False
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_plain(x, depth + 1) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain(x, depth + 1) for k, x in v.items())
+    return False
 
 
 def get_spec(name: str | ModelSpec) -> ModelSpec:

@@ -53,3 +53,40 @@ def test_import_object_errors_are_clear():
         import_object("no_such_mod_xyz:f")
     with pytest.raises(ValueError, match="has no attribute"):
         import_object("core.models:nope")
+
+
+def test_a_factory_with_keyword_arguments_and_a_cell_run_twice():
+    """The notebook path: a factory that takes arguments, registered again on a re-run."""
+    import torch
+
+    from core.data import DataSplits, get_dataset, register_dataset
+    from core.errors import PrunescopeError
+    from core.models import MODELS, build_model, get_spec, register_factory
+
+    name = "kwargs_vit_test"
+    try:
+        for depth in (2, 1):  # the same cell run twice, the second time with other arguments
+            register_factory("demo_models.nets:DigitsViT", weights=None, dataset="digits", input_shape=(1, 8, 8),
+                             name=name, kwargs={"depth": depth})
+        m = build_model(name)
+        assert len(m.blocks) == 1 and "depth=1" in get_spec(name).description
+        with pytest.raises(PrunescopeError, match="kwargs must be a dict of names to plain values"):
+            register_factory("demo_models.nets:DigitsViT", weights=None, dataset="digits", input_shape=(1, 8, 8),
+                             name=name, kwargs={"depth": object()})
+    finally:
+        MODELS.unregister(name)
+
+    def splits(n):
+        x = torch.zeros(n, 1, 8, 8)
+        return DataSplits("twice", x, torch.zeros(n, dtype=torch.long), x, torch.zeros(n, dtype=torch.long), ["a"])
+
+    from core.data import DATASETS
+
+    try:
+        register_dataset("twice_test")(lambda: splits(3))
+        assert len(get_dataset("twice_test").x_test) == 3
+        register_dataset("twice_test")(lambda: splits(5))  # run again: replaced, not "already registered"
+        assert len(get_dataset("twice_test").x_test) == 5
+    finally:
+        DATASETS.unregister("twice_test")
+        get_dataset.cache_clear()

@@ -102,14 +102,42 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     return int(fc.get_total_flops() // 2)
 
 
+# safetensors' Dtype enum, in order: its writer lays tensors out by dtype (descending),
+# then by name, so the offsets in the header (and so the header's length) follow this order.
+_ST_ORDER = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64",
+             "U64"]
+_ST_DTYPES = {torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16", torch.float16: "F16",
+              torch.bfloat16: "BF16", torch.int32: "I32", torch.float32: "F32", torch.float64: "F64",
+              torch.int64: "I64"}
+
+
 def state_dict_bytes(model: nn.Module) -> int:
     """Bytes of the model's state dict written as safetensors (of the int8 file for a
-    quantised model)."""
-    from safetensors.torch import save
+    quantised model), computed from the tensors' sizes and the header the writer would
+    make (8 bytes of length, the JSON of names, dtypes, shapes and offsets padded to 8),
+    without writing anything: a copy of a large model's weights in memory is not free.
+    Tensors of a dtype outside that table are measured by writing them."""
+    import json
 
     if getattr(model, "file_bytes", None) is not None:
         return int(model.file_bytes)
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    sd = model.state_dict()
+    if any(v.dtype not in _ST_DTYPES for v in sd.values()):
+        return _written_bytes(sd)
+    items = sorted(((k, _ST_DTYPES[v.dtype], list(v.shape), v.numel() * v.element_size()) for k, v in sd.items()),
+                   key=lambda t: (-_ST_ORDER.index(t[1]), t[0]))
+    header, off = {}, 0
+    for k, dt, shape, n in items:
+        header[k] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + n]}
+        off += n
+    size = len(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode())
+    return 8 + size + (-size) % 8 + off
+
+
+def _written_bytes(sd: dict) -> int:
+    from safetensors.torch import save
+
+    sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
     # safetensors refuses shared storage; clone tensors that alias another.
     seen, out = set(), {}
     for k, v in sd.items():

@@ -72,3 +72,24 @@ def test_metrics_to_dict_has_the_cli_fields(evaluator):
         assert k in d
     for k in ("median", "iqr", "batch_size", "threads", "device"):
         assert k in d["latency_ms"]
+
+
+def test_size_is_the_safetensors_file_size_without_writing_it(demo_names):
+    """The size metric is computed from tensor sizes and the header, and equals the bytes the
+    safetensors writer produces (mixed dtypes, shared storage and non-ASCII names too)."""
+    from safetensors.torch import save
+
+    from core.metrics.cost import _written_bytes, state_dict_bytes
+    from core.models import load_base
+
+    for name in demo_names:
+        m = load_base(name, "cpu")
+        assert state_dict_bytes(m) == _written_bytes(m.state_dict()), name
+    odd = torch.nn.Module()
+    odd.lin = torch.nn.Linear(7, 3)
+    odd.half = torch.nn.Linear(5, 2).half()
+    odd.register_buffer("ints", torch.arange(11, dtype=torch.int8))
+    odd.register_buffer("flags", torch.ones(3, dtype=torch.bool))
+    odd.register_buffer("größe", torch.zeros(2, dtype=torch.float64))
+    odd.tied = odd.lin  # the same weight twice: the writer stores a copy for each name
+    assert state_dict_bytes(odd) == len(save({k: v.clone() for k, v in odd.state_dict().items()}))
