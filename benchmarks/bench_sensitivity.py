@@ -60,7 +60,8 @@ def local_vs_ray(name: str = "digits_resnet") -> list[dict]:
     payload = payload_for(ws)
     task = Task("layer", "l1", "channel", next(iter(local.layers)), amounts, payload.shards(2)[0])
     result = Runner(payload).run(task)
-    moved = (f"payload {_bytes(payload.to('cpu')) / 1e6:.2f} MB once per worker; a task {_bytes(task)} B out and "
+    moved = (f"model + calibration {_bytes(payload.to('cpu').without_data()) / 1e6:.2f} MB once per worker, a shard "
+             f"{_bytes(payload.shard_data(task.shard)) / 1e6:.2f} MB once per node; a task {_bytes(task)} B out and "
              f"{_bytes(result)} B back")
     rows = [row(f"sensitivity throughput, local executor ({name}, channels)", round(points / t_local, 1), "points/s",
                 "report", True, f"{points} points (2 shards each) in {t_local:.1f} s; {moved}")]

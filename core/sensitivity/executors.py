@@ -2,10 +2,11 @@
 (``ray``: a local Ray instance, or a cluster at ``address``).
 
 Both run the same :class:`~core.sensitivity.runner.Runner` on the same tasks, and the
-sweep adds the results up in task order, so they give the same numbers. Ray sends the
-payload (source model, evaluation subset, base outputs, calibration batch) to its object
-store once; each actor takes it from there once and then receives only tasks (a few
-names and numbers) and returns a few sums per point.
+sweep adds the results up in task order, so they give the same numbers. Ray puts the
+payload (source model and calibration batch) into its object store once, and each shard of
+the evaluation subset (inputs, labels, the base's outputs) once; each actor takes the
+payload once and a shard the first time a task names it (Ray moves an object to a node
+once), then receives only tasks (a few names and numbers) and returns a few sums per point.
 """
 from __future__ import annotations
 
@@ -76,11 +77,14 @@ class RayExecutor:
         ray = _ray()
         self._init(ray)
         n = self.workers or max(1, min(8, int(ray.cluster_resources().get("CPU", 1))))
-        ref = ray.put(payload.to("cpu"))  # once, into the object store
+        cpu = payload.to("cpu")
+        ref = ray.put(cpu.without_data())  # the model and calibration batch, once, into the object store
+        shards = {t.shard: None for t in tasks}
+        data = {s: ray.put(cpu.shard_data(s)) for s in shards}  # each shard once; a task names its shard
         actor = ray.remote(num_cpus=1)(_RemoteRunner)
         actors = [actor.remote(ref) for _ in range(min(n, max(1, len(tasks))))]
         try:
-            _drive(ray, actors, tasks, on_result, should_stop)
+            _drive(ray, actors, tasks, data, on_result, should_stop)
         finally:
             for a in actors:
                 ray.kill(a)
@@ -90,11 +94,12 @@ class _RemoteRunner:
     def __init__(self, payload: Payload):
         self.runner = Runner(payload, remote=True)
 
-    def run(self, task: Task) -> list[Point]:
-        return self.runner.run(task)
+    def run(self, task: Task, data) -> list[Point]:
+        # an actor keeps each shard it received; Ray fetches a shard to a node once
+        return self.runner.run(task, None if task.shard in self.runner._data else data)
 
 
-def _drive(ray, actors, tasks: list[Task], on_result: OnResult, should_stop) -> None:
+def _drive(ray, actors, tasks: list[Task], data: dict, on_result: OnResult, should_stop) -> None:
     """Keep every actor busy (two tasks queued each), hand results back in task order."""
     pending: dict = {}  # object ref -> task index
     done: dict[int, list[Point]] = {}
@@ -106,7 +111,7 @@ def _drive(ray, actors, tasks: list[Task], on_result: OnResult, should_stop) -> 
             return
         while free and nxt < len(tasks):
             a = free.pop(0)
-            r = a.run.remote(tasks[nxt])
+            r = a.run.remote(tasks[nxt], data[tasks[nxt].shard])
             pending[r], owner[r] = nxt, a
             nxt += 1
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)

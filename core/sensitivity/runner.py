@@ -8,6 +8,7 @@ so both give the same numbers for the same tasks.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -45,11 +46,31 @@ class Payload:
                        self.base_out.to(device), self.num_classes, self.task, self.seed, cal, self.threads,
                        self.cache_bytes)
 
+    def shard_data(self, shard: tuple[int, int]) -> "ShardData":
+        """The evaluation data of one shard (what a remote worker receives per shard)."""
+        a, b = shard
+        return ShardData(self.x[a:b].clone(), self.y[a:b].clone(), self.base_out[a:b].clone())
+
+    def without_data(self) -> "Payload":
+        """This payload without the evaluation subset (one example stays: MACs are
+        counted on it); the shards then travel on their own (:meth:`shard_data`)."""
+        return dataclasses.replace(self, x=self.x[:1].clone(), y=self.y[:1].clone(),
+                                   base_out=self.base_out[:1].clone())
+
     def shards(self, n: int) -> list[tuple[int, int]]:
         """``n`` contiguous ranges of the subset, as equal as they can be."""
         n = max(1, min(n, len(self.x)))
         cuts = [round(i * len(self.x) / n) for i in range(n + 1)]
         return [(cuts[i], cuts[i + 1]) for i in range(n)]
+
+
+@dataclass
+class ShardData:
+    """One shard of the evaluation subset: inputs, labels and the base's outputs."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    base_out: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -113,26 +134,31 @@ class Runner:
         self._work: nn.Module | None = None
         self._macs: dict[str, int] = {}
         self._src_counts = nonzero_counts(payload.source)
+        self._data: dict[tuple[int, int], ShardData] = {}  # shards received on their own
+
+    def _shard(self, shard: tuple[int, int]) -> ShardData:
+        if shard not in self._data:
+            self._data[shard] = self.p.shard_data(shard)
+        return self._data[shard]
 
     # --- shared pieces ---
     def _chunks(self, shard: tuple[int, int], starts: list[str]) -> list[PrefixCache]:
         key = (shard, tuple(starts))
         if key not in self._prefix:
-            a, b = shard
-            bounds = list(range(a, b, CHUNK))
+            x = self._shard(shard).x
+            bounds = list(range(0, len(x), CHUNK))
             budget = self.p.cache_bytes // max(1, len(bounds))
-            self._prefix[key] = [PrefixCache(self.p.source, self.p.x[i:min(b, i + CHUNK)], starts, budget)
-                                 for i in bounds]
+            self._prefix[key] = [PrefixCache(self.p.source, x[i:i + CHUNK], starts, budget) for i in bounds]
         return self._prefix[key]
 
     @torch.inference_mode()
     def _point(self, amount: float, outs: list[torch.Tensor], chunks: list[PrefixCache], shard: tuple[int, int],
                macs: int, params: int, pruned: int, total: int, warnings=()) -> Point:
         """The point's figures against the labels and the base, and against the source."""
-        a, b = shard
+        d = self._shard(shard)
         cat = lambda ts: torch.cat(ts) if len(ts) > 1 else ts[0]  # noqa: E731
         out, src = cat(outs), cat([c.output for c in chunks])
-        sums = quality_sums(out, self.p.base_out[a:b], self.p.y[a:b], self.p.task, self.p.num_classes)
+        sums = quality_sums(out, d.base_out, d.y, self.p.task, self.p.num_classes)
         changed = int((out.argmax(1) != src.argmax(1)).sum())
         cos = float(torch.nn.functional.cosine_similarity(out.float(), src.float(), dim=1).double().sum())
         return Point(amount, sums, macs, params, pruned, total, list(warnings), changed, cos)
@@ -151,7 +177,11 @@ class Runner:
         return self._weights[criterion]
 
     # --- tasks ---
-    def run(self, task: Task) -> list[Point]:
+    def run(self, task: Task, data: ShardData | None = None) -> list[Point]:
+        """The points of ``task``; ``data`` is its shard when the payload came without the
+        evaluation subset (kept for the next task on that shard)."""
+        if data is not None:
+            self._data[task.shard] = data
         if task.kind == "source":
             return [self._source(task)]
         if task.kind == "layer" and task.granularity == "weight":
@@ -214,4 +244,4 @@ class Runner:
                            report.warnings)
 
 
-__all__ = ["Payload", "Task", "Point", "Runner", "changed_modules", "CHUNK"]
+__all__ = ["Payload", "ShardData", "Task", "Point", "Runner", "changed_modules", "CHUNK"]

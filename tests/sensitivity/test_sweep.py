@@ -148,3 +148,15 @@ def test_bad_sweep_arguments_say_what_is_accepted(kwargs, match):
     args.update(kwargs)
     with pytest.raises(PrunescopeError, match=match):
         sensitivity(ws, **args)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_a_sweep_on_the_gpu_equals_the_plan_evaluated_there():
+    ws = Workspace("digits_cnn", "cuda")
+    s = sensitivity(ws, "l1", "channel", (0.3, 0.6))
+    assert s.complete and ws.model.features[0][0].weight.is_cuda
+    for layer, pts in s.layers.items():
+        for p in pts:
+            m = _plan_point(ws, "l1", "channel", layer, p["amount"])
+            assert p["accuracy"] == pytest.approx(m.accuracy, abs=1e-6) and p["macs"] == m.macs
