@@ -10,6 +10,7 @@ import streamlit as st
 from core import formatting as fmt
 from core.errors import PrunescopeError
 from core.metrics import Metrics
+from core.models import get_spec
 from core.metrics.cost import speed_verdict
 from core.viz.figures import per_class_figure
 from core.workspace import Workspace
@@ -53,10 +54,20 @@ def model_picker_ui(where=st.sidebar) -> str:
     """Model selector (choices from the registry). Returns the selected name."""
     names = model_names()
     ss = st.session_state
+    if ss.get("_open_model") in names:  # just opened on the Model page
+        ss["model_name"] = ss.pop("_open_model")
     if ss.get("model_name") not in names:
         ss["model_name"] = "digits_cnn" if "digits_cnn" in names else names[0]
-    return where.selectbox("Model", names, key="model_name",
-                           help="Demo models trained on scikit-learn's digits; the registry lists them all.")
+
+    def label(name: str) -> str:
+        spec = get_spec(name)
+        if spec.extra.get("source") != "user":
+            return name
+        return f"{name} (yours, random weights)" if not spec.weights else f"{name} (yours)"
+
+    return where.selectbox("Model", names, key="model_name", format_func=label,
+                           help="The bundled demos (trained on scikit-learn's digits) and your own models (Model "
+                                "page: Open your own model).")
 
 
 class LatencyPending:

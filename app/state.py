@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.device import available_devices
 from core.models import list_models
+from core.errors import PrunescopeError
 from core.workspace import Workspace
 
 DEFAULT_MODEL = "digits_cnn"
@@ -58,8 +59,15 @@ def get_workspace(name: str | None = None) -> Workspace:
     spaces: dict = ss.setdefault("workspaces", {})
     ws = spaces.get(name)
     if ws is None or str(ws.device) != device:
-        with st.spinner(f"Loading {name} on {device}…"):
-            new = Workspace(name, device, latency_batch=ss.get("latency_batch", 64))
+        try:
+            with st.spinner(f"Loading {name} on {device}…"):
+                new = Workspace(name, device, latency_batch=ss.get("latency_batch", 64))
+        except PrunescopeError as exc:  # a model of the person's own that no longer loads
+            if name == default_model():
+                raise
+            flash("error", f"Model {name!r} could not be opened: {exc}. Showing {default_model()} instead.")
+            ss["_open_model"] = default_model()  # the picker takes it on the next run
+            return get_workspace(default_model())
         if ws is not None:  # device change: keep the person's plans
             new.history, new.pos = list(ws.history), ws.pos
         spaces[name] = ws = new

@@ -48,6 +48,9 @@ def load_plugins() -> None:
             import warnings
 
             warnings.warn(f"prunescope plugin {mod!r} could not be imported: {exc}")
+    from core.user_models import load_user_models  # a person's own models, remembered across restarts
+
+    load_user_models()
 
 
 class Registry(Generic[T]):

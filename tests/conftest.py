@@ -5,6 +5,8 @@ import torch
 
 torch.manual_seed(0)
 os.environ.setdefault("PRUNESCOPE_TEST", "1")
+# a person's stored models live here during the tests (never the real user data folder)
+os.environ["PRUNESCOPE_HOME"] = __import__("tempfile").mkdtemp(prefix="prunescope-test-home-")
 
 DEMO_MODELS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
 
@@ -39,3 +41,20 @@ def small_mlp(seed: int = 0) -> torch.nn.Module:
         for p in m.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     return m.eval()
+
+
+@pytest.fixture
+def own_home(tmp_path, monkeypatch):
+    """A fresh folder for a person's stored models; yields a list: the names appended to
+    it are unregistered afterwards."""
+    from core.errors import PrunescopeError
+    from core.user_models import unregister
+
+    monkeypatch.setenv("PRUNESCOPE_HOME", str(tmp_path / "home"))
+    names: list[str] = []
+    yield names
+    for n in names:
+        try:
+            unregister(n)
+        except PrunescopeError:
+            pass

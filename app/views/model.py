@@ -15,6 +15,7 @@ from core.metrics import layer_macs
 from app.state import get_workspace, show_flashes
 
 from app.netron_ui import netron_ui
+from app.open_ui import open_model_ui
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -81,6 +82,11 @@ def page() -> None:
     ws = get_workspace()
     spec = ws.spec
     st.markdown(f"### Model · {ws.name}")
+    with st.expander("Open your own model", icon=":material/upload:"):
+        open_model_ui()
+    if spec.extra.get("source") == "user" and not spec.weights:
+        st.warning("This model has **random weights** (none were given): its accuracy and every figure below are "
+                   "those of an untrained network.")
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.markdown(spec.description or "")
     settings_ui(c2, c3)
@@ -90,8 +96,12 @@ def page() -> None:
     k[0].metric("Parameters (base)", fmt.count(m.params), help=f"{m.params:,} parameters")
     k[1].metric("MACs / example (base)", fmt.count(m.macs))
     k[2].metric("Size (base)", fmt.nbytes(m.size_bytes), help="State dict as safetensors.")
-    k[3].metric("Accuracy (base, quick)", fmt.pct(m.accuracy),
-                help=f"Top-1 on the quick subset ({m.n} examples).")
+    if spec.task == "fidelity":
+        k[3].metric("Task", "fidelity", help=f"No labels: a pruned model is judged by its agreement with this base's "
+                                             f"predictions on the quick subset ({m.n} examples).")
+    else:
+        k[3].metric("Accuracy (base, quick)", fmt.pct(m.accuracy),
+                    help=f"Top-1 on the quick subset ({m.n} examples).")
     if m.latency:
         k[4].metric("Latency (base)", fmt.ms(m.latency.median_ms),
                     help=f"Median of one batch of {m.latency.batch_size}, ± {m.latency.iqr_ms:.2g} ms IQR, "

@@ -15,7 +15,8 @@ def cmd_models(args):
     rows = []
     for name in list_models():
         spec = get_spec(name)
-        rows.append({"name": name, "params": param_count(spec), "task": spec.task,
+        rows.append({"name": name, "source": "user" if spec.extra.get("source") == "user" else "plugin",
+                     "params": param_count(spec), "task": spec.task,
                      "dataset": spec.dataset, "input_shape": list(spec.input_shape),
                      "description": spec.description,
                      **({"test_accuracy": spec.extra["test_accuracy"]} if "test_accuracy" in spec.extra else {})})

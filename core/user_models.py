@@ -1,0 +1,375 @@
+"""Models and data a person brings, remembered across restarts.
+
+An entry names an importable factory (``package.module:function``, code from the person's
+own environment, never from an upload) with keyword arguments (plain data), optional
+weights (a local safetensors file, or a state dict read with ``weights_only=True``; without
+them the weights are random, and every listing says so), and evaluation data:
+
+- ``{"kind": "dataset", "name": D}``: a registered dataset (the digits, a plugin's);
+- ``{"kind": "tensors", "path": P}``: an ``.npz`` or ``.safetensors`` file holding ``x`` and
+  optionally ``y`` (integer labels 0..K-1), split 75/25 with a fixed seed;
+- ``{"kind": "synthetic", "n": N}``: N seeded standard-normal inputs of the model's input
+  shape (no labels).
+
+Without labels the model is judged by fidelity (agreement with and cosine to the base).
+Entries live in ``user_models.json`` in :func:`home` (``$PRUNESCOPE_HOME``, else the user's
+data folder), written atomically; they are registered again on the next start (lazily: a
+factory is imported when the model is first built).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import FileError, ModelError, PrunescopeError, echo, first_line
+
+STORE_NAME = "user_models.json"
+MAX_DATA_BYTES = 2 << 30  # a tensors file larger than this is refused
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def home() -> Path:
+    """Where prunescope keeps a person's entries and uploads: ``$PRUNESCOPE_HOME``, else
+    ``$XDG_DATA_HOME/prunescope``, else ``~/.local/share/prunescope``."""
+    env = os.environ.get("PRUNESCOPE_HOME")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "prunescope"
+
+
+@dataclass(frozen=True)
+class UserEntry:
+    """One model a person registered (plain data: it is stored as JSON)."""
+
+    name: str
+    factory: str  # package.module:function
+    kwargs: dict = field(default_factory=dict)  # keyword arguments of the factory (plain data)
+    weights: str | None = None  # local weights file; None: random initialisation
+    data: dict = field(default_factory=lambda: {"kind": "synthetic", "n": 256})
+    input_shape: tuple[int, ...] | None = None  # one example's shape (read from the data when it has inputs)
+    task: str | None = None  # "classification" | "fidelity"; None: classification when the data has labels
+
+    def source(self) -> str:
+        w = f"weights {Path(self.weights).name}" if self.weights else "random weights"
+        return f"{self.factory} · {w}"
+
+
+def _check_entry(e: UserEntry) -> None:
+    if not isinstance(e.name, str) or not _NAME.match(e.name):
+        raise PrunescopeError(f"model name must be 1 to 64 letters, digits, '_', '.' or '-' (starting with a letter "
+                              f"or digit), got {echo(e.name)}")
+    if not isinstance(e.factory, str) or not _FACTORY.match(e.factory):
+        raise PrunescopeError(f"factory must be an importable 'package.module:function', got {echo(e.factory)}")
+    kind = e.data.get("kind") if isinstance(e.data, dict) else None
+    if kind not in ("dataset", "tensors", "synthetic"):
+        raise PrunescopeError("data must be {'kind': 'dataset', 'name': ...}, {'kind': 'tensors', 'path': ...} or "
+                              f"{{'kind': 'synthetic', 'n': ...}}, got {echo(e.data)}")
+    if kind == "synthetic":
+        n = e.data.get("n")
+        if isinstance(n, bool) or not isinstance(n, int) or not 8 <= n <= 100_000:
+            raise PrunescopeError(f"synthetic data needs n, a whole number of examples in [8, 100000], got {echo(n)}")
+        if e.input_shape is None:
+            raise PrunescopeError("synthetic data needs the model's input shape (e.g. 3,32,32)")
+    if e.task not in (None, "classification", "fidelity"):
+        raise PrunescopeError(f"task must be classification or fidelity, got {echo(e.task)}")
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """``"3,32,32"`` -> (3, 32, 32); empty -> None.
+
+    Raises:
+        PrunescopeError: anything but positive whole numbers separated by commas.
+    """
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        shape = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise PrunescopeError(f"input shape must be positive whole numbers separated by commas (e.g. 3,32,32), "
+                              f"got {text!r}")
+    return shape
+
+
+# --- data --------------------------------------------------------------------
+
+def read_tensors(path: str | Path) -> tuple:
+    """``(x, y or None)`` from an ``.npz`` (no pickles) or ``.safetensors`` file.
+
+    Raises:
+        FileError: a missing, too large or unreadable file; no ``x``; ``y`` that is not one
+            whole-number label 0..K-1 per example.
+    """
+    import numpy as np
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileError(f"data file {str(p)!r} does not exist")
+    if p.stat().st_size > MAX_DATA_BYTES:
+        raise FileError(f"data file {p.name} is {p.stat().st_size / 2**30:.1f} GiB; at most "
+                        f"{MAX_DATA_BYTES / 2**30:.0f} GiB is accepted")
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
+        elif p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            arrays = load_file(str(p))
+        else:
+            raise FileError(f"data file {p.name}: accepted are .npz and .safetensors holding x (and optionally y)")
+    except FileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a file from elsewhere: any failure to read it is its fault
+        raise FileError(f"data file {p.name} could not be read ({type(exc).__name__}: {first_line(exc)}); "
+                        "accepted are .npz (no pickled objects) and .safetensors holding x and optionally y") from None
+    if "x" not in arrays:
+        raise FileError(f"data file {p.name} holds {sorted(arrays)}; it needs an array named x (inputs, one row per "
+                        "example) and optionally y (labels)")
+    x = arrays["x"]
+    if x.dim() < 2 or len(x) < 8 or not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int64, torch.int32)):
+        raise FileError(f"data file {p.name}: x must hold at least 8 examples of numbers, shape (N, ...), got "
+                        f"{x.dtype} {tuple(x.shape)}")
+    x = x.float()
+    y = arrays.get("y")
+    if y is not None:
+        if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() and not torch.equal(y, y.round()):
+            raise FileError(f"data file {p.name}: y must be one whole-number label per example, shape ({len(x)},), "
+                            f"got {y.dtype} {tuple(y.shape)}")
+        y = y.long()
+        if int(y.min()) < 0 or len(torch.unique(y)) != int(y.max()) + 1:
+            raise FileError(f"data file {p.name}: labels must be 0..K-1 with every class present; got "
+                            f"{sorted(torch.unique(y).tolist())[:20]}")
+    return x, y
+
+
+def _splits(name: str, x, y, classes: list[str], kind: str):
+    """A fixed, seeded 75/25 split (stratified when there are labels)."""
+    import torch
+
+    from .data import DataSplits
+
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(x), generator=g)
+    if y is not None:  # stratified: each class split 75/25 on its own
+        test = torch.cat([perm[y[perm] == c][: max(1, round(0.25 * int((y == c).sum())))]
+                          for c in range(len(classes))])
+    else:
+        test = perm[: max(1, round(0.25 * len(x)))]
+    mask = torch.ones(len(x), dtype=torch.bool)
+    mask[test] = False
+    yy = y if y is not None else torch.zeros(len(x), dtype=torch.long)
+    return DataSplits(name, x[mask], yy[mask], x[~mask], yy[~mask], classes, kind=kind,
+                      description="a person's data" + ("" if y is not None else " (no labels: fidelity)"))
+
+
+def _dataset_name(entry: UserEntry) -> str:
+    return entry.data["name"] if entry.data["kind"] == "dataset" else f"user:{entry.name}"
+
+
+def _register_data(entry: UserEntry, spec_name: str, outputs: int | None) -> None:
+    """Register the entry's data as a dataset (lazily loaded)."""
+    import torch
+
+    from .data import register_dataset
+
+    kind = entry.data["kind"]
+    if kind == "dataset":
+        return
+    name = _dataset_name(entry)
+
+    def load():
+        if kind == "tensors":
+            x, y = read_tensors(entry.data["path"])
+        else:
+            g = torch.Generator().manual_seed(0)
+            x, y = torch.randn(entry.data["n"], *entry.input_shape, generator=g), None
+        k = int(y.max()) + 1 if y is not None else (outputs or _outputs(spec_name))
+        return _splits(name, x, y, [str(i) for i in range(k)], "image" if x.dim() == 4 else "tabular")
+
+    register_dataset(name)(load)
+
+
+def _outputs(name: str) -> int:
+    import torch
+
+    from .models import build_model, get_spec
+
+    spec = get_spec(name)
+    with torch.inference_mode():
+        return int(build_model(spec, load_weights=False)(torch.zeros(1, *spec.input_shape)).shape[1])
+
+
+# --- the store -----------------------------------------------------------------
+
+def _store() -> Path:
+    return home() / STORE_NAME
+
+
+def list_user_models() -> list[UserEntry]:
+    """The stored entries (an unreadable store reads as none, with a warning)."""
+    p = _store()
+    if not p.exists():
+        return []
+    try:
+        raw = json.loads(p.read_text())
+        return [UserEntry(**{**e, "input_shape": tuple(e["input_shape"]) if e.get("input_shape") else None})
+                for e in raw["models"]]
+    except Exception as exc:  # noqa: BLE001 - a damaged file must not stop the app
+        import warnings
+
+        warnings.warn(f"prunescope: {p} could not be read ({first_line(exc)}); no user models loaded")
+        return []
+
+
+def _save(entries: list[UserEntry]) -> None:
+    from .io.files import atomic_write_text
+
+    p = _store()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(p, json.dumps({"format": "prunescope.user_models/1",
+                                     "models": [asdict(e) for e in entries]}, indent=2))
+
+
+def _spec_of(entry: UserEntry, lazy: bool):
+    from .models import ModelSpec, register_factory
+    from .registry import import_object
+
+    task = entry.task or "fidelity"  # register() resolves the task before this
+    if lazy:  # at start: import the person's package only when the model is built
+        def factory():
+            return import_object(entry.factory)(**entry.kwargs)
+
+        spec = ModelSpec(name=entry.name, factory=factory, input_shape=tuple(entry.input_shape), dataset=_dataset_name(entry),
+                         weights=entry.weights, task=task, description=f"your model: {entry.source()}",
+                         extra={"source": "user"})
+        from .models import register_model
+
+        return register_model(spec, overwrite=True)
+    spec = register_factory(entry.factory, weights=entry.weights, dataset=_dataset_name(entry),
+                            input_shape=tuple(entry.input_shape), name=entry.name, task=task,
+                            kwargs=entry.kwargs or None)
+    from .models import register_model
+
+    spec = dataclasses.replace(spec, description=f"your model: {entry.source()}", extra={"source": "user"})
+    return register_model(spec, overwrite=True)
+
+
+def register(name: str, *, factory: str, kwargs: dict | None = None, weights: str | None = None,
+             data: dict | None = None, input_shape: tuple[int, ...] | None = None, task: str | None = None,
+             save: bool = True):
+    """Register a person's model (and data) under ``name``, check that it runs, and
+    remember it (``save``). Registering a name again replaces that entry. Returns the spec.
+
+    Raises:
+        PrunescopeError: a bad name, factory, data description or task; the name of a
+            bundled model; a factory that does not build a module; weights that do not fit;
+            a model that does not take the data's inputs or does not return (N, K) outputs.
+    """
+    import torch
+
+    from .models import MODELS, build_model, forget_base, load_state_dict_file
+
+    entry = UserEntry(name, factory, dict(kwargs or {}), str(Path(weights).resolve()) if weights else None,
+                      dict(data or {"kind": "synthetic", "n": 256}),
+                      tuple(input_shape) if input_shape else None, task)
+    if entry.data.get("kind") == "tensors":
+        entry = dataclasses.replace(entry, data={"kind": "tensors",
+                                                 "path": str(Path(entry.data.get("path", "")).resolve())})
+    _check_entry(entry)
+    if name in MODELS.names() and MODELS.get(name).extra.get("source") != "user":
+        raise PrunescopeError(f"{name!r} is a bundled model; choose another name")
+    if entry.weights:
+        load_state_dict_file(entry.weights)  # refuses pickles and missing files before anything is registered
+    x, labels = None, entry.data["kind"] == "dataset"
+    if entry.data["kind"] == "tensors":
+        x, y = read_tensors(entry.data["path"])
+        labels = y is not None
+        shape = tuple(x.shape[1:])
+        if entry.input_shape and entry.input_shape != shape:
+            raise PrunescopeError(f"input shape {entry.input_shape} does not match the data's examples {shape}")
+        entry = dataclasses.replace(entry, input_shape=shape)
+    elif entry.data["kind"] == "dataset":
+        from .data import get_dataset
+
+        shape = tuple(get_dataset(entry.data["name"]).x_test.shape[1:])
+        entry = dataclasses.replace(entry, input_shape=entry.input_shape or shape)
+    if entry.task == "classification" and not labels:
+        raise PrunescopeError("task 'classification' needs labels; this data has none (use fidelity, or a tensors "
+                              "file with y)")
+    entry = dataclasses.replace(entry, task=entry.task or ("classification" if labels else "fidelity"))
+    old = MODELS._items.get(name)
+    spec = _spec_of(entry, lazy=False)
+    try:
+        model = build_model(spec)
+        with torch.inference_mode():
+            out = model(x[:2] if x is not None else torch.zeros(2, *entry.input_shape))
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            raise ModelError(f"model {name!r} returned {type(out).__name__}"
+                             f"{' of shape ' + str(tuple(out.shape)) if isinstance(out, torch.Tensor) else ''}; "
+                             "prunescope needs (N, K) outputs (class scores, or any K features for fidelity)")
+    except Exception as exc:
+        if old is not None:
+            MODELS.register(name, old, overwrite=True)
+        else:
+            MODELS.unregister(name)
+        forget_base(name)
+        if isinstance(exc, PrunescopeError):
+            raise
+        raise ModelError(f"model {name!r} does not run on inputs of shape {entry.input_shape}: "
+                         f"{type(exc).__name__}: {first_line(exc)}") from None
+    _register_data(entry, name, int(out.shape[1]))
+    if save:
+        _save([e for e in list_user_models() if e.name != name] + [entry])
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Forget a person's model (registry and store).
+
+    Raises:
+        PrunescopeError: not a user model.
+    """
+    from .data import DATASETS, get_dataset
+    from .models import MODELS, forget_base
+
+    entries = list_user_models()
+    if name not in {e.name for e in entries}:
+        raise PrunescopeError(f"{name!r} is not one of your models; yours: "
+                              f"{', '.join(e.name for e in entries) or 'none'}")
+    _save([e for e in entries if e.name != name])
+    if name in MODELS.names():
+        MODELS.unregister(name)
+    if f"user:{name}" in DATASETS.names():
+        DATASETS.unregister(f"user:{name}")
+        get_dataset.cache_clear()
+    forget_base(name)
+
+
+def load_user_models() -> list[str]:
+    """Register every stored entry (lazily; an entry that fails is skipped with a warning).
+    Returns the names registered."""
+    import warnings
+
+    names = []
+    for e in list_user_models():
+        try:
+            _check_entry(e)
+            _spec_of(e, lazy=True)
+            _register_data(e, e.name, None)
+            names.append(e.name)
+        except Exception as exc:  # noqa: BLE001 - one bad entry must not hide the others
+            warnings.warn(f"prunescope: your model {e.name!r} was not loaded: {first_line(exc)}")
+    return names
+
+
+__all__ = ["UserEntry", "home", "parse_shape", "register", "unregister", "list_user_models", "load_user_models", "read_tensors"]

@@ -1,0 +1,70 @@
+"""The Model page's "Open your own model" panel (AppTest): a factory with synthetic data
+or an uploaded tensors file becomes a model of the picker, labelled as the person's; a bad
+factory is a message and the app keeps running."""
+from __future__ import annotations
+
+import numpy as np
+
+from tests.app.conftest import new_app, ok, workspace
+
+PAGE = "views/model.py"
+
+
+def _fill(at, name: str, factory: str, kwargs: str = "{}") -> None:
+    at.text_input(key="open_name").set_value(name)
+    at.text_input(key="open_factory").set_value(factory)
+    at.text_input(key="open_kwargs").set_value(kwargs)
+
+
+def test_a_factory_with_synthetic_data_opens_and_can_be_pruned(own_home):
+    own_home.append("app_own")
+    at = new_app()
+    at.switch_page(PAGE).run()
+    ok(at)
+    _fill(at, "app_own", "demo_models.nets:DigitsViT", '{"depth": 1}')
+    at.text_input(key="open_shape").set_value("1,8,8")
+    at.number_input(key="open_n").set_value(96)
+    at.button(key="open_go").click().run()
+    ok(at)
+    assert at.session_state["model_name"] == "app_own"
+    ws = workspace(at)
+    assert ws.spec.task == "fidelity" and len(ws.base.blocks) == 1
+    assert any("random weights" in w.value for w in at.warning)
+    assert at.sidebar.selectbox(key="model_name").format_func("app_own") == "app_own (yours, random weights)"
+    assert any("app_own" in c.value and "random weights" in c.value for c in at.caption)
+    from core.prune import Prune
+
+    ws.add_step(Prune(sparsity=0.5))
+    at.switch_page("views/prune.py").run()
+    ok(at)
+
+
+def test_a_bad_factory_is_a_message_and_nothing_is_registered(own_home):
+    at = new_app()
+    at.switch_page(PAGE).run()
+    _fill(at, "app_bad", "demo_models.nets:no_such_factory")
+    at.text_input(key="open_shape").set_value("1,8,8")
+    at.button(key="open_go").click().run()
+    assert not at.exception
+    assert any("no_such_factory" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.session_state["model_name"] == "digits_cnn"
+    _fill(at, "app_bad", "demo_models.nets:DigitsCNN", "[1, 2]")
+    at.button(key="open_go").click().run()
+    assert any("must be a JSON object" in e.value for e in at.error)
+
+
+def test_an_uploaded_tensors_file_with_labels_is_a_classification_model(own_home, tmp_path):
+    own_home.append("app_tab")
+    rng = np.random.RandomState(0)
+    x = rng.randn(80, 1, 8, 8).astype("float32")
+    y = np.arange(80) % 10
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    at = new_app()
+    at.switch_page(PAGE).run()
+    _fill(at, "app_tab", "demo_models.nets:DigitsCNN")
+    at.radio(key="open_dkind").set_value("local file").run()
+    at.text_input(key="open_dpath").set_value(str(tmp_path / "d.npz"))
+    at.button(key="open_go").click().run()
+    ok(at)
+    ws = workspace(at)
+    assert ws.name == "app_tab" and ws.spec.task == "classification" and ws.evalset.classes == [str(i) for i in range(10)]

@@ -1,0 +1,134 @@
+"""A person's own models and data: registered from a factory with synthetic data, a
+tensors file with or without labels; remembered across processes; bad input refused with
+what is accepted; the CLI's register / models / unregister."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import PrunescopeError
+from core.prune import Prune
+from core.user_models import list_user_models, register
+from core.workspace import Workspace
+from tests.cli.test_cli import run
+
+
+def test_a_factory_with_synthetic_data_is_judged_by_fidelity_and_remembered(own_home, tmp_path):
+    own_home.append("own_cnn")
+    spec = register("own_cnn", factory="demo_models.nets:DigitsCNN", data={"kind": "synthetic", "n": 120},
+                    input_shape=(1, 8, 8))
+    assert spec.task == "fidelity" and "random weights" in spec.description
+    ws = Workspace("own_cnn", "cpu")
+    assert len(ws.evalset.y) == 30 and ws.metrics(latency=False).agreement == 1.0
+    ws.add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))
+    m = ws.metrics(latency=False)
+    assert m.params < ws.base_metrics(latency=False).params and 0 <= m.agreement <= 1
+    assert [e.name for e in list_user_models()] == ["own_cnn"]
+    # another process (a restart) finds it, and evaluates it the same way
+    code = ("from core.workspace import Workspace; ws = Workspace('own_cnn', 'cpu'); "
+            "print(ws.spec.task, len(ws.evalset.y), ws.metrics(latency=False).agreement)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PRUNESCOPE_HOME": os.environ["PRUNESCOPE_HOME"]})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["fidelity", "30", "1.0"]
+
+
+def test_a_tensors_file_with_labels_is_a_classification_task(own_home, tmp_path):
+    own_home += ["own_tab", "own_unlabelled"]
+    rng = np.random.RandomState(0)
+    x = rng.randn(120, 16).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    np.savez(tmp_path / "tab.npz", x=x, y=y)
+    spec = register("own_tab", factory="torch.nn:Linear", kwargs={"in_features": 16, "out_features": 2},
+                    data={"kind": "tensors", "path": str(tmp_path / "tab.npz")})
+    assert spec.task == "classification" and spec.input_shape == (16,)
+    ws = Workspace("own_tab", "cpu")
+    assert ws.evalset.classes == ["0", "1"] and ws.evalset.kind == "tabular"
+    want = [round(0.25 * int((y == c).sum())) for c in (0, 1)]  # a stratified 75/25 split
+    assert torch.bincount(ws.evalset.y).tolist() == want
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.from_numpy(x)}, str(tmp_path / "nolabels.safetensors"))
+    spec = register("own_unlabelled", factory="torch.nn:Linear", kwargs={"in_features": 16, "out_features": 4},
+                    data={"kind": "tensors", "path": str(tmp_path / "nolabels.safetensors")})
+    assert spec.task == "fidelity" and Workspace("own_unlabelled", "cpu").evalset.classes == ["0", "1", "2", "3"]
+
+
+def _bad(tmp_path, name, **arrays):
+    p = tmp_path / name
+    if name.endswith(".npz"):
+        np.savez(p, **arrays)
+    else:
+        p.write_bytes(b"not a data file")
+    return {"kind": "tensors", "path": str(p)}
+
+
+def test_bad_input_is_refused_with_what_is_accepted(own_home, tmp_path):
+    lin = {"factory": "torch.nn:Linear", "kwargs": {"in_features": 16, "out_features": 2}}
+    cases = [
+        (dict(name="../x", data={"kind": "synthetic", "n": 20}, input_shape=(16,), **lin), "model name must be"),
+        (dict(name="ok", factory="os.system", data={"kind": "synthetic", "n": 20}, input_shape=(16,)),
+         "factory must be an importable"),
+        (dict(name="digits_cnn", data={"kind": "synthetic", "n": 20}, input_shape=(16,), **lin), "bundled model"),
+        (dict(name="ok", data={"kind": "synthetic", "n": 2}, input_shape=(16,), **lin), "whole number of examples"),
+        (dict(name="ok", data={"kind": "url", "path": "http://x"}, **lin), "data must be"),
+        (dict(name="ok", data=_bad(tmp_path, "noxs.npz", a=np.zeros((10, 16))), **lin), "needs an array named x"),
+        (dict(name="ok", data=_bad(tmp_path, "obj.npz", x=np.array([object()] * 10)), **lin), "could not be read"),
+        (dict(name="ok", data=_bad(tmp_path, "y.npz", x=np.zeros((10, 16), "float32"), y=np.zeros(9, "int64")), **lin),
+         "one whole-number label per example"),
+        (dict(name="ok", data=_bad(tmp_path, "gap.npz", x=np.zeros((10, 16), "float32"),
+                                   y=np.array([0, 2] * 5, "int64")), **lin), "labels must be 0..K-1"),
+        (dict(name="ok", data=_bad(tmp_path, "junk.csv"), **lin), "accepted are .npz and .safetensors"),
+        (dict(name="ok", data={"kind": "synthetic", "n": 20}, input_shape=(3, 8, 8), **lin), "does not run on inputs"),
+        (dict(name="ok", data={"kind": "synthetic", "n": 20}, input_shape=(16,), weights=str(tmp_path / "none.pt"),
+              **lin), "does not exist"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(PrunescopeError, match=match):
+            register(**kwargs)
+    assert list_user_models() == []  # nothing half-registered was stored
+    from core.models import list_models
+
+    assert "ok" not in list_models()
+
+
+def test_a_pickled_checkpoint_is_refused_as_weights(own_home, tmp_path):
+    torch.save({"weight": torch.zeros(2, 16), "bias": torch.zeros(2), "evil": object()}, tmp_path / "full.pt")
+    with pytest.raises(PrunescopeError, match="not a weights-only torch file"):
+        register("ok2", factory="torch.nn:Linear", kwargs={"in_features": 16, "out_features": 2},
+                 data={"kind": "synthetic", "n": 20}, input_shape=(16,), weights=str(tmp_path / "full.pt"))
+
+
+def test_a_damaged_store_loads_nothing_and_says_so(own_home):
+    from core.user_models import home as home_dir, load_user_models
+
+    home_dir().mkdir(parents=True, exist_ok=True)
+    (home_dir() / "user_models.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="could not be read"):
+        assert load_user_models() == []
+
+
+def test_cli_register_models_unregister(own_home, capsys, tmp_path):
+    own_home.append("cli_own")
+    code, out, err = run(capsys, "register", "cli_own", "--factory", "demo_models.nets:DigitsViT",
+                         "--kwargs", '{"depth": 1}', "--synthetic", "64", "--input-shape", "1,8,8", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["task"] == "fidelity" and d["input_shape"] == [1, 8, 8] and "random weights" in d["source"]
+    code, out, _ = run(capsys, "models", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["cli_own"]["source"] == "user" and rows["digits_cnn"]["source"] == "plugin"
+    code, out, err = run(capsys, "evaluate", "cli_own", "--no-latency", "--json")
+    assert code == 0 and json.loads(out)["agreement"] == 1.0
+    code, out, err = run(capsys, "register", "x", "--factory", "torch.nn:Linear", "--kwargs", "[1]", "--synthetic", "20")
+    assert code == 2 and "--kwargs must be a JSON object" in err
+    code, out, err = run(capsys, "unregister", "cli_own", "--json")
+    assert code == 0 and json.loads(out) == {"unregistered": "cli_own"}
+    code, out, err = run(capsys, "unregister", "cli_own")
+    assert code == 2 and "not one of your models" in err
