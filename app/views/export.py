@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core import formatting as fmt
+from core.plan import Plan
 from core.io import EXPORTERS, ExportResult, export_all, list_exporters
 from core.io.files import SessionFolder
 
@@ -172,6 +173,39 @@ def page() -> None:
         st.download_button("Download plan.json", data=ws.plan.to_json, file_name=f"{ws.name}.plan.json",
                            key="dl_plan", on_click="ignore", icon=":material/download:")
         st.caption(f"Replay anywhere: `prunescope apply {ws.name} --plan {ws.name}.plan.json --json`")
+    with st.expander("Open a recipe", icon=":material/file_open:"):
+        open_recipe_ui(ws)
+
+
+def open_recipe_ui(ws) -> None:
+    """Apply a ``prunescope.plan/1`` recipe from a file: checked as data (strict JSON, size
+    and step limits, every field's constraints); a recipe for another model or with a step
+    that does not fit is a message, and the current plan stays."""
+    up = st.file_uploader("Recipe (.json)", type=["json"], key="recipe_file",
+                          help="A plan exported here or written by `prunescope ... --save-plan`.")
+    if up is None:
+        return
+    plan = run_action(lambda: Plan.from_json(up.getvalue().decode("utf-8", errors="replace"), source=up.name),
+                      now=True)
+    if plan is None:
+        return
+    if plan.model != ws.name:
+        st.warning(f"{up.name} is a recipe for model {plan.model!r}; this page holds {ws.name!r}. Pick "
+                   f"{plan.model} in the sidebar and open it there.")
+        return
+    st.markdown(f"**{up.name}**: {len(plan.steps)} step(s)")
+    for i, line in enumerate(plan.describe(), 1):
+        st.caption(f"{i}. {line}")
+    trains = sum(getattr(s, "steps", 0) for s in plan.steps if getattr(s, "trains", False))
+    if trains:
+        st.warning(f"This recipe trains ({trains:,} optimisation steps in all); applying it runs them here.")
+    if st.button("Apply this recipe", key="recipe_apply", type="primary", icon=":material/play_arrow:",
+                 help="Makes it the current plan (one undo takes it back); the plan stays if a step does not fit."):
+        with st.spinner(f"Applying {len(plan.steps)} step(s)…"):
+            done = run_action(ws.set_plan, plan, success=f"Applied {up.name}: {len(plan.steps)} step(s).",
+                              now=True)
+        if done is not None:
+            st.rerun()
 
 
 page()

@@ -158,3 +158,34 @@ def test_nothing_is_fetched_from_outside_this_machine(browser, app_url):
     finally:
         page.close()
     assert hosts and hosts <= {"127.0.0.1", "localhost", None}, hosts
+
+
+def test_open_a_recipe_file_on_the_export_page(page, app_url, tmp_path):
+    """A recipe from a file becomes the plan; one for another model is a message and the plan stays."""
+    from core.plan import Plan
+    from core.prune import Prune
+
+    good = tmp_path / "good.plan.json"
+    Plan("digits_cnn").then(Prune(criterion="l1", granularity="weight", sparsity=0.4)).save(good)
+    other = tmp_path / "other.plan.json"
+    Plan("digits_mlp").then(Prune(sparsity=0.2)).save(other)
+    open_app(page, app_url)
+    goto(page, "Export")
+    page.get_by_text("Open a recipe").first.click()
+    upload = page.locator('.st-key-recipe_file input[type="file"]')
+    upload.set_input_files(str(other))
+    page.get_by_text("is a recipe for model 'digits_mlp'").first.wait_for(timeout=60_000)
+    upload.set_input_files(str(good))
+    page.get_by_role("button", name=re.compile("Apply this recipe")).click()
+    page.get_by_text("Applied good.plan.json: 1 step(s).").first.wait_for(timeout=120_000)
+    wait_idle(page, 120)
+    assert_no_exception(page)
+    page.screenshot(path=str(tmp_path / "export_open_recipe.png"))
+    goto(page, "Prune")
+    assert metric_value(page, "Sparsity") == "40.0%"
+    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
+    if out:
+        import shutil
+
+        os.makedirs(out, exist_ok=True)
+        shutil.copy(tmp_path / "export_open_recipe.png", out)
