@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,13 +153,43 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise FileError(
-            f"{path.name}: not a weights-only torch file ({exc.__class__.__name__}); "
-            "accepted: .safetensors or a state dict saved with torch.save"
-        ) from None
+        if not trust_pickles():
+            raise FileError(
+                f"{path.name}: not a weights-only torch file ({exc.__class__.__name__}): a full pickle or a "
+                "TorchScript archive runs code from the file when loaded; accepted: .safetensors or a state dict "
+                "saved with torch.save. To load it anyway, start prunescope with --trust-pickles (only for files "
+                "you trust)") from None
+        obj = _trusted_load(path)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]  # a training checkpoint's usual layout
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise FileError(f"{path.name}: expected a state dict (name -> tensor), got {type(obj).__name__}")
     return obj
+
+
+TRUST_ENV = "PRUNESCOPE_TRUST_PICKLES"
+
+
+def trust_pickles() -> bool:
+    """Whether this process was started with ``--trust-pickles`` (full pickles and
+    TorchScript archives may then be loaded as weights)."""
+    return os.environ.get(TRUST_ENV) == "1"
+
+
+def _trusted_load(path: Path):
+    """A TorchScript archive's or a pickled module's state dict (only with --trust-pickles)."""
+    import torch
+
+    try:
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except Exception:  # noqa: BLE001 - not TorchScript: try a full pickle
+        pass
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise FileError(f"{path.name}: could not be loaded even as a trusted pickle ({type(exc).__name__}: "
+                        f"{first_line(exc)})") from None
+    return obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
 
 
 def build_model(spec: ModelSpec | str, *, load_weights: bool = True) -> nn.Module:

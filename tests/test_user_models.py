@@ -132,3 +132,29 @@ def test_cli_register_models_unregister(own_home, capsys, tmp_path):
     assert code == 0 and json.loads(out) == {"unregistered": "cli_own"}
     code, out, err = run(capsys, "unregister", "cli_own")
     assert code == 2 and "not one of your models" in err
+
+
+def test_full_pickles_load_only_with_the_trust_flag(own_home, tmp_path, monkeypatch, capsys):
+    from core.models import load_state_dict_file
+
+    lin = torch.nn.Linear(16, 2)
+    torch.save(lin, tmp_path / "module.pt")  # a whole pickled module
+    torch.jit.save(torch.jit.script(lin), tmp_path / "scripted.pt")
+    for f in ("module.pt", "scripted.pt"):
+        with pytest.raises(PrunescopeError, match="--trust-pickles"):
+            load_state_dict_file(tmp_path / f)
+    monkeypatch.setenv("PRUNESCOPE_TRUST_PICKLES", "1")
+    for f in ("module.pt", "scripted.pt"):
+        sd = load_state_dict_file(tmp_path / f)
+        assert torch.equal(sd["weight"], lin.weight.detach())
+    monkeypatch.delenv("PRUNESCOPE_TRUST_PICKLES")
+    own_home.append("trusted")
+    code, out, err = run(capsys, "register", "trusted", "--factory", "torch.nn:Linear", "--kwargs",
+                         '{"in_features": 16, "out_features": 2}', "--weights", str(tmp_path / "module.pt"),
+                         "--synthetic", "20", "--input-shape", "16")
+    assert code == 2 and "--trust-pickles" in err
+    code, out, err = run(capsys, "--trust-pickles", "register", "trusted", "--factory", "torch.nn:Linear",
+                         "--kwargs", '{"in_features": 16, "out_features": 2}', "--weights",
+                         str(tmp_path / "module.pt"), "--synthetic", "20", "--input-shape", "16", "--json")
+    assert code == 0, err
+    monkeypatch.delenv("PRUNESCOPE_TRUST_PICKLES")  # main() set it for the process

@@ -31,6 +31,10 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="prunescope", description="Explore and prune PyTorch models.")
+    parser.add_argument("--trust-pickles", action="store_true",
+                        help="allow weights saved as full pickles or TorchScript archives (they run code from the "
+                             "file when loaded: only for files you trust); default: safetensors and weights-only "
+                             "state dicts")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, fn in COMMANDS.items():
         p = sub.add_parser(name, help=fn.cli_help, description=fn.cli_help)
@@ -48,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    if args.trust_pickles:  # read by core.models.trust_pickles (and inherited by `app`'s server)
+        import os
+
+        os.environ["PRUNESCOPE_TRUST_PICKLES"] = "1"
     fn = COMMANDS.get(args.command)
     # torch's CUDA builds log "No CUDA runtime is found, using CUDA_HOME=..." on a machine
     # without a GPU; it says nothing about the command's result, so the CLI stays quiet.
