@@ -108,4 +108,23 @@ def open_model_ui() -> None:
             st.rerun()
 
 
-__all__ = ["open_model_ui"]
+def recent_work_ui() -> None:
+    """Earlier sessions of this machine, newest first, each a link that reopens it (its
+    model, plans and undo history)."""
+    import time
+
+    from core.sessions import recent_sessions
+
+    current = st.session_state.get("session_id")
+    rows = [r for r in recent_sessions(12) if r["id"] != current]
+    st.caption("Every session is saved after each change; this one's address (with ?session=...) reopens it, "
+               "a reload included.")
+    if not rows:
+        st.caption("No earlier sessions on this machine yet.")
+        return
+    for r in rows:
+        when = time.strftime("%d %b %H:%M", time.localtime(r["saved"]))
+        st.markdown(f"[{r['model']} · {r['steps']} step(s) · saved {when}](?session={r['id']})")
+
+
+__all__ = ["open_model_ui", "recent_work_ui"]

@@ -5,11 +5,14 @@ them per process) and never pruned: a Workspace applies plans to copies.
 """
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from core.device import available_devices
 from core.models import list_models
 from core.errors import PrunescopeError
+from core.sessions import load_session, new_session_id, restore, save_session, valid_id
 from core.workspace import Workspace
 
 DEFAULT_MODEL = "digits_cnn"
@@ -46,6 +49,44 @@ def current_device() -> str:
     return ss["device"]
 
 
+def session_id() -> str:
+    """This browser session's id, kept in the URL (``?session=...``) so a reload finds its
+    saved work: on the first run a saved session named in the URL is restored (each
+    model's history is given to its workspace when that is made), else a new id is made."""
+    ss = st.session_state
+    if "session_id" not in ss:
+        qp = st.query_params.get("session")
+        saved = load_session(qp) if valid_id(qp) else None
+        if saved is not None:
+            ss["session_id"], ss["_restored"] = qp, saved["models"]
+            if saved["model"] in model_names():
+                ss["model_name"] = saved["model"]
+            when = time.strftime("%H:%M on %d %b", time.localtime(saved["saved"]))
+            flash("info", f"Restored your work saved at {when}: "
+                          + ", ".join(f"{n} ({len(e['history'][e['pos']].steps)} step(s))"
+                                      for n, e in saved["models"].items()) + ".")
+        else:
+            ss["session_id"], ss["_restored"] = new_session_id(), {}
+    if st.query_params.get("session") != ss["session_id"]:
+        st.query_params["session"] = ss["session_id"]
+    return ss["session_id"]
+
+
+def _autosave(ss) -> None:
+    """Save this session after every plan change (and when the model shown changes)."""
+    sid, spaces, shown, pending = ss["session_id"], ss["workspaces"], ss["_shown"], ss["_restored"]
+
+    def save(_ws=None) -> None:
+        try:
+            save_session(sid, spaces, shown[0], pending)
+        except OSError as exc:  # a full or read-only disk must not stop the work itself
+            import warnings
+
+            warnings.warn(f"prunescope: could not save session {sid}: {exc}")
+
+    return save
+
+
 def get_workspace(name: str | None = None) -> Workspace:
     """This session's Workspace for ``name`` (default: the selected model), created once.
 
@@ -70,7 +111,16 @@ def get_workspace(name: str | None = None) -> Workspace:
             return get_workspace(default_model())
         if ws is not None:  # device change: keep the person's plans
             new.history, new.pos = list(ws.history), ws.pos
+        elif name in ss.get("_restored", {}):  # saved work of this session (a reload)
+            restore(new, ss["_restored"].pop(name))
+        if "session_id" in ss:
+            ss.setdefault("_shown", [name])
+            new.listeners.append(_autosave(ss))
         spaces[name] = ws = new
+    shown = ss.get("_shown")
+    if shown is not None and shown[0] != name and "session_id" in ss:
+        shown[0] = name
+        _autosave(ss)()
     batch = ss.get("latency_batch", 64)
     if ws.evaluator.latency_batch != batch:
         ws.evaluator.latency_batch = batch

@@ -15,7 +15,7 @@ if _root not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app.components import model_picker_ui  # noqa: E402
-from app.state import get_workspace  # noqa: E402
+from app.state import get_workspace, session_id  # noqa: E402
 
 # a local file: a material or emoji icon would be fetched from a CDN (the app works offline)
 st.set_page_config(page_title="prunescope", page_icon=str(Path(__file__).parent / "icon.png"), layout="wide")
@@ -31,6 +31,7 @@ PAGES = [
     st.Page(VIEWS / "history.py", title="History", icon=":material/history:", url_path="history"),
 ]
 
+session_id()  # before the picker: a reload restores the saved model and plans
 with st.sidebar:
     st.markdown("## :material/content_cut: prunescope")
     model_picker_ui(st)

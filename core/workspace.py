@@ -76,6 +76,7 @@ class Workspace:
         self._model_key = self.plan.key()
         self._metrics: dict[tuple[str, str], Metrics] = {}
         self._logged: dict[tuple[str, str], Metrics] = {}  # what the log holds per plan and subset
+        self.listeners: list[Callable[["Workspace"], None]] = []  # called after the plan or history moves
         self.sweeps: dict[tuple, object] = {}  # finished sensitivity sweeps and criteria curves (core.sensitivity)
 
     # --- the plan and its history ---
@@ -119,7 +120,13 @@ class Workspace:
             self.pos += 1
         self._adjusting = (adjust, now, self.pos) if adjust is not None else None
         self._model, self._reports, self._model_key = model, reports, plan.key()
+        self._changed()
         return model
+
+    def _changed(self) -> None:
+        """Tell the listeners (e.g. the app's autosave) that the plan or history moved."""
+        for fn in list(self.listeners):
+            fn(self)
 
     def add_step(self, step: Step, **kw) -> nn.Module:
         return self.set_plan(self.plan.then(step), **kw)
@@ -146,12 +153,14 @@ class Workspace:
         self._adjusting = None
         if self.can_undo:
             self.pos -= 1
+            self._changed()
         return self.plan
 
     def redo(self) -> Plan:
         self._adjusting = None
         if self.can_redo:
             self.pos += 1
+            self._changed()
         return self.plan
 
     def goto(self, plan: Plan) -> nn.Module:

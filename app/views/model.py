@@ -15,7 +15,7 @@ from core.metrics import layer_macs
 from app.state import get_workspace, show_flashes
 
 from app.netron_ui import netron_ui
-from app.open_ui import open_model_ui
+from app.open_ui import open_model_ui, recent_work_ui
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -84,6 +84,8 @@ def page() -> None:
     st.markdown(f"### Model · {ws.name}")
     with st.expander("Open your own model", icon=":material/upload:"):
         open_model_ui()
+    with st.expander("Recent work", icon=":material/history:"):
+        recent_work_ui()
     if spec.extra.get("source") == "user" and not spec.weights:
         st.warning("This model has **random weights** (none were given): its accuracy and every figure below are "
                    "those of an untrained network.")

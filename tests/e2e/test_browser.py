@@ -200,3 +200,25 @@ def test_sensitivity_sweep_and_automatic_plan_in_the_browser(page, app_url, tmp_
         os.makedirs(out, exist_ok=True)
         for p in shots:
             shutil.copy(p, out)
+
+
+def test_a_reload_restores_the_plan(page, app_url, tmp_path):
+    """Every change is saved; the address carries the session, so a reload finds the plan."""
+    open_app(page, app_url)
+    move_and_time(page, presses=20)
+    assert metric_value(page, "Sparsity") == "20.0%"
+    assert "session=" in page.url
+    page.wait_for_timeout(500)
+    page.reload()
+    page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
+    wait_idle(page, 120)
+    page.get_by_text("Restored your work saved at").first.wait_for(timeout=60_000)
+    assert metric_value(page, "Sparsity") == "20.0%"
+    assert_no_exception(page)
+    page.screenshot(path=str(tmp_path / "reload_restored.png"))
+    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
+    if out:
+        import shutil
+
+        os.makedirs(out, exist_ok=True)
+        shutil.copy(tmp_path / "reload_restored.png", out)

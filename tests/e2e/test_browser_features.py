@@ -47,8 +47,10 @@ def test_channel_granularity_makes_the_model_smaller_and_faster(page, app_url, t
     thumb.focus()
     for _ in range(50):
         page.keyboard.press("ArrowRight")
+    value = float(thumb.input_value())
+    assert value == pytest.approx(0.5), f"the control reads {value} after 50 presses: a redraw took its focus"
     # key presses land as several edits: wait for the plan of the control's final value
-    page.get_by_text(re.compile(r"prune channel by l1: sparsity 50\.0%")).first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"prune channel by l1: sparsity 50\.0%")).first.wait_for(timeout=180_000)
     wait_idle(page, 120)
     assert wait_change(page, "Non-zero params", params0) != params0
     assert wait_change(page, "MACs / example", macs0) != macs0

@@ -1,0 +1,40 @@
+"""A reload finds the work: the URL carries the session id, every plan change is saved,
+and a new browser session opened with that id restores the model and its history (AppTest)."""
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from core.prune import Prune
+from core.sessions import load_session
+from tests.app.conftest import APP, new_app, ok, workspace
+
+
+def test_a_reload_restores_the_model_and_its_plans(own_home):
+    at = new_app("digits_mlp")
+    sid = at.session_state["session_id"]
+    assert at.query_params["session"] == sid
+    ws = workspace(at)
+    ws.add_step(Prune(sparsity=0.4))
+    ws.add_step(Prune(criterion="l1", granularity="neuron", sparsity=0.25))
+    ws.undo()
+    saved = load_session(sid)
+    assert saved["model"] == "digits_mlp" and saved["models"]["digits_mlp"]["pos"] == 1
+    # the same address in a new browser session (a reload)
+    again = AppTest.from_file(APP, default_timeout=180)
+    again.query_params["session"] = sid
+    again.run()
+    ok(again)
+    assert again.session_state["session_id"] == sid and again.session_state["model_name"] == "digits_mlp"
+    ws2 = workspace(again)
+    assert ws2.history == ws.history and ws2.plan == ws.plan and ws2.can_redo
+    assert any(i.value.startswith("Restored your work saved at") for i in again.info)
+
+
+def test_an_unknown_or_bad_session_id_starts_afresh(own_home):
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["session"] = "not-a-session"
+    at.run()
+    ok(at)
+    sid = at.session_state["session_id"]
+    assert sid != "not-a-session" and len(sid) == 16 and at.query_params["session"] == sid
+    assert not workspace(at).plan.steps

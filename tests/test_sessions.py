@@ -1,0 +1,63 @@
+"""Work that lasts: a session's plans and histories saved and read back; damaged or
+foreign files are skipped, never run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.prune import Prune
+from core.sessions import load_session, new_session_id, recent_sessions, restore, save_session, sessions_dir
+from core.workspace import Workspace
+
+
+@pytest.fixture
+def sessions(own_home):
+    return sessions_dir()
+
+
+def test_plans_and_history_round_trip(sessions):
+    ws = Workspace("digits_mlp", "cpu")
+    ws.add_step(Prune(sparsity=0.3))
+    ws.add_step(Prune(criterion="l1", granularity="neuron", sparsity=0.2))
+    ws.undo()  # the position in the history is kept too
+    sid = new_session_id()
+    save_session(sid, {"digits_mlp": ws}, "digits_mlp")
+    got = load_session(sid)
+    assert got["model"] == "digits_mlp"
+    again = Workspace("digits_mlp", "cpu")
+    restore(again, got["models"]["digits_mlp"])
+    assert again.history == ws.history and again.pos == ws.pos == 1 and again.plan == ws.plan
+    assert again.metrics(latency=False).sparsity == pytest.approx(0.3, abs=0.01)
+    again.redo()
+    assert again.plan == ws.history[2]
+    assert [r["id"] for r in recent_sessions()] == [sid] and recent_sessions()[0]["steps"] == 1
+
+
+def test_a_workspace_tells_its_listeners_about_every_move():
+    ws = Workspace("digits_mlp", "cpu")
+    seen = []
+    ws.listeners.append(lambda w: seen.append(len(w.plan.steps)))
+    ws.add_step(Prune(sparsity=0.3))
+    ws.undo()
+    ws.redo()
+    ws.reset()
+    assert seen == [1, 0, 1, 0]
+
+
+def test_damaged_or_foreign_session_files_are_skipped(sessions):
+    sessions.mkdir(parents=True, exist_ok=True)
+    bad = {"a" * 16: "{not json", "b" * 16: json.dumps({"format": "other"}),
+           "c" * 16: json.dumps({"format": "prunescope.session/1", "saved": 1, "model": "digits_mlp",
+                                 "models": {"digits_mlp": {"history": [{"format": "prunescope.plan/1",
+                                                                         "model": "digits_cnn", "steps": []}],
+                                                           "pos": 0}}}),
+           "d" * 16: json.dumps({"format": "prunescope.session/1", "saved": 1, "model": "digits_mlp",
+                                 "models": {"digits_mlp": {"history": [{"format": "prunescope.plan/1",
+                                                                         "model": "digits_mlp",
+                                                                         "steps": [{"op": "exec"}]}], "pos": 0}}})}
+    for sid, text in bad.items():
+        (sessions / f"{sid}.json").write_text(text)
+        with pytest.warns(UserWarning, match="could not be read"):
+            assert load_session(sid) is None
+    assert load_session("../../etc/passwd") is None and load_session("f" * 16) is None
