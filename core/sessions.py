@@ -2,7 +2,7 @@
 back when the same session is opened again (the app's URL carries its id).
 
 A session file is plain data (``prunescope.session/1``): per model, the history of plans
-(recipes) and the position in it, plus the model shown. Files live in ``sessions/`` of
+(recipes), the position in it and the finished sensitivity sweeps, plus the model shown. Files live in ``sessions/`` of
 :func:`core.user_models.home`, written atomically; reading one checks it like a recipe
 (strict JSON, at most 10 MiB, every plan through ``Plan.from_dict``); a damaged file is
 skipped, never run.
@@ -48,15 +48,38 @@ def save_session(sid: str, workspaces: dict, model: str, pending: dict | None = 
     shown; ``pending`` (name -> restored entry not yet opened again) is kept as it was."""
     from .io.files import atomic_write_text
 
-    models = {name: {"history": [p.to_dict() for p in e["history"]], "pos": e["pos"]}
+    models = {name: {"history": [p.to_dict() for p in e["history"]], "pos": e["pos"],
+                     "sweeps": [[list(k), v.to_dict()] for k, v in e.get("sweeps", {}).items()]}
               for name, e in (pending or {}).items() if name not in workspaces}
     for name, ws in workspaces.items():
         start = max(0, len(ws.history) - MAX_HISTORY)
-        models[name] = {"history": [p.to_dict() for p in ws.history[start:]], "pos": max(0, ws.pos - start)}
+        models[name] = {"history": [p.to_dict() for p in ws.history[start:]], "pos": max(0, ws.pos - start),
+                        "sweeps": _sweeps(ws)}
     p = _path(sid)
     p.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(p, json.dumps({"format": FORMAT, "saved": time.time(), "model": model, "models": models}))
     return p
+
+
+def _sweeps(ws) -> list:
+    """The workspace's finished sensitivity sweeps as data (``[key, result]`` pairs), at
+    most 4 MB of them (the newest first)."""
+    from .sensitivity import Sensitivity
+
+    out, size = [], 0
+    for key, s in reversed(list(ws.sweeps.items())):
+        if isinstance(s, Sensitivity):
+            item = [list(key), s.to_dict()]
+            n = len(json.dumps(item))
+            if size + n > 4 << 20:
+                break
+            out.append(item)
+            size += n
+    return out
+
+
+def _tuples(v):
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
 def load_session(sid: str) -> dict | None:
@@ -83,7 +106,10 @@ def load_session(sid: str) -> dict | None:
             plans = [Plan.from_dict(x) for x in m["history"]]
             if not plans or any(pl.model != name for pl in plans):
                 raise PrunescopeError(f"the history of {name!r} holds plans of another model")
-            models[name] = {"history": plans, "pos": min(max(0, int(m["pos"])), len(plans) - 1)}
+            from .sensitivity import Sensitivity
+
+            sweeps = {_tuples(k): Sensitivity.from_dict(v) for k, v in m.get("sweeps", [])}
+            models[name] = {"history": plans, "pos": min(max(0, int(m["pos"])), len(plans) - 1), "sweeps": sweeps}
         return {"model": str(d["model"]), "saved": float(d["saved"]), "models": models}
     except Exception as exc:  # noqa: BLE001 - a file from disk: anything wrong with it is its fault
         warnings.warn(f"prunescope: session {sid} could not be read ({first_line(exc)}); starting afresh")
@@ -91,8 +117,9 @@ def load_session(sid: str) -> dict | None:
 
 
 def restore(ws, entry: dict) -> None:
-    """Give ``ws`` a saved history (its model is built on first use)."""
+    """Give ``ws`` a saved history and its finished sweeps (its model is built on first use)."""
     ws.history, ws.pos = list(entry["history"]), entry["pos"]
+    ws.sweeps.update(entry.get("sweeps", {}))
 
 
 def recent_sessions(limit: int = 10) -> list[dict]:

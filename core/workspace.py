@@ -123,6 +123,10 @@ class Workspace:
         self._changed()
         return model
 
+    def notify(self) -> None:
+        """Tell the listeners that something worth keeping changed (a finished sweep)."""
+        self._changed()
+
     def _changed(self) -> None:
         """Tell the listeners (e.g. the app's autosave) that the plan or history moved."""
         for fn in list(self.listeners):

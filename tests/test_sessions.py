@@ -61,3 +61,17 @@ def test_damaged_or_foreign_session_files_are_skipped(sessions):
         with pytest.warns(UserWarning, match="could not be read"):
             assert load_session(sid) is None
     assert load_session("../../etc/passwd") is None and load_session("f" * 16) is None
+
+
+def test_finished_sweeps_are_saved_with_the_session(sessions):
+    from core.sensitivity import sensitivity
+
+    ws = Workspace("digits_cnn", "cpu")
+    s = sensitivity(ws, "l1", "channel", (0.3, 0.6))
+    sid = new_session_id()
+    save_session(sid, {"digits_cnn": ws}, "digits_cnn")
+    again = Workspace("digits_cnn", "cpu")
+    restore(again, load_session(sid)["models"]["digits_cnn"])
+    assert list(again.sweeps) == list(ws.sweeps)
+    got = sensitivity(again, "l1", "channel", (0.3, 0.6))  # found, not run again
+    assert got.layers == s.layers and got.source == s.source and got.seconds == s.seconds

@@ -93,6 +93,7 @@ def sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str):
 
             def done(result):
                 if result.complete:
+                    ws.notify()  # saved with the session
                     return "success", (f"Sensitivity: {len(result.layers)} layers × {len(result.amounts)} amounts "
                                        f"evaluated in {result.seconds:.1f} s.")
                 _partial(ws)[(plan_key, crit, gran, tuple(amounts), subset)] = result
