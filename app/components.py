@@ -10,8 +10,8 @@ import streamlit as st
 from core import formatting as fmt
 from core.errors import PrunescopeError
 from core.metrics import Metrics
-from core.models import get_spec
 from core.metrics.cost import speed_verdict
+from core.models import get_spec
 from core.viz.figures import per_class_figure
 from core.workspace import Workspace
 

@@ -6,12 +6,13 @@ them per process) and never pruned: a Workspace applies plans to copies.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import streamlit as st
 
 from core.device import available_devices
-from core.models import list_models
 from core.errors import PrunescopeError
+from core.models import list_models
 from core.sessions import load_session, new_session_id, restore, save_session, valid_id
 from core.workspace import Workspace
 
@@ -72,7 +73,7 @@ def session_id() -> str:
     return ss["session_id"]
 
 
-def _autosave(ss) -> None:
+def _autosave(ss) -> Callable[..., None]:
     """Save this session after every plan change (and when the model shown changes)."""
     sid, spaces, shown, pending = ss["session_id"], ss["workspaces"], ss["_shown"], ss["_restored"]
 

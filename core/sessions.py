@@ -66,6 +66,10 @@ def _sweeps(ws) -> list:
     most 4 MB of them (the newest first)."""
     from .sensitivity import Sensitivity
 
+    keys = tuple(ws.sweeps)
+    cached = getattr(ws, "_saved_sweeps", None)
+    if cached is not None and cached[0] == keys:  # saving runs after every plan change: serialise once
+        return cached[1]
     out, size = [], 0
     for key, s in reversed(list(ws.sweeps.items())):
         if isinstance(s, Sensitivity):
@@ -75,6 +79,7 @@ def _sweeps(ws) -> list:
                 break
             out.append(item)
             size += n
+    ws._saved_sweeps = (keys, out)
     return out
 
 

@@ -143,6 +143,13 @@ def workspace_for(args):
     return Workspace(args.model, args.device)
 
 
+def plan_workspace(args):
+    """The workspace of ``args.model`` with the plan of ``--plan`` (or none) made current."""
+    ws = workspace_for(args)
+    ws.set_plan(load_plan_arg(args.plan, ws.name))
+    return ws
+
+
 def metrics_object(ws, model_name: str, subset: str, latency: bool) -> dict:
     """The metrics object every command prints (see README, CLI reference)."""
     m = ws.metrics(subset, latency=latency)
@@ -175,4 +182,5 @@ def save_plan_arg(plan, path: str | None) -> None:
 
 
 __all__ = ["COMMANDS", "command", "LazyChoices", "UsageError", "print_result", "add_model_args", "load_plan_arg", "workspace_for",
+           "plan_workspace",
            "metrics_object", "parse_layer_overrides", "save_plan_arg"]

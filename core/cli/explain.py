@@ -1,7 +1,7 @@
 """Interpretability commands: ``explain`` (imported by ``core.cli``)."""
 from __future__ import annotations
 
-from .common import add_model_args, command, load_plan_arg, workspace_for
+from .common import add_model_args, command, plan_workspace
 
 
 def _explain_args(p):
@@ -18,8 +18,7 @@ def cmd_explain(args):
 
     if args.limit < 0:
         raise PrunescopeError(f"--limit must be 0 or more, got {args.limit}")
-    ws = workspace_for(args)
-    ws.set_plan(load_plan_arg(args.plan, ws.name))
+    ws = plan_workspace(args)
     subset = "full" if args.full else "quick"
     ch = changes(ws, subset)
     rows = ch.changed()
@@ -47,8 +46,7 @@ def cmd_unit(args):
 
     if args.granularity not in UNIT_GRANULARITIES:
         raise UsageError(f"--granularity must be one of {', '.join(UNIT_GRANULARITIES)}, got {args.granularity!r}")
-    ws = workspace_for(args)
-    ws.set_plan(load_plan_arg(args.plan, ws.name))
+    ws = plan_workspace(args)
     r = unit_report(ws, args.layer, args.unit, args.granularity, subset="full" if args.full else "quick",
                     top=max(1, args.top))
     r.pop("activations")

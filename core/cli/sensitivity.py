@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import UsageError, add_model_args, command, load_plan_arg, metrics_object, save_plan_arg, workspace_for
+from .common import UsageError, add_model_args, command, metrics_object, plan_workspace, save_plan_arg
 
 GRANULARITIES = ["weight", "neuron", "channel", "head"]
 
@@ -60,8 +60,7 @@ def _sensitivity_args(p):
 def cmd_sensitivity(args):
     from core.sensitivity import sensitivity
 
-    ws = workspace_for(args)
-    ws.set_plan(load_plan_arg(args.plan, ws.name))
+    ws = plan_workspace(args)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
     s = sensitivity(ws, args.criterion, args.granularity, parse_amounts(args.amounts),
                     "full" if args.full else "quick", layers=layers, executor=_executor(args), shards=args.shards,
@@ -98,8 +97,7 @@ def cmd_autoplan(args):
     from core.recover import Finetune
     from core.sensitivity import autoplan
 
-    ws = workspace_for(args)
-    ws.set_plan(load_plan_arg(args.plan, ws.name))
+    ws = plan_workspace(args)
     subset = "full" if args.full else "quick"
     r = autoplan(ws, criterion=args.criterion, granularity=args.granularity, max_drop=args.max_drop,
                  max_macs=args.max_macs, max_params=args.max_params, max_latency=args.max_latency,
