@@ -1,6 +1,7 @@
-"""The Model page's "Open your own model" panel: a factory from the person's environment,
-weights (random, uploaded or a local file) and evaluation data (synthetic inputs, an
-uploaded or local tensors file, or a registered dataset). The entry is remembered across
+"""The Model page's "Open your own model" panel: a factory from the person's environment
+or a torchvision / timm architecture by name, weights (random, uploaded or a local file)
+and evaluation data (synthetic inputs; an uploaded or local tensors file, CSV, or image
+folder / zip with its resize and normalisation settings; or a registered dataset). The entry is remembered across
 restarts (``core.user_models``); uploads are kept in its folder."""
 from __future__ import annotations
 
@@ -11,36 +12,119 @@ import streamlit as st
 
 from core.data import list_datasets
 from core.errors import PrunescopeError
-from core.user_models import home, list_user_models, parse_shape, register, unregister
+from core.user_models import data_from_path, home, list_user_models, parse_shape, register, unregister
 
 from app.components import run_action
 
 WEIGHT_TYPES = ["safetensors", "pt", "pth", "bin"]
-DATA_TYPES = ["npz", "safetensors"]
+DATA_TYPES = ["npz", "safetensors", "csv", "zip"]
+SOURCES = ["factory", "torchvision", "timm"]
 
 
 def _keep(upload, name: str, what: str) -> str:
-    """Write an upload into this model's folder under a fixed name (the suffix is checked
-    by the uploader); returns its path."""
-    suffix = Path(upload.name).suffix.lower()
-    folder = home() / "uploads" / name
+    """Write an upload into ``uploads/<model>/<what>/`` under its own file name (reduced to
+    safe characters; the suffix is checked by the uploader), so messages name the file the
+    person chose; returns its path."""
+    import re
+
+    own = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(upload.name).name).lstrip(".") or f"{what}{Path(upload.name).suffix}"
+    folder = home() / "uploads" / name / what
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{what}{suffix}"
+    path = folder / own
     path.write_bytes(upload.getvalue())
     return str(path)
+
+
+def _data_kind(dfile, dpath: str | None) -> str | None:
+    """What the chosen upload or path is: "images", "csv", "tensors" or None (not chosen)."""
+    target = dfile.name if dfile is not None else (dpath or "").strip()
+    if not target:
+        return None
+    suffix = Path(target).suffix.lower()
+    return {"csv": "csv", "npz": "tensors", "safetensors": "tensors"}.get(
+        suffix.lstrip("."), "images" if suffix == ".zip" or dfile is None and Path(target).is_dir() else None)
+
+
+def _floats(text: str, what: str) -> tuple[float, ...] | None:
+    if not text.strip():
+        return None
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise PrunescopeError(f"{what} must be numbers separated by commas, e.g. 0.5,0.5,0.5; got {text!r}") from None
+    return vals
+
+
+def _source_ui() -> tuple[str, str, str]:
+    """(source kind, factory or architecture, kwargs JSON)."""
+    c1, c2 = st.columns([1, 2])
+    source = c1.radio("Model from", SOURCES, key="open_source", horizontal=True,
+                      help="factory: a package.module:function of this Python environment; torchvision / timm: an "
+                           "architecture by name (pip install 'prunescope[vision]').")
+    if source == "factory":
+        what = c2.text_input("Factory", key="open_factory", placeholder="mypackage.models:build",
+                             help="An importable package.module:function from this Python environment that returns "
+                                  "the torch.nn.Module (never code from an upload), e.g. torchvision.models:get_model.")
+    else:
+        what = c2.text_input("Architecture", key="open_arch", placeholder="resnet18" if source == "torchvision"
+                             else "resnet10t", help=f"A {source} model name; random weights unless you give a file.")
+    kwargs_text = st.text_input("Keyword arguments (JSON)", "{}", key="open_kwargs",
+                                help='Passed to the factory, e.g. {"num_classes": 10}.')
+    return source, what, kwargs_text
+
+
+def _data_ui(c2):
+    """The data chooser; returns a function that gives the data description (or raises)."""
+    dkind = c2.radio("Evaluation data", ["synthetic", "upload", "local path", "dataset"], key="open_dkind",
+                     horizontal=True, help="synthetic: seeded random inputs, no labels (judged by fidelity to the "
+                                           "base). Files: a tensors file (.npz or .safetensors: x and optionally y), "
+                                           "a .csv table, or a .zip / folder with one subfolder of images per class. "
+                                           "Data is split 75/25 with a fixed seed.")
+    dfile = dpath = dataset = None
+    n = 256
+    if dkind == "synthetic":
+        n = int(c2.number_input("Examples", 8, 100_000, 256, 64, key="open_n"))
+    elif dkind == "upload":
+        dfile = c2.file_uploader("Data file (.npz, .safetensors, .csv, or a .zip of class folders)", type=DATA_TYPES,
+                                 key="open_dfile")
+    elif dkind == "local path":
+        dpath = c2.text_input("Data path (file or folder)", key="open_dpath", placeholder="/path/to/images_or_data.npz")
+    else:
+        dataset = c2.selectbox("Dataset", list_datasets(), key="open_dataset")
+    kind = _data_kind(dfile, dpath)
+    label = size = mean = std = ""
+    if kind == "csv":
+        label = c2.text_input("Label column (empty: no labels, fidelity)", key="open_label")
+    elif kind == "images":
+        c2.caption("Images are resized to H×W, then normalised per channel: (pixel / 255 − mean) / std. "
+                   "Empty mean and std: ImageNet's (RGB 0.485,0.456,0.406 and 0.229,0.224,0.225; grey 0.449 and "
+                   "0.226).")
+        a, b, c = c2.columns(3)
+        size = a.text_input("Size H,W", key="open_size", placeholder="from input shape",
+                            help="Empty: the input shape's, else the architecture's default, else 224,224.")
+        mean = b.text_input("Mean", key="open_mean", placeholder="ImageNet's")
+        std = c.text_input("Std", key="open_std", placeholder="ImageNet's")
+
+    def data(name: str) -> dict:
+        if dkind == "synthetic":
+            return {"kind": "synthetic", "n": n}
+        if dkind == "dataset":
+            return {"kind": "dataset", "name": dataset}
+        if dkind == "upload" and dfile is None or dkind == "local path" and not (dpath or "").strip():
+            raise PrunescopeError("choose the data file (or folder) first")
+        path = _keep(dfile, name, "data") if dfile is not None else dpath.strip()
+        return data_from_path(path, label_column=label.strip() or None, size=parse_shape(size),
+                              mean=_floats(mean, "mean"), std=_floats(std, "std"))
+
+    return data
 
 
 def open_model_ui() -> None:
     """The panel (inside an expander on the Model page)."""
     ss = st.session_state
-    c1, c2 = st.columns(2)
-    name = c1.text_input("Name", key="open_name", placeholder="my_model",
+    name = st.text_input("Name", key="open_name", placeholder="my_model",
                          help="What the model picker will call it (letters, digits, _ . -).")
-    factory = c2.text_input("Factory", key="open_factory", placeholder="mypackage.models:build",
-                            help="An importable package.module:function from this Python environment that returns "
-                                 "the torch.nn.Module (never code from an upload), e.g. torchvision.models:get_model.")
-    kwargs_text = st.text_input("Keyword arguments (JSON)", "{}", key="open_kwargs",
-                                help='Passed to the factory, e.g. {"name": "resnet18", "num_classes": 10}.')
+    source, what, kwargs_text = _source_ui()
     c1, c2 = st.columns(2)
     wkind = c1.radio("Weights", ["random", "upload", "local file"], key="open_wkind", horizontal=True,
                      help="Random weights are labelled as such everywhere. Files are read as data: safetensors, "
@@ -50,30 +134,19 @@ def open_model_ui() -> None:
         wfile = c1.file_uploader("Weights file", type=WEIGHT_TYPES, key="open_wfile")
     elif wkind == "local file":
         wpath = c1.text_input("Weights path", key="open_wpath", placeholder="/path/to/weights.safetensors")
-    dkind = c2.radio("Evaluation data", ["synthetic", "upload", "local file", "dataset"], key="open_dkind",
-                     horizontal=True, help="synthetic: seeded random inputs, no labels (judged by fidelity to the "
-                                           "base). A tensors file (.npz or .safetensors) holds x and optionally y "
-                                           "(labels 0..K-1); it is split 75/25 with a fixed seed.")
-    dfile = dpath = dataset = None
-    n = 256
-    if dkind == "synthetic":
-        n = int(c2.number_input("Examples", 8, 100_000, 256, 64, key="open_n"))
-    elif dkind == "upload":
-        dfile = c2.file_uploader("Data file", type=DATA_TYPES, key="open_dfile")
-    elif dkind == "local file":
-        dpath = c2.text_input("Data path", key="open_dpath", placeholder="/path/to/data.npz")
-    else:
-        dataset = c2.selectbox("Dataset", list_datasets(), key="open_dataset")
+    data_of = _data_ui(c2)
     c1, c2 = st.columns(2)
-    shape_text = c1.text_input("Input shape (one example)", key="open_shape", placeholder="1,8,8",
-                               help="Needed for synthetic data; read from a tensors file or a dataset otherwise.")
+    shape_text = c1.text_input("Input shape (one example)", key="open_shape", placeholder="3,224,224",
+                               help="Needed for synthetic data unless the architecture has a default; read from the "
+                                    "data otherwise (images: channels and size).")
     task = c2.selectbox("Task", ["auto", "classification", "fidelity"], key="open_task",
                         help="auto: classification when the data has labels, else fidelity (agreement with the "
                              "base model's predictions).")
     if st.button("Open the model", key="open_go", type="primary", icon=":material/upload:"):
         def go():
-            if not name.strip() or not factory.strip():
-                raise PrunescopeError("give the model a name and a factory (package.module:function)")
+            if not name.strip() or not what.strip():
+                raise PrunescopeError("give the model a name and a " + ("factory (package.module:function)"
+                                                                         if source == "factory" else "model name"))
             try:
                 kwargs = json.loads(kwargs_text or "{}")
             except json.JSONDecodeError as exc:
@@ -81,19 +154,15 @@ def open_model_ui() -> None:
                                       f"{exc}") from None
             if not isinstance(kwargs, dict):
                 raise PrunescopeError(f"keyword arguments must be a JSON object, got {kwargs_text!r}")
-            if wkind == "upload" and wfile is None or dkind == "upload" and dfile is None:
-                raise PrunescopeError("choose the file to upload first")
+            if wkind == "upload" and wfile is None:
+                raise PrunescopeError("choose the weights file to upload first")
             weights = _keep(wfile, name, "weights") if wfile is not None else (wpath or None)
-            if dkind == "synthetic":
-                data = {"kind": "synthetic", "n": n}
-            elif dkind == "dataset":
-                data = {"kind": "dataset", "name": dataset}
-            else:
-                data = {"kind": "tensors", "path": _keep(dfile, name, "data") if dfile is not None else (dpath or "")}
-            return register(name.strip(), factory=factory.strip(), kwargs=kwargs, weights=weights, data=data,
-                            input_shape=parse_shape(shape_text), task=None if task == "auto" else task)
+            return register(name.strip(), **{source: what.strip()}, kwargs=kwargs, weights=weights,
+                            data=data_of(name.strip()), input_shape=parse_shape(shape_text),
+                            task=None if task == "auto" else task)
 
-        spec = run_action(go, now=True)
+        with st.spinner("Reading the data and checking that the model runs on it…"):
+            spec = run_action(go, now=True)
         if spec is not None:
             ss["_open_model"] = spec.name  # the picker takes it before it is drawn
             st.rerun()

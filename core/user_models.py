@@ -8,8 +8,16 @@ them the weights are random, and every listing says so), and evaluation data:
 - ``{"kind": "dataset", "name": D}``: a registered dataset (the digits, a plugin's);
 - ``{"kind": "tensors", "path": P}``: an ``.npz`` or ``.safetensors`` file holding ``x`` and
   optionally ``y`` (integer labels 0..K-1), split 75/25 with a fixed seed;
+- ``{"kind": "images", "path": P, "size": [H, W], "channels": C, "mean": [...], "std": [...]}``:
+  a folder with one subfolder of images per class (a ``.zip`` of one is unpacked safely
+  into the entry's upload folder at registration), resized and normalised as stated;
+- ``{"kind": "csv", "path": P, "label_column": C}``: a table of numbers (no label column:
+  fidelity);
 - ``{"kind": "synthetic", "n": N}``: N seeded standard-normal inputs of the model's input
   shape (no labels).
+
+The model comes from a factory, or by name from torchvision (``torchvision.models:get_model``)
+or timm (``timm:create_model``) when those are installed (``prunescope[vision]``).
 
 Without labels the model is judged by fidelity (agreement with and cosine to the base).
 Entries live in ``user_models.json`` in :func:`home` (``$PRUNESCOPE_HOME``, else the user's
@@ -28,6 +36,7 @@ from pathlib import Path
 from .errors import FileError, ModelError, PrunescopeError, echo, first_line
 
 STORE_NAME = "user_models.json"
+DATA_KINDS = ("dataset", "tensors", "images", "csv", "synthetic")
 MAX_DATA_BYTES = 2 << 30  # a tensors file larger than this is refused
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -57,7 +66,8 @@ class UserEntry:
 
     def source(self) -> str:
         w = f"weights {Path(self.weights).name}" if self.weights else "random weights"
-        return f"{self.factory} · {w}"
+        args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items() if isinstance(v, (str, int, float, bool)))
+        return f"{self.factory}({args[:60]}) · {w}"
 
 
 def _check_entry(e: UserEntry) -> None:
@@ -67,9 +77,11 @@ def _check_entry(e: UserEntry) -> None:
     if not isinstance(e.factory, str) or not _FACTORY.match(e.factory):
         raise PrunescopeError(f"factory must be an importable 'package.module:function', got {echo(e.factory)}")
     kind = e.data.get("kind") if isinstance(e.data, dict) else None
-    if kind not in ("dataset", "tensors", "synthetic"):
-        raise PrunescopeError("data must be {'kind': 'dataset', 'name': ...}, {'kind': 'tensors', 'path': ...} or "
-                              f"{{'kind': 'synthetic', 'n': ...}}, got {echo(e.data)}")
+    if kind not in DATA_KINDS:
+        raise PrunescopeError(f"data must be a dict whose kind is one of {', '.join(DATA_KINDS)} (dataset: name; "
+                              "tensors, images, csv: path; synthetic: n), got " + echo(e.data))
+    if kind in ("tensors", "images", "csv") and not (isinstance(e.data.get("path"), str) and e.data["path"]):
+        raise PrunescopeError(f"{kind} data needs the path of its file or folder, got {echo(e.data.get('path'))}")
     if kind == "synthetic":
         n = e.data.get("n")
         if isinstance(n, bool) or not isinstance(n, int) or not 8 <= n <= 100_000:
@@ -152,6 +164,35 @@ def read_tensors(path: str | Path) -> tuple:
     return x, y
 
 
+def data_from_path(path: str, *, label_column: str | None = None, size: tuple[int, int] | None = None,
+                   mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> dict:
+    """The data description of a file or folder, by what it is: ``.npz`` / ``.safetensors``
+    -> tensors; ``.csv`` -> csv (``label_column``); a folder or ``.zip`` -> images (``size``,
+    ``mean``, ``std``; defaults from the model's input shape and ImageNet's statistics).
+
+    Raises:
+        PrunescopeError: a path of another kind (what is accepted is listed)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in (".npz", ".safetensors"):
+        return {"kind": "tensors", "path": str(p)}
+    if suffix == ".csv":
+        return {"kind": "csv", "path": str(p), "label_column": label_column or None}
+    if suffix == ".zip" or p.is_dir():
+        d: dict = {"kind": "images", "path": str(p)}
+        if size:
+            if len(size) != 2:
+                raise PrunescopeError(f"image size must be two numbers, height and width (e.g. 224,224), got {size}")
+            d["size"] = [int(v) for v in size]
+        if mean:
+            d["mean"] = [float(v) for v in mean]
+        if std:
+            d["std"] = [float(v) for v in std]
+        return d
+    raise PrunescopeError(f"data {p.name!r}: accepted are an .npz or .safetensors file (x, y), a .csv table, or a "
+                          "folder or .zip with one subfolder of images per class")
+
+
 def _splits(name: str, x, y, classes: list[str], kind: str):
     """A fixed, seeded 75/25 split (stratified when there are labels)."""
     import torch
@@ -176,25 +217,44 @@ def _dataset_name(entry: UserEntry) -> str:
     return entry.data["name"] if entry.data["kind"] == "dataset" else f"user:{entry.name}"
 
 
-def _register_data(entry: UserEntry, spec_name: str, outputs: int | None) -> None:
-    """Register the entry's data as a dataset (lazily loaded)."""
+def load_data(entry: UserEntry):
+    """``(x, y or None, class names or None)`` of an entry's own data (not a registered
+    dataset).
+
+    Raises:
+        FileError: the file or folder does not read (the reader says why)."""
     import torch
 
+    from .user_data import IMAGENET_MEAN, IMAGENET_STD, read_csv, read_image_folder
+
+    d, kind = entry.data, entry.data["kind"]
+    if kind == "tensors":
+        x, y = read_tensors(d["path"])
+        return x, y, None
+    if kind == "images":
+        return read_image_folder(d["path"], tuple(d["size"]), int(d.get("channels", 3)),
+                                 tuple(d.get("mean", IMAGENET_MEAN)), tuple(d.get("std", IMAGENET_STD)))
+    if kind == "csv":
+        return read_csv(d["path"], d.get("label_column") or None)
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(d["n"], *entry.input_shape, generator=g), None, None
+
+
+def _register_data(entry: UserEntry, spec_name: str, outputs: int | None, loaded=None) -> None:
+    """Register the entry's data as a dataset (lazily loaded; ``loaded`` is what
+    :func:`load_data` already returned at registration)."""
     from .data import register_dataset
 
-    kind = entry.data["kind"]
-    if kind == "dataset":
+    if entry.data["kind"] == "dataset":
         return
     name = _dataset_name(entry)
 
     def load():
-        if kind == "tensors":
-            x, y = read_tensors(entry.data["path"])
-        else:
-            g = torch.Generator().manual_seed(0)
-            x, y = torch.randn(entry.data["n"], *entry.input_shape, generator=g), None
-        k = int(y.max()) + 1 if y is not None else (outputs or _outputs(spec_name))
-        return _splits(name, x, y, [str(i) for i in range(k)], "image" if x.dim() == 4 else "tabular")
+        x, y, classes = loaded if loaded is not None else load_data(entry)
+        if classes is None:
+            k = int(y.max()) + 1 if y is not None else (outputs or _outputs(spec_name))
+            classes = [str(i) for i in range(k)]
+        return _splits(name, x, y, classes, "image" if x.dim() == 4 else "tabular")
 
     register_dataset(name)(load)
 
@@ -264,11 +324,82 @@ def _spec_of(entry: UserEntry, lazy: bool):
     return register_model(spec, overwrite=True)
 
 
-def register(name: str, *, factory: str, kwargs: dict | None = None, weights: str | None = None,
-             data: dict | None = None, input_shape: tuple[int, ...] | None = None, task: str | None = None,
-             save: bool = True):
+def _restore(name: str, old) -> None:
+    from .models import MODELS, forget_base
+
+    if old is not None:
+        MODELS.register(name, old, overwrite=True)
+    elif name in MODELS.names():
+        MODELS.unregister(name)
+    forget_base(name)
+
+
+def _resolve_source(factory, kwargs, torchvision, timm):
+    """(factory, kwargs, default input shape or None) for a factory or a model by name."""
+    given = [k for k, v in (("factory", factory), ("torchvision", torchvision), ("timm", timm)) if v]
+    if len(given) != 1:
+        raise PrunescopeError("give exactly one of factory (package.module:function), torchvision (an architecture "
+                              f"name) or timm (an architecture name); got {', '.join(given) or 'none'}")
+    kwargs = dict(kwargs or {})
+    if factory:
+        return factory, kwargs, None
+    if torchvision:
+        try:
+            import torchvision as tv
+        except Exception as exc:  # noqa: BLE001 - missing or broken beside this torch
+            raise PrunescopeError(f"torchvision does not import here ({first_line(exc)}); install it with "
+                                  "pip install 'prunescope[vision]'") from None
+        names = tv.models.list_models(module=tv.models)
+        if torchvision not in names:
+            raise PrunescopeError(f"torchvision has no classification model {torchvision!r}; e.g. "
+                                  f"{', '.join(names[:8])} ({len(names)} in all)")
+        side = 299 if torchvision == "inception_v3" else 224
+        return "torchvision.models:get_model", {"name": torchvision, "weights": None, **kwargs}, (3, side, side)
+    try:
+        import timm as tm
+    except Exception as exc:  # noqa: BLE001
+        raise PrunescopeError(f"timm does not import here ({first_line(exc)}); install it with "
+                              "pip install 'prunescope[vision]'") from None
+    if not tm.list_models(timm):
+        raise PrunescopeError(f"timm has no model {timm!r} (timm.list_models lists them)")
+    shape = None
+    try:
+        cfg = tm.get_pretrained_cfg(timm)
+        shape = tuple(int(v) for v in cfg.input_size) if cfg is not None else None
+    except Exception:  # noqa: BLE001 - the default shape is a convenience
+        shape = None
+    return "timm:create_model", {"model_name": timm, "pretrained": False, **kwargs}, shape or (3, 224, 224)
+
+
+def _images_entry(entry: UserEntry, default_shape) -> UserEntry:
+    """Fill an image folder's size/channels from the input shape (given, the model's
+    default, else 3x224x224), and unpack a zip into the entry's upload folder."""
+    from .user_data import default_normalisation, safe_unzip
+
+    d = dict(entry.data)
+    shape = entry.input_shape or default_shape
+    if "size" not in d:
+        d["size"] = list(shape[-2:]) if shape and len(shape) == 3 else [224, 224]
+    if "channels" not in d:
+        d["channels"] = shape[0] if shape and len(shape) == 3 and shape[0] in (1, 3) else 3
+    mean, std = default_normalisation(d["channels"])
+    d.setdefault("mean", list(mean))
+    d.setdefault("std", list(std))
+    if Path(d["path"]).suffix.lower() == ".zip":
+        d["path"] = str(safe_unzip(d["path"], home() / "uploads" / entry.name / "images"))
+    return dataclasses.replace(entry, data=d)
+
+
+def register(name: str, *, factory: str | None = None, torchvision: str | None = None, timm: str | None = None,
+             kwargs: dict | None = None, weights: str | None = None, data: dict | None = None,
+             input_shape: tuple[int, ...] | None = None, task: str | None = None, save: bool = True):
     """Register a person's model (and data) under ``name``, check that it runs, and
-    remember it (``save``). Registering a name again replaces that entry. Returns the spec.
+    remember it (``save``). Registering a name again replaces that entry (a notebook cell
+    run twice). Returns the spec.
+
+    The model: ``factory`` (``package.module:function``), or ``torchvision`` / ``timm``
+    (an architecture name; random weights unless ``weights``; the default input shape is
+    the architecture's). ``kwargs`` go to the factory.
 
     Raises:
         PrunescopeError: a bad name, factory, data description or task; the name of a
@@ -277,35 +408,41 @@ def register(name: str, *, factory: str, kwargs: dict | None = None, weights: st
     """
     import torch
 
-    from .models import MODELS, build_model, forget_base, load_state_dict_file
+    from .models import MODELS, build_model, load_state_dict_file
 
+    factory, kwargs, default_shape = _resolve_source(factory, kwargs, torchvision, timm)
+    data = dict(data or {"kind": "synthetic", "n": 256})
     entry = UserEntry(name, factory, dict(kwargs or {}), str(Path(weights).resolve()) if weights else None,
-                      dict(data or {"kind": "synthetic", "n": 256}),
-                      tuple(input_shape) if input_shape else None, task)
-    if entry.data.get("kind") == "tensors":
-        entry = dataclasses.replace(entry, data={"kind": "tensors",
-                                                 "path": str(Path(entry.data.get("path", "")).resolve())})
-    _check_entry(entry)
+                      data, tuple(input_shape) if input_shape else None, task)
+    _check_entry(dataclasses.replace(entry, input_shape=entry.input_shape or default_shape))
+    if data["kind"] in ("tensors", "images", "csv"):
+        data["path"] = str(Path(data["path"]).expanduser().resolve())
     if name in MODELS.names() and MODELS.get(name).extra.get("source") != "user":
         raise PrunescopeError(f"{name!r} is a bundled model; choose another name")
     if entry.weights:
         load_state_dict_file(entry.weights)  # refuses pickles and missing files before anything is registered
-    x, labels = None, entry.data["kind"] == "dataset"
-    if entry.data["kind"] == "tensors":
-        x, y = read_tensors(entry.data["path"])
+    if data["kind"] == "images":
+        entry = _images_entry(entry, default_shape)
+    loaded, labels = None, data["kind"] == "dataset"
+    if data["kind"] in ("tensors", "images", "csv"):
+        loaded = load_data(entry)
+        x, y = loaded[0], loaded[1]
         labels = y is not None
         shape = tuple(x.shape[1:])
         if entry.input_shape and entry.input_shape != shape:
             raise PrunescopeError(f"input shape {entry.input_shape} does not match the data's examples {shape}")
         entry = dataclasses.replace(entry, input_shape=shape)
-    elif entry.data["kind"] == "dataset":
+    elif data["kind"] == "dataset":
         from .data import get_dataset
 
-        shape = tuple(get_dataset(entry.data["name"]).x_test.shape[1:])
+        shape = tuple(get_dataset(data["name"]).x_test.shape[1:])
         entry = dataclasses.replace(entry, input_shape=entry.input_shape or shape)
+    else:
+        entry = dataclasses.replace(entry, input_shape=entry.input_shape or default_shape)
+    x = loaded[0] if loaded is not None else None
     if entry.task == "classification" and not labels:
-        raise PrunescopeError("task 'classification' needs labels; this data has none (use fidelity, or a tensors "
-                              "file with y)")
+        raise PrunescopeError("task 'classification' needs labels; this data has none (use fidelity, or data "
+                              "with labels: y in a tensors file, class folders, a CSV label column)")
     entry = dataclasses.replace(entry, task=entry.task or ("classification" if labels else "fidelity"))
     old = MODELS._items.get(name)
     spec = _spec_of(entry, lazy=False)
@@ -318,16 +455,18 @@ def register(name: str, *, factory: str, kwargs: dict | None = None, weights: st
                              f"{' of shape ' + str(tuple(out.shape)) if isinstance(out, torch.Tensor) else ''}; "
                              "prunescope needs (N, K) outputs (class scores, or any K features for fidelity)")
     except Exception as exc:
-        if old is not None:
-            MODELS.register(name, old, overwrite=True)
-        else:
-            MODELS.unregister(name)
-        forget_base(name)
+        _restore(name, old)
         if isinstance(exc, PrunescopeError):
             raise
         raise ModelError(f"model {name!r} does not run on inputs of shape {entry.input_shape}: "
                          f"{type(exc).__name__}: {first_line(exc)}") from None
-    _register_data(entry, name, int(out.shape[1]))
+    if labels and loaded is not None and entry.task == "classification" and int(out.shape[1]) < len(
+            loaded[2] or range(int(loaded[1].max()) + 1)):
+        _restore(name, old)
+        raise PrunescopeError(f"model {name!r} returns {int(out.shape[1])} scores per example but the data has "
+                              f"{len(loaded[2] or range(int(loaded[1].max()) + 1))} classes; give the factory the "
+                              "number of classes (e.g. kwargs {\"num_classes\": K}) or choose task fidelity")
+    _register_data(entry, name, int(out.shape[1]), loaded)
     if save:
         _save([e for e in list_user_models() if e.name != name] + [entry])
     return spec
@@ -372,4 +511,4 @@ def load_user_models() -> list[str]:
     return names
 
 
-__all__ = ["UserEntry", "home", "parse_shape", "register", "unregister", "list_user_models", "load_user_models", "read_tensors"]
+__all__ = ["UserEntry", "DATA_KINDS", "data_from_path", "load_data", "home", "parse_shape", "register", "unregister", "list_user_models", "load_user_models", "read_tensors"]

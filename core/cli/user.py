@@ -8,25 +8,46 @@ from .common import UsageError, command
 
 def _register_args(p):
     p.add_argument("name", help="the name to open it by (letters, digits, _ . -)")
-    p.add_argument("--factory", required=True, help="an importable package.module:function that builds the model")
-    p.add_argument("--kwargs", default="{}", help="the factory's keyword arguments as a JSON object (default {})")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--factory", help="an importable package.module:function that builds the model")
+    src.add_argument("--torchvision", metavar="ARCH", help="a torchvision classification model by name (needs "
+                                                          "prunescope[vision]), e.g. resnet18")
+    src.add_argument("--timm", metavar="ARCH", help="a timm model by name (needs prunescope[vision])")
+    p.add_argument("--kwargs", default="{}", help="the factory's keyword arguments as a JSON object (default {}), "
+                                                  "e.g. '{\"num_classes\": 10}'")
     p.add_argument("--weights", help="a safetensors file, or a state dict saved with torch.save (read with "
                                      "weights_only=True); default: random weights")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--data", help="an .npz or .safetensors file holding x (inputs) and optionally y (labels 0..K-1)")
+    g.add_argument("--data", help="an .npz or .safetensors file holding x (inputs) and optionally y (labels "
+                                  "0..K-1); a .csv table (see --label-column); or a folder or .zip with one "
+                                  "subfolder of images per class")
     g.add_argument("--synthetic", type=int, metavar="N", help="N seeded random inputs (no labels: fidelity)")
     g.add_argument("--dataset", help="a registered dataset (see `prunescope datasets`)")
+    p.add_argument("--label-column", help="the CSV column that holds the labels (none: fidelity)")
+    p.add_argument("--image-size", help="images: H,W to resize to (default: from --input-shape or the model's, "
+                                        "else 224,224)")
+    p.add_argument("--mean", help="images: per-channel mean to subtract, e.g. 0.485,0.456,0.406 (the default)")
+    p.add_argument("--std", help="images: per-channel std to divide by, e.g. 0.229,0.224,0.225 (the default)")
     p.add_argument("--input-shape", help="one example's shape, e.g. 3,32,32 (read from --data when given)")
     p.add_argument("--task", choices=["classification", "fidelity"],
                    help="default: classification when the data has labels, else fidelity")
     p.add_argument("--json", action="store_true")
 
 
+def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"{flag} must be numbers separated by commas, e.g. 0.5,0.5,0.5; got {text!r}") from None
+
+
 @command("register", "register your own model (a factory from your environment) with its data, remembered "
                      "across restarts", _register_args)
 def cmd_register(args):
     from core.models import param_count
-    from core.user_models import home, parse_shape, register
+    from core.user_models import data_from_path, home, parse_shape, register
 
     try:
         kwargs = json.loads(args.kwargs)
@@ -34,11 +55,14 @@ def cmd_register(args):
         raise UsageError(f"--kwargs must be a JSON object, e.g. '{{\"num_classes\": 10}}': {exc}") from None
     if not isinstance(kwargs, dict):
         raise UsageError(f"--kwargs must be a JSON object, got {args.kwargs!r}")
-    data = ({"kind": "tensors", "path": args.data} if args.data else
-            {"kind": "synthetic", "n": args.synthetic} if args.synthetic is not None else
-            {"kind": "dataset", "name": args.dataset})
-    spec = register(args.name, factory=args.factory, kwargs=kwargs, weights=args.weights, data=data,
-                    input_shape=parse_shape(args.input_shape), task=args.task)
+    if args.data:
+        data = data_from_path(args.data, label_column=args.label_column, size=parse_shape(args.image_size),
+                              mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"))
+    else:
+        data = ({"kind": "synthetic", "n": args.synthetic} if args.synthetic is not None else
+                {"kind": "dataset", "name": args.dataset})
+    spec = register(args.name, factory=args.factory, torchvision=args.torchvision, timm=args.timm, kwargs=kwargs,
+                    weights=args.weights, data=data, input_shape=parse_shape(args.input_shape), task=args.task)
     return {"name": spec.name, "source": spec.description, "task": spec.task, "dataset": spec.dataset,
             "input_shape": list(spec.input_shape), "params": param_count(spec), "weights": spec.weights,
             "stored_in": str(home())}

@@ -62,9 +62,63 @@ def test_an_uploaded_tensors_file_with_labels_is_a_classification_model(own_home
     at = new_app()
     at.switch_page(PAGE).run()
     _fill(at, "app_tab", "demo_models.nets:DigitsCNN")
-    at.radio(key="open_dkind").set_value("local file").run()
+    at.radio(key="open_dkind").set_value("local path").run()
     at.text_input(key="open_dpath").set_value(str(tmp_path / "d.npz"))
     at.button(key="open_go").click().run()
     ok(at)
     ws = workspace(at)
     assert ws.name == "app_tab" and ws.spec.task == "classification" and ws.evalset.classes == [str(i) for i in range(10)]
+
+
+def test_an_uploaded_image_zip_opens_prunes_and_survives_a_reload(own_home, tmp_path):
+    """The issue's path: a factory with an uploaded image-folder zip, its resize and
+    normalisation settings shown; prune; a reload (the same ?session=) finds the plan."""
+    from streamlit.testing.v1 import AppTest
+
+    from core.prune import Prune
+    from tests.app.conftest import APP
+    from tests.test_user_data import image_folder, zip_of
+
+    own_home.append("app_pets")
+    z = zip_of(image_folder(tmp_path / "pets"), tmp_path / "pets.zip")
+    at = new_app()
+    at.switch_page(PAGE).run()
+    _fill(at, "app_pets", "demo_models.nets:DigitsCNN")
+    at.radio(key="open_dkind").set_value("upload").run()
+    at.file_uploader(key="open_dfile").set_value(("pets.zip", z.read_bytes(), "application/zip")).run()
+    ok(at)
+    assert "ImageNet's (RGB 0.485,0.456,0.406" in " ".join(c.value for c in at.caption)  # shown, editable
+    at.text_input(key="open_mean").set_value("0.5")
+    at.text_input(key="open_std").set_value("0.5")
+    at.text_input(key="open_shape").set_value("1,8,8")
+    at.button(key="open_go").click().run()
+    ok(at)
+    ws = workspace(at)
+    assert ws.name == "app_pets" and ws.spec.task == "classification"
+    assert ws.evalset.classes == ["cat", "dog", "fox"] and tuple(ws.evalset.x.shape[1:]) == (1, 8, 8)
+    from core.user_models import list_user_models
+
+    assert list_user_models()[0].data["mean"] == [0.5] and list_user_models()[0].data["std"] == [0.5]
+    ws.add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))
+    at.switch_page("views/prune.py").run()
+    ok(at)
+    sid = at.session_state["session_id"]
+    again = AppTest.from_file(APP, default_timeout=180)
+    again.query_params["session"] = sid
+    again.run()
+    ok(again)
+    assert again.session_state["model_name"] == "app_pets"
+    assert workspace(again).plan == ws.plan and workspace(again).evalset.classes == ["cat", "dog", "fox"]
+
+
+def test_a_broken_upload_is_a_message_and_the_open_model_stays(own_home, tmp_path):
+    at = new_app("digits_mlp")
+    workspace(at).add_step(__import__("core.prune", fromlist=["Prune"]).Prune(sparsity=0.3))
+    at.switch_page(PAGE).run()
+    _fill(at, "app_broken", "demo_models.nets:DigitsCNN")
+    at.radio(key="open_dkind").set_value("upload").run()
+    at.file_uploader(key="open_dfile").set_value(("pets.zip", b"PK not really a zip", "application/zip")).run()
+    at.button(key="open_go").click().run()
+    assert not at.exception
+    assert any("pets.zip" in e.value and "not a readable zip" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.session_state["model_name"] == "digits_mlp" and len(workspace(at).plan.steps) == 1

@@ -191,3 +191,55 @@ def test_open_a_recipe_file_on_the_export_page(page, app_url, tmp_path):
 
         os.makedirs(out, exist_ok=True)
         shutil.copy(tmp_path / "export_open_recipe.png", out)
+
+
+def test_open_your_own_model_with_an_image_zip_prune_and_reload(page, app_url, tmp_path):
+    """A factory with an uploaded image-folder zip (made here), pruned on the Prune page; a
+    reload of the page finds the model and its plan."""
+    from tests.e2e.test_browser import move_and_time
+    from tests.test_user_data import image_folder, zip_of
+
+    z = zip_of(image_folder(tmp_path / "pets"), tmp_path / "pets.zip")
+    open_app(page, app_url)
+    goto(page, "Model")
+    page.get_by_text("Open your own model").first.click()
+    page.locator(".st-key-open_name input").fill("e2e_pets")
+    page.locator(".st-key-open_factory input").fill("demo_models.nets:DigitsCNN")
+    page.locator(".st-key-open_dkind").get_by_text("upload", exact=True).click()
+    wait_idle(page)
+    page.locator('.st-key-open_dfile input[type="file"]').set_input_files(str(z))
+    page.locator(".st-key-open_mean input").wait_for(timeout=60_000)  # the image settings, shown for a zip
+    wait_idle(page)
+    page.locator(".st-key-open_shape input").fill("1,8,8")
+    page.locator(".st-key-open_shape input").press("Enter")
+    wait_idle(page)
+    page.screenshot(path=str(tmp_path / "open_image_zip.png"))
+    page.get_by_role("button", name="Open the model").click()
+    wait_idle(page, 180)
+    picker = page.locator('[data-testid="stSidebar"] [role="combobox"]').first  # the model picker
+    deadline = time.time() + 120
+    while picker.input_value() != "e2e_pets (yours, random weights)" and time.time() < deadline:
+        page.wait_for_timeout(200)
+    assert picker.input_value() == "e2e_pets (yours, random weights)"
+    wait_idle(page, 120)
+    assert_no_exception(page)
+    goto(page, "Prune")
+    move_and_time(page, presses=30)
+    assert metric_value(page, "Sparsity") == "30.0%"
+    page.wait_for_timeout(500)
+    page.reload()
+    page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
+    wait_idle(page, 120)
+    page.get_by_text("Restored your work saved at").first.wait_for(timeout=60_000)
+    assert page.locator('[data-testid="stSidebar"] [role="combobox"]').first.input_value() == \
+        "e2e_pets (yours, random weights)"
+    assert metric_value(page, "Sparsity") == "30.0%"
+    assert_no_exception(page)
+    page.screenshot(path=str(tmp_path / "own_model_restored.png"))
+    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
+    if out:
+        import shutil
+
+        os.makedirs(out, exist_ok=True)
+        for p in tmp_path.glob("*.png"):
+            shutil.copy(p, out)
