@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh clone:
-#   make run    creates .venv if missing, installs prunescope (with the dev and ray extras), opens the app on a demo model
+#   make run    creates .venv if missing, installs prunescope (with the dev, ray, vision and hf extras), opens the app on a demo model
 #   make test   the same install, then the whole test suite (unit, app, CLI, e2e browser)
 PY      ?= python3
 VENV    ?= .venv
@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,ray]"
+	$(BIN)/python -m pip install -q -e ".[dev,ray,vision,hf]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -5,6 +5,7 @@ from .plan import ApplyContext, Plan, PlanCache, StepReport, apply, apply_with_r
 from .prune import LayerOverride, Prune
 from .recover import Finetune, Quantize, gradual_steps
 from .surgery import Compose, Cut, Heal, Paste, Segment
+from .user_models import open_model, register, unregister
 from .workspace import Workspace
 
 
@@ -18,6 +19,6 @@ def __getattr__(name):  # export pulls in onnx and friends: load it on first use
 
 __all__ = ["ApplyContext", "PlanCache", "PlanError", "apply", "apply_with_reports", "StepReport", "ModelSpec",
            "build_model", "list_models", "load_base", "register_factory", "register_model", "LayerOverride", "Plan",
-           "Prune", "Finetune", "Quantize", "gradual_steps", "Workspace", "Cut", "Paste", "Compose", "Segment", "Heal", "export_model", "export_all", "load",
+           "Prune", "Finetune", "Quantize", "gradual_steps", "Workspace", "open_model", "register", "unregister", "Cut", "Paste", "Compose", "Segment", "Heal", "export_model", "export_all", "load",
            "state_dict_hash", "list_exporters", "PrunescopeError", "StepError", "FileError", "ModelError",
            "UnknownNameError"]

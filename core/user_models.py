@@ -399,7 +399,8 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
 
     The model: ``factory`` (``package.module:function``), or ``torchvision`` / ``timm``
     (an architecture name; random weights unless ``weights``; the default input shape is
-    the architecture's). ``kwargs`` go to the factory.
+    the architecture's). ``kwargs`` go to the factory. ``data``: a description (see the
+    module's docstring), or a path read by :func:`data_from_path`; None: 256 synthetic inputs.
 
     Raises:
         PrunescopeError: a bad name, factory, data description or task; the name of a
@@ -411,6 +412,8 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     from .models import MODELS, build_model, load_state_dict_file
 
     factory, kwargs, default_shape = _resolve_source(factory, kwargs, torchvision, timm)
+    if isinstance(data, (str, Path)):  # a path: its kind from what it is (data_from_path)
+        data = data_from_path(str(data))
     data = dict(data or {"kind": "synthetic", "n": 256})
     entry = UserEntry(name, factory, dict(kwargs or {}), str(Path(weights).resolve()) if weights else None,
                       data, tuple(input_shape) if input_shape else None, task)
@@ -472,6 +475,16 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     return spec
 
 
+def open_model(name: str, *, device: str | None = "auto", **kwargs):
+    """:func:`register` (same arguments), then a :class:`~core.workspace.Workspace` on it:
+    the notebook's one line, e.g. ``ws = open_model("mine", torchvision="resnet18",
+    kwargs={"num_classes": 3}, data="pets.zip")``."""
+    from .workspace import Workspace
+
+    spec = register(name, **kwargs)
+    return Workspace(spec.name, device)
+
+
 def unregister(name: str) -> None:
     """Forget a person's model (registry and store).
 
@@ -511,4 +524,4 @@ def load_user_models() -> list[str]:
     return names
 
 
-__all__ = ["UserEntry", "DATA_KINDS", "data_from_path", "load_data", "home", "parse_shape", "register", "unregister", "list_user_models", "load_user_models", "read_tensors"]
+__all__ = ["UserEntry", "DATA_KINDS", "data_from_path", "load_data", "open_model", "home", "parse_shape", "register", "unregister", "list_user_models", "load_user_models", "read_tensors"]
