@@ -4,18 +4,24 @@ Formats live in the registry ``EXPORTERS`` (``exporters.py``):
 
 - ``safetensors``: the state dict, with the recipe in the file's metadata, so
   :func:`load` rebuilds base + plan and then loads the saved weights;
-- ``onnx``: one file (no external data), dynamic batch dimension, checked with onnxruntime;
+- ``onnx``: dynamic batch dimension, checked with onnxruntime; one file, or, when the
+  weights pass protobuf's 2 GB limit, ``<name>.onnx`` with its weights in ``<name>.onnx.data``;
 - ``pt2``: a ``torch.export`` program (``torch.export.save`` / ``load``);
 - ``torchscript``: ``torch.jit.trace`` + ``save``.
 
 Masks are already baked into the built model (pruned weights are zeros); a
 structurally pruned or cut model exports at its new, smaller shapes. Every write goes
 to a temp file beside the target that is renamed only once the file has been reloaded
-and checked, and the recipe is written beside the export as ``<stem>.plan.json``.
+and checked (from a copy in another folder, under the final names, so a file that needs
+a companion it does not name correctly fails there), and the recipe is written beside
+the export as ``<stem>.plan.json``.
 """
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +55,7 @@ class ExportResult:
     recipe: str | None = None  # the plan.json written beside the file
     dynamic_batch: bool | None = None  # the reloaded file also ran a batch of another size
     note: str | None = None  # e.g. which ONNX exporter was used
+    files: list[str] | None = None  # every file of the export (the file, then its .onnx.data if any); bytes: their total
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +109,20 @@ def _tolerance(ref: torch.Tensor) -> float:
     return TOLERANCE.get(ref.dtype, 1e-4) * max(1.0, float(ref.abs().max()) if ref.numel() else 1.0)
 
 
+def _copy_elsewhere(pairs: list[tuple[Path, Path]], folder: Path) -> Path:
+    """Hard-link (else copy) each ``(file, final path)`` into ``folder`` under its final name;
+    returns the first one's copy."""
+    out = []
+    for src, final in pairs:
+        dst = folder / final.name
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+        out.append(dst)
+    return out[0]
+
+
 def check_export_target(fmt: str, out: str | Path, plan: Plan, example: torch.Tensor | None = None,
                         model_name: str | None = None) -> None:
     """The checks made before anything is written.
@@ -153,6 +174,9 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
         An :class:`ExportResult`. A failing format is reported in ``error`` and leaves
         no new file; an earlier export at ``out`` and its recipe stay as they were until
         the new file and its recipe are both complete, then both are replaced together.
+        A format that writes companion files (ONNX weights over 2 GB: ``<out>.data``)
+        lists them in ``files``, and ``bytes`` is the total of all of them; the file is
+        verified from a copy of them in another folder.
 
     Raises:
         UnknownNameError: unknown format (the message lists the valid ones).
@@ -171,33 +195,43 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
     ok = False  # "verified" means reloaded and compared, never assumed
     rp = recipe_path(out)
     tmp, tmp_rp = temp_path(out), temp_path(rp)
+    sides: list[tuple[Path, Path]] = []
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale(out.parent)
-        # write, reload and compare the temp file; then the recipe; then both into place together
+        # write, reload and compare the temp file; then the recipe; then all into place together
         note = exp.write(model, x, tmp, plan)
+        sides = exp.side_files(tmp, out)
         if verify:
-            run = exp.reload(tmp, x.device)
-            ref = _run(model, x)
-            diff, agree = _compare(_run(run, x), ref)
-            ok = diff <= _tolerance(ref)
-            try:  # a batch of another size: does the file keep a dynamic batch dimension?
-                ref1 = _run(model, x[:-1])
-                dynamic = _compare(_run(run, x[:-1]), ref1)[0] <= _tolerance(ref1)
-            except Exception:  # noqa: BLE001 - a static-batch file rejects other sizes
-                dynamic = False
+            with tempfile.TemporaryDirectory(prefix="prunescope-verify-") as d:
+                # a copy under the final names, in another folder: the file must find its companions there
+                copy = _copy_elsewhere([(tmp, out)] + sides, Path(d))
+                run = exp.reload(copy, x.device)
+                ref = _run(model, x)
+                diff, agree = _compare(_run(run, x), ref)
+                ok = diff <= _tolerance(ref)
+                try:  # a batch of another size: does the file keep a dynamic batch dimension?
+                    ref1 = _run(model, x[:-1])
+                    dynamic = _compare(_run(run, x[:-1]), ref1)[0] <= _tolerance(ref1)
+                except Exception:  # noqa: BLE001 - a static-batch file rejects other sizes
+                    dynamic = False
+                del run  # an onnxruntime session maps the data file: let go of it before the folder goes
         tmp_rp.write_text(plan.to_json() + "\n")
-        replace_together([(tmp, out), (tmp_rp, rp)])
+        stale = [] if sides else [p for p in (out.with_name(out.name + ".data"),) if p.exists()]
+        replace_together([(tmp, out), *sides, (tmp_rp, rp)])
+        for p in stale:  # an earlier export's weights file that the new one does not use
+            p.unlink(missing_ok=True)
     except Exception as exc:  # noqa: BLE001 - any format may fail for a model; report it
         return ExportResult(fmt, None, None, time.perf_counter() - t0, None, None, False, _failure(exc))
     finally:
         model.train(was_training)
-        for t in (tmp, tmp_rp):
+        for t in (tmp, tmp_rp, *(s for s, _ in sides)):
             t.unlink(missing_ok=True)
         for extra in out.parent.glob(f"{tmp.name}*"):  # side files an exporter wrote beside its temp file
             extra.unlink(missing_ok=True)
-    return ExportResult(fmt, str(out), out.stat().st_size, time.perf_counter() - t0, diff, agree, bool(ok),
-                        None, str(rp), dynamic, note)
+    files = [out] + [final for _, final in sides]
+    return ExportResult(fmt, str(out), sum(f.stat().st_size for f in files), time.perf_counter() - t0, diff, agree,
+                        bool(ok), None, str(rp), dynamic, note, [str(f) for f in files])
 
 
 def export_all(model: nn.Module, plan: Plan, folder: str | Path, stem: str, formats: list[str],

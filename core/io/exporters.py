@@ -2,13 +2,15 @@
 
 Formats live in ``EXPORTERS`` (``@register_exporter`` on an :class:`Exporter` subclass;
 :func:`list_exporters`): ``safetensors`` (state dict + recipe in the metadata),
-``onnx`` (one file, dynamic batch, checked with onnxruntime), ``pt2``
+``onnx`` (dynamic batch, checked with onnxruntime; one file, or ``<name>.onnx`` plus
+``<name>.onnx.data`` when the weights pass protobuf's 2 GB limit), ``pt2``
 (``torch.export``) and ``torchscript`` (``torch.jit.trace``).
 """
 from __future__ import annotations
 
 import abc
 import logging
+import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,8 @@ from core.registry import Registry
 
 EXPORTERS: Registry["Exporter"] = Registry("export format")
 METADATA_KEY = "prunescope.plan"  # safetensors metadata entry holding the recipe JSON
+# ONNX weights above this many bytes go to an external data file (a protobuf holds at most 2 GiB)
+ONNX_EXTERNAL_DATA_BYTES = (1 << 31) - (64 << 20)
 
 
 class Exporter(abc.ABC):
@@ -43,6 +47,12 @@ class Exporter(abc.ABC):
     def reload(self, path: Path, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
         """Load the file at ``path`` with the format's own runtime; returns a function
         from an input batch to the output batch."""
+
+    def side_files(self, path: Path, target: Path) -> list[tuple[Path, Path]]:
+        """Files the export at ``path`` needs beside it, once it is moved to ``target``:
+        ``(where the file is now, where it goes)``. The file at ``path`` may be rewritten
+        to name them after ``target``. None by default."""
+        return []
 
 
 def register_exporter(cls: type[Exporter]) -> type[Exporter]:
@@ -118,18 +128,23 @@ def strip_onnx_debug(path: Path) -> None:
     (by a fifth to a third for the demo models)."""
     import onnx
 
-    m = onnx.load(str(path))
+    m = onnx.load(str(path), load_external_data=False)  # external weights stay where they are
     g = m.graph
     keep = {v.name for v in g.input} | {v.name for v in g.output} | {t.name for t in g.initializer}
     names: dict[str, str] = {}
     # subgraphs (If, Loop, Scan) may read outer values by name: keep every name then
     nested = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute)
 
+    counter = iter(range(1 << 62))
+
     def short(name: str) -> str:
         if nested or not name or name in keep:
             return name
-        if name not in names:
-            names[name] = f"v{len(names)}"
+        if name not in names:  # a fresh short name: never one a kept value (an initializer "v7") has
+            new = f"v{next(counter)}"
+            while new in keep:
+                new = f"v{next(counter)}"
+            names[name] = new
         return names[name]
 
     for n in g.node:
@@ -146,18 +161,20 @@ def strip_onnx_debug(path: Path) -> None:
 class OnnxExporter(Exporter):
     name = "onnx"
     suffix = ".onnx"
-    description = "ONNX, one file, dynamic batch; checked with onnxruntime"
+    description = "ONNX, dynamic batch; checked with onnxruntime (weights over 2 GB in <name>.onnx.data)"
 
     def write(self, model, example, path, plan):
         if getattr(model, "onnx_bytes", None) is not None:  # a Quantize step's int8 model is ONNX already
             path.write_bytes(model.onnx_bytes)
             return f"int8 ONNX from the plan's quantize step ({model.note})"
+        external = _param_bytes(model) > ONNX_EXTERNAL_DATA_BYTES
         with quiet():
             try:  # the current, torch.export-based exporter
                 prog = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"],
                                          output_names=["output"], dynamic_shapes=({0: _batch_dim()},),
-                                         external_data=False, verbose=False)
-                prog.save(str(path), external_data=False)
+                                         external_data=external, verbose=False)
+                prog.save(str(path), external_data=external)
+                del prog
                 strip_onnx_debug(path)
                 return "torch.export-based ONNX exporter"
             except Exception as exc:  # noqa: BLE001 - fall back to the TorchScript-based exporter
@@ -167,6 +184,20 @@ class OnnxExporter(Exporter):
             strip_onnx_debug(path)
         return f"TorchScript-based ONNX exporter (the torch.export-based one failed: {reason})"
 
+    def side_files(self, path, target):
+        """The weights' external data file, if the export has one: renamed after ``target``
+        (``<target>.data``, e.g. ``vit_h_14.onnx.data``) inside the ONNX file, and moved to a
+        temp name beside it until the pair is moved into place together."""
+        from .files import temp_path
+
+        locations = onnx_external_data(path)
+        if not locations:
+            return []
+        final = target.with_name(target.name + ".data")
+        tmp = temp_path(final)
+        relocate_external_data(path, final.name, tmp)
+        return [(tmp, final)]
+
     def reload(self, path, device):
         import onnxruntime as ort
 
@@ -175,6 +206,59 @@ class OnnxExporter(Exporter):
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         return lambda x: torch.from_numpy(sess.run(None, {name: x.detach().cpu().numpy()})[0])
+
+
+def _param_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
+
+def _external_tensors(m):
+    """Every tensor of an ONNX model (graph and subgraphs) stored as external data."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    return [t for t in _get_all_tensors(m) if uses_external_data(t)]
+
+
+def _location(t) -> str | None:
+    return next((e.value for e in t.external_data if e.key == "location"), None)
+
+
+def onnx_external_data(path: Path) -> list[str]:
+    """The external data files (locations relative to the ONNX file's folder) that the
+    ONNX file at ``path`` reads its weights from, in first-use order; [] for one file."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return list(dict.fromkeys(loc for t in _external_tensors(m) if (loc := _location(t))))
+
+
+def relocate_external_data(path: Path, location: str, move_to: Path) -> None:
+    """Make the ONNX file at ``path`` read all its external weights from one file named
+    ``location`` (relative to its folder), and put that file's bytes at ``move_to``.
+
+    One data file is renamed (its offsets stay valid); several (the TorchScript-based
+    exporter writes one file per tensor) are gathered into one and the old ones removed.
+    """
+    import onnx
+
+    folder = path.parent
+    m = onnx.load(str(path), load_external_data=False)
+    old = list(dict.fromkeys(_location(t) for t in _external_tensors(m)))
+    if len(old) == 1 and old[0]:
+        for t in _external_tensors(m):
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = location
+        os.replace(folder / old[0], move_to)
+        onnx.save(m, str(path))
+        return
+    m = onnx.load(str(path), load_external_data=True)  # weights in memory, then one file
+    onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+                    size_threshold=0)
+    os.replace(folder / location, move_to)
+    for loc in old:
+        if loc and loc != location:
+            (folder / loc).unlink(missing_ok=True)
 
 
 @register_exporter
@@ -216,4 +300,5 @@ class TorchScriptExporter(Exporter):
             return torch.jit.load(str(path), map_location=device)
 
 
-__all__ = ["EXPORTERS", "Exporter", "register_exporter", "list_exporters", "METADATA_KEY", "quiet"]
+__all__ = ["EXPORTERS", "Exporter", "register_exporter", "list_exporters", "METADATA_KEY", "quiet",
+           "ONNX_EXTERNAL_DATA_BYTES", "onnx_external_data", "relocate_external_data"]

@@ -1,14 +1,24 @@
 """A model as a sequence of blocks: containers, block names, tracing.
 
 A model's *blocks* are the children of one container (an ``nn.Sequential`` or
-``nn.ModuleList``): by default the registry's ``ModelSpec.block_container``, else the
-longest run of repeated children found in the model. A block is named by its module
-path (``"layers.2"``).
+``nn.ModuleList``), or, for a model whose own class is neither (inception_v3), of its
+root (container ``""``): its top-level children in the order they are defined, which
+must be the order its forward runs them; a child that does not run (an auxiliary head in
+eval mode), or runs more than once (a shared activation), passes its input through in
+the chain of blocks that bridges are fitted along.
+Cutting a root block puts its bridge in that attribute; the model's own forward stays.
+
+By default the container is the registry's ``ModelSpec.block_container``, else the one
+covering most of the model's MACs (measured on one example; the root's children when no
+container covers a fifth of them), else, when the model cannot be run, the longest run
+of repeated children. A block is named by its module path (``"layers.2"``).
 """
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
+import math
+import weakref
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +27,64 @@ from torch import nn
 from core.errors import ModelError
 from core.models import clone_model, get_spec
 
+ROOT_SHARE = 0.2  # the root's children are the default when no container covers this share of the MACs
+
+
 def _is_container(m: nn.Module) -> bool:
     return isinstance(m, (nn.Sequential, nn.ModuleList))
+
+
+class _RootBlock(nn.Module):
+    """One top-level child of a root that is not a container, as a block of the root view.
+
+    Used only while a view is traced or stitched, never left inside a model. It adds what
+    the root's forward does between children and a chain of blocks would not: the reshape
+    to the input shape the child saw (a flatten before the classifier), and a pass-through
+    for a child the forward does not run."""
+
+    def __init__(self, child: nn.Module):
+        super().__init__()
+        self.child = child
+        self.in_shape: tuple[int, ...] | None = None  # one example's input shape, once traced
+        self.ran = True  # False: the root's forward does not call it (it passes its input on)
+
+    def forward(self, x):
+        if not self.ran:
+            return x
+        s = self.in_shape
+        if s is not None and isinstance(x, torch.Tensor) and tuple(x.shape[1:]) != s \
+                and x[0].numel() == math.prod(s):
+            x = x.reshape(len(x), *s)
+        return self.child(x)
+
+
+class _RootView(nn.Sequential):
+    """The root's top-level children as a Sequential of :class:`_RootBlock` (not part of the model)."""
+
+
+_VIEWS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _root_view(model: nn.Module) -> _RootView:
+    """The root view of ``model`` (cached while its children stay the same objects)."""
+    kids = tuple((n, id(c)) for n, c in model.named_children())
+    hit = _VIEWS.get(model)
+    if hit is not None and hit[0] == kids:
+        return hit[1]
+    view = _RootView(OrderedDict((n, _RootBlock(c)) for n, c in model.named_children()))
+    for b, (ran, shape) in zip(view.children(), _TRACED.get(_root_key(model), ())):
+        b.ran, b.in_shape = ran, shape  # what a trace of a model of this layout found
+    view.train(model.training)
+    _VIEWS[model] = (kids, view)
+    return view
+
+
+_TRACED: dict[tuple, list] = {}  # root layout -> per child (runs once, input shape), from the last trace
+
+
+def _root_key(model: nn.Module) -> tuple:
+    """A root's layout: its class and its children's names (a cut keeps the names)."""
+    return (type(model).__module__, type(model).__qualname__, tuple(n for n, _ in model.named_children()))
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:
@@ -38,23 +104,88 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
 
 def container_candidates(model: nn.Module) -> list[str]:
     """Paths of every ``nn.Sequential`` / ``nn.ModuleList`` with two or more children,
-    best default first (longest run of children of one type, then most children, then
-    shallowest)."""
+    best first by shape alone (longest run of children of one type, then most children,
+    then shallowest); then ``""`` (the root's top-level children) when the root is not a
+    container but has two or more children."""
     scored = []
     for name, m in model.named_modules():
         if not _is_container(m) or len(m) < 2:
             continue
         types = Counter(type(c).__name__ for c in m.children())
         scored.append((-types.most_common(1)[0][1], -len(m), name.count(".") if name else -1, name))
-    return [s[-1] for s in sorted(scored)]
+    out = [s[-1] for s in sorted(scored)]
+    if not _is_container(model) and len(list(model.children())) >= 2:
+        out.append("")
+    return out
 
 
-def default_container(model: nn.Module, model_name: str | None = None) -> str:
+_DEFAULTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _example_for(model: nn.Module, model_name: str | None) -> torch.Tensor | None:
+    """One zero example of the registered input shape, on the model's device (None: unknown)."""
+    if not model_name:
+        return None
+    try:
+        shape = tuple(get_spec(model_name).input_shape)
+    except ModelError:
+        return None
+    p = next(iter(model.parameters()), None)
+    return torch.zeros(1, *shape, device=p.device if p is not None else "cpu",
+                       dtype=p.dtype if p is not None and p.is_floating_point() else torch.float32)
+
+
+def container_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, int], int]:
+    """MACs covered by each candidate container (its children that run once each, in the
+    order they are defined), and the model's total, for one example. Runs a private copy."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = clone_model(model)
+    cands = container_candidates(m)
+    mods = dict(m.named_modules())
+    calls: dict[int, list[int]] = {}  # id(child) -> call positions
+    counter = [0]
+    handles = []
+
+    def pre(_m, _a):
+        calls.setdefault(id(_m), []).append(counter[0])
+        counter[0] += 1
+
+    for c in cands:
+        for ch in (mods[c] if c else m).children():
+            if id(ch) not in calls:
+                calls[id(ch)] = []
+                handles.append(ch.register_forward_pre_hook(pre))
+    root = type(m).__name__
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            m(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    flops = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()}
+    total = flops.get("Global", 0) // 2
+    out = {}
+    for c in cands:
+        kids = list((mods[c] if c else m).named_children())
+        ran = [(calls[id(ch)][0], _join(c, n)) for n, ch in kids if len(calls.get(id(ch), [])) == 1]
+        if len(ran) < 2 or [n for _, n in sorted(ran)] != [n for _, n in ran]:
+            continue  # fewer than two blocks run, or not in the order they are defined
+        out[c] = sum(flops.get(f"{root}.{n}", 0) for _, n in ran) // 2
+    return out, total
+
+
+def default_container(model: nn.Module, model_name: str | None = None,
+                      example: torch.Tensor | None = None) -> str:
     """The container whose children are the blocks: the spec's ``block_container`` when
-    it exists in ``model``, else the best of :func:`container_candidates`.
+    it exists in ``model``; else the container covering most of the model's MACs on one
+    example (``example``, or zeros of the registered input shape), or the root's
+    top-level children (``""``) when no container covers :data:`ROOT_SHARE` of them;
+    else (the model cannot be run) the first of :func:`container_candidates`.
+    Remembered per model object.
 
     Raises:
-        ModelError: the model has no Sequential / ModuleList to cut.
+        ModelError: the model has no Sequential / ModuleList and no top-level children to cut.
     """
     if model_name:
         try:
@@ -69,17 +200,42 @@ def default_container(model: nn.Module, model_name: str | None = None) -> str:
                 pass
     cands = container_candidates(model)
     if not cands:
-        raise ModelError("the model has no nn.Sequential or nn.ModuleList with two or more children; "
-                         "surgery needs a container of blocks")
-    return cands[0]
+        raise ModelError("the model has no nn.Sequential or nn.ModuleList with two or more children, and no "
+                         "top-level children to use as blocks; surgery needs a container of blocks")
+    memo = _DEFAULTS.setdefault(model, {})
+    if "default" in memo:
+        return memo["default"]
+    x = example if example is not None else _example_for(model, model_name)
+    if x is None or len(cands) == 1:
+        return cands[0]  # nothing to measure with (not remembered: a later call may have an example)
+    best = None
+    try:
+        cover, total = container_macs(model, x)
+    except Exception:  # noqa: BLE001 - a model that does not run on zeros: fall back to shapes
+        cover, total = {}, 0
+    inner = {c: v for c, v in cover.items() if c != ""}
+    if inner and total > 0:
+        c = max(inner, key=lambda k: (inner[k], -cands.index(k)))
+        if inner[c] >= ROOT_SHARE * total or "" not in cover:
+            best = c
+    if best is None and "" in cover:
+        best = ""
+    if best is None:
+        best = cands[0]
+    memo["default"] = best
+    return best
 
 
 def _container(model: nn.Module, path: str) -> nn.Module:
+    """The container at ``path``: a Sequential / ModuleList, or the root view for ``""``
+    when the root is neither."""
     c = get_module(model, path)
+    if path == "" and not _is_container(c):
+        return _root_view(c)
     if not _is_container(c):
         raise ModelError(f"container {path!r} is a {type(c).__name__}, expected an nn.Sequential or "
-                         f"nn.ModuleList (its forward must run its children in order); "
-                         f"containers: {container_candidates(model)}")
+                         f"nn.ModuleList (its forward must run its children in order), or '' for the "
+                         f"model's top-level children; containers: {container_candidates(model)}")
     return c
 
 
@@ -120,11 +276,52 @@ def _locate(model: nn.Module, name: str, what: str = "model") -> tuple[str, int]
 
 
 def _set_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
-    """Put ``new`` at ``path`` inside ``model`` (in place); returns the (new) root."""
+    """Put ``new`` at ``path`` inside ``model`` (in place); returns the (new) root.
+
+    For the root view (``path == ""`` on a root that is not a container), ``new`` is the
+    view's new sequence of blocks: kept children stay where they are, and each run of
+    removed children is replaced in place by what was put between its neighbours (the
+    bridge; later removed children of the run become ``nn.Identity``), so the model keeps
+    its own forward."""
     if path == "":
-        return new
+        if _is_container(model):
+            return new
+        return _set_root_blocks(model, new)
     parent, _, leaf = path.rpartition(".")
     setattr(get_module(model, parent), leaf, new)
+    return model
+
+
+def _unwrap(m: nn.Module) -> nn.Module:
+    return m.child if isinstance(m, _RootBlock) else m
+
+
+def _set_root_blocks(model: nn.Module, new: nn.Module) -> nn.Module:
+    old = [(n, b.child) for n, b in _root_view(model).named_children()]
+    old_names = [n for n, _ in old]
+    items = [(n, _unwrap(m)) for n, m in new.named_children()]
+    kept = [i for i, (n, m) in enumerate(items) if any(n == o and m is c for o, c in old)]
+    kept_names = [items[i][0] for i in kept]
+    pos = [old_names.index(n) for n in kept_names]
+    if pos != sorted(pos):
+        raise ModelError("the model's top-level children are called by its own forward: they can be cut or "
+                         "replaced, not reordered")
+    bounds = [-1] + kept + [len(items)]
+    old_bounds = [-1] + pos + [len(old)]
+    for g in range(len(bounds) - 1):
+        inserted = [m for _, m in items[bounds[g] + 1:bounds[g + 1]]]
+        removed = old_names[old_bounds[g] + 1:old_bounds[g + 1]]
+        if inserted and not removed:
+            where = f"after {kept_names[g - 1]!r}" if g else "at the start"
+            raise ModelError(f"cannot insert blocks {where} of the model's top-level children: they are "
+                             "attributes its own forward calls, so a block can only take the place of one "
+                             "that is cut; use a container (nn.Sequential / nn.ModuleList) instead")
+        for k, name in enumerate(removed):
+            if k == 0 and inserted:
+                rep = inserted[0] if len(inserted) == 1 else nn.Sequential(*inserted)
+            else:
+                rep = nn.Identity()
+            setattr(model, name, rep)
     return model
 
 
@@ -138,6 +335,8 @@ def _activations(model: nn.Module, container: str, x: torch.Tensor) -> list[torc
         ModelError: a block was not called once with one tensor.
     """
     c = _container(model, container)
+    if isinstance(c, _RootView):
+        return _root_activations(model, c, x)
     children = list(c.children())
     n = len(children)
     ins: list[torch.Tensor | None] = [None] * n
@@ -176,6 +375,74 @@ def _activations(model: nn.Module, container: str, x: torch.Tensor) -> list[torc
     if missing or out[0] is None:
         raise ModelError(f"blocks {missing} of {container!r} were not called by the model's forward")
     return list(ins) + [out[0]]
+
+
+def _root_activations(model: nn.Module, view: _RootView, x: torch.Tensor) -> list[torch.Tensor]:
+    """``r_0 .. r_N`` of the root view (see :func:`_activations`). A child the forward does
+    not call passes the activation before it on; the view's blocks learn the input shape
+    each child saw (so a chain of them reshapes where the forward flattens).
+
+    Raises:
+        ModelError: children called out of the order they are defined, or a child called with
+            something other than one tensor.
+    """
+    blocks = [b for _, b in view.named_children()]
+    names = [n for n, _ in view.named_children()]
+    n = len(blocks)
+    ins: list = [None] * n
+    outs: list = [None] * n
+    calls = [0] * n
+    order: list[int] = []
+    handles = []
+
+    def pre(i):
+        def hook(_m, args):
+            calls[i] += 1
+            if calls[i] == 1:
+                if not args or not isinstance(args[0], torch.Tensor):
+                    raise ModelError(f"top-level child {names[i]!r} does not take one tensor")
+                ins[i] = args[0].detach()
+                order.append(i)
+        return hook
+
+    def post(i):
+        def hook(_m, _a, o):
+            if calls[i] == 1:
+                outs[i] = o.detach() if isinstance(o, torch.Tensor) else None
+        return hook
+
+    for i, b in enumerate(blocks):
+        handles.append(b.child.register_forward_pre_hook(pre(i)))
+        handles.append(b.child.register_forward_hook(post(i)))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    once = [i for i in order if calls[i] == 1]  # a child run more than once is a pass-through
+    if once != sorted(once):
+        ran = [names[i] for i in once]
+        raise ModelError(f"the model's top-level children run in another order ({', '.join(ran[:8])}"
+                         f"{' ...' if len(ran) > 8 else ''}) than they are defined; choose a container")
+    for i, b in enumerate(blocks):
+        b.ran = calls[i] == 1
+        b.in_shape = tuple(ins[i].shape[1:]) if b.ran else None
+        if b.ran and not isinstance(outs[i], torch.Tensor):
+            raise ModelError(f"top-level child {names[i]!r} does not return one tensor")
+        if not b.ran:
+            ins[i] = None
+    _TRACED[_root_key(model)] = [(b.ran, b.in_shape) for b in blocks]
+    acts: list[torch.Tensor] = []
+    cur = next((t for t in ins if t is not None), x)
+    for i in range(n):
+        if ins[i] is not None:
+            acts.append(ins[i])
+            cur = outs[i]
+        else:
+            acts.append(cur)
+    acts.append(cur)
+    return acts
 
 
 def is_bridge(m: nn.Module) -> bool:
@@ -220,16 +487,48 @@ def list_blocks(model: nn.Module, example: torch.Tensor, container: str | None =
         container: container path; default as described above.
         model_name: registry name, for the spec's default container.
     """
-    container = default_container(model, model_name) if container is None else container
+    container = default_container(model, model_name, example) if container is None else container
     m = clone_model(model)
     acts = _activations(m, container, example[:2])
+    macs = _module_macs(m, example[:1])
     out = []
     for i, (name, b) in enumerate(_container(m, container).named_children()):
+        ran = getattr(b, "ran", True)
+        b = _unwrap(b)
+        # a root child's output is what it returned (the next child may see it flattened)
+        o = acts[i + 1] if not isinstance(_container(m, container), _RootView) or not ran else None
+        if o is None:
+            with torch.no_grad():
+                o = b(acts[i][:1])
         out.append(Block(name=_join(container, name), index=i, kind=type(b).__name__,
-                         in_shape=tuple(acts[i].shape[1:]), out_shape=tuple(acts[i + 1].shape[1:]),
+                         in_shape=tuple(acts[i].shape[1:]), out_shape=tuple(o.shape[1:]),
                          params=sum(p.numel() for p in b.parameters()),
-                         macs=_block_macs(b, acts[i][:1]), adapter=is_bridge(b)))
+                         macs=_macs_of(macs, m, _join(container, name), b, acts[i][:1]) if ran else 0,
+                         adapter=is_bridge(b)))
     return out
+
+
+def _module_macs(model: nn.Module, x1: torch.Tensor) -> dict[str, int] | None:
+    """MACs of every module on one forward pass of the whole model, by module path (a block
+    runs with whatever the model's forward gives it: a transformers layer's position
+    embeddings and mask included); None when the pass cannot be counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            model(x1)
+    except Exception:  # noqa: BLE001 - counting is best effort; the block alone is tried next
+        return None
+    root = type(model).__name__
+    return {k[len(root) + 1:]: int(sum(v.values()) // 2) for k, v in fc.get_flop_counts().items()
+            if k.startswith(root + ".")}
+
+
+def _macs_of(counts: dict[str, int] | None, model: nn.Module, path: str, block: nn.Module, x1: torch.Tensor) -> int:
+    """A block's MACs for one example: from the whole model's pass, else the block alone."""
+    if counts is not None:
+        return counts.get(path, 0)
+    return _block_macs(block, x1)
 
 
 __all__ = ["Block", "list_blocks", "default_container", "container_candidates", "block_names", "get_module",

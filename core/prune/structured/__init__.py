@@ -1,10 +1,14 @@
 """Structured pruning: neurons, channels and attention heads physically removed.
 
-* ``graph.py``: Torch-Pruning's dependency graph and the unit groups read from it;
+* ``graph.py``: Torch-Pruning's dependency graph and the unit groups read from it (groups
+  it cannot follow are left out, with the reason);
+* ``opaque.py``: modules the graph sees as one node, with their own pruner (torchvision's
+  Swin window attention and patch merging);
 * ``scores.py``: per-unit scores, combined per group and normalised;
 * ``select.py``: which units a step removes;
 * ``analysis.py``: a source model analysed once (memoised in the apply context);
-* ``prune.py``: removing the units from a copy, and the step's report;
+* ``prune.py``: removing the units from a copy (checked to run; groups that break it are
+  left out), and the step's report;
 * ``compare.py``: the criteria comparison on one layer.
 """
 from .analysis import (Analysis, all_unit_scores, analysis, group_info, group_of, prunable_units,

@@ -26,11 +26,14 @@ class Analysis:
         self.copy = clone_model(model)
         self.dg, self.output_layer = build_graph(self.copy, example)
         self._groups: dict[str, list[UnitGroup]] = {}
+        self.skipped: dict[str, list[tuple[str, str]]] = {}  # granularity -> (layer, why it was left out)
         self.scores: dict[tuple, dict[str, torch.Tensor]] = {}
 
     def groups(self, granularity: str) -> list[UnitGroup]:
         if granularity not in self._groups:
-            self._groups[granularity] = unit_groups(self.copy, self.dg, self.output_layer, granularity)
+            skipped: list[tuple[str, str]] = []
+            self._groups[granularity] = unit_groups(self.copy, self.dg, self.output_layer, granularity, skipped)
+            self.skipped[granularity] = skipped
         return self._groups[granularity]
 
 
@@ -50,11 +53,13 @@ def validate_granularity(granularity: str) -> None:
                          f"got {granularity!r}")
 
 
-def nonempty(groups: list[UnitGroup], granularity: str) -> list[UnitGroup]:
+def nonempty(groups: list[UnitGroup], granularity: str, skipped=()) -> list[UnitGroup]:
     if not groups:
         hint = {"neuron": "Linear layers (other than the output layer)",
                 "channel": "convolutions", "head": "attention modules with qkv/proj/num_heads"}[granularity]
-        raise ModelError(f"granularity {granularity!r}: the model has no prunable {hint}")
+        left = (f"; {len(skipped)} group(s) were left out because Torch-Pruning cannot follow them "
+                f"(first: {skipped[0][0]}: {skipped[0][1]})" if skipped else "")
+        raise ModelError(f"granularity {granularity!r}: the model has no prunable {hint}{left}")
     return groups
 
 
@@ -117,7 +122,7 @@ def all_unit_scores(model: nn.Module, criterion: str, granularity: str, ctx=None
     an = analysis(model, ctx, example=example, seed=seed)
     key = _scores_key(criterion, granularity, seed, calib)
     if key not in an.scores:
-        groups = nonempty(an.groups(granularity), granularity)
+        groups = nonempty(an.groups(granularity), granularity, an.skipped.get(granularity, ()))
         an.scores[key] = score_groups(an.copy, groups, criterion, seed, calib)
     return an.scores[key]
 

@@ -4,9 +4,9 @@ A *unit* is what one structured decision removes:
 
 * ``"neuron"``: an output feature of a Linear layer;
 * ``"channel"``: an output channel of a convolution;
-* ``"head"``: one head of a timm-style attention module (a module with ``qkv`` and
-  ``proj`` Linear layers and an integer ``num_heads``), i.e. ``head_dim`` rows of each of
-  q, k, v and the matching ``head_dim`` input columns of ``proj``.
+* ``"head"``: one head of an attention module of a layout ``heads.py`` knows (timm
+  ``qkv`` / ``proj`` / ``num_heads``, GPT-2, BERT, Llama), i.e. ``head_dim`` rows of each
+  of q, k, v and the matching ``head_dim`` input columns of the output projection.
 
 Units are found, and removed, through Torch-Pruning's dependency graph
 (``DependencyGraph.get_pruning_group``), so everything coupled to a unit goes with it:
@@ -18,11 +18,18 @@ the group. The output layer (the last Linear/Conv run by the forward pass) is ne
 pruned, nor is any group containing it; Linear groups that feed attention heads
 (``qkv``) are pruned only as heads.
 
+Where Torch-Pruning cannot follow an operation (its index mapping of a reshape, a
+concatenation or a split raises), the graph is built all the same: that operation is
+marked, and a group passing through it is left out, as is a group whose own lookup
+raises. :func:`unit_groups` says which and why (``skipped``), and the step's report
+lists them in its warnings.
+
 Scores (``scores.py``), selection (``select.py``) and the pruning itself
 (``prune.py``) work on these groups; ``analysis.py`` caches a source model's graph.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -33,6 +40,8 @@ from torch import nn
 from core.errors import ModelError
 
 from ..masks import PRUNABLE_TYPES
+from .heads import find_heads, stacked_rows
+from .opaque import _tie_hook, heads_multiple, opaque_pruners
 
 UNIT_GRANULARITIES = ("neuron", "channel", "head")  # what one structured decision removes
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -60,6 +69,7 @@ class UnitGroup:
     root: str  # module whose channels index the group in Torch-Pruning
     root_out: bool  # True: root's output channels; False: its input channels (heads: proj)
     unit_of_root: torch.Tensor | None = None  # root channel -> unit, (n_root,); None: identity
+    multiple: int = 1  # the kept units must be a multiple of this (an nn.MultiheadAttention's num_heads)
 
     def root_channels(self, units: Sequence[int]) -> list[int]:
         """The root channels that make up ``units``."""
@@ -71,19 +81,159 @@ class UnitGroup:
 
 
 def _is_attention(m: nn.Module) -> bool:
-    qkv, proj, h = getattr(m, "qkv", None), getattr(m, "proj", None), getattr(m, "num_heads", None)
-    return (isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear) and isinstance(h, int)
-            and not isinstance(h, bool) and h > 0 and proj.in_features % h == 0
-            and qkv.out_features == 3 * proj.in_features)
+    """An attention module of a known layout (``heads.find_heads``: timm, GPT-2, BERT, Llama)."""
+    return find_heads(m) is not None
+
+
+_GRAPH_CLASS = None
+MAX_GROUP_INDICES = 1 << 16  # a group whose channel indices multiply past this (and 64 per root channel) is left out
+
+
+def _graph_class():
+    """Torch-Pruning's ``DependencyGraph`` with an index mapping that survives the
+    operations it cannot map (made once, on first use: torch_pruning imports lazily)."""
+    global _GRAPH_CLASS
+    if _GRAPH_CLASS is not None:
+        return _GRAPH_CLASS
+    import torch_pruning as tp
+    from torch_pruning import _helpers, ops
+    from torch_pruning.dependency import index_mapping as im
+    from torch_pruning.dependency import shape_infer
+    from torch_pruning.dependency.dependency import Dependency
+    from torch_pruning.dependency.group import Group
+    from torch_pruning.pruner import function
+
+    updates = {ops.OPTYPE.CONCAT: im.update_concat_index_mapping, ops.OPTYPE.SPLIT: im.update_split_index_mapping,
+               ops.OPTYPE.RESHAPE: im.update_reshape_index_mapping, ops.OPTYPE.UNBIND: im.update_unbind_index_mapping,
+               ops.OPTYPE.EXPAND: im.update_expand_index_mapping, ops.OPTYPE.SLICE: im.update_slice_index_mapping}
+
+    class SafeGraph(tp.DependencyGraph):
+        """``unmapped``: op node -> why Torch-Pruning could not map channels through it."""
+
+        def build_dependency(self, model, example_inputs, verbose=False):
+            # Torch-Pruning's build_dependency for the arguments used here, with the safe update
+            self.verbose = verbose
+            self.model = model
+            self._module2name = {m: n for n, m in model.named_modules()}
+            self.ignored_params = []
+            self.unmapped = {}
+            custom = opaque_pruners(model)  # modules seen as one node (opaque.py)
+            for cls, pruner in custom.items():
+                self.register_customized_layer(cls, pruner)
+            inner = [s for m in model.modules() if type(m) in custom for s in m.modules() if s is not m]
+            self.IGNORED_LAYERS_IN_TRACING.extend(inner)
+            self._param_to_name, self.unwrapped_parameters = self._detect_unwrapped_parameters(None)
+            assert torch.is_grad_enabled(), "the dependency graph is traced through autograd"
+            ties = [m.register_forward_hook(_tie_hook) for m in model.modules() if type(m) in custom]
+            try:
+                self.module2node = self._trace(model, example_inputs, None, output_transform=None)
+            finally:
+                for t in ties:
+                    t.remove()
+            self._build_dependency(self.module2node)
+            shape_infer.init_shape_information(self)
+            self.update_index_mapping()
+            return self
+
+        def update_index_mapping(self):
+            for node in list(self.module2node.values()):
+                fn = updates.get(node.type)
+                if fn is None or (fn is im.update_expand_index_mapping and torch.__version__ < "1.8"):
+                    continue
+                try:
+                    fn(self, node)
+                except Exception as exc:  # noqa: BLE001 - an operation it cannot map: groups through it are left out
+                    for dep in node.dependencies:
+                        dep.index_mapping = [None, None]
+                    self.unmapped.setdefault(node, f"{type(exc).__name__}: {str(exc).strip()[:120]}")
+
+        def get_pruning_group(self, module, pruning_fn, idxs):
+            # Torch-Pruning's get_pruning_group, with the safe update and a check that the
+            # group does not pass through an operation whose channels it could not map
+            if module not in self.module2node:
+                raise ValueError(f"module {module} is not in the dependency graph")
+            if isinstance(module, ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
+                pruning_fn = function.prune_depthwise_conv_out_channels
+            limit = max(MAX_GROUP_INDICES, 64 * len(idxs))
+            max_total = max(16 * limit, 4 * len(idxs) * len(self.module2node))  # indices the group may hold
+            total = 0  # indices held by the group so far: its memory
+            idxs = [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs]
+            self.update_index_mapping()
+            group = Group()
+            root_node = self.module2node[module]
+            group.add_dep(dep=Dependency(pruning_fn, pruning_fn, source=root_node, target=root_node), idxs=idxs)
+            visited = set()
+            stack = [(group[0].dep, group[0].idxs)]
+            budget = 8 * len(self.module2node) + 1000  # a group visits each node a few times at most
+            while stack:
+                budget -= 1
+                if budget < 0:  # e.g. grouped-query attention's repeat_kv: the indices cycle without end
+                    raise _Unmapped(root_node, "its channel mapping does not settle (the group keeps "
+                                               "growing through the same operations)")
+                dep, idxs = stack.pop(-1)
+                node, fn = dep.target, dep.handler
+                visited.add(node)
+                if node in self.unmapped:
+                    raise _Unmapped(node, self.unmapped[node])
+                for new_dep in node.dependencies:
+                    if new_dep.is_triggered_by(fn):
+                        new_idxs = idxs
+                        for mapping in new_dep.index_mapping:
+                            if mapping is None:
+                                continue
+                            if isinstance(mapping, im._FlattenIndexMapping) and not mapping.reverse \
+                                    and len(new_idxs) * mapping._stride > limit:
+                                # chained reshapes (window partitions) read as flattens: the indices
+                                # multiply until memory runs out; this group cannot be followed
+                                raise _Unmapped(new_dep.target, f"its reshapes multiply {len(idxs)} channels "
+                                                                f"past {limit:,} indices")
+                            new_idxs = mapping(new_idxs)
+                        if len(new_idxs) == 0:
+                            continue
+                        if new_dep.target in visited and group.has_pruning_op(new_dep, new_idxs):
+                            continue
+                        total += len(new_idxs)
+                        if total > max_total:
+                            raise _Unmapped(new_dep.target, f"the group grows past {max_total:,} channel indices")
+                        group.add_dep(new_dep, new_idxs)
+                        stack.append((new_dep, new_idxs))
+            merged = Group()
+            for dep, idxs in group.items:
+                if isinstance(dep.target.module, nn.Parameter) and any(
+                        dep.target.module is p for p in self.ignored_params):
+                    continue
+                merged.add_and_merge(dep, idxs)
+            merged._DG = self
+            for i in range(len(merged)):
+                hybrid = merged[i].idxs
+                item = _helpers.GroupItem(merged[i].dep, _helpers.to_plain_idxs(hybrid))
+                item.root_idxs = _helpers.to_root_idxs(hybrid)
+                merged[i] = item
+            return merged
+
+    _GRAPH_CLASS = SafeGraph
+    return SafeGraph
+
+
+class _Unmapped(Exception):
+    """A group passes through an operation whose channel mapping Torch-Pruning could not make."""
+
+    def __init__(self, node, reason: str):
+        fn = getattr(node, "grad_fn", None)
+        op = fn.name() if hasattr(fn, "name") else getattr(node, "name", type(node).__name__)
+        super().__init__(f"Torch-Pruning cannot map channels through {op} ({reason})")
+
+
+def _drop_saved(_t):
+    return None
 
 
 def build_graph(model: nn.Module, example: torch.Tensor):
     """(Torch-Pruning graph of ``model``, output layer name).
 
     Only ever called on a private copy. Hooks are removed and ``requires_grad`` flags
-    restored afterwards."""
-    import torch_pruning as tp
-
+    restored afterwards. Operations whose channels the graph cannot map are kept in
+    ``graph.unmapped``; groups through them are left out by :func:`unit_groups`."""
     order: list[str] = []
     handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
                for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
@@ -92,9 +242,12 @@ def build_graph(model: nn.Module, example: torch.Tensor):
     try:
         for p, _ in flags:
             p.requires_grad_(True)
-        with warnings.catch_warnings(), torch.enable_grad():
+        # The graph needs autograd's nodes and the sizes they keep, never the activations they
+        # save for a backward pass: dropping those keeps the graph's memory small.
+        with warnings.catch_warnings(), torch.enable_grad(), \
+                torch.autograd.graph.saved_tensors_hooks(_drop_saved, _drop_saved):
             warnings.simplefilter("ignore")  # "unwrapped parameters" (pos_embed): pruned on the last dim
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+            dg = _graph_class()().build_dependency(model, example_inputs=example, verbose=False)
     finally:
         for h in handles:
             h.remove()
@@ -123,30 +276,69 @@ def _member(dg, item, names: dict) -> Member | None:
                   torch.as_tensor(list(roots), dtype=torch.long))
 
 
-def unit_groups(model: nn.Module, dg, output_layer: str, granularity: str) -> list[UnitGroup]:
-    """The prunable unit groups of ``model`` at ``granularity``, in module order."""
+def _all_groups(dg, ignored: list, names: dict, skipped: list):
+    """Torch-Pruning's ``get_all_groups`` (one group per Linear/Conv producing channels),
+    leaving out, with the reason in ``skipped``, a group whose lookup raises."""
+    visited: set = set()
+    for m in list(dg.module2node.keys()):
+        if m in ignored or not isinstance(m, PRUNABLE_TYPES) or m in visited:
+            continue
+        pruner = dg.get_pruner_of_module(m)
+        if pruner is None or pruner.get_out_channels(m) is None:
+            continue
+        try:
+            group = dg.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
+        except Exception as exc:  # noqa: BLE001 - Torch-Pruning cannot follow this group: leave it out
+            visited.add(m)
+            reason = str(exc) if isinstance(exc, _Unmapped) else f"{type(exc).__name__}: {str(exc).strip()[:160]}"
+            skipped.append((names.get(m, type(m).__name__), reason))
+            continue
+        ok = True
+        for dep, _ in group:
+            if dg.is_out_channel_pruning_fn(dep.handler):
+                visited.add(dep.target.module)
+                if dep.target.module in ignored:
+                    ok = False
+        if ok:
+            yield group
+
+
+def unit_groups(model: nn.Module, dg, output_layer: str, granularity: str,
+                skipped: list | None = None) -> list[UnitGroup]:
+    """The prunable unit groups of ``model`` at ``granularity``, in module order.
+
+    ``skipped`` (a list), when given, receives ``(layer, reason)`` for each group
+    Torch-Pruning could not follow (left out)."""
+    skipped = [] if skipped is None else skipped
     names = {m: n for n, m in model.named_modules()}
     order = {n: i for i, n in enumerate(names.values())}
     mods = dict(model.named_modules())
     out: list[UnitGroup] = []
     if granularity == "head":
         for n, m in model.named_modules():
-            if not _is_attention(m) or m.proj not in dg.module2node:
+            h = find_heads(m)
+            if h is None or h.out not in dg.module2node:
                 continue
-            proj = m.proj
-            hd = proj.in_features // m.num_heads
+            if h.kv_heads != h.num_heads:
+                raise ModelError(f"{n}: grouped-query attention ({h.num_heads} query heads share {h.kv_heads} "
+                                 "key/value heads); pruning its heads is not supported: prune neurons or "
+                                 "cut layers instead")
+            proj = h.out
             g = dg.get_pruning_group(proj, dg.get_pruner_of_module(proj).prune_in_channels,
                                      list(range(proj.in_features)))
             members = [x for x in (_member(dg, it, names) for it in g) if x is not None]
             if any(x.name == output_layer and x.role == "out" for x in members):
                 continue
-            unit_of_root = torch.arange(proj.in_features) // hd  # head h = columns h*hd .. h*hd+hd-1
-            out.append(UnitGroup(n, "head", m.num_heads, (n, names[m.qkv], names[proj]), members,
-                                 names[proj], False, unit_of_root))
+            qkv = [x for x in members if x.name == names[h.producers[0]] and x.role == "out"]
+            for off, _ in stacked_rows(h, len(qkv[0].idxs) if len(qkv) == 1 else 0):  # GPT-2: k and v rows too
+                members.append(Member(qkv[0].name, "out", qkv[0].idxs + off, qkv[0].root_idxs))
+            unit_of_root = torch.arange(proj.in_features) // h.head_dim  # head i = columns i*hd .. i*hd+hd-1
+            out.append(UnitGroup(n, "head", h.num_heads, (n, *(names[p] for p in h.producers), names[proj]),
+                                 members, names[proj], False, unit_of_root))
         return out
-    qkv = {m.qkv for m in model.modules() if _is_attention(m)}
+    qkv = {p for m in model.modules() if (h := find_heads(m)) is not None for p in h.producers}
     ignored = [mods[output_layer]]
-    for g in dg.get_all_groups(ignored_layers=ignored, root_module_types=PRUNABLE_TYPES):
+    for g in _all_groups(dg, ignored, names, skipped):
         members = [x for x in (_member(dg, it, names) for it in g) if x is not None]
         producers = [x.name for x in members if x.role == "out"]
         if not producers or any(mods[p] in qkv for p in producers):
@@ -165,8 +357,12 @@ def unit_groups(model: nn.Module, dg, output_layer: str, granularity: str) -> li
         if ch_groups > 1 and n_root % ch_groups == 0:
             unit_of_root = torch.arange(n_root) % (n_root // ch_groups)
         n_units = n_root if unit_of_root is None else n_root // ch_groups
+        mha = [it.dep.target.module for it in g if isinstance(it.dep.target.module, nn.MultiheadAttention)]
+        multiple = max([m.num_heads for m in mha if m.embed_dim == n_root] or [1])
+        for it in g:  # an opaque window attention splits the width into its heads as well
+            multiple = math.lcm(multiple, heads_multiple(it.dep.target.module, n_root))
         out.append(UnitGroup(producers[0], kind, n_units, tuple(producers), members,
-                             names[root], True, unit_of_root))
+                             names[root], True, unit_of_root, multiple))
     out.sort(key=lambda u: order[u.name])
     return out
 

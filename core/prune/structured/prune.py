@@ -1,46 +1,197 @@
-"""Removing the selected units, with everything coupled to them, from a copy."""
+"""Removing the selected units, with everything coupled to them, from a copy.
+
+The pruned copy must still run: after pruning, the example batch goes through it and
+its output must keep its shape. A module attribute holding the old width (torchvision's
+ViT reshapes with its stored ``hidden_dim``) is updated to the new one. When the copy
+does not run, the groups that break it are found by bisection (each half pruned on a
+fresh copy) and left out; the report's warnings name them and say why, as they name the
+groups Torch-Pruning could not follow (``graph.unit_groups``). Any other failure inside
+the step becomes a :class:`~core.errors.ModelError` naming what failed, never a raw
+``ZeroDivisionError`` or ``MemoryError``.
+"""
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from core.errors import ModelError, PrunescopeError, first_line
 from core.models import clone_model
 from core.plan.report import UNIT_NORMALISED, StepReport
 
 from .analysis import (all_unit_scores, analysis, calibration_for, example_input, nonempty,
                        validate_granularity)
-from .graph import build_graph, unit_groups
+from .graph import UnitGroup, build_graph, unit_groups
+from .heads import remove_heads
 from .scores import score_groups
 from .select import Selection, select
 
+# attributes of non-layer modules that hold a width, updated when that width is pruned
+WIDTH_ATTRS = ("hidden_dim", "embed_dim", "dim", "hidden_size", "d_model", "num_features", "width",
+               "channels", "num_channels", "embed_dims")
 
-def _prune_copy(model: nn.Module, example: torch.Tensor, step, scores: dict | None, calib
-                ) -> tuple[nn.Module, Selection]:
+
+def _layer_type(m: nn.Module) -> bool:
+    """A module Torch-Pruning prunes itself (its own shape attributes are its business)."""
+    from torch_pruning import ops
+
+    return ops.module2type(m) != ops.OPTYPE.ELEMENTWISE
+
+
+def _fix_widths(model: nn.Module, members: set[str], old: int, new: int) -> list[str]:
+    """Set width attributes equal to ``old`` on the ancestors of ``members`` to ``new``;
+    returns the attributes changed (``path.attr``)."""
+    if old == new:
+        return []
+    ancestors = {""}
+    for name in members:
+        parts = name.split(".")
+        ancestors.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    mods = dict(model.named_modules())
+    changed = []
+    for path in sorted(ancestors):
+        m = mods.get(path)
+        if m is None or _layer_type(m):
+            continue
+        for a in WIDTH_ATTRS:
+            v = m.__dict__.get(a)
+            if isinstance(v, int) and not isinstance(v, bool) and v == old:
+                setattr(m, a, new)
+                changed.append(f"{path + '.' if path else ''}{a}")
+    return changed
+
+
+def _prune_groups(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup],
+                  pruned: dict[str, list[int]]) -> nn.Module:
+    """A copy of ``model`` with ``pruned[g.name]`` units removed from each of ``groups``."""
     new = clone_model(model)
-    dg, output_layer = build_graph(new, example)
-    groups = nonempty(unit_groups(new, dg, output_layer, step.granularity), step.granularity)
-    if scores is None:
-        scores = score_groups(new, groups, step.criterion, step.seed, calib)  # `new` still equals `model`
-    sel = select(groups, scores, step)
+    dg, _ = build_graph(new, example)
     mods = dict(new.named_modules())
     for g in groups:
-        units = sel.pruned[g.name]
+        units = pruned.get(g.name)
         if not units:
             continue
         root = mods[g.root]
         pruner = dg.get_pruner_of_module(root)
         fn = pruner.prune_out_channels if g.root_out else pruner.prune_in_channels
+        width = pruner.get_out_channels(root) if g.root_out else pruner.get_in_channels(root)
         dg.get_pruning_group(root, fn, g.root_channels(units)).prune(record_history=False)
         if g.granularity == "head":
-            mods[g.name].num_heads -= len(units)
+            remove_heads(mods[g.name], units)
+        elif g.root_out:
+            _fix_widths(new, {x.name for x in g.members}, width, pruner.get_out_channels(root))
+    del dg
     trainable = any(p.requires_grad for p in model.parameters())
     for p in new.parameters():  # Torch-Pruning makes new Parameters; keep the source's flag
         p.requires_grad_(trainable)
     new.eval()
-    return new, sel
+    return new
+
+
+def _runs(model: nn.Module, example: torch.Tensor, want: tuple) -> str | None:
+    """None when ``model`` runs on ``example`` with an output of shape ``want``, else why not."""
+    try:
+        with torch.no_grad():
+            out = model(example)
+    except Exception as exc:  # noqa: BLE001 - the pruned copy may fail in any way: that is the finding
+        return f"{type(exc).__name__}: {first_line(exc)[:160]}"
+    if not isinstance(out, torch.Tensor):
+        return f"it returns {type(out).__name__}, not a tensor"
+    if tuple(out.shape) != want:
+        return f"its output has shape {tuple(out.shape)} instead of {want}"
+    return None
+
+
+def _attempt(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], pruned: dict,
+             want: tuple) -> tuple[nn.Module | None, str | None]:
+    """(pruned copy, None) when pruning ``groups`` gives a model that runs, else (None, why)."""
+    try:
+        new = _prune_groups(model, example, groups, pruned)
+    except (PrunescopeError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - Torch-Pruning failing on these groups is the finding
+        return None, f"pruning it raises {type(exc).__name__}: {first_line(exc)[:160]}"
+    why = _runs(new, example, want)
+    return (new, None) if why is None else (None, why)
+
+
+def _out_shape(model: nn.Module, example: torch.Tensor) -> tuple:
+    with torch.no_grad():
+        out = clone_model(model)(example) if model.training else model(example)
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(f"structured pruning needs a model returning one tensor, got {type(out).__name__}")
+    return tuple(out.shape)
+
+
+def _prune_checked(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], sel: Selection,
+                   want: tuple) -> tuple[nn.Module, list[str]]:
+    """The pruned copy; groups whose pruning breaks the forward pass are left out (found by
+    bisection, each half pruned on a fresh copy). Returns (model, warnings)."""
+    active = [g for g in groups if sel.pruned.get(g.name)]
+    new, why = _attempt(model, example, groups, sel.pruned, want)
+    if why is None:
+        return new, []
+    del new
+    bad: list[tuple[str, str]] = []
+
+    def find(part: list[UnitGroup], why: str | None = None) -> None:
+        if why is None:
+            why = _attempt(model, example, part, sel.pruned, want)[1]
+        if why is None:
+            return
+        if len(part) == 1:
+            bad.append((part[0].name, why))
+            return
+        half = len(part) // 2
+        find(part[:half])
+        find(part[half:])
+
+    find(active, why)
+    names = {b for b, _ in bad}
+    for g in groups:
+        if g.name in names:
+            sel.pruned[g.name] = []
+    new, still = _attempt(model, example, groups, sel.pruned, want)
+    if still is not None:
+        raise ModelError(f"the pruned model does not run ({still}), and leaving out single groups does not "
+                         f"mend it; prune fewer layers (overrides) or another granularity")
+    warns = []
+    for b, w in bad:
+        why = w if w.startswith("pruning it raises") else f"pruning it breaks the forward pass: {w}"
+        warns.append(f"{b}: left out ({why})")
+    return new, warns
+
+
+def _prune_copy(model: nn.Module, example: torch.Tensor, step, groups: list[UnitGroup] | None,
+                scores: dict | None, calib, skipped: list | None = None
+                ) -> tuple[nn.Module, Selection, list[str]]:
+    """(pruned copy, selection, warnings about left-out groups)."""
+    skipped = [] if skipped is None else skipped
+    if groups is None:
+        probe = clone_model(model)
+        dg, output_layer = build_graph(probe, example)
+        groups = nonempty(unit_groups(probe, dg, output_layer, step.granularity, skipped), step.granularity, skipped)
+        if scores is None:
+            scores = score_groups(probe, groups, step.criterion, step.seed, calib)  # `probe` equals `model`
+        del dg, probe
+    sel = select(groups, scores, step)
+    want = _out_shape(model, example)
+    new, warns = _prune_checked(model, example, groups, sel, want)
+    warns = [f"{layer}: left out ({reason})" for layer, reason in skipped] + warns
+    return new, sel, warns
+
+
+def _wrapped(what: str, fn):
+    """Run ``fn``; anything but a PrunescopeError becomes a ModelError saying what failed."""
+    try:
+        return fn()
+    except PrunescopeError:
+        raise
+    except MemoryError:
+        raise ModelError(f"{what} ran out of memory") from None
+    except Exception as exc:  # noqa: BLE001 - Torch-Pruning on a person's model: its failures are the model's
+        raise ModelError(f"{what} failed: {type(exc).__name__}: {first_line(exc)[:300]}") from exc
 
 
 def structured_prune(model: nn.Module, example: torch.Tensor, *, granularity: str, criterion: str = "l1",
@@ -50,7 +201,8 @@ def structured_prune(model: nn.Module, example: torch.Tensor, *, granularity: st
 
     Args:
         model: the model to prune.
-        example: an example input batch (for tracing the dependency graph).
+        example: an example input batch (for tracing the dependency graph, and the check
+            that the pruned copy runs and keeps its output shape).
         granularity: "neuron" | "channel" | "head".
         criterion: importance criterion name.
         sparsity / threshold: the global amount (fraction of units, or a threshold in
@@ -59,17 +211,20 @@ def structured_prune(model: nn.Module, example: torch.Tensor, *, granularity: st
         calib: ``(x, y)`` for data-driven criteria.
 
     Returns:
-        ``(pruned model, selection)``.
+        ``(pruned model, selection)``; ``selection.warnings`` names the groups left out.
 
     Raises:
-        PrunescopeError: bad granularity / criterion / override, or no units to prune.
+        PrunescopeError: bad granularity / criterion / override, no units to prune, or the
+            pruning failed (a ModelError saying what failed).
     """
     from ..step import Prune
 
     validate_granularity(granularity)
     step = Prune(criterion=criterion, granularity=granularity, sparsity=sparsity, threshold=threshold,
                  layers=tuple(layers), seed=seed)
-    return _prune_copy(model, example, step, None, calib)
+    new, sel, warns = _wrapped("structured pruning", lambda: _prune_copy(model, example, step, None, None, calib))
+    sel.warnings = warns + list(sel.warnings)
+    return new, sel
 
 
 def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepReport]:
@@ -80,20 +235,32 @@ def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepR
 
     Returns:
         ``(pruned model, report)``: per group its threshold (normalised score), units
-        removed of units, the removed indices, and warnings (a layer kept at one unit).
+        removed of units, the removed indices, and warnings (a layer kept at one unit; a
+        group left out because Torch-Pruning cannot follow it or its pruning breaks the
+        forward pass, with the reason). A group left out removes nothing.
 
     Raises:
-        PrunescopeError: bad granularity, criterion or override; the model has no such units.
+        PrunescopeError: bad granularity, criterion or override; the model has no such
+            units; anything failing inside (a ModelError naming what failed).
     """
     validate_granularity(step.granularity)
-    calib = calibration_for(step.criterion, ctx, step.seed)
-    scores = all_unit_scores(model, step.criterion, step.granularity, ctx, seed=step.seed, calib=calib)
-    new, sel = _prune_copy(model, example_input(ctx, step.seed), step, scores, calib)
+
+    def run():
+        calib = calibration_for(step.criterion, ctx, step.seed)
+        scores = all_unit_scores(model, step.criterion, step.granularity, ctx, seed=step.seed, calib=calib)
+        an = analysis(model, ctx, seed=step.seed)
+        groups = an.groups(step.granularity)
+        skipped = list(an.skipped.get(step.granularity, ()))
+        return _prune_copy(model, example_input(ctx, step.seed), step, groups, scores, calib, skipped)
+
+    new, sel, warns = _wrapped(f"structured pruning ({step.granularity})", run)
     units = {g: (len(p), len(sel.scores[g])) for g, p in sel.pruned.items()}
     report = StepReport("prune", thresholds=dict(sel.thresholds), threshold_unit=UNIT_NORMALISED,
                         global_threshold=sel.global_threshold, units=units, unit_name=step.granularity,
-                        removed={g: tuple(p) for g, p in sel.pruned.items()}, warnings=list(sel.warnings))
+                        removed={g: tuple(p) for g, p in sel.pruned.items()}, warnings=warns + list(sel.warnings))
     report.summary = f"removed {report.pruned:,} of {report.total:,} {step.granularity}s"
+    if warns:
+        report.summary += f"; {len(warns)} group(s) left out (see warnings)"
     return new, report
 
 

@@ -4,12 +4,14 @@ A unit is pruned when its normalised score is strictly below the threshold; a sp
 prunes exactly ``round(sparsity * units)`` lowest units (over all groups for the global
 amount, inside the group for an override; ties are broken by group order, then unit
 index), so a plan replays to identical weights. With ``round_to`` each group keeps the
-multiple of it nearest to what the amount asked (fast kernels like round widths). At
+multiple of it nearest to what the amount asked (fast kernels like round widths; a group
+holding an ``nn.MultiheadAttention``'s width keeps a multiple of its head count too). At
 least one unit of every group is kept: when an amount asks for all of them the best-scoring unit stays and a warning is
 recorded.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -105,8 +107,9 @@ def select(groups: list[UnitGroup], scores: dict[str, torch.Tensor], step) -> Se
             pruned[name] = order[:k].tolist()
             thresholds[name] = threshold_for_k(vals, k)
     warns = []
-    r = getattr(step, "round_to", None) or 1
+    r0 = getattr(step, "round_to", None) or 1
     for g in groups:
+        r = math.lcm(r0, getattr(g, "multiple", 1) or 1)  # e.g. an attention's width splits into its heads
         if r > 1:
             pruned[g.name] = _rounded(pruned[g.name], scores[g.name], g.n_units, r)
         p = sorted(pruned[g.name])

@@ -1,0 +1,368 @@
+"""`python -m benchmarks.zoo`: every torchvision classification model through the engine.
+
+Each model (random weights, ``torchvision.models.get_model(name, weights=None)``, no
+per-model configuration) runs in its own process with a memory cap and a timeout, through
+five stages, each a plan applied to the pristine base the way the CLI does it:
+
+1. ``load``: registered with ``core.models.register_factory`` (synthetic fidelity data),
+   built, and run on the example batch;
+2. ``weight``: ``Prune(granularity="weight", sparsity=0.5)``;
+3. ``channel``: ``Prune(granularity="channel", sparsity=0.3)``; the pruned model must run
+   and keep its output shape;
+4. ``blocks``: ``list_blocks`` of the default container, then ``Cut`` of one block (the
+   middle one of those that keep their input shape and have parameters, else the middle
+   one); the cut model must run and keep its output shape;
+5. ``onnx``: ``export_model(..., "onnx", verify=True)`` of the channel-pruned model (of
+   the weight-pruned one, or the base, when an earlier stage failed: said in the row).
+
+Prints one row per model and the number of models passing each stage, and writes JSON
+(``--json``; default ``benchmarks/results/zoo-latest.json``). ``python -m benchmarks``
+does not run it (it only collects ``bench_*`` modules): the whole zoo takes an hour or
+more. Requires torchvision.
+
+    python -m benchmarks.zoo --only resnet18,vit_b_16 --json /tmp/zoo.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+STAGES = ("load", "weight", "channel", "blocks", "onnx")
+CALIB = 4  # calibration examples (structured analysis traces one; bridges fit on these)
+BIG_INPUT = {"inception_v3": 299}  # models that need a larger input than 224
+
+
+def _status_kb(key: str, pid: int | str = "self") -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> None:
+    """Reset this process's peak resident size (VmHWM), so each stage reports its own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+# --- one model, in the child process -------------------------------------------
+
+def _input_shape(arch: str) -> tuple[int, int, int]:
+    s = BIG_INPUT.get(arch, 224)
+    return (3, s, s)
+
+
+def _register(arch: str):
+    """Register ``arch`` (random weights) with seeded synthetic inputs; returns the model name."""
+    import torch
+
+    from core.data import DataSplits, register_dataset
+    from core.models import register_factory
+
+    shape = _input_shape(arch)
+    ds = f"zoo:{arch}"
+
+    def make() -> DataSplits:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(CALIB + 4, *shape, generator=g)
+        y = torch.zeros(CALIB + 4, dtype=torch.long)
+        return DataSplits(ds, x[:CALIB], y[:CALIB], x[CALIB:], y[CALIB:], [str(i) for i in range(1000)],
+                          kind="image", description="seeded random images (zoo benchmark)")
+
+    register_dataset(ds)(make)
+    register_factory("torchvision.models:get_model", weights=None, dataset=ds, input_shape=shape, name=arch,
+                     task="fidelity", kwargs={"name": arch})
+    return arch
+
+
+def _forward_check(model, x, want: tuple) -> None:
+    import torch
+
+    with torch.inference_mode():
+        out = model(x)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise RuntimeError(f"the result gives {got}, the base {want}")
+
+
+def _pick_block(blocks) -> str:
+    keep = [b for b in blocks if b.in_shape == b.out_shape and b.params > 0 and not b.adapter]
+    pool = keep or blocks
+    return pool[len(pool) // 2].name
+
+
+def run_one(arch: str, result_path: str, threads: int) -> None:
+    """Run every stage on ``arch``; the row is rewritten after each stage (a kill keeps what ran)."""
+    import gc
+    import traceback
+
+    import torch
+
+    torch.set_num_threads(threads)
+    row: dict = {"model": arch, "stages": {}, "notes": {}}
+
+    def save():
+        Path(result_path).write_text(json.dumps(row))
+
+    def stage(name: str, fn):
+        _reset_peak()
+        before = _status_kb("VmRSS")
+        t0 = time.perf_counter()
+        row["stages"][name] = {"ok": False, "error": "running (killed or timed out here)"}
+        save()
+        try:
+            note = fn()
+            row["stages"][name] = {"ok": True, "error": None}
+            if note:
+                row["notes"][name] = note
+        except BaseException as exc:  # noqa: BLE001 - a benchmark reports every failure
+            msg = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ""
+            row["stages"][name] = {"ok": False, "error": f"{type(exc).__name__}: {msg}",
+                                   "trace": traceback.format_exc()[-2000:]}
+        row["stages"][name]["seconds"] = round(time.perf_counter() - t0, 2)
+        peak = _status_kb("VmHWM")
+        row["stages"][name]["peak_rss_mb"] = None if peak is None else round(peak / 1024)
+        if peak is not None and before is not None:  # what the stage added at its peak
+            row["stages"][name]["extra_peak_mb"] = round((peak - before) / 1024)
+        gc.collect()
+        save()
+        return row["stages"][name]["ok"]
+
+    from core.models import load_base
+    from core.plan import ApplyContext, Plan, apply_with_reports
+    from core.prune import Prune
+
+    state: dict = {}
+
+    def load():
+        name = _register(arch)
+        base = load_base(name)
+        x = ApplyContext(name, calib_size=CALIB).calibration(0)[0][:2]
+        with torch.inference_mode():
+            out = base(x)
+        state.update(name=name, base=base, x=x, out_shape=tuple(out.shape))
+        params = sum(p.numel() for p in base.parameters())
+        row["params"] = params
+        row["param_bytes"] = sum(p.numel() * p.element_size() for p in base.parameters())
+        return f"{params / 1e6:.1f} M parameters, output {tuple(out.shape)}"
+
+    def plan_stage(step, key: str):
+        def fn():
+            plan = Plan(state["name"]).then(step)
+            # a fresh context per stage: its memo (the structured analysis) goes with it
+            ctx = ApplyContext(state["name"], calib_size=CALIB)
+            model, reports = apply_with_reports(plan, state["base"], ctx=ctx)
+            _forward_check(model, state["x"], state["out_shape"])
+            state[key] = plan
+            if key == "channel":
+                state["channel_model"] = model
+            r = reports[-1]
+            if r.total and not r.pruned:
+                raise RuntimeError(f"nothing removed: {'; '.join((r.warnings or ['no units selected'])[:3])}")
+            warns = list(r.warnings or [])
+            row.setdefault("warnings", {})[key] = warns[:20]
+            params = sum(p.numel() for p in model.parameters())
+            extra = f"; {len(warns)} warning(s)" if warns else ""
+            if r.total:
+                return f"{r.summary or ''} ({r.pruned:,}/{r.total:,}); params {params / row['params']:.0%}{extra}"
+            return (r.summary or "") + extra
+        return fn
+
+    def blocks():
+        from core.surgery import Cut, default_container, list_blocks
+
+        base = state["base"]
+        cont = default_container(base, state["name"])
+        bl = list_blocks(base, state["x"], cont, model_name=state["name"])
+        name = _pick_block(bl)
+        plan = Plan(state["name"]).then(Cut((name,)))
+        model, reports = apply_with_reports(plan, base, ctx=ApplyContext(state["name"], calib_size=CALIB))
+        _forward_check(model, state["x"], state["out_shape"])
+        row["container"] = cont
+        return f"container {cont!r}: {len(bl)} blocks; cut {name}: {reports[-1].summary}"
+
+    def onnx():
+        from core.io.export import export_model
+
+        if "channel_model" in state:
+            key, plan, model = "channel", state["channel"], state["channel_model"]
+        elif "weight" in state:
+            key, plan = "weight", state["weight"]
+            model = apply_with_reports(plan, state["base"], ctx=ApplyContext(state["name"], calib_size=CALIB))[0]
+        else:
+            key, plan, model = "base", Plan(state["name"]), state["base"]
+        with tempfile.TemporaryDirectory(prefix="zoo-onnx-") as d:
+            r = export_model(model, plan, "onnx", Path(d) / f"{arch}.onnx", state["x"], verify=True,
+                             model_name=state["name"])
+        if r.error:
+            raise RuntimeError(r.error)
+        if not r.verified:
+            raise RuntimeError(f"not verified: max |diff| {r.max_abs_diff}")
+        return f"{key} model, {r.bytes / 1e6:.1f} MB, max |diff| {r.max_abs_diff:.2g}; {r.note}"
+
+    if not stage("load", load):
+        for s in STAGES[1:]:
+            row["stages"][s] = {"ok": False, "error": "skipped: the model did not load"}
+        save()
+        return
+    stage("weight", plan_stage(Prune(criterion="l1", granularity="weight", sparsity=0.5), "weight"))
+    stage("channel", plan_stage(Prune(criterion="l1", granularity="channel", sparsity=0.3), "channel"))
+    stage("blocks", blocks)
+    stage("onnx", onnx)
+
+
+# --- the driver ------------------------------------------------------------------
+
+def _limit(mem_gb: float):
+    def set_limits():
+        # The address-space cap is a backstop above the resident cap the parent watches:
+        # torch and onnxruntime reserve a few GB of address space they never touch.
+        soft = int((mem_gb + 6) * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, soft))
+        os.setsid()
+    return set_limits
+
+
+def _run_child(arch: str, args) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=f".{arch}.json", delete=False) as f:
+        result = f.name
+    cmd = [sys.executable, "-m", "benchmarks.zoo", "--child", arch, "--result", result,
+           "--threads", str(args.threads)]
+    t0 = time.perf_counter()
+    log = open(Path(result).with_suffix(".log"), "w")
+    proc = subprocess.Popen(cmd, cwd=str(HERE.parent), stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=_limit(args.mem_gb))
+    why, peak = None, 0
+    while proc.poll() is None:
+        time.sleep(0.5)
+        rss = _status_kb("VmRSS", proc.pid) or 0
+        peak = max(peak, rss)
+        if rss > args.mem_gb * 2**20:
+            why = f"killed: resident memory over {args.mem_gb:g} GB"
+        elif time.perf_counter() - t0 > args.timeout:
+            why = f"killed: over the {args.timeout:g} s timeout"
+        if why:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            break
+    log.close()
+    try:
+        row = json.loads(Path(result).read_text())
+    except (OSError, ValueError):
+        row = {"model": arch, "stages": {}, "notes": {}}
+    finally:
+        Path(result).unlink(missing_ok=True)
+    tail = Path(result).with_suffix(".log").read_text(errors="replace")[-1500:]
+    Path(result).with_suffix(".log").unlink(missing_ok=True)
+    if proc.returncode and not why:
+        why = f"process exited with code {proc.returncode}"
+    for s in STAGES:
+        st = row["stages"].get(s)
+        if st is None:
+            row["stages"][s] = {"ok": False, "error": f"not reached ({why or 'unknown'})"}
+        elif not st["ok"] and st["error"].startswith("running"):
+            st["error"] = why or st["error"]
+    if why:
+        row["killed"] = why
+        row["log_tail"] = tail
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    row["peak_rss_mb"] = round(peak / 1024)
+    return row
+
+
+def _models(only: str | None) -> list[str]:
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if only:
+        want = [n.strip() for n in only.split(",") if n.strip()]
+        unknown = [n for n in want if n not in names]
+        if unknown:
+            raise SystemExit(f"unknown model(s) {unknown}; torchvision classification models: {', '.join(names)}")
+        names = want  # in the order given
+    return names
+
+
+def _print_row(r: dict) -> None:
+    marks = " ".join(("ok " if r["stages"][s]["ok"] else "NO ") for s in STAGES)
+    first = next((f"{s}: {r['stages'][s]['error']}" for s in STAGES if not r["stages"][s]["ok"]), "")
+    params = f"{r['params'] / 1e6:7.1f}M" if r.get("params") else "      ?"
+    print(f"{r['model']:<20} {params} {marks} {r['seconds']:7.1f}s {r['peak_rss_mb']:6d}MB  {first[:140]}",
+          flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.zoo", description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma-separated model names, run in that order (default: all 80)")
+    ap.add_argument("--jobs", type=int, default=1, help="models run at once (default 1)")
+    ap.add_argument("--json", default=str(HERE / "results" / "zoo-latest.json"), help="where to write the JSON")
+    ap.add_argument("--mem-gb", type=float, default=10.0, help="resident memory cap per model process (GB)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per model")
+    ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)), help="torch threads per model")
+    ap.add_argument("--resume", help="a JSON written by an earlier run: its models are kept, not run again")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        run_one(args.child, args.result, args.threads)
+        return 0
+    names = _models(args.only)
+    done: dict = {}
+    if args.resume and Path(args.resume).exists():
+        done = {r["model"]: r for r in json.loads(Path(args.resume).read_text())["rows"] if r["model"] in names}
+    print(f"{len(names)} model(s); stages: {', '.join(STAGES)}; cap {args.mem_gb:g} GB, timeout {args.timeout:g} s")
+    heads = " ".join(f"{s[:3]:<3}" for s in STAGES)
+    print(f"{'model':<20} {'params':>8} {heads} {'time':>8} {'peak':>8}  first failure")
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write():
+        counts = {s: sum(r["stages"][s]["ok"] for r in rows) for s in STAGES}
+        doc = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "python": sys.executable, "models": len(rows),
+               "counts": counts, "all_stages": sum(all(r["stages"][s]["ok"] for s in STAGES) for r in rows),
+               "rows": rows}
+        out.write_text(json.dumps(doc, indent=2))
+        return counts
+
+    for n in [n for n in names if n in done]:
+        rows.append(done[n])
+        _print_row(rows[-1])
+    names = [n for n in names if n not in done]
+    if args.jobs <= 1:
+        for n in names:
+            rows.append(_run_child(n, args))
+            _print_row(rows[-1])
+            write()
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for r in pool.map(lambda n: _run_child(n, args), names):
+                rows.append(r)
+                _print_row(r)
+                write()
+    counts = write()
+    print(f"\npassing per stage (of {len(rows)}): " + ", ".join(f"{s} {c}" for s, c in counts.items()))
+    print(f"all stages: {sum(all(r['stages'][s]['ok'] for s in STAGES) for r in rows)} of {len(rows)}; "
+          f"{time.perf_counter() - t0:.0f} s; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Attention heads: where an attention module keeps them, and what to update when some go.
+
+A head is ``head_dim`` rows of each layer producing queries, keys and values, and the
+matching ``head_dim`` input columns of the layer reading the heads' outputs. Four layouts
+are known (read from the module's attributes, never from its class name):
+
+==========  ===================================================  ==================================
+layout      layers                                               head count kept in
+==========  ===================================================  ==================================
+``timm``    ``qkv`` (q, k, v stacked), ``proj``                  ``num_heads``
+``gpt2``    ``c_attn`` (q, k, v stacked), ``c_proj``              ``num_heads``, ``split_size``
+            (transformers' GPT-2 after ``Conv1D`` became Linear)
+``bert``    ``self.query/key/value``, ``output.dense``           ``self.num_attention_heads``,
+            (BertAttention and its kin: RoBERTa, MiniLM, ...)    ``self.all_head_size``
+``llama``   ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``,        none: the forward reshapes to
+            ``head_dim`` (Llama, Mistral, Qwen2, ...)             ``(..., -1, head_dim)``
+==========  ===================================================  ==================================
+
+A module whose keys and values have fewer heads than its queries (grouped-query
+attention) is recognised with ``kv_heads < num_heads``; ``graph.unit_groups`` refuses
+to prune its heads (only whole key/value groups could go, which is not supported).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Heads:
+    """Where one attention module keeps its heads."""
+
+    layout: str  # "timm" | "gpt2" | "bert" | "llama"
+    producers: tuple[nn.Linear, ...]  # layers whose output rows hold the heads: (qkv,) or (q, k, v)
+    out: nn.Linear  # the layer reading the heads' outputs through its input columns
+    num_heads: int  # query heads
+    kv_heads: int  # key / value heads (== num_heads unless grouped-query attention)
+    head_dim: int  # channels per head
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _stacked(m: nn.Module, qkv: str, proj: str, layout: str) -> Heads | None:
+    """q, k and v stacked in one Linear (timm ``qkv`` / ``proj``; GPT-2 ``c_attn`` / ``c_proj``)."""
+    a, b, h = getattr(m, qkv, None), getattr(m, proj, None), getattr(m, "num_heads", None)
+    if not (isinstance(a, nn.Linear) and isinstance(b, nn.Linear) and _int(h)
+            and b.in_features % h == 0 and a.out_features == 3 * b.in_features):
+        return None
+    if layout == "gpt2" and (getattr(m, "is_cross_attention", False) or getattr(m, "split_size", None)
+                             != b.in_features):
+        return None
+    return Heads(layout, (a,), b, h, h, b.in_features // h)
+
+
+def _bert(m: nn.Module) -> Heads | None:
+    s, o = getattr(m, "self", None), getattr(getattr(m, "output", None), "dense", None)
+    if s is None or not isinstance(o, nn.Linear):
+        return None
+    q, k, v = (getattr(s, n, None) for n in ("query", "key", "value"))
+    h, hd = getattr(s, "num_attention_heads", None), getattr(s, "attention_head_size", None)
+    if not (all(isinstance(x, nn.Linear) for x in (q, k, v)) and _int(h) and _int(hd)
+            and q.out_features == k.out_features == v.out_features == o.in_features == h * hd):
+        return None
+    return Heads("bert", (q, k, v), o, h, h, hd)
+
+
+def _llama(m: nn.Module) -> Heads | None:
+    q, k, v, o = (getattr(m, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    hd = getattr(m, "head_dim", None)
+    if not (all(isinstance(x, nn.Linear) for x in (q, k, v, o)) and _int(hd)):
+        return None
+    if q.out_features % hd or k.out_features % hd or k.out_features != v.out_features \
+            or o.in_features != q.out_features:
+        return None
+    h, kv = q.out_features // hd, k.out_features // hd
+    if h % kv:
+        return None
+    return Heads("llama", (q, k, v), o, h, kv, hd)
+
+
+def find_heads(m: nn.Module) -> Heads | None:
+    """The heads of attention module ``m``, or None when ``m`` is not one of the known layouts."""
+    return _stacked(m, "qkv", "proj", "timm") or _stacked(m, "c_attn", "c_proj", "gpt2") or _bert(m) \
+        or _llama(m)
+
+
+def stacked_rows(h: Heads, rows: int) -> list[tuple[int, int]]:
+    """For q, k and v stacked in one layer: the (offset, section) pairs of that layer's rows a
+    head group still lacks when Torch-Pruning followed only the query section back through the
+    split (it does so for GPT-2's ``c_attn(x).split(...)``): ``[(width, 1), (2 * width, 2)]`` when
+    only ``rows`` = ``width`` rows are in the group, else ``[]``."""
+    width = h.num_heads * h.head_dim
+    return [(width, 1), (2 * width, 2)] if h.layout == "gpt2" and rows == width else []
+
+
+def remove_heads(m: nn.Module, heads: Sequence[int]) -> None:
+    """Record on attention module ``m`` that ``heads`` (indices) were removed, after its layers
+    were pruned by the head's group, so its forward reshapes to the heads that are left.
+
+    Side effects: timm ``num_heads``; GPT-2 ``num_heads`` and ``split_size``, and the key and
+    value rows of those heads removed from ``c_attn`` when the group pruned only its query
+    rows (see :func:`stacked_rows`); BERT ``self.num_attention_heads`` and ``self.all_head_size``;
+    Llama-style modules keep no count (their shared ``config`` is left as it is, since layers
+    may now differ).
+    """
+    n = len(heads)
+    # Read by attribute, not by find_heads: the layers are already smaller than the counts.
+    if isinstance(getattr(m, "qkv", None), nn.Linear):
+        m.num_heads -= n
+    elif isinstance(getattr(m, "c_attn", None), nn.Linear):
+        hd, old = m.head_dim, m.num_heads * m.head_dim
+        new = old - n * hd
+        a = m.c_attn
+        if a.out_features == new + 2 * old:  # only the query rows went: remove those heads' key and value rows
+            gone = {h * hd + j for h in heads for j in range(hd)}
+            keep = list(range(new)) + [new + sec * old + r for sec in (0, 1) for r in range(old) if r not in gone]
+            idx = torch.tensor(keep, dtype=torch.long, device=a.weight.device)
+            a.weight = nn.Parameter(a.weight.data[idx].clone(), requires_grad=a.weight.requires_grad)
+            if a.bias is not None:
+                a.bias = nn.Parameter(a.bias.data[idx].clone(), requires_grad=a.bias.requires_grad)
+            a.out_features = len(keep)
+        assert a.out_features == 3 * new, (a.out_features, new)
+        m.num_heads -= n
+        m.split_size = new
+    elif hasattr(getattr(m, "self", None), "num_attention_heads"):
+        s = m.self
+        s.num_attention_heads -= n
+        s.all_head_size = s.num_attention_heads * s.attention_head_size
+
+
+__all__ = ["Heads", "find_heads", "remove_heads", "stacked_rows"]

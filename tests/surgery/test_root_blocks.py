@@ -1,0 +1,136 @@
+"""Blocks of a model without a container of blocks (the root's top-level children), and the
+default container chosen by the MACs it covers."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from core import surgery as S
+from core.errors import PlanError
+from core.models import MODELS, ModelSpec, register_model
+from core.plan import ApplyContext, Plan, apply
+
+
+class Tower(nn.Module):
+    """No nn.Sequential / nn.ModuleList anywhere; a flatten before the classifier, a shared
+    activation (called twice) and an auxiliary head that runs only in training."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.act = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv3 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.aux = nn.Linear(8 * 8 * 8, 10)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.act(self.conv1(x))
+        x = self.act(self.conv2(x))
+        if self.training:
+            self.aux(x.flatten(1))
+        x = self.pool(self.conv3(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+class Branchy(nn.Module):
+    """Big convolutions at the top level, one small Sequential (a googlenet-like branch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 32, 3, padding=1)
+        self.b = nn.Conv2d(32, 32, 3, padding=1)
+        self.branch = nn.Sequential(nn.Conv2d(32, 2, 1), nn.ReLU())
+        self.fc = nn.Linear(2 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.fc(self.branch(self.b(self.a(x))).flatten(1))
+
+
+class Heavy(nn.Module):
+    """A Sequential holding almost every MAC (a VGG-like features block), a small head."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                                      nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(16 * 8 * 8, 10), nn.ReLU(), nn.Linear(10, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@pytest.fixture
+def tower():
+    torch.manual_seed(0)
+    register_model(ModelSpec(name="tower_test", factory=Tower, input_shape=(1, 8, 8), dataset="digits",
+                             task="fidelity"), overwrite=True)
+    yield "tower_test"
+    MODELS.unregister("tower_test")
+
+
+def _x(n: int = 4) -> torch.Tensor:
+    return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def test_a_model_without_containers_lists_its_top_level_children_as_blocks():
+    m = Tower().eval()
+    blocks = S.list_blocks(m, _x())
+    assert [b.name for b in blocks] == ["conv1", "act", "conv2", "conv3", "aux", "pool", "fc"]
+    by = {b.name: b for b in blocks}
+    assert by["conv2"].in_shape == by["conv2"].out_shape == (8, 8, 8) and by["conv2"].macs > 0
+    assert by["conv3"].out_shape == (16, 4, 4)
+    assert by["aux"].macs == 0 and by["act"].macs == 0  # not run in eval / run twice: pass-throughs
+    assert by["fc"].in_shape == (16,)  # what the classifier saw after the model's own flatten
+    assert S.default_container(m, example=_x()) == ""
+
+
+def test_cutting_a_top_level_child_puts_its_bridge_in_that_attribute(tower):
+    ctx = ApplyContext(tower)
+    base = MODELS.get(tower).factory().eval()
+    m = S.Cut(("conv2",)).build(base, ctx)[0]
+    assert type(m) is Tower and isinstance(m.conv2, S.Bridge) and m.conv2.is_identity
+    assert m.conv1 is not base.conv1 and torch.equal(m.conv1.weight, base.conv1.weight)  # a copy
+    assert isinstance(base.conv2, nn.Conv2d)  # the input is not changed
+    out = m(_x())
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    m2 = S.Cut(("conv3",)).build(base, ctx)[0]  # the shape changes: a fitted bridge
+    assert isinstance(m2.conv3, S.Bridge) and not m2.conv2.__class__ is S.Bridge
+    assert m2(_x()).shape == (4, 10)
+    assert [b.name for b in S.list_blocks(m2, _x())] == ["conv1", "act", "conv2", "conv3", "aux", "pool", "fc"]
+
+
+def test_a_cut_of_top_level_children_replays_from_a_plan(tower):
+    plan = Plan(tower, (S.Cut(("conv2", "conv3")),))
+    a, b = apply(plan), apply(plan)
+    assert isinstance(a.conv2, S.Bridge) and isinstance(a.conv3, (S.Bridge, nn.Identity))
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a(_x()).shape == (4, 10)
+
+
+def test_pasting_between_top_level_children_is_refused_with_a_reason(tower):
+    with pytest.raises(PlanError, match="cannot insert"):
+        apply(Plan(tower, (S.Paste(block="conv2", at=3, into=""),)))
+
+
+def test_default_container_is_the_one_covering_most_macs():
+    assert S.default_container(Heavy(), example=_x()) == "features"  # not the head with more children
+    assert S.default_container(Branchy(), example=_x()) == ""  # the branch covers a sliver of the MACs
+    assert S.container_candidates(Branchy()) == ["branch", ""]
+    assert S.default_container(Branchy()) == "branch"  # nothing to run it with: by shape alone
+
+
+def test_torchvision_inception_and_googlenet_get_a_block_view_covering_the_model():
+    tv = pytest.importorskip("torchvision")
+    x = torch.randn(1, 3, 299, 299, generator=torch.Generator().manual_seed(0))
+    m = tv.models.get_model("inception_v3", weights=None, init_weights=False).eval()
+    assert S.default_container(m, example=x) == ""
+    blocks = S.list_blocks(m, x)
+    names = [b.name for b in blocks]
+    assert names[:3] == ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3"] and "Mixed_6b" in names
+    assert {b.name: b.macs for b in blocks}["AuxLogits"] == 0  # runs only in training
+    g = tv.models.get_model("googlenet", weights=None, init_weights=False).eval()
+    assert S.default_container(g, example=x[..., :224, :224]) == ""
