@@ -63,7 +63,9 @@ def model_picker_ui(where=st.sidebar) -> str:
         spec = get_spec(name)
         if spec.extra.get("source") != "user":
             return name
-        return f"{name} (yours, random weights)" if not spec.weights else f"{name} (yours)"
+        from core.user_models import has_random_weights
+
+        return f"{name} (yours, random weights)" if has_random_weights(spec) else f"{name} (yours)"
 
     return where.selectbox("Model", names, key="model_name", format_func=label,
                            help="The bundled demos (trained on scikit-learn's digits) and your own models (Model "
@@ -87,10 +89,20 @@ def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> LatencyPending
     """The live metrics with deltas against the base model. Returns the latency places
     while latency is not timed yet (give them to :func:`latency_ui` at the end of the page)."""
     c = st.columns(4)
-    c[0].metric("Accuracy", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
-                help=f"Top-1 on the {m.subset} eval subset ({m.n} examples).")
-    c[1].metric("Loss", f"{m.loss:.3f}", fmt.delta(m.loss, base.loss, "num"), delta_color="inverse",
-                help="Mean cross-entropy.")
+    if ws.spec.task == "language-model":  # the label of an example is its true next token
+        c[0].metric("Next-token accuracy", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
+                    help=f"The most likely next token is the true one, after each window of the {m.subset} eval "
+                         f"subset ({m.n} windows).")
+        ppl, bppl = m.extra.get("perplexity"), base.extra.get("perplexity")
+        c[1].metric("Perplexity", f"{ppl:.4g}" if ppl is not None else "–",
+                    fmt.delta(ppl, bppl, "num") if ppl is not None and bppl is not None else None,
+                    delta_color="inverse", help=f"exp(next-token loss); the loss (mean cross-entropy of the true next "
+                                                f"token) is {m.loss:.3f} nats.")
+    else:
+        c[0].metric("Accuracy", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
+                    help=f"Top-1 on the {m.subset} eval subset ({m.n} examples).")
+        c[1].metric("Loss", f"{m.loss:.3f}", fmt.delta(m.loss, base.loss, "num"), delta_color="inverse",
+                    help="Mean cross-entropy.")
     c[2].metric("Fidelity", fmt.pct(m.agreement), fmt.delta(m.agreement, base.agreement, "pp"),
                 help=f"Predictions equal to the base model's; output cosine {m.output_cosine:.3f}.")
     c[3].metric("Sparsity", fmt.pct(m.sparsity), fmt.delta(m.sparsity, base.sparsity, "pp"), delta_color="off",

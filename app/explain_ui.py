@@ -50,16 +50,39 @@ def image(x, field: dict | None = None) -> np.ndarray | None:
     return rgb
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _tokenizer(folder: str):
+    from core.hf import load_tokenizer
+
+    return load_tokenizer(folder)
+
+
+def example_text(ws, x) -> str | None:
+    """A text example (token ids) as its words, with the model's tokenizer; None when the
+    example is not text or no tokenizer is known."""
+    folder = ws.spec.extra.get("tokenizer")
+    if ws.evalset.kind != "text" or not folder:
+        return None
+    try:
+        return _tokenizer(folder).decode(x.tolist(), skip_special_tokens=True).strip()
+    except Exception:  # noqa: BLE001 - a view: the token ids are shown instead
+        return None
+
+
 def cards_ui(ws, cards: list[tuple[int, str, dict | None]], width: int = 96, per_row: int = 6) -> None:
     """Examples of the test split as cards, ``per_row`` a row: ``(index, caption, field)``;
-    an image is drawn (with ``field``, a receptive field, outlined), any other example as
-    its caption and its first values (a row of a table)."""
-    cols = st.columns(per_row)
+    an image is drawn (with ``field``, a receptive field, outlined), a text example as its
+    words, any other example as its caption and its first values (a row of a table)."""
+    text_cards = ws.evalset.kind == "text"
+    cols = st.columns(2 if text_cards else per_row)
     for i, (index, cap, field) in enumerate(cards):
         x = ws.evalset.x[index]
-        img = image(x, field)
-        with cols[i % per_row]:
-            if img is not None:
+        img = image(x, field) if not text_cards else None
+        text = example_text(ws, x) if text_cards else None
+        with cols[i % len(cols)]:
+            if text is not None:
+                st.caption(f"{cap}\n\n“{text[:300]}{'…' if len(text) > 300 else ''}”")
+            elif img is not None:
                 st.image(img, caption=cap, width=width)
             else:
                 vals = ", ".join(f"{v:.3g}" for v in x.flatten()[:6].tolist())
@@ -81,7 +104,8 @@ def gallery_ui(ws, ch) -> None:
     if not rows:
         st.info("No prediction changed: the current model predicts what the base does on every example here.")
         return
-    cards_ui(ws, [(r["index"], f"#{r['index']} · label {classes[r['label']]}\nbase {classes[r['base_pred']]} "
+    what = "next token" if ws.spec.task == "language-model" else "label"
+    cards_ui(ws, [(r["index"], f"#{r['index']} · {what} {classes[r['label']]}\nbase {classes[r['base_pred']]} "
                                 f"({fmt.pct(r['base_conf'], 0)}) → {classes[r['pred']]} ({fmt.pct(r['conf'], 0)})",
                    None) for r in rows[:CARDS]])
     if len(rows) > CARDS:

@@ -17,8 +17,9 @@ from core.user_models import data_from_path, home, list_user_models, parse_shape
 from app.components import run_action
 
 WEIGHT_TYPES = ["safetensors", "pt", "pth", "bin"]
-DATA_TYPES = ["npz", "safetensors", "csv", "zip"]
-SOURCES = ["factory", "torchvision", "timm"]
+DATA_TYPES = ["npz", "safetensors", "csv", "txt", "zip"]
+SOURCES = ["factory", "torchvision", "timm", "hf"]
+SOURCE_LABELS = {"factory": "factory", "torchvision": "torchvision", "timm": "timm", "hf": "Hugging Face folder"}
 
 
 def _keep(upload, name: str, what: str) -> str:
@@ -41,7 +42,7 @@ def _data_kind(dfile, dpath: str | None) -> str | None:
     if not target:
         return None
     suffix = Path(target).suffix.lower()
-    return {"csv": "csv", "npz": "tensors", "safetensors": "tensors"}.get(
+    return {"csv": "csv", "npz": "tensors", "safetensors": "tensors", "txt": "text"}.get(
         suffix.lstrip("."), "images" if suffix == ".zip" or dfile is None and Path(target).is_dir() else None)
 
 
@@ -58,10 +59,16 @@ def _floats(text: str, what: str) -> tuple[float, ...] | None:
 def _source_ui() -> tuple[str, str, str]:
     """(source kind, factory or architecture, kwargs JSON)."""
     c1, c2 = st.columns([1, 2])
-    source = c1.radio("Model from", SOURCES, key="open_source", horizontal=True,
+    source = c1.radio("Model from", SOURCES, key="open_source", horizontal=True, format_func=SOURCE_LABELS.get,
                       help="factory: a package.module:function of this Python environment; torchvision / timm: an "
-                           "architecture by name (pip install 'prunescope[vision]').")
-    if source == "factory":
+                           "architecture by name (pip install 'prunescope[vision]'); Hugging Face folder: what "
+                           "save_pretrained wrote (config.json, safetensors, tokenizer), on this machine "
+                           "(pip install 'prunescope[hf]'); its code is never run from the folder.")
+    if source == "hf":
+        what = c2.text_input("Folder", key="open_hf", placeholder="/path/to/model_folder",
+                             help="Its weights come from the folder; the task from its config (a causal LM: "
+                                  "next-token loss, perplexity and agreement).")
+    elif source == "factory":
         what = c2.text_input("Factory", key="open_factory", placeholder="mypackage.models:build",
                              help="An importable package.module:function from this Python environment that returns "
                                   "the torch.nn.Module (never code from an upload), e.g. torchvision.models:get_model.")
@@ -85,7 +92,8 @@ def _data_ui(c2):
     if dkind == "synthetic":
         n = int(c2.number_input("Examples", 8, 100_000, 256, 64, key="open_n"))
     elif dkind == "upload":
-        dfile = c2.file_uploader("Data file (.npz, .safetensors, .csv, or a .zip of class folders)", type=DATA_TYPES,
+        dfile = c2.file_uploader("Data file (.npz, .safetensors, .csv, .txt, or a .zip of class folders)",
+                                 type=DATA_TYPES,
                                  key="open_dfile")
     elif dkind == "local path":
         dpath = c2.text_input("Data path (file or folder)", key="open_dpath", placeholder="/path/to/images_or_data.npz")
@@ -93,7 +101,13 @@ def _data_ui(c2):
         dataset = c2.selectbox("Dataset", list_datasets(), key="open_dataset")
     kind = _data_kind(dfile, dpath)
     label = size = mean = std = ""
-    if kind == "csv":
+    seq_len = 64
+    if kind == "text":
+        seq_len = int(c2.number_input("Tokens per example", 1, 8192, 64, 16, key="open_seq",
+                                      help="Lines are cut to this many tokens; a language model reads windows of "
+                                           "this many tokens and is judged on the next one. Lines may be "
+                                           "label<TAB>text for classification."))
+    elif kind == "csv":
         label = c2.text_input("Label column (empty: no labels, fidelity)", key="open_label")
     elif kind == "images":
         c2.caption("Images are resized to H×W, then normalised per channel: (pixel / 255 − mean) / std. "
@@ -114,7 +128,7 @@ def _data_ui(c2):
             raise PrunescopeError("choose the data file (or folder) first")
         path = _keep(dfile, name, "data") if dfile is not None else dpath.strip()
         return data_from_path(path, label_column=label.strip() or None, size=parse_shape(size),
-                              mean=_floats(mean, "mean"), std=_floats(std, "std"))
+                              mean=_floats(mean, "mean"), std=_floats(std, "std"), seq_len=seq_len)
 
     return data
 
@@ -126,10 +140,14 @@ def open_model_ui() -> None:
                          help="What the model picker will call it (letters, digits, _ . -).")
     source, what, kwargs_text = _source_ui()
     c1, c2 = st.columns(2)
-    wkind = c1.radio("Weights", ["random", "upload", "local file"], key="open_wkind", horizontal=True,
-                     help="Random weights are labelled as such everywhere. Files are read as data: safetensors, "
-                          "or a state dict read with torch.load(weights_only=True).")
     wfile = wpath = None
+    if source == "hf":
+        wkind = "folder"
+        c1.caption("Weights: the folder's own (safetensors, or a weights-only pytorch_model.bin).")
+    else:
+        wkind = c1.radio("Weights", ["random", "upload", "local file"], key="open_wkind", horizontal=True,
+                         help="Random weights are labelled as such everywhere. Files are read as data: safetensors, "
+                              "or a state dict read with torch.load(weights_only=True).")
     if wkind == "upload":
         wfile = c1.file_uploader("Weights file", type=WEIGHT_TYPES, key="open_wfile")
     elif wkind == "local file":
@@ -139,14 +157,15 @@ def open_model_ui() -> None:
     shape_text = c1.text_input("Input shape (one example)", key="open_shape", placeholder="3,224,224",
                                help="Needed for synthetic data unless the architecture has a default; read from the "
                                     "data otherwise (images: channels and size).")
-    task = c2.selectbox("Task", ["auto", "classification", "fidelity"], key="open_task",
-                        help="auto: classification when the data has labels, else fidelity (agreement with the "
-                             "base model's predictions).")
+    task = c2.selectbox("Task", ["auto", "classification", "fidelity", "language-model"], key="open_task",
+                        help="auto: a Hugging Face folder's own (a causal LM: language-model); else classification "
+                             "when the data has labels, else fidelity (agreement with the base model's predictions).")
     if st.button("Open the model", key="open_go", type="primary", icon=":material/upload:"):
         def go():
             if not name.strip() or not what.strip():
-                raise PrunescopeError("give the model a name and a " + ("factory (package.module:function)"
-                                                                         if source == "factory" else "model name"))
+                raise PrunescopeError("give the model a name and a " + {
+                    "factory": "factory (package.module:function)", "hf": "Hugging Face folder"}.get(
+                    source, "model name"))
             try:
                 kwargs = json.loads(kwargs_text or "{}")
             except json.JSONDecodeError as exc:

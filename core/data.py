@@ -25,12 +25,12 @@ class DataSplits:
     """Train and test tensors of one dataset (CPU)."""
 
     name: str
-    x_train: torch.Tensor  # (N, *input_shape) float32
+    x_train: torch.Tensor  # (N, *input_shape) float32 (text: int64 token ids)
     y_train: torch.Tensor  # (N,) int64
     x_test: torch.Tensor
     y_test: torch.Tensor
     classes: list[str]  # class names, index = label
-    kind: str = "image"  # "image" (x is (N, C, H, W)) or "tabular"
+    kind: str = "image"  # "image" (x is (N, C, H, W)), "tabular" or "text" (x is (N, T) int64 token ids)
     description: str = ""
 
 

@@ -13,9 +13,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import PrunescopeError
+from core.models import LABELLED_TASKS
 from core.prune.masks import prunable_layers
+from core.prune.structured.heads import find_heads
 from core.prune.structured.select import find_group
 from core.surgery.guides import linear_cka
+
+
+MAX_CONFUSION_CLASSES = 1000  # a larger confusion matrix (a vocabulary's) is refused
+
+
+def _float_input(x: torch.Tensor, what: str) -> None:
+    """Refuse token ids (integer inputs): they have no gradient."""
+    if not x.is_floating_point():
+        raise PrunescopeError(f"{what} needs float inputs (images, features); this model reads {x.dtype} token ids, "
+                              "which have no gradient")
 
 
 @dataclass
@@ -49,8 +61,15 @@ class Changes:
         return rows[:limit] if limit is not None else rows
 
     def confusion(self, which: str = "current") -> list[list[int]]:
-        """Counts [true label][predicted class] of the base or the current model."""
+        """Counts [true label][predicted class] of the base or the current model.
+
+        Raises:
+            PrunescopeError: more than ``MAX_CONFUSION_CLASSES`` classes (a language model's vocabulary).
+        """
         k = len(self.classes)
+        if k > MAX_CONFUSION_CLASSES:
+            raise PrunescopeError(f"a confusion matrix of {k:,} classes (a language model's vocabulary) is too large; "
+                                  f"it is made for at most {MAX_CONFUSION_CLASSES:,} classes")
         pred = self.pred if which == "current" else self.base_pred
         m = [[0] * k for _ in range(k)]
         for t, p in zip(self.labels, pred):
@@ -73,7 +92,7 @@ def changes(ws, subset: str = "quick") -> Changes:
         base_out = ev.base_outputs(subset).float()
     p, pb = F.softmax(out, 1), F.softmax(base_out, 1)
     pred, base_pred = p.argmax(1), pb.argmax(1)
-    labels = y if ev.task == "classification" else base_pred
+    labels = y if ev.task in LABELLED_TASKS else base_pred
     idx = ws.evalset.quick_index if subset == "quick" else list(range(len(ws.evalset.y)))
     return Changes(subset=subset, indices=[int(i) for i in idx], labels=labels.tolist(), base_pred=base_pred.tolist(),
                    base_conf=pb.max(1).values.tolist(), pred=pred.tolist(), conf=p.max(1).values.tolist(),
@@ -192,8 +211,10 @@ def unit_activations(model: nn.Module, layer: str, unit: int, x: torch.Tensor, g
         raise PrunescopeError(f"no layer {layer!r} in the model")
     target, got = mods[layer], {}
     if granularity == "head":
-        proj, heads = target.proj, target.num_heads
-        hd = proj.in_features // heads
+        heads = find_heads(target)
+        if heads is None:
+            raise PrunescopeError(f"{layer!r} is not an attention module with heads")
+        proj, hd = heads.out, heads.head_dim
 
         def pre(_m, args):
             got["a"] = args[0].detach()[..., unit * hd:(unit + 1) * hd].abs().float()
@@ -230,6 +251,8 @@ def receptive_box(model: nn.Module, layer: str, unit: int, x: torch.Tensor) -> d
     mods = dict(model.named_modules())
     if layer not in mods:
         raise PrunescopeError(f"no layer {layer!r} in the model")
+    if not x.is_floating_point():  # token ids: no input gradient, no spatial field
+        return None
     got = {}
     h = mods[layer].register_forward_hook(lambda _m, _a, o: got.__setitem__("a", o))
     xi = x.detach().clone()[None].requires_grad_(True)
@@ -294,6 +317,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tens
     the model (possibly the shared base) is only read."""
     if getattr(model, "final", False):
         raise PrunescopeError("attribution needs gradients; a quantised (onnxruntime) model has none")
+    _float_input(x, "an input-gradient map")
     xi = x.detach().clone()[None].requires_grad_(True)
     with torch.enable_grad():
         out = model(xi)
@@ -330,6 +354,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int, layer: str | None =
     """
     if getattr(model, "final", False):
         raise PrunescopeError("attribution needs gradients; a quantised (onnxruntime) model has none")
+    _float_input(x, "Grad-CAM")
     layer = layer or last_feature_map(model, x)
     if layer is None or x.dim() != 3:
         raise PrunescopeError("Grad-CAM needs a convolutional feature map (N, C, H, W); this model has none "
@@ -364,5 +389,5 @@ def attribution_pair(ws, index: int, method: str = "gradient") -> dict:
             "base_map": fn(ws.base, x, pb), "map": fn(ws.model, x, pc)}
 
 
-__all__ = ["Changes", "changes", "divergence", "coupled_group", "layer_order", "receptive_box", "unit_activations",
-           "unit_report", "input_gradient", "grad_cam", "last_feature_map", "attribution_pair"]
+__all__ = ["MAX_CONFUSION_CLASSES", "Changes", "changes", "divergence", "coupled_group", "layer_order", "receptive_box",
+           "unit_activations", "unit_report", "input_gradient", "grad_cam", "last_feature_map", "attribution_pair"]

@@ -24,7 +24,10 @@ from .errors import FileError, ModelError, PrunescopeError, UnknownNameError, ec
 from .registry import Registry, import_object
 
 MODELS: Registry["ModelSpec"] = Registry("model")
-TASKS = ("classification", "fidelity")
+TASKS = ("classification", "fidelity", "language-model")
+# tasks whose labels are the targets (a language model's label is the true next token);
+# "fidelity" has none: its target is the base's prediction
+LABELLED_TASKS = ("classification", "language-model")
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class ModelSpec:
     input_shape: tuple[int, ...]  # one example's shape, e.g. (1, 32, 32)
     dataset: str  # name in the dataset registry, used for evaluation
     weights: str | None = None  # safetensors (or weights_only .pt) state dict path
-    task: str = "classification"  # "classification" or "fidelity" (no labels: agreement with base)
+    task: str = "classification"  # "classification", "fidelity" (no labels: agreement with base) or "language-model"
     description: str = ""  # one line for pickers
     card: str | None = None  # path to a markdown model card
     block_container: str | None = None  # default container for surgery, e.g. "layers"
@@ -275,5 +278,5 @@ def clone_model(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
-__all__ = ["ModelSpec", "MODELS", "register_model", "register_factory", "get_spec", "list_models",
-           "build_model", "load_base", "load_state_dict_file", "clone_model", "UnknownNameError"]
+__all__ = ["ModelSpec", "MODELS", "TASKS", "LABELLED_TASKS", "register_model", "register_factory", "get_spec",
+           "list_models", "build_model", "load_base", "load_state_dict_file", "clone_model", "UnknownNameError"]

@@ -36,7 +36,9 @@ from pathlib import Path
 from .errors import FileError, ModelError, PrunescopeError, echo, first_line
 
 STORE_NAME = "user_models.json"
-DATA_KINDS = ("dataset", "tensors", "images", "csv", "synthetic")
+DATA_KINDS = ("dataset", "tensors", "images", "csv", "text", "synthetic")
+HF_FACTORY = "core.hf:hf_model"
+DEFAULT_SEQ_LEN = 64
 MAX_DATA_BYTES = 2 << 30  # a tensors file larger than this is refused
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -65,7 +67,8 @@ class UserEntry:
     task: str | None = None  # "classification" | "fidelity"; None: classification when the data has labels
 
     def source(self) -> str:
-        w = f"weights {Path(self.weights).name}" if self.weights else "random weights"
+        w = (f"weights {Path(self.weights).name}" if self.weights else "weights in the folder"
+             if self.factory == HF_FACTORY else "random weights")
         args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items() if isinstance(v, (str, int, float, bool)))
         return f"{self.factory}({args[:60]}) · {w}"
 
@@ -80,7 +83,7 @@ def _check_entry(e: UserEntry) -> None:
     if kind not in DATA_KINDS:
         raise PrunescopeError(f"data must be a dict whose kind is one of {', '.join(DATA_KINDS)} (dataset: name; "
                               "tensors, images, csv: path; synthetic: n), got " + echo(e.data))
-    if kind in ("tensors", "images", "csv") and not (isinstance(e.data.get("path"), str) and e.data["path"]):
+    if kind in ("tensors", "images", "csv", "text") and not (isinstance(e.data.get("path"), str) and e.data["path"]):
         raise PrunescopeError(f"{kind} data needs the path of its file or folder, got {echo(e.data.get('path'))}")
     if kind == "synthetic":
         n = e.data.get("n")
@@ -88,8 +91,11 @@ def _check_entry(e: UserEntry) -> None:
             raise PrunescopeError(f"synthetic data needs n, a whole number of examples in [8, 100000], got {echo(n)}")
         if e.input_shape is None:
             raise PrunescopeError("synthetic data needs the model's input shape (e.g. 3,32,32)")
-    if e.task not in (None, "classification", "fidelity"):
-        raise PrunescopeError(f"task must be classification or fidelity, got {echo(e.task)}")
+    if e.task not in (None, "classification", "fidelity", "language-model"):
+        raise PrunescopeError(f"task must be classification, fidelity or language-model, got {echo(e.task)}")
+    if kind == "text" and e.factory != HF_FACTORY:
+        raise PrunescopeError("text data needs a Hugging Face model (its tokenizer reads the text): register it with "
+                              "hf=FOLDER (CLI: --hf DIR)")
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -165,10 +171,13 @@ def read_tensors(path: str | Path) -> tuple:
 
 
 def data_from_path(path: str, *, label_column: str | None = None, size: tuple[int, int] | None = None,
-                   mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> dict:
+                   mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                   seq_len: int | None = None) -> dict:
     """The data description of a file or folder, by what it is: ``.npz`` / ``.safetensors``
-    -> tensors; ``.csv`` -> csv (``label_column``); a folder or ``.zip`` -> images (``size``,
-    ``mean``, ``std``; defaults from the model's input shape and ImageNet's statistics).
+    -> tensors; ``.csv`` -> csv (``label_column``); ``.txt`` -> text for a Hugging Face model
+    (one example a line, ``label<TAB>text`` for classification; ``seq_len`` tokens); a folder
+    or ``.zip`` -> images (``size``, ``mean``, ``std``; defaults from the model's input shape
+    and ImageNet's statistics).
 
     Raises:
         PrunescopeError: a path of another kind (what is accepted is listed)."""
@@ -178,6 +187,8 @@ def data_from_path(path: str, *, label_column: str | None = None, size: tuple[in
         return {"kind": "tensors", "path": str(p)}
     if suffix == ".csv":
         return {"kind": "csv", "path": str(p), "label_column": label_column or None}
+    if suffix == ".txt":
+        return {"kind": "text", "path": str(p), "seq_len": int(seq_len or DEFAULT_SEQ_LEN)}
     if suffix == ".zip" or p.is_dir():
         d: dict = {"kind": "images", "path": str(p)}
         if size:
@@ -189,8 +200,9 @@ def data_from_path(path: str, *, label_column: str | None = None, size: tuple[in
         if std:
             d["std"] = [float(v) for v in std]
         return d
-    raise PrunescopeError(f"data {p.name!r}: accepted are an .npz or .safetensors file (x, y), a .csv table, or a "
-                          "folder or .zip with one subfolder of images per class")
+    raise PrunescopeError(f"data {p.name!r}: accepted are an .npz or .safetensors file (x, y), a .csv table, a .txt "
+                          "file (text, for a Hugging Face model), or a folder or .zip with one subfolder of images "
+                          "per class")
 
 
 def _splits(name: str, x, y, classes: list[str], kind: str):
@@ -236,8 +248,38 @@ def load_data(entry: UserEntry):
                                  tuple(d.get("mean", IMAGENET_MEAN)), tuple(d.get("std", IMAGENET_STD)))
     if kind == "csv":
         return read_csv(d["path"], d.get("label_column") or None)
+    if kind == "text":
+        from .hf import read_text
+
+        t = read_text(d["path"], entry.kwargs["path"], seq_len=int(d.get("seq_len", DEFAULT_SEQ_LEN)),
+                      task=entry.task, classes=d.get("classes"))
+        return t.x, t.y, t.classes or None
     g = torch.Generator().manual_seed(0)
+    if entry.factory == HF_FACTORY:  # token ids, uniform over the vocabulary
+        vocab = int(d.get("vocab") or _hf_info(entry).vocab_size)
+        return torch.randint(0, vocab, (d["n"], *entry.input_shape), generator=g), None, None
     return torch.randn(d["n"], *entry.input_shape, generator=g), None, None
+
+
+def _hf_default_task(folder) -> str | None:
+    """A Hugging Face folder's task by its config's architectures: a causal LM ->
+    language-model; a sequence-classification head -> classification; an encoder without
+    a head -> fidelity (its pooled embedding); unreadable -> None (the loader says why)."""
+    try:
+        archs = json.loads((Path(folder).expanduser() / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    if any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return "language-model"
+    if any(str(a).endswith("ForSequenceClassification") for a in archs):
+        return "classification"
+    return "fidelity"
+
+
+def _hf_info(entry: UserEntry):
+    from .hf import load_hf
+
+    return load_hf(entry.kwargs["path"], entry.kwargs.get("task"))[1]
 
 
 def _register_data(entry: UserEntry, spec_name: str, outputs: int | None, loaded=None) -> None:
@@ -254,7 +296,8 @@ def _register_data(entry: UserEntry, spec_name: str, outputs: int | None, loaded
         if classes is None:
             k = int(y.max()) + 1 if y is not None else (outputs or _outputs(spec_name))
             classes = [str(i) for i in range(k)]
-        return _splits(name, x, y, classes, "image" if x.dim() == 4 else "tabular")
+        kind = "text" if not x.is_floating_point() else "image" if x.dim() == 4 else "tabular"
+        return _splits(name, x, y, classes, kind)
 
     register_dataset(name)(load)
 
@@ -300,6 +343,18 @@ def _save(entries: list[UserEntry]) -> None:
                                      "models": [asdict(e) for e in entries]}, indent=2))
 
 
+def _extra(entry: UserEntry) -> dict:
+    """The spec's extra: where it came from; a Hugging Face model's folder (its tokenizer
+    turns token ids back into text for the views)."""
+    return {"source": "user", **({"tokenizer": entry.kwargs["path"], "weights_in_folder": True}
+                                 if entry.factory == HF_FACTORY else {})}
+
+
+def has_random_weights(spec) -> bool:
+    """A person's model built with random weights (no weights file, none in its folder)."""
+    return spec.extra.get("source") == "user" and not spec.weights and not spec.extra.get("weights_in_folder")
+
+
 def _spec_of(entry: UserEntry, lazy: bool):
     from .models import ModelSpec, register_factory
     from .registry import import_object
@@ -311,7 +366,7 @@ def _spec_of(entry: UserEntry, lazy: bool):
 
         spec = ModelSpec(name=entry.name, factory=factory, input_shape=tuple(entry.input_shape), dataset=_dataset_name(entry),
                          weights=entry.weights, task=task, description=f"your model: {entry.source()}",
-                         extra={"source": "user"})
+                         extra=_extra(entry))
         from .models import register_model
 
         return register_model(spec, overwrite=True)
@@ -320,7 +375,7 @@ def _spec_of(entry: UserEntry, lazy: bool):
                             kwargs=entry.kwargs or None)
     from .models import register_model
 
-    spec = dataclasses.replace(spec, description=f"your model: {entry.source()}", extra={"source": "user"})
+    spec = dataclasses.replace(spec, description=f"your model: {entry.source()}", extra=_extra(entry))
     return register_model(spec, overwrite=True)
 
 
@@ -334,15 +389,22 @@ def _restore(name: str, old) -> None:
     forget_base(name)
 
 
-def _resolve_source(factory, kwargs, torchvision, timm):
+def _resolve_source(factory, kwargs, torchvision, timm, hf=None, task=None, seq_len=None):
     """(factory, kwargs, default input shape or None) for a factory or a model by name."""
-    given = [k for k, v in (("factory", factory), ("torchvision", torchvision), ("timm", timm)) if v]
+    given = [k for k, v in (("factory", factory), ("torchvision", torchvision), ("timm", timm), ("hf", hf)) if v]
     if len(given) != 1:
-        raise PrunescopeError("give exactly one of factory (package.module:function), torchvision (an architecture "
-                              f"name) or timm (an architecture name); got {', '.join(given) or 'none'}")
+        raise PrunescopeError("give exactly one of factory (package.module:function), torchvision or timm (an "
+                              f"architecture name), or hf (a local Hugging Face folder); got {', '.join(given) or 'none'}")
     kwargs = dict(kwargs or {})
     if factory:
         return factory, kwargs, None
+    if hf:
+        folder = Path(hf).expanduser().resolve()
+        if not (folder / "config.json").is_file():
+            raise PrunescopeError(f"{str(folder)!r} is not a Hugging Face model folder: accepted is a folder that "
+                                  "save_pretrained wrote (config.json, model.safetensors, tokenizer files)")
+        return HF_FACTORY, {"path": str(folder), **({"task": task} if task else {}), **kwargs}, \
+            (int(seq_len or DEFAULT_SEQ_LEN),)
     if torchvision:
         try:
             import torchvision as tv
@@ -391,7 +453,7 @@ def _images_entry(entry: UserEntry, default_shape) -> UserEntry:
 
 
 def register(name: str, *, factory: str | None = None, torchvision: str | None = None, timm: str | None = None,
-             kwargs: dict | None = None, weights: str | None = None, data: dict | None = None,
+             hf: str | None = None, kwargs: dict | None = None, weights: str | None = None, data: dict | None = None,
              input_shape: tuple[int, ...] | None = None, task: str | None = None, save: bool = True):
     """Register a person's model (and data) under ``name``, check that it runs, and
     remember it (``save``). Registering a name again replaces that entry (a notebook cell
@@ -411,10 +473,13 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
 
     from .models import MODELS, build_model, load_state_dict_file
 
-    factory, kwargs, default_shape = _resolve_source(factory, kwargs, torchvision, timm)
     if isinstance(data, (str, Path)):  # a path: its kind from what it is (data_from_path)
         data = data_from_path(str(data))
     data = dict(data or {"kind": "synthetic", "n": 256})
+    if hf and not task:
+        task = _hf_default_task(hf)
+    factory, kwargs, default_shape = _resolve_source(factory, kwargs, torchvision, timm, hf, task,
+                                                     data.get("seq_len") if hf else None)
     entry = UserEntry(name, factory, dict(kwargs or {}), str(Path(weights).resolve()) if weights else None,
                       data, tuple(input_shape) if input_shape else None, task)
     _check_entry(dataclasses.replace(entry, input_shape=entry.input_shape or default_shape))
@@ -427,7 +492,7 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     if data["kind"] == "images":
         entry = _images_entry(entry, default_shape)
     loaded, labels = None, data["kind"] == "dataset"
-    if data["kind"] in ("tensors", "images", "csv"):
+    if data["kind"] in ("tensors", "images", "csv", "text"):
         loaded = load_data(entry)
         x, y = loaded[0], loaded[1]
         labels = y is not None
@@ -452,7 +517,9 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     try:
         model = build_model(spec)
         with torch.inference_mode():
-            out = model(x[:2] if x is not None else torch.zeros(2, *entry.input_shape))
+            probe = x[:2] if x is not None else torch.zeros(2, *entry.input_shape, dtype=torch.long
+                                                            if factory == HF_FACTORY else torch.float32)
+            out = model(probe)
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             raise ModelError(f"model {name!r} returned {type(out).__name__}"
                              f"{' of shape ' + str(tuple(out.shape)) if isinstance(out, torch.Tensor) else ''}; "
@@ -524,4 +591,4 @@ def load_user_models() -> list[str]:
     return names
 
 
-__all__ = ["UserEntry", "DATA_KINDS", "data_from_path", "load_data", "open_model", "home", "parse_shape", "register", "unregister", "list_user_models", "load_user_models", "read_tensors"]
+__all__ = ["UserEntry", "DATA_KINDS", "has_random_weights", "data_from_path", "load_data", "open_model", "home", "parse_shape", "register", "unregister", "list_user_models", "load_user_models", "read_tensors"]

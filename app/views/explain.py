@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.explain import attribution_pair, changes, divergence, layer_order, unit_report
+from core.explain import MAX_CONFUSION_CLASSES, attribution_pair, changes, divergence, layer_order, unit_report
 from core.prune.structured import prunable_units
 from core.viz.explain import (activation_figure, attribution_figure, confusion_delta_figure, confusion_figure,
                               coupled_group_figure, divergence_figure)
@@ -36,18 +36,12 @@ def page() -> None:
     st.markdown("#### Changed predictions")
     gallery_ui(ws, ch)
     left, right = st.columns(2)
-    with left:
-        which = st.radio("Confusion", ["difference", "base", "current"], horizontal=True, key="explain_confusion_of",
-                         help="Counts of [true class, predicted class]: the base's, the current model's, or "
-                              "current minus base.")
-        if which == "difference":
-            fig = confusion_delta_figure(ch.confusion_delta(), ch.classes)
-        else:
-            fig = confusion_figure(ch.confusion(which), ch.classes, title=f"Confusion of the {which} model")
-        st.plotly_chart(fig, width="stretch", key=f"explain_confusion_{which}")
-        if which == "difference":
-            st.caption("Counts of [true class, predicted class], current minus base: blue on the diagonal and red "
-                       "off it are examples the edit broke; red on the diagonal and blue off it, examples it fixed.")
+    if len(ch.classes) > MAX_CONFUSION_CLASSES:
+        left.caption(f"No confusion matrix: {len(ch.classes):,} classes (a language model's vocabulary) are more "
+                     f"than the {MAX_CONFUSION_CLASSES:,} one can show; the changed predictions above are the "
+                     "examples it would count.")
+    else:
+        _confusion_ui(left, ch)
     with right:
         rows = run_action(cached, divergence, ws, subset, now=True)
         if rows is not None:
@@ -60,6 +54,21 @@ def page() -> None:
     attribution_ui(ws, ch)
     unit_ui(ws, subset)
 
+
+
+def _confusion_ui(col, ch) -> None:
+    with col:
+        which = st.radio("Confusion", ["difference", "base", "current"], horizontal=True, key="explain_confusion_of",
+                         help="Counts of [true class, predicted class]: the base's, the current model's, or "
+                              "current minus base.")
+        if which == "difference":
+            fig = confusion_delta_figure(ch.confusion_delta(), ch.classes)
+        else:
+            fig = confusion_figure(ch.confusion(which), ch.classes, title=f"Confusion of the {which} model")
+        st.plotly_chart(fig, width="stretch", key=f"explain_confusion_{which}")
+        if which == "difference":
+            st.caption("Counts of [true class, predicted class], current minus base: blue on the diagonal and red "
+                       "off it are examples the edit broke; red on the diagonal and blue off it, examples it fixed.")
 
 
 def unit_ui(ws, subset: str) -> None:
@@ -140,6 +149,11 @@ def _units(ws, granularity: str) -> dict[str, int]:
 
 def attribution_ui(ws, ch) -> None:
     st.markdown("#### Where each model looks")
+    if not ws.evalset.x.is_floating_point():
+        st.caption("Attribution maps follow the gradient of the output with respect to the input; this model reads "
+                   "token ids, which have none, so there is no map to draw. The changed examples above show what "
+                   "moved.")
+        return
     rows = ch.changed()
     options = [r["index"] for r in rows] or ch.indices[:50]
     c1, c2 = st.columns([2, 1])

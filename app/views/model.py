@@ -11,6 +11,7 @@ from core import formatting as fmt
 from core.device import available_devices
 from core.prune.masks import prunable_layers
 from core.metrics import layer_macs
+from core.user_models import has_random_weights
 
 from app.state import get_workspace, show_flashes
 
@@ -86,7 +87,7 @@ def page() -> None:
         open_model_ui()
     with st.expander("Recent work", icon=":material/history:"):
         recent_work_ui()
-    if spec.extra.get("source") == "user" and not spec.weights:
+    if has_random_weights(spec):
         st.warning("This model has **random weights** (none were given): its accuracy and every figure below are "
                    "those of an untrained network.")
     c1, c2, c3 = st.columns([2, 1, 1])
@@ -101,6 +102,10 @@ def page() -> None:
     if spec.task == "fidelity":
         k[3].metric("Task", "fidelity", help=f"No labels: a pruned model is judged by its agreement with this base's "
                                              f"predictions on the quick subset ({m.n} examples).")
+    elif spec.task == "language-model":
+        k[3].metric("Perplexity (base, quick)", f"{m.extra.get('perplexity', float('nan')):.4g}",
+                    help=f"exp(next-token loss) on the quick subset ({m.n} windows); next-token accuracy "
+                         f"{fmt.pct(m.accuracy)}.")
     else:
         k[3].metric("Accuracy (base, quick)", fmt.pct(m.accuracy),
                     help=f"Top-1 on the quick subset ({m.n} examples).")

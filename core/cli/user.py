@@ -13,6 +13,8 @@ def _register_args(p):
     src.add_argument("--torchvision", metavar="ARCH", help="a torchvision classification model by name (needs "
                                                           "prunescope[vision]), e.g. resnet18")
     src.add_argument("--timm", metavar="ARCH", help="a timm model by name (needs prunescope[vision])")
+    src.add_argument("--hf", metavar="DIR", help="a local Hugging Face transformers folder (config.json, "
+                                                 "safetensors, tokenizer files; needs prunescope[hf])")
     p.add_argument("--kwargs", default="{}", help="the factory's keyword arguments as a JSON object (default {}), "
                                                   "e.g. '{\"num_classes\": 10}'")
     p.add_argument("--weights", help="a safetensors file, or a state dict saved with torch.save (read with "
@@ -20,7 +22,8 @@ def _register_args(p):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--data", help="an .npz or .safetensors file holding x (inputs) and optionally y (labels "
                                   "0..K-1); a .csv table (see --label-column); or a folder or .zip with one "
-                                  "subfolder of images per class")
+                                  "subfolder of images per class; a .txt file for --hf (one example a line, "
+                                  "label<TAB>text for classification)")
     g.add_argument("--synthetic", type=int, metavar="N", help="N seeded random inputs (no labels: fidelity)")
     g.add_argument("--dataset", help="a registered dataset (see `prunescope datasets`)")
     p.add_argument("--label-column", help="the CSV column that holds the labels (none: fidelity)")
@@ -28,9 +31,11 @@ def _register_args(p):
                                         "else 224,224)")
     p.add_argument("--mean", help="images: per-channel mean to subtract, e.g. 0.485,0.456,0.406 (the default)")
     p.add_argument("--std", help="images: per-channel std to divide by, e.g. 0.229,0.224,0.225 (the default)")
+    p.add_argument("--seq-len", type=int, help="text: tokens per example (default 64)")
     p.add_argument("--input-shape", help="one example's shape, e.g. 3,32,32 (read from --data when given)")
-    p.add_argument("--task", choices=["classification", "fidelity"],
-                   help="default: classification when the data has labels, else fidelity")
+    p.add_argument("--task", choices=["classification", "fidelity", "language-model"],
+                   help="default: --hf: from the folder's config (a causal LM: language-model); else "
+                        "classification when the data has labels, else fidelity")
     p.add_argument("--json", action="store_true")
 
 
@@ -57,11 +62,15 @@ def cmd_register(args):
         raise UsageError(f"--kwargs must be a JSON object, got {args.kwargs!r}")
     if args.data:
         data = data_from_path(args.data, label_column=args.label_column, size=parse_shape(args.image_size),
-                              mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"))
+                              mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
+                              seq_len=args.seq_len)
     else:
         data = ({"kind": "synthetic", "n": args.synthetic} if args.synthetic is not None else
                 {"kind": "dataset", "name": args.dataset})
-    spec = register(args.name, factory=args.factory, torchvision=args.torchvision, timm=args.timm, kwargs=kwargs,
+    if args.seq_len and not args.data:
+        data["seq_len"] = args.seq_len
+    spec = register(args.name, factory=args.factory, torchvision=args.torchvision, timm=args.timm, hf=args.hf,
+                    kwargs=kwargs,
                     weights=args.weights, data=data, input_shape=parse_shape(args.input_shape), task=args.task)
     return {"name": spec.name, "source": spec.description, "task": spec.task, "dataset": spec.dataset,
             "input_shape": list(spec.input_shape), "params": param_count(spec), "weights": spec.weights,

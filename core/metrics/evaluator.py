@@ -5,6 +5,7 @@ on every call; cost figures come from ``cost.py``, cached by architecture signat
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.data import EvalSet
+from core.models import LABELLED_TASKS
 
 from .cost import (Latency, arch_signature, count_macs, measure_latency, measure_latency_pair, nonzero_counts,
                    state_dict_bytes)
@@ -23,7 +25,7 @@ class Metrics:
     """Everything the app and the CLI show about one model on one subset."""
 
     accuracy: float  # top-1 on labels (for task "fidelity": agreement with the base)
-    loss: float  # mean cross-entropy
+    loss: float  # mean cross-entropy (language model: next-token; extra["perplexity"] = exp(loss))
     per_class_accuracy: list[float]  # index = class
     agreement: float  # fraction of examples where the prediction equals the base's
     output_cosine: float  # mean cosine between this model's and the base's outputs
@@ -77,10 +79,11 @@ class QualitySums:
 def quality_sums(out: torch.Tensor, base_out: torch.Tensor, y: torch.Tensor, task: str,
                  num_classes: int) -> QualitySums:
     """The quality sums of outputs ``out`` against the labels ``y`` (``task``
-    "classification") or the base's predictions (``"fidelity"``), and against the base's
-    outputs ``base_out``: the one place these figures are computed."""
+    "classification", or "language-model": ``y`` is the true next token) or the base's
+    predictions (``"fidelity"``), and against the base's outputs ``base_out``: the one place
+    these figures are computed."""
     pred, base_pred = out.argmax(1), base_out.argmax(1)
-    target = y if task == "classification" else base_pred
+    target = y if task in LABELLED_TASKS else base_pred
     correct = pred == target
     return QualitySums(
         n=len(out), correct=int(correct.sum()),
@@ -183,9 +186,10 @@ class Evaluator:
         macs = self._cached("macs", sig, lambda: count_macs(model, example))
         size = self._cached("size", sig, lambda: state_dict_bytes(model))
         base_lat, lat = self.latency_pair(model, sig) if latency else (None, None)
+        extra = {"perplexity": math.exp(min(q["loss"], 700.0))} if self.task == "language-model" else {}
         return Metrics(**q, params=params, nonzero_params=nz,
                        sparsity=sparsity, macs=macs, size_bytes=size, latency=lat, base_latency=base_lat,
-                       subset=subset, n=len(x), shapes_changed=sig != self.base_signature)
+                       subset=subset, n=len(x), shapes_changed=sig != self.base_signature, extra=extra)
 
 
 __all__ = ["Metrics", "Evaluator", "QualitySums", "quality_sums"]

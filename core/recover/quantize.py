@@ -115,7 +115,7 @@ def quantize_int8(model: nn.Module, calib: torch.Tensor, mode: str = "auto") -> 
         raise ModelError("the model is quantised already")
     reference = model
     x = calib.detach().to("cpu", torch.float32)
-    float_bytes, note = _onnx_bytes(model, x[:1])
+    float_bytes, note = _onnx_bytes(model, x[:2])  # two examples: torch.export keeps a batch of 1 fixed
     if mode == "auto":  # static where convolutions hold most weights, else dynamic (transformers, MLPs)
         conv = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd))
         linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))

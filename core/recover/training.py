@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError
-from core.models import clone_model, get_spec
+from core.models import LABELLED_TASKS, clone_model, get_spec
 from core.plan.constraints import Interval, Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
@@ -102,7 +102,7 @@ def finetune(model: nn.Module, ctx, step: "Finetune", *,
     """
     m = clone_model(model)
     spec = get_spec(ctx.model_name)
-    labelled = spec.task == "classification"
+    labelled = spec.task in LABELLED_TASKS
     if step.loss in ("labels", "both") and not labelled:
         raise ModelError(f"finetune: {ctx.model_name!r} is evaluated by fidelity to its base and has no labels; "
                          "use loss='distill'")

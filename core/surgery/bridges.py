@@ -36,6 +36,11 @@ class Bridge(nn.Module):
         self.resample = resample
         self.proj = proj
 
+    def __call__(self, x: torch.Tensor, *_args, **_kwargs) -> torch.Tensor:
+        # a layer of a transformers model is called with its masks, positions and cache too: a
+        # bridge in its place maps the hidden states only (forward keeps one argument: it scripts)
+        return super().__call__(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.resample(x))
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError, PrunescopeError
-from core.models import clone_model
+from core.models import LABELLED_TASKS, clone_model
 
 from .blocks import Block, _activations, default_container, list_blocks
 from .steps import Cut
@@ -104,7 +104,7 @@ class Guides:
 def _accuracy(ws, model: nn.Module) -> float:
     x, y = ws.evalset.quick()
     out = ws.evaluator.outputs(model, "quick")
-    target = y if ws.spec.task == "classification" else ws.evaluator.base_outputs("quick").argmax(1)
+    target = y if ws.spec.task in LABELLED_TASKS else ws.evaluator.base_outputs("quick").argmax(1)
     return float((out.argmax(1) == target).float().mean())
 
 

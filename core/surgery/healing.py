@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError
-from core.models import clone_model, get_spec
+from core.models import LABELLED_TASKS, clone_model, get_spec
 from core.plan.trained import TrainedMemo
 from core.plan.constraints import Interval, Options, Seed
 from core.plan.report import StepReport
@@ -95,7 +95,7 @@ def heal(model: nn.Module, ctx, steps: int = 100, lr: float = 1e-3, train: str =
     m.eval()
     params = heal_parameters(m, train)
     spec = get_spec(ctx.model_name)
-    fidelity = spec.task != "classification"
+    fidelity = spec.task not in LABELLED_TASKS
     base = ctx.donor(ctx.model_name) if fidelity else None
 
     def targets(x, y):

@@ -73,6 +73,38 @@ def paired_inputs(ctx, donor: str, x_host: torch.Tensor, seed: int) -> torch.Ten
                      f"{shape_str(x_host.shape[1:])}) to donor {donor!r} (input {shape_str(ish)})")
 
 
+def block_call_extras(model: nn.Module, container: str, x: torch.Tensor) -> list[tuple[tuple, dict]]:
+    """What the model's forward passes each block of ``container`` besides its input tensor
+    (extra positional and keyword arguments: a transformers decoder layer's position
+    embeddings and attention mask), recorded on one forward pass of ``x``; ``((), {})``
+    for a block called with its input alone. Call on a private copy (hooks are added)."""
+    c = _container(model, container)
+    children = list(c.children()) if isinstance(c, (nn.Sequential, nn.ModuleList)) else []
+    got: list[tuple[tuple, dict] | None] = [None] * len(children)
+    handles = []
+
+    def pre(i):
+        def hook(_m, args, kwargs):
+            if got[i] is None:
+                got[i] = (tuple(args[1:]), dict(kwargs))
+        return hook
+
+    try:
+        for i, ch in enumerate(children):
+            handles.append(ch.register_forward_pre_hook(pre(i), with_kwargs=True))
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return [g if g is not None else ((), {}) for g in got]
+
+
+def _first_tensor(o):
+    """A block's output tensor (transformers layers of some versions return a tuple)."""
+    return o[0] if isinstance(o, (tuple, list)) and o and isinstance(o[0], torch.Tensor) else o
+
+
 class _Sources:
     """Private copies of the host and donors, with their calibration activations."""
 
@@ -81,6 +113,15 @@ class _Sources:
         self.models: dict[str, nn.Module] = {"self": host}
         self.x: dict[str, torch.Tensor] = {"self": ctx.calibration(seed)[0]}
         self.acts = acts_cache if acts_cache is not None else {}
+        self.extras: dict[tuple[str, str], list[tuple[tuple, dict]]] = {}
+
+    def call(self, source: str, container: str, index: int, blk: nn.Module, a: torch.Tensor) -> torch.Tensor:
+        """``blk(a)``, with what the source's forward passes that block besides its input."""
+        key = (source, container)
+        if key not in self.extras:
+            self.extras[key] = block_call_extras(clone_model(self.model(source)), container, self.x[source])
+        args, kwargs = self.extras[key][index] if index < len(self.extras[key]) else ((), {})
+        return _first_tensor(blk(a, *args, **kwargs))
 
     def model(self, source: str) -> nn.Module:
         if source not in self.models:
@@ -177,7 +218,7 @@ def stitch(model: nn.Module, ctx, container: str, pieces: list[Piece], policy: s
                 leaf = split_block(block_names(m, p.container)[p.index])[1]
                 nm = f"{leaf}_copy" if p.source == "self" else f"{p.source}_{leaf}"
             out.append((nm if k in keep_name else _unique(_safe(nm), taken), blk))
-            a = blk(a)
+            a = src.call(p.source, p.container, p.index, blk, a)
             state = Piece(p.source, p.container, p.index + 1)
             prev_label = label(p)
         end = Piece("self", container, n_host)

@@ -122,3 +122,45 @@ def test_a_broken_upload_is_a_message_and_the_open_model_stays(own_home, tmp_pat
     assert not at.exception
     assert any("pets.zip" in e.value and "not a readable zip" in e.value for e in at.error), [e.value for e in at.error]
     assert at.session_state["model_name"] == "digits_mlp" and len(workspace(at).plan.steps) == 1
+
+
+def test_a_hugging_face_folder_with_a_text_file(own_home, tmp_path):
+    """A local transformers folder (a tiny Llama, built here) and a text file: judged as a
+    language model, the figures labelled so."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    from tests.hf.conftest import build, save, sentences, tokenizer
+
+    own_home.append("app_llama")
+    folder = save(tmp_path / "llama", build("llama"), tokenizer("lm"))
+    (tmp_path / "lm.txt").write_text("\n".join(sentences(150, 3)))
+    at = new_app()
+    at.switch_page(PAGE).run()
+    at.text_input(key="open_name").set_value("app_llama")
+    at.radio(key="open_source").set_value("hf").run()
+    at.text_input(key="open_hf").set_value(str(folder))
+    at.radio(key="open_dkind").set_value("local path").run()
+    at.text_input(key="open_dpath").set_value(str(tmp_path / "lm.txt")).run()
+    at.number_input(key="open_seq").set_value(16)
+    at.button(key="open_go").click().run()
+    ok(at)
+    ws = workspace(at)
+    assert ws.name == "app_llama" and ws.spec.task == "language-model" and ws.evalset.kind == "text"
+    assert at.sidebar.selectbox(key="model_name").format_func("app_llama") == "app_llama (yours)"  # folder weights
+    assert not any("random weights" in w.value for w in at.warning)
+    from core.prune import Prune
+
+    ws.add_step(Prune(criterion="l1", granularity="head", sparsity=0.5))
+    at.switch_page("views/prune.py").run()
+    ok(at)
+    labels = [m.label for m in at.metric]
+    assert "Next-token accuracy" in labels and "Perplexity" in labels and "Accuracy" not in labels
+    for page in ("views/explain.py", "views/surgery.py", "views/sensitivity.py", "views/export.py",
+                 "views/history.py", "views/model.py"):
+        at.switch_page(page).run()
+        ok(at)  # every page opens on a language model (views that need images or gradients say so)
+        if page == "views/explain.py":  # changed predictions show the text itself, decoded by the tokenizer
+            texts = [c.value for c in at.caption if "“" in c.value]
+            assert texts and all(w in " ".join(texts) for w in ("“", "label"))
+            assert any("token ids, which have none" in c.value for c in at.caption)
