@@ -37,13 +37,15 @@ def _keep(upload, name: str, what: str) -> str:
 
 
 def _data_kind(dfile, dpath: str | None) -> str | None:
-    """What the chosen upload or path is: "images", "csv", "tensors" or None (not chosen)."""
+    """What the chosen upload or path is ("images", "csv", "text", "tensors"), or None
+    (nothing chosen yet, or a kind that is not accepted: the open button says why)."""
     target = dfile.name if dfile is not None else (dpath or "").strip()
     if not target:
         return None
-    suffix = Path(target).suffix.lower()
-    return {"csv": "csv", "npz": "tensors", "safetensors": "tensors", "txt": "text"}.get(
-        suffix.lstrip("."), "images" if suffix == ".zip" or dfile is None and Path(target).is_dir() else None)
+    try:
+        return data_from_path(target)["kind"]
+    except PrunescopeError:
+        return None
 
 
 def _floats(text: str, what: str) -> tuple[float, ...] | None:

@@ -9,7 +9,7 @@ Every reader returns ``(x, y or None, class names or None)`` and raises
   :func:`safe_unzip` (no paths outside its root, no links, bounded size and count).
 - :func:`read_csv`: a table of numbers, one row per example, with an optional label
   column (whole numbers 0..K-1, or names, which become the classes in sorted order).
-- ``core.user_models.read_tensors``: ``.npz`` / ``.safetensors`` holding ``x`` and ``y``.
+- :func:`read_tensors`: ``.npz`` (no pickles) / ``.safetensors`` holding ``x`` and ``y``.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ MAX_INPUT_BYTES = 4 << 30  # the decoded float tensor of all examples
 MAX_ZIP_BYTES = 2 << 30  # uncompressed size of a zip's members
 MAX_ZIP_MEMBERS = 50_000
 MAX_CSV_BYTES = 512 << 20
+MAX_DATA_BYTES = 2 << 30  # a tensors file larger than this is refused
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GREY_MEAN, GREY_STD = (0.449,), (0.226,)  # ImageNet's, averaged over the channels
@@ -165,6 +166,68 @@ def read_image_folder(path: str | Path, size: tuple[int, int], channels: int = 3
     return x, y, [d.name for d in classes]
 
 
+def read_tensors(path: str | Path) -> tuple:
+    """``(x, y or None)`` from an ``.npz`` (no pickles) or ``.safetensors`` file.
+
+    Raises:
+        FileError: a missing, too large or unreadable file; no ``x``; ``y`` that is not one
+            whole-number label 0..K-1 per example.
+    """
+    import numpy as np
+    import torch
+
+    p = _data_file(path, MAX_DATA_BYTES)
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
+        elif p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            arrays = load_file(str(p))
+        else:
+            raise FileError(f"data file {p.name}: accepted are .npz and .safetensors holding x (and optionally y)")
+    except FileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a file from elsewhere: any failure to read it is its fault
+        raise FileError(f"data file {p.name} could not be read ({type(exc).__name__}: {first_line(exc)}); "
+                        "accepted are .npz (no pickled objects) and .safetensors holding x and optionally y") from None
+    if "x" not in arrays:
+        raise FileError(f"data file {p.name} holds {sorted(arrays)}; it needs an array named x (inputs, one row per "
+                        "example) and optionally y (labels)")
+    x = arrays["x"]
+    if x.dim() < 2 or len(x) < 8 or not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int64, torch.int32)):
+        raise FileError(f"data file {p.name}: x must hold at least 8 examples of numbers, shape (N, ...), got "
+                        f"{x.dtype} {tuple(x.shape)}")
+    x = x.float()
+    y = arrays.get("y")
+    if y is not None:
+        if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() and not torch.equal(y, y.round()):
+            raise FileError(f"data file {p.name}: y must be one whole-number label per example, shape ({len(x)},), "
+                            f"got {y.dtype} {tuple(y.shape)}")
+        y = y.long()
+        if int(y.min()) < 0 or len(torch.unique(y)) != int(y.max()) + 1:
+            raise FileError(f"data file {p.name}: labels must be 0..K-1 with every class present; got "
+                            f"{sorted(torch.unique(y).tolist())[:20]}")
+    return x, y
+
+
+def _data_file(path: str | Path, limit: int) -> Path:
+    """``path`` as a Path, once it is an existing file of at most ``limit`` bytes.
+
+    Raises:
+        FileError: no such file, or a larger one (both sizes in the message)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileError(f"data file {str(p)!r} does not exist")
+    size = p.stat().st_size
+    if size > limit:
+        def unit(n: int) -> str:
+            return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+        raise FileError(f"data file {p.name} is {unit(size)}; at most {unit(limit)} is accepted")
+    return p
+
+
 def read_csv(path: str | Path, label_column: str | None = None):
     """``(x, y or None, classes or None)`` from a CSV of numbers, one row per example.
 
@@ -176,12 +239,7 @@ def read_csv(path: str | Path, label_column: str | None = None):
     import pandas as pd
     import torch
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileError(f"data file {str(p)!r} does not exist")
-    if p.stat().st_size > MAX_CSV_BYTES:
-        raise FileError(f"data file {p.name} is {p.stat().st_size / 2**20:.0f} MiB; at most "
-                        f"{MAX_CSV_BYTES / 2**20:.0f} MiB is accepted")
+    p = _data_file(path, MAX_CSV_BYTES)
     try:
         df = pd.read_csv(p)
     except Exception as exc:  # noqa: BLE001 - a file from elsewhere: any failure to parse it is its fault
@@ -222,4 +280,4 @@ def read_csv(path: str | Path, label_column: str | None = None):
     return x, torch.tensor([index[v] for v in labels.astype(str)], dtype=torch.long), names
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "default_normalisation", "safe_unzip", "read_image_folder", "read_csv"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MAX_DATA_BYTES", "default_normalisation", "read_tensors", "safe_unzip", "read_image_folder", "read_csv"]

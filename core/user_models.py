@@ -33,13 +33,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import FileError, ModelError, PrunescopeError, echo, first_line
+from .errors import ModelError, PrunescopeError, echo, first_line
+from .user_data import read_tensors
+from .user_sources import (DEFAULT_SEQ_LEN, HF_FACTORY, data_from_path, hf_default_task as _hf_default_task,
+                           hf_vocab_size, resolve_source as _resolve_source)
 
 STORE_NAME = "user_models.json"
 DATA_KINDS = ("dataset", "tensors", "images", "csv", "text", "synthetic")
-HF_FACTORY = "core.hf:hf_model"
-DEFAULT_SEQ_LEN = 64
-MAX_DATA_BYTES = 2 << 30  # a tensors file larger than this is refused
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -119,92 +119,6 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 # --- data --------------------------------------------------------------------
 
-def read_tensors(path: str | Path) -> tuple:
-    """``(x, y or None)`` from an ``.npz`` (no pickles) or ``.safetensors`` file.
-
-    Raises:
-        FileError: a missing, too large or unreadable file; no ``x``; ``y`` that is not one
-            whole-number label 0..K-1 per example.
-    """
-    import numpy as np
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileError(f"data file {str(p)!r} does not exist")
-    if p.stat().st_size > MAX_DATA_BYTES:
-        raise FileError(f"data file {p.name} is {p.stat().st_size / 2**30:.1f} GiB; at most "
-                        f"{MAX_DATA_BYTES / 2**30:.0f} GiB is accepted")
-    try:
-        if p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
-        elif p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            arrays = load_file(str(p))
-        else:
-            raise FileError(f"data file {p.name}: accepted are .npz and .safetensors holding x (and optionally y)")
-    except FileError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a file from elsewhere: any failure to read it is its fault
-        raise FileError(f"data file {p.name} could not be read ({type(exc).__name__}: {first_line(exc)}); "
-                        "accepted are .npz (no pickled objects) and .safetensors holding x and optionally y") from None
-    if "x" not in arrays:
-        raise FileError(f"data file {p.name} holds {sorted(arrays)}; it needs an array named x (inputs, one row per "
-                        "example) and optionally y (labels)")
-    x = arrays["x"]
-    if x.dim() < 2 or len(x) < 8 or not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int64, torch.int32)):
-        raise FileError(f"data file {p.name}: x must hold at least 8 examples of numbers, shape (N, ...), got "
-                        f"{x.dtype} {tuple(x.shape)}")
-    x = x.float()
-    y = arrays.get("y")
-    if y is not None:
-        if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() and not torch.equal(y, y.round()):
-            raise FileError(f"data file {p.name}: y must be one whole-number label per example, shape ({len(x)},), "
-                            f"got {y.dtype} {tuple(y.shape)}")
-        y = y.long()
-        if int(y.min()) < 0 or len(torch.unique(y)) != int(y.max()) + 1:
-            raise FileError(f"data file {p.name}: labels must be 0..K-1 with every class present; got "
-                            f"{sorted(torch.unique(y).tolist())[:20]}")
-    return x, y
-
-
-def data_from_path(path: str, *, label_column: str | None = None, size: tuple[int, int] | None = None,
-                   mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                   seq_len: int | None = None) -> dict:
-    """The data description of a file or folder, by what it is: ``.npz`` / ``.safetensors``
-    -> tensors; ``.csv`` -> csv (``label_column``); ``.txt`` -> text for a Hugging Face model
-    (one example a line, ``label<TAB>text`` for classification; ``seq_len`` tokens); a folder
-    or ``.zip`` -> images (``size``, ``mean``, ``std``; defaults from the model's input shape
-    and ImageNet's statistics).
-
-    Raises:
-        PrunescopeError: a path of another kind (what is accepted is listed)."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix in (".npz", ".safetensors"):
-        return {"kind": "tensors", "path": str(p)}
-    if suffix == ".csv":
-        return {"kind": "csv", "path": str(p), "label_column": label_column or None}
-    if suffix == ".txt":
-        return {"kind": "text", "path": str(p), "seq_len": int(seq_len or DEFAULT_SEQ_LEN)}
-    if suffix == ".zip" or p.is_dir():
-        d: dict = {"kind": "images", "path": str(p)}
-        if size:
-            if len(size) != 2:
-                raise PrunescopeError(f"image size must be two numbers, height and width (e.g. 224,224), got {size}")
-            d["size"] = [int(v) for v in size]
-        if mean:
-            d["mean"] = [float(v) for v in mean]
-        if std:
-            d["std"] = [float(v) for v in std]
-        return d
-    raise PrunescopeError(f"data {p.name!r}: accepted are an .npz or .safetensors file (x, y), a .csv table, a .txt "
-                          "file (text, for a Hugging Face model), or a folder or .zip with one subfolder of images "
-                          "per class")
-
-
 def _splits(name: str, x, y, classes: list[str], kind: str):
     """A fixed, seeded 75/25 split (stratified when there are labels)."""
     import torch
@@ -256,30 +170,9 @@ def load_data(entry: UserEntry):
         return t.x, t.y, t.classes or None
     g = torch.Generator().manual_seed(0)
     if entry.factory == HF_FACTORY:  # token ids, uniform over the vocabulary
-        vocab = int(d.get("vocab") or _hf_info(entry).vocab_size)
+        vocab = int(d.get("vocab") or hf_vocab_size(entry.kwargs["path"]))
         return torch.randint(0, vocab, (d["n"], *entry.input_shape), generator=g), None, None
     return torch.randn(d["n"], *entry.input_shape, generator=g), None, None
-
-
-def _hf_default_task(folder) -> str | None:
-    """A Hugging Face folder's task by its config's architectures: a causal LM ->
-    language-model; a sequence-classification head -> classification; an encoder without
-    a head -> fidelity (its pooled embedding); unreadable -> None (the loader says why)."""
-    try:
-        archs = json.loads((Path(folder).expanduser() / "config.json").read_text()).get("architectures") or []
-    except (OSError, ValueError, AttributeError):
-        return None
-    if any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
-        return "language-model"
-    if any(str(a).endswith("ForSequenceClassification") for a in archs):
-        return "classification"
-    return "fidelity"
-
-
-def _hf_info(entry: UserEntry):
-    from .hf import load_hf
-
-    return load_hf(entry.kwargs["path"], entry.kwargs.get("task"))[1]
 
 
 def _register_data(entry: UserEntry, spec_name: str, outputs: int | None, loaded=None) -> None:
@@ -389,50 +282,6 @@ def _restore(name: str, old) -> None:
     forget_base(name)
 
 
-def _resolve_source(factory, kwargs, torchvision, timm, hf=None, task=None, seq_len=None):
-    """(factory, kwargs, default input shape or None) for a factory or a model by name."""
-    given = [k for k, v in (("factory", factory), ("torchvision", torchvision), ("timm", timm), ("hf", hf)) if v]
-    if len(given) != 1:
-        raise PrunescopeError("give exactly one of factory (package.module:function), torchvision or timm (an "
-                              f"architecture name), or hf (a local Hugging Face folder); got {', '.join(given) or 'none'}")
-    kwargs = dict(kwargs or {})
-    if factory:
-        return factory, kwargs, None
-    if hf:
-        folder = Path(hf).expanduser().resolve()
-        if not (folder / "config.json").is_file():
-            raise PrunescopeError(f"{str(folder)!r} is not a Hugging Face model folder: accepted is a folder that "
-                                  "save_pretrained wrote (config.json, model.safetensors, tokenizer files)")
-        return HF_FACTORY, {"path": str(folder), **({"task": task} if task else {}), **kwargs}, \
-            (int(seq_len or DEFAULT_SEQ_LEN),)
-    if torchvision:
-        try:
-            import torchvision as tv
-        except Exception as exc:  # noqa: BLE001 - missing or broken beside this torch
-            raise PrunescopeError(f"torchvision does not import here ({first_line(exc)}); install it with "
-                                  "pip install 'prunescope[vision]'") from None
-        names = tv.models.list_models(module=tv.models)
-        if torchvision not in names:
-            raise PrunescopeError(f"torchvision has no classification model {torchvision!r}; e.g. "
-                                  f"{', '.join(names[:8])} ({len(names)} in all)")
-        side = 299 if torchvision == "inception_v3" else 224
-        return "torchvision.models:get_model", {"name": torchvision, "weights": None, **kwargs}, (3, side, side)
-    try:
-        import timm as tm
-    except Exception as exc:  # noqa: BLE001
-        raise PrunescopeError(f"timm does not import here ({first_line(exc)}); install it with "
-                              "pip install 'prunescope[vision]'") from None
-    if not tm.list_models(timm):
-        raise PrunescopeError(f"timm has no model {timm!r} (timm.list_models lists them)")
-    shape = None
-    try:
-        cfg = tm.get_pretrained_cfg(timm)
-        shape = tuple(int(v) for v in cfg.input_size) if cfg is not None else None
-    except Exception:  # noqa: BLE001 - the default shape is a convenience
-        shape = None
-    return "timm:create_model", {"model_name": timm, "pretrained": False, **kwargs}, shape or (3, 224, 224)
-
-
 def _images_entry(entry: UserEntry, default_shape) -> UserEntry:
     """Fill an image folder's size/channels from the input shape (given, the model's
     default, else 3x224x224), and unpack a zip into the entry's upload folder."""
@@ -483,7 +332,7 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     entry = UserEntry(name, factory, dict(kwargs or {}), str(Path(weights).resolve()) if weights else None,
                       data, tuple(input_shape) if input_shape else None, task)
     _check_entry(dataclasses.replace(entry, input_shape=entry.input_shape or default_shape))
-    if data["kind"] in ("tensors", "images", "csv"):
+    if data["kind"] in ("tensors", "images", "csv", "text"):
         data["path"] = str(Path(data["path"]).expanduser().resolve())
     if name in MODELS.names() and MODELS.get(name).extra.get("source") != "user":
         raise PrunescopeError(f"{name!r} is a bundled model; choose another name")
@@ -491,11 +340,12 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
         load_state_dict_file(entry.weights)  # refuses pickles and missing files before anything is registered
     if data["kind"] == "images":
         entry = _images_entry(entry, default_shape)
-    loaded, labels = None, data["kind"] == "dataset"
+    loaded, labels, n_classes = None, data["kind"] == "dataset", 0
     if data["kind"] in ("tensors", "images", "csv", "text"):
         loaded = load_data(entry)
-        x, y = loaded[0], loaded[1]
+        x, y, classes = loaded
         labels = y is not None
+        n_classes = len(classes) if classes else int(y.max()) + 1 if labels else 0
         shape = tuple(x.shape[1:])
         if entry.input_shape and entry.input_shape != shape:
             raise PrunescopeError(f"input shape {entry.input_shape} does not match the data's examples {shape}")
@@ -530,12 +380,11 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
             raise
         raise ModelError(f"model {name!r} does not run on inputs of shape {entry.input_shape}: "
                          f"{type(exc).__name__}: {first_line(exc)}") from None
-    if labels and loaded is not None and entry.task == "classification" and int(out.shape[1]) < len(
-            loaded[2] or range(int(loaded[1].max()) + 1)):
+    if entry.task == "classification" and int(out.shape[1]) < n_classes:
         _restore(name, old)
         raise PrunescopeError(f"model {name!r} returns {int(out.shape[1])} scores per example but the data has "
-                              f"{len(loaded[2] or range(int(loaded[1].max()) + 1))} classes; give the factory the "
-                              "number of classes (e.g. kwargs {\"num_classes\": K}) or choose task fidelity")
+                              f"{n_classes} classes; give the factory the number of classes (e.g. kwargs "
+                              "{\"num_classes\": K}) or choose task fidelity")
     _register_data(entry, name, int(out.shape[1]), loaded)
     if save:
         _save([e for e in list_user_models() if e.name != name] + [entry])

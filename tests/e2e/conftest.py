@@ -94,3 +94,21 @@ def wait_idle(page, timeout: float = 60.0) -> None:
 def assert_no_exception(page) -> None:
     exc = page.locator('[data-testid="stException"]')
     assert exc.count() == 0, exc.first.inner_text()[:2000]
+
+
+def keep_screenshots(paths) -> None:
+    """Copy screenshots to $PRUNESCOPE_SCREENSHOTS (when set) for people to look at."""
+    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
+    if out:
+        os.makedirs(out, exist_ok=True)
+        for p in paths:
+            shutil.copy(p, out)
+
+
+def reload_restored(page) -> None:
+    """Reload the page and wait until the app says it restored the saved work."""
+    page.wait_for_timeout(500)
+    page.reload()
+    page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
+    wait_idle(page, 120)
+    page.get_by_text("Restored your work saved at").first.wait_for(timeout=60_000)

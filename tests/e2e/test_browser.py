@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import assert_no_exception, wait_idle
+from tests.e2e.conftest import assert_no_exception, keep_screenshots, reload_restored, wait_idle
 
 pytestmark = pytest.mark.e2e
 DEMOS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
@@ -146,13 +146,7 @@ def test_every_page_after_an_edit_opens_without_exception(page, app_url, tmp_pat
         page.screenshot(path=str(path), full_page=True)
         shots.append(path)
     assert all(p.exists() and p.stat().st_size > 10_000 for p in shots)
-    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
-    if out:  # keep copies for people to look at
-        import shutil
-
-        os.makedirs(out, exist_ok=True)
-        for p in shots:
-            shutil.copy(p, out)
+    keep_screenshots(shots)
 
 
 def test_release_to_readout_time_per_demo_model(page, app_url, tmp_path):
@@ -193,13 +187,7 @@ def test_sensitivity_sweep_and_automatic_plan_in_the_browser(page, app_url, tmp_
     assert_no_exception(page)
     shots.append(tmp_path / "page_sensitivity_autoplan.png")
     page.screenshot(path=str(shots[1]), full_page=True)
-    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
-    if out:
-        import shutil
-
-        os.makedirs(out, exist_ok=True)
-        for p in shots:
-            shutil.copy(p, out)
+    keep_screenshots(shots)
 
 
 def test_a_reload_restores_the_plan(page, app_url, tmp_path):
@@ -208,17 +196,8 @@ def test_a_reload_restores_the_plan(page, app_url, tmp_path):
     move_and_time(page, presses=20)
     assert metric_value(page, "Sparsity") == "20.0%"
     assert "session=" in page.url
-    page.wait_for_timeout(500)
-    page.reload()
-    page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
-    wait_idle(page, 120)
-    page.get_by_text("Restored your work saved at").first.wait_for(timeout=60_000)
+    reload_restored(page)
     assert metric_value(page, "Sparsity") == "20.0%"
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "reload_restored.png"))
-    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
-    if out:
-        import shutil
-
-        os.makedirs(out, exist_ok=True)
-        shutil.copy(tmp_path / "reload_restored.png", out)
+    keep_screenshots([tmp_path / "reload_restored.png"])

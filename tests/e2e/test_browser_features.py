@@ -1,13 +1,12 @@
 """Real-browser checks of structured pruning, surgery (cut + undo) and export (download)."""
 from __future__ import annotations
 
-import os
 import re
 import time
 
 import pytest
 
-from tests.e2e.conftest import assert_no_exception, wait_idle
+from tests.e2e.conftest import assert_no_exception, keep_screenshots, reload_restored, wait_idle
 from tests.e2e.test_browser import global_slider, metric_value, open_app
 
 pytestmark = pytest.mark.e2e
@@ -85,13 +84,7 @@ def test_channel_granularity_makes_the_model_smaller_and_faster(page, app_url, t
     page.wait_for_timeout(500)
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "explain_gradcam.png"))
-    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
-    if out:  # keep copies for people to look at
-        import shutil
-
-        os.makedirs(out, exist_ok=True)
-        for p in tmp_path.glob("*.png"):
-            shutil.copy(p, out)
+    keep_screenshots(tmp_path.glob("*.png"))
 
 
 def test_cut_a_block_then_undo_restores_the_metrics(page, app_url, tmp_path):
@@ -185,12 +178,7 @@ def test_open_a_recipe_file_on_the_export_page(page, app_url, tmp_path):
     page.screenshot(path=str(tmp_path / "export_open_recipe.png"))
     goto(page, "Prune")
     assert metric_value(page, "Sparsity") == "40.0%"
-    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
-    if out:
-        import shutil
-
-        os.makedirs(out, exist_ok=True)
-        shutil.copy(tmp_path / "export_open_recipe.png", out)
+    keep_screenshots([tmp_path / "export_open_recipe.png"])
 
 
 def test_open_your_own_model_with_an_image_zip_prune_and_reload(page, app_url, tmp_path):
@@ -226,20 +214,10 @@ def test_open_your_own_model_with_an_image_zip_prune_and_reload(page, app_url, t
     goto(page, "Prune")
     move_and_time(page, presses=30)
     assert metric_value(page, "Sparsity") == "30.0%"
-    page.wait_for_timeout(500)
-    page.reload()
-    page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
-    wait_idle(page, 120)
-    page.get_by_text("Restored your work saved at").first.wait_for(timeout=60_000)
+    reload_restored(page)
     assert page.locator('[data-testid="stSidebar"] [role="combobox"]').first.input_value() == \
         "e2e_pets (yours, random weights)"
     assert metric_value(page, "Sparsity") == "30.0%"
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "own_model_restored.png"))
-    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
-    if out:
-        import shutil
-
-        os.makedirs(out, exist_ok=True)
-        for p in tmp_path.glob("*.png"):
-            shutil.copy(p, out)
+    keep_screenshots(tmp_path.glob("*.png"))
