@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PORT    ?= 8501
 
-.PHONY: run test install bench train clean
+.PHONY: run test install bench gpu-check train clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# On a machine with a CUDA GPU: every `cuda` test, then the GPU benchmarks; writes
+# benchmarks/results/gpu-<date>.json and docs/gpu.md (says so and does nothing without a GPU)
+gpu-check: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_check
 
 train: $(STAMP)
 	$(BIN)/python -m demo_models.train

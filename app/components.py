@@ -141,7 +141,7 @@ def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Met
                         fmt.delta(lat.median_ms, blat.median_ms, "ratio") if verdict in ("faster", "slower")
                         else None, delta_color="inverse",
                         help=f"Median ± IQR of one batch of {lat.batch_size} on {lat.device}, {lat.threads} "
-                             f"threads, {lat.runs} runs" + (f"; the base, timed interleaved with it: "
+                             f"threads, {lat.precision}, {lat.runs} runs ({lat.method})" + (f"; the base, timed interleaved with it: "
                                                            f"{fmt.ms(blat.median_ms, blat.iqr_ms)}"
                                                            if m.base_latency and m.shapes_changed else "")
                              + "." + note)
@@ -149,6 +149,12 @@ def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Met
         lat_slot.metric("Latency", "timing…", help="Timed after the page is drawn, interleaved with the base.")
     notes = [f"{len(ws.plan.steps)} step(s) in the plan; figures on the {m.subset} subset ({m.n} examples), "
              "deltas against the base model"]
+    if m.precision != "fp32":
+        notes.append(f"evaluated and timed under {m.precision} autocast, against the base's fp32 outputs "
+                     "(the Model page states what the precision alone costs)")
+    if m.peak_mem_bytes is not None:
+        notes.append(f"peak GPU memory of this evaluation's forwards: {fmt.nbytes(m.peak_mem_bytes)} above what "
+                     "was allocated before it")
     if m.shapes_changed and base.params and m.params != base.params:
         notes.append(f"removed: {fmt.pct(1 - m.params / base.params)} of the base's parameters "
                      "(structured steps and cuts)")

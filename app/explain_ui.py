@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from core import formatting as fmt
+from core.errors import FOREIGN_ERRORS, PrunescopeError
 from core.explain import changes
 
 from app.components import run_action
@@ -65,7 +66,8 @@ def example_text(ws, x) -> str | None:
         return None
     try:
         return _tokenizer(folder).decode(x.tolist(), skip_special_tokens=True).strip()
-    except Exception:  # noqa: BLE001 - a view: the token ids are shown instead
+    except (PrunescopeError, *FOREIGN_ERRORS):  # no readable tokenizer, or it cannot decode these ids:
+        # a view, so the token ids are shown instead
         return None
 
 

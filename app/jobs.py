@@ -5,30 +5,54 @@ it for its progress bar and its Cancel button.
 Why a thread: a click inside a fragment does not interrupt the fragment's run in
 progress (Streamlit lets it finish), so a Cancel button next to a training loop that runs
 in the page could never stop it. Here Cancel only sets a flag that the loop polls before
-every step; the steps done so far become the plan's step (``steps=k``), which replays to
-the same weights.
+every step; the steps done so far become the plan's step (``step.stopped_after(k)``),
+which replays to the same weights.
+
+The job model: a job reads only its own snapshot, taken in the page's thread when it
+starts (a copy of the model and a fresh apply context for a training job); its thread
+never writes to the workspace or the session. Its result is published once, when the
+thread ends (one attribute), and the page's poll puts it into the plan or ``ws.sweeps``.
+Training runs one at a time in the process (``core.plan.trained.TRAINING_LOCK``: thread
+count and global random state are process-wide); a job waiting for it says so. When a
+session ends (its state is dropped) its jobs are cancelled (:class:`SessionJobs`).
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
+import weakref
 from typing import Any
 
 import streamlit as st
 
+from core.errors import PrunescopeError
+from core.models import clone_model
+from core.plan import ApplyContext
 from core.workspace import Workspace
 
 from .components import error_message
 from .state import flash
 
 
-def _shorter(step: Any, ran: int) -> Any:
-    """The step a training run stopped after ``ran`` steps equals (same schedule length)."""
-    if ran >= step.steps:
-        return step
-    extra = {"horizon": step.horizon or step.steps} if hasattr(step, "horizon") else {}
-    return dataclasses.replace(step, steps=ran, **extra)
+class SessionJobs:
+    """A token kept in one session's state: when Streamlit drops that state (the session
+    ended), a finalizer sets :attr:`ended`, which every job of the session polls as its
+    Cancel (the job threads hold the event, never the token, so they do not keep it
+    alive), as the Export page's ``SessionFolder`` removes its folder."""
+
+    KEY = "_session_jobs"
+
+    def __init__(self):
+        self.ended = threading.Event()
+        weakref.finalize(self, self.ended.set)
+
+    @classmethod
+    def of_session(cls) -> threading.Event:
+        """The current session's ``ended`` event (its token made on first use)."""
+        tok = st.session_state.get(cls.KEY)
+        if tok is None:
+            tok = st.session_state[cls.KEY] = cls()
+        return tok.ended
 
 
 class StepsJob:
@@ -37,30 +61,43 @@ class StepsJob:
     Cancel stops a training step early (kept as the shorter step it equals) and skips the
     steps after it; the steps done are added to the plan as one edit."""
 
-    def __init__(self, ws: Workspace, steps: list, label: str):
+    def __init__(self, ws: Workspace, steps: list, label: str, ended: threading.Event | None = None):
         self.ws, self.steps, self.label = ws, list(steps), label
         self.plan_key = ws.plan.key()
         self.index, self.inner, self.loss = 0, (0, 0), None
-        self.cancelled = False
-        self.ran: list | None = None
+        self.cancelled, self.waiting = False, False
+        self.ended = ended or threading.Event()  # set when the session ends: cancels the job
+        self.ran: list | None = None  # published once, when the thread ends
         self.info: dict | None = None  # the last training step's report (losses, before / after)
         self.error: tuple[str, str | None] | None = None
         self.started = time.monotonic()
-        model, ctx = ws.model, ws.ctx  # taken here, in the page's thread
+        # The job's own snapshot, taken here in the page's thread: a copy of the model (the
+        # page keeps evaluating its own) and a fresh context (its caches are not shared).
+        model = ws.model
+        model = model if getattr(model, "final", False) else clone_model(model)
+        ctx = ApplyContext(ws.ctx.model_name, ws.ctx.device, ws.ctx.calib_size)
         self.thread = threading.Thread(target=self._work, args=(model, ctx), name=f"prunescope-{label}", daemon=True)
         self.thread.start()
+
+    def should_stop(self) -> bool:
+        return self.cancelled or self.ended.is_set()
 
     def _work(self, model, ctx) -> None:
         ran = []
         try:
             for i, step in enumerate(self.steps):
-                if self.cancelled:
+                if self.should_stop():
                     break
+                if getattr(model, "final", False):
+                    raise PrunescopeError(f"{step.describe()}: no step can follow the plan's quantize step (an int8 "
+                                          "model); undo it first")
                 self.index, self.loss = i, None
-                if hasattr(step, "run"):  # a training step: progress and cancel inside it
-                    model, self.info = step.run(model, ctx, progress=self._progress, should_stop=lambda: self.cancelled)
+                if hasattr(step, "stopped_after"):  # a training step: progress and cancel inside it
+                    model, self.info = step.run(model, ctx, progress=self._progress, should_stop=self.should_stop,
+                                                on_wait=self._waiting)
+                    self.waiting = False
                     if self.info["steps_run"]:
-                        ran.append(_shorter(step, self.info["steps_run"]))
+                        ran.append(step.stopped_after(self.info["steps_run"]))
                 else:
                     model, _ = step.build(model, ctx)
                     ran.append(step)
@@ -68,6 +105,9 @@ class StepsJob:
             self.ran = ran
         except Exception as exc:  # noqa: BLE001 - shown on the page, the plan is kept
             self.error = error_message(exc)
+
+    def _waiting(self) -> None:
+        self.waiting = True
 
     def _progress(self, done: int, total: int, loss: float) -> None:
         self.inner, self.loss = (done, total), loss
@@ -86,6 +126,8 @@ class StepsJob:
         total = total or getattr(self.steps[self.index], "steps", 0)  # before the first progress report
         loss = f" · batch loss {self.loss:.3f}" if self.loss is not None else ""
         secs = f" · {time.monotonic() - self.started:.0f} s"
+        if self.waiting:
+            return f"{self.label}: waiting for another training run to finish (one runs at a time){secs}"
         if len(self.steps) == 1:
             return f"{self.label}: step {done} of {total}{loss}{secs}"
         inner = f" ({done} of {total}{loss})" if self.loss is not None else ""
@@ -130,11 +172,12 @@ class CallJob:
     total, what)`` feeds the bar, Cancel makes ``should_stop()`` true, and when it ends
     ``on_done(result)`` runs in the page's thread and returns the message to show."""
 
-    def __init__(self, fn, label: str, on_done):
+    def __init__(self, fn, label: str, on_done, ended: threading.Event | None = None):
         self.fn, self.label, self.on_done = fn, label, on_done
         self.done, self.total, self.what = 0, 0, "starting"
         self.cancelled = False
-        self.result = None
+        self.ended = ended or threading.Event()  # set when the session ends: cancels the job
+        self.result = None  # published once, when the thread ends
         self.error: tuple[str, str | None] | None = None
         self.started = time.monotonic()
         self.thread = threading.Thread(target=self._work, name=f"prunescope-{label}", daemon=True)
@@ -142,7 +185,7 @@ class CallJob:
 
     def _work(self) -> None:
         try:
-            self.result = self.fn(self._progress, lambda: self.cancelled)
+            self.result = self.fn(self._progress, lambda: self.cancelled or self.ended.is_set())
         except Exception as exc:  # noqa: BLE001 - shown on the page, the plan is kept
             self.error = error_message(exc)
 
@@ -174,7 +217,7 @@ def start_call(key: str, fn, label: str, on_done) -> None:
     job = st.session_state.get(key)
     if job is not None and job.running:
         return
-    st.session_state[key] = CallJob(fn, label, on_done)
+    st.session_state[key] = CallJob(fn, label, on_done, SessionJobs.of_session())
 
 
 def start_job(key: str, ws: Workspace, step: Any, label: str) -> None:
@@ -182,7 +225,8 @@ def start_job(key: str, ws: Workspace, step: Any, label: str) -> None:
     job = st.session_state.get(key)
     if job is not None and job.running:
         return
-    st.session_state[key] = StepsJob(ws, step if isinstance(step, list) else [step], label)
+    steps = step if isinstance(step, list) else [step]
+    st.session_state[key] = StepsJob(ws, steps, label, SessionJobs.of_session())
 
 
 @st.fragment(run_every=0.5)
@@ -214,4 +258,4 @@ def job_ui(key: str) -> bool:
     return True
 
 
-__all__ = ["StepsJob", "CallJob", "start_job", "start_call", "job_ui"]
+__all__ = ["StepsJob", "CallJob", "SessionJobs", "start_job", "start_call", "job_ui"]

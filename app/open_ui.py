@@ -53,8 +53,8 @@ def _floats(text: str, what: str) -> tuple[float, ...] | None:
         return None
     try:
         vals = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise PrunescopeError(f"{what} must be numbers separated by commas, e.g. 0.5,0.5,0.5; got {text!r}") from None
+    except ValueError as exc:
+        raise PrunescopeError(f"{what} must be numbers separated by commas, e.g. 0.5,0.5,0.5; got {text!r}") from exc
     return vals
 
 
@@ -172,7 +172,7 @@ def open_model_ui() -> None:
                 kwargs = json.loads(kwargs_text or "{}")
             except json.JSONDecodeError as exc:
                 raise PrunescopeError(f"keyword arguments must be a JSON object, e.g. {{\"num_classes\": 10}}: "
-                                      f"{exc}") from None
+                                      f"{exc}") from exc
             if not isinstance(kwargs, dict):
                 raise PrunescopeError(f"keyword arguments must be a JSON object, got {kwargs_text!r}")
             if wkind == "upload" and wfile is None:

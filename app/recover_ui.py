@@ -20,7 +20,8 @@ from app.jobs import job_ui, start_job
 from app.state import flash, round_to
 
 LOSS_LABELS = {"labels": "labels", "distill": "distillation from the base", "both": "labels + distillation"}
-TRAIN_LABELS = {"all": "all parameters", "last": "the last k blocks and the head", "adapters": "surgery adapters"}
+TRAIN_LABELS = {"all": "all parameters", "last": "the last k blocks and the head", "adapters": "surgery adapters",
+                "adapters+neighbours": "surgery adapters and the blocks beside them"}
 
 
 def _controls(ws: Workspace, key: str) -> Finetune:

@@ -22,7 +22,7 @@ DEFAULT_MODEL = "digits_cnn"
 @st.cache_resource(show_spinner=False)
 def _swept_once() -> list:
     """Once per server process: remove the export folders of servers that were killed."""
-    from core.io.files import sweep_dead_folders
+    from core.files import sweep_dead_folders
 
     return sweep_dead_folders("export")
 
@@ -57,7 +57,7 @@ def session_id() -> str:
     ss = st.session_state
     if "session_id" not in ss:
         qp = st.query_params.get("session")
-        saved = load_session(qp) if valid_id(qp) else None
+        saved = _saved_session(qp) if valid_id(qp) else None
         if saved is not None:
             ss["session_id"], ss["_restored"] = qp, saved["models"]
             if saved["model"] in model_names():
@@ -71,6 +71,24 @@ def session_id() -> str:
     if st.query_params.get("session") != ss["session_id"]:
         st.query_params["session"] = ss["session_id"]
     return ss["session_id"]
+
+
+def _saved_session(sid: str) -> dict | None:
+    """The saved session ``sid``, or None (a damaged or unreadable file is said on the page
+    and left on disk: this browser session then works under a new id)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            saved = load_session(sid)
+    except PrunescopeError as exc:  # a file that cannot be read: kept, and said
+        flash("error", f"{exc}. Starting a new session.")
+        return None
+    for w in caught:
+        if "prunescope:" in str(w.message):  # a damaged file: skipped, kept, and said
+            flash("warning", str(w.message).removeprefix("prunescope: ") + ". Starting a new session.")
+    return saved
 
 
 def _autosave(ss) -> Callable[..., None]:
@@ -125,6 +143,8 @@ def get_workspace(name: str | None = None) -> Workspace:
     batch = ss.get("latency_batch", 64)
     if ws.evaluator.latency_batch != batch:
         ws.evaluator.latency_batch = batch
+    if ws.precision != ss.get("precision", "fp32"):
+        ws.set_precision(ss.get("precision", "fp32"))
     return ws
 
 

@@ -14,6 +14,10 @@ if _root not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from core.startup import register_all  # noqa: E402
+
+register_all()  # an entry point: the built-in kinds and the plug-ins, once per process
+
 from app.components import model_picker_ui  # noqa: E402
 from app.state import get_workspace, session_id  # noqa: E402
 

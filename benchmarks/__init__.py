@@ -1,0 +1,6 @@
+"""Speed and memory benchmarks (``python -m benchmarks``). An entry point: importing the
+package registers core's built-in kinds and the plug-ins (``core.startup``), so every
+``python -m benchmarks.<name>`` finds the demo models and reads recipes."""
+from core.startup import register_all
+
+register_all()

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         v = r["value"]
         vs = "–" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
         print(f"{r['name']:<{w}}  {vs:>12}  {r['unit']:<8}  {str(r['target']):<14}  "
-              f"{'yes' if r['ok'] else 'NO ':<4} {r.get('detail', '')}")
+              f"{'–' if v is None and r['ok'] else 'yes' if r['ok'] else 'NO ':<4} {r.get('detail', '')}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -19,7 +19,7 @@ from core.viz.figures import weight_histogram_figure
 from core.viz.histograms import weight_histograms
 from core.workspace import Workspace
 
-from .common import MLP25M, MLP100M, mlp, register_synthetic, row, timeit
+from .common import MLP25M, MLP100M, live_pair, mlp, register_synthetic, row, timeit
 
 DEMOS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
 
@@ -27,34 +27,13 @@ DEMOS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
 def live_update(name: str) -> dict:
     """A threshold move -> new quick metrics, against one bare forward + one mask multiply."""
     ws = Workspace(name, "cpu", quick_size=256, latency_time=0.1)
-    ws.metrics()
-    w = torch.cat([m.weight.detach().abs().flatten()[:200_000] for m in prunable_layers(ws.base).values()])
-    ts = [float(t) for t in torch.quantile(w, torch.linspace(0.2, 0.8, 7))]
-    ws.set_plan(Plan(name, (Prune(threshold=ts[0]),)))
-    ws.metrics()  # latency of this architecture measured once (cached by architecture)
-    i = [0]
-
-    def move():
-        i[0] += 1
-        ws.set_plan(Plan(name, (Prune(threshold=ts[i[0] % len(ts)] * (1 + 1e-4 * i[0])),)))
-        ws.metrics("quick")
-
+    move, baseline, n = live_pair(ws)
     ours = timeit(move, repeat=7, warmup=1)
-    x, _ = ws.evalset.quick()
-    layers = prunable_layers(ws.base)
-    mk = {n: (m.weight.abs() >= ts[3]).float() for n, m in layers.items()}
-
-    def baseline():
-        with torch.inference_mode():
-            ws.base(x)
-            for n, m in layers.items():
-                m.weight * mk[n]
-
     base = timeit(baseline, repeat=7, warmup=1)
     ratio = ours / base
     ok = ratio <= 1.5 or (base < 0.010 and ours - base <= 0.005)
     return row(f"live update {name}", ratio, "x", "<=1.5x (or +5ms)", ok,
-               f"ours {ours * 1e3:.1f} ms, baseline {base * 1e3:.1f} ms (forward of {len(x)} + mask multiply)")
+               f"ours {ours * 1e3:.1f} ms, baseline {base * 1e3:.1f} ms (forward of {n} + mask multiply)")
 
 
 def global_threshold_25m() -> list[dict]:

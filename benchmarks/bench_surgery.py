@@ -60,7 +60,6 @@ def page_costs(name: str = "digits_resnet") -> list[dict]:
     import time
 
     from core.surgery import Paste, list_blocks
-    from core.surgery.guides import cached_guides, compute_guides
     from core.workspace import Workspace
 
     ws = Workspace(name)
@@ -76,7 +75,7 @@ def page_costs(name: str = "digits_resnet") -> list[dict]:
         list_blocks(ws.base, x_cal, cont, name)
         ws.base_metrics("quick", latency=False)
         ws.metrics("quick", latency=False)
-        cached_guides(ws, cont)
+        ws.cached_guides(cont)
 
     t_open = timeit(open_page, repeat=3)
     blocks = block_names(ws.base, cont)
@@ -117,7 +116,7 @@ def page_costs(name: str = "digits_resnet") -> list[dict]:
         stitch_mod.seam_bridge = real_fit
     ws.set_plan(base_plan)
     t0 = time.perf_counter()
-    compute_guides(ws, cont)
+    ws.guides(cont)
     t_guides = time.perf_counter() - t0
     fwd = f"one quick-set forward ({len(x_quick)} examples) {t_fwd * 1e3:.0f} ms"
     return [

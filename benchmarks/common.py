@@ -55,3 +55,38 @@ def register_synthetic(name: str, widths: list[int], n_test: int = 512) -> str:
 
 def row(name: str, value, unit: str, target: str, ok: bool, detail: str = "") -> dict:
     return {"name": name, "value": value, "unit": unit, "target": target, "ok": bool(ok), "detail": detail}
+
+
+def live_pair(ws) -> tuple[Callable[[], None], Callable[[], None], int]:
+    """(move, baseline, images) for a live-update benchmark on ``ws``'s model: ``move`` sets a
+    new weight threshold (one of 7 quantiles of |w|, never the same twice) and reads the quick
+    metrics; ``baseline`` is one forward of the same images plus one mask multiply per
+    prunable layer. The architecture's latency is measured once first (cached after)."""
+    from core.plan import Plan
+    from core.prune import Prune
+    from core.prune.masks import prunable_layers
+
+    name = ws.name
+    ws.metrics()
+    w = torch.cat([m.weight.detach().abs().flatten()[:200_000] for m in prunable_layers(ws.base).values()])
+    ts = [float(t) for t in torch.quantile(w.float().cpu(), torch.linspace(0.2, 0.8, 7))]
+    ws.set_plan(Plan(name, (Prune(threshold=ts[0]),)))
+    ws.metrics()  # latency of this architecture measured once (cached by architecture)
+    i = [0]
+
+    def move():
+        i[0] += 1
+        ws.set_plan(Plan(name, (Prune(threshold=ts[i[0] % len(ts)] * (1 + 1e-4 * i[0])),)))
+        ws.metrics("quick")
+
+    x, _ = ws.evalset.quick()
+    layers = prunable_layers(ws.base)
+    mk = {n: (m.weight.abs() >= ts[3]).float() for n, m in layers.items()}
+
+    def baseline():
+        with torch.inference_mode():
+            ws.base(x)
+            for n, m in layers.items():
+                m.weight * mk[n]
+
+    return move, baseline, len(x)

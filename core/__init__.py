@@ -5,9 +5,9 @@ The notebook API in one import::
     from core import Workspace, Plan, Prune, Cut, Paste, apply, export_model, load
 
 ``import core`` itself is cheap (no torch): the names below load from ``core.api`` on
-first use, so the command line starts fast. Every step kind (``prune``, ``cut``,
-``paste``, ``compose``, ``heal``, ``finetune``, ``quantize``) is registered before the first recipe is read,
-whatever was imported first.
+first use, so the command line starts fast. Loading them is an entry point
+(``core.startup.register_all``): every step kind (``prune``, ``cut``, ``paste``, ``compose``,
+``heal``, ``finetune``, ``quantize``), the plug-ins and a person's saved models are then known.
 """
 from .errors import FileError, ModelError, PlanError, PrunescopeError, StepError, UnknownNameError
 

@@ -1,12 +1,30 @@
-"""The notebook API, loaded by ``core.__getattr__`` on first use (see ``core/__init__.py``)."""
+"""The notebook API, loaded by ``core.__getattr__`` on first use (see ``core/__init__.py``).
+
+An entry point: loading it registers the built-in kinds and the plug-ins (``core.startup``).
+"""
 from .errors import FileError, ModelError, PlanError, PrunescopeError, StepError, UnknownNameError
 from .models import ModelSpec, build_model, list_models, load_base, register_factory, register_model
 from .plan import ApplyContext, Plan, PlanCache, StepReport, apply, apply_with_reports
 from .prune import LayerOverride, Prune
-from .recover import Finetune, Quantize, gradual_steps
-from .surgery import Compose, Cut, Heal, Paste, Segment
-from .user_models import open_model, register, unregister
+from .recover import Finetune, Heal, Quantize, gradual_steps
+from .surgery import Compose, Cut, Paste, Segment
+from .startup import register_all
+from .user_models import register, unregister
 from .workspace import Workspace
+
+register_all()
+
+
+def open_model(name: str, *, device: str | None = "auto", **kwargs) -> Workspace:
+    """:func:`~core.user_models.register` (same arguments), then a :class:`Workspace` on it:
+    the notebook's one line, e.g. ``ws = open_model("mine", torchvision="resnet18",
+    kwargs={"num_classes": 3}, data="pets.zip")``.
+
+    Raises:
+        PrunescopeError: a bad entry (see ``register``).
+    """
+    spec = register(name, **kwargs)
+    return Workspace(spec.name, device)
 
 
 def __getattr__(name):  # export pulls in onnx and friends: load it on first use

@@ -48,6 +48,15 @@ class UnknownNameError(PrunescopeError):
     """A name that is not in a registry; the message lists the valid names."""
 
 
+# What a third-party call (Torch-Pruning's tracing and index mapping, an exporter, a file
+# reader) or a person's own model's forward raises for its own reasons: the one tuple a
+# wrapper around such a call may catch, and only around that call (never around our own
+# code), always chained (``raise ModelError(...) from exc``). Never ``Exception``: a bug of
+# ours must still look like a bug.
+FOREIGN_ERRORS: tuple[type[BaseException], ...] = (
+    RuntimeError, ValueError, TypeError, LookupError, AttributeError, AssertionError, ArithmeticError)
+
+
 def echo(value, limit: int = MAX_ECHO) -> str:
     """``repr(value)`` cut to ``limit`` characters, for messages that repeat input."""
     r = repr(value)
@@ -61,4 +70,4 @@ def first_line(exc: BaseException) -> str:
 
 
 __all__ = ["PrunescopeError", "StepError", "PlanError", "FileError", "ModelError", "UnknownNameError",
-           "echo", "first_line", "MAX_ECHO"]
+           "echo", "first_line", "MAX_ECHO", "FOREIGN_ERRORS"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import pickle
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # annotations only
 
 # torch is imported inside the functions that need it: listing the registry
 # (`prunescope models`) must not pay for importing torch.
-from .errors import FileError, ModelError, PrunescopeError, UnknownNameError, echo, first_line
+from .errors import FOREIGN_ERRORS, FileError, ModelError, PrunescopeError, UnknownNameError, echo, first_line
 from .registry import Registry, import_object
 
 MODELS: Registry["ModelSpec"] = Registry("model")
@@ -152,16 +153,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise FileError(f"{path.name}: not a readable safetensors file ({first_line(exc)}); "
-                            "accepted: .safetensors or a state dict saved with torch.save") from None
+                            "accepted: .safetensors or a state dict saved with torch.save") from exc
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except _LOAD_ERRORS as exc:  # torch's reader on a file from elsewhere
         if not trust_pickles():
             raise FileError(
                 f"{path.name}: not a weights-only torch file ({exc.__class__.__name__}): a full pickle or a "
                 "TorchScript archive runs code from the file when loaded; accepted: .safetensors or a state dict "
                 "saved with torch.save. To load it anyway, start prunescope with --trust-pickles (only for files "
-                "you trust)") from None
+                "you trust)") from exc
         obj = _trusted_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]  # a training checkpoint's usual layout
@@ -170,7 +171,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+BUILT_FOR = "_prunescope_model"  # attribute naming the registered model a module was built as
 TRUST_ENV = "PRUNESCOPE_TRUST_PICKLES"
+# what torch.load raises for a file's reasons (damaged, foreign, a pickle it refuses)
+_LOAD_ERRORS = (OSError, EOFError, pickle.UnpicklingError, *FOREIGN_ERRORS)
 
 
 def trust_pickles() -> bool:
@@ -185,13 +189,13 @@ def _trusted_load(path: Path):
 
     try:
         return torch.jit.load(str(path), map_location="cpu").state_dict()
-    except Exception:  # noqa: BLE001 - not TorchScript: try a full pickle
+    except (RuntimeError, ValueError, OSError):  # not TorchScript: try a full pickle
         pass
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
+    except (*_LOAD_ERRORS, ImportError) as exc:  # a trusted pickle runs its own code: its failure is the file's
         raise FileError(f"{path.name}: could not be loaded even as a trusted pickle ({type(exc).__name__}: "
-                        f"{first_line(exc)})") from None
+                        f"{first_line(exc)})") from exc
     return obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
 
 
@@ -206,7 +210,7 @@ def build_model(spec: ModelSpec | str, *, load_weights: bool = True) -> nn.Modul
     spec = get_spec(spec)
     try:
         model = spec.factory()
-    except Exception as exc:  # noqa: BLE001 - the person's own code: its failure is theirs to see
+    except (ImportError, OSError, *FOREIGN_ERRORS) as exc:  # the factory: a person's own code, theirs to see
         raise ModelError(f"the factory of model {spec.name!r} raised {type(exc).__name__}: {first_line(exc)}") \
             from exc
     if not isinstance(model, nn.Module):
@@ -218,9 +222,17 @@ def build_model(spec: ModelSpec | str, *, load_weights: bool = True) -> nn.Modul
             model.load_state_dict(sd)
         except RuntimeError as exc:
             raise FileError(f"weights {spec.weights!r} do not fit model {spec.name!r}: "
-                            f"{load_error_summary(exc)}") from None
+                            f"{load_error_summary(exc)}") from exc
     model.eval()
+    model.__dict__[BUILT_FOR] = spec.name  # copies keep it (deepcopy): what export checks a plan against
     return model
+
+
+def built_for(model) -> str | None:
+    """The registered model name ``model`` (or the model it was copied and edited from) was
+    built as by :func:`build_model`; None for a module made some other way."""
+    name = getattr(model, "__dict__", {}).get(BUILT_FOR)
+    return name if isinstance(name, str) else None
 
 
 def param_count(spec: ModelSpec | str) -> int:
@@ -279,4 +291,4 @@ def clone_model(model: nn.Module) -> nn.Module:
 
 
 __all__ = ["ModelSpec", "MODELS", "TASKS", "LABELLED_TASKS", "register_model", "register_factory", "get_spec",
-           "list_models", "build_model", "load_base", "load_state_dict_file", "clone_model", "UnknownNameError"]
+           "list_models", "build_model", "built_for", "load_base", "load_state_dict_file", "clone_model", "UnknownNameError"]

@@ -1,56 +1,37 @@
 """Registries: a decorator plus a dict, with ``names()`` and clear errors.
 
 Every pluggable thing in prunescope (models, datasets, importance criteria,
-exporters, plan steps) lives in a :class:`Registry`. Third-party packages (the
-bundled ``demo_models`` among them) join through the ``prunescope.plugins`` entry
-point group, so core never imports them by name.
+exporters, plan steps) lives in a :class:`Registry`. A lookup never imports anything
+to find an entry: the built-in kinds and the plug-ins (the bundled ``demo_models``, a
+person's saved models) are registered in one place, ``core.startup.register_all``,
+which every entry point (the notebook API, the command line, the app) calls when it
+starts. This module is ground: it imports nothing of core but the errors.
 """
 from __future__ import annotations
 
 import importlib
-import os
-from importlib import metadata
 from typing import Callable, Generic, Iterator, TypeVar
-
-T = TypeVar("T")
-
-PLUGIN_GROUP = "prunescope.plugins"
-_plugins_loaded = False
-
 
 from core.errors import PrunescopeError, UnknownNameError, echo
 
+T = TypeVar("T")
 
-def load_plugins() -> None:
-    """Import every module named in the ``prunescope.plugins`` entry point group.
+# set by core.startup.register_all: an empty lookup before it says how to fix it
+_entry_point_ran = False
+_deferred: dict[str, list[Callable[[], None]]] = {}  # registry kind -> loaders not run yet
 
-    Also imports modules listed in the ``PRUNESCOPE_PLUGINS`` environment variable
-    (comma separated), and ``demo_models`` when it is importable but the package is
-    not installed (running from a source checkout). Runs once per process.
-    """
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    mods: list[str] = []
-    try:
-        for ep in metadata.entry_points(group=PLUGIN_GROUP):
-            mods.append(ep.value)
-    except Exception:  # pragma: no cover - broken metadata should not kill the app
-        pass
-    mods += [m.strip() for m in os.environ.get("PRUNESCOPE_PLUGINS", "").split(",") if m.strip()]
-    if not mods:
-        mods = ["demo_models"]  # source checkout without an installed distribution
-    for mod in dict.fromkeys(mods):
-        try:
-            importlib.import_module(mod)
-        except ImportError as exc:  # a missing optional plugin is reported, not fatal
-            import warnings
 
-            warnings.warn(f"prunescope plugin {mod!r} could not be imported: {exc}")
-    from core.user_models import load_user_models  # a person's own models, remembered across restarts
+def mark_registered() -> None:
+    """Record that an entry point registered the built-ins and plug-ins (``core.startup``)."""
+    global _entry_point_ran
+    _entry_point_ran = True
 
-    load_user_models()
+
+def defer(kind: str, loader: Callable[[], None]) -> None:
+    """Run ``loader`` once, before the next lookup or listing in the registry of ``kind``
+    (``"step"``): an entry point registers kinds whose modules are costly to import (torch)
+    without importing them, or the registry's module, at start."""
+    _deferred.setdefault(kind, []).append(loader)
 
 
 class Registry(Generic[T]):
@@ -58,20 +39,16 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the registry holds, used in error messages ("model", "criterion").
-        builtins: called once before the first lookup, to import the modules that
-            register the built-in entries (so a lookup never depends on import order).
     """
 
-    def __init__(self, kind: str, builtins: Callable[[], None] | None = None):
+    def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}
-        self._builtins = builtins
 
     def _ready(self) -> None:
-        load_plugins()
-        if self._builtins is not None:
-            fn, self._builtins = self._builtins, None
-            fn()
+        loaders = _deferred.get(self.kind)
+        while loaders:
+            loaders.pop(0)()
 
     def register(self, name: str | None = None, obj: T | None = None, *, overwrite: bool = False):
         """Register ``obj`` under ``name``; without ``obj`` return a decorator.
@@ -101,11 +78,14 @@ class Registry(Generic[T]):
             self._ready()
         try:
             return self._items[name_or_obj]
-        except KeyError:
+        except KeyError as exc:
             valid = ", ".join(sorted(self._items)) or "(none registered)"
+            hint = ("" if _entry_point_ran else
+                    " (nothing has registered the built-in kinds and plug-ins yet: start from "
+                    "`from core import ...` or call core.startup.register_all())")
             raise UnknownNameError(
-                f"unknown {self.kind} {echo(name_or_obj)}; valid {self.kind} names: {valid}"
-            ) from None
+                f"unknown {self.kind} {echo(name_or_obj)}; valid {self.kind} names: {valid}{hint}"
+            ) from exc
 
     def unregister(self, name: str) -> None:
         """Forget ``name`` (no error when it is not registered)."""
@@ -141,7 +121,7 @@ def import_object(path: str) -> Callable:
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise PrunescopeError(f"cannot import module {mod_name!r} from {path!r}: {exc}") from None
+        raise PrunescopeError(f"cannot import module {mod_name!r} from {path!r}: {exc}") from exc
     obj = mod
     for part in attr.split("."):
         if not hasattr(obj, part):

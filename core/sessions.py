@@ -5,7 +5,9 @@ A session file is plain data (``prunescope.session/1``): per model, the history 
 (recipes), the position in it and the finished sensitivity sweeps, plus the model shown. Files live in ``sessions/`` of
 :func:`core.user_models.home`, written atomically; reading one checks it like a recipe
 (strict JSON, at most 10 MiB, every plan through ``Plan.from_dict``); a damaged file is
-skipped, never run.
+skipped with a warning naming it, never run and never deleted; a file that cannot be read
+for another reason (permissions) is a ``FileError`` naming it, and any other failure is a
+bug that propagates.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import secrets
 import time
 from pathlib import Path
 
-from .errors import PrunescopeError, first_line
+from .errors import FileError, PrunescopeError, echo, first_line
 
 FORMAT = "prunescope.session/1"
 MAX_BYTES = 10 << 20
@@ -46,7 +48,7 @@ def _path(sid: str) -> Path:
 def save_session(sid: str, workspaces: dict, model: str, pending: dict | None = None) -> Path:
     """Write the plans and histories of ``workspaces`` (name -> Workspace) and the model
     shown; ``pending`` (name -> restored entry not yet opened again) is kept as it was."""
-    from .io.files import atomic_write_text
+    from .files import atomic_write_text
 
     models = {name: {"history": [p.to_dict() for p in e["history"]], "pos": e["pos"],
                      "sweeps": [[list(k), v.to_dict()] for k, v in e.get("sweeps", {}).items()]}
@@ -87,12 +89,79 @@ def _tuples(v):
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
-def load_session(sid: str) -> dict | None:
-    """``{"model", "saved", "models": {name: {"history": [Plan], "pos"}}}``, or None when
-    there is no such session or its file is not a valid one (with a warning)."""
-    import warnings
+class DamagedSession(FileError):
+    """A session file whose content is not a valid session (not strict JSON, not UTF-8,
+    too large, a wrong shape, a plan or sweep that does not read back)."""
 
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise DamagedSession(what)
+
+
+def _read_session(p: Path) -> dict:
+    """The session in file ``p``, checked like a recipe.
+
+    Raises:
+        DamagedSession: the content is not a valid session (why, without the path).
+        OSError: the file cannot be read (permissions, a folder in its place, ...).
+    """
     from .plan import Plan
+    from .sensitivity import Sensitivity
+
+    size = p.stat().st_size
+    _need(size <= MAX_BYTES, f"{size:,} bytes; at most {MAX_BYTES:,}")
+    try:
+        d = json.loads(p.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise DamagedSession("not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise DamagedSession(f"not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise DamagedSession("nested too deeply") from exc
+    _need(isinstance(d, dict) and d.get("format") == FORMAT,
+          f"format {echo(d.get('format') if isinstance(d, dict) else d)}, expected {FORMAT}")
+    _need(isinstance(d.get("model"), str) and isinstance(d.get("saved"), (int, float))
+          and not isinstance(d.get("saved"), bool) and isinstance(d.get("models"), dict),
+          "it needs 'model' (a name), 'saved' (a time) and 'models' (an object)")
+    models = {}
+    for name, m in d["models"].items():
+        _need(isinstance(m, dict) and isinstance(m.get("history"), list) and m["history"]
+              and isinstance(m.get("pos"), int) and isinstance(m.get("sweeps", []), list),
+              f"model {echo(name)}: it needs 'history' (a list of plans), 'pos' (a whole number) and "
+              "optionally 'sweeps' (a list)")
+        try:
+            plans = [Plan.from_dict(x) for x in m["history"]]
+        except PrunescopeError as exc:
+            raise DamagedSession(f"model {echo(name)}: {exc}") from exc
+        _need(all(pl.model == name for pl in plans), f"the history of {name!r} holds plans of another model")
+        sweeps = {}
+        for item in m.get("sweeps", []):
+            _need(isinstance(item, list) and len(item) == 2 and isinstance(item[0], list),
+                  f"model {echo(name)}: a sweep must be a [key, result] pair")
+            try:
+                sweeps[_tuples(item[0])] = Sensitivity.from_dict(item[1])
+            except PrunescopeError as exc:
+                raise DamagedSession(f"model {echo(name)}: {exc}") from exc
+        models[name] = {"history": plans, "pos": min(max(0, m["pos"]), len(plans) - 1), "sweeps": sweeps}
+    return {"model": d["model"], "saved": float(d["saved"]), "models": models}
+
+
+def _reject_constant(c: str):
+    raise json.JSONDecodeError(f"{c} is not strict JSON", c, 0)
+
+
+def load_session(sid: str) -> dict | None:
+    """``{"model", "saved", "models": {name: {"history": [Plan], "pos", "sweeps"}}}``, or None
+    when there is no such session, or its file is damaged (skipped with a warning that
+    names the file; the file is left as it is).
+
+    Raises:
+        FileError: the file exists but cannot be read (permissions, a folder in its place):
+            it is kept on disk, and the message names it.
+        Anything else is a bug and propagates.
+    """
+    import warnings
 
     try:
         p = _path(sid)
@@ -101,24 +170,14 @@ def load_session(sid: str) -> dict | None:
     if not p.exists():
         return None
     try:
-        if p.stat().st_size > MAX_BYTES:
-            raise PrunescopeError(f"{p.stat().st_size:,} bytes; at most {MAX_BYTES:,}")
-        d = json.loads(p.read_text(), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-        if d.get("format") != FORMAT:
-            raise PrunescopeError(f"format {d.get('format')!r}, expected {FORMAT}")
-        models = {}
-        for name, m in d["models"].items():
-            plans = [Plan.from_dict(x) for x in m["history"]]
-            if not plans or any(pl.model != name for pl in plans):
-                raise PrunescopeError(f"the history of {name!r} holds plans of another model")
-            from .sensitivity import Sensitivity
-
-            sweeps = {_tuples(k): Sensitivity.from_dict(v) for k, v in m.get("sweeps", [])}
-            models[name] = {"history": plans, "pos": min(max(0, int(m["pos"])), len(plans) - 1), "sweeps": sweeps}
-        return {"model": str(d["model"]), "saved": float(d["saved"]), "models": models}
-    except Exception as exc:  # noqa: BLE001 - a file from disk: anything wrong with it is its fault
-        warnings.warn(f"prunescope: session {sid} could not be read ({first_line(exc)}); starting afresh")
+        return _read_session(p)
+    except DamagedSession as exc:
+        warnings.warn(f"prunescope: session file {p} is damaged and was skipped ({first_line(exc)[:300]}); "
+                      "the file is kept")
         return None
+    except OSError as exc:
+        raise FileError(f"session file {p} could not be read ({exc.strerror or exc}); it is kept as it is") \
+            from exc
 
 
 def restore(ws, entry: dict) -> None:
@@ -134,8 +193,14 @@ def recent_sessions(limit: int = 10) -> list[dict]:
         return []
     out = []
     for p in sorted(folder.glob("*.json"), key=lambda q: q.stat().st_mtime, reverse=True)[:limit]:
-        s = load_session(p.stem)
-        if s is None:
+        try:
+            s = load_session(p.stem)
+        except FileError as exc:  # kept on disk; said, not hidden
+            import warnings
+
+            warnings.warn(f"prunescope: {exc}")
+            continue
+        if s is None:  # damaged: load_session said so
             continue
         cur = s["models"].get(s["model"])
         steps = len(cur["history"][cur["pos"]].steps) if cur else 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from .errors import FileError, first_line
+from .errors import FOREIGN_ERRORS, FileError, first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_IMAGES = 20_000  # examples read from one folder
@@ -50,7 +50,7 @@ def safe_unzip(path: str | Path, dest: str | Path) -> Path:
         zf = zipfile.ZipFile(p)
     except (zipfile.BadZipFile, OSError) as exc:
         raise FileError(f"{p.name} is not a readable zip file ({first_line(exc)}); accepted is a .zip of a folder "
-                        "with one subfolder of images per class") from None
+                        "with one subfolder of images per class") from exc
     with zf:
         infos = zf.infolist()
         if len(infos) > MAX_ZIP_MEMBERS:
@@ -159,7 +159,7 @@ def read_image_folder(path: str | Path, size: tuple[int, int], channels: int = 3
                 a = np.asarray(im, dtype=np.float32) / 255.0
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise FileError(f"image {f.relative_to(p)} could not be decoded ({first_line(exc)}); accepted are "
-                            f"{', '.join(IMAGE_SUFFIXES)} images") from None
+                            f"{', '.join(IMAGE_SUFFIXES)} images") from exc
         x[k] = torch.from_numpy(a.reshape(h, w, channels)).permute(2, 0, 1)
     x = (x - mean_t.view(-1, 1, 1)) / std_t.view(-1, 1, 1)
     y = torch.tensor([i for i, _ in files], dtype=torch.long)
@@ -175,6 +175,7 @@ def read_tensors(path: str | Path) -> tuple:
     """
     import numpy as np
     import torch
+    from safetensors import SafetensorError
 
     p = _data_file(path, MAX_DATA_BYTES)
     try:
@@ -189,9 +190,10 @@ def read_tensors(path: str | Path) -> tuple:
             raise FileError(f"data file {p.name}: accepted are .npz and .safetensors holding x (and optionally y)")
     except FileError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a file from elsewhere: any failure to read it is its fault
+    except (OSError, EOFError, zipfile.BadZipFile, SafetensorError, *FOREIGN_ERRORS) as exc:  # the readers'
+        # failures on a file from elsewhere (a damaged archive, pickled objects, wrong dtypes)
         raise FileError(f"data file {p.name} could not be read ({type(exc).__name__}: {first_line(exc)}); "
-                        "accepted are .npz (no pickled objects) and .safetensors holding x and optionally y") from None
+                        "accepted are .npz (no pickled objects) and .safetensors holding x and optionally y") from exc
     if "x" not in arrays:
         raise FileError(f"data file {p.name} holds {sorted(arrays)}; it needs an array named x (inputs, one row per "
                         "example) and optionally y (labels)")
@@ -242,9 +244,9 @@ def read_csv(path: str | Path, label_column: str | None = None):
     p = _data_file(path, MAX_CSV_BYTES)
     try:
         df = pd.read_csv(p)
-    except Exception as exc:  # noqa: BLE001 - a file from elsewhere: any failure to parse it is its fault
+    except (OSError, ValueError) as exc:  # pandas' parser errors, a wrong encoding, an empty file
         raise FileError(f"data file {p.name} could not be read as CSV ({type(exc).__name__}: {first_line(exc)}); "
-                        "accepted is a comma-separated table with a header row") from None
+                        "accepted is a comma-separated table with a header row") from exc
     if label_column and label_column not in df.columns:
         raise FileError(f"data file {p.name} has no column {label_column!r}; its columns: "
                         f"{', '.join(map(str, df.columns[:30]))}")

@@ -33,7 +33,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import ModelError, PrunescopeError, echo, first_line
+from .errors import FOREIGN_ERRORS, ModelError, PrunescopeError, echo, first_line
 from .user_data import read_tensors
 from .user_sources import (DEFAULT_SEQ_LEN, HF_FACTORY, data_from_path, hf_default_task as _hf_default_task,
                            hf_vocab_size, resolve_source as _resolve_source)
@@ -217,10 +217,15 @@ def list_user_models() -> list[UserEntry]:
     if not p.exists():
         return []
     try:
-        raw = json.loads(p.read_text())
+        raw = json.loads(p.read_bytes().decode("utf-8"))
+        fields = {f.name for f in dataclasses.fields(UserEntry)}
+        if not isinstance(raw, dict) or not isinstance(raw.get("models"), list) or not all(
+                isinstance(e, dict) and {"name", "factory"} <= set(e) <= fields
+                and isinstance(e.get("input_shape") or [], list) for e in raw["models"]):
+            raise PrunescopeError(f"expected {{'models': [entries with the fields {sorted(fields)}]}}")
         return [UserEntry(**{**e, "input_shape": tuple(e["input_shape"]) if e.get("input_shape") else None})
                 for e in raw["models"]]
-    except Exception as exc:  # noqa: BLE001 - a damaged file must not stop the app
+    except (OSError, ValueError) as exc:  # the file's fault (unreadable, not JSON, a wrong shape): said, not fatal
         import warnings
 
         warnings.warn(f"prunescope: {p} could not be read ({first_line(exc)}); no user models loaded")
@@ -228,7 +233,7 @@ def list_user_models() -> list[UserEntry]:
 
 
 def _save(entries: list[UserEntry]) -> None:
-    from .io.files import atomic_write_text
+    from .files import atomic_write_text
 
     p = _store()
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -366,20 +371,21 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     spec = _spec_of(entry, lazy=False)
     try:
         model = build_model(spec)
-        with torch.inference_mode():
-            probe = x[:2] if x is not None else torch.zeros(2, *entry.input_shape, dtype=torch.long
-                                                            if factory == HF_FACTORY else torch.float32)
-            out = model(probe)
+        probe = x[:2] if x is not None else torch.zeros(2, *entry.input_shape, dtype=torch.long
+                                                        if factory == HF_FACTORY else torch.float32)
+        try:
+            with torch.inference_mode():
+                out = model(probe)
+        except FOREIGN_ERRORS as exc:  # the person's model's forward: its failure is theirs to see
+            raise ModelError(f"model {name!r} does not run on inputs of shape {entry.input_shape}: "
+                             f"{type(exc).__name__}: {first_line(exc)}") from exc
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             raise ModelError(f"model {name!r} returned {type(out).__name__}"
                              f"{' of shape ' + str(tuple(out.shape)) if isinstance(out, torch.Tensor) else ''}; "
                              "prunescope needs (N, K) outputs (class scores, or any K features for fidelity)")
-    except Exception as exc:
+    except BaseException:  # nothing half-registered, whatever failed; the failure goes on as it is
         _restore(name, old)
-        if isinstance(exc, PrunescopeError):
-            raise
-        raise ModelError(f"model {name!r} does not run on inputs of shape {entry.input_shape}: "
-                         f"{type(exc).__name__}: {first_line(exc)}") from None
+        raise
     if entry.task == "classification" and int(out.shape[1]) < n_classes:
         _restore(name, old)
         raise PrunescopeError(f"model {name!r} returns {int(out.shape[1])} scores per example but the data has "
@@ -389,16 +395,6 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     if save:
         _save([e for e in list_user_models() if e.name != name] + [entry])
     return spec
-
-
-def open_model(name: str, *, device: str | None = "auto", **kwargs):
-    """:func:`register` (same arguments), then a :class:`~core.workspace.Workspace` on it:
-    the notebook's one line, e.g. ``ws = open_model("mine", torchvision="resnet18",
-    kwargs={"num_classes": 3}, data="pets.zip")``."""
-    from .workspace import Workspace
-
-    spec = register(name, **kwargs)
-    return Workspace(spec.name, device)
 
 
 def unregister(name: str) -> None:
@@ -432,12 +428,16 @@ def load_user_models() -> list[str]:
     for e in list_user_models():
         try:
             _check_entry(e)
+            if not (isinstance(e.input_shape, tuple) and e.input_shape and isinstance(e.kwargs, dict)
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in e.input_shape)):
+                raise PrunescopeError(f"the stored entry needs an input shape of positive whole numbers and "
+                                      f"kwargs as an object, got {echo(e.input_shape)} and {echo(e.kwargs)}")
             _spec_of(e, lazy=True)
             _register_data(e, e.name, None)
             names.append(e.name)
-        except Exception as exc:  # noqa: BLE001 - one bad entry must not hide the others
+        except PrunescopeError as exc:  # one bad entry must not hide the others; a bug is a bug
             warnings.warn(f"prunescope: your model {e.name!r} was not loaded: {first_line(exc)}")
     return names
 
 
-__all__ = ["UserEntry", "DATA_KINDS", "has_random_weights", "data_from_path", "load_data", "open_model", "home", "parse_shape", "register", "unregister", "list_user_models", "load_user_models", "read_tensors"]
+__all__ = ["UserEntry", "DATA_KINDS", "has_random_weights", "data_from_path", "load_data", "home", "parse_shape", "register", "unregister", "list_user_models", "load_user_models", "read_tensors"]

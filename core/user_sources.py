@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import PrunescopeError, first_line
+from .errors import FOREIGN_ERRORS, PrunescopeError, first_line
 
 HF_FACTORY = "core.hf:hf_model"
 DEFAULT_SEQ_LEN = 64
@@ -31,9 +31,9 @@ def resolve_source(factory, kwargs, torchvision, timm, hf=None, task=None, seq_l
     if torchvision:
         try:
             import torchvision as tv
-        except Exception as exc:  # noqa: BLE001 - missing or broken beside this torch
+        except (ImportError, RuntimeError, AttributeError) as exc:  # missing, or built for another torch
             raise PrunescopeError(f"torchvision does not import here ({first_line(exc)}); install it with "
-                                  "pip install 'prunescope[vision]'") from None
+                                  "pip install 'prunescope[vision]'") from exc
         names = tv.models.list_models(module=tv.models)
         if torchvision not in names:
             raise PrunescopeError(f"torchvision has no classification model {torchvision!r}; e.g. "
@@ -42,16 +42,16 @@ def resolve_source(factory, kwargs, torchvision, timm, hf=None, task=None, seq_l
         return "torchvision.models:get_model", {"name": torchvision, "weights": None, **kwargs}, (3, side, side)
     try:
         import timm as tm
-    except Exception as exc:  # noqa: BLE001
+    except (ImportError, RuntimeError, AttributeError) as exc:  # missing, or built for another torch
         raise PrunescopeError(f"timm does not import here ({first_line(exc)}); install it with "
-                              "pip install 'prunescope[vision]'") from None
+                              "pip install 'prunescope[vision]'") from exc
     if not tm.list_models(timm):
         raise PrunescopeError(f"timm has no model {timm!r} (timm.list_models lists them)")
     shape = None
     try:
         cfg = tm.get_pretrained_cfg(timm)
         shape = tuple(int(v) for v in cfg.input_size) if cfg is not None else None
-    except Exception:  # noqa: BLE001 - the default shape is a convenience
+    except FOREIGN_ERRORS:  # timm's config lookup: the default shape is a convenience
         shape = None
     return "timm:create_model", {"model_name": timm, "pretrained": False, **kwargs}, shape or (3, 224, 224)
 
@@ -80,7 +80,7 @@ def hf_vocab_size(folder) -> int:
     try:
         vocab = json.loads(p.read_text()).get("vocab_size")
     except (OSError, ValueError, AttributeError) as exc:
-        raise PrunescopeError(f"{str(p)!r} could not be read ({first_line(exc)})") from None
+        raise PrunescopeError(f"{str(p)!r} could not be read ({first_line(exc)})") from exc
     if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
         raise PrunescopeError(f"{str(p)!r} has no whole-number vocab_size (got {vocab!r}); random token ids need it")
     return vocab

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .data import EvalSet, get_dataset
-from .device import pick_device
+from .device import check_precision, pick_device
 from .errors import PrunescopeError, echo
 from .metrics import Evaluator, Metrics
 from .models import ModelSpec, clone_model, get_spec, load_base
@@ -49,10 +49,14 @@ class Workspace:
         quick_size: examples in the quick eval subset used for live updates.
         latency_batch: batch size for latency measurements.
         latency_time: seconds spent timing each new architecture.
+        precision: "fp32", or "bf16" / "fp16": models are evaluated and timed under autocast,
+            and compared with the base's fp32 outputs (so the base's own figures under bf16
+            state what the precision costs); change it with :meth:`set_precision`.
     """
 
     def __init__(self, model: str, device: str | torch.device | None = "auto", *, quick_size: int = 256,
-                 latency_batch: int = 64, latency_time: float = 0.3, cache_entries: int = 4):
+                 latency_batch: int = 64, latency_time: float = 0.3, cache_entries: int = 4,
+                 precision: str = "fp32"):
         _check_int("quick_size", quick_size, 1, 1_000_000)
         _check_int("latency_batch", latency_batch, 1, 65_536)
         if isinstance(latency_time, bool) or not isinstance(latency_time, (int, float)) \
@@ -64,7 +68,8 @@ class Workspace:
         self.evalset = EvalSet.from_splits(get_dataset(self.spec.dataset), self.device, quick_size)
         self.ctx = ApplyContext(self.spec.name, self.device)
         self.evaluator = Evaluator(self.evalset, self.base, task=self.spec.task,
-                                   latency_batch=latency_batch, latency_time=latency_time)
+                                   latency_batch=latency_batch, latency_time=latency_time,
+                                   precision=precision)
         self.cache = PlanCache(cache_entries)
         self.history: list[Plan] = [Plan(self.spec.name)]
         self.pos = 0
@@ -122,6 +127,11 @@ class Workspace:
         self._model, self._reports, self._model_key = model, reports, plan.key()
         self._changed()
         return model
+
+    def keep_sweep(self, key: tuple, result: object) -> None:
+        """Keep a finished sweep in :attr:`sweeps`, published in one step: a new dict
+        replaces the old one, so a reader iterating over the old one never sees it change."""
+        self.sweeps = {**self.sweeps, key: result}
 
     def notify(self) -> None:
         """Tell the listeners that something worth keeping changed (a finished sweep)."""
@@ -241,8 +251,22 @@ class Workspace:
         return apply(self.plan.prefix(index), self.base, ctx=self.ctx, cache=self.cache)
 
     def _metrics_key(self, plan: Plan, subset: str) -> tuple:
-        # latency is part of the figures: a new batch size is a new measurement
-        return (plan.key(), subset, self.evaluator.latency_batch)
+        # latency is part of the figures: a new batch size or precision is a new measurement
+        return (plan.key(), subset, self.evaluator.latency_batch, self.evaluator.precision)
+
+    @property
+    def precision(self) -> str:
+        """The evaluation precision: "fp32", "bf16" or "fp16" (autocast)."""
+        return self.evaluator.precision
+
+    def set_precision(self, precision: str) -> None:
+        """Evaluate and time models under ``precision`` from now on (figures of each
+        precision are cached apart; the plan and its models are unchanged).
+
+        Raises:
+            PrunescopeError: not one of "fp32", "bf16", "fp16".
+        """
+        self.evaluator.precision = check_precision(precision)
 
     def metrics(self, subset: str = "quick", *, latency: bool = True,
                 progress: Callable[[int, int], None] | None = None) -> Metrics:
@@ -310,3 +334,26 @@ class Workspace:
         m = self.evaluator.evaluate(model, subset, latency=latency)
         self._metrics[key] = m
         return m
+
+    # Analysis of the current model: the analysis layer takes (model, data, context); the
+    # workspace hands it its own.
+
+    def guides(self, container: str | None = None, seed: int = 0, progress: Callable | None = None):
+        """The surgery guides of the current model (``core.surgery.guides.compute_guides``:
+        influence, CKA, drop-one accuracy), cached with the model."""
+        from .surgery.guides import compute_guides
+
+        return compute_guides(self.model, self.evaluator, self.ctx, container, seed, progress, name=self.name)
+
+    def cached_guides(self, container: str | None = None, seed: int = 0):
+        """The guides already computed for the current model, else None (free)."""
+        from .surgery.guides import cached_guides
+
+        return cached_guides(self.model, self.ctx, container, seed, name=self.name)
+
+    def suggest_cut(self, k: int = 1, container: str | None = None, seed: int = 0) -> dict:
+        """The ``k`` blocks of the current model whose removal costs least
+        (``core.surgery.guides.suggest_cut``)."""
+        from .surgery.guides import suggest_cut
+
+        return suggest_cut(self.model, self.evaluator, self.ctx, k, container, seed, name=self.name)

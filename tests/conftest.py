@@ -8,6 +8,12 @@ os.environ.setdefault("PRUNESCOPE_TEST", "1")
 # a person's stored models live here during the tests (never the real user data folder)
 os.environ["PRUNESCOPE_HOME"] = __import__("tempfile").mkdtemp(prefix="prunescope-test-home-")
 
+# Tests import core's modules directly, below the entry points: register what an entry
+# point would (the built-in step kinds, the demo models, a person's saved models).
+from core.startup import register_all  # noqa: E402
+
+register_all()
+
 DEMO_MODELS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
 
 
@@ -31,6 +37,18 @@ def fidelity_mlp():
                      name=name, task="fidelity")
     yield name
     MODELS.unregister(name)
+
+
+def structured_prune(model, example, *, granularity: str, criterion: str = "l1", sparsity=None, threshold=None,
+                     layers=(), seed: int = 0, calib=None):
+    """``core.prune.structured.structured_prune`` with the step's fields as arguments:
+    ``(pruned copy, selection)``."""
+    from core.prune import Prune
+    from core.prune.structured import structured_prune as prune_units
+
+    step = Prune(criterion=criterion, granularity=granularity, sparsity=sparsity, threshold=threshold,
+                 layers=tuple(layers), seed=seed)
+    return prune_units(step, model, example, calib)
 
 
 def small_mlp(seed: int = 0) -> torch.nn.Module:

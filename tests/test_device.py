@@ -29,3 +29,36 @@ def test_workspace_runs_on_cuda():
     m = ws.metrics()
     assert m.latency.device.startswith("cuda") and m.sparsity == pytest.approx(0.5, abs=0.02)
     assert base.accuracy > 0.9
+
+
+def test_peak_memory_nests_without_going_negative(monkeypatch):
+    """The peak statistics are faked here (no GPU): an inner block's reset must not hide
+    what the outer block saw before it, and a block that frees memory reads 0, not less."""
+    from core import device as D
+
+    state = {"now": 300, "peak": 300}
+
+    def alloc(n):
+        state["now"] += n
+        state["peak"] = max(state["peak"], state["now"])
+
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda dev=None: state["now"])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda dev=None: state["peak"])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda dev=None: state.update(peak=state["now"]))
+    monkeypatch.setattr(D, "synchronize", lambda dev: None)
+    with D.peak_memory("cuda") as outer:
+        alloc(-256)  # frees what it held at the start
+        with D.peak_memory("cuda") as inner:
+            alloc(16)
+            alloc(-16)
+    assert inner["bytes"] == 16 and outer["bytes"] == 0
+    with D.peak_memory("cuda") as outer:
+        alloc(100)
+        alloc(-100)
+        with D.peak_memory("cuda") as inner:
+            alloc(10)
+            alloc(-10)
+    assert inner["bytes"] == 10 and outer["bytes"] == 100
+    with D.peak_memory("cpu") as off:
+        pass
+    assert off["bytes"] is None

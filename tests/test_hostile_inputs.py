@@ -154,7 +154,9 @@ def _api_cases(d: Path):
         (lambda: export_model(ws.model, Plan("digits_cnn"), "onnx", d / "m.onnx", x, model_name=MODEL),
          "the plan is for model 'digits_cnn'"),
         (lambda: export_model(ws.model, ws.plan, "onnx", d / "m.safetensors", x), "must end in '.onnx'"),
-        (lambda: export_model(ws.model, Plan("digits_resnet"), "onnx", d / "m.onnx", x),
+        (lambda: export_model(ws.model, Plan("digits_resnet"), "onnx", d / "m.onnx", x),  # the model's own name
+         "the plan is for model 'digits_resnet', the model exported is 'digits_mlp'"),
+        (lambda: export_model(ws.model, Plan("digits_resnet"), "onnx", d / "m.onnx", x, model_name="digits_resnet"),
          "takes inputs of shape (1, 32, 32)"),
         (lambda: load(d / "pickle.safetensors"), "not a readable safetensors file"),
         (lambda: load(d / "empty.safetensors"), "not a readable safetensors file"),

@@ -9,7 +9,8 @@ import torch
 from core.errors import PrunescopeError
 from core.models import load_base, register_factory
 from core.plan import Plan
-from core.surgery import Cut, Heal
+from core.recover import Heal
+from core.surgery import Cut
 from core.workspace import Workspace
 
 

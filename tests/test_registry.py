@@ -1,6 +1,6 @@
 import pytest
 
-from core.models import build_model, get_spec, list_models, register_factory
+from core.models import MODELS, build_model, get_spec, list_models, register_factory
 from core.registry import Registry, UnknownNameError, import_object
 
 
@@ -40,10 +40,13 @@ def test_register_factory_from_importable_path(tmp_path):
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
     spec = register_factory("demo_models.nets:digits_mlp", weights=str(path), dataset="digits",
                             input_shape=(1, 8, 8), name="user_mlp")
-    assert spec.name in list_models()
-    m2 = build_model("user_mlp")
-    for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items()):
-        assert torch.equal(a, b), k
+    try:
+        assert spec.name in list_models()
+        m2 = build_model("user_mlp")
+        for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items()):
+            assert torch.equal(a, b), k
+    finally:  # other tests compare this process's models with a fresh process's
+        MODELS.unregister("user_mlp")
 
 
 def test_import_object_errors_are_clear():

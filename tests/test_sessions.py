@@ -58,9 +58,55 @@ def test_damaged_or_foreign_session_files_are_skipped(sessions):
                                                                          "steps": [{"op": "exec"}]}], "pos": 0}}})}
     for sid, text in bad.items():
         (sessions / f"{sid}.json").write_text(text)
-        with pytest.warns(UserWarning, match="could not be read"):
+        with pytest.warns(UserWarning, match=rf"session file .*{sid}\.json is damaged and was skipped"):
             assert load_session(sid) is None
+        assert (sessions / f"{sid}.json").read_text() == text  # skipped, never deleted
     assert load_session("../../etc/passwd") is None and load_session("f" * 16) is None
+
+
+@pytest.mark.parametrize("text", [
+    "[]", json.dumps({"format": "prunescope.session/1", "saved": 1, "model": "m", "models": []}),
+    json.dumps({"format": "prunescope.session/1", "saved": 1, "model": "digits_mlp",
+                "models": {"digits_mlp": {"history": [], "pos": 0}}}),
+    json.dumps({"format": "prunescope.session/1", "saved": 1, "model": "digits_mlp",
+                "models": {"digits_mlp": {"history": [{"format": "prunescope.plan/1", "model": "digits_mlp"}],
+                                          "pos": 0, "sweeps": [[["k"], {"model": "digits_mlp"}]]}}}),
+    b"\xff\xfe".decode("latin-1"), '{"format": NaN}'])
+def test_a_session_file_of_the_wrong_shape_is_damaged_not_a_crash(sessions, text):
+    sessions.mkdir(parents=True, exist_ok=True)
+    sid = "e" * 16
+    (sessions / f"{sid}.json").write_text(text, encoding="latin-1")
+    with pytest.warns(UserWarning, match="is damaged and was skipped"):
+        assert load_session(sid) is None
+
+
+def test_a_bug_while_reading_a_session_propagates_and_the_file_is_kept(sessions, monkeypatch):
+    """Issue 22: a bug in Plan.from_dict silently threw the session away."""
+    from core.plan import Plan
+
+    sid = new_session_id()
+    save_session(sid, {"digits_mlp": Workspace("digits_mlp", "cpu")}, "digits_mlp")
+    text = (sessions / f"{sid}.json").read_text()
+
+    def boom(d):
+        return 1 // 0
+
+    monkeypatch.setattr(Plan, "from_dict", staticmethod(boom))
+    with pytest.raises(ZeroDivisionError):
+        load_session(sid)
+    assert (sessions / f"{sid}.json").read_text() == text
+
+
+def test_a_session_file_that_cannot_be_read_is_a_file_error_naming_it_and_kept(sessions):
+    from core.errors import FileError
+
+    sid = "9" * 16
+    (sessions / f"{sid}.json").mkdir(parents=True)  # exists, cannot be read as a file
+    with pytest.raises(FileError, match=rf"session file .*{sid}\.json could not be read.*kept"):
+        load_session(sid)
+    assert (sessions / f"{sid}.json").is_dir()
+    with pytest.warns(UserWarning, match="could not be read"):
+        assert recent_sessions() == []
 
 
 def test_finished_sweeps_are_saved_with_the_session(sessions):

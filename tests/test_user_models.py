@@ -31,7 +31,7 @@ def test_a_factory_with_synthetic_data_is_judged_by_fidelity_and_remembered(own_
     assert m.params < ws.base_metrics(latency=False).params and 0 <= m.agreement <= 1
     assert [e.name for e in list_user_models()] == ["own_cnn"]
     # another process (a restart) finds it, and evaluates it the same way
-    code = ("from core.workspace import Workspace; ws = Workspace('own_cnn', 'cpu'); "
+    code = ("from core import Workspace; ws = Workspace('own_cnn', 'cpu'); "
             "print(ws.spec.task, len(ws.evalset.y), ws.metrics(latency=False).agreement)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PRUNESCOPE_HOME": os.environ["PRUNESCOPE_HOME"]})

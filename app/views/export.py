@@ -9,7 +9,7 @@ import streamlit as st
 from core import formatting as fmt
 from core.plan import Plan
 from core.io import EXPORTERS, ExportResult, export_all, list_exporters
-from core.io.files import SessionFolder
+from core.files import SessionFolder
 
 from app.components import run_action
 from app.netron_ui import netron_ui

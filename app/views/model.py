@@ -8,7 +8,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from core import formatting as fmt
-from core.device import available_devices
+from core.device import PRECISIONS, available_devices
 from core.prune.masks import prunable_layers
 from core.metrics import layer_macs
 from core.user_models import has_random_weights
@@ -60,9 +60,10 @@ def sample_figure(x: np.ndarray, y: np.ndarray, classes: list[str], n: int = 10)
 LATENCY_BATCHES = [1, 8, 32, 64, 128, 256]
 
 
-def settings_ui(dev_col, batch_col) -> None:
-    """Device and latency batch. The choices live in session keys of their own ("device",
-    "latency_batch"): a widget's own key is dropped when another page is shown."""
+def settings_ui(dev_col, batch_col, prec_col) -> None:
+    """Device, latency batch and evaluation precision. The choices live in session keys of
+    their own ("device", "latency_batch", "precision"): a widget's own key is dropped when
+    another page is shown."""
     ss = st.session_state
 
     def keep(src: str, dst: str):
@@ -76,6 +77,12 @@ def settings_ui(dev_col, batch_col) -> None:
     batch_col.selectbox("Latency batch size", LATENCY_BATCHES, key="latency_batch_choice",
                         on_change=keep("latency_batch_choice", "latency_batch"),
                         help="Batch size of every latency measurement; base and current are timed at it.")
+    ss["precision_choice"] = ss.get("precision", "fp32")
+    prec_col.selectbox("Evaluation precision", list(PRECISIONS), key="precision_choice",
+                       on_change=keep("precision_choice", "precision"),
+                       help="fp32, or bf16 / fp16 autocast: every model is evaluated and timed under it and "
+                            "compared with the base's fp32 outputs. The base's agreement below states what "
+                            "the precision itself costs.")
 
 
 def page() -> None:
@@ -90,11 +97,16 @@ def page() -> None:
     if has_random_weights(spec):
         st.warning("This model has **random weights** (none were given): its accuracy and every figure below are "
                    "those of an untrained network.")
-    c1, c2, c3 = st.columns([2, 1, 1])
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
     c1.markdown(spec.description or "")
-    settings_ui(c2, c3)
+    settings_ui(c2, c3, c4)
     m = ws.base_metrics("quick")
     st.caption("The base model, before any step (the layer table below shows the current plan's model).")
+    if m.precision != "fp32":
+        st.info(f"**Evaluation under {m.precision} autocast.** What the precision alone costs: the base run under "
+                f"{m.precision} agrees with its own fp32 predictions on {fmt.pct(m.agreement)} of the quick subset "
+                f"({m.n} examples), output cosine {m.output_cosine:.4f}. Every figure on every page is measured "
+                f"under {m.precision} and compared with the fp32 base.")
     k = st.columns(5)
     k[0].metric("Parameters (base)", fmt.count(m.params), help=f"{m.params:,} parameters")
     k[1].metric("MACs / example (base)", fmt.count(m.macs))
@@ -112,7 +124,8 @@ def page() -> None:
     if m.latency:
         k[4].metric("Latency (base)", fmt.ms(m.latency.median_ms),
                     help=f"Median of one batch of {m.latency.batch_size}, ± {m.latency.iqr_ms:.2g} ms IQR, "
-                         f"{m.latency.threads} threads, {m.latency.device}, {m.latency.runs} runs.")
+                         f"{m.latency.threads} threads, {m.latency.device}, {m.latency.precision}, "
+                         f"{m.latency.runs} runs ({m.latency.method}).")
 
     tab_layers, tab_card, tab_data, tab_graph = st.tabs(["Layers", "Card", "Eval set", "Graph (Netron)"])
     with tab_layers:

@@ -183,23 +183,29 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
             t = float(ss["global_threshold"])
             new = Prune(criterion=criterion, granularity=granularity, threshold=t, layers=layers,
                         seed=cur.seed if cur else 0) if (t > 0 or layers) else None
-        run_action(commit, ws, idx, new, f"global_{ss['global_mode']}")
+        if new != cur:  # the same step (a value Streamlit put back): the plan stays as it is
+            run_action(commit, ws, idx, new, f"global_{ss['global_mode']}")
         ss["_prune_synced"] = (ws.name, ws.plan.key(), granularity)
 
     c1, c2 = st.columns([1, 3])
     c1.radio("Set by", modes, key="global_mode", horizontal=True,
              help="Target a fraction of units to prune, or a threshold in the score's units.")
     unit = {"weight": "weights", "neuron": "neurons", "channel": "channels", "head": "heads"}[granularity]
+    # value=: what Streamlit falls back to when a client sends a value outside the range;
+    # the plan's own value, so such a value leaves the plan as it was (the widget's default,
+    # 0, would remove the prune step)
     if ss["global_mode"] == "sparsity":
-        c2.slider(f"Global sparsity (fraction of {unit} pruned)", 0.0, 0.99, step=0.01, key="global_sparsity",
-                  on_change=on_change, format="%.2f",
+        now = float(step.sparsity) if step is not None and step.sparsity is not None else 0.0
+        c2.slider(f"Global sparsity (fraction of {unit} pruned)", 0.0, 0.99, value=min(now, 0.99), step=0.01,
+                  key="global_sparsity", on_change=on_change, format="%.2f",
                   help="Applies to every prunable layer without an override. Arrow keys move it by 0.01.")
     else:
         ss.setdefault("global_threshold", 0.0)
         ss["global_threshold"] = min(float(ss["global_threshold"]), wmax)
         unit = threshold_unit(criterion, granularity)
-        c2.slider(f"Global threshold in {unit} (weights below it are pruned)", 0.0, wmax, step=wmax / 200,
-                  key="global_threshold", on_change=on_change, format="%.4f")
+        now = float(step.threshold) if step is not None and step.threshold is not None else 0.0
+        c2.slider(f"Global threshold in {unit} (weights below it are pruned)", 0.0, wmax, value=min(now, wmax),
+                  step=wmax / 200, key="global_threshold", on_change=on_change, format="%.4f")
 
 
 def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: str,

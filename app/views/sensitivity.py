@@ -8,6 +8,7 @@ import streamlit as st
 import torch
 
 from core import formatting as fmt
+from core.errors import PrunescopeError
 from core.prune.criteria import CRITERIA
 from core.recover import Finetune
 from core.sensitivity import DEFAULT_AMOUNTS, autoplan, criteria_curves, layer_names, sensitivity
@@ -32,8 +33,8 @@ def _granularities(ws) -> list[str]:
             try:
                 if layer_names(ws, g):
                     out.append(g)
-            except Exception:  # noqa: BLE001 - a granularity the model has no units of
-                pass
+            except PrunescopeError:  # a granularity the model has no units of (a bug still shows)
+                continue
         cache[ws.name] = out
     return cache[ws.name]
 
@@ -87,12 +88,16 @@ def sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str):
                      help="Prunes every layer alone at every amount and evaluates each model, in the background "
                           "(the rest of the app stays usable; Cancel keeps the layers finished)."):
             plan_key = ws.plan.key()
+            kept: list = []  # filled by the job's thread; published by the page when it ends
 
             def work(progress, should_stop):
-                return sensitivity(ws, crit, gran, amounts, subset, progress=progress, should_stop=should_stop)
+                return sensitivity(ws, crit, gran, amounts, subset, progress=progress, should_stop=should_stop,
+                                   publish=lambda k, r: kept.append((k, r)))
 
             def done(result):
                 if result.complete:
+                    for k, r in kept:
+                        ws.keep_sweep(k, r)
                     ws.notify()  # saved with the session
                     return "success", (f"Sensitivity: {len(result.layers)} layers × {len(result.amounts)} amounts "
                                        f"evaluated in {result.seconds:.1f} s.")
@@ -157,10 +162,15 @@ def criteria_ui(ws, gran: str, amounts: list[float], subset: str) -> None:
     curves = ws.sweeps.get(key)
     if not running and st.button("Compare criteria", key="sens_curves_run", disabled=not pick or not amounts
                                  or curves is not None, icon=":material/compare_arrows:"):
+        kept: list = []  # filled by the job's thread; published by the page when it ends
+
         def work(progress, should_stop):
-            return criteria_curves(ws, pick, gran, amounts, subset, progress=progress, should_stop=should_stop)
+            return criteria_curves(ws, pick, gran, amounts, subset, progress=progress, should_stop=should_stop,
+                                   publish=lambda k, r: kept.append((k, r)))
 
         def done(result):
+            for k, r in kept:
+                ws.keep_sweep(k, r)
             if result.complete:
                 return "success", f"Criteria compared: {len(result.curves)} × {len(result.amounts)} models evaluated."
             return "info", "Comparison stopped; run it again to finish."

@@ -13,9 +13,9 @@ import torch
 
 from core import formatting as fmt
 from core.viz.surgery import block_sequence_figure, cka_heatmap, drop_one_figure, heal_figure, influence_figure
-from core.surgery.guides import cached_guides, compute_guides, suggest_cut
 from core.models import list_models, load_base
-from core.surgery import (BRIDGES, HEAL_TRAIN, Cut, Heal, Paste, block_names, container_candidates, default_container, list_blocks)
+from core.recover import Heal
+from core.surgery import (BRIDGES, HEAL_TRAIN, Cut, Paste, block_names, container_candidates, default_container, list_blocks)
 from core.errors import PrunescopeError
 from core.workspace import Workspace
 
@@ -285,7 +285,7 @@ def guides_button_ui(ws: Workspace, container: str, n_blocks: int):
     def progress(done: int, total: int, what: str) -> None:
         bar.progress(done / max(1, total), text=f"Guides: {done} of {total} · {what}")
 
-    guides = run_action(compute_guides, ws, container, progress=progress)
+    guides = run_action(ws.guides, container, progress=progress)
     bar.empty()
     return guides
 
@@ -301,7 +301,7 @@ def guides_ui(ws: Workspace, container: str, guides) -> None:
         ss.setdefault("surgery_k", 1)
         ss["surgery_k"] = max(1, min(int(ss["surgery_k"]), k_max))
         k = st.number_input("Blocks to cut (suggestion)", 1, k_max, key="surgery_k", step=1)
-        sugg = run_action(suggest_cut, ws, int(k), container)
+        sugg = run_action(ws.suggest_cut, int(k), container)
     if sugg and sugg["expected_accuracy"] is not None:
         st.markdown(f"**Suggested cut:** {', '.join(sugg['blocks'])} → expected accuracy "
                     f"**{fmt.pct(sugg['expected_accuracy'])}** (now {fmt.pct(sugg['accuracy'])})")
@@ -316,11 +316,13 @@ def guides_ui(ws: Workspace, container: str, guides) -> None:
 
 def heal_ui(ws: Workspace) -> None:
     """Train adapters (and neighbours) for N steps in the background, with progress and
-    Cancel (the steps done become the plan's heal step)."""
+    Cancel (the steps done become the plan's heal step). A heal is a preset of the
+    fine-tune below: pruned weights stay zero whatever it trains."""
     c = st.columns(3)
     steps = c[0].number_input("Steps", 1, 2000, 100, key="heal_steps")
     lr = c[1].number_input("Learning rate", 1e-5, 1.0, 1e-3, key="heal_lr", format="%.5f")
-    train = c[2].radio("Train", HEAL_TRAIN, key="heal_train")
+    train = c[2].radio("Train", HEAL_TRAIN, key="heal_train",
+                       help="Pruned weights in the blocks beside an adapter stay zero.")
     step = Heal(steps=int(steps), lr=float(lr), train=train, threads=torch.get_num_threads())
     running = job_ui("heal_job")
     st.button("Heal", key="heal_start", type="primary", disabled=running, on_click=start_job,
@@ -344,7 +346,7 @@ def surgery_live_ui() -> None:
         st.warning(f"Container {container or '(the model itself)'!r} has no blocks in the current model.")
     m, base = current_metrics(ws)
     pending = metrics_panel_ui(ws, m, base)
-    guides = run_action(cached_guides, ws, container) if names else None
+    guides = run_action(ws.cached_guides, container) if names else None
 
     left, right = st.columns([3, 2])
     with left:

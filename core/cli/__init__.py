@@ -17,6 +17,7 @@ import sys
 import traceback
 
 from core.errors import PrunescopeError, echo, first_line
+from core.startup import register_all
 
 from . import basic, explain, export, recover, sensitivity, surgery, user  # noqa: F401 - register the commands
 from .common import COMMANDS, UsageError, print_result
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad input, 1 a bug)."""
+    register_all()  # an entry point: the built-in kinds and the plug-ins (no torch)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -120,6 +120,9 @@ def add_model_args(p: argparse.ArgumentParser, plan: bool = True) -> None:
     if plan:
         p.add_argument("--plan", help="a plan recipe (JSON) to apply first")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="evaluate and time under this precision (bf16 / fp16: autocast; compared with "
+                        "the base's fp32 outputs; default fp32)")
     p.add_argument("--full", action="store_true", help="evaluate on the full test split (default: quick subset)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -140,7 +143,7 @@ def load_plan_arg(path: str | None, model: str):
 def workspace_for(args):
     from core.workspace import Workspace
 
-    return Workspace(args.model, args.device)
+    return Workspace(args.model, args.device, precision=getattr(args, "precision", "fp32"))
 
 
 def plan_workspace(args):
@@ -170,8 +173,8 @@ def parse_layer_overrides(items: list[str] | None, value_name: str = "S"):
             raise UsageError(f"--layer expects NAME={value_name}, got {item!r}")
         try:
             v = float(val)
-        except ValueError:
-            raise UsageError(f"--layer {item!r}: {val!r} is not a number") from None
+        except ValueError as exc:
+            raise UsageError(f"--layer {item!r}: {val!r} is not a number") from exc
         out.append(LayerOverride(layer=name, sparsity=v))
     return tuple(out)
 

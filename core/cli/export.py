@@ -48,7 +48,7 @@ def _replay(ws, path: str):
     try:
         ws.set_plan(plan)
     except PlanError as exc:
-        raise UsageError(f"recipe {path} does not fit {ws.name!r}: {exc}") from None
+        raise UsageError(f"recipe {path} does not fit {ws.name!r}: {exc}") from exc
     return plan
 
 
@@ -78,7 +78,8 @@ def _export(ws, plan, out: str, fmt: str | None, verify: bool) -> dict:
     r = export_model(ws.model, plan, _format_for(out, fmt), out, _export_example(ws), verify=verify,
                      model_name=ws.name)
     if r.error:
-        raise UsageError(f"export to {r.format} failed (no file written): {r.error}")
+        raise UsageError(f"export to {r.format} failed (nothing written; an earlier export at {out}, if any, "
+                         f"is unchanged): {r.error}")
     return {**r.to_dict(), "model": ws.name, "state_dict_hash": state_dict_hash(ws.model), "threads": _threads()}
 
 

@@ -22,7 +22,7 @@ def _apply_timed(args, step, *, before_latency: bool):
     try:
         ws.set_plan(plan.then(step))
     except PlanError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from exc
     seconds = time.perf_counter() - t0
     save_plan_arg(ws.plan, args.save_plan)
     out = metrics_object(ws, ws.name, _subset(args), not args.no_latency)

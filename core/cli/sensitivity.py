@@ -12,9 +12,9 @@ def parse_amounts(text: str) -> tuple[float, ...]:
     """``0.1,0.3,0.5`` -> (0.1, 0.3, 0.5)."""
     try:
         out = tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError:
+    except ValueError as exc:
         raise UsageError(f"--amounts expects numbers in [0, 1] separated by commas (e.g. 0.1,0.3,0.5), "
-                         f"got {text!r}") from None
+                         f"got {text!r}") from exc
     if not out:
         raise UsageError("--amounts is empty; give e.g. 0.1,0.3,0.5")
     return out
@@ -80,7 +80,9 @@ def cmd_sensitivity(args):
 def _autoplan_args(p):
     _sweep_args(p, amounts_help="the amounts each layer may take (default 0.1,...,0.9)")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--max-drop", type=float, help="accuracy may drop at most this many points")
+    g.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help="accuracy may drop at most this many percentage points (2 means 2 points, e.g. 0.95 -> "
+                        "0.93; the accuracies printed are fractions, but this is not one: 0.02 means 0.02 points)")
     g.add_argument("--max-macs", type=float, help="at most this fraction of the base's MACs (e.g. 0.5)")
     g.add_argument("--max-params", type=float, help="at most this fraction of the base's non-zero parameters")
     g.add_argument("--max-latency", type=float, help="at most this fraction of the base's measured latency (noisy)")
@@ -97,6 +99,12 @@ def cmd_autoplan(args):
     from core.recover import Finetune
     from core.sensitivity import autoplan
 
+    if args.max_drop is not None and 0 < args.max_drop < 0.1:
+        import sys
+
+        print(f"prunescope autoplan: warning: --max-drop {args.max_drop:g} is in percentage points of accuracy, "
+              f"so it allows a drop of {args.max_drop / 100:g} as a fraction; for {100 * args.max_drop:g} points "
+              f"give --max-drop {100 * args.max_drop:g}", file=sys.stderr)
     ws = plan_workspace(args)
     subset = "full" if args.full else "quick"
     r = autoplan(ws, criterion=args.criterion, granularity=args.granularity, max_drop=args.max_drop,
@@ -109,7 +117,9 @@ def cmd_autoplan(args):
         ws.set_plan(ws.plan.then(Finetune(steps=args.finetune, loss=loss, threads=torch.get_num_threads())))
     out = metrics_object(ws, ws.name, subset, not args.no_latency)  # the final plan's figures
     out.update({"predicted_accuracy": r.predicted_accuracy, "pruned_accuracy": pruned_accuracy,
-                "amounts": r.amounts, "target": r.target, "value": r.value, "met": r.met, "reason": r.reason,
+                "amounts": r.amounts, "target": r.target, "value": r.value,
+                "unit": "percentage points of accuracy" if args.max_drop is not None else "fraction of the base",
+                "met": r.met, "reason": r.reason,
                 "measured": r.measured, "predicted_cost": r.predicted_cost, "tries": r.tries})
     if args.finetune:
         out["finetune"] = {"steps": args.finetune, "accuracy_before": pruned_accuracy,

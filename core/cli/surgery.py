@@ -19,11 +19,9 @@ def _blocks_args(p):
 @command("blocks", "list a model's blocks with shapes, params, MACs, influence and drop-one accuracy",
          _blocks_args)
 def cmd_blocks(args):
-    from core.surgery.guides import compute_guides
-
     ws = workspace_for(args)
     ws.set_plan(load_plan_arg(args.plan, ws.name))
-    g = compute_guides(ws, args.container, args.seed)
+    g = ws.guides(args.container, args.seed)
     return g.rows()
 
 
@@ -41,7 +39,7 @@ def _apply_step(args, step):
     try:
         ws.set_plan(plan)
     except PlanError as exc:  # one line naming the step and the reason
-        raise UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from exc
     save_plan_arg(plan, args.save_plan)
     return metrics_object(ws, ws.name, _subset(args), not args.no_latency)
 

@@ -44,8 +44,8 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
         return None
     try:
         return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"{flag} must be numbers separated by commas, e.g. 0.5,0.5,0.5; got {text!r}") from None
+    except ValueError as exc:
+        raise UsageError(f"{flag} must be numbers separated by commas, e.g. 0.5,0.5,0.5; got {text!r}") from exc
 
 
 @command("register", "register your own model (a factory from your environment) with its data, remembered "
@@ -57,7 +57,7 @@ def cmd_register(args):
     try:
         kwargs = json.loads(args.kwargs)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--kwargs must be a JSON object, e.g. '{{\"num_classes\": 10}}': {exc}") from None
+        raise UsageError(f"--kwargs must be a JSON object, e.g. '{{\"num_classes\": 10}}': {exc}") from exc
     if not isinstance(kwargs, dict):
         raise UsageError(f"--kwargs must be a JSON object, got {args.kwargs!r}")
     if args.data:

@@ -24,13 +24,15 @@ GPT-2's ``Conv1D`` layers (a Linear with its weight transposed) are replaced by
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from core.errors import FileError, ModelError, echo, first_line
+from core.errors import FOREIGN_ERRORS, FileError, ModelError, echo, first_line
 
 HF_TASKS = ("classification", "fidelity", "language-model")
 POOLINGS = ("mean", "cls")
@@ -41,13 +43,18 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
 BLOCK_LISTS = ("encoder.layer", "model.layers", "transformer.h", "layers", "h", "layer")  # under the base model
 
 
+# what transformers' and torch's readers raise for a folder's reasons (a damaged or foreign
+# file, an unknown model_type); caught around those calls alone
+_FOLDER_ERRORS = (OSError, EOFError, pickle.UnpicklingError, SafetensorError, *FOREIGN_ERRORS)
+
+
 def transformers():
     """The ``transformers`` module, or a clear error naming the extra to install."""
     try:
         import transformers as tf
-    except ImportError:
+    except ImportError as exc:
         raise ModelError("Hugging Face models need the transformers package: pip install 'prunescope[hf]'") \
-            from None
+            from exc
     return tf
 
 
@@ -128,7 +135,7 @@ def _read_config(p: Path):
     try:
         raw = json.loads((p / "config.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FileError(f"{p / 'config.json'}: not readable JSON ({first_line(exc)})") from None
+        raise FileError(f"{p / 'config.json'}: not readable JSON ({first_line(exc)})") from exc
     if not isinstance(raw, dict):
         raise FileError(f"{p / 'config.json'}: expected a JSON object, got {type(raw).__name__}")
     if raw.get("auto_map"):
@@ -137,10 +144,10 @@ def _read_config(p: Path):
                          f"transformers {tf.__version__}")
     try:
         return tf.AutoConfig.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001 - unknown model_type, a damaged config: the folder's fault
+    except _FOLDER_ERRORS as exc:  # unknown model_type, a damaged config: the folder's
         raise ModelError(f"{str(p)!r}: transformers {tf.__version__} cannot read this config (model_type "
                          f"{raw.get('model_type')!r}: {first_line(exc)}); accepted: architectures built into "
-                         "transformers, e.g. bert, roberta, llama, gpt2, mistral, qwen2") from None
+                         "transformers, e.g. bert, roberta, llama, gpt2, mistral, qwen2") from exc
 
 
 def _weights_file(p: Path) -> str:
@@ -151,9 +158,9 @@ def _weights_file(p: Path) -> str:
     if (p / "pytorch_model.bin").is_file():
         try:
             torch.load(str(p / "pytorch_model.bin"), map_location="meta", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
+        except _FOLDER_ERRORS as exc:  # transformers / torch reading the folder
             raise FileError(f"{p / 'pytorch_model.bin'}: not a weights-only torch file ({type(exc).__name__}): a "
-                            "full pickle runs code when loaded and is refused; accepted: " + ACCEPTED) from None
+                            "full pickle runs code when loaded and is refused; accepted: " + ACCEPTED) from exc
         return "pytorch_model.bin"
     found = sorted(x.name for x in p.iterdir())[:12]
     raise FileError(f"{str(p)!r} has no weights (found {found}); accepted: {ACCEPTED}")
@@ -243,9 +250,9 @@ def load_tokenizer(folder):
                         "model's tokenizer saved in its folder (tokenizer.save_pretrained)")
     try:
         return tf.AutoTokenizer.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001 - the folder's files: their failure is a file error
+    except _FOLDER_ERRORS as exc:  # the folder's tokenizer files
         raise FileError(f"{str(p)!r}: the tokenizer could not be read ({type(exc).__name__}: {first_line(exc)})") \
-            from None
+            from exc
 
 
 def load_hf(folder: str | Path, task: str | None = None, *, pooling: str = "mean") -> tuple[HFModel, HFInfo]:
@@ -284,9 +291,9 @@ def load_hf(folder: str | Path, task: str | None = None, *, pooling: str = "mean
         hf = cls.from_pretrained(str(p), config=config, local_files_only=True, trust_remote_code=False,
                                  use_safetensors=weights != "pytorch_model.bin", dtype=torch.float32,
                                  attn_implementation="sdpa")
-    except Exception as exc:  # noqa: BLE001 - a folder from elsewhere: its failure is the folder's
+    except _FOLDER_ERRORS as exc:  # a folder from elsewhere: its failure is the folder's
         raise ModelError(f"{str(p)!r}: transformers could not build {cls.__name__} from it "
-                         f"({type(exc).__name__}: {first_line(exc)}); accepted: {ACCEPTED}") from None
+                         f"({type(exc).__name__}: {first_line(exc)}); accepted: {ACCEPTED}") from exc
     finally:
         if bars:
             tf.utils.logging.enable_progress_bar()

@@ -47,7 +47,7 @@ def _lines(p: Path, max_bytes: int) -> list[str]:
         text = p.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise FileError(f"text file {p.name} is not UTF-8 text (byte {exc.start}); accepted: a UTF-8 text file with "
-                        "one example per line, optionally label<TAB>text") from None
+                        "one example per line, optionally label<TAB>text") from exc
     lines = [ln.strip("\r") for ln in text.split("\n")]
     lines = [ln for ln in lines if ln.strip()]
     if not lines:

@@ -1,6 +1,5 @@
-"""Files in and out: atomic writes, export formats, reading exports back, Netron.
+"""Files in and out: export formats, reading exports back, Netron (atomic writes: ``core.files``).
 
-* ``files.py``: atomic writes (temp file beside the target, then rename);
 * ``exporters.py``: the export format registry and the four formats;
 * ``export.py``: writing a verified export with its recipe beside it;
 * ``recipes.py``: reading an export's recipe, rebuilding the model (``load``);

@@ -30,11 +30,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.errors import PrunescopeError, first_line
+from core.errors import FileError, PrunescopeError, first_line
 from core.plan import Plan
 
-from .exporters import EXPORTERS, quiet
-from .files import replace_together, sweep_stale, temp_path
+from .exporters import EXPORTERS, export_errors, quiet
+from .recipes import recipe_path
+from core.files import replace_together, sweep_stale, temp_path
 
 # max |file output - model output|, relative to max(1, max |model output|), to count as verified
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-6, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -83,12 +84,6 @@ def _failure(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {first_line(exc)[:300]}"
 
 
-def recipe_path(path: str | Path) -> Path:
-    """Where the recipe of an export lives: ``out/model.onnx`` -> ``out/model.plan.json``."""
-    path = Path(path)
-    return path.with_name(path.stem + ".plan.json")
-
-
 def _compare(got: torch.Tensor, ref: torch.Tensor) -> tuple[float, float | None]:
     got, ref = got.detach().cpu().float(), ref.detach().cpu().float()
     if got.shape != ref.shape:
@@ -123,6 +118,47 @@ def _copy_elsewhere(pairs: list[tuple[Path, Path]], folder: Path) -> Path:
     return out[0]
 
 
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no such query here (Windows): the common limit
+        return 255
+
+
+def _check_writable(out: Path) -> None:
+    """An export to ``out`` can be written: no file where a folder must be, no folder where
+    the file or its recipe go, no name longer than the file system allows (the temp files
+    beside the target included).
+
+    Raises:
+        FileError: naming the path and what is in the way.
+    """
+    rp = recipe_path(out)
+    existing = out.parent
+    while not _exists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FileError(f"cannot export to {str(out)!r}: {str(existing)!r} is a file, not a folder")
+    limit = _name_max(existing)
+    made = [p.name for p in out.parents if p != existing and existing in p.parents]  # folders to create
+    for name in made + [temp_path(out).name, temp_path(rp).name]:
+        if len(os.fsencode(name)) > limit:
+            raise FileError(f"cannot export to {str(out)!r}: the name {name[:40]!r}... is "
+                            f"{len(os.fsencode(name))} bytes, and this file system allows {limit} (the export "
+                            "also writes a temporary file named after the target beside it); choose a shorter name")
+    for target in (out, rp):
+        if target.exists() and not target.is_file():
+            raise FileError(f"cannot export to {str(out)!r}: {str(target)!r} is a folder (or not a regular file); "
+                            "move it, or choose another name")
+
+
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except OSError:  # a name too long to look up: not there
+        return False
+
+
 def check_export_target(fmt: str, out: str | Path, plan: Plan, example: torch.Tensor | None = None,
                         model_name: str | None = None) -> None:
     """The checks made before anything is written.
@@ -131,6 +167,8 @@ def check_export_target(fmt: str, out: str | Path, plan: Plan, example: torch.Te
         UnknownNameError: unknown format.
         PrunescopeError: ``out`` does not end in the format's suffix; the plan is for
             another model than ``model_name``, or its model takes other inputs than ``example``.
+        FileError: ``out`` cannot be written (a file where its folder goes, a folder where
+            it or its recipe goes, a name too long for the file system).
     """
     exp = EXPORTERS.get(fmt)
     out = Path(out)
@@ -139,6 +177,7 @@ def check_export_target(fmt: str, out: str | Path, plan: Plan, example: torch.Te
                               f"name the file <stem>{exp.suffix} or choose the format that fits it")
     if model_name is not None and plan.model != model_name:
         raise PrunescopeError(f"the plan is for model {plan.model!r}, the model exported is {model_name!r}")
+    _check_writable(out)
     if plan.steps and plan.steps[-1].op == "quantize" and exp.name != "onnx":
         raise PrunescopeError(f"a quantised model (int8, run by onnxruntime) exports as onnx only, not {exp.name}; "
                               "export the plan without its quantize step for the other formats")
@@ -168,7 +207,8 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
         example: an eval batch on the model's device, used for tracing and verification
             (a single example is repeated to make a batch of 2).
         verify: reload the file and compare outputs.
-        model_name: the registry name of ``model``'s base, checked against ``plan.model``.
+        model_name: the registry name of ``model``'s base, checked against ``plan.model``
+            (default: the name the model was built as, :func:`core.models.built_for`).
 
     Returns:
         An :class:`ExportResult`. A failing format is reported in ``error`` and leaves
@@ -182,9 +222,11 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
         UnknownNameError: unknown format (the message lists the valid ones).
         PrunescopeError: see :func:`check_export_target` (nothing is written).
     """
+    from core.models import built_for
+
     exp = EXPORTERS.get(fmt)
     out = Path(out)
-    check_export_target(fmt, out, plan, example, model_name)
+    check_export_target(fmt, out, plan, example, model_name or built_for(model))
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -196,39 +238,58 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
     rp = recipe_path(out)
     tmp, tmp_rp = temp_path(out), temp_path(rp)
     sides: list[tuple[Path, Path]] = []
+    errors = export_errors()  # the exporters' and runtimes' failures for this model's reasons
+
+    def failed(exc: BaseException) -> ExportResult:  # nothing moved into place: an earlier pair is unchanged
+        return ExportResult(fmt, None, None, time.perf_counter() - t0, None, None, False, _failure(exc))
+
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FileError(f"cannot create the folder of {str(out)!r}: {exc.strerror or exc}") from exc
         sweep_stale(out.parent)
         # write, reload and compare the temp file; then the recipe; then all into place together
-        note = exp.write(model, x, tmp, plan)
-        sides = exp.side_files(tmp, out)
+        try:
+            note = exp.write(model, x, tmp, plan)
+            sides = exp.side_files(tmp, out)
+        except errors as exc:
+            return failed(exc)
         if verify:
             with tempfile.TemporaryDirectory(prefix="prunescope-verify-") as d:
                 # a copy under the final names, in another folder: the file must find its companions there
                 copy = _copy_elsewhere([(tmp, out)] + sides, Path(d))
-                run = exp.reload(copy, x.device)
-                ref = _run(model, x)
-                diff, agree = _compare(_run(run, x), ref)
+                try:
+                    run = exp.reload(copy, x.device)
+                    got, ref = _run(run, x), _run(model, x)
+                except errors as exc:
+                    return failed(exc)
+                try:
+                    diff, agree = _compare(got, ref)
+                except PrunescopeError as exc:  # the file's outputs have another shape
+                    return failed(exc)
                 ok = diff <= _tolerance(ref)
                 try:  # a batch of another size: does the file keep a dynamic batch dimension?
                     ref1 = _run(model, x[:-1])
                     dynamic = _compare(_run(run, x[:-1]), ref1)[0] <= _tolerance(ref1)
-                except Exception:  # noqa: BLE001 - a static-batch file rejects other sizes
+                except (*errors, PrunescopeError):  # a static-batch file rejects other sizes
                     dynamic = False
                 del run  # an onnxruntime session maps the data file: let go of it before the folder goes
-        tmp_rp.write_text(plan.to_json() + "\n")
         stale = [] if sides else [p for p in (out.with_name(out.name + ".data"),) if p.exists()]
-        replace_together([(tmp, out), *sides, (tmp_rp, rp)])
+        try:
+            tmp_rp.write_text(plan.to_json() + "\n")
+            replace_together([(tmp, out), *sides, (tmp_rp, rp)])  # all or none
+        except OSError as exc:
+            return failed(exc)
         for p in stale:  # an earlier export's weights file that the new one does not use
             p.unlink(missing_ok=True)
-    except Exception as exc:  # noqa: BLE001 - any format may fail for a model; report it
-        return ExportResult(fmt, None, None, time.perf_counter() - t0, None, None, False, _failure(exc))
     finally:
         model.train(was_training)
-        for t in (tmp, tmp_rp, *(s for s, _ in sides)):
-            t.unlink(missing_ok=True)
-        for extra in out.parent.glob(f"{tmp.name}*"):  # side files an exporter wrote beside its temp file
-            extra.unlink(missing_ok=True)
+        if out.parent.is_dir():
+            for t in (tmp, tmp_rp, *(s for s, _ in sides)):
+                t.unlink(missing_ok=True)
+            for extra in out.parent.glob(f"{tmp.name}*"):  # side files an exporter wrote beside its temp file
+                extra.unlink(missing_ok=True)
     files = [out] + [final for _, final in sides]
     return ExportResult(fmt, str(out), sum(f.stat().st_size for f in files), time.perf_counter() - t0, diff, agree,
                         bool(ok), None, str(rp), dynamic, note, [str(f) for f in files])

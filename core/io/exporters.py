@@ -19,11 +19,36 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from core.errors import FOREIGN_ERRORS
 from core.plan import Plan
 from core.registry import Registry
 
+from .recipes import METADATA_KEY, load  # the recipe a safetensors export carries, and reading it back
+
 EXPORTERS: Registry["Exporter"] = Registry("export format")
-METADATA_KEY = "prunescope.plan"  # safetensors metadata entry holding the recipe JSON
+
+
+def export_errors() -> tuple[type[BaseException], ...]:
+    """What the exporters' third-party calls raise for a model's reasons (torch.export,
+    torch.onnx, torch.jit, onnx, onnxruntime, the file system): the types an export
+    wrapper may catch, around those calls alone."""
+    out: list[type[BaseException]] = [OSError, *FOREIGN_ERRORS]
+    try:
+        from torch._export.verifier import SpecViolationError
+
+        out.append(SpecViolationError)
+    except ImportError:  # pragma: no cover - another torch
+        pass
+    try:
+        import onnx
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+        out += [onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ort_state.Fail,
+                ort_state.InvalidArgument, ort_state.InvalidGraph, ort_state.RuntimeException,
+                ort_state.NotImplemented]
+    except ImportError:  # pragma: no cover - onnx is an optional extra
+        pass
+    return tuple(out)
 # ONNX weights above this many bytes go to an external data file (a protobuf holds at most 2 GiB)
 ONNX_EXTERNAL_DATA_BYTES = (1 << 31) - (64 << 20)
 
@@ -115,8 +140,6 @@ class SafetensorsExporter(Exporter):
         return None
 
     def reload(self, path, device):
-        from .recipes import load
-
         return load(path, device=device, train=True)  # our own file: replays the plan: needs autograd (no inference_mode)
 
 
@@ -177,7 +200,7 @@ class OnnxExporter(Exporter):
                 del prog
                 strip_onnx_debug(path)
                 return "torch.export-based ONNX exporter"
-            except Exception as exc:  # noqa: BLE001 - fall back to the TorchScript-based exporter
+            except export_errors() as exc:  # torch.export could not take the model: the TorchScript-based one
                 reason = _first_line(exc)
             torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
                               output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
@@ -188,7 +211,7 @@ class OnnxExporter(Exporter):
         """The weights' external data file, if the export has one: renamed after ``target``
         (``<target>.data``, e.g. ``vit_h_14.onnx.data``) inside the ONNX file, and moved to a
         temp name beside it until the pair is moved into place together."""
-        from .files import temp_path
+        from core.files import temp_path
 
         locations = onnx_external_data(path)
         if not locations:
@@ -272,7 +295,7 @@ class Pt2Exporter(Exporter):
             try:
                 ep = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))
                 note = None
-            except Exception as exc:  # noqa: BLE001 - a model that fixes its batch size
+            except export_errors() as exc:  # torch.export: a model that fixes its batch size
                 ep = torch.export.export(model, (example,))
                 note = f"static batch of {example.shape[0]} ({_first_line(exc)})"
             torch.export.save(ep, str(path))

@@ -147,16 +147,16 @@ def write_onnx_for_view(model, example, path: str | Path) -> Path:
     """
     import torch
 
-    from .exporters import EXPORTERS
+    from .exporters import EXPORTERS, export_errors
 
     path = Path(path)
     x = example[:2] if example.shape[0] >= 2 else torch.cat([example, example])  # a batch of 2 stays dynamic
     try:
         EXPORTERS.get("onnx").write(model.eval(), x, path, None)
-    except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one clear message
+    except export_errors() as exc:  # the exporter failing on this model: one clear message
         raise PrunescopeError(f"could not write the model as ONNX for the graph view: "
                               f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                              ) from None
+                              ) from exc
     return path
 
 
@@ -209,7 +209,7 @@ def serve_http(view: View) -> str:
             try:
                 _httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
             except OSError as exc:
-                raise PrunescopeError(f"cannot start the graph server on 127.0.0.1: {exc.strerror or exc}") from None
+                raise PrunescopeError(f"cannot start the graph server on 127.0.0.1: {exc.strerror or exc}") from exc
             _httpd.daemon_threads = True
             threading.Thread(target=_httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
         port = _httpd.server_address[1]

@@ -10,10 +10,15 @@ from torch import nn
 from core.errors import FileError, PrunescopeError, first_line
 from core.plan import ApplyContext, Plan, apply
 
-from .export import recipe_path
-from .exporters import METADATA_KEY
-
 log = logging.getLogger(__name__)
+
+METADATA_KEY = "prunescope.plan"  # safetensors metadata entry holding the recipe JSON
+
+
+def recipe_path(path: str | Path) -> Path:
+    """Where the recipe of an export lives: ``out/model.onnx`` -> ``out/model.plan.json``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".plan.json")
 
 
 def read_recipe(path: str | Path) -> Plan:
@@ -32,7 +37,7 @@ def read_recipe(path: str | Path) -> Plan:
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
         except (SafetensorError, OSError) as exc:
-            raise FileError(f"{path.name} is not a readable safetensors file ({first_line(exc)})") from None
+            raise FileError(f"{path.name} is not a readable safetensors file ({first_line(exc)})") from exc
         if METADATA_KEY in meta:
             return Plan.from_json(meta[METADATA_KEY], source=f"the recipe in {path.name}")
     rp = recipe_path(path)
@@ -85,8 +90,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", *, train: bool = 
         model.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
         raise FileError(f"{path.name}: the saved weights do not fit the model its recipe builds: "
-                        f"{load_error_summary(exc)}") from None
+                        f"{load_error_summary(exc)}") from exc
     return model.eval()
 
 
-__all__ = ["read_recipe", "load", "training_steps"]
+__all__ = ["read_recipe", "load", "training_steps", "recipe_path", "METADATA_KEY"]

@@ -14,9 +14,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.device import synchronize
+from core.device import autocast, synchronize
 from core.errors import PrunescopeError
-from core.prune.masks import prunable_layers
+from core.layers import prunable_layers
 
 
 @dataclass
@@ -29,6 +29,8 @@ class Latency:
     threads: int  # torch.get_num_threads() while timing
     device: str
     runs: int  # timed runs behind the median
+    method: str = "wall clock"  # "cuda events" on a GPU (each run between two events, synchronised)
+    precision: str = "fp32"  # the evaluation precision the forward ran under (autocast)
 
     @property
     def spread(self) -> float:
@@ -42,7 +44,8 @@ class Latency:
 
     def to_dict(self) -> dict:
         return {"median": self.median_ms, "iqr": self.iqr_ms, "batch_size": self.batch_size,
-                "threads": self.threads, "device": self.device, "runs": self.runs, "noisy": self.noisy}
+                "threads": self.threads, "device": self.device, "runs": self.runs, "noisy": self.noisy,
+                "method": self.method, "precision": self.precision}
 
 
 NOISY_SPREAD = 0.25  # IQR / median from which a timing is called noisy
@@ -75,13 +78,16 @@ def nonzero_counts(model: nn.Module) -> tuple[int, int, float]:
 
     Weight sparsity is the fraction of zero weights in the prunable (Linear/Conv) layers.
     """
-    total = nz = 0
-    seen: dict[int, int] = {}
-    for p in model.parameters():
-        c = int(torch.count_nonzero(p))
-        seen[id(p)] = c
-        total += p.numel()
-        nz += c
+    params = list(model.parameters())
+    by_device: dict[torch.device, list[int]] = {}
+    for i, p in enumerate(params):
+        by_device.setdefault(p.device, []).append(i)
+    counts = [0] * len(params)
+    for dev, idx in by_device.items():  # one read per device (on a GPU: one synchronisation, not one per tensor)
+        for i, c in zip(idx, torch.stack([torch.count_nonzero(params[i]) for i in idx]).tolist()):
+            counts[i] = int(c)
+    seen = {id(p): c for p, c in zip(params, counts)}
+    total, nz = sum(p.numel() for p in params), sum(counts)
     wz = wt = 0
     for m in prunable_layers(model).values():
         w = m.weight
@@ -147,87 +153,123 @@ def _written_bytes(sd: dict) -> int:
     return len(save(out))
 
 
-def measure_latency(model: nn.Module, example: torch.Tensor, batch_size: int = 64,
-                    min_run_time: float = 0.3) -> Latency:
-    """Median and IQR of one batch's forward time (``torch.utils.benchmark``).
-
-    Warm-up runs first; on CUDA the timer synchronises around each run.
-    """
-    from torch.utils import benchmark
-
+def _batch(example: torch.Tensor, batch_size: int) -> torch.Tensor:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise PrunescopeError(f"latency batch_size must be an integer >= 1, got {batch_size!r}")
     reps = math.ceil(batch_size / example.shape[0])
-    x = example.repeat((reps,) + (1,) * (example.dim() - 1))[:batch_size].contiguous()
+    return example.repeat((reps,) + (1,) * (example.dim() - 1))[:batch_size].contiguous()
+
+
+def cuda_event_times(model: nn.Module, x: torch.Tensor, runs: int) -> list[float]:
+    """Seconds of each of ``runs`` forwards, each between two CUDA events on the current
+    stream; one synchronisation at the end reads them all (no host clock inside)."""
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(runs)]
+    for a, b in ev:
+        a.record()
+        model(x)
+        b.record()
+    torch.cuda.synchronize(x.device)
+    return [a.elapsed_time(b) / 1e3 for a, b in ev]
+
+
+def _timed_runs(model: nn.Module, x: torch.Tensor, seconds: float, per_run: float | None) -> list[float]:
+    """Times of forwards of ``model`` on ``x`` for about ``seconds``: CUDA events on a GPU,
+    else ``torch.utils.benchmark`` (blocked autorange; it synchronises other devices)."""
+    if x.device.type == "cuda":
+        est = per_run if per_run else cuda_event_times(model, x, 1)[0]
+        return cuda_event_times(model, x, max(3, min(1000, int(seconds / max(est, 1e-6)))))
+    from torch.utils import benchmark
+
+    t = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads())
+    return list(t.blocked_autorange(min_run_time=seconds).times)
+
+
+def _method(dev: torch.device) -> str:
+    return "cuda events" if dev.type == "cuda" else "wall clock"
+
+
+def measure_latency(model: nn.Module, example: torch.Tensor, batch_size: int = 64,
+                    min_run_time: float = 0.3, precision: str = "fp32") -> Latency:
+    """Median and IQR of one batch's forward time, after three warm-up runs.
+
+    On CUDA each run is timed between two CUDA events and read after one
+    synchronisation; elsewhere ``torch.utils.benchmark`` times blocks of runs.
+
+    Args:
+        precision: "fp32", or "bf16" / "fp16" to time the forward under autocast.
+    """
+    x = _batch(example, batch_size)
     dev = x.device
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(dev, precision):
         for _ in range(3):
             model(x)
         synchronize(dev)
-        t = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x},
-                            num_threads=torch.get_num_threads())
-        m = t.blocked_autorange(min_run_time=min_run_time)
-    return Latency(median_ms=m.median * 1e3, iqr_ms=m.iqr * 1e3, batch_size=batch_size,
-                   threads=torch.get_num_threads(), device=str(dev), runs=len(m.times))
+        times = _timed_runs(model, x, min_run_time, None)
+    q = torch.tensor(times, dtype=torch.float64).quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    return Latency(median_ms=float(q[1]) * 1e3, iqr_ms=float(q[2] - q[0]) * 1e3, batch_size=batch_size,
+                   threads=torch.get_num_threads(), device=str(dev), runs=len(times), method=_method(dev),
+                   precision=precision)
 
 
 def measure_latency_pair(base: nn.Module, model: nn.Module, example: torch.Tensor, batch_size: int = 64,
                          min_run_time: float = 0.3, rounds: int = 6,
-                         progress: Callable[[int, int], None] | None = None) -> tuple[Latency, Latency]:
+                         progress: Callable[[int, int], None] | None = None,
+                         precision: str = "fp32") -> tuple[Latency, Latency]:
     """Latency of ``base`` and ``model`` timed back to back, interleaved over ``rounds``
     (base, model, model, base, ...), so both see the same load of a busy machine.
 
     A model whose forward takes over 0.1 s gets one warm-up run instead of three, and
     each round times one run per model (at least ``rounds`` runs each, for a median and
-    an IQR); faster models are timed for ``min_run_time`` in all.
+    an IQR); faster models are timed for ``min_run_time`` in all. On CUDA every run is
+    timed with CUDA events (see :func:`measure_latency`).
 
     Args:
         progress: called with ``(done, total)`` rounds before and after each round.
+        precision: "fp32", or "bf16" / "fp16" to time both under autocast.
 
     Returns:
         ``(base latency, model latency)``, each from all of its runs.
     """
     import time
 
-    from torch.utils import benchmark
-
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PrunescopeError(f"latency batch_size must be an integer >= 1, got {batch_size!r}")
-    reps = math.ceil(batch_size / example.shape[0])
-    x = example.repeat((reps,) + (1,) * (example.dim() - 1))[:batch_size].contiguous()
+    x = _batch(example, batch_size)
     dev = x.device
     times: dict[int, list[float]] = {0: [], 1: []}
+    per_run: dict[int, float] = {}
     if progress:
         progress(0, rounds)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(dev, precision):
         slow = False
-        for m in (base, model):
+        for k, m in enumerate((base, model)):
             t0 = time.perf_counter()
             m(x)
             synchronize(dev)
-            slow = slow or time.perf_counter() - t0 > 0.1
+            per_run[k] = time.perf_counter() - t0
+            slow = slow or per_run[k] > 0.1
             for _ in range(0 if slow else 2):
                 m(x)
         synchronize(dev)
         for r in range(rounds):
             for k in ((0, 1) if r % 2 == 0 else (1, 0)):
                 m = (base, model)[k]
-                if slow:  # one timed run: blocked_autorange would run each model several times
+                if slow:  # one timed run: a block of runs would run each model several times
+                    if dev.type == "cuda":
+                        times[k] += cuda_event_times(m, x, 1)
+                        continue
                     t0 = time.perf_counter()
                     m(x)
                     synchronize(dev)
                     times[k].append(time.perf_counter() - t0)
                     continue
-                t = benchmark.Timer(stmt="model(x)", globals={"model": m, "x": x},
-                                    num_threads=torch.get_num_threads())
-                times[k].extend(t.blocked_autorange(min_run_time=min_run_time / rounds).times)
+                times[k] += _timed_runs(m, x, min_run_time / rounds, per_run[k] if dev.type == "cuda" else None)
             if progress:
                 progress(r + 1, rounds)
 
     def summary(ts: list[float]) -> Latency:
         q = torch.tensor(ts, dtype=torch.float64).quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
         return Latency(median_ms=float(q[1]) * 1e3, iqr_ms=float(q[2] - q[0]) * 1e3, batch_size=batch_size,
-                       threads=torch.get_num_threads(), device=str(dev), runs=len(ts))
+                       threads=torch.get_num_threads(), device=str(dev), runs=len(ts), method=_method(dev),
+                       precision=precision)
 
     return summary(times[0]), summary(times[1])
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.data import EvalSet
+from core.device import autocast, check_precision, peak_memory
 from core.models import LABELLED_TASKS
 
 from .cost import (Latency, arch_signature, count_macs, measure_latency, measure_latency_pair, nonzero_counts,
@@ -40,6 +41,9 @@ class Metrics:
     shapes_changed: bool = False  # architecture differs from the base (structured / surgery)
     base_latency: Latency | None = None  # the base timed with this model, interleaved (compare with this)
     extra: dict = field(default_factory=dict)
+    precision: str = "fp32"  # the forward ran under this precision (bf16 / fp16: autocast); the base's
+    # outputs it is compared with are always fp32
+    peak_mem_bytes: int | None = None  # peak GPU memory of this evaluation's forwards (None off CUDA)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -102,26 +106,32 @@ class Evaluator:
     """
 
     def __init__(self, evalset: EvalSet, base: nn.Module, *, task: str = "classification",
-                 latency_batch: int = 64, latency_time: float = 0.3):
+                 latency_batch: int = 64, latency_time: float = 0.3, precision: str = "fp32"):
         self.evalset = evalset
         self.base = base
         self.task = task
         self.latency_batch = latency_batch
         self.latency_time = latency_time
+        self.precision = check_precision(precision)  # models are run (and timed) under it; the base reference is fp32
         self._base_out: dict[str, torch.Tensor] = {}
         self._arch_cache: dict[tuple, object] = {}
         self.base_signature = arch_signature(base)
 
     @torch.inference_mode()
-    def outputs(self, model: nn.Module, subset: str = "quick", batch: int = 1024) -> torch.Tensor:
+    def outputs(self, model: nn.Module, subset: str = "quick", batch: int = 1024, *,
+                precision: str | None = None) -> torch.Tensor:
+        """``model``'s outputs on ``subset``, run under ``precision`` (default: the
+        evaluator's), returned in fp32."""
         x, _ = self.evalset.subset(subset)
-        if len(x) <= batch:
-            return model(x)
-        return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+        with autocast(x.device, precision or self.precision):
+            if len(x) <= batch:
+                return model(x).float()
+            return torch.cat([model(x[i:i + batch]).float() for i in range(0, len(x), batch)])
 
     def base_outputs(self, subset: str) -> torch.Tensor:
+        """The base's fp32 outputs on ``subset``: the reference every precision is compared with."""
         if subset not in self._base_out:
-            self._base_out[subset] = self.outputs(self.base, subset)
+            self._base_out[subset] = self.outputs(self.base, subset, precision="fp32")
         return self._base_out[subset]
 
     def _cached(self, kind: str, sig: str, fn):
@@ -133,8 +143,9 @@ class Evaluator:
     def latency(self, model: nn.Module, sig: str | None = None) -> Latency:
         sig = sig or arch_signature(model)
         x = self.evalset.quick()[0]
-        return self._cached(("lat", self.latency_batch), sig,
-                            lambda: measure_latency(model, x, self.latency_batch, self.latency_time))
+        return self._cached(("lat", self.latency_batch, self.precision), sig,
+                            lambda: measure_latency(model, x, self.latency_batch, self.latency_time,
+                                                    precision=self.precision))
 
     def latency_pair(self, model: nn.Module, sig: str | None = None, *,
                      progress: Callable[[int, int], None] | None = None) -> tuple[Latency, Latency]:
@@ -149,16 +160,17 @@ class Evaluator:
             lat = self.latency(self.base, sig)
             return lat, lat
         x = self.evalset.quick()[0]
-        return self._cached(("latpair", self.latency_batch), sig, lambda: measure_latency_pair(
-            self.base, model, x, self.latency_batch, self.latency_time, progress=progress))
+        return self._cached(("latpair", self.latency_batch, self.precision), sig, lambda: measure_latency_pair(
+            self.base, model, x, self.latency_batch, self.latency_time, progress=progress,
+            precision=self.precision))
 
     def forget_latency(self, model: nn.Module) -> list:
         """Drop the cached timings of ``model``'s architecture (and of the base timed with
         it), so the next request times anew. Returns the dropped Latency objects."""
         sig = arch_signature(model)
-        keys = [(("lat", self.latency_batch), sig), (("latpair", self.latency_batch), sig)]
+        keys = [(("lat", self.latency_batch, self.precision), sig), (("latpair", self.latency_batch, self.precision), sig)]
         if sig != self.base_signature:
-            keys.append((("lat", self.latency_batch), self.base_signature))
+            keys.append((("lat", self.latency_batch, self.precision), self.base_signature))
         out = []
         for k in keys:
             got = self._arch_cache.pop(k, None)
@@ -169,8 +181,8 @@ class Evaluator:
         """What :meth:`latency_pair` would return when it is already timed (same
         architecture, batch, threads and device), else None; never times anything."""
         sig = arch_signature(model)
-        key = (("lat", self.latency_batch), sig) if sig == self.base_signature else \
-            (("latpair", self.latency_batch), sig)
+        key = (("lat", self.latency_batch, self.precision), sig) if sig == self.base_signature else \
+            (("latpair", self.latency_batch, self.precision), sig)
         got = self._arch_cache.get(key)
         return (got, got) if sig == self.base_signature and got is not None else got
 
@@ -178,8 +190,10 @@ class Evaluator:
     def evaluate(self, model: nn.Module, subset: str = "quick", *, latency: bool = True) -> Metrics:
         """All metrics of ``model`` on ``subset`` ("quick" or "full")."""
         x, y = self.evalset.subset(subset)
-        q = quality_sums(self.outputs(model, subset), self.base_outputs(subset), y, self.task,
-                         self.evalset.num_classes).figures()
+        base_out = self.base_outputs(subset)
+        with peak_memory(x.device) as peak:
+            out = self.outputs(model, subset)
+        q = quality_sums(out, base_out, y, self.task, self.evalset.num_classes).figures()
         params, nz, sparsity = nonzero_counts(model)
         sig = arch_signature(model)
         example = x[:1]
@@ -189,7 +203,8 @@ class Evaluator:
         extra = {"perplexity": math.exp(min(q["loss"], 700.0))} if self.task == "language-model" else {}
         return Metrics(**q, params=params, nonzero_params=nz,
                        sparsity=sparsity, macs=macs, size_bytes=size, latency=lat, base_latency=base_lat,
-                       subset=subset, n=len(x), shapes_changed=sig != self.base_signature, extra=extra)
+                       subset=subset, n=len(x), shapes_changed=sig != self.base_signature, extra=extra,
+                       precision=self.precision, peak_mem_bytes=peak["bytes"])
 
 
 __all__ = ["Metrics", "Evaluator", "QualitySums", "quality_sums"]

@@ -8,22 +8,14 @@
 * ``build.py``: building a plan's model, with a prefix cache.
 
 Step kinds live with their concept (``core.prune.step.Prune``, ``core.surgery.steps``)
-and register themselves; ``import core`` registers them all.
+and register themselves when imported: ``plan`` knows no step kind. The entry points
+(``core.startup.register_all``) make them all known before a recipe is read.
 """
 from .build import ApplyContext, PlanCache, apply, apply_with_reports
 from .constraints import Fraction, Interval, Items, Name, Options, Seed
 from .plan import FORMAT, MAX_STEPS, Plan
 from .report import Seam, StepReport
 from .step import STEPS, Step, list_steps, register_step
-
-
-
-def __getattr__(name):  # ``from core.plan import Prune`` (older notebooks): the step lives in core.prune
-    if name in ("Prune", "LayerOverride"):
-        from core.prune import step
-
-        return getattr(step, name)
-    raise AttributeError(f"module 'core.plan' has no attribute {name!r}")
 
 
 __all__ = ["ApplyContext", "PlanCache", "apply", "apply_with_reports", "Plan", "FORMAT", "MAX_STEPS", "Step",

@@ -118,7 +118,7 @@ class Plan:
             try:
                 steps.append(STEPS.get(op).from_dict(s))
             except StepError as exc:
-                raise StepError(f"step {i} ({op}): {exc}") from None
+                raise StepError(f"step {i} ({op}): {exc}") from exc
         return cls(model, tuple(steps))
 
     @classmethod
@@ -133,9 +133,9 @@ class Plan:
         try:
             d = json.loads(text, parse_constant=_reject_constant)
         except json.JSONDecodeError as exc:
-            raise StepError(f"{source} is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise StepError(f"{source} is nested too deeply to be a recipe") from None
+            raise StepError(f"{source} is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise StepError(f"{source} is nested too deeply to be a recipe") from exc
         return cls.from_dict(d)
 
     def save(self, path) -> None:
@@ -144,12 +144,12 @@ class Plan:
         Raises:
             FileError: the file cannot be written (the message names it).
         """
-        from core.io.files import atomic_write_text
+        from core.files import atomic_write_text
 
         try:
             atomic_write_text(Path(path), self.to_json() + "\n")
         except OSError as exc:
-            raise FileError(f"cannot write the recipe to {str(path)!r}: {exc.strerror or exc}") from None
+            raise FileError(f"cannot write the recipe to {str(path)!r}: {exc.strerror or exc}") from exc
 
     @classmethod
     def load(cls, path) -> "Plan":
@@ -170,15 +170,15 @@ class Plan:
                 raise FileError(f"plan file {str(p)!r} is {size:,} bytes; a recipe holds at most "
                                 f"{MAX_RECIPE_BYTES:,}")
             text = p.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise FileError(f"plan file {str(p)!r} is not UTF-8 text (a recipe is a JSON file)") from None
+        except UnicodeDecodeError as exc:
+            raise FileError(f"plan file {str(p)!r} is not UTF-8 text (a recipe is a JSON file)") from exc
         except OSError as exc:
-            raise FileError(f"cannot read plan file {str(p)!r}: {exc.strerror or exc}") from None
+            raise FileError(f"cannot read plan file {str(p)!r}: {exc.strerror or exc}") from exc
         try:
             return cls.from_json(text, source=f"plan file {str(p)!r}")
         except StepError as exc:
             msg = str(exc)
-            raise StepError(msg if str(p) in msg else f"plan file {str(p)!r}: {msg}") from None
+            raise StepError(msg if str(p) in msg else f"plan file {str(p)!r}: {msg}") from exc
 
 
 __all__ = ["Plan", "FORMAT", "MAX_STEPS", "MAX_RECIPE_BYTES"]

@@ -16,13 +16,9 @@ from core.registry import Registry
 
 from .constraints import Checked
 
-
-
-def _builtin_kinds() -> None:
-    from core import prune, recover, surgery  # noqa: F401 - their modules register prune, finetune, cut, paste, compose, heal
-
-
-STEPS: Registry[type["Step"]] = Registry("step", builtins=_builtin_kinds)
+# The step kinds live with their concept (core.prune, core.surgery, core.recover) and
+# register themselves when imported; the entry points import them (core.startup).
+STEPS: Registry[type["Step"]] = Registry("step")
 
 
 def register_step(cls: type["Step"]) -> type["Step"]:

@@ -11,7 +11,6 @@ score, and an exact sort runs only over the scores in that bin.
 """
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from typing import Iterable
@@ -22,19 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError
+from core.layers import PRUNABLE_TYPES, prunable_layers  # noqa: F401 - re-exported: the prunable layers
 from core.plan.report import StepReport
 
+from .clone import clone_with
 from .criteria import get_criterion
 from .kth import threshold_above
 
-PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _SELECT_BINS = 4096
-
-
-def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Layers whose ``weight`` weight-level pruning may mask (Linear and Conv), in order."""
-    return {n: m for n, m in model.named_modules()
-            if isinstance(m, PRUNABLE_TYPES) and getattr(m, "weight", None) is not None}
 
 
 class _Scores:
@@ -202,17 +196,34 @@ def layer_thresholds(step, scores: _Scores, layers: dict[str, nn.Module], memo: 
 
 
 def masked_copy(model: nn.Module, new_weights: dict[str, torch.Tensor]) -> nn.Module:
-    """A deep copy of ``model`` where ``new_weights[layer]`` replaces that layer's weight.
+    """A copy of ``model`` sharing no tensor with it, where ``new_weights[layer]`` replaces
+    that layer's weight.
 
-    The replaced weights are never copied from the source (they are handed to
-    ``deepcopy``'s memo), so building costs one pass over the pruned weights.
+    The replaced weights are never copied from the source (handed to the copy as they
+    are), so building costs one pass over the pruned weights; the rest of the tree is
+    copied by :func:`~core.prune.clone.clone_with` (equal to ``deepcopy``, without its
+    per-attribute host work).
     """
     layers = dict(model.named_modules())
     memo = {}
     for name, w in new_weights.items():
         old = layers[name].weight
         memo[id(old)] = nn.Parameter(w, requires_grad=old.requires_grad)
-    return copy.deepcopy(model, memo)
+    return clone_with(model, memo)
+
+
+def _per_device(counts: list[torch.Tensor]) -> list[list[int]]:
+    """``counts`` (0-d tensors, in order) read with one transfer per run of tensors on one
+    device: on a GPU one synchronisation instead of one per tensor."""
+    out, run = [], []
+    for c in counts:
+        if run and c.device != run[0].device:
+            out.append(torch.stack(run).tolist())
+            run = []
+        run.append(c)
+    if run:
+        out.append(torch.stack(run).tolist())
+    return out
 
 
 def _zeros(memo: dict, name: str, w: torch.Tensor) -> int:
@@ -263,13 +274,16 @@ def weight_prune(step, model: nn.Module, ctx=None) -> tuple[nn.Module, StepRepor
     ws = WeightScores(model, step.criterion, step.seed, ctx)
     layers, scores, memo = ws.layers, ws.scores, ws.memo
     thresholds, t_global = layer_thresholds(step, scores, layers, memo, cache_tag=ws.tag)
-    new, units, before = {}, {}, 0
+    new, nonzero, before = {}, {}, 0
     with torch.no_grad():
         for name, t in thresholds.items():
             w = layers[name].weight.detach()
             new[name] = nw = scores.pruned_weight(name, w, t)
-            units[name] = (nw.numel() - int(torch.count_nonzero(nw)), nw.numel())
+            nonzero[name] = torch.count_nonzero(nw)
             before += _zeros(memo, name, w)
+        # one read of every count (on a GPU: one synchronisation, not one per layer)
+        counts = [int(c) for dev_counts in _per_device(list(nonzero.values())) for c in dev_counts]
+    units = {name: (new[name].numel() - c, new[name].numel()) for name, c in zip(nonzero, counts)}
     report = StepReport("prune", thresholds=thresholds, threshold_unit=step.unit, global_threshold=t_global,
                         units=units, unit_name="weight", newly_zeroed=sum(p for p, _ in units.values()) - before)
     report.summary = (f"{report.pruned:,} of {report.total:,} weights are zero in the pruned layers; "

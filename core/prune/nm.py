@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from core.errors import ModelError, StepError
+from core.errors import ModelError, StepError, first_line
 from core.plan.constraints import Interval, Name, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
@@ -83,53 +83,77 @@ class NMSparsity(Step):
         return f"{self.n}:{self.m} semi-structured sparsity (by |w|)"
 
 
-def to_semi_structured(model: nn.Module) -> nn.Module:
+SPARSE_BACKENDS = ("auto", "cutlass", "cusparselt")  # torch's default, or one of its two kernels
+
+
+def to_semi_structured(model: nn.Module, backend: str = "auto") -> nn.Module:
     """A half-precision CUDA copy whose 2:4-masked Linear weights are
     ``torch.sparse.to_sparse_semi_structured`` tensors (sparse tensor-core kernels).
 
+    Args:
+        backend: "auto" (PyTorch's choice), "cutlass" (PyTorch's CUTLASS kernels: compute
+            capability 8.x only) or "cusparselt" (NVIDIA's cuSPARSELt, where this torch build has it).
+
     Raises:
-        ModelError: no CUDA device, or no Linear layer holds a 2:4 pattern.
+        ModelError: no CUDA device, the backend is missing or does not run on this GPU, or no
+            Linear layer holds a 2:4 pattern.
     """
+    if backend not in SPARSE_BACKENDS:
+        raise ModelError(f"backend must be one of {', '.join(SPARSE_BACKENDS)}, got {backend!r}")
     if not torch.cuda.is_available():
         raise ModelError("2:4 semi-structured kernels need a CUDA GPU (Ampere or later); none is available")
-    from torch.sparse import to_sparse_semi_structured
+    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
 
+    if backend == "cusparselt" and not torch.backends.cusparselt.is_available():
+        raise ModelError("this torch build has no cuSPARSELt; use backend='auto' or 'cutlass'")
     out = copy.deepcopy(model).half().cuda().eval()
     done = 0
-    for name, layer in eligible_layers(out, 4).items():
-        w = layer.weight.detach()
-        groups = (w.reshape(w.shape[0], -1, 4) != 0).sum(-1)
-        if bool((groups <= 2).all()) and w.shape[0] % 32 == 0 and w.shape[1] % 64 == 0:
-            layer.weight = nn.Parameter(to_sparse_semi_structured(w), requires_grad=False)
-            done += 1
+    forced = SparseSemiStructuredTensor._FORCE_CUTLASS  # the class-wide switch between the two kernels
+    if backend != "auto":
+        SparseSemiStructuredTensor._FORCE_CUTLASS = backend == "cutlass"
+    try:
+        for name, layer in eligible_layers(out, 4).items():
+            w = layer.weight.detach()
+            groups = (w.reshape(w.shape[0], -1, 4) != 0).sum(-1)
+            if bool((groups <= 2).all()) and w.shape[0] % 32 == 0 and w.shape[1] % 64 == 0:
+                try:  # the kernels refuse some GPUs (CUTLASS: compute capability 8.x only)
+                    layer.weight = nn.Parameter(to_sparse_semi_structured(w), requires_grad=False)
+                    layer(torch.zeros(64, w.shape[1], dtype=w.dtype, device=w.device))
+                except (RuntimeError, NotImplementedError) as exc:
+                    raise ModelError(f"2:4 kernels ({backend}) do not run on this GPU "
+                                     f"({torch.cuda.get_device_name()}): {first_line(str(exc))}") from exc
+                done += 1
+    finally:
+        SparseSemiStructuredTensor._FORCE_CUTLASS = forced
     if not done:
         raise ModelError("no Linear layer holds a 2:4 pattern with a shape the sparse kernels take "
                          "(rows a multiple of 32, columns of 64); apply NMSparsity(2, 4) first")
     return out
 
 
-def semi_structured_speedup(model: nn.Module, example: torch.Tensor, repeats: int = 50) -> dict:
+def semi_structured_speedup(model: nn.Module, example: torch.Tensor, repeats: int = 50,
+                            backend: str = "auto") -> dict:
     """Median forward time of the dense half-precision copy and of its 2:4 sparse copy on
-    CUDA, timed interleaved. Raises ModelError without a GPU (see :func:`to_semi_structured`)."""
+    CUDA, interleaved, each run timed between two CUDA events. Raises ModelError without a
+    GPU (see :func:`to_semi_structured`)."""
     import statistics
-    import time
 
-    sparse = to_semi_structured(model)
+    from core.metrics.cost import cuda_event_times
+
+    sparse = to_semi_structured(model, backend)
     dense = copy.deepcopy(model).half().cuda().eval()
     x = example.half().cuda()
     times = {"dense": [], "sparse": []}
     with torch.inference_mode():
         for f in (dense, sparse):
-            f(x)
+            for _ in range(3):
+                f(x)
         torch.cuda.synchronize()
         for _ in range(repeats):
             for k, f in (("dense", dense), ("sparse", sparse)):
-                t0 = time.perf_counter()
-                f(x)
-                torch.cuda.synchronize()
-                times[k].append(time.perf_counter() - t0)
+                times[k] += cuda_event_times(f, x, 1)
     d, s = statistics.median(times["dense"]) * 1e3, statistics.median(times["sparse"]) * 1e3
-    return {"dense_ms": d, "sparse_ms": s, "speedup": d / s if s else float("nan")}
+    return {"dense_ms": d, "sparse_ms": s, "speedup": d / s if s else float("nan"), "backend": backend}
 
 
 __all__ = ["NMSparsity", "nm_mask", "eligible_layers", "to_semi_structured", "semi_structured_speedup"]

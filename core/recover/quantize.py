@@ -109,7 +109,7 @@ def quantize_int8(model: nn.Module, calib: torch.Tensor, mode: str = "auto") -> 
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from core.io.exporters import strip_onnx_debug
+    from core.io.exporters import export_errors, strip_onnx_debug
 
     if isinstance(model, OrtModule):
         raise ModelError("the model is quantised already")
@@ -125,7 +125,7 @@ def quantize_int8(model: nn.Module, calib: torch.Tensor, mode: str = "auto") -> 
         src.write_bytes(float_bytes)
         try:
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        except Exception:  # noqa: BLE001 - optimisation is optional; quantise the export as it is
+        except export_errors():  # onnxruntime's optional optimisation: quantise the export as it is
             pre = src
         if mode == "static":
             import onnx

@@ -64,6 +64,18 @@ class Sensitivity:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Sensitivity":
+        """A saved sweep (``to_dict``'s output) read back.
+
+        Raises:
+            PrunescopeError: not an object with this class's fields (names the difference).
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        need = {f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        if not isinstance(d, dict) or not need <= set(d) <= names or not isinstance(d["amounts"], list):
+            got = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise PrunescopeError(f"a saved sensitivity sweep needs the fields {sorted(need)} (amounts a list), "
+                                  f"and at most {sorted(names)}; got {echo(got)}")
         d = dict(d)
         d["amounts"] = tuple(d["amounts"])
         return cls(**d)
@@ -72,8 +84,8 @@ class Sensitivity:
 def _check_amounts(amounts) -> tuple[float, ...]:
     try:
         out = tuple(float(a) for a in amounts)
-    except (TypeError, ValueError):
-        raise PrunescopeError(f"amounts must be numbers in [0, 1], got {echo(amounts)}") from None
+    except (TypeError, ValueError) as exc:
+        raise PrunescopeError(f"amounts must be numbers in [0, 1], got {echo(amounts)}") from exc
     if not out or len(out) > 100 or any(not 0 <= a <= 1 for a in out):
         raise PrunescopeError(f"amounts must be 1 to 100 numbers in [0, 1] (fractions of each layer's units), "
                               f"got {echo(amounts)}")
@@ -154,7 +166,8 @@ def _merge(tasks: list[Task], results: dict[int, list[Point]]) -> dict[tuple, li
 def sensitivity(ws, criterion: str = "l1", granularity: str = "weight", amounts=DEFAULT_AMOUNTS,
                 subset: str = "quick", *, layers: list[str] | None = None, executor="local", shards: int = 1,
                 seed: int = 0, progress: Progress | None = None,
-                should_stop: Callable[[], bool] | None = None) -> Sensitivity:
+                should_stop: Callable[[], bool] | None = None,
+                publish: Callable[[tuple, "Sensitivity"], None] | None = None) -> Sensitivity:
     """Sweep every prunable layer of the current plan's model over ``amounts``, alone.
 
     Args:
@@ -168,6 +181,10 @@ def sensitivity(ws, criterion: str = "l1", granularity: str = "weight", amounts=
         progress: ``(done, total, label)`` after each task.
         should_stop: polled between tasks; when it says True the result holds the layers
             finished so far and ``complete`` is False.
+        publish: where a complete result goes, as ``publish(key, result)`` (default
+            ``ws.keep_sweep``). A sweep run in a background thread passes a collector and
+            the page publishes once the job ends, so no page iterates over ``ws.sweeps``
+            while a thread fills it.
 
     A complete result is kept in ``ws.sweeps`` per plan, criterion, granularity, amounts,
     subset and seed, and returned again without running.
@@ -214,7 +231,7 @@ def sensitivity(ws, criterion: str = "l1", granularity: str = "weight", amounts=
                       complete=len(results) == len(tasks), seconds=time.perf_counter() - t0,
                       executor=getattr(executor, "name", type(executor).__name__), shards=shards)
     if out.complete:
-        ws.sweeps[key] = out
+        (publish or ws.keep_sweep)(key, out)
     return out
 
 
@@ -240,9 +257,12 @@ class Curves:
 
 def criteria_curves(ws, criteria, granularity: str = "weight", amounts=DEFAULT_AMOUNTS, subset: str = "quick", *,
                     executor="local", seed: int = 0, progress: Progress | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> Curves:
+                    should_stop: Callable[[], bool] | None = None,
+                    publish: Callable[[tuple, "Curves"], None] | None = None) -> Curves:
     """For each criterion, the current model pruned globally at each amount (one
-    ``Prune(criterion, granularity, sparsity=a)`` each): criteria compared by outcome."""
+    ``Prune(criterion, granularity, sparsity=a)`` each): criteria compared by outcome.
+    A complete result goes to ``publish(key, result)`` (default ``ws.keep_sweep``; see
+    :func:`sensitivity`)."""
     from core.prune.criteria import get_criterion
 
     criteria = list(dict.fromkeys(criteria))
@@ -272,7 +292,7 @@ def criteria_curves(ws, criteria, granularity: str = "weight", amounts=DEFAULT_A
                   if ("global", c, None) in merged},
                  complete=len(results) == len(tasks), seconds=time.perf_counter() - t0)
     if out.complete:
-        ws.sweeps[key] = out
+        (publish or ws.keep_sweep)(key, out)
     return out
 
 

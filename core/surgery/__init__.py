@@ -4,17 +4,18 @@
 * ``bridges.py``: the adapters at seams, fitted by ridge least squares;
 * ``stitch.py``: the one engine (:func:`stitch`) behind every edit;
 * ``steps.py``: the ``Cut``, ``Paste`` and ``Compose`` plan steps;
-* ``healing.py``: the ``Heal`` step (train adapters and neighbours briefly);
+* ``healing.py``: what healing trains (adapters and their neighbours; the ``Heal`` step is a
+  preset of ``core.recover.Finetune``);
 * ``guides.py``: influence, CKA, drop-one accuracy and a suggested cut.
 """
 from .blocks import (Block, block_names, container_candidates, default_container, get_module, list_blocks,
                      split_block)
 from .bridges import Bridge, fit_bridge, make_bridge, ridge_lstsq
-from .healing import HEAL_TRAIN, Heal, adapters, heal, heal_parameters
+from .healing import HEAL_TRAIN, adapters, heal_parameters
 from .stitch import BRIDGES, Piece, paired_inputs, stitch
 from .steps import Compose, Cut, Paste, Segment
 
-__all__ = ["Block", "Bridge", "Cut", "Paste", "Compose", "Segment", "Heal", "Piece", "BRIDGES", "HEAL_TRAIN",
-           "list_blocks", "default_container", "container_candidates", "block_names", "stitch", "heal",
+__all__ = ["Block", "Bridge", "Cut", "Paste", "Compose", "Segment", "Piece", "BRIDGES", "HEAL_TRAIN",
+           "list_blocks", "default_container", "container_candidates", "block_names", "stitch",
            "heal_parameters", "adapters", "make_bridge", "fit_bridge", "ridge_lstsq", "paired_inputs",
            "get_module", "split_block"]

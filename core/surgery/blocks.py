@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.errors import ModelError
+from core.errors import FOREIGN_ERRORS, ModelError
 from core.models import clone_model, get_spec
 
 from .rootview import _RootView, _root_activations, _root_view, _set_root_blocks, _unwrap
@@ -41,9 +41,9 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
         return model
     try:
         return model.get_submodule(path)
-    except AttributeError:
+    except AttributeError as exc:
         valid = [n for n, m in model.named_modules() if n and _is_container(m)]
-        raise ModelError(f"module {path!r} not found in the model; containers: {valid}") from None
+        raise ModelError(f"module {path!r} not found in the model; containers: {valid}") from exc
 
 
 def container_candidates(model: nn.Module) -> list[str]:
@@ -81,7 +81,8 @@ def _example_for(model: nn.Module, model_name: str | None) -> torch.Tensor | Non
 
 def container_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, int], int]:
     """MACs covered by each candidate container (its children that run once each, in the
-    order they are defined), and the model's total, for one example. Runs a private copy."""
+    order they are defined), and the model's total, for one example. Runs a private copy;
+    ``({}, 0)`` when the model's forward fails on the example (only that call is caught)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     m = clone_model(model)
@@ -104,6 +105,8 @@ def container_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, i
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
             m(example[:1])
+    except FOREIGN_ERRORS:  # the model's forward does not run on this example: nothing measured
+        return {}, 0
     finally:
         for h in handles:
             h.remove()
@@ -153,13 +156,18 @@ def default_container(model: nn.Module, model_name: str | None = None,
     if x is None or len(cands) == 1:
         return cands[0]  # nothing to measure with (not remembered: a later call may have an example)
     best = None
-    try:
-        cover, total = container_macs(model, x)
-    except Exception:  # noqa: BLE001 - a model that does not run on zeros: fall back to shapes
-        cover, total = {}, 0
-    inner = {c: v for c, v in cover.items() if c != ""}
+    cover, total = container_macs(model, x)  # ({}, 0): the model does not run on zeros: by shapes
+    # a root that is itself a container (a plain nn.Sequential model) competes like any
+    # other; the root view of a model that is not one is the fallback below
+    inner = {c: v for c, v in cover.items() if c != "" or _is_container(model)}
     if inner and total > 0:
         c = max(inner, key=lambda k: (inner[k], -cands.index(k)))
+        while True:  # a container inside it covering nearly as much has the finer blocks (nested Sequentials)
+            nested = [k for k in inner if k != c and (c == "" or k.startswith(c + "."))
+                      and inner[k] >= 0.9 * inner[c]]
+            if not nested:
+                break
+            c = max(nested, key=lambda k: (inner[k], -cands.index(k)))
         if inner[c] >= ROOT_SHARE * total or "" not in cover:
             best = c
     if best is None and "" in cover:
@@ -210,10 +218,10 @@ def _locate(model: nn.Module, name: str, what: str = "model") -> tuple[str, int]
     parent, _ = split_block(name)
     try:
         names = block_names(model, parent)
-    except ModelError:
+    except ModelError as exc:
         cont = default_container(model)
         raise ModelError(f"block {name!r} is not a block of the {what}; blocks: "
-                         f"{block_names(model, cont)}") from None
+                         f"{block_names(model, cont)}") from exc
     if name not in names:
         raise ModelError(f"block {name!r} is not in the {what}; blocks of {parent or 'the model'!r}: {names}")
     return parent, names.index(name)
@@ -360,7 +368,7 @@ def _module_macs(model: nn.Module, x1: torch.Tensor) -> dict[str, int] | None:
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
             model(x1)
-    except Exception:  # noqa: BLE001 - counting is best effort; the block alone is tried next
+    except FOREIGN_ERRORS:  # the model's forward under the counter: best effort, the block alone is next
         return None
     root = type(model).__name__
     return {k[len(root) + 1:]: int(sum(v.values()) // 2) for k, v in fc.get_flop_counts().items()

@@ -1,8 +1,9 @@
 """Bridges: the adapters at seams, fitted in closed form by ridge least squares.
 
 A :class:`Bridge` is ``proj(resample(x))``: Linear on features or tokens, a 1x1
-Conv2d after an integer-factor pooling or upsampling on feature maps, or Flatten +
-Linear for (C, H, W) -> (F). Plain modules, so the model scripts and exports.
+Conv2d after an integer-factor pooling or upsampling on feature maps (a Linear on the
+last axis for channels-last (H, W, C) maps, as Swin's stages give; the layout is read
+from the shapes), or Flatten + Linear for (C, H, W) -> (F). Plain modules, so the model scripts and exports.
 """
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ class Bridge(nn.Module):
         self.fitted = bool(fitted)
         self.resample = resample
         self.proj = proj
+        # (H, W, C) activations (Swin's stages): features on the last axis, proj a Linear
+        self.channels_last = isinstance(resample, _ChannelsLast) or (
+            len(self.in_shape) == 3 and isinstance(proj, nn.Linear))
 
     def __call__(self, x: torch.Tensor, *_args, **_kwargs) -> torch.Tensor:
         # a layer of a transformers model is called with its masks, positions and cache too: a
@@ -51,6 +55,41 @@ class Bridge(nn.Module):
     def extra_repr(self) -> str:
         how = "identity" if self.is_identity else ("least squares" if self.fitted else "random init")
         return f"{list(self.in_shape)} -> {list(self.out_shape)}, {how}"
+
+
+class _ChannelsLast(nn.Module):
+    """A (C, H, W) resampler applied to (H, W, C) activations."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def _spatial(si: tuple[int, ...], so: tuple[int, ...], where: str) -> tuple[nn.Module, bool]:
+    """(resampler, channels_last) for 3-D per-example shapes. The layout is read from the
+    shapes: (C, H, W) first, unless both look like square (H, H, C) maps and not like
+    (C, H, H) ones (Swin's stages are channels-last); the other layout is tried when the
+    first is not a whole-number scaling.
+
+    Raises:
+        ModelError: neither layout is a whole-number down- or up-scaling (both named)."""
+    cl_like = si[0] == si[1] and so[0] == so[1]
+    cf_like = si[1] == si[2] and so[1] == so[2]
+    order = (True, False) if cl_like and not cf_like else (False, True)
+    errors = []
+    for last in order:
+        a, b = ((si[2], si[0], si[1]), (so[2], so[0], so[1])) if last else (si, so)
+        try:
+            return _resampler(a, b, where), last
+        except ModelError as exc:
+            errors.append((last, exc))
+    raise ModelError(f"cannot bridge {where}: spatial size {si[1]}x{si[2]} -> {so[1]}x{so[2]} read as (C, H, W), "
+                     f"or {si[0]}x{si[1]} -> {so[0]}x{so[1]} read as channels-last (H, W, C), is not a whole-number "
+                     f"down- or up-scaling (shapes {shape_str(si)} -> {shape_str(so)}); cut at another block, or "
+                     "where the spatial sizes match")
 
 
 def _resampler(si: tuple[int, ...], so: tuple[int, ...], where: str) -> nn.Module:
@@ -81,7 +120,11 @@ def make_bridge(si: tuple[int, ...], so: tuple[int, ...], where: str) -> Bridge:
                              f"(shapes {shape_str(si)} -> {shape_str(so)}); token counts must match")
         return Bridge(si, so, nn.Identity(), nn.Linear(si[1], so[1]), False)
     if len(si) == len(so) == 3:
-        return Bridge(si, so, _resampler(si, so, where), nn.Conv2d(si[0], so[0], 1), False)
+        resample, last = _spatial(si, so, where)
+        if last:  # (H, W, C): pool over H, W; a Linear on the channels
+            return Bridge(si, so, resample if isinstance(resample, nn.Identity) else _ChannelsLast(resample),
+                          nn.Linear(si[2], so[2]), False)
+        return Bridge(si, so, resample, nn.Conv2d(si[0], so[0], 1), False)
     if len(so) == 1 and len(si) > 1:
         flat = math.prod(si)
         if flat > MAX_FLATTEN_FEATURES:
@@ -101,11 +144,11 @@ def shape_str(s) -> str:
     return "(" + ", ".join(str(int(v)) for v in s) + ")"
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
+def _rows(t: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """Activations as rows of features: (N, F) | (N*T, F) | (N*H*W, C)."""
     if t.dim() == 2:
         return t
-    if t.dim() == 3:
+    if t.dim() == 3 or t.dim() == 4 and channels_last:
         return t.reshape(-1, t.shape[-1])
     if t.dim() == 4:
         return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
@@ -147,8 +190,8 @@ def fit_bridge(bridge: Bridge, a: torch.Tensor, target: torch.Tensor, seed: int 
     """
     if bridge.is_identity:
         return bridge
-    xin = _rows(bridge.resample(a))
-    yt = _rows(target)
+    xin = _rows(bridge.resample(a), bridge.channels_last)
+    yt = _rows(target, bridge.channels_last)
     if len(xin) > MAX_FIT_ROWS:
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(xin), generator=g)[:MAX_FIT_ROWS].to(xin.device)

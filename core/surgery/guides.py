@@ -101,44 +101,48 @@ class Guides:
                  "drop_one_bridge": self.drop_one_bridge[i]} for i, b in enumerate(self.blocks)]
 
 
-def _accuracy(ws, model: nn.Module) -> float:
-    x, y = ws.evalset.quick()
-    out = ws.evaluator.outputs(model, "quick")
-    target = y if ws.spec.task in LABELLED_TASKS else ws.evaluator.base_outputs("quick").argmax(1)
+def _accuracy(evaluator, model: nn.Module) -> float:
+    """Quick-subset accuracy (against the base's predictions for a task without labels)."""
+    x, y = evaluator.evalset.quick()
+    out = evaluator.outputs(model, "quick")
+    target = y if evaluator.task in LABELLED_TASKS else evaluator.base_outputs("quick").argmax(1)
     return float((out.argmax(1) == target).float().mean())
 
 
-def cached_guides(ws, container: str | None = None, seed: int = 0) -> Guides | None:
-    """The guides already computed for the workspace's current model, else None (free)."""
-    model = ws.model
-    container = default_container(model, ws.name) if container is None else container
-    return ws.ctx.memo(model).get(("guides", container, seed))
+def cached_guides(model: nn.Module, ctx, container: str | None = None, seed: int = 0, *,
+                  name: str | None = None) -> Guides | None:
+    """The guides already computed for ``model`` (in ``ctx``'s memo), else None (free)."""
+    container = default_container(model, name) if container is None else container
+    return ctx.memo(model).get(("guides", container, seed))
 
 
-def compute_guides(ws, container: str | None = None, seed: int = 0,
-                   progress: Callable[[int, int, str], None] | None = None) -> Guides:
-    """The guides for the workspace's current model (cached per plan and container).
+def compute_guides(model: nn.Module, evaluator, ctx, container: str | None = None, seed: int = 0,
+                   progress: Callable[[int, int, str], None] | None = None, *, name: str | None = None) -> Guides:
+    """The guides for ``model`` (cached in ``ctx``'s memo of it, per container and seed).
 
     They cost one calibration pass plus, per block, a cut and a quick-subset evaluation
     (two where an identity bridge is also tried): on request, not on every page view.
+    ``Workspace.guides`` calls it on the current plan's model.
 
     Args:
-        ws: a ``core.workspace.Workspace``.
+        model: the model whose blocks are judged (not changed).
+        evaluator: a ``core.metrics.Evaluator`` (its evaluation set, base and task).
+        ctx: the ``core.plan.ApplyContext`` (calibration batch, memo).
         container: container path (default: the model's default container).
         seed: calibration batch seed.
         progress: called with ``(done, total, what)``: blocks done of all, and the next task.
+        name: the model's registered name (for its block view).
 
     Raises:
         ModelError: the container does not exist or is not a Sequential / ModuleList.
     """
-    model = ws.model
-    container = default_container(model, ws.name) if container is None else container
-    memo = ws.ctx.memo(model)  # dropped with the model
+    container = default_container(model, name) if container is None else container
+    memo = ctx.memo(model)  # dropped with the model
     key = ("guides", container, seed)
     if key in memo:
         return memo[key]
-    x, _ = ws.ctx.calibration(seed)
-    blocks = list_blocks(model, x, container, ws.name)
+    x, _ = ctx.calibration(seed)
+    blocks = list_blocks(model, x, container, name)
     total = len(blocks) + 1
     if progress:
         progress(0, total, "block activations, influence and CKA")
@@ -153,26 +157,28 @@ def compute_guides(ws, container: str | None = None, seed: int = 0,
         best, best_br, err = None, None, None
         for br in (("identity", "lstsq") if b.in_shape == b.out_shape else ("lstsq",)):
             try:
-                m, _ = Cut((b.name,), bridge=br, seed=seed).build(model, ws.ctx, acts_cache=acts_cache)
+                m, _ = Cut((b.name,), bridge=br, seed=seed).build(model, ctx, acts_cache=acts_cache)
             except PrunescopeError as exc:
                 err = str(exc)
                 continue
-            acc = _accuracy(ws, m)
+            acc = _accuracy(evaluator, m)
             if best is None or acc > best:
                 best, best_br = acc, br
         drop.append(best)
         drop_br.append(best_br)
         drop_err.append(None if best is not None else err)
     g = Guides(container=container, blocks=blocks, influence=infl, cka=cka, drop_one=drop,
-               drop_one_bridge=drop_br, drop_one_error=drop_err, accuracy=_accuracy(ws, model))
+               drop_one_bridge=drop_br, drop_one_error=drop_err, accuracy=_accuracy(evaluator, model))
     memo[key] = g
     if progress:
         progress(total, total, "done")
     return g
 
 
-def suggest_cut(ws, k: int = 1, container: str | None = None, seed: int = 0) -> dict:
-    """The ``k`` blocks whose removal costs least, and the accuracy of cutting them together.
+def suggest_cut(model: nn.Module, evaluator, ctx, k: int = 1, container: str | None = None, seed: int = 0, *,
+                name: str | None = None) -> dict:
+    """The ``k`` blocks of ``model`` whose removal costs least, and the accuracy of cutting
+    them together (arguments as :func:`compute_guides`).
 
     Blocks are ranked by drop-one accuracy (adapters inserted by surgery are skipped);
     the joint cut uses the "auto" bridge, falling back to "lstsq".
@@ -184,7 +190,7 @@ def suggest_cut(ws, k: int = 1, container: str | None = None, seed: int = 0) -> 
     Raises:
         ModelError: ``k`` is not an integer in [1, number of cuttable blocks].
     """
-    g = compute_guides(ws, container, seed)
+    g = compute_guides(model, evaluator, ctx, container, seed, name=name)
     ranked = sorted((i for i, b in enumerate(g.blocks) if g.drop_one[i] is not None and not b.adapter),
                     key=lambda i: (-g.drop_one[i], i))
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max(1, len(ranked)) or not ranked:
@@ -196,11 +202,11 @@ def suggest_cut(ws, k: int = 1, container: str | None = None, seed: int = 0) -> 
     out = {"blocks": list(names), "expected_accuracy": None, "bridge": None, "accuracy": g.accuracy, "error": None}
     for br in ("auto", "lstsq"):
         try:
-            m, _ = Cut(names, bridge=br, seed=seed).build(ws.model, ws.ctx)
+            m, _ = Cut(names, bridge=br, seed=seed).build(model, ctx)
         except PrunescopeError as exc:
             out["error"] = str(exc)
             continue
-        acc = _accuracy(ws, m)
+        acc = _accuracy(evaluator, m)
         if out["expected_accuracy"] is None or acc > out["expected_accuracy"]:
             out.update(expected_accuracy=acc, bridge=br, error=None)
     g._suggested[k] = dict(out)

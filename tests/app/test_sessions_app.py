@@ -38,3 +38,24 @@ def test_an_unknown_or_bad_session_id_starts_afresh(own_home):
     sid = at.session_state["session_id"]
     assert sid != "not-a-session" and len(sid) == 16 and at.query_params["session"] == sid
     assert not workspace(at).plan.steps
+
+
+def test_a_damaged_or_unreadable_saved_session_is_said_kept_and_not_overwritten(own_home):
+    """Issue 22: a session file that fails to read is reported and kept, never silently dropped."""
+    from core.sessions import sessions_dir
+
+    folder = sessions_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    damaged, unreadable = "a" * 16, "b" * 16
+    (folder / f"{damaged}.json").write_text("{not json")
+    (folder / f"{unreadable}.json").mkdir()
+    for sid, kind in ((damaged, "warning"), (unreadable, "error")):
+        at = AppTest.from_file(APP, default_timeout=180)
+        at.query_params["session"] = sid
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        shown = [e.value for e in getattr(at, kind)]
+        assert any(f"{sid}.json" in m and "new session" in m for m in shown), shown
+        assert at.session_state["session_id"] != sid  # the file is not overwritten by this session
+        workspace(at).add_step(Prune(sparsity=0.3))
+    assert (folder / f"{damaged}.json").read_text() == "{not json" and (folder / f"{unreadable}.json").is_dir()

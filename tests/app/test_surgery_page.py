@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from core.surgery import Cut, Heal, Paste
+from core.recover import Heal
+from core.surgery import Cut, Paste
 from tests.app.conftest import finish_job, metric, new_app, workspace, ok as _ok
 
 PAGE = "views/surgery.py"
@@ -104,12 +105,11 @@ def test_impossible_cut_shows_an_error_and_keeps_the_plan():
 
 
 def test_opening_the_page_computes_no_guides_and_times_latency_after_drawing():
-    from core.surgery.guides import cached_guides
 
     at = surgery("digits_resnet")
     _ok(at)
     ws = workspace(at)
-    assert cached_guides(ws) is None  # guides cost a cut per block: only on request
+    assert ws.cached_guides() is None  # guides cost a cut per block: only on request
     assert not any("Suggested cut" in m.value for m in at.markdown)
     at.multiselect(key="surgery_selected").set_value(["layers.1"]).run()
     at.button(key="surgery_cut").click().run()

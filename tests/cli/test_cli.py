@@ -123,3 +123,20 @@ def test_prune_prints_what_the_step_decided(capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["step"]["threshold_unit"] == "score" and d["step"]["global_threshold"] > 0
     assert "set to zero by this step" in d["step"]["summary"]
+
+
+def test_autoplan_max_drop_says_its_unit_and_warns_when_it_looks_like_a_fraction(capsys):
+    """Issue 22: --max-drop is in points while the CLI prints accuracies as fractions."""
+    from core.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "autoplan" in a.choices)
+    assert "percentage points" in sub.choices["autoplan"].format_help()
+    code, out, err = run(capsys, "autoplan", "digits_mlp", "--max-drop", "0.02", "--amounts", "0.1,0.5",
+                         "--json", "--no-latency", "--device", "cpu")
+    assert code == 0, err
+    assert "warning: --max-drop 0.02 is in percentage points" in err and "give --max-drop 2" in err
+    d = json.loads(out)
+    assert d["unit"] == "percentage points of accuracy" and d["value"] == 0.02
+    code, out, err = run(capsys, "autoplan", "digits_mlp", "--max-drop", "2", "--amounts", "0.1,0.5",
+                         "--json", "--no-latency", "--device", "cpu")
+    assert code == 0 and "warning" not in err

@@ -120,8 +120,41 @@ def test_a_failed_export_exits_2_and_leaves_no_file(tmp_path, capsys, monkeypatc
 
     monkeypatch.setitem(EXPORTERS._items, "torchscript", _HalfWrite())
     code, _, err = run(capsys, "export", "digits_mlp", "--format", "torchscript", "--out", str(tmp_path / "m.pt"))
-    assert code == 2 and "No space left on device" in err and "no file written" in err
+    assert code == 2 and "No space left on device" in err and "nothing written" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["under a file", "too long"])
+def test_an_export_path_that_cannot_be_written_exits_2_with_one_line(tmp_path, capsys, where):
+    """Issue 22: a path under a file, or a name too long for the file system, was a traceback."""
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "m.onnx" if where == "under a file" else tmp_path / ("m" * 250 + ".onnx")
+    code, _, err = run(capsys, "export", "digits_mlp", "--format", "onnx", "--out", str(out))
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert ("is a file, not a folder" if where == "under a file" else "choose a shorter name") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_an_export_whose_recipe_cannot_be_written_keeps_the_previous_pair_and_says_so(tmp_path, capsys):
+    """Issue 22: a folder at x.plan.json: "no file written" although x.onnx was replaced."""
+    out = tmp_path / "x.onnx"
+    code, _, err = run(capsys, "export", "digits_mlp", "--format", "onnx", "--out", str(out), "--json")
+    assert code == 0, err
+    before = out.read_bytes()
+    rp = tmp_path / "x.plan.json"
+    rp.unlink()
+    rp.mkdir()
+    code, _, err = run(capsys, "export", "digits_mlp", "--format", "onnx", "--out", str(out),
+                       "--plan", str(_mlp_plan(tmp_path)))
+    assert code == 2 and "x.plan.json" in err and "is a folder" in err and "Traceback" not in err
+    assert out.read_bytes() == before and rp.is_dir()
+
+
+def _mlp_plan(folder: Path) -> Path:
+    p = folder / "other.json"
+    Plan("digits_mlp", (Prune(sparsity=0.5),)).save(p)
+    return p
 
 
 def test_python_m_core_export_runs_and_its_hash_matches_this_process(tmp_path):

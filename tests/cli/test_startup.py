@@ -35,9 +35,10 @@ def test_models_lists_recorded_param_counts_that_match_the_architectures():
         assert r["params"] == built == param_count(r["name"])
 
 
-def test_step_kinds_are_known_whatever_was_imported_first():
-    """``import core`` no longer loads the engine; reading a recipe still knows every kind."""
-    done = _run("import sys\nfrom core.plan import Plan\n"
+def test_step_kinds_are_known_to_the_notebook_api():
+    """``import core`` does not load the engine; a recipe read through the notebook API
+    (an entry point: ``core.startup.register_all``) knows every kind."""
+    done = _run("import sys\nfrom core import Plan\n"
                 "p = Plan.from_dict({'format': 'prunescope.plan/1', 'model': 'digits_cnn', 'steps': ["
                 "{'op': 'prune', 'criterion': 'l1', 'granularity': 'weight', 'sparsity': 0.5},"
                 "{'op': 'cut', 'blocks': ['features.1']}]})\n"

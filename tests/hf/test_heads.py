@@ -13,7 +13,7 @@ from core.errors import ModelError  # noqa: E402
 from core.hf import load_hf, read_text  # noqa: E402
 from core.prune.structured.analysis import group_info, prunable_units  # noqa: E402
 from core.prune.structured.heads import find_heads  # noqa: E402
-from core.prune.structured.prune import structured_prune  # noqa: E402
+from tests.conftest import structured_prune  # noqa: E402
 
 ATTENTION = {"bert": "hf.encoder.layer.{}.attention", "bert-cls": "hf.bert.encoder.layer.{}.attention",
              "llama": "hf.model.layers.{}.self_attn", "gpt2": "hf.transformer.h.{}.attn"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.io import export_model, recipe_path
-from core.io.files import SessionFolder, sweep_dead_folders, sweep_stale
+from core.files import SessionFolder, sweep_dead_folders, sweep_stale
 from core.prune import Prune
 from core.workspace import Workspace
 
@@ -36,10 +36,8 @@ def _writer(out: Path, fmt: str, delay: float) -> subprocess.Popen:
     """A separate process that exports, sleeping ``delay`` s inside the write (to be killed there)."""
     code = textwrap.dedent(f"""
         import time
+        from core import Prune, Workspace, export_model  # the notebook API: an entry point
         from core.io import exporters
-        from core.io import export_model
-        from core.prune import Prune
-        from core.workspace import Workspace
         ws = Workspace("digits_mlp", "cpu", latency_time=0.01)
         ws.add_step(Prune(sparsity=0.5))
         exp = exporters.EXPORTERS.get({fmt!r})
@@ -139,3 +137,32 @@ def test_two_app_sessions_export_into_their_own_folders():
     assert {p.suffix for p in paths[0].iterdir()} >= {".safetensors", ".onnx"}
     assert all(f.name.startswith("digits_mlp") for f in paths[0].iterdir())
     assert all(f.name.startswith("digits_cnn") for f in paths[1].iterdir())
+
+
+def test_a_recipe_that_cannot_be_put_in_place_leaves_the_previous_pair_and_reports_it(ws, tmp_path, monkeypatch):
+    """Issue 22: a folder at x.plan.json was moved aside, the new x.onnx put in place, and
+    the export then reported "no file written". Now nothing moves, and the result says so."""
+    import core.io.export as E
+
+    out = tmp_path / "x.onnx"
+    first = export_model(ws.model, ws.plan, "onnx", out, _example(ws))
+    assert first.error is None
+    before, recipe = out.read_bytes(), recipe_path(out)
+    recipe.unlink()
+    recipe.mkdir()  # appears after the up-front check (a race with another program)
+    monkeypatch.setattr(E, "_check_writable", lambda out: None)
+    r = export_model(ws.model, ws.plan.then(Prune(sparsity=0.8)), "onnx", out, _example(ws))
+    assert r.error and r.path is None and "not a regular file" in r.error
+    assert out.read_bytes() == before and recipe.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.onnx", "x.plan.json"]  # no temp files left
+
+
+def test_export_model_refuses_a_plan_made_for_another_model(ws, tmp_path):
+    """Issue 22: from Python, a plan for another model was accepted and its recipe named the wrong model."""
+    from core.errors import PrunescopeError
+    from core.plan import Plan
+
+    with pytest.raises(PrunescopeError, match="the plan is for model 'digits_cnn'.*'digits_mlp'"):
+        export_model(ws.model, Plan("digits_cnn", (Prune(sparsity=0.5),)), "safetensors",
+                     tmp_path / "m.safetensors", _example(ws))
+    assert list(tmp_path.iterdir()) == []

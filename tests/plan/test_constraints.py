@@ -11,9 +11,9 @@ import core  # noqa: F401 - registers every step kind
 from core.errors import StepError, echo
 from core.plan import STEPS, Plan
 from core.plan.constraints import MAX_NAME
-from core.recover import Finetune, Quantize
+from core.recover import Finetune, Heal, Quantize
 from core.prune import LayerOverride, NMSparsity, Prune
-from core.surgery import Compose, Cut, Heal, Paste, Segment
+from core.surgery import Compose, Cut, Paste, Segment
 
 # One valid instance per step kind (and per nested record): a new kind must add one here.
 VALID = {

@@ -30,7 +30,7 @@ def test_save_and_load(tmp_path):
     ({"format": "other/1", "model": "x", "steps": []}, "format must be"),
     ({"format": FORMAT, "steps": []}, "needs a 'model'"),
     ({"format": FORMAT, "model": "x", "steps": {}}, "must be a list"),
-    ({"format": FORMAT, "model": "x", "steps": [{"op": "explode"}]}, "step 0: unknown op 'explode'; valid ops: prune"),
+    ({"format": FORMAT, "model": "x", "steps": [{"op": "explode"}]}, r"step 0: unknown op 'explode'; valid ops: .*\bprune\b"),
     ({"format": FORMAT, "model": "x", "steps": [{"op": "prune", "sparsity": 1.5}]}, r"step 0 \(prune\).*\[0, 1\]"),
     ({"format": FORMAT, "model": "x", "steps": [{"op": "prune", "sparsity": 0.5, "bogus": 1}]}, "unknown field"),
     ([1, 2], "JSON object"),

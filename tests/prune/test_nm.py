@@ -39,6 +39,7 @@ def test_without_a_gpu_the_sparse_kernels_refuse_clearly():
         to_semi_structured(apply(Plan("digits_vit").then(NMSparsity())))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_on_cuda_the_2_4_model_runs_with_sparse_kernels_and_agrees():
     model = apply(Plan("digits_vit").then(NMSparsity()))

@@ -11,7 +11,8 @@ from core.metrics import count_macs
 from core.models import load_base
 from core.plan import Plan
 from core.prune import LayerOverride, Prune
-from core.prune.structured import compare_criteria, prunable_units, select_units, structured_prune, unit_scores
+from core.prune.structured import compare_criteria, prunable_units, select_units, unit_scores
+from tests.conftest import structured_prune
 
 CALIB = 32
 

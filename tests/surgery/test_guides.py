@@ -38,7 +38,7 @@ def test_influence_is_zero_for_an_unchanged_input_and_none_for_a_shape_change():
 @pytest.fixture(scope="module", params=list_models())
 def guided(request):
     ws = Workspace(request.param, "cpu")
-    return ws, G.compute_guides(ws)
+    return ws, G.compute_guides(ws.model, ws.evaluator, ws.ctx, name=ws.name)
 
 
 def test_drop_one_guides_exist_for_every_demo_model(guided):
@@ -57,17 +57,18 @@ def test_drop_one_guides_exist_for_every_demo_model(guided):
 
 def test_guides_are_cached_per_plan(guided):
     ws, g = guided
-    assert G.compute_guides(ws) is g
+    assert G.compute_guides(ws.model, ws.evaluator, ws.ctx, name=ws.name) is g
+    assert ws.guides() is g and ws.cached_guides() is g  # the workspace hands over its own
 
 
 def test_suggested_cut_takes_the_cheapest_blocks_with_the_measured_accuracy(guided):
     ws, g = guided
-    s = G.suggest_cut(ws, 1)
+    s = ws.suggest_cut(1)
     best = max(range(len(g.blocks)), key=lambda i: (g.drop_one[i], -i))
     assert s["blocks"] == [g.blocks[best].name]
     assert s["expected_accuracy"] == pytest.approx(g.drop_one[best], abs=0.02)
     with pytest.raises(ValueError, match="k must be"):
-        G.suggest_cut(ws, 99)
+        G.suggest_cut(ws.model, ws.evaluator, ws.ctx, 99, name=ws.name)
 
 
 def test_surgery_figures_build_from_guides_and_mark_cut_and_new_blocks(guided):

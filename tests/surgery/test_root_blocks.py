@@ -123,6 +123,24 @@ def test_default_container_is_the_one_covering_most_macs():
     assert S.default_container(Branchy()) == "branch"  # nothing to run it with: by shape alone
 
 
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+def test_a_plain_sequential_models_own_children_are_its_blocks():
+    """Issue 22: the root was left out of the MACs comparison, so one inner conv-bn-relu
+    block (Conv2d, BatchNorm2d, ReLU) became the default container."""
+    m = nn.Sequential(_conv_block(1, 8), _conv_block(8, 8), nn.MaxPool2d(2), _conv_block(8, 16),
+                      nn.Flatten(), nn.Linear(16 * 4 * 4, 10)).eval()
+    assert S.default_container(m, example=_x()) == ""
+    blocks = S.list_blocks(m, _x())
+    assert [b.kind for b in blocks] == ["Sequential", "Sequential", "MaxPool2d", "Sequential", "Flatten", "Linear"]
+    # nested Sequentials: the inner one holding nearly all the MACs has the finer blocks
+    nested = nn.Sequential(nn.Sequential(_conv_block(1, 8), _conv_block(8, 8), _conv_block(8, 8), nn.Flatten()),
+                           nn.Linear(8 * 8 * 8, 10)).eval()
+    assert S.default_container(nested, example=_x()) == "0"
+
+
 def test_torchvision_inception_and_googlenet_get_a_block_view_covering_the_model():
     tv = pytest.importorskip("torchvision")
     x = torch.randn(1, 3, 299, 299, generator=torch.Generator().manual_seed(0))

@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from core import surgery as S
-from core.surgery import healing as H
+from core.recover import Heal
+from core.recover import training as T
 from core.plan import ApplyContext, apply
-from core.errors import PlanError
+from core.errors import ModelError, PlanError
 from core.models import build_model, load_base
 from core.plan import Plan
 from core.workspace import Workspace
@@ -203,7 +204,7 @@ def cut_cnn():
 
 def test_heal_trains_only_the_adapters_and_reports_before_after(cut_cnn):
     m, ctx = cut_cnn
-    healed, info = S.heal(m, ctx, steps=20, lr=3e-3, seed=1)
+    healed, info = Heal(steps=20, lr=3e-3, seed=1).run(m, ctx)
     changed = {k for k, v in healed.state_dict().items() if not torch.equal(v, m.state_dict()[k])}
     assert changed and all(k.startswith("features.bridge.") for k in changed)
     assert info["steps_run"] == 20 and len(info["losses"]) == 20 and not info["stopped"]
@@ -219,26 +220,26 @@ def test_heal_with_neighbours_also_trains_the_blocks_beside_the_adapter(cut_cnn)
 
 def test_heal_without_adapters_is_a_clear_error():
     with pytest.raises(ValueError, match="no trainable adapters"):
-        S.heal(load_base("digits_cnn"), ApplyContext("digits_cnn"), steps=1)
+        Heal(steps=1).run(load_base("digits_cnn"), ApplyContext("digits_cnn"))
 
 
 def test_stopped_heal_equals_the_heal_step_replayed_for_the_steps_it_ran(cut_cnn):
     m, ctx = cut_cnn
     calls = []
-    healed, info = S.heal(m, ctx, steps=50, seed=2, progress=lambda d, n, l: calls.append(d),
-                          should_stop=lambda: len(calls) >= 7)
+    healed, info = Heal(steps=50, seed=2).run(m, ctx, progress=lambda d, n, l: calls.append(d),
+                                              should_stop=lambda: len(calls) >= 7)
     assert info["stopped"] and info["steps_run"] == 7 and calls == list(range(1, 8))
-    H._HEAL_MEMO.clear()
-    replay = S.Heal(steps=7, seed=2).build(m, ApplyContext("digits_cnn"))[0]
+    T._MEMO.clear()
+    replay = Heal(steps=7, seed=2).build(m, ApplyContext("digits_cnn"))[0]
     assert _sd_equal(healed, replay)
 
 
 def test_heal_step_in_a_plan_round_trips_and_replays():
-    plan = Plan("digits_cnn", (S.Cut(("features.1",)), S.Heal(steps=5, lr=1e-3, train="adapters+neighbours")))
+    plan = Plan("digits_cnn", (S.Cut(("features.1",)), Heal(steps=5, lr=1e-3, train="adapters+neighbours")))
     again = Plan.from_json(plan.to_json())
     assert again == plan
     a = apply(plan, ctx=ApplyContext("digits_cnn"))
-    H._HEAL_MEMO.clear()
+    T._MEMO.clear()
     b = apply(again, build_model("digits_cnn"), ctx=ApplyContext("digits_cnn"))
     assert _sd_equal(a, b)
 
@@ -287,3 +288,24 @@ def test_cli_cut_then_paste_saves_plans_that_replay(capsys, tmp_path):
 def test_cli_impossible_surgery_exits_2_with_one_line(capsys, argv, msg):
     code, _, err = _cli(capsys, *argv, "--json", "--no-latency", "--device", "cpu")
     assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_channels_last_seam_is_bridged_over_height_and_width():
+    """Issue 22: a Swin stage cut read (N, H, W, C) as (N, C, H, W): "spatial size 28x192 ->
+    14x384 is not a whole-number down- or up-scaling"."""
+    from core.surgery.bridges import make_bridge, seam_bridge
+
+    tv = pytest.importorskip("torchvision")
+    m = tv.models.swin_t(weights=None).eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = m.features[:4](x)  # after stage 2: (N, 28, 28, 192), channels last
+        target = m.features[4](a)  # after the patch merging: (N, 14, 14, 384)
+    assert a.shape[1:] == (28, 28, 192) and target.shape[1:] == (14, 14, 384)
+    bridge, seam = seam_bridge(a, target, "lstsq", True, "features.4", 0)
+    assert bridge.channels_last and bridge(a).shape == target.shape and seam.fit_error < 1.0
+    same = make_bridge((28, 28, 192), (28, 28, 384), "x")  # a channels-first reading would upsample W
+    assert same.channels_last and same(a).shape == (2, 28, 28, 384)
+    assert not make_bridge((16, 8, 8), (32, 4, 4), "x").channels_last  # (C, H, W) as before
+    with pytest.raises(ModelError, match=r"read as channels-last \(H, W, C\)"):
+        make_bridge((28, 28, 192), (10, 10, 384), "x")

@@ -37,7 +37,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from core.errors import ModelError
+from core.errors import FOREIGN_ERRORS, ModelError, first_line
 
 from ..masks import PRUNABLE_TYPES
 from .heads import find_heads, stacked_rows
@@ -125,13 +125,16 @@ def _graph_class():
             self._param_to_name, self.unwrapped_parameters = self._detect_unwrapped_parameters(None)
             assert torch.is_grad_enabled(), "the dependency graph is traced through autograd"
             ties = [m.register_forward_hook(_tie_hook) for m in model.modules() if type(m) in custom]
-            try:
+            try:  # Torch-Pruning tracing the person's model: its failures are the model's
                 self.module2node = self._trace(model, example_inputs, None, output_transform=None)
+                self._build_dependency(self.module2node)
+                shape_infer.init_shape_information(self)
+            except FOREIGN_ERRORS as exc:
+                raise ModelError(f"Torch-Pruning cannot trace the model's dependency graph "
+                                 f"({type(exc).__name__}: {first_line(exc)[:200]})") from exc
             finally:
                 for t in ties:
                     t.remove()
-            self._build_dependency(self.module2node)
-            shape_infer.init_shape_information(self)
             self.update_index_mapping()
             return self
 
@@ -142,7 +145,7 @@ def _graph_class():
                     continue
                 try:
                     fn(self, node)
-                except Exception as exc:  # noqa: BLE001 - an operation it cannot map: groups through it are left out
+                except FOREIGN_ERRORS as exc:  # an operation it cannot map: groups through it are left out
                     for dep in node.dependencies:
                         dep.index_mapping = [None, None]
                     self.unmapped.setdefault(node, f"{type(exc).__name__}: {str(exc).strip()[:120]}")
@@ -187,7 +190,11 @@ def _graph_class():
                                 # multiply until memory runs out; this group cannot be followed
                                 raise _Unmapped(new_dep.target, f"its reshapes multiply {len(idxs)} channels "
                                                                 f"past {limit:,} indices")
-                            new_idxs = mapping(new_idxs)
+                            try:  # Torch-Pruning's index mapping
+                                new_idxs = mapping(new_idxs)
+                            except FOREIGN_ERRORS as exc:
+                                raise _Unmapped(new_dep.target, f"{type(exc).__name__}: "
+                                                                f"{first_line(exc)[:120]}") from exc
                         if len(new_idxs) == 0:
                             continue
                         if new_dep.target in visited and group.has_pruning_op(new_dep, new_idxs):
@@ -215,7 +222,13 @@ def _graph_class():
     return SafeGraph
 
 
-class _Unmapped(Exception):
+class TorchPruningFailed(Exception):
+    """Torch-Pruning could not follow or prune a group of the person's model (raised only
+    around its own calls, chained to what it raised): the group is left out with this
+    reason. Nothing else a group's pruning raises is caught."""
+
+
+class _Unmapped(TorchPruningFailed):
     """A group passes through an operation whose channel mapping Torch-Pruning could not make."""
 
     def __init__(self, node, reason: str):
@@ -288,10 +301,9 @@ def _all_groups(dg, ignored: list, names: dict, skipped: list):
             continue
         try:
             group = dg.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
-        except Exception as exc:  # noqa: BLE001 - Torch-Pruning cannot follow this group: leave it out
+        except _Unmapped as exc:  # Torch-Pruning cannot follow this group: leave it out
             visited.add(m)
-            reason = str(exc) if isinstance(exc, _Unmapped) else f"{type(exc).__name__}: {str(exc).strip()[:160]}"
-            skipped.append((names.get(m, type(m).__name__), reason))
+            skipped.append((names.get(m, type(m).__name__), str(exc)))
             continue
         ok = True
         for dep, _ in group:

@@ -5,24 +5,23 @@ its output must keep its shape. A module attribute holding the old width (torchv
 ViT reshapes with its stored ``hidden_dim``) is updated to the new one. When the copy
 does not run, the groups that break it are found by bisection (each half pruned on a
 fresh copy) and left out; the report's warnings name them and say why, as they name the
-groups Torch-Pruning could not follow (``graph.unit_groups``). Any other failure inside
-the step becomes a :class:`~core.errors.ModelError` naming what failed, never a raw
-``ZeroDivisionError`` or ``MemoryError``.
+groups Torch-Pruning could not follow (``graph.unit_groups``). Only Torch-Pruning's own
+calls and the model's forward are caught (``FOREIGN_ERRORS``, chained): the model not
+running on the example, or running out of memory, is a :class:`~core.errors.ModelError`;
+a failure of our own code (selection, scores, widths) propagates as the bug it is.
 """
 from __future__ import annotations
-
-from typing import Sequence
 
 import torch
 from torch import nn
 
-from core.errors import ModelError, PrunescopeError, first_line
+from core.errors import FOREIGN_ERRORS, ModelError, first_line
 from core.models import clone_model
 from core.plan.report import UNIT_NORMALISED, StepReport
 
 from .analysis import (all_unit_scores, analysis, calibration_for, example_input, nonempty,
                        validate_granularity)
-from .graph import UnitGroup, build_graph, unit_groups
+from .graph import TorchPruningFailed, UnitGroup, build_graph, unit_groups
 from .heads import remove_heads
 from .scores import score_groups
 from .select import Selection, select
@@ -76,7 +75,11 @@ def _prune_groups(model: nn.Module, example: torch.Tensor, groups: list[UnitGrou
         pruner = dg.get_pruner_of_module(root)
         fn = pruner.prune_out_channels if g.root_out else pruner.prune_in_channels
         width = pruner.get_out_channels(root) if g.root_out else pruner.get_in_channels(root)
-        dg.get_pruning_group(root, fn, g.root_channels(units)).prune(record_history=False)
+        group = dg.get_pruning_group(root, fn, g.root_channels(units))  # TorchPruningFailed: cannot follow it
+        try:  # Torch-Pruning pruning the person's layers
+            group.prune(record_history=False)
+        except FOREIGN_ERRORS as exc:
+            raise TorchPruningFailed(f"{type(exc).__name__}: {first_line(exc)[:160]}") from exc
         if g.granularity == "head":
             remove_heads(mods[g.name], units)
         elif g.root_out:
@@ -94,7 +97,7 @@ def _runs(model: nn.Module, example: torch.Tensor, want: tuple) -> str | None:
     try:
         with torch.no_grad():
             out = model(example)
-    except Exception as exc:  # noqa: BLE001 - the pruned copy may fail in any way: that is the finding
+    except FOREIGN_ERRORS as exc:  # the person's model's forward, pruned: its failure is the finding
         return f"{type(exc).__name__}: {first_line(exc)[:160]}"
     if not isinstance(out, torch.Tensor):
         return f"it returns {type(out).__name__}, not a tensor"
@@ -108,17 +111,20 @@ def _attempt(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], p
     """(pruned copy, None) when pruning ``groups`` gives a model that runs, else (None, why)."""
     try:
         new = _prune_groups(model, example, groups, pruned)
-    except (PrunescopeError, MemoryError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - Torch-Pruning failing on these groups is the finding
-        return None, f"pruning it raises {type(exc).__name__}: {first_line(exc)[:160]}"
+    except TorchPruningFailed as exc:  # raised around Torch-Pruning's calls alone: the finding
+        return None, f"pruning it raises {exc}"
     why = _runs(new, example, want)
     return (new, None) if why is None else (None, why)
 
 
 def _out_shape(model: nn.Module, example: torch.Tensor) -> tuple:
-    with torch.no_grad():
-        out = clone_model(model)(example) if model.training else model(example)
+    run = clone_model(model) if model.training else model
+    try:
+        with torch.no_grad():
+            out = run(example)
+    except FOREIGN_ERRORS as exc:  # the person's model's forward
+        raise ModelError(f"the model does not run on the example batch ({type(exc).__name__}: "
+                         f"{first_line(exc)[:200]})") from exc
     if not isinstance(out, torch.Tensor):
         raise ModelError(f"structured pruning needs a model returning one tensor, got {type(out).__name__}")
     return tuple(out.shape)
@@ -183,45 +189,35 @@ def _prune_copy(model: nn.Module, example: torch.Tensor, step, groups: list[Unit
 
 
 def _wrapped(what: str, fn):
-    """Run ``fn``; anything but a PrunescopeError becomes a ModelError saying what failed."""
+    """Run ``fn``; running out of memory becomes a ModelError saying what ran out. Anything
+    else propagates as it is: the person's reasons are caught around the third-party calls
+    themselves (Torch-Pruning's, the model's forward), a bug of ours stays a bug."""
     try:
         return fn()
-    except PrunescopeError:
-        raise
-    except MemoryError:
-        raise ModelError(f"{what} ran out of memory") from None
-    except Exception as exc:  # noqa: BLE001 - Torch-Pruning on a person's model: its failures are the model's
-        raise ModelError(f"{what} failed: {type(exc).__name__}: {first_line(exc)[:300]}") from exc
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        raise ModelError(f"{what} ran out of memory") from exc
 
 
-def structured_prune(model: nn.Module, example: torch.Tensor, *, granularity: str, criterion: str = "l1",
-                     sparsity: float | None = None, threshold: float | None = None,
-                     layers: Sequence = (), seed: int = 0, calib=None) -> tuple[nn.Module, Selection]:
-    """Remove units of ``model`` without a plan (a copy is pruned; ``model`` is not changed).
+def structured_prune(step, model: nn.Module, example: torch.Tensor, calib=None) -> tuple[nn.Module, Selection]:
+    """Remove the units a ``Prune`` step selects from a copy of ``model``, without a plan or
+    an apply context (``model`` is not changed).
 
     Args:
+        step: a ``core.prune.Prune`` with granularity "neuron" | "channel" | "head" (any
+            object with its fields will do: this module knows no step class).
         model: the model to prune.
         example: an example input batch (for tracing the dependency graph, and the check
             that the pruned copy runs and keeps its output shape).
-        granularity: "neuron" | "channel" | "head".
-        criterion: importance criterion name.
-        sparsity / threshold: the global amount (fraction of units, or a threshold in
-            normalised score units); ``layers``: ``LayerOverride``s per layer.
-        seed: seed of the criterion (random); the calibration batch is ``calib``.
         calib: ``(x, y)`` for data-driven criteria.
 
     Returns:
         ``(pruned model, selection)``; ``selection.warnings`` names the groups left out.
 
     Raises:
-        PrunescopeError: bad granularity / criterion / override, no units to prune, or the
-            pruning failed (a ModelError saying what failed).
+        PrunescopeError: bad granularity / criterion / override, no units to prune, the
+            model cannot be traced or does not run, or memory ran out (a ModelError).
     """
-    from ..step import Prune
-
-    validate_granularity(granularity)
-    step = Prune(criterion=criterion, granularity=granularity, sparsity=sparsity, threshold=threshold,
-                 layers=tuple(layers), seed=seed)
+    validate_granularity(step.granularity)
     new, sel, warns = _wrapped("structured pruning", lambda: _prune_copy(model, example, step, None, None, calib))
     sel.warnings = warns + list(sel.warnings)
     return new, sel
@@ -241,7 +237,7 @@ def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepR
 
     Raises:
         PrunescopeError: bad granularity, criterion or override; the model has no such
-            units; anything failing inside (a ModelError naming what failed).
+            units, cannot be traced or does not run; memory ran out (a ModelError).
     """
     validate_granularity(step.granularity)
 

@@ -95,6 +95,9 @@ def replace_together(pairs: list[tuple[Path, Path]]) -> None:
     Existing targets are first moved aside; if any move fails, every target gets its
     old file back, so a reader never sees a new file beside an old (or missing) partner.
     """
+    for _, target in pairs:  # checked before anything moves: a folder is never moved aside
+        if target.exists() and not target.is_file():
+            raise IsADirectoryError(21, "not a regular file, so it is not replaced", str(target))
     backups: list[tuple[Path, Path]] = []
     done: list[Path] = []
     try:

@@ -1,0 +1,75 @@
+"""Background jobs (app/jobs.py): each reads its own snapshot, publishes once when it
+ends, is cancelled when its session ends; a sweep run in a thread never fills the dict
+the page iterates over."""
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+from core.prune import Prune
+from core.recover import Finetune
+from core.recover import training as T
+from core.sensitivity import sensitivity
+from core.workspace import Workspace
+
+from app.jobs import CallJob, SessionJobs, StepsJob
+
+
+def test_a_dropped_session_token_ends_its_jobs():
+    tok = SessionJobs()
+    ended = tok.ended
+    assert not ended.is_set()
+    del tok
+    gc.collect()
+    assert ended.is_set()
+
+
+def test_a_training_job_stops_when_its_session_ends_and_trains_on_its_own_copy():
+    T._MEMO.clear()
+    ws = Workspace("digits_mlp", "cpu")
+    ws.add_step(Prune(criterion="l1", granularity="weight", sparsity=0.5))
+    ended = threading.Event()
+    job = StepsJob(ws, [Finetune(steps=100_000, batch_size=8)], "Fine-tuning", ended)
+    deadline = time.monotonic() + 60
+    while job.inner[0] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ended.set()  # what the session token's finalizer does
+    job.thread.join(60)
+    assert not job.thread.is_alive() and job.error is None
+    (step,) = job.ran
+    assert 2 <= step.steps < 100_000 and job.info["stopped"]
+
+
+def test_a_job_runs_on_a_snapshot_not_on_the_pages_model():
+    ws = Workspace("digits_mlp", "cpu")
+    seen = []
+
+    class Probe(Prune):  # a step that records the model it is given
+        def build(self, model, ctx):
+            seen.append((model, ctx))
+            return super().build(model, ctx)
+
+    job = StepsJob(ws, [Probe(criterion="l1", granularity="weight", sparsity=0.1)], "probe")
+    job.thread.join(60)
+    (model, ctx), = seen
+    assert model is not ws.model and ctx is not ws.ctx
+    assert all((a == b).all() for a, b in zip(model.state_dict().values(), ws.model.state_dict().values()))
+
+
+def test_a_sweep_in_a_thread_publishes_only_through_the_page():
+    ws = Workspace("digits_mlp", "cpu")
+    kept: list = []
+    before = ws.sweeps
+
+    def work(progress, should_stop):
+        return sensitivity(ws, "l1", "weight", (0.5,), progress=progress, should_stop=should_stop,
+                           publish=lambda k, r: kept.append((k, r)))
+
+    job = CallJob(work, "sweep", on_done=lambda r: ("success", "done"))
+    job.thread.join(120)
+    assert job.error is None and job.result.complete
+    assert ws.sweeps is before and not ws.sweeps  # the thread wrote nothing into the workspace
+    (key, result), = kept
+    ws.keep_sweep(key, result)  # the page publishes, in one step: a new dict
+    assert ws.sweeps is not before and ws.sweeps[key] is result and not before

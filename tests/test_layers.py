@@ -1,0 +1,61 @@
+"""The layers of core hold by contract: import-linter's contracts in pyproject.toml (every
+import statement counts, inside functions too), and the ground stays light."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_import_linter_contracts_are_kept():
+    lint = Path(sys.executable).with_name("lint-imports")
+    if not lint.exists():
+        pytest.fail(f"import-linter is not installed in this environment ({lint}): pip install -e '.[dev]'")
+    done = subprocess.run([str(lint), "--no-logo", "--no-cache", str(ROOT / "pyproject.toml")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, "a layer contract is broken:\n" + done.stdout[-6000:] + done.stderr[-2000:]
+
+
+def test_a_registry_loads_no_other_core_module_than_errors_and_formatting():
+    done = _python("import json, sys\nimport core.registry\n"
+                   "print(json.dumps(sorted(m for m in sys.modules if m == 'core' or m.startswith('core.'))))")
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = set(json.loads(done.stdout)) - {"core", "core.registry"}
+    assert loaded <= {"core.errors", "core.formatting"}, loaded
+
+
+def test_a_lookup_imports_nothing_and_reads_no_home_folder(tmp_path):
+    """A registry lookup below the entry points finds only what was registered; the
+    message says how to register the rest."""
+    done = _python("import sys\nfrom core.models import MODELS\n"
+                   "try:\n    MODELS.get('digits_mlp')\nexcept ValueError as e:\n    print(e)\n"
+                   "print(sorted(m for m in sys.modules if m.startswith(('core.user', 'demo_models'))))")
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, last = done.stdout.strip().splitlines()
+    assert "core.startup.register_all()" in first
+    assert last == "[]"
+
+
+def test_every_entry_point_knows_every_step_kind():
+    """The notebook API, the command line and the app register the step kinds at start."""
+    recipe = {"format": "prunescope.plan/1", "model": "digits_cnn",
+              "steps": [{"op": "prune", "criterion": "l1", "granularity": "weight", "sparsity": 0.5},
+                        {"op": "cut", "blocks": ["features.1"]}]}
+    read = f"from core.plan import Plan\nprint([type(s).__name__ for s in Plan.from_dict({json.dumps(recipe)}).steps])"
+    for start in ("from core import Plan", "from core.cli import main; main(['models'])",
+                  "from core.startup import register_all; register_all()", "import benchmarks"):
+        done = _python(f"{start}\n{read}")
+        assert done.returncode == 0, (start, done.stderr[-2000:])
+        assert done.stdout.strip().splitlines()[-1] == "['Prune', 'Cut']", (start, done.stdout[-500:])
+    # the app's one script registers before it imports any page (it needs a Streamlit run)
+    app = (ROOT / "app" / "streamlit_app.py").read_text()
+    assert "\nregister_all()" in app and app.index("\nregister_all()") < app.index("from app.")
