@@ -19,6 +19,9 @@ SETTINGS = {  # the same as .streamlit/config.toml, so the folder the app is sta
     "server.headless": "true", "server.maxUploadSize": "200", "server.runOnSave": "false",
     "browser.gatherUsageStats": "false", "client.toolbarMode": "minimal", "theme.base": "light",
     "theme.primaryColor": "#2f6fde",
+    # the Prune page's sliders are given the plan's value as their fallback (value=) while their
+    # session key holds the same value: intended, so no warning stack in the server log
+    "global.disableWidgetStateDuplicationWarning": "true",
 }
 
 
