@@ -7,15 +7,15 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from core import formatting as fmt
+from core.ground import formatting as fmt
 from core.errors import PrunescopeError
 from core.metrics import Metrics
 from core.metrics.cost import speed_verdict
-from core.models import get_spec
+from core.sources.models import get_spec
 from core.viz.figures import per_class_figure
 from core.workspace import Workspace
 
-from .state import flash, get_workspace, message_ui, model_names
+from app.state import flash, get_workspace, message_ui, model_names
 
 
 def error_message(exc: BaseException) -> tuple[str, str | None]:
@@ -63,7 +63,7 @@ def model_picker_ui(where=st.sidebar) -> str:
         spec = get_spec(name)
         if spec.extra.get("source") != "user":
             return name
-        from core.user_models import has_random_weights
+        from core.sources.entries import has_random_weights
 
         return f"{name} (yours, random weights)" if has_random_weights(spec) else f"{name} (yours)"
 

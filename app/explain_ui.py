@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core import formatting as fmt
+from core.ground import formatting as fmt
 from core.errors import FOREIGN_ERRORS, PrunescopeError
 from core.explain import changes
 
@@ -53,7 +53,7 @@ def image(x, field: dict | None = None) -> np.ndarray | None:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _tokenizer(folder: str):
-    from core.hf import load_tokenizer
+    from core.sources.hf import load_tokenizer
 
     return load_tokenizer(folder)
 

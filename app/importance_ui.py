@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core import formatting as fmt
+from core.ground import formatting as fmt
 from core.errors import PrunescopeError
 from core.metrics import Metrics
 from core.metrics.cost import speed_verdict

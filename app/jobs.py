@@ -26,12 +26,12 @@ from typing import Any
 import streamlit as st
 
 from core.errors import PrunescopeError
-from core.models import clone_model
+from core.sources.bases import clone_model
 from core.plan import ApplyContext
 from core.workspace import Workspace
 
-from .components import error_message
-from .state import flash
+from app.components import error_message
+from app.state import flash
 
 
 class SessionJobs:

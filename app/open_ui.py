@@ -2,7 +2,7 @@
 or a torchvision / timm architecture by name, weights (random, uploaded or a local file)
 and evaluation data (synthetic inputs; an uploaded or local tensors file, CSV, or image
 folder / zip with its resize and normalisation settings; or a registered dataset). The entry is remembered across
-restarts (``core.user_models``); uploads are kept in its folder."""
+restarts (``core.sources.entries``); uploads are kept in its folder."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data import list_datasets
+from core.sources.datasets import list_datasets
 from core.errors import PrunescopeError
-from core.user_models import data_from_path, home, list_user_models, parse_shape, register, unregister
+from core.sources.entries import data_from_path, home, list_user_models, parse_shape, register, unregister
 
 from app.components import run_action
 
@@ -203,7 +203,7 @@ def recent_work_ui() -> None:
     model, plans and undo history)."""
     import time
 
-    from core.sessions import recent_sessions
+    from core.io.sessions import recent_sessions
 
     current = st.session_state.get("session_id")
     rows = [r for r in recent_sessions(12) if r["id"] != current]

@@ -7,8 +7,8 @@ import streamlit as st
 import torch
 from streamlit.errors import StreamlitAPIException
 
-from core import formatting as fmt
-from core.models import get_spec
+from core.ground import formatting as fmt
+from core.sources.models import get_spec
 from core.errors import PrunescopeError
 from core.recover import Finetune, Quantize, cubic_schedule, gradual_steps
 from core.viz.figures import per_class_figure

@@ -1,6 +1,6 @@
 """Per-session state: each browser session owns its Workspaces.
 
-The pristine base models are shared by every session (``core.models.load_base`` caches
+The pristine base models are shared by every session (``core.sources.bases.load_base`` caches
 them per process) and never pruned: a Workspace applies plans to copies.
 """
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Callable
 
 import streamlit as st
 
-from core.device import available_devices
+from core.ground.device import available_devices
 from core.errors import PrunescopeError
-from core.models import list_models
-from core.sessions import load_session, new_session_id, restore, save_session, valid_id
+from core.sources.models import list_models
+from core.io.sessions import load_session, new_session_id, save_session, valid_id
 from core.workspace import Workspace
 
 DEFAULT_MODEL = "digits_cnn"
@@ -22,7 +22,7 @@ DEFAULT_MODEL = "digits_cnn"
 @st.cache_resource(show_spinner=False)
 def _swept_once() -> list:
     """Once per server process: remove the export folders of servers that were killed."""
-    from core.files import sweep_dead_folders
+    from core.ground.files import sweep_dead_folders
 
     return sweep_dead_folders("export")
 
@@ -97,7 +97,9 @@ def _autosave(ss) -> Callable[..., None]:
 
     def save(_ws=None) -> None:
         try:
-            save_session(sid, spaces, shown[0], pending)
+            models = {name: e for name, e in pending.items() if name not in spaces}  # restored, not opened yet
+            models.update({name: ws.session_entry() for name, ws in spaces.items()})
+            save_session(sid, models, shown[0])
         except OSError as exc:  # a full or read-only disk must not stop the work itself
             import warnings
 
@@ -131,7 +133,7 @@ def get_workspace(name: str | None = None) -> Workspace:
         if ws is not None:  # device change: keep the person's plans
             new.history, new.pos = list(ws.history), ws.pos
         elif name in ss.get("_restored", {}):  # saved work of this session (a reload)
-            restore(new, ss["_restored"].pop(name))
+            new.restore_session(ss["_restored"].pop(name))
         if "session_id" in ss:
             ss.setdefault("_shown", [name])
             new.listeners.append(_autosave(ss))

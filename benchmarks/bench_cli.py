@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import row
+from benchmarks.common import row
 
 RUNS = 5
 _SCRIPT = Path(sys.executable).with_name("prunescope")  # the installed console script

@@ -19,7 +19,7 @@ from core.viz.figures import weight_histogram_figure
 from core.viz.histograms import weight_histograms
 from core.workspace import Workspace
 
-from .common import MLP25M, MLP100M, live_pair, mlp, register_synthetic, row, timeit
+from benchmarks.common import MLP25M, MLP100M, live_pair, mlp, register_synthetic, row, timeit
 
 DEMOS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
 

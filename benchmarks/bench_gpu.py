@@ -29,13 +29,13 @@ from pathlib import Path
 
 import torch
 
-from core.device import peak_memory, synchronize
+from core.ground.device import peak_memory, synchronize
 from core.plan import Plan
 from core.prune import Prune
 from core.prune.masks import prunable_layers
 from core.workspace import Workspace
 
-from .common import live_pair, row
+from benchmarks.common import live_pair, row
 
 DRY = {"dry": False}
 TP_PUBLISHED = "Torch-Pruning's published ResNet-50 at 50% channels: 4.12 -> 1.07 GMACs, 45.2 -> 20.7 ms (2.19x)"
@@ -72,7 +72,7 @@ def _gib(b: int | None) -> str:
 
 
 def _vision(arch: str, s: dict) -> str:
-    from core.user_models import register
+    from core.sources.entries import register
 
     name = f"gpu_{arch}"
     kwargs = s["vit_kwargs"] if arch.startswith("vit") else {}
@@ -203,7 +203,7 @@ def _llama_folder(root: Path, cfg: dict) -> tuple[Path, Path, int]:
 def llama() -> list[dict]:
     """A ~1 B-parameter Llama (random weights) from a local folder, evaluated under bf16
     autocast: seconds per head / neuron slider move and the perplexity readout."""
-    from core.user_models import register
+    from core.sources.entries import register
 
     s = _scale()
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from .common import row
+from benchmarks.common import row
 
 MODELS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
 

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from .common import row
+from benchmarks.common import row
 
 TARGETS = {"digits_cnn": (1.5, 150), "digits_resnet": (2.0, 150)}  # (max drop in points, steps)
 
@@ -45,7 +45,7 @@ def semi_structured(name: str = "digits_vit") -> dict:
         return row(f"2:4 semi-structured speed-up, batch 1024 ({name})", None, "x", "report (CUDA)", True,
                    "skipped: no CUDA device on this machine")
     model = apply(Plan(name).then(NMSparsity()))
-    from core.models import get_spec
+    from core.sources.models import get_spec
 
     x = torch.randn(1024, *get_spec(name).input_shape)
     out = semi_structured_speedup(model, x)

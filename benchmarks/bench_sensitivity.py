@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from .common import row
+from benchmarks.common import row
 
 AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 

@@ -8,11 +8,11 @@ import torch
 
 from core.plan import ApplyContext
 from core.metrics import count_macs, measure_latency
-from core.models import load_base
+from core.sources.bases import load_base
 from core.prune import Prune
 from core.prune.structured import structured_prune_step
 
-from .common import row, timeit
+from benchmarks.common import row, timeit
 
 MODEL = "digits_resnet"
 RATIO = 0.5

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from core.plan import ApplyContext
-from core.models import clone_model, load_base
+from core.sources.bases import clone_model, load_base
 from core.surgery import Cut, block_names, default_container
 from core.surgery.blocks import _activations
 
-from .common import row, timeit
+from benchmarks.common import row, timeit
 
 
 def cut_cost(name: str = "digits_resnet") -> dict:

@@ -8,8 +8,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.data import DATASETS, DataSplits, register_dataset
-from core.models import MODELS, ModelSpec, register_model
+from core.sources.datasets import DATASETS, DataSplits, register_dataset
+from core.sources.models import MODELS, ModelSpec, register_model
 
 
 def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:

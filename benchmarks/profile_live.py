@@ -18,11 +18,11 @@ import time
 import torch
 
 import benchmarks  # noqa: F401 - the entry point: registers the built-in kinds and plug-ins
-from core.device import synchronize
-from core.user_models import register
+from core.ground.device import synchronize
+from core.sources.entries import register
 from core.workspace import Workspace
 
-from .common import live_pair
+from benchmarks.common import live_pair
 
 
 def main(argv: list[str] | None = None) -> None:

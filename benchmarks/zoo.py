@@ -4,7 +4,7 @@ Each model (random weights, ``torchvision.models.get_model(name, weights=None)``
 per-model configuration) runs in its own process with a memory cap and a timeout, through
 five stages, each a plan applied to the pristine base the way the CLI does it:
 
-1. ``load``: registered with ``core.models.register_factory`` (synthetic fidelity data),
+1. ``load``: registered with ``core.sources.models.register_factory`` (synthetic fidelity data),
    built, and run on the example batch;
 2. ``weight``: ``Prune(granularity="weight", sparsity=0.5)``;
 3. ``channel``: ``Prune(granularity="channel", sparsity=0.3)``; the pruned model must run
@@ -70,8 +70,8 @@ def _register(arch: str):
     """Register ``arch`` (random weights) with seeded synthetic inputs; returns the model name."""
     import torch
 
-    from core.data import DataSplits, register_dataset
-    from core.models import register_factory
+    from core.sources.datasets import DataSplits, register_dataset
+    from core.sources.models import register_factory
 
     shape = _input_shape(arch)
     ds = f"zoo:{arch}"
@@ -142,7 +142,7 @@ def run_one(arch: str, result_path: str, threads: int) -> None:
         save()
         return row["stages"][name]["ok"]
 
-    from core.models import load_base
+    from core.sources.bases import load_base
     from core.plan import ApplyContext, Plan, apply_with_reports
     from core.prune import Prune
 

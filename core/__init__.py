@@ -9,7 +9,7 @@ first use, so the command line starts fast. Loading them is an entry point
 (``core.startup.register_all``): every step kind (``prune``, ``cut``, ``paste``, ``compose``,
 ``heal``, ``finetune``, ``quantize``), the plug-ins and a person's saved models are then known.
 """
-from .errors import FileError, ModelError, PlanError, PrunescopeError, StepError, UnknownNameError
+from core.errors import FileError, ModelError, PlanError, PrunescopeError, StepError, UnknownNameError
 
 __all__ = ["ApplyContext", "PlanCache", "PlanError", "apply", "apply_with_reports", "StepReport", "ModelSpec",
            "build_model", "list_models", "load_base", "register_factory", "register_model", "LayerOverride", "Plan",
@@ -20,7 +20,7 @@ __all__ = ["ApplyContext", "PlanCache", "PlanError", "apply", "apply_with_report
 
 def __getattr__(name):
     if name in __all__:
-        from . import api
+        from core import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'core' has no attribute {name!r}")

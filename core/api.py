@@ -2,21 +2,22 @@
 
 An entry point: loading it registers the built-in kinds and the plug-ins (``core.startup``).
 """
-from .errors import FileError, ModelError, PlanError, PrunescopeError, StepError, UnknownNameError
-from .models import ModelSpec, build_model, list_models, load_base, register_factory, register_model
-from .plan import ApplyContext, Plan, PlanCache, StepReport, apply, apply_with_reports
-from .prune import LayerOverride, Prune
-from .recover import Finetune, Heal, Quantize, gradual_steps
-from .surgery import Compose, Cut, Paste, Segment
-from .startup import register_all
-from .user_models import register, unregister
-from .workspace import Workspace
+from core.errors import FileError, ModelError, PlanError, PrunescopeError, StepError, UnknownNameError
+from core.sources.bases import load_base
+from core.sources.models import ModelSpec, build_model, list_models, register_factory, register_model
+from core.plan import ApplyContext, Plan, PlanCache, StepReport, apply, apply_with_reports
+from core.prune import LayerOverride, Prune
+from core.recover import Finetune, Heal, Quantize, gradual_steps
+from core.surgery import Compose, Cut, Paste, Segment
+from core.startup import register_all
+from core.sources.entries import register, unregister
+from core.workspace import Workspace
 
 register_all()
 
 
 def open_model(name: str, *, device: str | None = "auto", **kwargs) -> Workspace:
-    """:func:`~core.user_models.register` (same arguments), then a :class:`Workspace` on it:
+    """:func:`~core.sources.entries.register` (same arguments), then a :class:`Workspace` on it:
     the notebook's one line, e.g. ``ws = open_model("mine", torchvision="resnet18",
     kwargs={"num_classes": 3}, data="pets.zip")``.
 
@@ -29,7 +30,7 @@ def open_model(name: str, *, device: str | None = "auto", **kwargs) -> Workspace
 
 def __getattr__(name):  # export pulls in onnx and friends: load it on first use
     if name in ("export_model", "export_all", "load", "state_dict_hash", "list_exporters"):
-        from . import io
+        from core import io
 
         return getattr(io, name)
     raise AttributeError(f"module 'core.api' has no attribute {name!r}")

@@ -19,8 +19,8 @@ import warnings
 from importlib import metadata
 
 from core.errors import FOREIGN_ERRORS
-from core.registry import defer, mark_registered
-from core.user_models import load_user_models
+from core.ground.registry import defer, mark_registered
+from core.sources.entries import load_user_models
 
 PLUGIN_GROUP = "prunescope.plugins"
 _done = False
@@ -56,7 +56,7 @@ def load_plugins() -> None:
 
 def register_all() -> None:
     """Register the built-in step kinds (on first use), the plug-ins and a person's saved
-    models (``core.user_models``). Runs once per process; later calls do nothing.
+    models (``core.sources.entries``). Runs once per process; later calls do nothing.
 
     Side effects: imports the plug-in modules; reads ``$PRUNESCOPE_HOME/user_models.json``.
     """

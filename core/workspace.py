@@ -15,12 +15,18 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .data import EvalSet, get_dataset
-from .device import check_precision, pick_device
-from .errors import PrunescopeError, echo
-from .metrics import Evaluator, Metrics
-from .models import ModelSpec, clone_model, get_spec, load_base
-from .plan import ApplyContext, Plan, PlanCache, Step, StepReport, apply, apply_with_reports
+from core.sources.datasets import EvalSet, get_dataset
+from core.ground.device import check_precision, pick_device
+from core.errors import PrunescopeError, echo
+from core.metrics import Evaluator, Metrics
+from core.sources.bases import clone_model, load_base
+from core.sources.models import ModelSpec, get_spec
+from core.plan import ApplyContext, Plan, PlanCache, Step, StepReport, apply, apply_with_reports
+
+
+def _tuples(v):
+    """A sweep key read back from JSON (lists) as the tuple it was."""
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
 def _check_int(name: str, v, lo: int, hi: int) -> None:
@@ -82,6 +88,7 @@ class Workspace:
         self._metrics: dict[tuple[str, str], Metrics] = {}
         self._logged: dict[tuple[str, str], Metrics] = {}  # what the log holds per plan and subset
         self.listeners: list[Callable[["Workspace"], None]] = []  # called after the plan or history moves
+        self._sweeps_data: tuple | None = None  # (sweep keys, their plain data): session_entry's memo
         self.sweeps: dict[tuple, object] = {}  # finished sensitivity sweeps and criteria curves (core.sensitivity)
 
     # --- the plan and its history ---
@@ -132,6 +139,45 @@ class Workspace:
         """Keep a finished sweep in :attr:`sweeps`, published in one step: a new dict
         replaces the old one, so a reader iterating over the old one never sees it change."""
         self.sweeps = {**self.sweeps, key: result}
+
+    def session_entry(self) -> dict:
+        """This workspace's lasting work as plain data for a session file: ``{"history":
+        [Plan], "pos", "sweeps": [[key, result dict]]}`` (the finished sweeps, at most 4 MB
+        of them, the newest first; serialised once per set of sweeps)."""
+        import json
+
+        from core.sensitivity import Sensitivity
+
+        keys = tuple(self.sweeps)
+        if self._sweeps_data is None or self._sweeps_data[0] != keys:
+            out, size = [], 0
+            for key, s in reversed(list(self.sweeps.items())):
+                if isinstance(s, Sensitivity):
+                    item = [list(key), s.to_dict()]
+                    n = len(json.dumps(item))
+                    if size + n > 4 << 20:
+                        break
+                    out.append(item)
+                    size += n
+            self._sweeps_data = (keys, out)
+        return {"history": list(self.history), "pos": self.pos, "sweeps": self._sweeps_data[1]}
+
+    def restore_session(self, entry: dict) -> None:
+        """Take a saved history and its finished sweeps (:meth:`session_entry`'s shape, as
+        read back by ``core.io.sessions.load_session``). A sweep that does not read back is
+        left out with a warning; the plans were checked when the file was read."""
+        import warnings
+
+        from core.sensitivity import Sensitivity
+
+        self.history, self.pos = list(entry["history"]), entry["pos"]
+        sweeps = dict(self.sweeps)
+        for key, data in entry.get("sweeps", []):
+            try:
+                sweeps[_tuples(key)] = Sensitivity.from_dict(data)
+            except PrunescopeError as exc:
+                warnings.warn(f"prunescope: a saved sweep of {self.name} was left out: {exc}")
+        self.sweeps = sweeps
 
     def notify(self) -> None:
         """Tell the listeners that something worth keeping changed (a finished sweep)."""
@@ -341,19 +387,19 @@ class Workspace:
     def guides(self, container: str | None = None, seed: int = 0, progress: Callable | None = None):
         """The surgery guides of the current model (``core.surgery.guides.compute_guides``:
         influence, CKA, drop-one accuracy), cached with the model."""
-        from .surgery.guides import compute_guides
+        from core.surgery.guides import compute_guides
 
         return compute_guides(self.model, self.evaluator, self.ctx, container, seed, progress, name=self.name)
 
     def cached_guides(self, container: str | None = None, seed: int = 0):
         """The guides already computed for the current model, else None (free)."""
-        from .surgery.guides import cached_guides
+        from core.surgery.guides import cached_guides
 
         return cached_guides(self.model, self.ctx, container, seed, name=self.name)
 
     def suggest_cut(self, k: int = 1, container: str | None = None, seed: int = 0) -> dict:
         """The ``k`` blocks of the current model whose removal costs least
         (``core.surgery.guides.suggest_cut``)."""
-        from .surgery.guides import suggest_cut
+        from core.surgery.guides import suggest_cut
 
         return suggest_cut(self.model, self.evaluator, self.ctx, k, container, seed, name=self.name)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.data import register_dataset
-from core.models import ModelSpec, register_model
+from core.sources.datasets import register_dataset
+from core.sources.models import ModelSpec, register_model
 
 # Nothing here imports torch: `prunescope models` lists the demos from the facts below
 # without building them. The architectures (nets) and data (data) load on first use.
@@ -18,14 +18,14 @@ from core.models import ModelSpec, register_model
 
 @register_dataset("digits")
 def _digits():
-    from .data import digits
+    from demo_models.data import digits
 
     return digits()
 
 
 @register_dataset("digits32")
 def _digits32():
-    from .data import digits32
+    from demo_models.data import digits32
 
     return digits32()
 
@@ -34,7 +34,7 @@ def _factory(name: str):
     """A zero-argument factory that imports ``nets`` when first called."""
 
     def build():
-        from . import nets
+        from demo_models import nets
 
         return {"digits_mlp": nets.digits_mlp, "digits_cnn": nets.digits_cnn,
                 "digits_resnet": nets.digits_resnet, "digits_vit": nets.digits_vit}[name]()
@@ -44,7 +44,7 @@ def _factory(name: str):
 
 
 try:
-    from ._results import RESULTS as _RESULTS
+    from demo_models._results import RESULTS as _RESULTS
 except ImportError:  # pragma: no cover - weights not trained yet
     _RESULTS = {}
 

@@ -21,7 +21,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from core.data import DataSplits
+from core.sources.datasets import DataSplits
 
 MEAN = 0.5  # normalisation constants applied after scaling to [0, 1]
 STD = 0.5

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from . import nets
-from .data import MEAN, STD, _digits_arrays, upsample32
+from demo_models import nets
+from demo_models.data import MEAN, STD, _digits_arrays, upsample32
 
 HERE = Path(__file__).parent
 WEIGHTS = HERE / "weights"
@@ -206,7 +206,7 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, help="override the epoch count (for quick experiments)")
     args = ap.parse_args(argv)
     try:
-        from ._results import RESULTS as old
+        from demo_models._results import RESULTS as old
     except ImportError:
         old = {}
     results = dict(old)

@@ -19,7 +19,7 @@ DEMO_MODELS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
 
 @pytest.fixture(scope="session")
 def demo_names():
-    from core.models import list_models
+    from core.sources.models import list_models
 
     names = list_models()
     assert set(DEMO_MODELS) <= set(names), names
@@ -30,7 +30,7 @@ def demo_names():
 def fidelity_mlp():
     """A registered copy of the digits MLP judged by fidelity (no labels), random weights;
     removed from the registry afterwards. Yields its name."""
-    from core.models import MODELS, register_factory
+    from core.sources.models import MODELS, register_factory
 
     name = "fidelity_mlp_test"
     register_factory("demo_models.nets:digits_mlp", weights=None, dataset="digits", input_shape=(1, 8, 8),
@@ -66,7 +66,7 @@ def own_home(tmp_path, monkeypatch):
     """A fresh folder for a person's stored models; yields a list: the names appended to
     it are unregistered afterwards."""
     from core.errors import PrunescopeError
-    from core.user_models import unregister
+    from core.sources.entries import unregister
 
     monkeypatch.setenv("PRUNESCOPE_HOME", str(tmp_path / "home"))
     names: list[str] = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.data import get_dataset
-from core.models import build_model, get_spec, list_models
+from core.sources.datasets import get_dataset
+from core.sources.models import build_model, get_spec, list_models
 
 NAMES = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
 MIN_ACC = {"digits_mlp": 0.95, "digits_cnn": 0.97, "digits_resnet": 0.97, "digits_vit": 0.95}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.device import available_devices, pick_device
+from core.ground.device import available_devices, pick_device
 
 
 def test_auto_picks_the_best_available():
@@ -34,7 +34,7 @@ def test_workspace_runs_on_cuda():
 def test_peak_memory_nests_without_going_negative(monkeypatch):
     """The peak statistics are faked here (no GPU): an inner block's reset must not hide
     what the outer block saw before it, and a block that frees memory reads 0, not less."""
-    from core import device as D
+    from core.ground import device as D
 
     state = {"now": 300, "peak": 300}
 

@@ -103,7 +103,7 @@ def test_a_fault_behind_the_tensors_reader_propagates(tmp_path, monkeypatch):
     import numpy as np
 
     from core.errors import FileError
-    from core.user_data import read_tensors
+    from core.sources.readers import read_tensors
 
     p = tmp_path / "d.npz"
     np.savez(p, x=np.zeros((8, 3), np.float32))
@@ -120,7 +120,7 @@ def test_a_fault_behind_the_tensors_reader_propagates(tmp_path, monkeypatch):
 def test_a_fault_behind_the_csv_reader_propagates(tmp_path, monkeypatch):
     import pandas as pd
 
-    from core.user_data import read_csv
+    from core.sources.readers import read_csv
 
     (tmp_path / "t.csv").write_text("a,b\n" + "1,2\n" * 10)
     monkeypatch.setattr(pd, "read_csv", lambda *a, **k: (_ for _ in ()).throw(Boom("ours")))
@@ -129,7 +129,7 @@ def test_a_fault_behind_the_csv_reader_propagates(tmp_path, monkeypatch):
 
 
 def test_a_fault_behind_torch_load_propagates(tmp_path, monkeypatch):
-    from core.models import load_state_dict_file
+    from core.sources.weights import load_state_dict_file
 
     p = tmp_path / "w.pt"
     torch.save({"a": torch.zeros(1)}, p)
@@ -141,9 +141,9 @@ def test_a_fault_behind_torch_load_propagates(tmp_path, monkeypatch):
 # --- a person's own model ---
 
 def test_a_bug_while_registering_a_model_propagates_and_registers_nothing(own_home, monkeypatch):
-    import core.models as M
-    import core.user_models as U
-    from core.models import list_models
+    import core.sources.models as M
+    import core.sources.entries as U
+    from core.sources.models import list_models
 
     monkeypatch.setattr(M, "build_model", lambda *a, **k: (_ for _ in ()).throw(Boom("ours")))
     with pytest.raises(Boom):
@@ -154,7 +154,7 @@ def test_a_bug_while_registering_a_model_propagates_and_registers_nothing(own_ho
 
 def test_a_persons_model_that_does_not_run_is_a_model_error_chained(own_home):
     from core.errors import ModelError
-    from core.user_models import register
+    from core.sources.entries import register
 
     with pytest.raises(ModelError, match="does not run on inputs of shape") as info:
         register("own_lin", factory="torch.nn:Linear", kwargs={"in_features": 5, "out_features": 2},
@@ -163,7 +163,7 @@ def test_a_persons_model_that_does_not_run_is_a_model_error_chained(own_home):
 
 
 def test_a_bug_while_loading_stored_models_is_not_a_skipped_entry(own_home, monkeypatch):
-    import core.user_models as U
+    import core.sources.entries as U
 
     U.register("own_lin", factory="torch.nn:Linear", kwargs={"in_features": 4, "out_features": 2},
                input_shape=(4,), data={"kind": "synthetic", "n": 16})
@@ -175,7 +175,7 @@ def test_a_bug_while_loading_stored_models_is_not_a_skipped_entry(own_home, monk
 
 def test_a_factory_raising_an_unexpected_kind_of_error_is_not_a_model_error(monkeypatch):
     from core.errors import ModelError
-    from core.models import MODELS, ModelSpec, build_model
+    from core.sources.models import MODELS, ModelSpec, build_model
 
     def broken():
         raise RuntimeError("the person's bug")

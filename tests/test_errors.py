@@ -59,7 +59,7 @@ def test_files_that_cannot_be_read_are_file_errors(tmp_path):
     with pytest.raises(FileError, match="cannot write the recipe"):
         Plan("digits_mlp").save(tmp_path)  # a directory
     (tmp_path / "w.safetensors").write_bytes(b"not safetensors")
-    from core.models import load_state_dict_file
+    from core.sources.weights import load_state_dict_file
 
     with pytest.raises(FileError, match="w.safetensors: not a readable safetensors file"):
         load_state_dict_file(tmp_path / "w.safetensors")

@@ -130,7 +130,8 @@ def test_cli_bad_input_exits_2_with_one_line_and_touches_no_file(files, capsys, 
 
 def _api_cases(d: Path):
     from core.io import export_model, load
-    from core.models import load_state_dict_file, register_factory
+    from core.sources.models import register_factory
+    from core.sources.weights import load_state_dict_file
     from core.workspace import Workspace
 
     ws = Workspace(MODEL, "cpu", latency_time=0.01)
@@ -178,7 +179,8 @@ def _api_cases(d: Path):
 @pytest.fixture
 def no_hostile_models_left():
     yield
-    from core.models import MODELS, forget_base
+    from core.sources.bases import forget_base
+    from core.sources.models import MODELS
 
     for name in [n for n in MODELS._items if n.startswith("hostile_") or n in ("no.such.module:fn", "nocolon")]:
         del MODELS._items[name]
@@ -221,7 +223,7 @@ def test_the_app_shows_bad_input_as_an_error_and_keeps_the_plan(monkeypatch):
 
 
 def test_torch_state_dict_shape_mismatch_names_the_key(tmp_path):
-    from core.models import load_error_summary
+    from core.sources.weights import load_error_summary
 
     m = torch.nn.Sequential(torch.nn.Linear(4, 3))
     try:
@@ -232,7 +234,7 @@ def test_torch_state_dict_shape_mismatch_names_the_key(tmp_path):
 
 
 def test_apply_refuses_a_base_of_another_model():
-    from core.models import load_base
+    from core.sources.bases import load_base
     from core.plan import apply
 
     with pytest.raises(PrunescopeError, match="the plan is for model 'digits_cnn', but the base given has other"):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from core.errors import PrunescopeError
-from core.models import load_base, register_factory
+from core.sources.bases import load_base
+from core.sources.models import register_factory
 from core.plan import Plan
 from core.recover import Heal
 from core.surgery import Cut
@@ -35,7 +36,8 @@ def test_registering_a_name_again_serves_the_new_model(tmp_path):
                      name="iso_user_model")
     second = load_base("iso_user_model")
     assert type(first).__name__ == "DigitsMLP" and type(second).__name__ == "DigitsCNN"
-    from core.models import MODELS, forget_base
+    from core.sources.bases import forget_base
+    from core.sources.models import MODELS
 
     del MODELS._items["iso_user_model"]
     forget_base("iso_user_model")

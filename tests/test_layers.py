@@ -26,17 +26,17 @@ def test_import_linter_contracts_are_kept():
 
 
 def test_a_registry_loads_no_other_core_module_than_errors_and_formatting():
-    done = _python("import json, sys\nimport core.registry\n"
+    done = _python("import json, sys\nimport core.ground.registry\n"
                    "print(json.dumps(sorted(m for m in sys.modules if m == 'core' or m.startswith('core.'))))")
     assert done.returncode == 0, done.stderr[-2000:]
-    loaded = set(json.loads(done.stdout)) - {"core", "core.registry"}
-    assert loaded <= {"core.errors", "core.formatting"}, loaded
+    loaded = set(json.loads(done.stdout)) - {"core", "core.ground", "core.ground.registry"}
+    assert loaded <= {"core.errors", "core.ground.formatting"}, loaded
 
 
 def test_a_lookup_imports_nothing_and_reads_no_home_folder(tmp_path):
     """A registry lookup below the entry points finds only what was registered; the
     message says how to register the rest."""
-    done = _python("import sys\nfrom core.models import MODELS\n"
+    done = _python("import sys\nfrom core.sources.models import MODELS\n"
                    "try:\n    MODELS.get('digits_mlp')\nexcept ValueError as e:\n    print(e)\n"
                    "print(sorted(m for m in sys.modules if m.startswith(('core.user', 'demo_models'))))")
     assert done.returncode == 0, done.stderr[-2000:]

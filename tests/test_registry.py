@@ -1,7 +1,7 @@
 import pytest
 
-from core.models import MODELS, build_model, get_spec, list_models, register_factory
-from core.registry import Registry, UnknownNameError, import_object
+from core.sources.models import MODELS, build_model, get_spec, list_models, register_factory
+from core.ground.registry import Registry, UnknownNameError, import_object
 
 
 def test_unknown_name_lists_valid_names():
@@ -55,16 +55,16 @@ def test_import_object_errors_are_clear():
     with pytest.raises(ValueError, match="cannot import module"):
         import_object("no_such_mod_xyz:f")
     with pytest.raises(ValueError, match="has no attribute"):
-        import_object("core.models:nope")
+        import_object("core.sources.models:nope")
 
 
 def test_a_factory_with_keyword_arguments_and_a_cell_run_twice():
     """The notebook path: a factory that takes arguments, registered again on a re-run."""
     import torch
 
-    from core.data import DataSplits, get_dataset, register_dataset
+    from core.sources.datasets import DataSplits, get_dataset, register_dataset
     from core.errors import PrunescopeError
-    from core.models import MODELS, build_model, get_spec, register_factory
+    from core.sources.models import MODELS, build_model, get_spec, register_factory
 
     name = "kwargs_vit_test"
     try:
@@ -83,7 +83,7 @@ def test_a_factory_with_keyword_arguments_and_a_cell_run_twice():
         x = torch.zeros(n, 1, 8, 8)
         return DataSplits("twice", x, torch.zeros(n, dtype=torch.long), x, torch.zeros(n, dtype=torch.long), ["a"])
 
-    from core.data import DATASETS
+    from core.sources.datasets import DATASETS
 
     try:
         register_dataset("twice_test")(lambda: splits(3))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core.prune import Prune
-from core.sessions import load_session, new_session_id, recent_sessions, restore, save_session, sessions_dir
+from core.io.sessions import load_session, new_session_id, recent_sessions, save_session, sessions_dir
 from core.workspace import Workspace
 
 
@@ -22,11 +22,11 @@ def test_plans_and_history_round_trip(sessions):
     ws.add_step(Prune(criterion="l1", granularity="neuron", sparsity=0.2))
     ws.undo()  # the position in the history is kept too
     sid = new_session_id()
-    save_session(sid, {"digits_mlp": ws}, "digits_mlp")
+    save_session(sid, {"digits_mlp": ws.session_entry()}, "digits_mlp")
     got = load_session(sid)
     assert got["model"] == "digits_mlp"
     again = Workspace("digits_mlp", "cpu")
-    restore(again, got["models"]["digits_mlp"])
+    again.restore_session(got["models"]["digits_mlp"])
     assert again.history == ws.history and again.pos == ws.pos == 1 and again.plan == ws.plan
     assert again.metrics(latency=False).sparsity == pytest.approx(0.3, abs=0.01)
     again.redo()
@@ -70,7 +70,7 @@ def test_damaged_or_foreign_session_files_are_skipped(sessions):
                 "models": {"digits_mlp": {"history": [], "pos": 0}}}),
     json.dumps({"format": "prunescope.session/1", "saved": 1, "model": "digits_mlp",
                 "models": {"digits_mlp": {"history": [{"format": "prunescope.plan/1", "model": "digits_mlp"}],
-                                          "pos": 0, "sweeps": [[["k"], {"model": "digits_mlp"}]]}}}),
+                                          "pos": 0, "sweeps": [["k", 1]]}}}),
     b"\xff\xfe".decode("latin-1"), '{"format": NaN}'])
 def test_a_session_file_of_the_wrong_shape_is_damaged_not_a_crash(sessions, text):
     sessions.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ def test_a_bug_while_reading_a_session_propagates_and_the_file_is_kept(sessions,
     from core.plan import Plan
 
     sid = new_session_id()
-    save_session(sid, {"digits_mlp": Workspace("digits_mlp", "cpu")}, "digits_mlp")
+    save_session(sid, {"digits_mlp": Workspace("digits_mlp", "cpu").session_entry()}, "digits_mlp")
     text = (sessions / f"{sid}.json").read_text()
 
     def boom(d):
@@ -115,9 +115,27 @@ def test_finished_sweeps_are_saved_with_the_session(sessions):
     ws = Workspace("digits_cnn", "cpu")
     s = sensitivity(ws, "l1", "channel", (0.3, 0.6))
     sid = new_session_id()
-    save_session(sid, {"digits_cnn": ws}, "digits_cnn")
+    save_session(sid, {"digits_cnn": ws.session_entry()}, "digits_cnn")
     again = Workspace("digits_cnn", "cpu")
-    restore(again, load_session(sid)["models"]["digits_cnn"])
+    again.restore_session(load_session(sid)["models"]["digits_cnn"])
     assert list(again.sweeps) == list(ws.sweeps)
     got = sensitivity(again, "l1", "channel", (0.3, 0.6))  # found, not run again
     assert got.layers == s.layers and got.source == s.source and got.seconds == s.seconds
+
+
+def test_a_saved_sweep_that_does_not_read_back_is_left_out_with_a_warning(sessions):
+    """Sweeps are plain data in the file; the workspace reads them, and a damaged one costs
+    only itself: the plans and the other sweeps come back."""
+    from core.sensitivity import sensitivity
+
+    ws = Workspace("digits_cnn", "cpu")
+    ws.add_step(Prune(sparsity=0.3))
+    sensitivity(ws, "l1", "channel", (0.3,))
+    entry = ws.session_entry()
+    entry["sweeps"] = entry["sweeps"] + [[["bad"], {"model": "digits_cnn"}]]
+    sid = new_session_id()
+    save_session(sid, {"digits_cnn": entry}, "digits_cnn")
+    again = Workspace("digits_cnn", "cpu")
+    with pytest.warns(UserWarning, match="a saved sweep of digits_cnn was left out"):
+        again.restore_session(load_session(sid)["models"]["digits_cnn"])
+    assert again.plan == ws.plan and list(again.sweeps) == list(ws.sweeps)

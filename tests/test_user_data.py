@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from core.errors import FileError, PrunescopeError
-from core.models import MODELS
+from core.sources.models import MODELS
 from core.prune import Prune
-from core.user_data import read_csv, read_image_folder, safe_unzip
-from core.user_models import data_from_path, list_user_models, register
+from core.sources.readers import read_csv, read_image_folder, safe_unzip
+from core.sources.entries import data_from_path, list_user_models, register
 from core.workspace import Workspace
 
 
@@ -178,7 +178,7 @@ def test_the_store_keeps_paths_not_uploads_of_code(own_home, tmp_path):
     image_folder(tmp_path / "f", per_class=2)
     register("own_images2", factory="demo_models.nets:DigitsCNN", data=data_from_path(str(tmp_path / "f")),
              input_shape=(1, 8, 8))
-    from core.user_models import home
+    from core.sources.entries import home
 
     stored = (home() / "user_models.json").read_text()
     assert str(tmp_path / "f") in stored and os.path.exists(tmp_path / "f")

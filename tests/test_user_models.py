@@ -14,7 +14,7 @@ import torch
 
 from core.errors import PrunescopeError
 from core.prune import Prune
-from core.user_models import list_user_models, register
+from core.sources.entries import list_user_models, register
 from core.workspace import Workspace
 from tests.cli.test_cli import run
 
@@ -93,7 +93,7 @@ def test_bad_input_is_refused_with_what_is_accepted(own_home, tmp_path):
         with pytest.raises(PrunescopeError, match=match):
             register(**kwargs)
     assert list_user_models() == []  # nothing half-registered was stored
-    from core.models import list_models
+    from core.sources.models import list_models
 
     assert "ok" not in list_models()
 
@@ -106,7 +106,7 @@ def test_a_pickled_checkpoint_is_refused_as_weights(own_home, tmp_path):
 
 
 def test_a_damaged_store_loads_nothing_and_says_so(own_home):
-    from core.user_models import home as home_dir, load_user_models
+    from core.sources.entries import home as home_dir, load_user_models
 
     home_dir().mkdir(parents=True, exist_ok=True)
     (home_dir() / "user_models.json").write_text("{not json")
@@ -135,7 +135,7 @@ def test_cli_register_models_unregister(own_home, capsys, tmp_path):
 
 
 def test_full_pickles_load_only_with_the_trust_flag(own_home, tmp_path, monkeypatch, capsys):
-    from core.models import load_state_dict_file
+    from core.sources.weights import load_state_dict_file
 
     lin = torch.nn.Linear(16, 2)
     torch.save(lin, tmp_path / "module.pt")  # a whole pickled module
@@ -158,3 +158,17 @@ def test_full_pickles_load_only_with_the_trust_flag(own_home, tmp_path, monkeypa
                          str(tmp_path / "module.pt"), "--synthetic", "20", "--input-shape", "16", "--json")
     assert code == 0, err
     monkeypatch.delenv("PRUNESCOPE_TRUST_PICKLES")  # main() set it for the process
+
+
+def test_a_store_written_before_the_hugging_face_reader_moved_still_opens(own_home):
+    """The Hugging Face factory moved from core.hf to core.sources.hf: a user_models.json
+    written before names the old path, and must read as the new one."""
+    import json
+
+    from core.sources.describe import HF_FACTORY
+    from core.sources.entries import STORE_NAME, home, list_user_models
+
+    (home() / STORE_NAME).parent.mkdir(parents=True, exist_ok=True)
+    (home() / STORE_NAME).write_text(json.dumps({"models": [{"name": "old_bert", "factory": "core.hf:hf_model",
+                                                              "kwargs": {"path": "/nowhere"}}]}))
+    assert [e.factory for e in list_user_models()] == [HF_FACTORY]

@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import formatting as fmt
+from core.ground import formatting as fmt
 from core.plan import Plan
 from core.io import EXPORTERS, ExportResult, export_all, list_exporters
-from core.files import SessionFolder
+from core.ground.files import SessionFolder
 
 from app.components import run_action
 from app.netron_ui import netron_ui

@@ -6,7 +6,7 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from core import formatting as fmt
+from core.ground import formatting as fmt
 from core.viz.figures import pareto_figure
 
 from app.components import run_action

@@ -7,11 +7,11 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core import formatting as fmt
-from core.device import PRECISIONS, available_devices
+from core.ground import formatting as fmt
+from core.ground.device import PRECISIONS, available_devices
 from core.prune.masks import prunable_layers
 from core.metrics import layer_macs
-from core.user_models import has_random_weights
+from core.sources.entries import has_random_weights
 
 from app.state import get_workspace, show_flashes
 

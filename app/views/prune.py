@@ -6,7 +6,7 @@ import math
 
 import streamlit as st
 
-from core import formatting as fmt
+from core.ground import formatting as fmt
 from core.plan import StepReport
 from core.prune import LayerOverride, Prune, prunable_layers, threshold_unit
 from core.viz.figures import overview_figure, weight_histogram_figure

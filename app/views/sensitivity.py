@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core import formatting as fmt
+from core.ground import formatting as fmt
 from core.errors import PrunescopeError
 from core.prune.criteria import CRITERIA
 from core.recover import Finetune

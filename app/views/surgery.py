@@ -11,9 +11,10 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core import formatting as fmt
+from core.ground import formatting as fmt
 from core.viz.surgery import block_sequence_figure, cka_heatmap, drop_one_figure, heal_figure, influence_figure
-from core.models import list_models, load_base
+from core.sources.bases import load_base
+from core.sources.models import list_models
 from core.recover import Heal
 from core.surgery import (BRIDGES, HEAL_TRAIN, Cut, Paste, block_names, container_candidates, default_container, list_blocks)
 from core.errors import PrunescopeError

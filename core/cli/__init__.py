@@ -19,8 +19,8 @@ import traceback
 from core.errors import PrunescopeError, echo, first_line
 from core.startup import register_all
 
-from . import basic, explain, export, recover, sensitivity, surgery, user  # noqa: F401 - register the commands
-from .common import COMMANDS, UsageError, print_result
+from core.cli import basic, explain, export, recover, sensitivity, surgery, user  # noqa: F401 - register the commands
+from core.cli.common import COMMANDS, UsageError, print_result
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    if args.trust_pickles:  # read by core.models.trust_pickles (and inherited by `app`'s server)
+    if args.trust_pickles:  # read by core.sources.weights.trust_pickles (and inherited by `app`'s server)
         import os
 
         os.environ["PRUNESCOPE_TRUST_PICKLES"] = "1"

@@ -1,8 +1,7 @@
 """Commands about models and pruning: models, datasets, criteria, evaluate, prune."""
 from __future__ import annotations
 
-from .common import UsageError, add_model_args, command, load_plan_arg, metrics_object, parse_layer_overrides, \
-    save_plan_arg, workspace_for
+from core.cli.common import UsageError, add_model_args, command, load_plan_arg, metrics_object, parse_layer_overrides, save_plan_arg, workspace_for
 
 def _models_args(p):
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -10,7 +9,7 @@ def _models_args(p):
 
 @command("models", "list registered models", _models_args)
 def cmd_models(args):
-    from core.models import get_spec, list_models, param_count
+    from core.sources.models import get_spec, list_models, param_count
 
     rows = []
     for name in list_models():
@@ -29,7 +28,7 @@ def _datasets_args(p):
 
 @command("datasets", "list registered datasets", _datasets_args)
 def cmd_datasets(args):
-    from core.data import get_dataset, list_datasets
+    from core.sources.datasets import get_dataset, list_datasets
 
     out = []
     for n in list_datasets():

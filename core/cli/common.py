@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Callable
 
 from core.errors import PrunescopeError
-from core.registry import Registry
+from core.ground.registry import Registry
 
 COMMANDS: Registry[Callable] = Registry("command")
 class UsageError(PrunescopeError):

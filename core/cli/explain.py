@@ -1,7 +1,7 @@
 """Interpretability commands: ``explain`` (imported by ``core.cli``)."""
 from __future__ import annotations
 
-from .common import add_model_args, command, plan_workspace
+from core.cli.common import add_model_args, command, plan_workspace
 
 
 def _explain_args(p):
@@ -42,7 +42,7 @@ def cmd_unit(args):
     from core.explain import unit_report
     from core.prune.structured import UNIT_GRANULARITIES
 
-    from .common import UsageError
+    from core.cli.common import UsageError
 
     if args.granularity not in UNIT_GRANULARITIES:
         raise UsageError(f"--granularity must be one of {', '.join(UNIT_GRANULARITIES)}, got {args.granularity!r}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.errors import PlanError
 
-from .common import LazyChoices, UsageError, command, metrics_object, workspace_for
+from core.cli.common import LazyChoices, UsageError, command, metrics_object, workspace_for
 
 EXPORT_BATCH = 16  # eval examples used to trace and verify an export
 

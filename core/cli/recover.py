@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .common import UsageError, add_model_args, command, load_plan_arg, metrics_object, save_plan_arg, workspace_for
+from core.cli.common import UsageError, add_model_args, command, load_plan_arg, metrics_object, save_plan_arg, workspace_for
 
 
 def _subset(args) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import UsageError, add_model_args, command, metrics_object, plan_workspace, save_plan_arg
+from core.cli.common import UsageError, add_model_args, command, metrics_object, plan_workspace, save_plan_arg
 
 GRANULARITIES = ["weight", "neuron", "channel", "head"]
 
@@ -71,7 +71,7 @@ def cmd_sensitivity(args):
     head = {k: d[k] for k in ("model", "criterion", "granularity", "subset", "n", "executor", "seconds")}
     head["source accuracy"] = f"{100 * s.source['accuracy']:.2f}%"
     rows = [{"layer": n, **{f"{a:g}": round(drop, 2) for a, drop in zip(s.amounts, s.drop(n))}} for n in s.layers]
-    from .common import format_fields, format_table
+    from core.cli.common import format_fields, format_table
 
     return (format_fields(head) + "\n\naccuracy drop in points (source minus pruned), per amount:\n" +
             format_table(rows))

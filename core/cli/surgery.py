@@ -1,8 +1,7 @@
 """Surgery commands: ``blocks``, ``cut``, ``paste`` (imported by ``core.cli``)."""
 from __future__ import annotations
 
-from .common import (UsageError, add_model_args, command, load_plan_arg, metrics_object, save_plan_arg,
-                  workspace_for)
+from core.cli.common import UsageError, add_model_args, command, load_plan_arg, metrics_object, save_plan_arg, workspace_for
 
 
 def _subset(args) -> str:
@@ -71,7 +70,7 @@ def _paste_args(p):
 
 @command("paste", "paste a copy of a block (from this model or a donor) at a position", _paste_args)
 def cmd_paste(args):
-    from core.models import get_spec
+    from core.sources.models import get_spec
     from core.surgery import Paste
 
     if args.source != "self":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .common import UsageError, command
+from core.cli.common import UsageError, command
 
 
 def _register_args(p):
@@ -51,8 +51,8 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 @command("register", "register your own model (a factory from your environment) with its data, remembered "
                      "across restarts", _register_args)
 def cmd_register(args):
-    from core.models import param_count
-    from core.user_models import data_from_path, home, parse_shape, register
+    from core.sources.models import param_count
+    from core.sources.entries import data_from_path, home, parse_shape, register
 
     try:
         kwargs = json.loads(args.kwargs)
@@ -84,7 +84,7 @@ def _unregister_args(p):
 
 @command("unregister", "forget one of your models", _unregister_args)
 def cmd_unregister(args):
-    from core.user_models import unregister
+    from core.sources.entries import unregister
 
     unregister(args.name)
     return {"unregistered": args.name}

@@ -33,9 +33,9 @@ from torch import nn
 from core.errors import FileError, PrunescopeError, first_line
 from core.plan import Plan
 
-from .exporters import EXPORTERS, export_errors, quiet
-from .recipes import recipe_path
-from core.files import replace_together, sweep_stale, temp_path
+from core.io.exporters import EXPORTERS, export_errors, quiet
+from core.io.recipes import recipe_path
+from core.ground.files import replace_together, sweep_stale, temp_path
 
 # max |file output - model output|, relative to max(1, max |model output|), to count as verified
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-6, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -182,7 +182,7 @@ def check_export_target(fmt: str, out: str | Path, plan: Plan, example: torch.Te
         raise PrunescopeError(f"a quantised model (int8, run by onnxruntime) exports as onnx only, not {exp.name}; "
                               "export the plan without its quantize step for the other formats")
     if example is not None:
-        from core.models import MODELS
+        from core.sources.models import MODELS
 
         spec = MODELS._items.get(plan.model)
         if spec is not None and tuple(example.shape[1:]) != tuple(spec.input_shape):
@@ -208,7 +208,7 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
             (a single example is repeated to make a batch of 2).
         verify: reload the file and compare outputs.
         model_name: the registry name of ``model``'s base, checked against ``plan.model``
-            (default: the name the model was built as, :func:`core.models.built_for`).
+            (default: the name the model was built as, :func:`core.sources.models.built_for`).
 
     Returns:
         An :class:`ExportResult`. A failing format is reported in ``error`` and leaves
@@ -222,7 +222,7 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
         UnknownNameError: unknown format (the message lists the valid ones).
         PrunescopeError: see :func:`check_export_target` (nothing is written).
     """
-    from core.models import built_for
+    from core.sources.models import built_for
 
     exp = EXPORTERS.get(fmt)
     out = Path(out)

@@ -21,9 +21,9 @@ from torch import nn
 
 from core.errors import FOREIGN_ERRORS
 from core.plan import Plan
-from core.registry import Registry
+from core.ground.registry import Registry
 
-from .recipes import METADATA_KEY, load  # the recipe a safetensors export carries, and reading it back
+from core.io.recipes import METADATA_KEY, load  # the recipe a safetensors export carries, and reading it back
 
 EXPORTERS: Registry["Exporter"] = Registry("export format")
 
@@ -211,7 +211,7 @@ class OnnxExporter(Exporter):
         """The weights' external data file, if the export has one: renamed after ``target``
         (``<target>.data``, e.g. ``vit_h_14.onnx.data``) inside the ONNX file, and moved to a
         temp name beside it until the pair is moved into place together."""
-        from core.files import temp_path
+        from core.ground.files import temp_path
 
         locations = onnx_external_data(path)
         if not locations:

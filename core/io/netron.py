@@ -147,7 +147,7 @@ def write_onnx_for_view(model, example, path: str | Path) -> Path:
     """
     import torch
 
-    from .exporters import EXPORTERS, export_errors
+    from core.io.exporters import EXPORTERS, export_errors
 
     path = Path(path)
     x = example[:2] if example.shape[0] >= 2 else torch.cat([example, example])  # a batch of 2 stays dynamic

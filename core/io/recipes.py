@@ -72,7 +72,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", *, train: bool = 
         PrunescopeError: no recipe, training steps without ``train=True``, a plan step that
             no longer fits (``PlanError``), or saved weights that do not fit the replayed model.
     """
-    from core.models import clone_model, load_base, load_error_summary, load_state_dict_file
+    from core.sources.bases import clone_model, load_base
+    from core.sources.weights import load_error_summary, load_state_dict_file
 
     path = Path(path)
     plan = read_recipe(path)

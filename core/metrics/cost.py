@@ -14,9 +14,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.device import autocast, synchronize
+from core.ground.device import autocast, synchronize
 from core.errors import PrunescopeError
-from core.layers import prunable_layers
+from core.ground.layers import prunable_layers
 
 
 @dataclass

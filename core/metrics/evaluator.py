@@ -13,12 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data import EvalSet
-from core.device import autocast, check_precision, peak_memory
-from core.models import LABELLED_TASKS
+from core.sources.datasets import EvalSet
+from core.ground.device import autocast, check_precision, peak_memory
+from core.sources.models import LABELLED_TASKS
 
-from .cost import (Latency, arch_signature, count_macs, measure_latency, measure_latency_pair, nonzero_counts,
-                   state_dict_bytes)
+from core.metrics.cost import Latency, arch_signature, count_macs, measure_latency, measure_latency_pair, nonzero_counts, state_dict_bytes
 
 
 @dataclass

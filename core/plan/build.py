@@ -15,12 +15,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.data import get_dataset, stratified_subset
+from core.sources.datasets import get_dataset, stratified_subset
 from core.errors import PlanError, PrunescopeError, first_line
-from core.models import get_spec, load_base
+from core.sources.bases import load_base
+from core.sources.models import get_spec
 
-from .plan import Plan
-from .report import StepReport
+from core.plan.plan import Plan
+from core.plan.report import StepReport
 
 
 @dataclass
@@ -88,7 +89,7 @@ class PlanCache:
 
 def _check_base(plan: Plan, base: nn.Module, ctx: ApplyContext) -> None:
     """A base given by hand must have the registered model's parameter names and shapes."""
-    from core.models import MODELS
+    from core.sources.models import MODELS
 
     if plan.model not in MODELS._items:
         return  # an unregistered name: nothing to compare with

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
-from core.errors import StepError, echo
+from core.errors import PrunescopeError, StepError, echo
 
 MAX_NAME = 500  # characters in a name (module path, criterion, model)
 MAX_ITEMS = 10_000  # entries in a tuple field (blocks, layer overrides, segments)
@@ -167,6 +167,21 @@ def check_fields(obj: Any, owner: str) -> None:
             raise StepError(f"{owner}.{f.name} must be {c.text()}, got {echo(v)}")
 
 
+def check_args(owner: str, constraints: dict[str, Constraint], error: type[PrunescopeError] = PrunescopeError,
+               **values: Any) -> None:
+    """Check a public function's arguments against constraints, as steps' fields are.
+
+    ``check_args("sensitivity", {"shards": Interval(1, 10_000, integer=True)}, shards=shards)``
+
+    Raises:
+        ``error`` (a PrunescopeError by default): ``"<owner>: <name> must be <what is accepted>, got <value>"``.
+    """
+    for name, value in values.items():
+        c = constraints[name]
+        if not c.accepts(value):
+            raise error(f"{owner}: {name} must be {c.text()}, got {echo(value)}")
+
+
 class Checked:
     """Mixin for frozen dataclasses whose fields are declared in ``constraints``.
 
@@ -187,5 +202,5 @@ class Checked:
         """Rules across fields; raise ``StepError``. Default: none."""
 
 
-__all__ = ["Constraint", "Interval", "Fraction", "Seed", "Options", "Name", "Items", "check_fields", "Checked",
+__all__ = ["Constraint", "Interval", "Fraction", "Seed", "Options", "Name", "Items", "check_fields", "check_args", "Checked",
            "MAX_NAME", "MAX_ITEMS"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from core.errors import FileError, StepError, echo
 
-from .step import STEPS, Step
+from core.plan.step import STEPS, Step
 
 FORMAT = "prunescope.plan/1"
 MAX_STEPS = 1000  # steps in one plan
@@ -144,7 +144,7 @@ class Plan:
         Raises:
             FileError: the file cannot be written (the message names it).
         """
-        from core.files import atomic_write_text
+        from core.ground.files import atomic_write_text
 
         try:
             atomic_write_text(Path(path), self.to_json() + "\n")

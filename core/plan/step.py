@@ -12,9 +12,9 @@ import dataclasses
 from typing import ClassVar
 
 from core.errors import StepError, echo
-from core.registry import Registry
+from core.ground.registry import Registry
 
-from .constraints import Checked
+from core.plan.constraints import Checked
 
 # The step kinds live with their concept (core.prune, core.surgery, core.recover) and
 # register themselves when imported; the entry points import them (core.startup).

@@ -117,7 +117,7 @@ class TrainedMemo:
         return digest(model), str(ctx.device), ctx.model_name
 
     def _get(self, where: tuple, step, model: nn.Module) -> tuple[nn.Module, dict] | None:
-        from core.models import clone_model
+        from core.sources.bases import clone_model
 
         with self._lock:
             hit = self._items.get((*where, step))

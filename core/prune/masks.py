@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError
-from core.layers import PRUNABLE_TYPES, prunable_layers  # noqa: F401 - re-exported: the prunable layers
+from core.ground.layers import PRUNABLE_TYPES, prunable_layers  # noqa: F401 - re-exported: the prunable layers
 from core.plan.report import StepReport
 
-from .clone import clone_with
-from .criteria import get_criterion
-from .kth import threshold_above
+from core.prune.clone import clone_with
+from core.prune.criteria import get_criterion
+from core.prune.kth import threshold_above
 
 _SELECT_BINS = 4096
 

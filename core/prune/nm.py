@@ -22,7 +22,7 @@ from core.plan.constraints import Interval, Name, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
 
-from .masks import masked_copy, prunable_layers
+from core.prune.masks import masked_copy, prunable_layers
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:

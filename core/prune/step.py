@@ -17,9 +17,9 @@ from core.plan.constraints import Checked, Fraction, Interval, Items, Name, Opti
 from core.plan.report import UNIT_ABS_WEIGHT, UNIT_NORMALISED, UNIT_SCORE
 from core.plan.step import Step, register_step
 
-from .masks import weight_prune
-from .structured import structured_prune_step
-from .structured.graph import UNIT_GRANULARITIES
+from core.prune.masks import weight_prune
+from core.prune.structured import structured_prune_step
+from core.prune.structured.graph import UNIT_GRANULARITIES
 
 GRANULARITIES = ("weight",) + UNIT_GRANULARITIES
 

@@ -8,7 +8,7 @@ import dataclasses
 from core.errors import StepError
 from core.prune import Prune
 
-from .training import Finetune
+from core.recover.training import Finetune
 
 
 def cubic_schedule(target: float, increments: int) -> list[float]:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from core.errors import ModelError
-from core.models import clone_model
+from core.sources.bases import clone_model
 from core.plan.constraints import Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step

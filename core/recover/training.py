@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError
-from core.models import LABELLED_TASKS, clone_model, get_spec
+from core.sources.bases import clone_model
+from core.sources.models import LABELLED_TASKS, get_spec
 from core.plan.constraints import Interval, Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step

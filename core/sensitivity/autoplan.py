@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from core.errors import PrunescopeError, echo
 
-from .sweep import DEFAULT_AMOUNTS, Sensitivity, sensitivity
+from core.sensitivity.sweep import DEFAULT_AMOUNTS, Sensitivity, sensitivity
 
 _EPS = 1e-9
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from core.errors import PrunescopeError
-from core.registry import Registry
+from core.ground.registry import Registry
 
-from .runner import Payload, Point, Runner, Task
+from core.sensitivity.runner import Payload, Point, Runner, Task
 
 EXECUTORS: Registry[type] = Registry("executor")
 

@@ -18,7 +18,7 @@ from core.metrics.cost import count_macs, nonzero_counts, arch_signature
 from core.metrics.evaluator import QualitySums, quality_sums
 from core.plan.build import ApplyContext
 
-from .prefix import PrefixCache
+from core.sensitivity.prefix import PrefixCache
 
 CHUNK = 1024  # examples per forward: the evaluator's batch, so a one-shard sweep equals its figures
 

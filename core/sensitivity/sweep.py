@@ -17,8 +17,8 @@ from typing import Callable
 
 from core.errors import PrunescopeError, echo
 
-from .executors import get_executor
-from .runner import Payload, Point, Task
+from core.sensitivity.executors import get_executor
+from core.sensitivity.runner import Payload, Point, Task
 
 DEFAULT_AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -102,7 +102,7 @@ def payload_for(ws, subset: str = "quick", seed: int = 0) -> Payload:
     """What every worker of a sweep over the current plan's model needs."""
     import torch
 
-    from core.models import clone_model
+    from core.sources.bases import clone_model
 
     model = ws.model
     if getattr(model, "final", False):

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from core.errors import FOREIGN_ERRORS, ModelError
-from core.models import clone_model, get_spec
+from core.sources.bases import clone_model
+from core.sources.models import get_spec
 
-from .rootview import _RootView, _root_activations, _root_view, _set_root_blocks, _unwrap
+from core.surgery.rootview import _RootView, _root_activations, _root_view, _set_root_blocks, _unwrap
 
 ROOT_SHARE = 0.2  # the root's children are the default when no container covers this share of the MACs
 

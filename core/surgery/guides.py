@@ -26,10 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError, PrunescopeError
-from core.models import LABELLED_TASKS, clone_model
+from core.sources.bases import clone_model
+from core.sources.models import LABELLED_TASKS
 
-from .blocks import Block, _activations, default_container, list_blocks
-from .steps import Cut
+from core.surgery.blocks import Block, _activations, default_container, list_blocks
+from core.surgery.steps import Cut
 
 
 def _gram(x: torch.Tensor) -> torch.Tensor:

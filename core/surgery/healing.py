@@ -7,8 +7,8 @@ from torch import nn
 
 from core.errors import ModelError
 
-from .blocks import _is_container, _join
-from .bridges import Bridge
+from core.surgery.blocks import _is_container, _join
+from core.surgery.bridges import Bridge
 
 HEAL_TRAIN = ("adapters", "adapters+neighbours")
 

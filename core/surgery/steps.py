@@ -16,8 +16,8 @@ from core.plan.constraints import Checked, Interval, Items, Name, Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
 
-from .blocks import _locate, block_names, default_container, split_block
-from .stitch import BRIDGES, Piece, stitch
+from core.surgery.blocks import _locate, block_names, default_container, split_block
+from core.surgery.stitch import BRIDGES, Piece, stitch
 
 
 def _report(op: str, what: str, seams) -> StepReport:

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError
-from core.models import clone_model, get_spec
+from core.sources.bases import clone_model
+from core.sources.models import get_spec
 from core.plan.report import Seam
 
-from .blocks import _activations, _container, _set_module, block_names, split_block
-from .bridges import seam_bridge, shape_str
+from core.surgery.blocks import _activations, _container, _set_module, block_names, split_block
+from core.surgery.bridges import seam_bridge, shape_str
 
 BRIDGES = ("auto", "identity", "lstsq")  # seam policies (see stitch)
 
@@ -56,7 +57,7 @@ def paired_inputs(ctx, donor: str, x_host: torch.Tensor, seed: int) -> torch.Ten
     Raises:
         ModelError: no way to feed the same examples to the donor.
     """
-    from core.data import get_dataset, stratified_subset
+    from core.sources.datasets import get_dataset, stratified_subset
 
     dspec, hspec = get_spec(donor), get_spec(ctx.model_name)
     if tuple(dspec.input_shape) == tuple(x_host.shape[1:]):

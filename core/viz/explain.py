@@ -5,7 +5,7 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-from .style import CURRENT, PRUNED, SELECTED, layout
+from core.viz.style import CURRENT, PRUNED, SELECTED, layout
 
 
 def confusion_delta_figure(delta: Sequence[Sequence[int]], classes: Sequence[str],

@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .histograms import Histogram
-from .style import BASE, CURRENT, KEPT, PRUNED, SELECTED, THRESHOLD, layout
+from core.viz.histograms import Histogram
+from core.viz.style import BASE, CURRENT, KEPT, PRUNED, SELECTED, THRESHOLD, layout
 
 
 def overview_figure(layers: Sequence[str], sparsity: Sequence[float], params: Sequence[int],

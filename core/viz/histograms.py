@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.layers import prunable_layers
+from core.ground.layers import prunable_layers
 
 
 @dataclass(frozen=True)

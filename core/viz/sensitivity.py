@@ -7,7 +7,7 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-from .style import BASE, CURRENT, PRUNED, layout
+from core.viz.style import BASE, CURRENT, PRUNED, layout
 
 _DROP_SCALE = [[0, CURRENT], [0.5, "#ffffff"], [1, PRUNED]]  # gain (blue), none (white), drop (red)
 

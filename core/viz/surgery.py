@@ -9,7 +9,7 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-from .style import BASE, CURRENT, FONT, KEPT, PRUNED, SELECTED, layout
+from core.viz.style import BASE, CURRENT, FONT, KEPT, PRUNED, SELECTED, layout
 
 
 def _shape(s) -> str:

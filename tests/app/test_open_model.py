@@ -96,7 +96,7 @@ def test_an_uploaded_image_zip_opens_prunes_and_survives_a_reload(own_home, tmp_
     ws = workspace(at)
     assert ws.name == "app_pets" and ws.spec.task == "classification"
     assert ws.evalset.classes == ["cat", "dog", "fox"] and tuple(ws.evalset.x.shape[1:]) == (1, 8, 8)
-    from core.user_models import list_user_models
+    from core.sources.entries import list_user_models
 
     assert list_user_models()[0].data["mean"] == [0.5] and list_user_models()[0].data["std"] == [0.5]
     ws.add_step(Prune(criterion="l1", granularity="channel", sparsity=0.5))

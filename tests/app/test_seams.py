@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core import formatting as fmt
+from core.ground import formatting as fmt
 from core.prune import Prune
 from tests.app.conftest import metric, new_app, workspace
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from streamlit.testing.v1 import AppTest
 
 from core.prune import Prune
-from core.sessions import load_session
+from core.io.sessions import load_session
 from tests.app.conftest import APP, new_app, ok, workspace
 
 
@@ -42,7 +42,7 @@ def test_an_unknown_or_bad_session_id_starts_afresh(own_home):
 
 def test_a_damaged_or_unreadable_saved_session_is_said_kept_and_not_overwritten(own_home):
     """Issue 22: a session file that fails to read is reported and kept, never silently dropped."""
-    from core.sessions import sessions_dir
+    from core.io.sessions import sessions_dir
 
     folder = sessions_dir()
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ def test_command_does_not_import_torch(argv):
 
 
 def test_models_lists_recorded_param_counts_that_match_the_architectures():
-    from core.models import build_model, get_spec, list_models, param_count
+    from core.sources.models import build_model, get_spec, list_models, param_count
 
     done = _run("from core.cli import main; main(['models', '--json'])")
     rows = json.loads(done.stdout)

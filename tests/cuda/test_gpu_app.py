@@ -8,7 +8,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from .helpers import CUDA, DEVICE, all_on_cuda, on_gpu
+from tests.cuda.helpers import CUDA, DEVICE, all_on_cuda, on_gpu
 
 pytestmark = CUDA
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")

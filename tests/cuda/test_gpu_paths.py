@@ -18,7 +18,7 @@ from core.sensitivity import autoplan, sensitivity
 from core.surgery import Cut, Paste
 from core.workspace import Workspace
 
-from .helpers import CUDA, DEVICE, all_on_cuda, on_gpu
+from tests.cuda.helpers import CUDA, DEVICE, all_on_cuda, on_gpu
 
 pytestmark = CUDA
 
@@ -224,7 +224,7 @@ def test_evaluation_precision_states_its_fidelity_cost(precision):
 
 # ------------------------------------------------------------ peak memory
 def test_peak_memory_blocks_nest_and_never_go_negative():
-    from core.device import peak_memory
+    from core.ground.device import peak_memory
 
     if DEVICE != "cuda":
         pytest.skip("peak GPU memory exists on CUDA only")

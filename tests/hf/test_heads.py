@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 import torch  # noqa: E402
 
 from core.errors import ModelError  # noqa: E402
-from core.hf import load_hf, read_text  # noqa: E402
+from core.sources.hf import load_hf, read_text  # noqa: E402
 from core.prune.structured.analysis import group_info, prunable_units  # noqa: E402
 from core.prune.structured.heads import find_heads  # noqa: E402
 from tests.conftest import structured_prune  # noqa: E402

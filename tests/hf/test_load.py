@@ -13,7 +13,7 @@ import torch  # noqa: E402
 import transformers as tf  # noqa: E402
 
 from core.errors import FileError, ModelError  # noqa: E402
-from core.hf import hf_model, load_hf  # noqa: E402
+from core.sources.hf import hf_model, load_hf  # noqa: E402
 
 IDS = torch.tensor([[5, 9, 12, 7, 3, 0, 0], [4, 8, 15, 16, 23, 10, 6]])  # the first row is padded (pad id 0)
 

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from core.prune import Prune  # noqa: E402
-from core.user_models import data_from_path, list_user_models, register  # noqa: E402
+from core.sources.entries import data_from_path, list_user_models, register  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 
 
@@ -18,7 +18,7 @@ def test_a_language_model_folder_with_a_text_file(hf_folders, text_files, own_ho
     spec = register("own_llama", hf=str(hf_folders["llama"]), data=data_from_path(str(text_files["lm"]), seq_len=16))
     assert spec.task == "language-model" and spec.input_shape == (16,)
     entry = list_user_models()[0]
-    assert entry.factory == "core.hf:hf_model" and entry.kwargs["path"] == str(hf_folders["llama"])
+    assert entry.factory == "core.sources.hf:hf_model" and entry.kwargs["path"] == str(hf_folders["llama"])
     ws = Workspace("own_llama", "cpu")
     assert ws.evalset.kind == "text" and ws.evalset.x.dtype.is_floating_point is False
     m = ws.metrics(latency=False)

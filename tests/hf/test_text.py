@@ -8,9 +8,9 @@ pytest.importorskip("transformers")
 import torch  # noqa: E402
 
 from core.errors import FileError, PrunescopeError  # noqa: E402
-from core.hf import load_tokenizer, read_text, text_splits  # noqa: E402
+from core.sources.hf import load_tokenizer, read_text, text_splits  # noqa: E402
 
-from .conftest import labelled, sentences  # noqa: E402
+from tests.hf.conftest import labelled, sentences  # noqa: E402
 
 
 def test_labelled_lines_map_label_names_to_the_models_classes(hf_folders, text_files):

@@ -12,10 +12,10 @@ pytest.importorskip("transformers")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from core.data import DATASETS, get_dataset  # noqa: E402
+from core.sources.datasets import DATASETS, get_dataset  # noqa: E402
 from core.errors import PrunescopeError  # noqa: E402
-from core.hf import load_hf, register_text_dataset  # noqa: E402
-from core.models import MODELS, register_factory  # noqa: E402
+from core.sources.hf import load_hf, register_text_dataset  # noqa: E402
+from core.sources.models import MODELS, register_factory  # noqa: E402
 from core.prune import Prune  # noqa: E402
 from core.surgery import Cut  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
@@ -26,7 +26,7 @@ CONTAINER = {"llama": "hf.model.layers", "gpt2": "hf.transformer.h", "bert": "hf
 
 @pytest.fixture
 def registered(hf_folders, text_files):
-    """Registers ``hf_<arch>`` (factory core.hf:hf_model, the folder as keyword) with its text
+    """Registers ``hf_<arch>`` (factory core.sources.hf:hf_model, the folder as keyword) with its text
     data as dataset ``text:<arch>``; removed afterwards. Returns the registering function."""
     names = []
 
@@ -36,7 +36,7 @@ def registered(hf_folders, text_files):
         ds = register_text_dataset(f"text:{arch}", text_files[f], hf_folders[arch], seq_len=16, task=info.task,
                                    classes=info.classes or [str(i) for i in range(info.outputs)])
         name = f"hf_{arch}"
-        register_factory("core.hf:hf_model", weights=None, dataset=ds, name=name, task=info.task,
+        register_factory("core.sources.hf:hf_model", weights=None, dataset=ds, name=name, task=info.task,
                          input_shape=tuple(get_dataset(ds).x_test.shape[1:]), kwargs={"path": str(hf_folders[arch])})
         names.append((name, ds))
         return name
@@ -69,12 +69,12 @@ def test_a_language_model_is_judged_by_next_token_accuracy_loss_and_perplexity(r
 
 
 def test_a_classification_head_is_registered_through_user_models(registered, hf_folders, text_files, own_home):
-    from core.user_models import register
+    from core.sources.entries import register
 
     ds = register_text_dataset("text:bert-cls", text_files["labelled"], hf_folders["bert-cls"], seq_len=16,
                                classes=["neg", "pos"])
     own_home.append("own_bert")
-    spec = register("own_bert", factory="core.hf:hf_model", kwargs={"path": str(hf_folders["bert-cls"])},
+    spec = register("own_bert", factory="core.sources.hf:hf_model", kwargs={"path": str(hf_folders["bert-cls"])},
                     data={"kind": "dataset", "name": ds})
     assert spec.task == "classification"
     ws = Workspace("own_bert", "cpu")

@@ -8,7 +8,7 @@ from safetensors import safe_open
 
 from core.plan import apply
 from core.io import (EXPORTERS, Exporter, export_all, export_model, list_exporters, load, read_recipe, recipe_path, register_exporter, state_dict_hash)
-from core.models import load_base
+from core.sources.bases import load_base
 from core.plan import Plan
 from core.prune import Prune
 from tests.conftest import DEMO_MODELS
@@ -28,8 +28,8 @@ def full_plan(name: str) -> Plan:
 
 
 def example(name: str, n: int = 16) -> torch.Tensor:
-    from core.data import get_dataset
-    from core.models import get_spec
+    from core.sources.datasets import get_dataset
+    from core.sources.models import get_spec
 
     return get_dataset(get_spec(name).dataset).x_test[:n]
 
@@ -224,7 +224,7 @@ def test_a_new_exporter_joins_the_registry_with_the_decorator(tmp_path, monkeypa
         def reload(self, path, device):
             import numpy as np
 
-            from core.models import build_model
+            from core.sources.models import build_model
 
             m = build_model("digits_mlp", load_weights=False)
             m.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(path).items()})

@@ -16,7 +16,7 @@ from core.prune import Prune
 
 
 def _example(n: int = 8) -> torch.Tensor:
-    from core.data import get_dataset
+    from core.sources.datasets import get_dataset
 
     return get_dataset("digits").x_test[:n]
 

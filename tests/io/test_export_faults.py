@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.io import export_model, recipe_path
-from core.files import SessionFolder, sweep_dead_folders, sweep_stale
+from core.ground.files import SessionFolder, sweep_dead_folders, sweep_stale
 from core.prune import Prune
 from core.workspace import Workspace
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from core.io import netron as nv
-from core.models import load_base
+from core.sources.bases import load_base
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +22,7 @@ def no_views_left():
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
-    x = __import__("core.data", fromlist=["x"]).get_dataset("digits").x_test[:2]
+    x = __import__("core.sources.datasets", fromlist=["x"]).get_dataset("digits").x_test[:2]
     path = nv.write_onnx_for_view(load_base("digits_mlp"), x, folder / "digits_mlp.onnx")
     (folder / "secret.txt").write_text("a sibling that must not be served")
     return path
@@ -86,7 +86,7 @@ def test_at_most_max_views_are_kept(onnx_file, monkeypatch):
 def test_view_model_writes_the_model_as_onnx():
     import onnx
 
-    x = __import__("core.data", fromlist=["x"]).get_dataset("digits").x_test[:1]  # one example is enough
+    x = __import__("core.sources.datasets", fromlist=["x"]).get_dataset("digits").x_test[:1]  # one example is enough
     v = nv.view_model(load_base("digits_cnn"), x, name="digits_cnn", owner="model-page")
     graph = onnx.load(str(nv.site() / "data" / v.token / "digits_cnn.onnx")).graph
     assert sum(n.op_type == "Conv" for n in graph.node) == 3

@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from core.data import EvalSet, get_dataset
+from core.sources.datasets import EvalSet, get_dataset
 from core.prune.masks import weight_prune
 from core.metrics import Evaluator, arch_signature, count_macs, layer_macs, measure_latency, state_dict_bytes
-from core.models import load_base
+from core.sources.bases import load_base
 from core.prune import Prune
 
 
@@ -80,7 +80,7 @@ def test_size_is_the_safetensors_file_size_without_writing_it(demo_names):
     from safetensors.torch import save
 
     from core.metrics.cost import _written_bytes, state_dict_bytes
-    from core.models import load_base
+    from core.sources.bases import load_base
 
     for name in demo_names:
         m = load_base(name, "cpu")

@@ -3,7 +3,7 @@ import torch
 
 from core.plan import ApplyContext, PlanCache, apply
 from core.errors import PlanError
-from core.models import load_base
+from core.sources.bases import load_base
 from core.plan import Plan
 from core.prune import LayerOverride, Prune
 from tests.conftest import DEMO_MODELS

@@ -28,8 +28,8 @@ from torch import nn
 
 from core.errors import PrunescopeError
 from core.io.export import state_dict_hash
-from core.layers import prunable_layers
-from core.models import load_base
+from core.ground.layers import prunable_layers
+from core.sources.bases import load_base
 from core.plan import ApplyContext, Plan, apply
 from core.plan.trained import digest
 from core.prune import NMSparsity, Prune

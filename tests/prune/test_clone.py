@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.models import build_model
+from core.sources.models import build_model
 from core.prune.clone import _fast_ok, clone_with
 from tests.conftest import DEMO_MODELS
 

@@ -8,7 +8,7 @@ from core.plan import ApplyContext
 from core.prune.criteria import CRITERIA, get_criterion
 from core.prune.criteria.magnitude import LAMP
 from core.prune.masks import prunable_layers
-from core.models import clone_model, load_base
+from core.sources.bases import clone_model, load_base
 from core.prune.structured import UNIT_GRANULARITIES, all_unit_scores, prunable_units
 from tests.conftest import DEMO_MODELS
 

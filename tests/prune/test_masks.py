@@ -5,7 +5,7 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 from core.errors import ModelError
-from core.models import build_model
+from core.sources.models import build_model
 from core.plan import ApplyContext, Plan, apply_with_reports
 from core.prune import LayerOverride, Prune
 from core.prune.masks import prunable_layers, select_threshold, sparsity_at, weight_prune

@@ -8,7 +8,7 @@ from torch import nn
 
 from core.plan import ApplyContext, apply
 from core.metrics import count_macs
-from core.models import load_base
+from core.sources.bases import load_base
 from core.plan import Plan
 from core.prune import LayerOverride, Prune
 from core.prune.structured import compare_criteria, prunable_units, select_units, unit_scores

@@ -9,7 +9,7 @@ from torch import nn
 
 import core.prune.structured.prune as SP
 from core.errors import ModelError, PlanError
-from core.models import MODELS, ModelSpec, register_model
+from core.sources.models import MODELS, ModelSpec, register_model
 from core.plan import Plan, apply, apply_with_reports
 from core.prune import Prune
 from tests.conftest import structured_prune

@@ -84,7 +84,7 @@ def test_distillation_works_without_labels_on_a_fidelity_model(fidelity_mlp):
 
 def test_train_last_and_adapters_touch_only_their_parameters():
     from core.recover import trainable_parameters
-    from core.models import load_base
+    from core.sources.bases import load_base
     from core.errors import ModelError
 
     model = load_base("digits_resnet")

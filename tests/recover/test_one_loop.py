@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.io.export import state_dict_hash
-from core.models import MODELS, load_base, register_factory
+from core.sources.bases import load_base
+from core.sources.models import MODELS, register_factory
 from core.plan import ApplyContext, Plan, apply
 from core.plan import trained
 from core.prune import Prune

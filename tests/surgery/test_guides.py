@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from core.surgery import guides as G
-from core.models import list_models
+from core.sources.models import list_models
 from core.workspace import Workspace
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from core import surgery as S
 from core.errors import PlanError
-from core.models import MODELS, ModelSpec, register_model
+from core.sources.models import MODELS, ModelSpec, register_model
 from core.plan import ApplyContext, Plan, apply
 
 

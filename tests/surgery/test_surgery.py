@@ -12,7 +12,8 @@ from core.recover import Heal
 from core.recover import training as T
 from core.plan import ApplyContext, apply
 from core.errors import ModelError, PlanError
-from core.models import build_model, load_base
+from core.sources.bases import load_base
+from core.sources.models import build_model
 from core.plan import Plan
 from core.workspace import Workspace
 

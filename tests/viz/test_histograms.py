@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from core.viz.histograms import histogram, weight_histograms
-from core.models import load_base
+from core.sources.bases import load_base
 
 
 def test_counts_match_numpy_with_the_same_edges():

@@ -3,9 +3,9 @@
 ``magnitude.py`` holds the weight-only criteria, ``activations.py`` the data-driven ones.
 Importing this package registers them all in :data:`CRITERIA`.
 """
-from . import activations, magnitude  # noqa: F401 - registers the criteria
-from .activations import ActivationCriterion, collect_input_stats, weight_gradients
-from .base import CRITERIA, Criterion, LazyScores, get_criterion, register_criterion
+from core.prune.criteria import activations, magnitude  # noqa: F401 - registers the criteria
+from core.prune.criteria.activations import ActivationCriterion, collect_input_stats, weight_gradients
+from core.prune.criteria.base import CRITERIA, Criterion, LazyScores, get_criterion, register_criterion
 
 __all__ = ["CRITERIA", "Criterion", "ActivationCriterion", "LazyScores", "get_criterion", "register_criterion",
            "collect_input_stats", "weight_gradients"]

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from core.errors import PrunescopeError
-from core.models import clone_model
+from core.sources.bases import clone_model
 
-from .base import Criterion, _channel_dim, _input_norms_for_weight, register_criterion
+from core.prune.criteria.base import Criterion, _channel_dim, _input_norms_for_weight, register_criterion
 
 
 def _per_example_channels(x: torch.Tensor, dim: int) -> torch.Tensor:

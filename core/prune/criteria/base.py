@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from core.errors import PrunescopeError
-from core.registry import Registry
+from core.ground.registry import Registry
 
 CRITERIA: Registry[type["Criterion"]] = Registry("criterion")
 

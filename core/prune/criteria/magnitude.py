@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Criterion, _cols, _rows, register_criterion
+from core.prune.criteria.base import Criterion, _cols, _rows, register_criterion
 
 
 @register_criterion

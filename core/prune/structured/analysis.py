@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from core.errors import ModelError
-from core.models import clone_model
+from core.sources.bases import clone_model
 
-from ..criteria import CRITERIA
-from .graph import UNIT_GRANULARITIES, UnitGroup, build_graph, unit_groups
-from .scores import score_groups
-from .select import Selection, find_group, select
+from core.prune.criteria import CRITERIA
+from core.prune.structured.graph import UNIT_GRANULARITIES, UnitGroup, build_graph, unit_groups
+from core.prune.structured.scores import score_groups
+from core.prune.structured.select import Selection, find_group, select
 
 
 class Analysis:

@@ -9,8 +9,8 @@ from torch import nn
 from core.errors import StepError
 from core.plan.constraints import Fraction
 
-from ..criteria import CRITERIA
-from .analysis import unit_scores, validate_granularity
+from core.prune.criteria import CRITERIA
+from core.prune.structured.analysis import unit_scores, validate_granularity
 
 
 def compare_criteria(model: nn.Module, layer: str, criteria: Iterable[str], ratio: float,

@@ -39,9 +39,9 @@ from torch import nn
 
 from core.errors import FOREIGN_ERRORS, ModelError, first_line
 
-from ..masks import PRUNABLE_TYPES
-from .heads import find_heads, stacked_rows
-from .opaque import _tie_hook, heads_multiple, opaque_pruners
+from core.prune.masks import PRUNABLE_TYPES
+from core.prune.structured.heads import find_heads, stacked_rows
+from core.prune.structured.opaque import _tie_hook, heads_multiple, opaque_pruners
 
 UNIT_GRANULARITIES = ("neuron", "channel", "head")  # what one structured decision removes
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -16,15 +16,14 @@ import torch
 from torch import nn
 
 from core.errors import FOREIGN_ERRORS, ModelError, first_line
-from core.models import clone_model
+from core.sources.bases import clone_model
 from core.plan.report import UNIT_NORMALISED, StepReport
 
-from .analysis import (all_unit_scores, analysis, calibration_for, example_input, nonempty,
-                       validate_granularity)
-from .graph import TorchPruningFailed, UnitGroup, build_graph, unit_groups
-from .heads import remove_heads
-from .scores import score_groups
-from .select import Selection, select
+from core.prune.structured.analysis import all_unit_scores, analysis, calibration_for, example_input, nonempty, validate_granularity
+from core.prune.structured.graph import TorchPruningFailed, UnitGroup, build_graph, unit_groups
+from core.prune.structured.heads import remove_heads
+from core.prune.structured.scores import score_groups
+from core.prune.structured.select import Selection, select
 
 # attributes of non-layer modules that hold a width, updated when that width is pruned
 WIDTH_ATTRS = ("hidden_dim", "embed_dim", "dim", "hidden_size", "d_model", "num_features", "width",

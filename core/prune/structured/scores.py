@@ -12,9 +12,9 @@ from torch import nn
 
 from core.errors import PrunescopeError
 
-from ..criteria import get_criterion
-from ..masks import prunable_layers
-from .graph import UnitGroup
+from core.prune.criteria import get_criterion
+from core.prune.masks import prunable_layers
+from core.prune.structured.graph import UnitGroup
 
 
 def _norm(s: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,8 @@ import torch
 
 from core.errors import ModelError
 
-from ..kth import threshold_for_k
-from .graph import UnitGroup
+from core.prune.kth import threshold_for_k
+from core.prune.structured.graph import UnitGroup
 
 
 @dataclass

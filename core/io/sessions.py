@@ -3,7 +3,7 @@ back when the same session is opened again (the app's URL carries its id).
 
 A session file is plain data (``prunescope.session/1``): per model, the history of plans
 (recipes), the position in it and the finished sensitivity sweeps, plus the model shown. Files live in ``sessions/`` of
-:func:`core.user_models.home`, written atomically; reading one checks it like a recipe
+:func:`core.sources.entries.home`, written atomically; reading one checks it like a recipe
 (strict JSON, at most 10 MiB, every plan through ``Plan.from_dict``); a damaged file is
 skipped with a warning naming it, never run and never deleted; a file that cannot be read
 for another reason (permissions) is a ``FileError`` naming it, and any other failure is a
@@ -17,7 +17,7 @@ import secrets
 import time
 from pathlib import Path
 
-from .errors import FileError, PrunescopeError, echo, first_line
+from core.errors import FileError, PrunescopeError, echo, first_line
 
 FORMAT = "prunescope.session/1"
 MAX_BYTES = 10 << 20
@@ -26,7 +26,7 @@ _ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 def sessions_dir() -> Path:
-    from .user_models import home
+    from core.sources.entries import home
 
     return home() / "sessions"
 
@@ -45,48 +45,22 @@ def _path(sid: str) -> Path:
     return sessions_dir() / f"{sid}.json"
 
 
-def save_session(sid: str, workspaces: dict, model: str, pending: dict | None = None) -> Path:
-    """Write the plans and histories of ``workspaces`` (name -> Workspace) and the model
-    shown; ``pending`` (name -> restored entry not yet opened again) is kept as it was."""
-    from .files import atomic_write_text
+def save_session(sid: str, models: dict[str, dict], model: str) -> Path:
+    """Write a session: ``models`` maps a model name to plain data, ``{"history": [Plan],
+    "pos": int, "sweeps": [[key, result dict]]}`` (what ``Workspace.session_entry`` gives, or
+    an entry read back and not opened yet); ``model`` is the model shown. At most
+    :data:`MAX_HISTORY` plans per model are kept (the newest)."""
+    from core.ground.files import atomic_write_text
 
-    models = {name: {"history": [p.to_dict() for p in e["history"]], "pos": e["pos"],
-                     "sweeps": [[list(k), v.to_dict()] for k, v in e.get("sweeps", {}).items()]}
-              for name, e in (pending or {}).items() if name not in workspaces}
-    for name, ws in workspaces.items():
-        start = max(0, len(ws.history) - MAX_HISTORY)
-        models[name] = {"history": [p.to_dict() for p in ws.history[start:]], "pos": max(0, ws.pos - start),
-                        "sweeps": _sweeps(ws)}
+    out = {}
+    for name, e in models.items():
+        start = max(0, len(e["history"]) - MAX_HISTORY)
+        out[name] = {"history": [p.to_dict() for p in e["history"][start:]], "pos": max(0, e["pos"] - start),
+                     "sweeps": list(e.get("sweeps", []))}
     p = _path(sid)
     p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(p, json.dumps({"format": FORMAT, "saved": time.time(), "model": model, "models": models}))
+    atomic_write_text(p, json.dumps({"format": FORMAT, "saved": time.time(), "model": model, "models": out}))
     return p
-
-
-def _sweeps(ws) -> list:
-    """The workspace's finished sensitivity sweeps as data (``[key, result]`` pairs), at
-    most 4 MB of them (the newest first)."""
-    from .sensitivity import Sensitivity
-
-    keys = tuple(ws.sweeps)
-    cached = getattr(ws, "_saved_sweeps", None)
-    if cached is not None and cached[0] == keys:  # saving runs after every plan change: serialise once
-        return cached[1]
-    out, size = [], 0
-    for key, s in reversed(list(ws.sweeps.items())):
-        if isinstance(s, Sensitivity):
-            item = [list(key), s.to_dict()]
-            n = len(json.dumps(item))
-            if size + n > 4 << 20:
-                break
-            out.append(item)
-            size += n
-    ws._saved_sweeps = (keys, out)
-    return out
-
-
-def _tuples(v):
-    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
 class DamagedSession(FileError):
@@ -106,8 +80,7 @@ def _read_session(p: Path) -> dict:
         DamagedSession: the content is not a valid session (why, without the path).
         OSError: the file cannot be read (permissions, a folder in its place, ...).
     """
-    from .plan import Plan
-    from .sensitivity import Sensitivity
+    from core.plan import Plan
 
     size = p.stat().st_size
     _need(size <= MAX_BYTES, f"{size:,} bytes; at most {MAX_BYTES:,}")
@@ -135,14 +108,9 @@ def _read_session(p: Path) -> dict:
         except PrunescopeError as exc:
             raise DamagedSession(f"model {echo(name)}: {exc}") from exc
         _need(all(pl.model == name for pl in plans), f"the history of {name!r} holds plans of another model")
-        sweeps = {}
-        for item in m.get("sweeps", []):
-            _need(isinstance(item, list) and len(item) == 2 and isinstance(item[0], list),
-                  f"model {echo(name)}: a sweep must be a [key, result] pair")
-            try:
-                sweeps[_tuples(item[0])] = Sensitivity.from_dict(item[1])
-            except PrunescopeError as exc:
-                raise DamagedSession(f"model {echo(name)}: {exc}") from exc
+        sweeps = m.get("sweeps", [])
+        _need(all(isinstance(it, list) and len(it) == 2 and isinstance(it[0], list) and isinstance(it[1], dict)
+                  for it in sweeps), f"model {echo(name)}: a sweep must be a [key, result object] pair")
         models[name] = {"history": plans, "pos": min(max(0, m["pos"]), len(plans) - 1), "sweeps": sweeps}
     return {"model": d["model"], "saved": float(d["saved"]), "models": models}
 
@@ -152,7 +120,8 @@ def _reject_constant(c: str):
 
 
 def load_session(sid: str) -> dict | None:
-    """``{"model", "saved", "models": {name: {"history": [Plan], "pos", "sweeps"}}}``, or None
+    """``{"model", "saved", "models": {name: {"history": [Plan], "pos", "sweeps": [[key, dict]]}}}``
+    (sweeps stay plain data: the workspace reads them), or None
     when there is no such session, or its file is damaged (skipped with a warning that
     names the file; the file is left as it is).
 
@@ -180,12 +149,6 @@ def load_session(sid: str) -> dict | None:
             from exc
 
 
-def restore(ws, entry: dict) -> None:
-    """Give ``ws`` a saved history and its finished sweeps (its model is built on first use)."""
-    ws.history, ws.pos = list(entry["history"]), entry["pos"]
-    ws.sweeps.update(entry.get("sweeps", {}))
-
-
 def recent_sessions(limit: int = 10) -> list[dict]:
     """The most recently saved sessions: ``[{"id", "saved", "model", "steps"}]``, newest first."""
     folder = sessions_dir()
@@ -208,5 +171,5 @@ def recent_sessions(limit: int = 10) -> list[dict]:
     return out
 
 
-__all__ = ["save_session", "load_session", "restore", "recent_sessions", "new_session_id", "valid_id",
+__all__ = ["save_session", "load_session", "recent_sessions", "MAX_HISTORY", "new_session_id", "valid_id",
            "sessions_dir"]

@@ -21,7 +21,7 @@ import torch
 
 from core.errors import FileError, PrunescopeError, echo
 
-from .load import HF_TASKS, load_tokenizer
+from core.sources.hf.load import HF_TASKS, load_tokenizer
 
 MAX_TEXT_BYTES = 64 << 20  # a text file larger than this is refused
 MIN_EXAMPLES = 8  # as for any data a person brings
@@ -185,10 +185,10 @@ def _windows(p: Path, lines: list[str], tok, seq_len: int, vocab: int) -> TextDa
 
 def text_splits(name: str, path: str | Path, folder: str | Path, *, seq_len: int = 64, task: str | None = None,
                 classes: list[str] | None = None, seed: int = 0):
-    """A text file as :class:`core.data.DataSplits` (kind "text"): a fixed, seeded 75/25 split,
+    """A text file as :class:`core.sources.datasets.DataSplits` (kind "text"): a fixed, seeded 75/25 split,
     stratified by label for classification. Without labels ``y`` is zeros (the fidelity task
     never reads it) and ``classes`` is ``classes`` or ``[]``."""
-    from core.data import DataSplits
+    from core.sources.datasets import DataSplits
 
     d = read_text(path, folder, seq_len=seq_len, task=task, classes=classes)
     g = torch.Generator().manual_seed(seed)
@@ -209,9 +209,9 @@ def register_text_dataset(name: str, path: str | Path, folder: str | Path, *, se
                           task: str | None = None, classes: list[str] | None = None) -> str:
     """Register a text file as dataset ``name`` (read once now, to refuse a bad file at once).
 
-    Side effect: ``core.data.DATASETS[name]`` is (re)placed. Returns ``name``.
+    Side effect: ``core.sources.datasets.DATASETS[name]`` is (re)placed. Returns ``name``.
     """
-    from core.data import register_dataset
+    from core.sources.datasets import register_dataset
 
     splits = text_splits(name, path, folder, seq_len=seq_len, task=task, classes=classes)
     register_dataset(name)(lambda: splits)

@@ -6,23 +6,19 @@ from the ``demo_models`` plugin) or from an importable factory given as
 """
 from __future__ import annotations
 
-import copy
 import functools
-import os
-import pickle
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # annotations only
-    import torch
     from torch import nn
 
 # torch is imported inside the functions that need it: listing the registry
 # (`prunescope models`) must not pay for importing torch.
-from .errors import FOREIGN_ERRORS, FileError, ModelError, PrunescopeError, UnknownNameError, echo, first_line
-from .registry import Registry, import_object
+from core.errors import FOREIGN_ERRORS, FileError, ModelError, PrunescopeError, UnknownNameError, echo, first_line
+from core.ground.registry import Registry, import_object
+from core.sources.weights import load_error_summary, load_state_dict_file
 
 MODELS: Registry["ModelSpec"] = Registry("model")
 TASKS = ("classification", "fidelity", "language-model")
@@ -63,7 +59,6 @@ def register_model(spec: ModelSpec, *, overwrite: bool = False) -> ModelSpec:
         raise PrunescopeError(f"task must be one of {TASKS}, got {spec.task!r}")
     _validate_shape(spec.input_shape)
     MODELS.register(spec.name, spec, overwrite=overwrite)
-    forget_base(spec.name)  # a cached base of an earlier entry under this name is stale now
     return spec
 
 
@@ -134,71 +129,7 @@ def get_spec(name: str | ModelSpec) -> ModelSpec:
     return MODELS.get(name)
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict safely: safetensors, or ``torch.load(weights_only=True)``.
-
-    Raises:
-        FileError: missing file or unsupported content.
-    """
-    import torch
-
-    path = Path(path)
-    if not path.exists():
-        raise FileError(f"weights file {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, RuntimeError) as exc:
-            raise FileError(f"{path.name}: not a readable safetensors file ({first_line(exc)}); "
-                            "accepted: .safetensors or a state dict saved with torch.save") from exc
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except _LOAD_ERRORS as exc:  # torch's reader on a file from elsewhere
-        if not trust_pickles():
-            raise FileError(
-                f"{path.name}: not a weights-only torch file ({exc.__class__.__name__}): a full pickle or a "
-                "TorchScript archive runs code from the file when loaded; accepted: .safetensors or a state dict "
-                "saved with torch.save. To load it anyway, start prunescope with --trust-pickles (only for files "
-                "you trust)") from exc
-        obj = _trusted_load(path)
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]  # a training checkpoint's usual layout
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise FileError(f"{path.name}: expected a state dict (name -> tensor), got {type(obj).__name__}")
-    return obj
-
-
 BUILT_FOR = "_prunescope_model"  # attribute naming the registered model a module was built as
-TRUST_ENV = "PRUNESCOPE_TRUST_PICKLES"
-# what torch.load raises for a file's reasons (damaged, foreign, a pickle it refuses)
-_LOAD_ERRORS = (OSError, EOFError, pickle.UnpicklingError, *FOREIGN_ERRORS)
-
-
-def trust_pickles() -> bool:
-    """Whether this process was started with ``--trust-pickles`` (full pickles and
-    TorchScript archives may then be loaded as weights)."""
-    return os.environ.get(TRUST_ENV) == "1"
-
-
-def _trusted_load(path: Path):
-    """A TorchScript archive's or a pickled module's state dict (only with --trust-pickles)."""
-    import torch
-
-    try:
-        return torch.jit.load(str(path), map_location="cpu").state_dict()
-    except (RuntimeError, ValueError, OSError):  # not TorchScript: try a full pickle
-        pass
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
-    except (*_LOAD_ERRORS, ImportError) as exc:  # a trusted pickle runs its own code: its failure is the file's
-        raise FileError(f"{path.name}: could not be loaded even as a trusted pickle ({type(exc).__name__}: "
-                        f"{first_line(exc)})") from exc
-    return obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
-
-
 def build_model(spec: ModelSpec | str, *, load_weights: bool = True) -> nn.Module:
     """Build a fresh model in eval mode, with its registered weights when present.
 
@@ -246,49 +177,5 @@ def param_count(spec: ModelSpec | str) -> int:
     return sum(p.numel() for p in build_model(spec, load_weights=False).parameters())
 
 
-def load_error_summary(exc: BaseException, limit: int = 400) -> str:
-    """``load_state_dict``'s message without its "Error(s) in loading" line: the first
-    missing / unexpected / mismatched key and its shapes, cut to ``limit`` characters."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    body = [ln for ln in lines if not ln.startswith("Error(s) in loading")] or lines
-    text = " ".join(body)
-    return text if len(text) <= limit else text[:limit] + " ..."
-
-
-_BASES: "OrderedDict[tuple[str, str], nn.Module]" = OrderedDict()  # (name, device) -> pristine base
-_BASES_MAX = 16
-
-
-def load_base(name: str, device: torch.device | str = "cpu") -> nn.Module:
-    """The pristine base model on ``device``, cached per process.
-
-    The returned module is shared: never modify it (``core.apply`` copies it; a
-    ``Workspace`` hands out its own copy for an empty plan).
-    """
-    import torch
-
-    key = (get_spec(name).name, str(torch.device(device)))
-    model = _BASES.get(key)
-    if model is None:
-        model = build_model(key[0]).to(key[1])
-        for p in model.parameters():
-            p.requires_grad_(False)
-        _BASES[key] = model
-        while len(_BASES) > _BASES_MAX:
-            _BASES.popitem(last=False)
-    return model
-
-
-def forget_base(name: str) -> None:
-    """Drop the cached bases of ``name`` (its registry entry changed)."""
-    for key in [k for k in _BASES if k[0] == name]:
-        del _BASES[key]
-
-
-def clone_model(model: nn.Module) -> nn.Module:
-    """A deep copy that shares nothing with ``model``."""
-    return copy.deepcopy(model)
-
-
-__all__ = ["ModelSpec", "MODELS", "TASKS", "LABELLED_TASKS", "register_model", "register_factory", "get_spec",
-           "list_models", "build_model", "built_for", "load_base", "load_state_dict_file", "clone_model", "UnknownNameError"]
+__all__ = ["ModelSpec", "MODELS", "TASKS", "LABELLED_TASKS", "BUILT_FOR", "register_model", "register_factory",
+           "get_spec", "list_models", "build_model", "built_for", "param_count", "UnknownNameError"]

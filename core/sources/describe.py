@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import FOREIGN_ERRORS, PrunescopeError, first_line
+from core.errors import FOREIGN_ERRORS, PrunescopeError, first_line
 
-HF_FACTORY = "core.hf:hf_model"
+HF_FACTORY = "core.sources.hf:hf_model"
 DEFAULT_SEQ_LEN = 64
 
 

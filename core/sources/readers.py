@@ -16,7 +16,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from .errors import FOREIGN_ERRORS, FileError, first_line
+from core.errors import FOREIGN_ERRORS, FileError, first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_IMAGES = 20_000  # examples read from one folder

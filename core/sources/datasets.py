@@ -14,8 +14,8 @@ if TYPE_CHECKING:  # annotations only
     import torch
 
 # torch is imported where it is used: registering and listing datasets stays cheap.
-from .errors import PrunescopeError
-from .registry import Registry
+from core.errors import PrunescopeError
+from core.ground.registry import Registry
 
 DATASETS: Registry[Callable[[], "DataSplits"]] = Registry("dataset")
 

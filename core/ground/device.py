@@ -7,7 +7,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import PrunescopeError, echo
+from core.errors import PrunescopeError, echo
 
 
 def available_devices() -> list[str]:

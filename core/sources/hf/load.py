@@ -327,7 +327,7 @@ def load_hf(folder: str | Path, task: str | None = None, *, pooling: str = "mean
 
 
 def hf_model(path: str, task: str | None = None, pooling: str = "mean") -> HFModel:
-    """The factory behind ``register(..., factory="core.hf:hf_model", kwargs={"path": folder})``:
+    """The factory behind ``register(..., factory="core.sources.hf:hf_model", kwargs={"path": folder})``:
     :func:`load_hf`'s model (its weights come from the folder, so the entry needs no weights file)."""
     return load_hf(path, task, pooling=pooling)[0]
 

@@ -33,10 +33,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import FOREIGN_ERRORS, ModelError, PrunescopeError, echo, first_line
-from .user_data import read_tensors
-from .user_sources import (DEFAULT_SEQ_LEN, HF_FACTORY, data_from_path, hf_default_task as _hf_default_task,
-                           hf_vocab_size, resolve_source as _resolve_source)
+from core.errors import FOREIGN_ERRORS, ModelError, PrunescopeError, echo, first_line
+from core.sources.readers import read_tensors
+from core.sources.describe import DEFAULT_SEQ_LEN, HF_FACTORY, data_from_path, hf_default_task as _hf_default_task, hf_vocab_size, resolve_source as _resolve_source
 
 STORE_NAME = "user_models.json"
 DATA_KINDS = ("dataset", "tensors", "images", "csv", "text", "synthetic")
@@ -123,7 +122,7 @@ def _splits(name: str, x, y, classes: list[str], kind: str):
     """A fixed, seeded 75/25 split (stratified when there are labels)."""
     import torch
 
-    from .data import DataSplits
+    from core.sources.datasets import DataSplits
 
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(x), generator=g)
@@ -151,7 +150,7 @@ def load_data(entry: UserEntry):
         FileError: the file or folder does not read (the reader says why)."""
     import torch
 
-    from .user_data import IMAGENET_MEAN, IMAGENET_STD, read_csv, read_image_folder
+    from core.sources.readers import IMAGENET_MEAN, IMAGENET_STD, read_csv, read_image_folder
 
     d, kind = entry.data, entry.data["kind"]
     if kind == "tensors":
@@ -163,7 +162,7 @@ def load_data(entry: UserEntry):
     if kind == "csv":
         return read_csv(d["path"], d.get("label_column") or None)
     if kind == "text":
-        from .hf import read_text
+        from core.sources.hf import read_text
 
         t = read_text(d["path"], entry.kwargs["path"], seq_len=int(d.get("seq_len", DEFAULT_SEQ_LEN)),
                       task=entry.task, classes=d.get("classes"))
@@ -178,7 +177,7 @@ def load_data(entry: UserEntry):
 def _register_data(entry: UserEntry, spec_name: str, outputs: int | None, loaded=None) -> None:
     """Register the entry's data as a dataset (lazily loaded; ``loaded`` is what
     :func:`load_data` already returned at registration)."""
-    from .data import register_dataset
+    from core.sources.datasets import register_dataset
 
     if entry.data["kind"] == "dataset":
         return
@@ -198,7 +197,7 @@ def _register_data(entry: UserEntry, spec_name: str, outputs: int | None, loaded
 def _outputs(name: str) -> int:
     import torch
 
-    from .models import build_model, get_spec
+    from core.sources.models import build_model, get_spec
 
     spec = get_spec(name)
     with torch.inference_mode():
@@ -206,6 +205,10 @@ def _outputs(name: str) -> int:
 
 
 # --- the store -----------------------------------------------------------------
+
+# factories of our own that moved: a store written before the move still opens
+_MOVED_FACTORIES = {"core.hf:hf_model": HF_FACTORY}
+
 
 def _store() -> Path:
     return home() / STORE_NAME
@@ -223,7 +226,8 @@ def list_user_models() -> list[UserEntry]:
                 isinstance(e, dict) and {"name", "factory"} <= set(e) <= fields
                 and isinstance(e.get("input_shape") or [], list) for e in raw["models"]):
             raise PrunescopeError(f"expected {{'models': [entries with the fields {sorted(fields)}]}}")
-        return [UserEntry(**{**e, "input_shape": tuple(e["input_shape"]) if e.get("input_shape") else None})
+        return [UserEntry(**{**e, "input_shape": tuple(e["input_shape"]) if e.get("input_shape") else None,
+                             "factory": _MOVED_FACTORIES.get(e["factory"], e["factory"])})
                 for e in raw["models"]]
     except (OSError, ValueError) as exc:  # the file's fault (unreadable, not JSON, a wrong shape): said, not fatal
         import warnings
@@ -233,7 +237,7 @@ def list_user_models() -> list[UserEntry]:
 
 
 def _save(entries: list[UserEntry]) -> None:
-    from .files import atomic_write_text
+    from core.ground.files import atomic_write_text
 
     p = _store()
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -254,8 +258,8 @@ def has_random_weights(spec) -> bool:
 
 
 def _spec_of(entry: UserEntry, lazy: bool):
-    from .models import ModelSpec, register_factory
-    from .registry import import_object
+    from core.sources.models import ModelSpec, register_factory
+    from core.ground.registry import import_object
 
     task = entry.task or "fidelity"  # register() resolves the task before this
     if lazy:  # at start: import the person's package only when the model is built
@@ -265,20 +269,21 @@ def _spec_of(entry: UserEntry, lazy: bool):
         spec = ModelSpec(name=entry.name, factory=factory, input_shape=tuple(entry.input_shape), dataset=_dataset_name(entry),
                          weights=entry.weights, task=task, description=f"your model: {entry.source()}",
                          extra=_extra(entry))
-        from .models import register_model
+        from core.sources.models import register_model
 
         return register_model(spec, overwrite=True)
     spec = register_factory(entry.factory, weights=entry.weights, dataset=_dataset_name(entry),
                             input_shape=tuple(entry.input_shape), name=entry.name, task=task,
                             kwargs=entry.kwargs or None)
-    from .models import register_model
+    from core.sources.models import register_model
 
     spec = dataclasses.replace(spec, description=f"your model: {entry.source()}", extra=_extra(entry))
     return register_model(spec, overwrite=True)
 
 
 def _restore(name: str, old) -> None:
-    from .models import MODELS, forget_base
+    from core.sources.bases import forget_base
+    from core.sources.models import MODELS
 
     if old is not None:
         MODELS.register(name, old, overwrite=True)
@@ -290,7 +295,7 @@ def _restore(name: str, old) -> None:
 def _images_entry(entry: UserEntry, default_shape) -> UserEntry:
     """Fill an image folder's size/channels from the input shape (given, the model's
     default, else 3x224x224), and unpack a zip into the entry's upload folder."""
-    from .user_data import default_normalisation, safe_unzip
+    from core.sources.readers import default_normalisation, safe_unzip
 
     d = dict(entry.data)
     shape = entry.input_shape or default_shape
@@ -325,7 +330,8 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     """
     import torch
 
-    from .models import MODELS, build_model, load_state_dict_file
+    from core.sources.models import MODELS, build_model
+    from core.sources.weights import load_state_dict_file
 
     if isinstance(data, (str, Path)):  # a path: its kind from what it is (data_from_path)
         data = data_from_path(str(data))
@@ -356,7 +362,7 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
             raise PrunescopeError(f"input shape {entry.input_shape} does not match the data's examples {shape}")
         entry = dataclasses.replace(entry, input_shape=shape)
     elif data["kind"] == "dataset":
-        from .data import get_dataset
+        from core.sources.datasets import get_dataset
 
         shape = tuple(get_dataset(data["name"]).x_test.shape[1:])
         entry = dataclasses.replace(entry, input_shape=entry.input_shape or shape)
@@ -403,8 +409,9 @@ def unregister(name: str) -> None:
     Raises:
         PrunescopeError: not a user model.
     """
-    from .data import DATASETS, get_dataset
-    from .models import MODELS, forget_base
+    from core.sources.datasets import DATASETS, get_dataset
+    from core.sources.bases import forget_base
+    from core.sources.models import MODELS
 
     entries = list_user_models()
     if name not in {e.name for e in entries}:

@@ -1,0 +1,8 @@
+"""Explain: what an edit changed (examples, confusion, where the network departs from the
+base), one unit seen from inside, and which input pixels a prediction rests on."""
+from core.explain.attribution import attribution_pair, grad_cam, input_gradient, last_feature_map
+from core.explain.effects import MAX_CONFUSION_CLASSES, Changes, changes, divergence
+from core.explain.units import coupled_group, layer_order, receptive_box, unit_activations, unit_report
+
+__all__ = ["MAX_CONFUSION_CLASSES", "Changes", "changes", "divergence", "coupled_group", "layer_order", "receptive_box",
+           "unit_activations", "unit_report", "input_gradient", "last_feature_map", "grad_cam", "attribution_pair"]
