@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core.ground import formatting as fmt
+from app.messages import run_action
 from core.errors import FOREIGN_ERRORS, PrunescopeError
 from core.explain import changes
-
-from app.components import run_action
+from core.ground import formatting as fmt
 
 CARDS = 24  # changed examples shown at once
 

@@ -13,18 +13,28 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core.ground import formatting as fmt
+from app.messages import run_action
+from app.panels import LatencyPending
+from app.session import get_workspace
 from core.errors import PrunescopeError
+from core.ground import formatting as fmt
 from core.metrics import Metrics
 from core.metrics.cost import speed_verdict
 from core.prune import CRITERIA, Prune, get_criterion, prunable_layers, threshold_unit
-from core.prune.structured import UNIT_GRANULARITIES, compare_criteria, group_info, group_of, unit_scores
-from core.viz.importance import (criteria_grid_figure, importance_histogram_figure, jaccard_heatmap_figure,
-                                 ratio_bars_figure)
+from core.prune.criteria import criteria_for
+from core.prune.structured import (
+    compare_criteria,
+    group_info,
+    group_of,
+    unit_scores,
+)
+from core.viz.importance import (
+    criteria_grid_figure,
+    importance_histogram_figure,
+    jaccard_heatmap_figure,
+    ratio_bars_figure,
+)
 from core.workspace import Workspace
-
-from app.components import LatencyPending, run_action
-from app.state import get_workspace
 
 GRANULARITY_LABELS = {"weight": "weight (masks)", "neuron": "neuron (removed)",
                       "channel": "channel (removed)", "head": "attention head (removed)"}
@@ -32,18 +42,6 @@ _SEL = "_importance_selection"  # (criterion, granularity) last chosen in criter
 
 
 # --- pure helpers (tested without a browser) ---------------------------------------
-
-def model_granularities(ws: Workspace) -> list[str]:
-    """"weight" plus the unit granularities the workspace's base model has units for."""
-    out = ["weight"]
-    for g in UNIT_GRANULARITIES:
-        try:
-            if group_info(ws.base, g, ws.ctx):
-                out.append(g)
-        except PrunescopeError:
-            pass
-    return out
-
 
 def unit_layers(ws: Workspace, model, granularity: str) -> list[str] | None:
     """Layers of ``model`` holding units of ``granularity`` (None for weights: every layer)."""
@@ -53,11 +51,6 @@ def unit_layers(ws: Workspace, model, granularity: str) -> list[str] | None:
         return [p for g in group_info(model, granularity, ws.ctx) for p in g.producers]
     except PrunescopeError:
         return []
-
-
-def criteria_for(granularity: str) -> list[str]:
-    """Registered criteria that support ``granularity``, in registry order."""
-    return [n for n, c in CRITERIA.items() if granularity in c.granularities]
 
 
 def unit_table(scores, pruned: set[int]) -> pd.DataFrame:
@@ -84,8 +77,8 @@ def shape_changes(base: torch.nn.Module, model: torch.nn.Module) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["layer", "type", "base", "now"])
 
 
-def _try(fn, *args, **kwargs):
-    """Run ``fn`` while drawing; an error is shown here (bugs with their traceback)."""
+def _drawn(fn, *args, **kwargs):
+    """``fn``'s result, or None with its error drawn here (bugs with their traceback)."""
     return run_action(fn, *args, now=True, **kwargs)
 
 
@@ -97,10 +90,7 @@ def criterion_ui(key: str = "prune") -> tuple[str, str]:
     ss = st.session_state
     ws = get_workspace()
     gkey, ckey = f"{key}_granularity", f"{key}_criterion"
-    cache_key = f"_granularities_{ws.name}"
-    if cache_key not in ss:
-        ss[cache_key] = model_granularities(ws)
-    grans = ss[cache_key]
+    grans = ws.granularities()
     if ss.get(gkey) not in grans:
         ss[gkey] = "weight"
     c1, c2 = st.columns(2)
@@ -134,7 +124,7 @@ def importance_section_ui(ws: Workspace, layer: str, criterion: str, granularity
     drawn from the model that step prunes; the threshold and the pruned units are read
     from the step's report, never recomputed.
     """
-    src = _try(ws.model_before, index if index is not None else len(ws.plan.steps))
+    src = _drawn(ws.model_before, index if index is not None else len(ws.plan.steps))
     if src is None:
         return
     report = ws.reports[index] if index is not None else None
@@ -143,13 +133,13 @@ def importance_section_ui(ws: Workspace, layer: str, criterion: str, granularity
     if granularity == "weight":
         _weight_section(ws, src, layer, criterion, report, seed)
         return
-    group = _try(group_of, src, granularity, layer, ws.ctx)
+    group = _drawn(group_of, src, granularity, layer, ws.ctx)
     if group is None:
-        names = [g.name for g in (_try(group_info, src, granularity, ws.ctx) or [])]
+        names = [g.name for g in (_drawn(group_info, src, granularity, ws.ctx) or [])]
         st.info(f"{layer} has no prunable {granularity}s. Layers with {granularity}s: "
                 f"{', '.join(names) or 'none'}.")
         return
-    scores = _try(unit_scores, src, group.name, criterion, granularity, ws.ctx, seed=seed)
+    scores = _drawn(unit_scores, src, group.name, criterion, granularity, ws.ctx, seed=seed)
     if scores is None:
         return
     pruned = set(report.removed.get(group.name, ())) if report else set()
@@ -197,7 +187,7 @@ def _weight_section(ws: Workspace, src, layer: str, criterion: str, report, seed
         return
     crit = get_criterion(criterion, seed=seed)
     calib = ws.ctx.calibration(seed) if crit.needs_data else None
-    scores = _try(lambda: crit(src, {layer: layers[layer]}, "weight", calib)[layer])
+    scores = _drawn(lambda: crit(src, {layer: layers[layer]}, "weight", calib)[layer])
     if scores is None:
         return
     t = report.thresholds.get(layer) if report is not None else None
@@ -218,10 +208,10 @@ def compare_criteria_ui(ws: Workspace, layer: str, granularity: str) -> None:
         return
     steps = ws.plan.steps
     last = steps and isinstance(steps[-1], Prune) and steps[-1].granularity == granularity
-    src = _try(ws.model_before, len(steps) - 1 if last else len(steps))  # what the step prunes
+    src = _drawn(ws.model_before, len(steps) - 1 if last else len(steps))  # what the step prunes
     if src is None:
         return
-    group = _try(group_of, src, granularity, layer, ws.ctx)
+    group = _drawn(group_of, src, granularity, layer, ws.ctx)
     if group is None:
         st.info(f"{layer} has no prunable {granularity}s.")
         return
@@ -238,7 +228,7 @@ def compare_criteria_ui(ws: Workspace, layer: str, granularity: str) -> None:
         st.caption("Pick at least two criteria.")
         return
     with st.spinner("Scoring…"):
-        out = _try(compare_criteria, src, group.name, chosen, ratio, granularity, ws.ctx)
+        out = _drawn(compare_criteria, src, group.name, chosen, ratio, granularity, ws.ctx)
     if out is None:
         return
     jac, grid = out
@@ -256,7 +246,7 @@ def structured_metrics_ui(base: Metrics, m: Metrics, pending: LatencyPending | N
     ws = get_workspace()
     st.markdown("##### Structured pruning: smaller and faster?")
     box = st.empty()
-    changes = _try(shape_changes, ws.base, ws.float_model)
+    changes = _drawn(shape_changes, ws.base, ws.float_model)
 
     def draw(m: Metrics) -> None:
         with box.container():

@@ -12,7 +12,7 @@ The job model: a job reads only its own snapshot, taken in the page's thread whe
 starts (a copy of the model and a fresh apply context for a training job); its thread
 never writes to the workspace or the session. Its result is published once, when the
 thread ends (one attribute), and the page's poll puts it into the plan or ``ws.sweeps``.
-Training runs one at a time in the process (``core.plan.trained.TRAINING_LOCK``: thread
+Training runs one at a time in the process (``core.recover.isolation.TRAINING_LOCK``: thread
 count and global random state are process-wide); a job waiting for it says so. When a
 session ends (its state is dropped) its jobs are cancelled (:class:`SessionJobs`).
 """
@@ -25,13 +25,11 @@ from typing import Any
 
 import streamlit as st
 
+from app.messages import error_message, flash
 from core.errors import PrunescopeError
-from core.sources.bases import clone_model
 from core.plan import ApplyContext
+from core.sources.bases import clone_model
 from core.workspace import Workspace
-
-from app.components import error_message
-from app.state import flash
 
 
 class SessionJobs:

@@ -72,7 +72,8 @@ def cmd_app(args):
 
 def main(argv: list[str] | None = None) -> int:
     """The ``prunescope`` console script: the core CLI plus the ``app`` command."""
-    from core.cli import COMMANDS, main as core_main
+    from core.cli import COMMANDS
+    from core.cli import main as core_main
 
     if "app" not in COMMANDS:
         cmd_app.cli_help = "start the explorer in a browser (bound to 127.0.0.1 unless --address)"

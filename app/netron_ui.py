@@ -8,10 +8,8 @@ from pathlib import Path
 import streamlit as st
 import streamlit.components.v1 as components
 
+from app.messages import run_action, show_flashes
 from core.io import netron as netron_view
-
-from app.components import run_action
-from app.state import show_flashes
 
 GRAPH_HEIGHT = 640  # px of the embedded Netron view
 
@@ -62,7 +60,7 @@ def netron_ui(model=None, key: str = "graph", label: str = "View graph", *, exam
                 return netron_view.serve_file(path, owner=_owner(), key=key)
             x = example
             if x is None:
-                from app.state import get_workspace
+                from app.session import get_workspace
 
                 x = get_workspace().evalset.quick()[0][:2]
             return netron_view.view_model(model, x, name=key, owner=_owner(), key=key)

@@ -10,11 +10,17 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.sources.datasets import list_datasets
+from app.messages import run_action
 from core.errors import PrunescopeError
-from core.sources.entries import data_from_path, home, list_user_models, parse_shape, register, unregister
-
-from app.components import run_action
+from core.sources.datasets import list_datasets
+from core.sources.entries import (
+    data_from_path,
+    home,
+    list_user_models,
+    parse_shape,
+    register,
+    unregister,
+)
 
 WEIGHT_TYPES = ["safetensors", "pt", "pth", "bin"]
 DATA_TYPES = ["npz", "safetensors", "csv", "txt", "zip"]

@@ -7,17 +7,16 @@ import streamlit as st
 import torch
 from streamlit.errors import StreamlitAPIException
 
-from core.ground import formatting as fmt
-from core.sources.models import get_spec
+from app.jobs import job_ui, start_job
+from app.messages import flash, run_action
+from app.session import round_to
 from core.errors import PrunescopeError
+from core.ground import formatting as fmt
 from core.recover import Finetune, Quantize, cubic_schedule, gradual_steps
+from core.sources.models import get_spec
 from core.viz.figures import per_class_figure
 from core.viz.surgery import heal_figure
 from core.workspace import Workspace
-
-from app.components import run_action
-from app.jobs import job_ui, start_job
-from app.state import flash, round_to
 
 LOSS_LABELS = {"labels": "labels", "distill": "distillation from the base", "both": "labels + distillation"}
 TRAIN_LABELS = {"all": "all parameters", "last": "the last k blocks and the head", "adapters": "surgery adapters",

@@ -18,8 +18,8 @@ from core.startup import register_all  # noqa: E402
 
 register_all()  # an entry point: the built-in kinds and the plug-ins, once per process
 
-from app.components import model_picker_ui  # noqa: E402
-from app.state import get_workspace, session_id  # noqa: E402
+from app.panels import model_picker_ui  # noqa: E402
+from app.session import get_workspace, session_id  # noqa: E402
 
 # a local file: a material or emoji icon would be fetched from a CDN (the app works offline)
 st.set_page_config(page_title="prunescope", page_icon=str(Path(__file__).parent / "icon.png"), layout="wide")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -139,6 +139,13 @@ class Workspace:
         """Keep a finished sweep in :attr:`sweeps`, published in one step: a new dict
         replaces the old one, so a reader iterating over the old one never sees it change."""
         self.sweeps = {**self.sweeps, key: result}
+
+    def granularities(self) -> list[str]:
+        """What this model can be pruned by: "weight" plus each unit granularity its base has
+        prunable units of (``core.prune.structured.granularities``, memoised)."""
+        from core.prune.structured import granularities
+
+        return granularities(self.base, self.ctx)
 
     def session_entry(self) -> dict:
         """This workspace's lasting work as plain data for a session file: ``{"history":

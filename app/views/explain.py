@@ -5,14 +5,27 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.explain import MAX_CONFUSION_CLASSES, attribution_pair, changes, divergence, layer_order, unit_report
-from core.prune.structured import prunable_units
-from core.viz.explain import (activation_figure, attribution_figure, confusion_delta_figure, confusion_figure,
-                              coupled_group_figure, divergence_figure)
-
-from app.components import run_action
 from app.explain_ui import cached, cards_ui, gallery_ui
-from app.state import get_workspace, show_flashes
+from app.messages import run_action, show_flashes
+from app.session import get_workspace
+from core.explain import (
+    MAX_CONFUSION_CLASSES,
+    attribution_pair,
+    changes,
+    divergence,
+    layer_order,
+    unit_report,
+)
+from core.prune.structured import prunable_units
+from core.viz.explain import (
+    activation_figure,
+    attribution_figure,
+    confusion_delta_figure,
+    confusion_figure,
+    coupled_group_figure,
+    divergence_figure,
+)
+
 
 def page() -> None:
     show_flashes()

@@ -6,14 +6,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.ground import formatting as fmt
-from core.plan import Plan
-from core.io import EXPORTERS, ExportResult, export_all, list_exporters
-from core.ground.files import SessionFolder
-
-from app.components import run_action
+from app.messages import run_action, show_flashes
 from app.netron_ui import netron_ui
-from app.state import get_workspace, show_flashes
+from app.session import get_workspace
+from core.ground import formatting as fmt
+from core.ground.files import SessionFolder
+from core.io import EXPORTERS, ExportResult, export_all, list_exporters
+from core.plan import Plan
 
 EXPORT_BATCH = 16  # eval examples used to trace and verify
 
@@ -49,7 +48,7 @@ def _new_folder() -> Path:
 
     The folder belongs to a ``SessionFolder`` kept in the session state: when the session
     ends (its state is dropped) or the server stops, the folder goes with it; folders of
-    a server that was killed are swept when the next one starts (``app/state.py``).
+    a server that was killed are swept when the next one starts (``app/session.py``).
     """
     ss = st.session_state
     old = ss.pop("export_folder", None)

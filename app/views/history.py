@@ -6,11 +6,10 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
+from app.messages import run_action, show_flashes
+from app.session import get_workspace
 from core.ground import formatting as fmt
 from core.viz.figures import pareto_figure
-
-from app.components import run_action
-from app.state import get_workspace, show_flashes
 
 
 def history_frame(ws) -> pd.DataFrame:

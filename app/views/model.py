@@ -7,16 +7,15 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core.ground import formatting as fmt
-from core.ground.device import PRECISIONS, available_devices
-from core.prune.masks import prunable_layers
-from core.metrics import layer_macs
-from core.sources.entries import has_random_weights
-
-from app.state import get_workspace, show_flashes
-
+from app.messages import show_flashes
 from app.netron_ui import netron_ui
 from app.open_ui import open_model_ui, recent_work_ui
+from app.session import get_workspace
+from core.ground import formatting as fmt
+from core.ground.device import PRECISIONS, available_devices
+from core.metrics import layer_macs
+from core.prune.masks import prunable_layers
+from core.sources.entries import has_random_weights
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

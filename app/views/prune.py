@@ -6,21 +6,25 @@ import math
 
 import streamlit as st
 
+from app import importance_ui  # criterion / granularity selectors, importance views
+from app.explain_ui import changes_panel_ui
+from app.messages import run_action, show_flashes
+from app.panels import (
+    current_metrics,
+    full_eval_ui,
+    latency_ui,
+    metrics_panel_ui,
+    per_class_ui,
+    plan_ui,
+)
+from app.recover_ui import recover_ui
+from app.session import ROUNDED, get_workspace, round_to
 from core.ground import formatting as fmt
 from core.plan import StepReport
 from core.prune import LayerOverride, Prune, prunable_layers, threshold_unit
 from core.viz.figures import overview_figure, weight_histogram_figure
 from core.viz.histograms import weight_histograms
 from core.workspace import Workspace
-
-from app.components import (current_metrics, full_eval_ui, latency_ui, metrics_panel_ui, per_class_ui, plan_ui,
-                            run_action)
-from app.explain_ui import changes_panel_ui
-from app.recover_ui import recover_ui
-from app.state import ROUNDED, get_workspace, round_to, show_flashes
-
-from app import importance_ui  # criterion / granularity selectors, importance views
-
 
 # --- pure helpers (tested without a browser) ---------------------------------------
 
@@ -52,7 +56,7 @@ def switch_criterion(ws: Workspace, index: int, step: Prune, criterion: str) -> 
                                  layers=layers, seed=step.seed, round_to=step.round_to))
 
 
-def commit(ws: Workspace, index: int | None, step: Prune | None, adjust: str | None = None) -> None:
+def replace_active_step(ws: Workspace, index: int | None, step: Prune | None, adjust: str | None = None) -> None:
     """Replace the active step (or append one); a step with nothing to do is removed.
 
     ``adjust`` names the control moved: one uninterrupted adjustment is one history entry.
@@ -184,7 +188,7 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
             new = Prune(criterion=criterion, granularity=granularity, threshold=t, layers=layers,
                         seed=cur.seed if cur else 0) if (t > 0 or layers) else None
         if new != cur:  # the same step (a value Streamlit put back): the plan stays as it is
-            run_action(commit, ws, idx, new, f"global_{ss['global_mode']}")
+            run_action(replace_active_step, ws, idx, new, f"global_{ss['global_mode']}")
         ss["_prune_synced"] = (ws.name, ws.plan.key(), granularity)
 
     c1, c2 = st.columns([1, 3])
@@ -227,7 +231,7 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
                         round_to=round_to(granularity))
         else:
             new = cur.with_override(layer, sparsity=v)
-        run_action(commit, ws, idx, new, wkey)
+        run_action(replace_active_step, ws, idx, new, wkey)
         ss[f"{wkey}_plan"] = ws.plan.key()
 
     def clear():
@@ -237,7 +241,7 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
         rest = [o for o in cur.layers if o.layer != layer]
         nothing_left = cur.sparsity is None and cur.threshold is None and not rest
         new = None if nothing_left else cur.with_override(layer)
-        run_action(commit, ws, idx, new)
+        run_action(replace_active_step, ws, idx, new)
 
     c1, c2 = st.columns([3, 1])
     label = f"Override for {layer}" + (" (active)" if ov else " (uses the global amount)")

@@ -7,36 +7,31 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core.ground import formatting as fmt
-from core.errors import PrunescopeError
-from core.prune.criteria import CRITERIA
-from core.recover import Finetune
-from core.sensitivity import DEFAULT_AMOUNTS, autoplan, criteria_curves, layer_names, sensitivity
-from core.viz.sensitivity import (amounts_figure, class_heatmap, criteria_curves_figure, sensitivity_curves,
-                                  sensitivity_heatmap)
-
-from app.components import run_action
 from app.jobs import job_ui, start_call, start_job
-from app.state import get_workspace, show_flashes
+from app.messages import run_action, show_flashes
+from app.session import get_workspace
+from core.ground import formatting as fmt
+from core.prune.criteria import criteria_for
+from core.recover import Finetune
+from core.sensitivity import (
+    DEFAULT_AMOUNTS,
+    autoplan,
+    criteria_curves,
+    layer_names,
+    sensitivity,
+)
+from core.viz.sensitivity import (
+    amounts_figure,
+    class_heatmap,
+    criteria_curves_figure,
+    sensitivity_curves,
+    sensitivity_heatmap,
+)
 
 AMOUNT_CHOICES = (0.05,) + DEFAULT_AMOUNTS + (0.95,)
 TARGETS = {"max_drop": "accuracy drop at most (points)", "max_macs": "MACs at most (fraction of the base)",
            "max_params": "non-zero parameters at most (fraction of the base)",
            "max_latency": "latency at most (fraction of the base; timed, noisy)"}
-
-
-def _granularities(ws) -> list[str]:
-    cache = st.session_state.setdefault("_sens_grans", {})
-    if ws.name not in cache:
-        out = ["weight"]
-        for g in ("neuron", "channel", "head"):
-            try:
-                if layer_names(ws, g):
-                    out.append(g)
-            except PrunescopeError:  # a granularity the model has no units of (a bug still shows)
-                continue
-        cache[ws.name] = out
-    return cache[ws.name]
 
 
 def _partial(ws) -> dict:
@@ -58,12 +53,12 @@ def _found(ws, crit, gran, amounts, subset):
 
 
 def controls_ui(ws) -> tuple[str, str, list[float], str]:
-    grans = _granularities(ws)
+    grans = ws.granularities()
     c = st.columns([1, 1, 3, 1.3])
     gran = c[0].selectbox("Granularity", grans, key="sens_gran",
                           help="weight: single weights masked; neuron / channel / head: whole units removed with "
                                "everything coupled to them (one coupled group is one row).")
-    crits = [n for n, cr in CRITERIA.items() if gran in cr.granularities]
+    crits = criteria_for(gran)
     crit = c[1].selectbox("Criterion", crits, key="sens_crit", index=crits.index("l1") if "l1" in crits else 0,
                           help="Which units of a layer go first (see `prunescope criteria`).")
     amounts = c[2].multiselect("Amounts", AMOUNT_CHOICES, default=list(DEFAULT_AMOUNTS), key="sens_amounts",
@@ -79,7 +74,7 @@ def sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str):
     job_key = f"sens_job_{ws.name}"
     running = job_ui(job_key)
     sens = _found(ws, crit, gran, amounts, subset)
-    n_layers = len(layer_names(ws, gran)) if gran in _granularities(ws) else 0
+    n_layers = len(layer_names(ws, gran)) if gran in ws.granularities() else 0
     if not running:
         label = ("Run the sweep again" if sens is not None and not sens.complete else
                  "Swept: kept for this plan" if sens is not None else "Run the sweep")
@@ -152,7 +147,7 @@ def views_ui(ws, sens) -> None:
 
 def criteria_ui(ws, gran: str, amounts: list[float], subset: str) -> None:
     st.markdown("#### Criteria compared by outcome")
-    crits = [n for n, cr in CRITERIA.items() if gran in cr.granularities]
+    crits = criteria_for(gran)
     pick = st.multiselect("Criteria", crits, default=[c for c in ("l1", "taylor", "wanda", "random") if c in crits],
                           key="sens_curve_crits",
                           help="Each criterion prunes every layer together at each amount (one global step).")

@@ -11,20 +11,35 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core.ground import formatting as fmt
-from core.viz.surgery import block_sequence_figure, cka_heatmap, drop_one_figure, heal_figure, influence_figure
-from core.sources.bases import load_base
-from core.sources.models import list_models
-from core.recover import Heal
-from core.surgery import (BRIDGES, HEAL_TRAIN, Cut, Paste, block_names, container_candidates, default_container, list_blocks)
-from core.errors import PrunescopeError
-from core.workspace import Workspace
-
-from app.components import current_metrics, latency_ui, metrics_panel_ui, plan_ui, run_action
 from app.explain_ui import changes_panel_ui
 from app.jobs import job_ui, start_job
+from app.messages import flash, message_ui, run_action, show_flashes
+from app.panels import current_metrics, latency_ui, metrics_panel_ui, plan_ui
 from app.recover_ui import recover_ui
-from app.state import flash, get_workspace, message_ui, show_flashes
+from app.session import get_workspace
+from core.errors import PrunescopeError
+from core.ground import formatting as fmt
+from core.recover import Heal
+from core.sources.bases import load_base
+from core.sources.models import list_models
+from core.surgery import (
+    BRIDGES,
+    HEAL_TRAIN,
+    Cut,
+    Paste,
+    block_names,
+    container_candidates,
+    default_container,
+    list_blocks,
+)
+from core.viz.surgery import (
+    block_sequence_figure,
+    cka_heatmap,
+    drop_one_figure,
+    heal_figure,
+    influence_figure,
+)
+from core.workspace import Workspace
 
 CLIP = "surgery_clipboard"  # session key: list of {"source": "self" | model name, "block": path}
 

@@ -1,6 +1,7 @@
 """Commands about models and pruning: models, datasets, criteria, evaluate, prune."""
 from __future__ import annotations
 
+from core.ground.units import GRANULARITIES
 from core.cli.common import UsageError, add_model_args, command, load_plan_arg, metrics_object, parse_layer_overrides, save_plan_arg, workspace_for
 
 def _models_args(p):
@@ -54,7 +55,7 @@ def _prune_args(p):
     g.add_argument("--threshold", type=float, help="global score threshold (units of the criterion's score)")
     p.add_argument("--layer", action="append", metavar="NAME=S",
                    help="per-layer sparsity override (repeatable)")
-    p.add_argument("--granularity", default="weight", choices=["weight", "neuron", "channel", "head"],
+    p.add_argument("--granularity", default="weight", choices=GRANULARITIES,
                    help="weight (masks) | neuron | channel | head (physically removed); default weight")
     p.add_argument("--criterion", default="l1", help="importance criterion (see `prunescope criteria`)")
     p.add_argument("--seed", type=int, default=0, help="calibration batch / random criterion seed")

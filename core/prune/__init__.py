@@ -2,7 +2,7 @@
 
 * ``step.py``: the ``Prune`` step and ``LayerOverride`` (the plan's data);
 * ``criteria/``: the importance criteria registry;
-* ``kth.py``: the one k-th-value threshold helper;
+* ``thresholds.py``: the one k-th-value threshold helper;
 * ``masks.py``: weight-level pruning (masks);
 * ``structured/``: neurons, channels and heads removed through Torch-Pruning;
 * ``nm.py``: N:M (2:4) semi-structured sparsity, and its CUDA sparse kernels.

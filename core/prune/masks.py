@@ -26,7 +26,7 @@ from core.plan.report import StepReport
 
 from core.prune.clone import clone_with
 from core.prune.criteria import get_criterion
-from core.prune.kth import threshold_above
+from core.prune.thresholds import threshold_above
 
 _SELECT_BINS = 4096
 

@@ -19,9 +19,8 @@ from core.plan.step import Step, register_step
 
 from core.prune.masks import weight_prune
 from core.prune.structured import structured_prune_step
-from core.prune.structured.graph import UNIT_GRANULARITIES
+from core.ground.units import GRANULARITIES, UNIT_GRANULARITIES
 
-GRANULARITIES = ("weight",) + UNIT_GRANULARITIES
 
 
 def threshold_unit(criterion: str, granularity: str) -> str:

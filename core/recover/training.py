@@ -27,7 +27,7 @@ from core.sources.models import LABELLED_TASKS, get_spec
 from core.plan.constraints import Interval, Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
-from core.plan.trained import TrainedMemo, random_layers, seeded_global_rng
+from core.recover.isolation import TrainedMemo, random_layers, seeded_global_rng
 from core.prune.masks import prunable_layers
 from core.surgery.healing import HEAL_TRAIN, heal_parameters
 

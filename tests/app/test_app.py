@@ -135,7 +135,7 @@ def test_a_bug_shows_an_error_box_with_its_traceback_and_keeps_the_plan(monkeypa
 def test_a_user_mistake_shows_its_message_without_a_traceback():
     at = new_app("digits_mlp")
     ws = workspace(at)
-    from app.components import error_message
+    from app.messages import error_message
     from core.errors import PlanError
     from core.prune import LayerOverride, Prune
 

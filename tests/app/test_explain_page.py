@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from core.explain import changes
 from core.prune import Prune
-from tests.app.conftest import new_app, workspace, ok as _ok
+from tests.app.conftest import new_app, workspace
+from tests.app.conftest import ok as _ok
 
 PAGE = "views/explain.py"
 

@@ -4,7 +4,8 @@ from pathlib import Path
 from core.io import EXPORTERS
 from core.plan import Plan
 from core.prune import Prune
-from tests.app.conftest import new_app, workspace, ok as _ok
+from tests.app.conftest import new_app, workspace
+from tests.app.conftest import ok as _ok
 
 
 def _export_page(model: str, plan: Plan | None = None):
@@ -148,7 +149,7 @@ def test_the_model_page_shows_the_current_and_the_base_graph():
 
 def test_a_quantised_plan_exports_onnx_and_compares_int8_with_float():
     from core.recover import Quantize
-    from tests.app.conftest import new_app, workspace, ok
+    from tests.app.conftest import new_app, ok, workspace
 
     at = new_app("digits_cnn")
     workspace(at).add_step(Quantize())

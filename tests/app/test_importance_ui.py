@@ -7,7 +7,8 @@ import json
 import numpy as np
 
 from core.prune import Prune
-from tests.app.conftest import metric, new_app, workspace, ok as _ok
+from tests.app.conftest import metric, new_app, workspace
+from tests.app.conftest import ok as _ok
 
 
 def _unit_table(at):

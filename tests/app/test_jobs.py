@@ -7,13 +7,12 @@ import gc
 import threading
 import time
 
+from app.jobs import CallJob, SessionJobs, StepsJob
 from core.prune import Prune
 from core.recover import Finetune
 from core.recover import training as T
 from core.sensitivity import sensitivity
 from core.workspace import Workspace
-
-from app.jobs import CallJob, SessionJobs, StepsJob
 
 
 def test_a_dropped_session_token_ends_its_jobs():

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from core.prune import Prune
-from tests.app.conftest import new_app, workspace, ok as _ok
+from tests.app.conftest import new_app, workspace
+from tests.app.conftest import ok as _ok
 
 DOWN, UP = 0, 1  # MetricDirection
 RED, GREEN, GRAY = 0, 1, 2  # MetricColor

@@ -6,7 +6,8 @@ import pytest
 
 from core.prune import Prune
 from core.recover import Finetune
-from tests.app.conftest import finish_job, metric, new_app, workspace, ok as _ok
+from tests.app.conftest import finish_job, metric, new_app, workspace
+from tests.app.conftest import ok as _ok
 
 
 def _pct(text: str) -> float:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from core.prune import Prune
 from core.io.sessions import load_session
+from core.prune import Prune
 from tests.app.conftest import APP, new_app, ok, workspace
 
 

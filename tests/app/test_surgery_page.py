@@ -7,7 +7,8 @@ import pytest
 
 from core.recover import Heal
 from core.surgery import Cut, Paste
-from tests.app.conftest import finish_job, metric, new_app, workspace, ok as _ok
+from tests.app.conftest import finish_job, metric, new_app, workspace
+from tests.app.conftest import ok as _ok
 
 PAGE = "views/surgery.py"
 

@@ -31,7 +31,7 @@ from core.io.export import state_dict_hash
 from core.ground.layers import prunable_layers
 from core.sources.bases import load_base
 from core.plan import ApplyContext, Plan, apply
-from core.plan.trained import digest
+from core.recover.isolation import digest
 from core.prune import NMSparsity, Prune
 from core.prune.criteria import CRITERIA
 from core.recover import Finetune, Heal, Quantize, gradual_steps, trainable_parameters

@@ -5,7 +5,7 @@ Importing this package registers them all in :data:`CRITERIA`.
 """
 from core.prune.criteria import activations, magnitude  # noqa: F401 - registers the criteria
 from core.prune.criteria.activations import ActivationCriterion, collect_input_stats, weight_gradients
-from core.prune.criteria.base import CRITERIA, Criterion, LazyScores, get_criterion, register_criterion
+from core.prune.criteria.base import CRITERIA, Criterion, LazyScores, criteria_for, get_criterion, register_criterion
 
-__all__ = ["CRITERIA", "Criterion", "ActivationCriterion", "LazyScores", "get_criterion", "register_criterion",
+__all__ = ["CRITERIA", "Criterion", "ActivationCriterion", "LazyScores", "get_criterion", "register_criterion", "criteria_for",
            "collect_input_stats", "weight_gradients"]

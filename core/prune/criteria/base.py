@@ -44,6 +44,12 @@ def register_criterion(cls: type["Criterion"]) -> type["Criterion"]:
     return cls
 
 
+def criteria_for(granularity: str) -> list[str]:
+    """The registered criteria that score units of ``granularity`` ("weight", "neuron",
+    "channel" or "head"), in registry order: what a picker offers."""
+    return [n for n, c in CRITERIA.items() if granularity in c.granularities]
+
+
 def get_criterion(name: str | "Criterion", **kwargs) -> "Criterion":
     """An instance of the named criterion (an instance is passed through).
 
@@ -169,4 +175,4 @@ def _input_norms_for_weight(module: nn.Module, norms: torch.Tensor) -> torch.Ten
     return n.reshape(out, cin_g, *([1] * (w.dim() - 2))).expand_as(w)
 
 
-__all__ = ["CRITERIA", "Criterion", "LazyScores", "register_criterion", "get_criterion"]
+__all__ = ["CRITERIA", "Criterion", "LazyScores", "register_criterion", "get_criterion", "criteria_for"]

@@ -2,7 +2,7 @@
 
 * ``graph.py``: Torch-Pruning's dependency graph and the unit groups read from it (groups
   it cannot follow are left out, with the reason);
-* ``opaque.py``: modules the graph sees as one node, with their own pruner (torchvision's
+* ``swin.py``: modules the graph sees as one node, with their own pruner (torchvision's
   Swin window attention and patch merging);
 * ``scores.py``: per-unit scores, combined per group and normalised;
 * ``select.py``: which units a step removes;
@@ -11,12 +11,12 @@
   left out), and the step's report;
 * ``compare.py``: the criteria comparison on one layer.
 """
-from core.prune.structured.analysis import Analysis, all_unit_scores, analysis, group_info, group_of, prunable_units, select_units, unit_scores
+from core.prune.structured.analysis import Analysis, granularities, all_unit_scores, analysis, group_info, group_of, prunable_units, select_units, unit_scores
 from core.prune.structured.compare import compare_criteria
 from core.prune.structured.graph import UNIT_GRANULARITIES, UnitGroup
 from core.prune.structured.prune import structured_prune, structured_prune_step
 from core.prune.structured.select import Selection, find_group
 
-__all__ = ["UNIT_GRANULARITIES", "Analysis", "analysis", "UnitGroup", "Selection", "prunable_units", "group_info", "group_of",
+__all__ = ["granularities", "UNIT_GRANULARITIES", "Analysis", "analysis", "UnitGroup", "Selection", "prunable_units", "group_info", "group_of",
            "find_group", "all_unit_scores", "unit_scores", "select_units", "compare_criteria", "structured_prune",
            "structured_prune_step"]

@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.errors import ModelError
+from core.errors import ModelError, PrunescopeError
 from core.sources.bases import clone_model
 
 from core.prune.criteria import CRITERIA
 from core.prune.structured.graph import UNIT_GRANULARITIES, UnitGroup, build_graph, unit_groups
 from core.prune.structured.scores import score_groups
-from core.prune.structured.select import Selection, find_group, select
+from core.prune.structured.select import Selection, find_group, units_to_remove
 
 
 class Analysis:
@@ -45,6 +45,24 @@ def example_input(ctx, seed: int = 0) -> torch.Tensor:
 def calibration_for(criterion: str, ctx, seed: int):
     """The calibration batch when ``criterion`` needs data, else None."""
     return ctx.calibration(seed) if CRITERIA.get(criterion).needs_data else None
+
+
+def granularities(model: nn.Module, ctx) -> list[str]:
+    """"weight" plus each unit granularity ``model`` has prunable units of, in
+    ``core.ground.units.GRANULARITIES`` order (memoised in ``ctx``). A granularity the model has no units
+    of (a ``PrunescopeError``: no such layers, a model Torch-Pruning cannot trace) is left
+    out; a bug propagates."""
+    memo = ctx.memo(model)
+    if "granularities" not in memo:
+        out = ["weight"]
+        for g in UNIT_GRANULARITIES:
+            try:
+                if group_info(model, g, ctx):
+                    out.append(g)
+            except PrunescopeError:
+                continue
+        memo["granularities"] = out
+    return list(memo["granularities"])
 
 
 def validate_granularity(granularity: str) -> None:
@@ -148,8 +166,8 @@ def select_units(step, model: nn.Module, ctx=None, *, example: torch.Tensor | No
     scores = all_unit_scores(model, step.criterion, step.granularity, ctx, seed=step.seed,
                              example=example, calib=calib)
     an = analysis(model, ctx, example=example, seed=step.seed)
-    return select(an.groups(step.granularity), scores, step)
+    return units_to_remove(an.groups(step.granularity), scores, step)
 
 
-__all__ = ["Analysis", "analysis", "prunable_units", "group_info", "group_of", "all_unit_scores", "unit_scores",
+__all__ = ["granularities", "Analysis", "analysis", "prunable_units", "group_info", "group_of", "all_unit_scores", "unit_scores",
            "select_units", "example_input", "calibration_for"]

@@ -38,12 +38,12 @@ import torch
 from torch import nn
 
 from core.errors import FOREIGN_ERRORS, ModelError, first_line
+from core.ground.units import UNIT_GRANULARITIES
 
 from core.prune.masks import PRUNABLE_TYPES
 from core.prune.structured.heads import find_heads, stacked_rows
-from core.prune.structured.opaque import _tie_hook, heads_multiple, opaque_pruners
+from core.prune.structured.swin import _tie_hook, heads_multiple, opaque_pruners
 
-UNIT_GRANULARITIES = ("neuron", "channel", "head")  # what one structured decision removes
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -117,7 +117,7 @@ def _graph_class():
             self._module2name = {m: n for n, m in model.named_modules()}
             self.ignored_params = []
             self.unmapped = {}
-            custom = opaque_pruners(model)  # modules seen as one node (opaque.py)
+            custom = opaque_pruners(model)  # modules seen as one node (swin.py)
             for cls, pruner in custom.items():
                 self.register_customized_layer(cls, pruner)
             inner = [s for m in model.modules() if type(m) in custom for s in m.modules() if s is not m]

@@ -23,7 +23,7 @@ from core.prune.structured.analysis import all_unit_scores, analysis, calibratio
 from core.prune.structured.graph import TorchPruningFailed, UnitGroup, build_graph, unit_groups
 from core.prune.structured.heads import remove_heads
 from core.prune.structured.scores import score_groups
-from core.prune.structured.select import Selection, select
+from core.prune.structured.select import Selection, units_to_remove
 
 # attributes of non-layer modules that hold a width, updated when that width is pruned
 WIDTH_ATTRS = ("hidden_dim", "embed_dim", "dim", "hidden_size", "d_model", "num_features", "width",
@@ -180,14 +180,14 @@ def _prune_copy(model: nn.Module, example: torch.Tensor, step, groups: list[Unit
         if scores is None:
             scores = score_groups(probe, groups, step.criterion, step.seed, calib)  # `probe` equals `model`
         del dg, probe
-    sel = select(groups, scores, step)
+    sel = units_to_remove(groups, scores, step)
     want = _out_shape(model, example)
     new, warns = _prune_checked(model, example, groups, sel, want)
     warns = [f"{layer}: left out ({reason})" for layer, reason in skipped] + warns
     return new, sel, warns
 
 
-def _wrapped(what: str, fn):
+def _memory_checked(what: str, fn):
     """Run ``fn``; running out of memory becomes a ModelError saying what ran out. Anything
     else propagates as it is: the person's reasons are caught around the third-party calls
     themselves (Torch-Pruning's, the model's forward), a bug of ours stays a bug."""
@@ -217,7 +217,7 @@ def structured_prune(step, model: nn.Module, example: torch.Tensor, calib=None) 
             model cannot be traced or does not run, or memory ran out (a ModelError).
     """
     validate_granularity(step.granularity)
-    new, sel, warns = _wrapped("structured pruning", lambda: _prune_copy(model, example, step, None, None, calib))
+    new, sel, warns = _memory_checked("structured pruning", lambda: _prune_copy(model, example, step, None, None, calib))
     sel.warnings = warns + list(sel.warnings)
     return new, sel
 
@@ -248,7 +248,7 @@ def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepR
         skipped = list(an.skipped.get(step.granularity, ()))
         return _prune_copy(model, example_input(ctx, step.seed), step, groups, scores, calib, skipped)
 
-    new, sel, warns = _wrapped(f"structured pruning ({step.granularity})", run)
+    new, sel, warns = _memory_checked(f"structured pruning ({step.granularity})", run)
     units = {g: (len(p), len(sel.scores[g])) for g, p in sel.pruned.items()}
     report = StepReport("prune", thresholds=dict(sel.thresholds), threshold_unit=UNIT_NORMALISED,
                         global_threshold=sel.global_threshold, units=units, unit_name=step.granularity,

@@ -19,7 +19,7 @@ import torch
 
 from core.errors import ModelError
 
-from core.prune.kth import threshold_for_k
+from core.prune.thresholds import threshold_for_k
 from core.prune.structured.graph import UnitGroup
 
 
@@ -58,7 +58,7 @@ def find_group(groups: list[UnitGroup], layer: str) -> UnitGroup:
     raise ModelError(f"layer {layer!r} has no prunable {kind} units; prunable layers: {valid or 'none'}")
 
 
-def select(groups: list[UnitGroup], scores: dict[str, torch.Tensor], step) -> Selection:
+def units_to_remove(groups: list[UnitGroup], scores: dict[str, torch.Tensor], step) -> Selection:
     """The units ``step`` (a structured ``Prune``) removes from ``groups`` scored by ``scores``.
 
     Raises:

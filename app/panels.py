@@ -1,53 +1,19 @@
 """Widgets shared by the pages. UI functions are named *_ui and return plain values."""
 from __future__ import annotations
 
-import traceback
 from typing import Callable
 
 import pandas as pd
 import streamlit as st
 
+from app.messages import run_action
+from app.session import get_workspace, model_names
 from core.ground import formatting as fmt
-from core.errors import PrunescopeError
 from core.metrics import Metrics
 from core.metrics.cost import speed_verdict
 from core.sources.models import get_spec
 from core.viz.figures import per_class_figure
 from core.workspace import Workspace
-
-from app.state import flash, get_workspace, message_ui, model_names
-
-
-def error_message(exc: BaseException) -> tuple[str, str | None]:
-    """The one adapter from an exception to what the app shows: ``(message, traceback)``.
-
-    A ``PrunescopeError`` is the person's mistake: its message, no traceback. Anything
-    else is a bug: a short line and the traceback (shown folded).
-    """
-    if isinstance(exc, PrunescopeError):
-        return str(exc), None
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return f"Internal error ({type(exc).__name__}: {str(exc)[:300]}). The plan is unchanged.", tb
-
-
-def run_action(fn: Callable, *args, success: str | None = None, now: bool = False, **kwargs):
-    """Run ``fn`` and return its result, or None when it raised.
-
-    The error is shown with :func:`error_message`: queued for the next render (the
-    default: callbacks cannot draw), or drawn here with ``now=True``. The plan is kept.
-    """
-    try:
-        out = fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - every error is shown; bugs with their traceback
-        msg, tb = error_message(exc)
-        if now:
-            message_ui("error", msg, tb)
-        else:
-            flash("error", msg, tb)
-        return None
-    if success:
-        flash("success", success)
-    return out
 
 
 def model_picker_ui(where=st.sidebar) -> str:

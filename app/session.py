@@ -10,10 +10,11 @@ from typing import Callable
 
 import streamlit as st
 
-from core.ground.device import available_devices
+from app.messages import flash
 from core.errors import PrunescopeError
-from core.sources.models import list_models
+from core.ground.device import available_devices
 from core.io.sessions import load_session, new_session_id, save_session, valid_id
+from core.sources.models import list_models
 from core.workspace import Workspace
 
 DEFAULT_MODEL = "digits_cnn"
@@ -148,33 +149,6 @@ def get_workspace(name: str | None = None) -> Workspace:
     if ws.precision != ss.get("precision", "fp32"):
         ws.set_precision(ss.get("precision", "fp32"))
     return ws
-
-
-def flash(kind: str, message: str, detail: str | None = None) -> None:
-    """Queue a message to show on the next render (survives callbacks and reruns).
-
-    ``kind`` is an ``st`` call ("error", "warning", "info", "success"); ``detail`` (a
-    traceback) goes in an expander under it.
-    """
-    st.session_state.setdefault("_flash", []).append((kind, message, detail))
-
-
-def message_ui(kind: str, message: str, detail: str | None = None) -> None:
-    """Show one message, with its detail (a traceback) folded away."""
-    getattr(st, kind)(message)
-    if detail:
-        with st.expander("Traceback (this is a bug in prunescope; the plan is unchanged)"):
-            st.code(detail, language="text")
-
-
-def show_flashes() -> None:
-    """The queued messages, inside one container drawn on every run: the elements after it
-    keep their places whether or not there are messages (a shifted element is drawn anew,
-    so an open expander would close and a slider held by the keyboard lose its focus)."""
-    items = st.session_state.pop("_flash", [])
-    with st.container():
-        for item in items:
-            message_ui(*item)
 
 
 ROUNDED = ("neuron", "channel")  # granularities whose kept widths can be rounded
