@@ -7,22 +7,23 @@ import streamlit as st
 
 from app.messages import run_action
 from core.errors import FOREIGN_ERRORS, PrunescopeError
-from core.explain import changes
 from core.ground import formatting as fmt
+from core.workspace import Workspace
 
 CARDS = 24  # changed examples shown at once
 
 
 def cached(fn, ws, *args, **kwargs):
-    """``fn(ws, *args, **kwargs)`` computed once per plan: a click elsewhere on the page
-    (a class filter, another unit) does not run the models again. Keeps the last 16."""
-    cache = st.session_state.setdefault("_explain_cache", {})
-    key = (fn.__name__, ws.name, ws.plan.key(), args, tuple(sorted(kwargs.items())))
-    if key not in cache:
-        while len(cache) >= 16:
-            cache.pop(next(iter(cache)))
-        cache[key] = fn(ws, *args, **kwargs)
-    return cache[key]
+    """``fn(ws, *args, **kwargs)`` (a function of the workspace, such as
+    ``Workspace.changes``) computed once per plan: a click elsewhere on the page (a class
+    filter, another unit) does not run the models again. Kept in the apply context's memo
+    of the current plan's model (core's one cache of facts about a model), so it goes
+    when that model does."""
+    memo = ws.ctx.memo(ws.model)
+    key = ("explain", fn.__name__, args, tuple(sorted(kwargs.items())))
+    if key not in memo:
+        memo[key] = fn(ws, *args, **kwargs)
+    return memo[key]
 
 
 def image(x, field: dict | None = None) -> np.ndarray | None:
@@ -122,7 +123,7 @@ def changes_panel_ui(ws, key: str) -> None:
                    help="The examples whose prediction differs from the base's, on the quick subset.")
     if not on or not ws.plan.steps:
         return
-    ch = run_action(cached, changes, ws, "quick", now=True)
+    ch = run_action(cached, Workspace.changes, ws, "quick", now=True)
     if ch is None:
         return
     rows = ch.changed()

@@ -11,14 +11,13 @@ import math
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 from app.messages import run_action
 from app.panels import LatencyPending
 from app.session import get_workspace
 from core.errors import PrunescopeError
 from core.ground import formatting as fmt
-from core.metrics import Metrics
+from core.metrics import Metrics, shape_changes
 from core.metrics.cost import speed_verdict
 from core.prune import CRITERIA, Prune, get_criterion, prunable_layers, threshold_unit
 from core.prune.criteria import criteria_for
@@ -38,7 +37,6 @@ from core.workspace import Workspace
 
 GRANULARITY_LABELS = {"weight": "weight (masks)", "neuron": "neuron (removed)",
                       "channel": "channel (removed)", "head": "attention head (removed)"}
-_SEL = "_importance_selection"  # (criterion, granularity) last chosen in criterion_ui
 
 
 # --- pure helpers (tested without a browser) ---------------------------------------
@@ -57,24 +55,6 @@ def unit_table(scores, pruned: set[int]) -> pd.DataFrame:
     s = np.asarray(scores, dtype=float)
     return pd.DataFrame({"unit": np.arange(len(s)), "score": s,
                          "status": ["pruned" if i in pruned else "kept" for i in range(len(s))]})
-
-
-def shape_changes(base: torch.nn.Module, model: torch.nn.Module) -> pd.DataFrame:
-    """Layers whose weight shape (or head count) differs between ``base`` and ``model``."""
-    cur = dict(model.named_modules())
-    rows = []
-    for n, m in base.named_modules():
-        c = cur.get(n)
-        if c is None:
-            continue
-        w0, w1 = getattr(m, "weight", None), getattr(c, "weight", None)
-        if isinstance(w0, torch.Tensor) and isinstance(w1, torch.Tensor) and w0.shape != w1.shape:
-            rows.append({"layer": n, "type": type(m).__name__, "base": str(tuple(w0.shape)),
-                         "now": str(tuple(w1.shape))})
-        h0, h1 = getattr(m, "num_heads", None), getattr(c, "num_heads", None)
-        if isinstance(h0, int) and isinstance(h1, int) and h0 != h1:
-            rows.append({"layer": n, "type": "heads", "base": str(h0), "now": str(h1)})
-    return pd.DataFrame(rows, columns=["layer", "type", "base", "now"])
 
 
 def _drawn(fn, *args, **kwargs):
@@ -107,12 +87,7 @@ def criterion_ui(key: str = "prune") -> tuple[str, str]:
     if gran != "weight":
         note += " Scores are divided by each layer's mean |score| (1.0 = an average unit)."
     st.caption(f"**{crit}**: {cls.description}{note}")
-    ss[_SEL] = (crit, gran)
     return crit, gran
-
-
-def _selection() -> tuple[str, str]:
-    return st.session_state.get(_SEL, ("l1", "weight"))
 
 
 def importance_section_ui(ws: Workspace, layer: str, criterion: str, granularity: str,
@@ -196,8 +171,10 @@ def _weight_section(ws: Workspace, src, layer: str, criterion: str, report, seed
     fig = importance_histogram_figure(s, t if t is not None and math.isfinite(t) else None,
                                       title=f"{criterion} scores of the weights of {layer}", x_title=unit)
     st.plotly_chart(fig, width="stretch", key="importance_hist")
-    if t is not None and math.isfinite(t):
-        st.caption(f"Threshold {unit} < {t:.4g}: {fmt.pct(float((s < t).mean()))} of this layer's weights pruned.")
+    pruned, total = report.units.get(layer, (0, 0)) if report is not None else (0, 0)
+    if t is not None and math.isfinite(t) and total:
+        st.caption(f"Threshold {unit} < {t:.4g}: {fmt.pct(pruned / total)} of this layer's weights are zero "
+                   "after this step.")
 
 
 def compare_criteria_ui(ws: Workspace, layer: str, granularity: str) -> None:
@@ -246,7 +223,8 @@ def structured_metrics_ui(base: Metrics, m: Metrics, pending: LatencyPending | N
     ws = get_workspace()
     st.markdown("##### Structured pruning: smaller and faster?")
     box = st.empty()
-    changes = _drawn(shape_changes, ws.base, ws.float_model)
+    rows = _drawn(shape_changes, ws.base, ws.float_model)
+    changes = None if rows is None else pd.DataFrame(rows, columns=["layer", "type", "base", "now"])
 
     def draw(m: Metrics) -> None:
         with box.container():

@@ -9,8 +9,9 @@ every step; the steps done so far become the plan's step (``step.stopped_after(k
 which replays to the same weights.
 
 The job model: a job reads only its own snapshot, taken in the page's thread when it
-starts (a copy of the model and a fresh apply context for a training job); its thread
-never writes to the workspace or the session. Its result is published once, when the
+starts (a copy of the model and a fresh apply context for a training job; the checked
+spec and a copy of the model with its data for a sweep); its thread never reads or writes
+the workspace or the session. Its result is published once, when the
 thread ends (one attribute), and the page's poll puts it into the plan or ``ws.sweeps``.
 Training runs one at a time in the process (``core.recover.isolation.TRAINING_LOCK``: thread
 count and global random state are process-wide); a job waiting for it says so. When a
@@ -25,9 +26,10 @@ from typing import Any
 
 import streamlit as st
 
-from app.messages import error_message, flash
+from app.messages import error_message, flash, run_action
 from core.errors import PrunescopeError
 from core.plan import ApplyContext
+from core.sensitivity import SweepSpec, run_sweep
 from core.sources.bases import clone_model
 from core.workspace import Workspace
 
@@ -166,7 +168,8 @@ class StepsJob:
 
 
 class CallJob:
-    """``fn(progress, should_stop)`` in a thread (a sensitivity sweep): ``progress(done,
+    """``fn(progress, should_stop)`` in a thread (a sweep on its snapshot, see
+    :func:`start_sweep`; ``fn`` reads only what it was given): ``progress(done,
     total, what)`` feeds the bar, Cancel makes ``should_stop()`` true, and when it ends
     ``on_done(result)`` runs in the page's thread and returns the message to show."""
 
@@ -218,6 +221,27 @@ def start_call(key: str, fn, label: str, on_done) -> None:
     st.session_state[key] = CallJob(fn, label, on_done, SessionJobs.of_session())
 
 
+def start_sweep(key: str, ws: Workspace, spec: SweepSpec, label: str, on_done) -> None:
+    """Start the sweep ``spec`` (``ws.sensitivity_spec`` or ``ws.curves_spec``) in the
+    background unless a job of this panel runs. Its snapshot is taken here, in the page's
+    thread: a copy of the current model with the subset, the base's outputs and the
+    calibration batch (``ws.sweep_payload``). The thread runs ``run_sweep`` on that alone,
+    so a plan changed meanwhile changes nothing it sweeps; ``on_done(result)`` runs in the
+    page's thread when it ends and publishes a complete result under ``spec.key`` (the plan
+    it started on). A snapshot that cannot be taken is shown as an error on the next run."""
+    job = st.session_state.get(key)
+    if job is not None and job.running:
+        return
+    payload = run_action(ws.sweep_payload, spec)
+    if payload is None:
+        return
+
+    def work(progress, should_stop):
+        return run_sweep(spec, payload, progress=progress, should_stop=should_stop)
+
+    st.session_state[key] = CallJob(work, label, on_done, SessionJobs.of_session())
+
+
 def start_job(key: str, ws: Workspace, step: Any, label: str) -> None:
     """Start ``step`` (or a list of steps) in the background unless a job of this panel runs."""
     job = st.session_state.get(key)
@@ -256,4 +280,4 @@ def job_ui(key: str) -> bool:
     return True
 
 
-__all__ = ["StepsJob", "CallJob", "SessionJobs", "start_job", "start_call", "job_ui"]
+__all__ = ["StepsJob", "CallJob", "SessionJobs", "start_job", "start_call", "start_sweep", "job_ui"]

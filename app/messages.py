@@ -67,3 +67,6 @@ def run_action(fn: Callable, *args, success: str | None = None, now: bool = Fals
     if success:
         flash("success", success)
     return out
+
+
+__all__ = ["flash", "message_ui", "show_flashes", "error_message", "run_action"]

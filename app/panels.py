@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app.messages import run_action
-from app.session import get_workspace, model_names
+from app.session import model_names
 from core.ground import formatting as fmt
 from core.metrics import Metrics
 from core.metrics.cost import speed_verdict
@@ -217,5 +217,5 @@ def latency_ui(ws: Workspace, pending: LatencyPending | None) -> None:
         draw(got)
 
 
-__all__ = ["run_action", "model_picker_ui", "metrics_panel_ui", "per_class_ui", "plan_ui", "full_eval_ui",
-           "current_metrics", "latency_ui", "LatencyPending", "get_workspace", "error_message"]
+__all__ = ["model_picker_ui", "metrics_panel_ui", "per_class_ui", "plan_ui", "full_eval_ui",
+           "current_metrics", "latency_ui", "LatencyPending"]

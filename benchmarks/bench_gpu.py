@@ -32,7 +32,6 @@ import torch
 from core.ground.device import peak_memory, synchronize
 from core.plan import Plan
 from core.prune import Prune
-from core.prune.masks import prunable_layers
 from core.workspace import Workspace
 
 from benchmarks.common import live_pair, row

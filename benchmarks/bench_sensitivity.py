@@ -18,12 +18,11 @@ AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 def sweep_vs_naive(name: str = "digits_resnet") -> dict:
     from core.plan import apply
     from core.prune import LayerOverride, Prune
-    from core.sensitivity import layer_names, sensitivity
     from core.workspace import Workspace
 
     ws = Workspace(name, "cpu")
     ws.base_metrics(latency=False)  # base outputs and cost caches warm for both
-    names = layer_names(ws, "weight")
+    names = ws.layer_names("weight")
     t0 = time.perf_counter()
     for layer in names:
         for a in AMOUNTS:
@@ -31,7 +30,7 @@ def sweep_vs_naive(name: str = "digits_resnet") -> dict:
             ws.evaluator.evaluate(apply(ws.plan.then(step), ws.base, ctx=ws.ctx), latency=False)
     naive = time.perf_counter() - t0
     t0 = time.perf_counter()
-    s = sensitivity(ws, "l1", "weight", AMOUNTS)
+    s = ws.sensitivity("l1", "weight", AMOUNTS)
     swept = time.perf_counter() - t0
     ratio = swept / naive
     return row(f"weight sensitivity sweep / naive loop ({name})", round(ratio, 2), "x", "<= 0.5", ratio <= 0.5,
@@ -46,18 +45,17 @@ def _bytes(obj) -> int:
 
 
 def local_vs_ray(name: str = "digits_resnet") -> list[dict]:
-    from core.sensitivity import RayExecutor, sensitivity
+    from core.sensitivity import RayExecutor
     from core.sensitivity.runner import Runner, Task
-    from core.sensitivity.sweep import payload_for
     from core.workspace import Workspace
 
     ws = Workspace(name, "cpu")
     amounts = (0.2, 0.5, 0.8)
     t0 = time.perf_counter()
-    local = sensitivity(ws, "l1", "channel", amounts, shards=2)
+    local = ws.sensitivity("l1", "channel", amounts, shards=2)
     t_local = time.perf_counter() - t0
     points = sum(len(p) for p in local.layers.values())
-    payload = payload_for(ws)
+    payload = ws.sweep_payload(ws.sensitivity_spec("l1", "channel", amounts))
     task = Task("layer", "l1", "channel", next(iter(local.layers)), amounts, payload.shards(2)[0])
     result = Runner(payload).run(task)
     moved = (f"model + calibration {_bytes(payload.to('cpu').without_data()) / 1e6:.2f} MB once per worker, a shard "
@@ -77,7 +75,7 @@ def local_vs_ray(name: str = "digits_resnet") -> list[dict]:
     t_init = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
-        remote = sensitivity(ws, "l1", "channel", amounts, shards=2, executor=RayExecutor(workers=2))
+        remote = ws.sensitivity("l1", "channel", amounts, shards=2, executor=RayExecutor(workers=2))
         t_ray = time.perf_counter() - t0
     finally:
         ray.shutdown()

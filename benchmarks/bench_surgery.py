@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from core.plan import ApplyContext
-from core.sources.bases import clone_model, load_base
+from core.sources.bases import load_base
 from core.surgery import Cut, block_names, default_container
-from core.surgery.blocks import _activations
+from core.surgery.stitch import traced_activations
 
 from benchmarks.common import row, timeit
 
@@ -36,7 +36,7 @@ def drop_one_sharing(name: str = "digits_resnet") -> dict:
     x = ctx.calibration(0)[0]
 
     def shared():
-        acts = {("self", cont): _activations(clone_model(base), cont, x)}
+        acts = {("self", cont): traced_activations(base, ctx, cont, x)}
         for b in blocks:
             Cut((b,), bridge="lstsq").build(base, ctx, acts_cache=acts)
 

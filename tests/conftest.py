@@ -41,14 +41,23 @@ def fidelity_mlp():
 
 def structured_prune(model, example, *, granularity: str, criterion: str = "l1", sparsity=None, threshold=None,
                      layers=(), seed: int = 0, calib=None):
-    """``core.prune.structured.structured_prune`` with the step's fields as arguments:
-    ``(pruned copy, selection)``."""
+    """A structured ``Prune`` step on ``model`` without a plan or an apply context, its
+    fields given as arguments: ``(pruned copy, selection)``; ``selection.warnings`` names
+    the groups left out. ``example`` traces the graph and checks the pruned copy runs;
+    ``calib`` is ``(x, y)`` for data-driven criteria."""
     from core.prune import Prune
-    from core.prune.structured import structured_prune as prune_units
+    from core.prune.structured.analysis import Analysis, nonempty
+    from core.prune.structured.prune import remove_units
+    from core.prune.structured.scores import score_groups
 
     step = Prune(criterion=criterion, granularity=granularity, sparsity=sparsity, threshold=threshold,
                  layers=tuple(layers), seed=seed)
-    return prune_units(step, model, example, calib)
+    an = Analysis(model, example)
+    groups = nonempty(an.groups(granularity), granularity, an.skipped[granularity])
+    scores = score_groups(an.copy, groups, criterion, seed, calib)
+    new, sel, warns = remove_units(model, example, step, groups, scores, an.skipped[granularity])
+    sel.warnings = warns + list(sel.warnings)
+    return new, sel
 
 
 def small_mlp(seed: int = 0) -> torch.nn.Module:

@@ -85,9 +85,10 @@ def test_a_model_that_does_not_run_on_the_example_is_a_model_error():
                 raise RuntimeError("needs a batch of two")
             return self.b(self.a(x))
 
-    step = Prune(granularity="neuron", sparsity=0.5)
+    from tests.conftest import structured_prune
+
     with pytest.raises(PrunescopeError, match="does not run on the example batch") as info:
-        SP.structured_prune(step, Broken().eval(), torch.zeros(1, 4))
+        structured_prune(Broken().eval(), torch.zeros(1, 4), granularity="neuron", sparsity=0.5)
     assert isinstance(info.value.__cause__, RuntimeError)  # chained
 
 
@@ -210,7 +211,7 @@ def test_only_the_models_forward_is_caught_when_measuring_containers(monkeypatch
     assert B.container_macs(Fails(RuntimeError("shape")), torch.zeros(1, 4)) == ({}, 0)
     with pytest.raises(Boom):
         B.container_macs(Fails(Boom("ours")), torch.zeros(1, 4))
-    monkeypatch.setattr(B, "_join", lambda *a: (_ for _ in ()).throw(Boom("ours")))
+    monkeypatch.setattr(B, "join_path", lambda *a: (_ for _ in ()).throw(Boom("ours")))
     with pytest.raises(Boom):
         B.container_macs(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), torch.zeros(1, 4))
 

@@ -182,8 +182,8 @@ def no_hostile_models_left():
     from core.sources.bases import forget_base
     from core.sources.models import MODELS
 
-    for name in [n for n in MODELS._items if n.startswith("hostile_") or n in ("no.such.module:fn", "nocolon")]:
-        del MODELS._items[name]
+    for name in [n for n in MODELS.names() if n.startswith("hostile_") or n in ("no.such.module:fn", "nocolon")]:
+        MODELS.unregister(name)
         forget_base(name)
 
 

@@ -39,7 +39,7 @@ def test_registering_a_name_again_serves_the_new_model(tmp_path):
     from core.sources.bases import forget_base
     from core.sources.models import MODELS
 
-    del MODELS._items["iso_user_model"]
+    MODELS.unregister("iso_user_model")
     forget_base("iso_user_model")
 
 

@@ -110,27 +110,23 @@ def test_a_session_file_that_cannot_be_read_is_a_file_error_naming_it_and_kept(s
 
 
 def test_finished_sweeps_are_saved_with_the_session(sessions):
-    from core.sensitivity import sensitivity
-
     ws = Workspace("digits_cnn", "cpu")
-    s = sensitivity(ws, "l1", "channel", (0.3, 0.6))
+    s = ws.sensitivity("l1", "channel", (0.3, 0.6))
     sid = new_session_id()
     save_session(sid, {"digits_cnn": ws.session_entry()}, "digits_cnn")
     again = Workspace("digits_cnn", "cpu")
     again.restore_session(load_session(sid)["models"]["digits_cnn"])
     assert list(again.sweeps) == list(ws.sweeps)
-    got = sensitivity(again, "l1", "channel", (0.3, 0.6))  # found, not run again
+    got = again.sensitivity("l1", "channel", (0.3, 0.6))  # found, not run again
     assert got.layers == s.layers and got.source == s.source and got.seconds == s.seconds
 
 
 def test_a_saved_sweep_that_does_not_read_back_is_left_out_with_a_warning(sessions):
     """Sweeps are plain data in the file; the workspace reads them, and a damaged one costs
     only itself: the plans and the other sweeps come back."""
-    from core.sensitivity import sensitivity
-
     ws = Workspace("digits_cnn", "cpu")
     ws.add_step(Prune(sparsity=0.3))
-    sensitivity(ws, "l1", "channel", (0.3,))
+    ws.sensitivity("l1", "channel", (0.3,))
     entry = ws.session_entry()
     entry["sweeps"] = entry["sweeps"] + [[["bad"], {"model": "digits_cnn"}]]
     sid = new_session_id()

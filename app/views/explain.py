@@ -8,14 +8,7 @@ import streamlit as st
 from app.explain_ui import cached, cards_ui, gallery_ui
 from app.messages import run_action, show_flashes
 from app.session import get_workspace
-from core.explain import (
-    MAX_CONFUSION_CLASSES,
-    attribution_pair,
-    changes,
-    divergence,
-    layer_order,
-    unit_report,
-)
+from core.explain import MAX_CONFUSION_CLASSES, layer_order
 from core.prune.structured import prunable_units
 from core.viz.explain import (
     activation_figure,
@@ -25,6 +18,7 @@ from core.viz.explain import (
     coupled_group_figure,
     divergence_figure,
 )
+from core.workspace import Workspace
 
 
 def page() -> None:
@@ -43,7 +37,7 @@ def page() -> None:
     subset = st.radio("Examples", ["quick", "full"], horizontal=True, key="explain_subset",
                       format_func=lambda s: f"quick subset ({len(ws.evalset.quick_index)})" if s == "quick"
                       else f"full test split ({len(ws.evalset.y)})")
-    ch = run_action(cached, changes, ws, subset, now=True)
+    ch = run_action(cached, Workspace.changes, ws, subset, now=True)
     if ch is None:
         return
     st.markdown("#### Changed predictions")
@@ -56,7 +50,7 @@ def page() -> None:
     else:
         _confusion_ui(left, ch)
     with right:
-        rows = run_action(cached, divergence, ws, subset, now=True)
+        rows = run_action(cached, Workspace.divergence, ws, subset, now=True)
         if rows is not None:
             st.plotly_chart(divergence_figure(rows), width="stretch", key="explain_divergence")
             low = min((r for r in rows if r["cka"] is not None), key=lambda r: r["cka"], default=None)
@@ -101,7 +95,7 @@ def unit_ui(ws, subset: str) -> None:
     if int(ss.get("explain_unit", 0)) >= n:
         ss["explain_unit"] = 0
     unit = c[2].number_input(f"Unit (0 to {n - 1})", 0, n - 1, key="explain_unit", step=1)
-    r = run_action(cached, unit_report, ws, layer, int(unit), gran, subset=subset, top=12, now=True)
+    r = run_action(cached, Workspace.unit_report, ws, layer, int(unit), gran, subset=subset, top=12, now=True)
     if r is None:
         return
     status = ("removed by step " + str(r["removed_by_step"]) if r["removed"] else
@@ -177,7 +171,7 @@ def attribution_ui(ws, ch) -> None:
                       format_func={"gradient": "input gradient", "gradcam": "Grad-CAM"}.get,
                       help="Input gradient: |d logit / d pixel|. Grad-CAM: the last feature map weighted by the "
                            "mean gradient of each channel (convolutional models only).")
-    r = run_action(cached, attribution_pair, ws, int(index), method, now=True)
+    r = run_action(cached, Workspace.attribution_pair, ws, int(index), method, now=True)
     if r is None:
         return
     img = ws.evalset.x[int(index)]

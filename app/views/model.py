@@ -13,34 +13,8 @@ from app.open_ui import open_model_ui, recent_work_ui
 from app.session import get_workspace
 from core.ground import formatting as fmt
 from core.ground.device import PRECISIONS, available_devices
-from core.metrics import layer_macs
-from core.prune.masks import prunable_layers
+from core.metrics import leaf_rows
 from core.sources.entries import has_random_weights
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _layer_table(_ws, key: str) -> pd.DataFrame:
-    base_macs = layer_macs(_ws.base, _ws.evalset.x[:1])
-    cur = _ws.float_model
-    macs = layer_macs(cur, _ws.evalset.x[:1])
-    prunable = set(prunable_layers(cur))
-    cur_mods = dict(cur.named_modules())
-    rows = []
-    for name, mod in _ws.base.named_modules():
-        if not name or any(True for _ in mod.children()):
-            continue  # leaves only
-        c = cur_mods.get(name)
-        w = getattr(c, "weight", None) if c is not None else None
-        params = sum(p.numel() for p in c.parameters()) if c is not None else 0
-        nz = sum(int((p != 0).sum()) for p in c.parameters()) if c is not None else 0
-        rows.append({
-            "layer": name, "type": type(mod).__name__,
-            "shape": "×".join(map(str, w.shape)) if w is not None and hasattr(w, "shape") else "",
-            "params": params, "MACs": macs.get(name, 0), "base MACs": base_macs.get(name, 0),
-            "sparsity": (1 - nz / params) if params else 0.0,
-            "prunable": name in prunable, "present": c is not None,
-        })
-    return pd.DataFrame(rows)
 
 
 def sample_figure(x: np.ndarray, y: np.ndarray, classes: list[str], n: int = 10) -> go.Figure:
@@ -82,6 +56,22 @@ def settings_ui(dev_col, batch_col, prec_col) -> None:
                        help="fp32, or bf16 / fp16 autocast: every model is evaluated and timed under it and "
                             "compared with the base's fp32 outputs. The base's agreement below states what "
                             "the precision itself costs.")
+
+
+def layers_ui(ws) -> None:
+    """The current plan's model, one row per leaf module (counted once per model: the
+    apply context's memo)."""
+    cur = ws.float_model
+    with st.spinner("Counting MACs per layer…"):
+        rows = leaf_rows(ws.base, cur, ws.evalset.x[:1], memo=ws.ctx.memo(cur))
+    st.caption(f"Leaf modules of the current plan's model ({len(ws.plan.steps)} step(s)); "
+               "sparsity = zero parameters / parameters; base MACs for comparison.")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+        "params": st.column_config.NumberColumn("params", format="%d"),
+        "MACs": st.column_config.NumberColumn("MACs", format="%d"),
+        "base MACs": st.column_config.NumberColumn("base MACs", format="%d"),
+        "sparsity": st.column_config.ProgressColumn("sparsity", min_value=0.0, max_value=1.0, format="percent"),
+    })
 
 
 def page() -> None:
@@ -128,16 +118,7 @@ def page() -> None:
 
     tab_layers, tab_card, tab_data, tab_graph = st.tabs(["Layers", "Card", "Eval set", "Graph (Netron)"])
     with tab_layers:
-        with st.spinner("Counting MACs per layer…"):
-            df = _layer_table(ws, f"{ws.name}:{ws.plan.key()}")
-        st.caption(f"Leaf modules of the current plan's model ({len(ws.plan.steps)} step(s)); "
-                   "sparsity = zero parameters / parameters; base MACs for comparison.")
-        st.dataframe(df, hide_index=True, width="stretch", column_config={
-            "params": st.column_config.NumberColumn("params", format="%d"),
-            "MACs": st.column_config.NumberColumn("MACs", format="%d"),
-            "base MACs": st.column_config.NumberColumn("base MACs", format="%d"),
-            "sparsity": st.column_config.ProgressColumn("sparsity", min_value=0.0, max_value=1.0, format="percent"),
-        })
+        layers_ui(ws)
     with tab_card:
         text = spec.card_text()
         st.markdown(text if text else "_This model has no card._")

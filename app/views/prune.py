@@ -21,7 +21,8 @@ from app.recover_ui import recover_ui
 from app.session import ROUNDED, get_workspace, round_to
 from core.ground import formatting as fmt
 from core.plan import StepReport
-from core.prune import LayerOverride, Prune, prunable_layers, threshold_unit
+from core.metrics import layer_sparsity
+from core.prune import LayerOverride, Prune, threshold_unit
 from core.viz.figures import overview_figure, weight_histogram_figure
 from core.viz.histograms import weight_histograms
 from core.workspace import Workspace
@@ -36,24 +37,6 @@ def active_step(ws: Workspace, granularity: str) -> tuple[int | None, Prune | No
     if steps and isinstance(steps[-1], Prune) and steps[-1].granularity == granularity:
         return len(steps) - 1, steps[-1]
     return None, None
-
-
-def switch_criterion(ws: Workspace, index: int, step: Prune, criterion: str) -> None:
-    """Make step ``index`` use ``criterion`` with the same amount pruned.
-
-    A threshold is in the old criterion's unit, so it becomes the fraction the step
-    pruned (from its report); so does a per-layer threshold override.
-    """
-    rep = ws.reports[index]
-    frac = {n: p / t for n, (p, t) in rep.units.items() if t}
-    sparsity = step.sparsity
-    if sparsity is None and step.threshold is not None:
-        glob = [pt for n, pt in rep.units.items() if step.override_for(n) is None]
-        sparsity = sum(p for p, _ in glob) / max(1, sum(t for _, t in glob))
-    layers = tuple(o if o.threshold is None else
-                   LayerOverride(o.layer, sparsity=min(1.0, frac.get(o.layer, sparsity or 0.0))) for o in step.layers)
-    ws.replace_step(index, Prune(criterion=criterion, granularity=step.granularity, sparsity=sparsity,
-                                 layers=layers, seed=step.seed, round_to=step.round_to))
 
 
 def replace_active_step(ws: Workspace, index: int | None, step: Prune | None, adjust: str | None = None) -> None:
@@ -76,38 +59,15 @@ def active_report(ws: Workspace, index: int | None) -> StepReport | None:
     return ws.reports[index] if index is not None else None
 
 
-def layer_rows(ws: Workspace) -> tuple[list[str], list[float], list[int]]:
-    """Per prunable layer of the base: sparsity in the current model (removed units count
-    as pruned; a layer cut out entirely is 100%) and base parameters."""
-    import torch
-
-    base_layers = prunable_layers(ws.base)
-    cur = dict(ws.float_model.named_modules())
-    names, sp, params = [], [], []
-    for n, m in base_layers.items():
-        total = m.weight.numel()
-        c = cur.get(n)
-        w = getattr(c, "weight", None)
-        nz = int(torch.count_nonzero(w)) if isinstance(w, torch.Tensor) else 0
-        names.append(n)
-        sp.append(1.0 - nz / total if total else 0.0)
-        params.append(total)
-    return names, sp, params
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _hists(_model, key: str):
-    return weight_histograms(_model, bins=100)
-
-
 # --- UI -------------------------------------------------------------------------------
 
 def follow_criterion(ws: Workspace, criterion: str, granularity: str) -> None:
-    """Picking another criterion while a step is edited switches that step to it at once,
-    so the slider, the histograms and the model always show the plan."""
+    """Picking another criterion while a step is edited switches that step to it at once
+    (``Prune.with_criterion``: a threshold becomes the fraction it pruned), so the slider,
+    the histograms and the model always show the plan."""
     index, step = active_step(ws, granularity)
     if step is not None and step.criterion != criterion:
-        run_action(switch_criterion, ws, index, step, criterion, now=True)
+        run_action(lambda: ws.replace_step(index, step.with_criterion(criterion, ws.reports[index])), now=True)
 
 
 def target_ui(ws: Workspace, criterion: str, granularity: str) -> None:
@@ -277,7 +237,7 @@ def prune_live_ui() -> None:
     before = index if index is not None else len(ws.plan.steps)
     src = ws.model_before(before)  # the model the active step prunes
     report = active_report(ws, index)
-    hists = _hists(src, f"{ws.name}:{ws.plan.prefix(before).key()}")
+    hists = weight_histograms(src, bins=100, memo=ws.ctx.memo(src))
     wmax = max((float(max(abs(h.edges[0]), abs(h.edges[-1]))) for h in hists.values()), default=1.0)
     global_control_ui(ws, criterion, granularity, wmax)
     round_to_ui(ws, granularity)
@@ -286,7 +246,8 @@ def prune_live_ui() -> None:
     m, base = current_metrics(ws)
     pending = metrics_panel_ui(ws, m, base)
 
-    names, sp, params = layer_rows(ws)
+    table = layer_sparsity(ws.base, ws.float_model, ws.ctx.memo(ws.float_model))
+    names, sp, params = table.names, table.sparsity, table.params
     if report is not None:
         t_global = report.global_threshold
         if granularity == "weight" and t_global is not None and math.isfinite(t_global):

@@ -7,19 +7,13 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app.jobs import job_ui, start_call, start_job
+from app.jobs import job_ui, start_job, start_sweep
 from app.messages import run_action, show_flashes
 from app.session import get_workspace
 from core.ground import formatting as fmt
 from core.prune.criteria import criteria_for
 from core.recover import Finetune
-from core.sensitivity import (
-    DEFAULT_AMOUNTS,
-    autoplan,
-    criteria_curves,
-    layer_names,
-    sensitivity,
-)
+from core.sensitivity import DEFAULT_AMOUNTS
 from core.viz.sensitivity import (
     amounts_figure,
     class_heatmap,
@@ -39,17 +33,14 @@ def _partial(ws) -> dict:
     return st.session_state.setdefault("_sens_partial", {}).setdefault(ws.name, {})
 
 
-def _sweep_key(ws, crit, gran, amounts, subset) -> tuple:
-    return (ws.plan.key(), crit, gran, tuple(sorted(amounts)), subset)
+def _sweep_key(plan_key: str, crit, gran, amounts, subset) -> tuple:
+    return (plan_key, crit, gran, tuple(sorted(amounts)), subset)
 
 
 def _found(ws, crit, gran, amounts, subset):
     """The sweep of the current plan with these settings: finished, else a stopped one."""
-    for s in ws.sweeps.values():
-        if getattr(s, "layers", None) is not None and hasattr(s, "drop") and s.plan == ws.plan.key() \
-                and (s.criterion, s.granularity, s.amounts, s.subset) == (crit, gran, tuple(sorted(amounts)), subset):
-            return s
-    return _partial(ws).get(_sweep_key(ws, crit, gran, amounts, subset))
+    done = ws.finished_sweep(crit, gran, amounts, subset)
+    return done if done is not None else _partial(ws).get(_sweep_key(ws.plan.key(), crit, gran, amounts, subset))
 
 
 def controls_ui(ws) -> tuple[str, str, list[float], str]:
@@ -74,7 +65,7 @@ def sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str):
     job_key = f"sens_job_{ws.name}"
     running = job_ui(job_key)
     sens = _found(ws, crit, gran, amounts, subset)
-    n_layers = len(layer_names(ws, gran)) if gran in ws.granularities() else 0
+    n_layers = len(ws.layer_names(gran)) if gran in ws.granularities() else 0
     if not running:
         label = ("Run the sweep again" if sens is not None and not sens.complete else
                  "Swept: kept for this plan" if sens is not None else "Run the sweep")
@@ -82,25 +73,20 @@ def sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str):
         if st.button(label, key="sens_run", type="primary", disabled=disabled, icon=":material/play_arrow:",
                      help="Prunes every layer alone at every amount and evaluates each model, in the background "
                           "(the rest of the app stays usable; Cancel keeps the layers finished)."):
-            plan_key = ws.plan.key()
-            kept: list = []  # filled by the job's thread; published by the page when it ends
-
-            def work(progress, should_stop):
-                return sensitivity(ws, crit, gran, amounts, subset, progress=progress, should_stop=should_stop,
-                                   publish=lambda k, r: kept.append((k, r)))
+            spec = run_action(ws.sensitivity_spec, crit, gran, amounts, subset)
 
             def done(result):
                 if result.complete:
-                    for k, r in kept:
-                        ws.keep_sweep(k, r)
+                    ws.keep_sweep(spec.key, result)  # published in one step, for the plan it started on
                     ws.notify()  # saved with the session
                     return "success", (f"Sensitivity: {len(result.layers)} layers × {len(result.amounts)} amounts "
                                        f"evaluated in {result.seconds:.1f} s.")
-                _partial(ws)[(plan_key, crit, gran, tuple(amounts), subset)] = result
+                _partial(ws)[_sweep_key(spec.plan, crit, gran, amounts, subset)] = result
                 return "info", (f"Sweep stopped: {len(result.layers)} of {n_layers} layers finished; they are "
                                 "shown, the others are not.")
 
-            start_call(job_key, work, f"Sensitivity of {n_layers} layers × {len(amounts)} amounts", done)
+            if spec is not None:
+                start_sweep(job_key, ws, spec, f"Sensitivity of {n_layers} layers × {len(amounts)} amounts", done)
             st.rerun()
     if sens is None:
         st.info(f"No sweep of the current plan with these settings yet: {n_layers} layers × {len(amounts)} amounts = "
@@ -153,24 +139,18 @@ def criteria_ui(ws, gran: str, amounts: list[float], subset: str) -> None:
                           help="Each criterion prunes every layer together at each amount (one global step).")
     job_key = f"sens_curves_job_{ws.name}"
     running = job_ui(job_key)
-    key = ("curves", ws.plan.key(), tuple(dict.fromkeys(pick)), gran, tuple(amounts), subset, 0)
-    curves = ws.sweeps.get(key)
-    if not running and st.button("Compare criteria", key="sens_curves_run", disabled=not pick or not amounts
+    spec = run_action(ws.curves_spec, pick, gran, amounts, subset, now=True) if pick and amounts else None
+    curves = ws.sweeps.get(spec.key) if spec is not None else None
+    if not running and st.button("Compare criteria", key="sens_curves_run", disabled=spec is None
                                  or curves is not None, icon=":material/compare_arrows:"):
-        kept: list = []  # filled by the job's thread; published by the page when it ends
-
-        def work(progress, should_stop):
-            return criteria_curves(ws, pick, gran, amounts, subset, progress=progress, should_stop=should_stop,
-                                   publish=lambda k, r: kept.append((k, r)))
 
         def done(result):
-            for k, r in kept:
-                ws.keep_sweep(k, r)
             if result.complete:
+                ws.keep_sweep(spec.key, result)  # published in one step, for the plan it started on
                 return "success", f"Criteria compared: {len(result.curves)} × {len(result.amounts)} models evaluated."
             return "info", "Comparison stopped; run it again to finish."
 
-        start_call(job_key, work, f"{len(pick)} criteria × {len(amounts)} global amounts", done)
+        start_sweep(job_key, ws, spec, f"{len(pick)} criteria × {len(amounts)} global amounts", done)
         st.rerun()
     if curves is not None:
         st.plotly_chart(criteria_curves_figure(curves), width="stretch", key="sens_criteria")
@@ -201,7 +181,7 @@ def autoplan_ui(ws, sens, crit: str, gran: str) -> None:
                  help="Chooses per-layer amounts (greedy: most saving per point of predicted harm), builds one prune "
                       "step with per-layer overrides, measures it, and retries tighter or looser when it misses."):
         with st.spinner("Choosing amounts and measuring each try…"):
-            r = run_action(autoplan, ws, criterion=crit, granularity=gran, sens=sens, subset=sens.subset,
+            r = run_action(ws.autoplan, criterion=crit, granularity=gran, sens=sens, subset=sens.subset,
                            now=True, **{kind: float(value)})
         if r is not None:
             ss[res_key] = (r, list(sens.layers))

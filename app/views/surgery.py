@@ -26,11 +26,12 @@ from core.surgery import (
     BRIDGES,
     HEAL_TRAIN,
     Cut,
-    Paste,
     block_names,
     container_candidates,
     default_container,
+    duplicate_steps,
     list_blocks,
+    paste_steps,
 )
 from core.viz.surgery import (
     block_sequence_figure,
@@ -47,16 +48,16 @@ CLIP = "surgery_clipboard"  # session key: list of {"source": "self" | model nam
 # --- pure helpers (tested without a browser) ---------------------------------------
 
 def blocks_of(ws: Workspace, container: str, which: str = "current") -> list[dict]:
-    """Blocks of the current model (or of the base) as dicts, cached per plan in the session."""
+    """Blocks of the current model (or of the base) as dicts, kept in the apply context's
+    memo of that model (core's one cache of facts about a model)."""
     model = ws.float_model if which == "current" else ws.base
-    key = ("_surgery_blocks", ws.name, ws.plan.key() if which == "current" else "base", container)
-    cache = st.session_state.setdefault("_surgery_block_cache", {})
-    if key not in cache:
+    memo, key = ws.ctx.memo(model), ("blocks", container)
+    if key not in memo:
         try:
-            cache[key] = [b.to_dict() for b in list_blocks(model, ws.ctx.calibration(0)[0], container, ws.name)]
+            memo[key] = [b.to_dict() for b in list_blocks(model, ws.ctx.calibration(0)[0], container, ws.name)]
         except PrunescopeError:
-            cache[key] = []
-    return cache[key]
+            memo[key] = []
+    return memo[key]
 
 
 def donor_blocks(name: str) -> list[str]:
@@ -67,38 +68,6 @@ def donor_blocks(name: str) -> list[str]:
 
 def clipboard() -> list[dict]:
     return st.session_state.setdefault(CLIP, [])
-
-
-def paste_steps(ws: Workspace, entries: list[dict], at: int, adapter: str, container: str) -> list[Paste]:
-    """Paste steps for clipboard entries, inserted in order from position ``at``.
-
-    A "self" entry whose block is no longer in the current model (it was cut) is taken
-    from the base model instead.
-
-    Raises:
-        PrunescopeError: an entry's block exists neither in the current model nor in the base.
-    """
-    current = set(block_names(ws.float_model, container))
-    steps = []
-    for k, e in enumerate(entries):
-        source, block = e["source"], e["block"]
-        if source == "self" and block not in current:
-            if block not in {n for n, _ in ws.base.named_modules()}:
-                raise PrunescopeError(f"block {block!r} is no longer in the model nor in the base; copy it again")
-            source = ws.name  # the pristine base of this model, as a donor
-        steps.append(Paste(block, source=source, at=at + k, adapter=adapter, into=container))
-    return steps
-
-
-def duplicate_steps(names: list[str], selected: list[str]) -> list[Paste]:
-    """Paste steps putting a copy of each selected block right after it."""
-    steps, shift = [], 0
-    for n in names:
-        if n in selected:
-            i = names.index(n) + shift
-            steps.append(Paste(n, at=i + 1))
-            shift += 1
-    return steps
 
 
 def _add_steps(ws: Workspace, steps, progress=None) -> None:
@@ -235,7 +204,9 @@ def operations_ui(ws: Workspace, container: str, names: list[str]) -> None:
         if not entries:
             flash("warning", "The clipboard is empty: copy or cut blocks, or add a donor block.")
             return
-        steps = run_action(paste_steps, ws, entries, int(ss["surgery_at"]), bridge, container)
+        pairs = [(e["source"], e["block"]) for e in entries]
+        steps = run_action(paste_steps, ws.float_model, ws.base, ws.name, pairs, int(ss["surgery_at"]), bridge,
+                           container)
         if steps:
             queue_edit(steps, f"Paste {len(steps)} block(s)", f"Pasted {len(steps)} block(s) at {int(ss['surgery_at'])}.")
 

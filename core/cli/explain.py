@@ -14,18 +14,17 @@ def _explain_args(p):
                     "CKA between base and current", _explain_args)
 def cmd_explain(args):
     from core.errors import PrunescopeError
-    from core.explain import changes, divergence
 
     if args.limit < 0:
         raise PrunescopeError(f"--limit must be 0 or more, got {args.limit}")
     ws = plan_workspace(args)
     subset = "full" if args.full else "quick"
-    ch = changes(ws, subset)
+    ch = ws.changes(subset)
     rows = ch.changed()
     return {"model": ws.name, "subset": subset, "n": len(ch.pred), "n_changed": len(rows),
             "changed": [{k: r[k] for k in ("index", "label", "base_pred", "base_conf", "pred", "conf")}
                         for r in rows[:args.limit]],
-            "confusion_delta": ch.confusion_delta(), "divergence": divergence(ws, subset)}
+            "confusion_delta": ch.confusion_delta(), "divergence": ws.divergence(subset)}
 
 
 def _unit_args(p):
@@ -39,7 +38,6 @@ def _unit_args(p):
 @command("unit", "one unit of the base model: top-activating examples, scores under every criterion, the coupled "
                  "group, and whether the plan removes it", _unit_args)
 def cmd_unit(args):
-    from core.explain import unit_report
     from core.prune.structured import UNIT_GRANULARITIES
 
     from core.cli.common import UsageError
@@ -47,7 +45,7 @@ def cmd_unit(args):
     if args.granularity not in UNIT_GRANULARITIES:
         raise UsageError(f"--granularity must be one of {', '.join(UNIT_GRANULARITIES)}, got {args.granularity!r}")
     ws = plan_workspace(args)
-    r = unit_report(ws, args.layer, args.unit, args.granularity, subset="full" if args.full else "quick",
-                    top=max(1, args.top))
+    r = ws.unit_report(args.layer, args.unit, args.granularity, subset="full" if args.full else "quick",
+                       top=max(1, args.top))
     r.pop("activations")
     return {"model": ws.name, **r}

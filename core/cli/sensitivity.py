@@ -58,13 +58,11 @@ def _sensitivity_args(p):
 @command("sensitivity", "prune each layer (or coupled group) alone over a list of amounts and measure accuracy, "
                         "loss, MACs and parameters", _sensitivity_args)
 def cmd_sensitivity(args):
-    from core.sensitivity import sensitivity
-
     ws = plan_workspace(args)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
-    s = sensitivity(ws, args.criterion, args.granularity, parse_amounts(args.amounts),
-                    "full" if args.full else "quick", layers=layers, executor=_executor(args), shards=args.shards,
-                    progress=_progress)
+    s = ws.sensitivity(args.criterion, args.granularity, parse_amounts(args.amounts),
+                       "full" if args.full else "quick", layers=layers, executor=_executor(args), shards=args.shards,
+                       progress=_progress)
     d = s.to_dict()
     if args.json:
         return d
@@ -97,7 +95,6 @@ def cmd_autoplan(args):
     import torch
 
     from core.recover import Finetune
-    from core.sensitivity import autoplan
 
     if args.max_drop is not None and 0 < args.max_drop < 0.1:
         import sys
@@ -107,9 +104,9 @@ def cmd_autoplan(args):
               f"give --max-drop {100 * args.max_drop:g}", file=sys.stderr)
     ws = plan_workspace(args)
     subset = "full" if args.full else "quick"
-    r = autoplan(ws, criterion=args.criterion, granularity=args.granularity, max_drop=args.max_drop,
-                 max_macs=args.max_macs, max_params=args.max_params, max_latency=args.max_latency,
-                 amounts=parse_amounts(args.amounts), subset=subset, executor=_executor(args), progress=_progress)
+    r = ws.autoplan(criterion=args.criterion, granularity=args.granularity, max_drop=args.max_drop,
+                    max_macs=args.max_macs, max_params=args.max_params, max_latency=args.max_latency,
+                    amounts=parse_amounts(args.amounts), subset=subset, executor=_executor(args), progress=_progress)
     ws.set_plan(r.plan)
     pruned_accuracy = ws.metrics(subset, latency=False).accuracy
     if args.finetune:

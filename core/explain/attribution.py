@@ -2,6 +2,7 @@
 and current side by side."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -9,6 +10,8 @@ from torch import nn
 
 from core.errors import PrunescopeError
 
+if TYPE_CHECKING:
+    from core.metrics import Evaluator
 
 
 def _float_input(x: torch.Tensor, what: str) -> None:
@@ -82,19 +85,26 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int, layer: str | None =
     return cam
 
 
-def attribution_pair(ws, index: int, method: str = "gradient") -> dict:
-    """Maps of the base and the current model for example ``index`` of the test split,
-    each for its own prediction: ``method`` "gradient" (input gradient) or "gradcam"
-    (Grad-CAM on each model's last feature map)."""
+def attribution_pair(model: nn.Module, evaluator: Evaluator, index: int, method: str = "gradient") -> dict:
+    """Maps of the evaluator's base and of ``model`` (the current model) for example
+    ``index`` of the evaluator's test split, each for its own prediction: ``method``
+    "gradient" (input gradient) or "gradcam" (Grad-CAM on each model's last feature map).
+    Both models are only read (only the input's gradient is computed).
+
+    Raises:
+        PrunescopeError: an unknown method; token inputs; a quantised model; no feature
+            map for Grad-CAM.
+    """
     if method not in ("gradient", "gradcam"):
         raise PrunescopeError(f"method must be 'gradient' or 'gradcam', got {method!r}")
     fn = input_gradient if method == "gradient" else grad_cam
-    x, y = ws.evalset.x[index], int(ws.evalset.y[index])
+    base, evalset = evaluator.base, evaluator.evalset
+    x, y = evalset.x[index], int(evalset.y[index])
     with torch.inference_mode():
-        pb = int(ws.base(x[None]).argmax(1))
-        pc = int(ws.model(x[None]).argmax(1))
+        pb = int(base(x[None]).argmax(1))
+        pc = int(model(x[None]).argmax(1))
     return {"index": index, "label": y, "base_pred": pb, "pred": pc, "method": method,
-            "base_map": fn(ws.base, x, pb), "map": fn(ws.model, x, pc)}
+            "base_map": fn(base, x, pb), "map": fn(model, x, pc)}
 
 
 __all__ = ["input_gradient", "last_feature_map", "grad_cam", "attribution_pair"]

@@ -6,6 +6,7 @@ Nothing here trains or edits a model."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,8 @@ from core.sources.models import LABELLED_TASKS
 from core.prune.masks import prunable_layers
 from core.surgery.guides import linear_cka
 
+if TYPE_CHECKING:
+    from core.metrics import Evaluator
 
 
 MAX_CONFUSION_CLASSES = 1000  # a larger confusion matrix (a vocabulary's) is refused
@@ -74,21 +77,26 @@ class Changes:
         return [[c[i][j] - b[i][j] for j in range(len(c))] for i in range(len(c))]
 
 
-def changes(ws, subset: str = "quick") -> Changes:
-    """Predictions of the base and the current model on ``subset`` ("quick" or "full")."""
-    ev = ws.evaluator
-    x, y = ws.evalset.subset(subset)
+def changes(model: nn.Module, evaluator: Evaluator, subset: str = "quick") -> Changes:
+    """Predictions of the evaluator's base and of ``model`` on ``subset`` ("quick" or
+    "full") of its eval set (``Workspace.changes`` passes the current model).
+
+    Raises:
+        PrunescopeError: an unknown subset.
+    """
+    ev, evalset = evaluator, evaluator.evalset
+    x, y = evalset.subset(subset)
     with torch.inference_mode():
-        out = ev.outputs(ws.model, subset).float()
+        out = ev.outputs(model, subset).float()
         base_out = ev.base_outputs(subset).float()
     p, pb = F.softmax(out, 1), F.softmax(base_out, 1)
     pred, base_pred = p.argmax(1), pb.argmax(1)
     labels = y if ev.task in LABELLED_TASKS else base_pred
-    idx = ws.evalset.quick_index if subset == "quick" else list(range(len(ws.evalset.y)))
+    idx = evalset.quick_index if subset == "quick" else list(range(len(evalset.y)))
     return Changes(subset=subset, indices=[int(i) for i in idx], labels=labels.tolist(), base_pred=base_pred.tolist(),
                    base_conf=pb.max(1).values.tolist(), pred=pred.tolist(), conf=p.max(1).values.tolist(),
                    conf_in_base_pred=p.gather(1, base_pred[:, None])[:, 0].tolist(),
-                   classes=[str(c) for c in ws.evalset.classes])
+                   classes=[str(c) for c in evalset.classes])
 
 
 def _layer_outputs(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -109,23 +117,25 @@ def _layer_outputs(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[
     return got
 
 
-def divergence(ws, subset: str = "quick") -> list[dict]:
-    """Linear CKA between the base's and the current model's output of every prunable
-    layer present in both (same name), in the base's order: 1 where the current model
-    computes what the base does (up to a rotation and scale), lower where it departs.
-    A layer cut out of the current model is listed with ``cka`` None.
+def divergence(model: nn.Module, evaluator: Evaluator, subset: str = "quick") -> list[dict]:
+    """Linear CKA between the evaluator's base's and ``model``'s (the current model's)
+    output of every prunable layer present in both (same name), in the base's order, on
+    ``subset`` of the evaluator's eval set: 1 where the current model computes what the
+    base does (up to a rotation and scale), lower where it departs. A layer cut out of the
+    current model is listed with ``cka`` None.
 
     Raises:
-        PrunescopeError: the current model is not a PyTorch model (a quantised plan).
+        PrunescopeError: the current model is not a PyTorch model (a quantised plan); an
+            unknown subset.
     """
-    cur = ws.model
+    cur, base = model, evaluator.base
     if getattr(cur, "final", False):
         raise PrunescopeError("divergence needs the PyTorch modules of the current model; a quantised (onnxruntime) "
                               "model has none: look at the plan without its quantize step")
-    x, _ = ws.evalset.subset(subset)
-    names = list(prunable_layers(ws.base))
+    x, _ = evaluator.evalset.subset(subset)
+    names = list(prunable_layers(base))
     present = set(dict(cur.named_modules()))
-    base_acts = _layer_outputs(ws.base, names, x)
+    base_acts = _layer_outputs(base, names, x)
     cur_acts = _layer_outputs(cur, [n for n in names if n in present], x)
     rows = []
     for n in names:

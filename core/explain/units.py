@@ -3,6 +3,7 @@ order of layers, its activations over the evaluation set, the input region it se
 that puts these together."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
@@ -11,6 +12,9 @@ from core.errors import PrunescopeError
 from core.prune.structured.heads import find_heads
 from core.prune.structured.select import find_group
 
+if TYPE_CHECKING:
+    from core.metrics import Evaluator
+    from core.plan import ApplyContext, Plan, StepReport
 
 
 def coupled_group(model: nn.Module, granularity: str, layer: str, unit: int, ctx) -> dict:
@@ -146,35 +150,42 @@ def receptive_box(model: nn.Module, layer: str, unit: int, x: torch.Tensor) -> d
             "left": int(cols[0]), "right": int(cols[-1])}
 
 
-def unit_report(ws, layer: str, unit: int, granularity: str = "channel", *, subset: str = "quick",
-                top: int = 12) -> dict:
-    """A unit of the *base* model: its top-activating examples (for a channel, with the
-    input region its largest activation depends on: ``field``, see :func:`receptive_box`),
-    its activation over the subset, its normalised score under every criterion for this
-    granularity, the coupled group, and whether the current plan removes it (known when one structured step of this
-    granularity was applied to the base)."""
+def unit_report(evaluator: Evaluator, ctx: ApplyContext, plan: Plan, reports: Sequence[StepReport], layer: str,
+                unit: int, granularity: str = "channel", *, subset: str = "quick", top: int = 12) -> dict:
+    """A unit of the evaluator's *base* model: its top-activating examples on ``subset`` of
+    the evaluator's eval set (for a channel, with the input region its largest activation
+    depends on: ``field``, see :func:`receptive_box`), its activation over the subset, its
+    normalised score under every criterion for this granularity, the coupled group, and
+    whether ``plan`` (with ``reports``, one per step) removes it (known when one structured
+    step of this granularity was applied to the base). ``Workspace.unit_report`` passes its
+    own.
+
+    Raises:
+        PrunescopeError: no such layer or unit (see :func:`coupled_group`); an unknown subset.
+    """
     from core.prune import CRITERIA
     from core.prune.structured.analysis import unit_scores
 
-    group = coupled_group(ws.base, granularity, layer, unit, ws.ctx)
-    x, _ = ws.evalset.subset(subset)
-    acts = unit_activations(ws.base, group["group"] if granularity == "head" else layer, unit, x, granularity)
+    base, evalset = evaluator.base, evaluator.evalset
+    group = coupled_group(base, granularity, layer, unit, ctx)
+    x, _ = evalset.subset(subset)
+    acts = unit_activations(base, group["group"] if granularity == "head" else layer, unit, x, granularity)
     order = torch.argsort(acts, descending=True, stable=True)[:top].tolist()
-    idx = ws.evalset.quick_index.tolist() if subset == "quick" else list(range(len(ws.evalset.y)))
+    idx = evalset.quick_index.tolist() if subset == "quick" else list(range(len(evalset.y)))
     scores = {}
     for name, crit in CRITERIA.items():
         if granularity in crit.granularities:
             try:
-                scores[name] = float(unit_scores(ws.base, layer, name, granularity, ws.ctx)[unit])
+                scores[name] = float(unit_scores(base, layer, name, granularity, ctx)[unit])
             except PrunescopeError:
                 scores[name] = None
     removed, by = None, None
-    structured = [(i, s) for i, s in enumerate(ws.plan.steps) if getattr(s, "granularity", None) == granularity]
+    structured = [(i, s) for i, s in enumerate(plan.steps) if getattr(s, "granularity", None) == granularity]
     if len(structured) == 1 and structured[0][0] == 0:
         i = structured[0][0]
-        removed = unit in ws.reports[i].removed.get(group["group"], ())
+        removed = unit in reports[i].removed.get(group["group"], ())
         by = i + 1 if removed else None
-    box = (lambda j: receptive_box(ws.base, layer, unit, x[j])) if granularity == "channel" else (lambda j: None)
+    box = (lambda j: receptive_box(base, layer, unit, x[j])) if granularity == "channel" else (lambda j: None)
     return {"layer": layer, "unit": unit, "granularity": granularity, "subset": subset,
             "top": [{"index": idx[j], "activation": float(acts[j]), "field": box(j)} for j in order],
             "activations": acts.tolist(), "scores": scores, "coupled": group,

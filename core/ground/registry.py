@@ -87,6 +87,15 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {echo(name_or_obj)}; valid {self.kind} names: {valid}{hint}"
             ) from exc
 
+    def find(self, name: str) -> T | None:
+        """The object registered under ``name``, or None when there is none.
+
+        Unlike :meth:`get` this never raises and runs no deferred loader: it answers
+        "is this name registered right now, and with what?" (a plan's model checked
+        against its registered spec, a registration that must restore what it replaced).
+        """
+        return self._items.get(name)
+
     def unregister(self, name: str) -> None:
         """Forget ``name`` (no error when it is not registered)."""
         self._items.pop(name, None)
@@ -97,6 +106,7 @@ class Registry(Generic[T]):
         return list(self._items)
 
     def items(self) -> Iterator[tuple[str, T]]:
+        """All (name, object) pairs, in registration order (a snapshot)."""
         self._ready()
         return iter(list(self._items.items()))
 

@@ -31,11 +31,11 @@ import torch
 from torch import nn
 
 from core.errors import FileError, PrunescopeError, first_line
+from core.ground.files import replace_together, sweep_stale, temp_path
 from core.plan import Plan
 
 from core.io.exporters import EXPORTERS, export_errors, quiet
 from core.io.recipes import recipe_path
-from core.ground.files import replace_together, sweep_stale, temp_path
 
 # max |file output - model output|, relative to max(1, max |model output|), to count as verified
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-6, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -184,10 +184,61 @@ def check_export_target(fmt: str, out: str | Path, plan: Plan, example: torch.Te
     if example is not None:
         from core.sources.models import MODELS
 
-        spec = MODELS._items.get(plan.model)
+        spec = MODELS.find(plan.model)
         if spec is not None and tuple(example.shape[1:]) != tuple(spec.input_shape):
             raise PrunescopeError(f"the plan is for model {plan.model!r}, which takes inputs of shape "
                                   f"{tuple(spec.input_shape)}; the example batch has {tuple(example.shape[1:])}")
+
+
+class _FormatFailed(Exception):
+    """What a format's exporter or runtime raised inside :func:`_verify` (``cause``): the
+    export of that format failed, and :func:`export_model` reports it in ``error``."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _verify(exp, model: nn.Module, x: torch.Tensor, copy: Path, errors: tuple) -> tuple[float, float, bool, bool]:
+    """Reload ``copy`` with the format's runtime and compare it with ``model`` on ``x``:
+    ``(max |diff|, argmax agreement, within tolerance, keeps a dynamic batch)``.
+
+    Raises:
+        _FormatFailed: the file does not reload or run, or its outputs have another shape.
+    """
+    try:
+        run = exp.reload(copy, x.device)
+        got, ref = _run(run, x), _run(model, x)
+    except errors as exc:
+        raise _FormatFailed(exc) from exc
+    try:
+        diff, agree = _compare(got, ref)
+    except PrunescopeError as exc:  # the file's outputs have another shape
+        raise _FormatFailed(exc) from exc
+    ok = diff <= _tolerance(ref)
+    try:  # a batch of another size: does the file keep a dynamic batch dimension?
+        ref1 = _run(model, x[:-1])
+        dynamic = _compare(_run(run, x[:-1]), ref1)[0] <= _tolerance(ref1)
+    except (*errors, PrunescopeError):  # a static-batch file rejects other sizes
+        dynamic = False
+    del run  # an onnxruntime session maps the data file: let go of it before the folder goes
+    return diff, agree, ok, dynamic
+
+
+def _make_folder(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileError(f"cannot create the folder of {str(out)!r}: {exc.strerror or exc}") from exc
+
+
+def _remove_temps(out: Path, temps: list[Path]) -> None:
+    """Remove an export's temp files, and the side files an exporter wrote beside its temp file."""
+    if out.parent.is_dir():
+        for t in temps:
+            t.unlink(missing_ok=True)
+        for extra in out.parent.glob(f"{temps[0].name}*"):
+            extra.unlink(missing_ok=True)
 
 
 def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, example: torch.Tensor, *,
@@ -230,11 +281,8 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
-    x = example.detach()
-    if x.shape[0] < 2:
-        x = torch.cat([x, x])
-    diff = agree = dynamic = None
-    ok = False  # "verified" means reloaded and compared, never assumed
+    x = example.detach() if len(example) >= 2 else torch.cat([example.detach()] * 2)  # a batch of 2 at least
+    diff, agree, ok, dynamic = None, None, False, None  # "verified" means reloaded and compared, never assumed
     rp = recipe_path(out)
     tmp, tmp_rp = temp_path(out), temp_path(rp)
     sides: list[tuple[Path, Path]] = []
@@ -244,10 +292,7 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
         return ExportResult(fmt, None, None, time.perf_counter() - t0, None, None, False, _failure(exc))
 
     try:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FileError(f"cannot create the folder of {str(out)!r}: {exc.strerror or exc}") from exc
+        _make_folder(out)
         sweep_stale(out.parent)
         # write, reload and compare the temp file; then the recipe; then all into place together
         try:
@@ -259,22 +304,7 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
             with tempfile.TemporaryDirectory(prefix="prunescope-verify-") as d:
                 # a copy under the final names, in another folder: the file must find its companions there
                 copy = _copy_elsewhere([(tmp, out)] + sides, Path(d))
-                try:
-                    run = exp.reload(copy, x.device)
-                    got, ref = _run(run, x), _run(model, x)
-                except errors as exc:
-                    return failed(exc)
-                try:
-                    diff, agree = _compare(got, ref)
-                except PrunescopeError as exc:  # the file's outputs have another shape
-                    return failed(exc)
-                ok = diff <= _tolerance(ref)
-                try:  # a batch of another size: does the file keep a dynamic batch dimension?
-                    ref1 = _run(model, x[:-1])
-                    dynamic = _compare(_run(run, x[:-1]), ref1)[0] <= _tolerance(ref1)
-                except (*errors, PrunescopeError):  # a static-batch file rejects other sizes
-                    dynamic = False
-                del run  # an onnxruntime session maps the data file: let go of it before the folder goes
+                diff, agree, ok, dynamic = _verify(exp, model, x, copy, errors)
         stale = [] if sides else [p for p in (out.with_name(out.name + ".data"),) if p.exists()]
         try:
             tmp_rp.write_text(plan.to_json() + "\n")
@@ -283,13 +313,11 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
             return failed(exc)
         for p in stale:  # an earlier export's weights file that the new one does not use
             p.unlink(missing_ok=True)
+    except _FormatFailed as exc:
+        return failed(exc.cause)
     finally:
         model.train(was_training)
-        if out.parent.is_dir():
-            for t in (tmp, tmp_rp, *(s for s, _ in sides)):
-                t.unlink(missing_ok=True)
-            for extra in out.parent.glob(f"{tmp.name}*"):  # side files an exporter wrote beside its temp file
-                extra.unlink(missing_ok=True)
+        _remove_temps(out, [tmp, tmp_rp, *(s for s, _ in sides)])
     files = [out] + [final for _, final in sides]
     return ExportResult(fmt, str(out), sum(f.stat().st_size for f in files), time.perf_counter() - t0, diff, agree,
                         bool(ok), None, str(rp), dynamic, note, [str(f) for f in files])

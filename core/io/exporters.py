@@ -14,7 +14,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -235,11 +235,51 @@ def _param_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
+def onnx_tensors(m) -> Iterator:
+    """Every ``TensorProto`` of an ONNX ``ModelProto``: the initializers of its graph and of
+    every subgraph (``If`` / ``Loop`` bodies), then the tensors held by node attributes of
+    the graph, its subgraphs and its functions.
+
+    The same tensors, in the same order, as onnx's private
+    ``onnx.external_data_helper._get_all_tensors``, walked here through the public protobuf
+    fields so an onnx release that renames it changes nothing (tests/io/test_onnx_compat.py
+    compares the two while onnx has it).
+    """
+    from onnx import AttributeProto
+
+    def subgraphs(attr):
+        if attr.type == AttributeProto.GRAPH:
+            yield attr.g
+        if attr.type == AttributeProto.GRAPHS:
+            yield from attr.graphs
+
+    def initializers(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                for g in subgraphs(attr):
+                    yield from initializers(g)
+
+    def attribute_tensors(graph):
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                for g in subgraphs(attr):
+                    yield from attribute_tensors(g)
+
+    yield from initializers(m.graph)
+    yield from attribute_tensors(m.graph)
+    for fn in m.functions:
+        yield from attribute_tensors(fn)
+
+
 def _external_tensors(m):
     """Every tensor of an ONNX model (graph and subgraphs) stored as external data."""
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    from onnx.external_data_helper import uses_external_data
 
-    return [t for t in _get_all_tensors(m) if uses_external_data(t)]
+    return [t for t in onnx_tensors(m) if uses_external_data(t)]
 
 
 def _location(t) -> str | None:
@@ -324,4 +364,4 @@ class TorchScriptExporter(Exporter):
 
 
 __all__ = ["EXPORTERS", "Exporter", "register_exporter", "list_exporters", "METADATA_KEY", "quiet",
-           "ONNX_EXTERNAL_DATA_BYTES", "onnx_external_data", "relocate_external_data"]
+           "ONNX_EXTERNAL_DATA_BYTES", "onnx_external_data", "relocate_external_data", "onnx_tensors"]

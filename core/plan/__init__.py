@@ -12,7 +12,7 @@ and register themselves when imported: ``plan`` knows no step kind. The entry po
 (``core.startup.register_all``) make them all known before a recipe is read.
 """
 from core.plan.build import ApplyContext, PlanCache, apply, apply_with_reports
-from core.plan.constraints import Fraction, Interval, Items, Name, Options, Seed
+from core.ground.constraints import Fraction, Interval, Items, Name, Options, Seed
 from core.plan.plan import FORMAT, MAX_STEPS, Plan
 from core.plan.report import Seam, StepReport
 from core.plan.step import STEPS, Step, list_steps, register_step

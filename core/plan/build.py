@@ -45,6 +45,11 @@ class ApplyContext:
             self._calib[seed] = (splits.x_train[idx].to(self.device), splits.y_train[idx].to(self.device))
         return self._calib[seed]
 
+    def use_calibration(self, seed: int, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Make ``batch`` the calibration batch of ``seed`` (one drawn elsewhere: a sweep's
+        worker receives its driver's batch instead of reading the training split)."""
+        self._calib[seed] = batch
+
     def train_split(self) -> tuple[torch.Tensor, torch.Tensor]:
         splits = get_dataset(get_spec(self.model_name).dataset)
         return splits.x_train, splits.y_train
@@ -91,7 +96,7 @@ def _check_base(plan: Plan, base: nn.Module, ctx: ApplyContext) -> None:
     """A base given by hand must have the registered model's parameter names and shapes."""
     from core.sources.models import MODELS
 
-    if plan.model not in MODELS._items:
+    if MODELS.find(plan.model) is None:
         return  # an unregistered name: nothing to compare with
     ref = load_base(plan.model, ctx.device)
     if base is ref:

@@ -1,7 +1,7 @@
 """The step contract and the registry of step kinds.
 
 A step is a frozen dataclass of names and numbers. Its fields are declared with
-constraints (``core.plan.constraints``) and checked in one place when it is made. Every
+constraints (``core.ground.constraints``) and checked in one place when it is made. Every
 kind implements ``build(model, ctx) -> (model, StepReport)`` without changing its input,
 so prefix models can be cached; the report records what it decided.
 """
@@ -14,7 +14,7 @@ from typing import ClassVar
 from core.errors import StepError, echo
 from core.ground.registry import Registry
 
-from core.plan.constraints import Checked
+from core.ground.constraints import Checked
 
 # The step kinds live with their concept (core.prune, core.surgery, core.recover) and
 # register themselves when imported; the entry points import them (core.startup).

@@ -155,13 +155,6 @@ def select_threshold(scores: Mapping[str, torch.Tensor] | _Scores, names: Iterab
     return threshold_above(float(c[idx - 1]), float(c[idx]) if idx < len(c) else None)
 
 
-def sparsity_at(score: torch.Tensor, threshold: float) -> float:
-    """Fraction of ``score`` strictly below ``threshold``."""
-    if score.numel() == 0:
-        return 0.0
-    return float((score < threshold).sum()) / score.numel()
-
-
 def layer_thresholds(step, scores: _Scores, layers: dict[str, nn.Module], memo: dict | None = None,
                      cache_tag: str = "") -> tuple[dict[str, float], float | None]:
     """The threshold each layer gets from a prune step (global amount + overrides).
@@ -245,8 +238,9 @@ class WeightScores:
         if not self.layers:
             raise ModelError("the model has no Linear or Conv layer with weights to prune")
         calib = ctx.calibration(seed) if (crit.needs_data and ctx is not None) else None
-        self.scores = _AbsScores(self.layers) if getattr(crit, "scores_are_abs_weight", False) else \
-            _Scores(crit(model, self.layers, "weight", calib))
+        scores = crit(model, self.layers, "weight", calib)  # checks the criterion; scores computed lazily
+        # a WeightCriterion declares whether its scores are |w| (then no |w| is ever allocated)
+        self.scores = _AbsScores(self.layers) if crit.scores_are_abs_weight else _Scores(scores)
         self.memo = ctx.memo(model) if ctx is not None else {}
         self.tag = f"{criterion}:{seed}"
 
@@ -292,4 +286,4 @@ def weight_prune(step, model: nn.Module, ctx=None) -> tuple[nn.Module, StepRepor
 
 
 __all__ = ["PRUNABLE_TYPES", "prunable_layers", "select_threshold", "layer_thresholds", "masked_copy",
-           "weight_prune", "sparsity_at", "WeightScores"]
+           "weight_prune", "WeightScores"]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from core.errors import ModelError, StepError, first_line
-from core.plan.constraints import Interval, Name, Seed
+from core.ground.constraints import Interval, Name, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from core.errors import StepError, echo
-from core.plan.constraints import Checked, Fraction, Interval, Items, Name, Options, Seed
-from core.plan.report import UNIT_ABS_WEIGHT, UNIT_NORMALISED, UNIT_SCORE
+from core.ground.constraints import Checked, Fraction, Interval, Items, Name, Options, Seed
+from core.plan.report import UNIT_ABS_WEIGHT, UNIT_NORMALISED, UNIT_SCORE, StepReport
 from core.plan.step import Step, register_step
 
 from core.prune.masks import weight_prune
@@ -129,6 +129,24 @@ class Prune(Step):
         if sparsity is not None or threshold is not None:
             rest = rest + (LayerOverride(layer, sparsity=sparsity, threshold=threshold),)
         return dataclasses.replace(self, layers=rest)
+
+    def with_criterion(self, criterion: str, report: StepReport) -> "Prune":
+        """This step scored by ``criterion`` instead, pruning the same amount.
+
+        A threshold is in the old criterion's unit, so it becomes the fraction this step
+        pruned, read from its ``report`` (over the layers without an override); so does a
+        per-layer threshold override (that layer's fraction). Sparsities are kept.
+        """
+        frac = {n: p / t for n, (p, t) in report.units.items() if t}
+        sparsity = self.sparsity
+        if sparsity is None and self.threshold is not None:
+            glob = [pt for n, pt in report.units.items() if self.override_for(n) is None]
+            sparsity = sum(p for p, _ in glob) / max(1, sum(t for _, t in glob))
+        layers = tuple(o if o.threshold is None else
+                       LayerOverride(o.layer, sparsity=min(1.0, frac.get(o.layer, sparsity or 0.0)))
+                       for o in self.layers)
+        return Prune(criterion=criterion, granularity=self.granularity, sparsity=sparsity, layers=layers,
+                     seed=self.seed, round_to=self.round_to)
 
     def build(self, model, ctx):
         """The pruned copy of ``model`` and the report of what was pruned."""

@@ -30,7 +30,7 @@ from torch import nn
 
 from core.errors import ModelError
 from core.sources.bases import clone_model
-from core.plan.constraints import Options, Seed
+from core.ground.constraints import Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
 

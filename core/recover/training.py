@@ -24,7 +24,7 @@ from torch import nn
 from core.errors import ModelError
 from core.sources.bases import clone_model
 from core.sources.models import LABELLED_TASKS, get_spec
-from core.plan.constraints import Interval, Options, Seed
+from core.ground.constraints import Interval, Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
 from core.recover.isolation import TrainedMemo, random_layers, seeded_global_rng

@@ -1,7 +1,24 @@
-"""Sensitivity sweeps, automatic per-layer plans, and where sweeps run (local or Ray)."""
-from core.sensitivity.autoplan import AutoPlan, autoplan
-from core.sensitivity.executors import EXECUTORS, LocalExecutor, RayExecutor, get_executor, list_executors
-from core.sensitivity.sweep import DEFAULT_AMOUNTS, Curves, Sensitivity, criteria_curves, layer_names, sensitivity
+"""Sensitivity sweeps, automatic per-layer plans, and where sweeps run (local or Ray).
 
-__all__ = ["Sensitivity", "Curves", "sensitivity", "criteria_curves", "layer_names", "DEFAULT_AMOUNTS",
-           "AutoPlan", "autoplan", "EXECUTORS", "LocalExecutor", "RayExecutor", "get_executor", "list_executors"]
+The functions take what they read (model, evaluator, apply context, plan) and keep
+nothing; ``Workspace.sensitivity``, ``criteria_curves`` and ``autoplan`` call them on the
+workspace's own and keep finished sweeps in ``ws.sweeps``."""
+from core.sensitivity.autoplan import AutoPlan, autoplan, check_target
+from core.sensitivity.executors import EXECUTORS, LocalExecutor, RayExecutor, get_executor, list_executors
+from core.sensitivity.sweep import (
+    DEFAULT_AMOUNTS,
+    Curves,
+    Sensitivity,
+    SweepSpec,
+    criteria_curves,
+    curves_spec,
+    layer_names,
+    payload_for,
+    run_sweep,
+    sensitivity,
+    sensitivity_spec,
+)
+
+__all__ = ["Sensitivity", "Curves", "SweepSpec", "sensitivity", "criteria_curves", "sensitivity_spec", "curves_spec",
+           "run_sweep", "layer_names", "payload_for", "DEFAULT_AMOUNTS", "AutoPlan", "autoplan", "check_target",
+           "EXECUTORS", "LocalExecutor", "RayExecutor", "get_executor", "list_executors"]

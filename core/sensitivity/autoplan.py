@@ -24,10 +24,17 @@ amounts can reach is reported with the reason, never met silently.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 from core.errors import PrunescopeError, echo
 
-from core.sensitivity.sweep import DEFAULT_AMOUNTS, Sensitivity, sensitivity
+from core.sensitivity.sweep import Sensitivity
+
+if TYPE_CHECKING:
+    from core.metrics import Metrics
+    from core.plan import Plan
+
+Evaluate = Callable[["Plan", bool], "Metrics"]  # (plan, with latency) -> its measured Metrics
 
 _EPS = 1e-9
 
@@ -120,7 +127,15 @@ def allocate(options: dict[str, list[tuple[float, float, float]]], *, drop_budge
     return pick, drop, saving, moves
 
 
-def _check_target(max_drop, max_macs, max_params, max_latency) -> tuple[str, float]:
+def check_target(granularity: str, max_drop=None, max_macs=None, max_params=None,
+                 max_latency=None) -> tuple[str, float, str]:
+    """The one target given, checked: ``(kind, value, cost)``, ``cost`` the saving the
+    allocation counts ("macs" or "params"). Cheap: check it before running a sweep.
+
+    Raises:
+        PrunescopeError: no target or several; a target out of range; MACs or latency
+            targets with weight granularity (masks do not change dense MACs).
+    """
     given = {k: v for k, v in (("max_drop", max_drop), ("max_macs", max_macs), ("max_params", max_params),
                                ("max_latency", max_latency)) if v is not None}
     if len(given) != 1:
@@ -132,117 +147,95 @@ def _check_target(max_drop, max_macs, max_params, max_latency) -> tuple[str, flo
     if not ok:
         what = "points of accuracy in [0, 100]" if kind == "max_drop" else "a fraction of the base's in (0, 1]"
         raise PrunescopeError(f"{kind} must be {what}, got {echo(v)}")
-    return kind, float(v)
-
-
-def autoplan(ws, *, criterion: str = "l1", granularity: str = "weight", max_drop: float | None = None,
-             max_macs: float | None = None, max_params: float | None = None, max_latency: float | None = None,
-             sens: Sensitivity | None = None, amounts=DEFAULT_AMOUNTS, subset: str = "quick", executor="local",
-             tries: int = 8, progress=None, should_stop=None) -> AutoPlan:
-    """Per-layer amounts for the current plan that meet one target, measured.
-
-    Args:
-        ws: the workspace; the step goes after its current plan (the plan is not changed:
-            ``ws.set_plan(result.plan)`` makes it current).
-        max_drop: accuracy may drop at most this many points (against the current model,
-            on ``subset``).
-        max_macs, max_params, max_latency: at most this fraction of the base's MACs,
-            non-zero parameters, or measured latency (interleaved timing; noisy).
-        sens: a sweep of the current plan with this criterion and granularity (else one
-            is run, or taken from ``ws.sweeps``).
-        tries: allocations at most (each one tighter after a miss).
-
-    Raises:
-        PrunescopeError: no target or several; a target out of range; MACs targets with
-            weight granularity (masks do not change dense MACs); a sweep of another plan.
-    """
-    kind, value = _check_target(max_drop, max_macs, max_params, max_latency)
     cost = "params" if kind == "max_params" or (kind == "max_drop" and granularity == "weight") else "macs"
     if cost == "macs" and granularity == "weight":
         raise PrunescopeError(f"{kind} with granularity 'weight': masking single weights leaves the dense MACs and "
                               "time unchanged; use max_params, or neuron / channel / head granularity")
-    if sens is None:
-        sens = sensitivity(ws, criterion, granularity, amounts, subset, executor=executor, progress=progress,
-                           should_stop=should_stop)
-    if sens.plan != ws.plan.key() or sens.criterion != criterion or sens.granularity != granularity:
+    return kind, float(v), cost
+
+
+def _check_sweep(sens: Sensitivity, plan: Plan, criterion: str, granularity: str) -> None:
+    if sens.plan != plan.key() or sens.criterion != criterion or sens.granularity != granularity:
         raise PrunescopeError("this sensitivity sweep is of another plan, criterion or granularity; sweep the "
                               "current plan first")
     if not sens.complete:
         raise PrunescopeError("the sensitivity sweep was stopped before it finished; run it to the end first")
+
+
+@dataclass
+class _Target:
+    """What every try of one automatic plan is measured against."""
+
+    kind: str
+    value: float
+    cost: str  # "macs" | "params"
+    base_cost: float  # the base's MACs or non-zero parameters
+    src_acc: float  # the source's accuracy in the sweep
+    src_cost: float  # the source's MACs or non-zero parameters in the sweep
+
+
+def _unreachable(plan: Plan, t: _Target, options: dict) -> AutoPlan:
+    most = t.src_cost - sum(o[-1][2] for o in options.values())
+    reason = (f"cannot reach {t.value:.0%} of the base's {'MACs' if t.cost == 'macs' else 'non-zero parameters'}"
+              f": every layer at its largest swept amount is predicted to leave {most / t.base_cost:.0%}; "
+              "sweep larger amounts or another granularity")
+    return AutoPlan(t.kind, t.value, None, plan, {}, t.src_acc, t.src_cost / t.base_cost, None, None,
+                    False, reason, [], t.cost)
+
+
+def _nothing_fits(plan: Plan, t: _Target) -> AutoPlan:
+    reason = (f"no layer can be pruned by its smallest swept amount while changing at most {t.value:g}% of "
+              "the predictions; the plan is unchanged (sweep smaller amounts, or allow a larger drop)")
+    return AutoPlan(t.kind, t.value, None, plan, {}, t.src_acc, t.src_cost / t.base_cost, None, 0.0,
+                    t.kind == "max_drop", reason, [], t.cost)
+
+
+def _try(plan: Plan, evaluate: Evaluate, t: _Target, criterion: str, granularity: str, chosen: dict[str, float],
+         predicted_accuracy: float, predicted_cost: float, budget: float, log: list[dict]) -> AutoPlan:
+    """The step of one allocation, measured (its row appended to ``log``)."""
     from core.prune.step import LayerOverride, Prune
 
-    base = ws.base_metrics(subset, latency=False)
-    base_cost = float(base.macs if cost == "macs" else base.nonzero_params)
-    options, drops = _options(sens, cost)
-    src_acc, src_cost = sens.source["accuracy"], float(sens.source[cost])
-    budget = value
-    best: AutoPlan | None = None
-    last: AutoPlan | None = None
-    log: list[dict] = []
-    seen: dict[tuple, int] = {}  # allocation -> its number of greedy moves
-    max_moves = None
-    for _ in range(max(1, tries)):
-        if kind == "max_drop":
-            pick, drop, saved, n_moves = allocate(options, drop_budget=budget, max_moves=max_moves)
-        else:
-            need = src_cost - budget * base_cost
-            pick, drop, saved, n_moves = allocate(options, saving_needed=max(0.0, need))
-            if need > 0 and saved < need - _EPS and not log:
-                most = src_cost - sum(o[-1][2] for o in options.values())
-                reason = (f"cannot reach {value:.0%} of the base's {'MACs' if cost == 'macs' else 'non-zero parameters'}"
-                          f": every layer at its largest swept amount is predicted to leave {most / base_cost:.0%}; "
-                          "sweep larger amounts or another granularity")
-                return AutoPlan(kind, value, None, ws.plan, {}, src_acc, src_cost / base_cost, None, None,
-                                False, reason, [], cost)
-        chosen = {n: options[n][i][0] for n, i in pick.items() if i > 0}
-        drop = sum(drops[n][i] for n, i in pick.items())  # predicted accuracy drop, points
-        if not chosen and not log:
-            reason = (f"no layer can be pruned by its smallest swept amount while changing at most {value:g}% of "
-                      "the predictions; the plan is unchanged (sweep smaller amounts, or allow a larger drop)")
-            return AutoPlan(kind, value, None, ws.plan, {}, src_acc, src_cost / base_cost, None, 0.0,
-                            kind == "max_drop", reason, log, cost)
-        sig = tuple(sorted(chosen.items()))
-        if sig in seen and log and not log[-1]["met"]:
-            # The same allocation missed again: its moves are all predicted free (layers that
-            # cost nothing alone cost something together). Keep only its cheapest moves.
-            if kind != "max_drop":
-                break
-            max_moves = min(seen[sig] - 1, seen[sig] * 2 // 3)
-            continue
-        if not chosen or sig in seen:
-            break  # the budget no longer changes the allocation
-        seen[sig] = n_moves
-        step = Prune(criterion=criterion, granularity=granularity, seed=0,
-                     layers=tuple(LayerOverride(n, sparsity=a) for n, a in chosen.items()))
-        plan = ws.plan.then(step)
-        m = ws.evaluate_plan(plan, subset, latency=kind == "max_latency")
-        cost_now = (m.macs if cost == "macs" else m.nonzero_params) / base_cost
-        if kind == "max_drop":
-            measured = 100 * (src_acc - m.accuracy)
-        elif kind == "max_latency":
-            measured = m.latency.median / m.base_latency.median
-        else:
-            measured = cost_now
-        met = measured <= value + 1e-9
-        log.append({"budget": budget, "layers": len(chosen), "predicted_accuracy": src_acc - drop / 100,
-                    "predicted_cost": (src_cost - saved) / base_cost, "accuracy": m.accuracy, "cost": cost_now,
-                    "measured": measured, "met": met})
-        last = AutoPlan(kind, value, step, plan, chosen, src_acc - drop / 100, (src_cost - saved) / base_cost, m,
-                        measured, met, "", [], cost, cost_now)
-        # the best try that meets the target: the most saved for an accuracy target, else the most accurate
-        if met and (best is None or (cost_now < best.measured_cost if kind == "max_drop" else
-                                     m.accuracy > best.metrics.accuracy)):
-            best = last
-        # next budget: tighter after a miss, looser when far inside the target (layers do not add up exactly)
-        if measured > value:
-            budget *= (value / measured if measured > 0 else 0.5) * (0.95 if kind == "max_drop" else 1.0)
-        elif kind == "max_drop" and measured < 0.8 * value:
-            budget = budget * min(2.0, value / max(measured, value / 2))
-        elif kind != "max_drop" and measured < 0.9 * value:
-            budget = min(1.0, budget * value / max(measured, 1e-9))
-        else:
-            break
-    out = best or last
+    step = Prune(criterion=criterion, granularity=granularity, seed=0,
+                 layers=tuple(LayerOverride(n, sparsity=a) for n, a in chosen.items()))
+    then = plan.then(step)
+    m = evaluate(then, t.kind == "max_latency")
+    cost_now = (m.macs if t.cost == "macs" else m.nonzero_params) / t.base_cost
+    if t.kind == "max_drop":
+        measured = 100 * (t.src_acc - m.accuracy)
+    elif t.kind == "max_latency":
+        measured = m.latency.median / m.base_latency.median
+    else:
+        measured = cost_now
+    met = measured <= t.value + 1e-9
+    log.append({"budget": budget, "layers": len(chosen), "predicted_accuracy": predicted_accuracy,
+                "predicted_cost": predicted_cost, "accuracy": m.accuracy, "cost": cost_now,
+                "measured": measured, "met": met})
+    return AutoPlan(t.kind, t.value, step, then, chosen, predicted_accuracy, predicted_cost, m, measured, met, "", [],
+                    t.cost, cost_now)
+
+
+def _better(a: AutoPlan, best: AutoPlan | None, kind: str) -> bool:
+    """Whether try ``a`` (which meets the target) beats ``best``: the most saved for an
+    accuracy target, else the most accurate."""
+    return best is None or (a.measured_cost < best.measured_cost if kind == "max_drop" else
+                            a.metrics.accuracy > best.metrics.accuracy)
+
+
+def _next_budget(kind: str, budget: float, value: float, measured: float) -> float | None:
+    """The next try's budget: tighter after a miss, looser when far inside the target
+    (layers do not add up exactly); None when close enough to stop."""
+    if measured > value:
+        return budget * (value / measured if measured > 0 else 0.5) * (0.95 if kind == "max_drop" else 1.0)
+    if kind == "max_drop" and measured < 0.8 * value:
+        return budget * min(2.0, value / max(measured, value / 2))
+    if kind != "max_drop" and measured < 0.9 * value:
+        return min(1.0, budget * value / max(measured, 1e-9))
+    return None
+
+
+def _finished(out: AutoPlan, log: list[dict]) -> AutoPlan:
+    """``out`` with every try and the sentence that says how it went."""
+    kind, value = out.target, out.value
     out.tries = list(log)
     unit = "points" if kind == "max_drop" else "of the base"
     noisy = " (timings on this machine are noisy)" if kind == "max_latency" and (
@@ -254,8 +247,77 @@ def autoplan(ws, *, criterion: str = "l1", granularity: str = "weight", max_drop
     return out
 
 
+def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *, criterion: str = "l1",
+             granularity: str = "weight", max_drop: float | None = None, max_macs: float | None = None,
+             max_params: float | None = None, max_latency: float | None = None, tries: int = 8) -> AutoPlan:
+    """Per-layer amounts after ``plan`` that meet one target, measured
+    (``Workspace.autoplan`` calls it with its own plan, sweep and measurements).
+
+    Args:
+        plan: the plan the step goes after (not changed: the result's ``plan`` is it
+            followed by the step).
+        sens: a complete sweep of ``plan``'s model with this criterion and granularity.
+        evaluate: ``evaluate(plan, latency)``: the measured Metrics of a plan, on the
+            subset the target is about (with latency, timed against the base, when asked).
+        base: the base's Metrics (its MACs and non-zero parameters are what a cost
+            target is a fraction of).
+        max_drop: accuracy may drop at most this many points (against the source model,
+            on the subset ``evaluate`` measures).
+        max_macs, max_params, max_latency: at most this fraction of the base's MACs,
+            non-zero parameters, or measured latency (interleaved timing; noisy).
+        tries: allocations at most (each one tighter after a miss).
+
+    Raises:
+        PrunescopeError: no target or several; a target out of range; MACs targets with
+            weight granularity (masks do not change dense MACs); a sweep of another plan,
+            or one stopped early.
+    """
+    kind, value, cost = check_target(granularity, max_drop, max_macs, max_params, max_latency)
+    _check_sweep(sens, plan, criterion, granularity)
+    t = _Target(kind, value, cost, float(base.macs if cost == "macs" else base.nonzero_params),
+                sens.source["accuracy"], float(sens.source[cost]))
+    options, drops = _options(sens, cost)
+    budget = value
+    best: AutoPlan | None = None
+    last: AutoPlan | None = None
+    log: list[dict] = []
+    seen: dict[tuple, int] = {}  # allocation -> its number of greedy moves
+    max_moves = None
+    for _ in range(max(1, tries)):
+        if kind == "max_drop":
+            pick, drop, saved, n_moves = allocate(options, drop_budget=budget, max_moves=max_moves)
+        else:
+            need = t.src_cost - budget * t.base_cost
+            pick, drop, saved, n_moves = allocate(options, saving_needed=max(0.0, need))
+            if need > 0 and saved < need - _EPS and not log:
+                return _unreachable(plan, t, options)
+        chosen = {n: options[n][i][0] for n, i in pick.items() if i > 0}
+        drop = sum(drops[n][i] for n, i in pick.items())  # predicted accuracy drop, points
+        if not chosen and not log:
+            return _nothing_fits(plan, t)
+        sig = tuple(sorted(chosen.items()))
+        if sig in seen and log and not log[-1]["met"]:
+            # The same allocation missed again: its moves are all predicted free (layers that
+            # cost nothing alone cost something together). Keep only its cheapest moves.
+            if kind != "max_drop":
+                break
+            max_moves = min(seen[sig] - 1, seen[sig] * 2 // 3)
+            continue
+        if not chosen or sig in seen:
+            break  # the budget no longer changes the allocation
+        seen[sig] = n_moves
+        last = _try(plan, evaluate, t, criterion, granularity, chosen, t.src_acc - drop / 100,
+                    (t.src_cost - saved) / t.base_cost, budget, log)
+        if last.met and _better(last, best, kind):
+            best = last
+        budget = _next_budget(kind, budget, value, last.measured)
+        if budget is None:
+            break
+    return _finished(best or last, log)
+
+
 def _fmt(v: float, kind: str) -> str:
     return f"{v:.2f}" if kind == "max_drop" else f"{v:.1%}"
 
 
-__all__ = ["AutoPlan", "autoplan", "allocate"]
+__all__ = ["AutoPlan", "autoplan", "allocate", "check_target"]

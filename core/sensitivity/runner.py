@@ -128,7 +128,7 @@ class Runner:
             torch.set_num_threads(payload.threads)
         self.p = payload
         self.ctx = ApplyContext(payload.model_name, payload.x.device)
-        self.ctx._calib[payload.seed] = payload.calibration
+        self.ctx.use_calibration(payload.seed, payload.calibration)
         self._prefix: dict[tuple, list[PrefixCache]] = {}
         self._weights: dict[str, object] = {}
         self._work: nn.Module | None = None
@@ -202,7 +202,7 @@ class Runner:
     def _weight_layer(self, task: Task) -> list[Point]:
         """One layer's weights pruned alone: its weight is swapped into one working copy
         (no copy of the model per point) and only what runs after it is recomputed."""
-        ws = self._weight_scores(task.criterion)
+        scores = self._weight_scores(task.criterion)
         if self._work is None:
             self._work = copy.deepcopy(self.p.source)
         layer = dict(self._work.named_modules())[task.layer]
@@ -213,7 +213,7 @@ class Runner:
         points = []
         try:
             for a in task.amounts:
-                nw = ws.pruned(task.layer, a)
+                nw = scores.pruned(task.layer, a)
                 zeros = nw.numel() - int(torch.count_nonzero(nw))
                 layer.weight = nn.Parameter(nw, requires_grad=False)
                 outs = [c.run(self._work, [task.layer]) for c in chunks]

@@ -7,22 +7,41 @@ equals ``Workspace.evaluate_plan(plan.then(Prune(layers=[{layer: amount}])))``. 
 points swap one layer's weight into a working copy; structured points build the real
 step. Either way only the modules from the first changed one on run again
 (:mod:`core.sensitivity.prefix`).
+
+A sweep reads what it is given (the model, the evaluator with its eval set and base, the
+apply context, the plan), never a workspace, and keeps nothing: it is asked for in two
+parts, so a background job can take its snapshot first and run later. A
+:class:`SweepSpec` (plain names and numbers, checked; ``spec.key`` is where the finished
+result is kept) and a :class:`~core.sensitivity.runner.Payload` (a copy of the model and
+the data: :func:`payload_for`) are taken in the caller's thread; :func:`run_sweep` then
+reads only those. ``Workspace.sensitivity`` and ``Workspace.criteria_curves`` keep the
+finished results in ``ws.sweeps``.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from core.errors import PrunescopeError, echo
+from core.ground.constraints import Fraction, Interval, Items, Options, check_args
 
 from core.sensitivity.executors import get_executor
 from core.sensitivity.runner import Payload, Point, Task
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from core.metrics.evaluator import Evaluator
+    from core.plan import Plan
+    from core.plan.build import ApplyContext
+
 DEFAULT_AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 Progress = Callable[[int, int, str], None]  # (done, total, what is running)
+SUBSETS = ("quick", "full")
+MAX_AMOUNTS = 100
 
 
 def _figures(p: Point) -> dict:
@@ -81,43 +100,93 @@ class Sensitivity:
         return cls(**d)
 
 
-def _check_amounts(amounts) -> tuple[float, ...]:
-    try:
-        out = tuple(float(a) for a in amounts)
-    except (TypeError, ValueError) as exc:
-        raise PrunescopeError(f"amounts must be numbers in [0, 1], got {echo(amounts)}") from exc
-    if not out or len(out) > 100 or any(not 0 <= a <= 1 for a in out):
-        raise PrunescopeError(f"amounts must be 1 to 100 numbers in [0, 1] (fractions of each layer's units), "
-                              f"got {echo(amounts)}")
-    return tuple(sorted(set(out)))
+@dataclass
+class Curves:
+    """Accuracy against a global amount, one curve per criterion."""
+
+    model: str
+    plan: str
+    granularity: str
+    amounts: tuple[float, ...]
+    subset: str
+    source: dict
+    curves: dict[str, list[dict]]  # criterion -> points (amount, accuracy, loss, macs, params, ...)
+    complete: bool = True
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["amounts"] = list(self.amounts)
+        return d
 
 
-def _check_shards(shards) -> int:
-    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 10_000:
-        raise PrunescopeError(f"shards must be a whole number in [1, 10000], got {echo(shards)}")
-    return shards
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep asked for and checked: names and numbers only, read in the caller's thread
+    (:func:`sensitivity_spec`, :func:`curves_spec`). ``key`` is where its finished result
+    is kept (``Workspace.sweeps``)."""
+
+    kind: str  # "sensitivity": each layer alone at each amount; "curves": a global amount per criterion
+    model: str  # registry name of the model
+    plan: str  # key of the plan whose model is swept (the source)
+    plan_steps: int  # steps in that plan (0: the base)
+    criteria: tuple[str, ...]  # a sensitivity sweep's one criterion, or the criteria compared
+    granularity: str
+    amounts: tuple[float, ...]  # sorted, no repeats
+    subset: str  # "quick" | "full"
+    layers: tuple[str, ...] = ()  # the layers (or groups) a sensitivity sweep visits, in order
+    shards: int = 1  # parts of the subset per layer
+    seed: int = 0  # seed of the calibration batch and of random criteria
+
+    @property
+    def key(self) -> tuple:
+        """Where the finished result is kept: per plan, criterion (criteria), granularity,
+        amounts, subset, seed (and layers, for a sensitivity sweep)."""
+        if self.kind == "curves":
+            return ("curves", self.plan, self.criteria, self.granularity, self.amounts, self.subset, self.seed)
+        return ("sensitivity", self.plan, self.criteria[0], self.granularity, self.amounts, self.subset, self.seed,
+                self.layers)
 
 
-def payload_for(ws, subset: str = "quick", seed: int = 0) -> Payload:
-    """What every worker of a sweep over the current plan's model needs."""
+def _check_amounts(owner: str, amounts) -> tuple[float, ...]:
+    """``amounts`` checked (1 to 100 fractions), sorted, without repeats."""
+    amounts = tuple(amounts) if isinstance(amounts, (list, tuple)) else amounts
+    check_args(owner, {"amounts": Items(Fraction(), min_items=1, max_items=MAX_AMOUNTS)}, amounts=amounts)
+    return tuple(sorted({float(a) for a in amounts}))
+
+
+def payload_for(model: nn.Module, evaluator: Evaluator, ctx: ApplyContext, subset: str = "quick",
+                seed: int = 0) -> Payload:
+    """The snapshot a sweep of ``model`` runs on: a private copy of the model, the subset of
+    the evaluator's eval set, the base's outputs on it and the calibration batch of
+    ``seed`` (everything a worker needs). Take it in the thread that owns ``model``: the
+    sweep then reads only the copy.
+
+    Raises:
+        PrunescopeError: a quantised (final) model; an unknown subset.
+    """
     import torch
 
     from core.sources.bases import clone_model
 
-    model = ws.model
     if getattr(model, "final", False):
         raise PrunescopeError("the plan ends in a quantize step; sensitivity sweeps prune float models "
                               "(undo the quantize step, sweep, then quantize)")
-    x, y = ws.evalset.subset(subset)
-    # A private copy: the sweep traces its source with hooks, and the page may run the
-    # workspace's model meanwhile (a sweep runs in a background thread).
-    return Payload(ws.name, clone_model(model).eval(), x, y, ws.evaluator.base_outputs(subset), ws.evalset.num_classes,
-                   ws.spec.task, seed, ws.ctx.calibration(seed), threads=torch.get_num_threads())
+    x, y = evaluator.evalset.subset(subset)
+    # A private copy: the sweep traces its source with hooks, and the page may run its own
+    # model meanwhile (a sweep runs in a background thread).
+    return Payload(ctx.model_name, clone_model(model).eval(), x, y, evaluator.base_outputs(subset),
+                   evaluator.evalset.num_classes, evaluator.task, seed, ctx.calibration(seed),
+                   threads=torch.get_num_threads())
 
 
-def layer_names(ws, granularity: str, seed: int = 0) -> list[str]:
-    """The layers a sweep visits: prunable Linear/Conv layers for "weight", unit groups
-    (by their override name) for neurons, channels and heads."""
+def layer_names(model: nn.Module, granularity: str, ctx: ApplyContext) -> list[str]:
+    """The layers a sweep of ``model`` visits: prunable Linear/Conv layers for "weight",
+    unit groups (by their override name) for neurons, channels and heads.
+
+    Raises:
+        PrunescopeError: an unknown granularity, or one the model has no units of.
+    """
     from core.prune.masks import prunable_layers
     from core.prune.step import GRANULARITIES
     from core.prune.structured import group_info
@@ -125,11 +194,59 @@ def layer_names(ws, granularity: str, seed: int = 0) -> list[str]:
     if granularity not in GRANULARITIES:
         raise PrunescopeError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {echo(granularity)}")
     if granularity == "weight":
-        return list(prunable_layers(ws.model))
-    return [g.name for g in group_info(ws.model, granularity, ws.ctx)]
+        return list(prunable_layers(model))
+    return [g.name for g in group_info(model, granularity, ctx)]
 
 
-def _run(ws, tasks: list[Task], payload: Payload, executor, progress: Progress | None, should_stop,
+def sensitivity_spec(model: nn.Module, ctx: ApplyContext, plan: Plan, criterion: str = "l1",
+                     granularity: str = "weight", amounts=DEFAULT_AMOUNTS, subset: str = "quick", *,
+                     layers: list[str] | None = None, shards: int = 1, seed: int = 0) -> SweepSpec:
+    """A sensitivity sweep of ``model`` (the model of ``plan``), checked; runs nothing.
+
+    Raises:
+        PrunescopeError: unknown criterion, granularity, subset or layer; amounts not 1 to
+            100 fractions; shards not an integer in [1, 10000].
+    """
+    from core.prune.criteria import get_criterion
+
+    get_criterion(criterion)
+    amounts = _check_amounts("sensitivity", amounts)
+    check_args("sensitivity", {"shards": Interval(1, 10_000, integer=True), "subset": Options(SUBSETS)},
+               shards=shards, subset=subset)
+    names = layer_names(model, granularity, ctx)
+    if layers is not None:
+        unknown = [n for n in layers if n not in names]
+        if unknown:
+            raise PrunescopeError(f"not prunable at granularity {granularity!r}: {', '.join(map(str, unknown))}; "
+                                  f"prunable: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")
+        names = [n for n in names if n in layers]
+    return SweepSpec("sensitivity", ctx.model_name, plan.key(), len(plan.steps), (criterion,), granularity, amounts,
+                     subset, tuple(names), shards, seed)
+
+
+def curves_spec(model: nn.Module, ctx: ApplyContext, plan: Plan, criteria, granularity: str = "weight",
+                amounts=DEFAULT_AMOUNTS, subset: str = "quick", *, seed: int = 0) -> SweepSpec:
+    """A criteria comparison on ``model`` (the model of ``plan``), checked; runs nothing.
+
+    Raises:
+        PrunescopeError: no criterion or an unknown one; unknown granularity or subset;
+            amounts not 1 to 100 fractions.
+    """
+    from core.prune.criteria import get_criterion
+
+    criteria = tuple(dict.fromkeys(criteria))
+    if not criteria:
+        raise PrunescopeError("criteria: give at least one criterion")
+    for c in criteria:
+        get_criterion(c)
+    amounts = _check_amounts("criteria_curves", amounts)
+    check_args("criteria_curves", {"subset": Options(SUBSETS)}, subset=subset)
+    layer_names(model, granularity, ctx)  # checks the granularity against the model
+    return SweepSpec("curves", ctx.model_name, plan.key(), len(plan.steps), criteria, granularity, amounts, subset,
+                     seed=seed)
+
+
+def _run(tasks: list[Task], payload: Payload, executor, progress: Progress | None, should_stop,
          label: Callable[[Task], str]) -> dict[int, list[Point]]:
     results: dict[int, list[Point]] = {}
     total = len(tasks)
@@ -163,15 +280,76 @@ def _merge(tasks: list[Task], results: dict[int, list[Point]]) -> dict[tuple, li
     return out
 
 
-def sensitivity(ws, criterion: str = "l1", granularity: str = "weight", amounts=DEFAULT_AMOUNTS,
-                subset: str = "quick", *, layers: list[str] | None = None, executor="local", shards: int = 1,
-                seed: int = 0, progress: Progress | None = None,
-                should_stop: Callable[[], bool] | None = None,
-                publish: Callable[[tuple, "Sensitivity"], None] | None = None) -> Sensitivity:
-    """Sweep every prunable layer of the current plan's model over ``amounts``, alone.
+def _run_layers(spec: SweepSpec, payload: Payload, executor, progress, should_stop) -> Sensitivity:
+    criterion, names = spec.criteria[0], list(spec.layers)
+    parts = payload.shards(spec.shards)
+    tasks = [Task("source", criterion, spec.granularity, None, (0.0,), s) for s in parts]
+    tasks += [Task("layer", criterion, spec.granularity, n, spec.amounts, s) for n in names for s in parts]
+    t0 = time.perf_counter()
+    results = _run(tasks, payload, executor, progress, should_stop,
+                   lambda t: "the unpruned model" if t.kind == "source" else
+                   f"layer {names.index(t.layer) + 1} of {len(names)}: {t.layer}")
+    merged = _merge(tasks, results)
+    src = merged.get(("source", criterion, None))
+    src_fig = {} if src is None else _figures(src[0])  # {}: stopped before the first task finished
+    return Sensitivity(spec.model, spec.plan, spec.plan_steps, criterion, spec.granularity, spec.amounts, spec.subset,
+                       len(payload.x), src_fig,
+                       {n: [_figures(p) for p in merged[("layer", criterion, n)]]
+                        for n in names if ("layer", criterion, n) in merged and src is not None},
+                       complete=len(results) == len(tasks), seconds=time.perf_counter() - t0,
+                       executor=getattr(executor, "name", type(executor).__name__), shards=spec.shards)
+
+
+def _run_curves(spec: SweepSpec, payload: Payload, executor, progress, should_stop) -> Curves:
+    criteria = list(spec.criteria)
+    shard = payload.shards(1)[0]
+    tasks = [Task("source", criteria[0], spec.granularity, None, (0.0,), shard)]
+    tasks += [Task("global", c, spec.granularity, None, spec.amounts, shard) for c in criteria]
+    t0 = time.perf_counter()
+    results = _run(tasks, payload, executor, progress, should_stop,
+                   lambda t: "the unpruned model" if t.kind == "source" else
+                   f"criterion {criteria.index(t.criterion) + 1} of {len(criteria)}: {t.criterion}")
+    merged = _merge(tasks, results)
+    src = merged.get(("source", criteria[0], None))
+    return Curves(spec.model, spec.plan, spec.granularity, spec.amounts, spec.subset, _figures(src[0]) if src else {},
+                  {c: [_figures(p) for p in merged[("global", c, None)]] for c in criteria
+                   if ("global", c, None) in merged},
+                  complete=len(results) == len(tasks), seconds=time.perf_counter() - t0)
+
+
+def run_sweep(spec: SweepSpec, payload: Payload, *, executor="local", progress: Progress | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Sensitivity | Curves:
+    """Run ``spec`` on ``payload`` (:func:`payload_for` of the spec's plan's model, its
+    subset and seed). Reads only these two, so it may run in a background thread while
+    the model it was copied from changes; it keeps nothing (the caller keeps a complete
+    result under ``spec.key``).
 
     Args:
-        ws: the workspace; its current plan's model is the source.
+        executor: "local", "ray", or an executor object (``RayExecutor(address=...)``).
+        progress: ``(done, total, label)`` after each task.
+        should_stop: polled between tasks; when it says True the result holds the layers
+            (criteria) finished so far and ``complete`` is False.
+
+    Returns:
+        A :class:`Sensitivity` for a "sensitivity" spec, :class:`Curves` for "curves".
+    """
+    executor = get_executor(executor)
+    run = _run_curves if spec.kind == "curves" else _run_layers
+    return run(spec, payload, executor, progress, should_stop)
+
+
+def sensitivity(model: nn.Module, evaluator: Evaluator, ctx: ApplyContext, plan: Plan, criterion: str = "l1",
+                granularity: str = "weight", amounts=DEFAULT_AMOUNTS, subset: str = "quick", *,
+                layers: list[str] | None = None, executor="local", shards: int = 1, seed: int = 0,
+                progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> Sensitivity:
+    """Sweep every prunable layer of ``model`` over ``amounts``, alone (``Workspace.sensitivity``
+    calls it on the current plan's model and keeps the result).
+
+    Args:
+        model: the source (the model of ``plan``; only read: the sweep runs on a copy).
+        evaluator: its eval set, base (fidelity is against the base) and task.
+        ctx: the apply context (calibration batch, structured analysis).
+        plan: the plan whose model ``model`` is (the result says which).
         criterion, granularity: what a ``Prune`` step would use.
         amounts: fractions of each layer's units to prune.
         subset: "quick" (live subset) or "full" (the test split).
@@ -181,120 +359,33 @@ def sensitivity(ws, criterion: str = "l1", granularity: str = "weight", amounts=
         progress: ``(done, total, label)`` after each task.
         should_stop: polled between tasks; when it says True the result holds the layers
             finished so far and ``complete`` is False.
-        publish: where a complete result goes, as ``publish(key, result)`` (default
-            ``ws.keep_sweep``). A sweep run in a background thread passes a collector and
-            the page publishes once the job ends, so no page iterates over ``ws.sweeps``
-            while a thread fills it.
-
-    A complete result is kept in ``ws.sweeps`` per plan, criterion, granularity, amounts,
-    subset and seed, and returned again without running.
 
     Raises:
-        PrunescopeError: unknown criterion, granularity or layer; bad amounts; a
-            criterion that does not support the granularity.
+        PrunescopeError: unknown criterion, granularity, subset or layer; bad amounts or
+            shards; a criterion that does not support the granularity; a quantised model.
     """
-    from core.prune.criteria import get_criterion
-
-    get_criterion(criterion)
-    amounts, shards = _check_amounts(amounts), _check_shards(shards)
-    ws.evalset.subset(subset)
-    names = layer_names(ws, granularity, seed)
-    if layers is not None:
-        unknown = [n for n in layers if n not in names]
-        if unknown:
-            raise PrunescopeError(f"not prunable at granularity {granularity!r}: {', '.join(map(str, unknown))}; "
-                                  f"prunable: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")
-        names = [n for n in names if n in layers]
-    plan_key, plan_steps = ws.plan.key(), len(ws.plan.steps)  # read once: the plan may change meanwhile
-    key = ("sensitivity", plan_key, criterion, granularity, amounts, subset, seed, tuple(names))
-    if key in ws.sweeps:
-        return ws.sweeps[key]
-    executor = get_executor(executor)
-    payload = payload_for(ws, subset, seed)
-    parts = payload.shards(shards)
-    tasks = [Task("source", criterion, granularity, None, (0.0,), s) for s in parts]
-    tasks += [Task("layer", criterion, granularity, n, amounts, s) for n in names for s in parts]
-    t0 = time.perf_counter()
-    results = _run(ws, tasks, payload, executor, progress, should_stop,
-                   lambda t: "the unpruned model" if t.kind == "source" else
-                   f"layer {names.index(t.layer) + 1} of {len(names)}: {t.layer}")
-    merged = _merge(tasks, results)
-    src = merged.get(("source", criterion, None))
-    if src is None:  # stopped before the first task finished
-        src_fig = {}
-    else:
-        src_fig = _figures(src[0])
-    out = Sensitivity(ws.name, plan_key, plan_steps, criterion, granularity, amounts, subset,
-                      len(payload.x), src_fig,
-                      {n: [_figures(p) for p in merged[("layer", criterion, n)]]
-                       for n in names if ("layer", criterion, n) in merged and src is not None},
-                      complete=len(results) == len(tasks), seconds=time.perf_counter() - t0,
-                      executor=getattr(executor, "name", type(executor).__name__), shards=shards)
-    if out.complete:
-        (publish or ws.keep_sweep)(key, out)
-    return out
+    spec = sensitivity_spec(model, ctx, plan, criterion, granularity, amounts, subset, layers=layers, shards=shards,
+                            seed=seed)
+    return run_sweep(spec, payload_for(model, evaluator, ctx, subset, seed), executor=executor, progress=progress,
+                     should_stop=should_stop)
 
 
-@dataclass
-class Curves:
-    """Accuracy against a global amount, one curve per criterion."""
-
-    model: str
-    plan: str
-    granularity: str
-    amounts: tuple[float, ...]
-    subset: str
-    source: dict
-    curves: dict[str, list[dict]]  # criterion -> points (amount, accuracy, loss, macs, params, ...)
-    complete: bool = True
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["amounts"] = list(self.amounts)
-        return d
-
-
-def criteria_curves(ws, criteria, granularity: str = "weight", amounts=DEFAULT_AMOUNTS, subset: str = "quick", *,
+def criteria_curves(model: nn.Module, evaluator: Evaluator, ctx: ApplyContext, plan: Plan, criteria,
+                    granularity: str = "weight", amounts=DEFAULT_AMOUNTS, subset: str = "quick", *,
                     executor="local", seed: int = 0, progress: Progress | None = None,
-                    should_stop: Callable[[], bool] | None = None,
-                    publish: Callable[[tuple, "Curves"], None] | None = None) -> Curves:
-    """For each criterion, the current model pruned globally at each amount (one
+                    should_stop: Callable[[], bool] | None = None) -> Curves:
+    """For each criterion, ``model`` pruned globally at each amount (one
     ``Prune(criterion, granularity, sparsity=a)`` each): criteria compared by outcome.
-    A complete result goes to ``publish(key, result)`` (default ``ws.keep_sweep``; see
-    :func:`sensitivity`)."""
-    from core.prune.criteria import get_criterion
+    Arguments as :func:`sensitivity` (``Workspace.criteria_curves`` keeps the result).
 
-    criteria = list(dict.fromkeys(criteria))
-    if not criteria:
-        raise PrunescopeError("criteria: give at least one criterion")
-    for c in criteria:
-        get_criterion(c)
-    amounts = _check_amounts(amounts)
-    layer_names(ws, granularity, seed)  # checks the granularity against the model
-    plan_key = ws.plan.key()
-    key = ("curves", plan_key, tuple(criteria), granularity, amounts, subset, seed)
-    if key in ws.sweeps:
-        return ws.sweeps[key]
-    executor = get_executor(executor)
-    payload = payload_for(ws, subset, seed)
-    shard = payload.shards(1)[0]
-    tasks = [Task("source", criteria[0], granularity, None, (0.0,), shard)]
-    tasks += [Task("global", c, granularity, None, amounts, shard) for c in criteria]
-    t0 = time.perf_counter()
-    results = _run(ws, tasks, payload, executor, progress, should_stop,
-                   lambda t: "the unpruned model" if t.kind == "source" else
-                   f"criterion {criteria.index(t.criterion) + 1} of {len(criteria)}: {t.criterion}")
-    merged = _merge(tasks, results)
-    src = merged.get(("source", criteria[0], None))
-    out = Curves(ws.name, plan_key, granularity, amounts, subset, _figures(src[0]) if src else {},
-                 {c: [_figures(p) for p in merged[("global", c, None)]] for c in criteria
-                  if ("global", c, None) in merged},
-                 complete=len(results) == len(tasks), seconds=time.perf_counter() - t0)
-    if out.complete:
-        (publish or ws.keep_sweep)(key, out)
-    return out
+    Raises:
+        PrunescopeError: no criterion or an unknown one; unknown granularity or subset; bad
+            amounts; a quantised model.
+    """
+    spec = curves_spec(model, ctx, plan, criteria, granularity, amounts, subset, seed=seed)
+    return run_sweep(spec, payload_for(model, evaluator, ctx, subset, seed), executor=executor, progress=progress,
+                     should_stop=should_stop)
 
 
-__all__ = ["Sensitivity", "Curves", "sensitivity", "criteria_curves", "layer_names", "payload_for",
-           "DEFAULT_AMOUNTS"]
+__all__ = ["Sensitivity", "Curves", "SweepSpec", "sensitivity", "criteria_curves", "sensitivity_spec", "curves_spec",
+           "run_sweep", "layer_names", "payload_for", "DEFAULT_AMOUNTS"]

@@ -12,9 +12,9 @@ from core.surgery.blocks import Block, block_names, container_candidates, defaul
 from core.surgery.bridges import Bridge, fit_bridge, make_bridge, ridge_lstsq
 from core.surgery.healing import HEAL_TRAIN, adapters, heal_parameters
 from core.surgery.stitch import BRIDGES, Piece, paired_inputs, stitch
-from core.surgery.steps import Compose, Cut, Paste, Segment
+from core.surgery.steps import Compose, Cut, Paste, Segment, duplicate_steps, paste_steps
 
 __all__ = ["Block", "Bridge", "Cut", "Paste", "Compose", "Segment", "Piece", "BRIDGES", "HEAL_TRAIN",
            "list_blocks", "default_container", "container_candidates", "block_names", "stitch",
            "heal_parameters", "adapters", "make_bridge", "fit_bridge", "ridge_lstsq", "paired_inputs",
-           "get_module", "split_block"]
+           "get_module", "split_block", "paste_steps", "duplicate_steps"]

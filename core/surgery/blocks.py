@@ -12,7 +12,6 @@ of repeated children. A block is named by its module path (``"layers.2"``).
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections import Counter
 from dataclasses import dataclass
 
@@ -23,12 +22,14 @@ from core.errors import FOREIGN_ERRORS, ModelError
 from core.sources.bases import clone_model
 from core.sources.models import get_spec
 
-from core.surgery.rootview import _RootView, _root_activations, _root_view, _set_root_blocks, _unwrap
+from core.surgery.modelcache import ModelCache
+from core.surgery.rootview import RootView, root_activations, root_view, set_root_blocks, unwrap
 
 ROOT_SHARE = 0.2  # the root's children are the default when no container covers this share of the MACs
 
 
-def _is_container(m: nn.Module) -> bool:
+def is_container(m: nn.Module) -> bool:
+    """An ``nn.Sequential`` or ``nn.ModuleList``: a module whose children can be blocks."""
     return isinstance(m, (nn.Sequential, nn.ModuleList))
 
 
@@ -43,7 +44,7 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
     try:
         return model.get_submodule(path)
     except AttributeError as exc:
-        valid = [n for n, m in model.named_modules() if n and _is_container(m)]
+        valid = [n for n, m in model.named_modules() if n and is_container(m)]
         raise ModelError(f"module {path!r} not found in the model; containers: {valid}") from exc
 
 
@@ -54,17 +55,19 @@ def container_candidates(model: nn.Module) -> list[str]:
     container but has two or more children."""
     scored = []
     for name, m in model.named_modules():
-        if not _is_container(m) or len(m) < 2:
+        if not is_container(m) or len(m) < 2:
             continue
         types = Counter(type(c).__name__ for c in m.children())
         scored.append((-types.most_common(1)[0][1], -len(m), name.count(".") if name else -1, name))
     out = [s[-1] for s in sorted(scored)]
-    if not _is_container(model) and len(list(model.children())) >= 2:
+    if not is_container(model) and len(list(model.children())) >= 2:
         out.append("")
     return out
 
 
-_DEFAULTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+# default_container is asked for where no apply context exists (the app's pickers, the CLI,
+# Finetune's "last" blocks); measuring it runs the model once, so it is kept per model object
+_DEFAULTS: "ModelCache[str]" = ModelCache(size=64)
 
 
 def _example_for(model: nn.Module, model_name: str | None) -> torch.Tensor | None:
@@ -116,7 +119,7 @@ def container_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, i
     out = {}
     for c in cands:
         kids = list((mods[c] if c else m).named_children())
-        ran = [(calls[id(ch)][0], _join(c, n)) for n, ch in kids if len(calls.get(id(ch), [])) == 1]
+        ran = [(calls[id(ch)][0], join_path(c, n)) for n, ch in kids if len(calls.get(id(ch), [])) == 1]
         if len(ran) < 2 or [n for _, n in sorted(ran)] != [n for _, n in ran]:
             continue  # fewer than two blocks run, or not in the order they are defined
         out[c] = sum(flops.get(f"{root}.{n}", 0) for _, n in ran) // 2
@@ -130,7 +133,8 @@ def default_container(model: nn.Module, model_name: str | None = None,
     example (``example``, or zeros of the registered input shape), or the root's
     top-level children (``""``) when no container covers :data:`ROOT_SHARE` of them;
     else (the model cannot be run) the first of :func:`container_candidates`.
-    Remembered per model object.
+    Remembered per model object (a bounded weak-keyed cache: callers without an apply
+    context ask for it, and measuring runs the model).
 
     Raises:
         ModelError: the model has no Sequential / ModuleList and no top-level children to cut.
@@ -142,7 +146,7 @@ def default_container(model: nn.Module, model_name: str | None = None,
             spec_c = None
         if spec_c is not None:
             try:
-                if _is_container(get_module(model, spec_c)):
+                if is_container(get_module(model, spec_c)):
                     return spec_c
             except ModelError:
                 pass
@@ -150,9 +154,9 @@ def default_container(model: nn.Module, model_name: str | None = None,
     if not cands:
         raise ModelError("the model has no nn.Sequential or nn.ModuleList with two or more children, and no "
                          "top-level children to use as blocks; surgery needs a container of blocks")
-    memo = _DEFAULTS.setdefault(model, {})
-    if "default" in memo:
-        return memo["default"]
+    hit = _DEFAULTS.get(model)
+    if hit is not None:
+        return hit
     x = example if example is not None else _example_for(model, model_name)
     if x is None or len(cands) == 1:
         return cands[0]  # nothing to measure with (not remembered: a later call may have an example)
@@ -160,7 +164,7 @@ def default_container(model: nn.Module, model_name: str | None = None,
     cover, total = container_macs(model, x)  # ({}, 0): the model does not run on zeros: by shapes
     # a root that is itself a container (a plain nn.Sequential model) competes like any
     # other; the root view of a model that is not one is the fallback below
-    inner = {c: v for c, v in cover.items() if c != "" or _is_container(model)}
+    inner = {c: v for c, v in cover.items() if c != "" or is_container(model)}
     if inner and total > 0:
         c = max(inner, key=lambda k: (inner[k], -cands.index(k)))
         while True:  # a container inside it covering nearly as much has the finer blocks (nested Sequentials)
@@ -175,31 +179,35 @@ def default_container(model: nn.Module, model_name: str | None = None,
         best = ""
     if best is None:
         best = cands[0]
-    memo["default"] = best
-    return best
+    return _DEFAULTS.put(model, best)
 
 
-def _container(model: nn.Module, path: str) -> nn.Module:
-    """The container at ``path``: a Sequential / ModuleList, or the root view for ``""``
-    when the root is neither."""
+def container_of(model: nn.Module, path: str) -> nn.Module:
+    """The container at ``path``: a Sequential / ModuleList, or the root view
+    (:class:`~core.surgery.rootview.RootView`) for ``""`` when the root is neither.
+
+    Raises:
+        ModelError: ``path`` is no module of ``model``, or not a container; lists the containers.
+    """
     c = get_module(model, path)
-    if path == "" and not _is_container(c):
-        return _root_view(c)
-    if not _is_container(c):
+    if path == "" and not is_container(c):
+        return root_view(c)
+    if not is_container(c):
         raise ModelError(f"container {path!r} is a {type(c).__name__}, expected an nn.Sequential or "
                          f"nn.ModuleList (its forward must run its children in order), or '' for the "
                          f"model's top-level children; containers: {container_candidates(model)}")
     return c
 
 
-def _join(container: str, child: str) -> str:
+def join_path(container: str, child: str) -> str:
+    """The module path of ``child`` inside ``container`` (``""`` is the model itself)."""
     return f"{container}.{child}" if container else child
 
 
 def block_names(model: nn.Module, container: str) -> list[str]:
     """Full paths of the blocks in ``container``, in order."""
-    c = _container(model, container)
-    return [_join(container, n) for n, _ in c.named_children()]
+    c = container_of(model, container)
+    return [join_path(container, n) for n, _ in c.named_children()]
 
 
 def split_block(name: str) -> tuple[str, str]:
@@ -210,8 +218,8 @@ def split_block(name: str) -> tuple[str, str]:
     return parent, leaf
 
 
-def _locate(model: nn.Module, name: str, what: str = "model") -> tuple[str, int]:
-    """(container path, position) of block ``name``.
+def locate_block(model: nn.Module, name: str, what: str = "model") -> tuple[str, int]:
+    """(container path, position) of block ``name``; ``what`` names the model in messages.
 
     Raises:
         ModelError: not a child of a Sequential / ModuleList; lists the valid blocks.
@@ -228,7 +236,7 @@ def _locate(model: nn.Module, name: str, what: str = "model") -> tuple[str, int]
     return parent, names.index(name)
 
 
-def _set_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
+def set_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
     """Put ``new`` at ``path`` inside ``model`` (in place); returns the (new) root.
 
     For the root view (``path == ""`` on a root that is not a container), ``new`` is the
@@ -237,26 +245,27 @@ def _set_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
     bridge; later removed children of the run become ``nn.Identity``), so the model keeps
     its own forward."""
     if path == "":
-        if _is_container(model):
+        if is_container(model):
             return new
-        return _set_root_blocks(model, new)
+        return set_root_blocks(model, new)
     parent, _, leaf = path.rpartition(".")
     setattr(get_module(model, parent), leaf, new)
     return model
 
 
-def _activations(model: nn.Module, container: str, x: torch.Tensor) -> list[torch.Tensor]:
+def block_activations(model: nn.Module, container: str, x: torch.Tensor) -> list[torch.Tensor]:
     """Inputs of each block of ``container`` and the last block's output: ``r_0 .. r_N``.
 
     Hooks are put on ``model`` for one forward pass and removed; call it on a private
-    copy only (a shared base may be running in another thread).
+    copy only (a shared base may be running in another thread). For the root view the
+    trace also records, on the view's blocks, which children ran and their input shapes.
 
     Raises:
         ModelError: a block was not called once with one tensor.
     """
-    c = _container(model, container)
-    if isinstance(c, _RootView):
-        return _root_activations(model, c, x)
+    c = container_of(model, container)
+    if isinstance(c, RootView):
+        return root_activations(model, c, x)
     children = list(c.children())
     n = len(children)
     ins: list[torch.Tensor | None] = [None] * n
@@ -341,21 +350,21 @@ def list_blocks(model: nn.Module, example: torch.Tensor, container: str | None =
     """
     container = default_container(model, model_name, example) if container is None else container
     m = clone_model(model)
-    acts = _activations(m, container, example[:2])
+    acts = block_activations(m, container, example[:2])
     macs = _module_macs(m, example[:1])
     out = []
-    for i, (name, b) in enumerate(_container(m, container).named_children()):
+    for i, (name, b) in enumerate(container_of(m, container).named_children()):
         ran = getattr(b, "ran", True)
-        b = _unwrap(b)
+        b = unwrap(b)
         # a root child's output is what it returned (the next child may see it flattened)
-        o = acts[i + 1] if not isinstance(_container(m, container), _RootView) or not ran else None
+        o = acts[i + 1] if not isinstance(container_of(m, container), RootView) or not ran else None
         if o is None:
             with torch.no_grad():
                 o = b(acts[i][:1])
-        out.append(Block(name=_join(container, name), index=i, kind=type(b).__name__,
+        out.append(Block(name=join_path(container, name), index=i, kind=type(b).__name__,
                          in_shape=tuple(acts[i].shape[1:]), out_shape=tuple(o.shape[1:]),
                          params=sum(p.numel() for p in b.parameters()),
-                         macs=_macs_of(macs, m, _join(container, name), b, acts[i][:1]) if ran else 0,
+                         macs=_macs_of(macs, m, join_path(container, name), b, acts[i][:1]) if ran else 0,
                          adapter=is_bridge(b)))
     return out
 
@@ -384,4 +393,5 @@ def _macs_of(counts: dict[str, int] | None, model: nn.Module, path: str, block: 
 
 
 __all__ = ["Block", "list_blocks", "default_container", "container_candidates", "block_names", "get_module",
-           "split_block", "is_bridge"]
+           "split_block", "is_bridge", "is_container", "container_of", "join_path", "locate_block", "set_module",
+           "block_activations"]

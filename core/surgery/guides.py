@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError, PrunescopeError
-from core.sources.bases import clone_model
 from core.sources.models import LABELLED_TASKS
 
-from core.surgery.blocks import Block, _activations, default_container, list_blocks
+from core.surgery.blocks import Block, default_container, list_blocks
 from core.surgery.steps import Cut
+from core.surgery.stitch import traced_activations
 
 
 def _gram(x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +147,7 @@ def compute_guides(model: nn.Module, evaluator, ctx, container: str | None = Non
     total = len(blocks) + 1
     if progress:
         progress(0, total, "block activations, influence and CKA")
-    acts = _activations(clone_model(model), container, x)
+    acts = traced_activations(model, ctx, container, x)
     infl = [influence(acts[i], acts[i + 1]) for i in range(len(blocks))]
     cka = cka_matrix(acts[1:])
     acts_cache = {("self", container): acts}  # shared by every drop-one build

@@ -7,7 +7,7 @@ from torch import nn
 
 from core.errors import ModelError
 
-from core.surgery.blocks import _is_container, _join
+from core.surgery.blocks import is_container, join_path
 from core.surgery.bridges import Bridge
 
 HEAL_TRAIN = ("adapters", "adapters+neighbours")
@@ -30,14 +30,14 @@ def heal_parameters(model: nn.Module, train: str) -> dict[str, nn.Parameter]:
     chosen: set[str] = set(adapters(model))
     if train == "adapters+neighbours":
         for cname, c in model.named_modules():
-            if not _is_container(c):
+            if not is_container(c):
                 continue
             kids = list(c.named_children())
             for i, (_, ch) in enumerate(kids):
                 if isinstance(ch, Bridge):
                     for j in (i - 1, i + 1):
                         if 0 <= j < len(kids) and not isinstance(kids[j][1], Bridge):
-                            chosen.add(_join(cname, kids[j][0]))
+                            chosen.add(join_path(cname, kids[j][0]))
     params = {}
     for n, p in model.named_parameters():
         if any(n.startswith(c + ".") for c in chosen):

@@ -8,7 +8,6 @@ attribute; the model's own forward stays (``blocks.py`` uses this for container 
 from __future__ import annotations
 
 import math
-import weakref
 from collections import OrderedDict
 
 import torch
@@ -16,8 +15,10 @@ from torch import nn
 
 from core.errors import ModelError
 
+from core.surgery.modelcache import ModelCache
 
-class _RootBlock(nn.Module):
+
+class RootBlock(nn.Module):
     """One top-level child of a root that is not a container, as a block of the root view.
 
     Used only while a view is traced or stitched, never left inside a model. It adds what
@@ -41,43 +42,58 @@ class _RootBlock(nn.Module):
         return self.child(x)
 
 
-class _RootView(nn.Sequential):
-    """The root's top-level children as a Sequential of :class:`_RootBlock` (not part of the model)."""
+RootTrace = tuple[tuple[bool, "tuple[int, ...] | None"], ...]  # per child: (runs once, input shape)
 
 
-_VIEWS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+class RootView(nn.Sequential):
+    """The root's top-level children as a Sequential of :class:`RootBlock` (not part of the model)."""
+
+    def trace(self) -> RootTrace:
+        """What the last trace (:func:`root_activations`) found, per child: (runs once, input shape)."""
+        return tuple((b.ran, b.in_shape) for b in self.children())
+
+    def learn(self, trace: RootTrace) -> None:
+        """Give the blocks what a trace of a model of the same layout found (a private copy
+        whose activations were computed once and are reused)."""
+        for b, (ran, shape) in zip(self.children(), trace):
+            b.ran, b.in_shape = ran, shape
 
 
-def _root_view(model: nn.Module) -> _RootView:
-    """The root view of ``model`` (cached while its children stay the same objects)."""
+# The view's blocks carry what a trace found, and a stitch looks the view of one model up
+# several times (trace, then the blocks to run): it must get the same blocks each time.
+_VIEWS: "ModelCache[tuple]" = ModelCache(size=64)
+
+
+def root_view(model: nn.Module) -> RootView:
+    """The root view of ``model``: the same object while its children stay the same objects
+    (kept in a bounded weak-keyed cache, see :mod:`core.surgery.modelcache`)."""
     kids = tuple((n, id(c)) for n, c in model.named_children())
     hit = _VIEWS.get(model)
     if hit is not None and hit[0] == kids:
         return hit[1]
-    view = _RootView(OrderedDict((n, _RootBlock(c)) for n, c in model.named_children()))
-    for b, (ran, shape) in zip(view.children(), _TRACED.get(_root_key(model), ())):
-        b.ran, b.in_shape = ran, shape  # what a trace of a model of this layout found
+    view = RootView(OrderedDict((n, RootBlock(c)) for n, c in model.named_children()))
     view.train(model.training)
-    _VIEWS[model] = (kids, view)
+    _VIEWS.put(model, (kids, view))
     return view
 
 
-_TRACED: dict[tuple, list] = {}  # root layout -> per child (runs once, input shape), from the last trace
+def unwrap(m: nn.Module) -> nn.Module:
+    """The model's own child inside a :class:`RootBlock`; any other module as it is."""
+    return m.child if isinstance(m, RootBlock) else m
 
 
-def _root_key(model: nn.Module) -> tuple:
-    """A root's layout: its class and its children's names (a cut keeps the names)."""
-    return (type(model).__module__, type(model).__qualname__, tuple(n for n, _ in model.named_children()))
+def set_root_blocks(model: nn.Module, new: nn.Module) -> nn.Module:
+    """Make ``model``'s top-level children what the root view ``new`` holds (in place; returns
+    ``model``): kept children stay, each run of removed children is replaced by what was put
+    between its neighbours (the bridge; later removed children of the run become
+    ``nn.Identity``), so the model keeps its own forward.
 
-
-def _unwrap(m: nn.Module) -> nn.Module:
-    return m.child if isinstance(m, _RootBlock) else m
-
-
-def _set_root_blocks(model: nn.Module, new: nn.Module) -> nn.Module:
-    old = [(n, b.child) for n, b in _root_view(model).named_children()]
+    Raises:
+        ModelError: kept children reordered, or blocks inserted where none was cut.
+    """
+    old = [(n, b.child) for n, b in root_view(model).named_children()]
     old_names = [n for n, _ in old]
-    items = [(n, _unwrap(m)) for n, m in new.named_children()]
+    items = [(n, unwrap(m)) for n, m in new.named_children()]
     kept = [i for i, (n, m) in enumerate(items) if any(n == o and m is c for o, c in old)]
     kept_names = [items[i][0] for i in kept]
     pos = [old_names.index(n) for n in kept_names]
@@ -103,8 +119,8 @@ def _set_root_blocks(model: nn.Module, new: nn.Module) -> nn.Module:
     return model
 
 
-def _root_activations(model: nn.Module, view: _RootView, x: torch.Tensor) -> list[torch.Tensor]:
-    """``r_0 .. r_N`` of the root view (see :func:`_activations`). A child the forward does
+def root_activations(model: nn.Module, view: RootView, x: torch.Tensor) -> list[torch.Tensor]:
+    """``r_0 .. r_N`` of the root view (see ``core.surgery.blocks.block_activations``). A child the forward does
     not call passes the activation before it on; the view's blocks learn the input shape
     each child saw (so a chain of them reshapes where the forward flattens).
 
@@ -158,7 +174,6 @@ def _root_activations(model: nn.Module, view: _RootView, x: torch.Tensor) -> lis
             raise ModelError(f"top-level child {names[i]!r} does not return one tensor")
         if not b.ran:
             ins[i] = None
-    _TRACED[_root_key(model)] = [(b.ran, b.in_shape) for b in blocks]
     acts: list[torch.Tensor] = []
     cur = next((t for t in ins if t is not None), x)
     for i in range(n):
@@ -171,4 +186,4 @@ def _root_activations(model: nn.Module, view: _RootView, x: torch.Tensor) -> lis
     return acts
 
 
-__all__ = ["_RootBlock", "_RootView", "_root_view", "_root_key", "_unwrap", "_set_root_blocks", "_root_activations"]
+__all__ = ["RootBlock", "RootView", "RootTrace", "root_view", "unwrap", "set_root_blocks", "root_activations"]

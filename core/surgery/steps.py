@@ -7,16 +7,16 @@ Each step's report lists its seams with the bridge used and its fit error.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Collection, Sequence
 
 from torch import nn
 
 from core.errors import ModelError, StepError, echo
-from core.plan.constraints import Checked, Interval, Items, Name, Options, Seed
+from core.ground.constraints import Checked, Interval, Items, Name, Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
 
-from core.surgery.blocks import _locate, block_names, default_container, split_block
+from core.surgery.blocks import block_names, default_container, locate_block, split_block
 from core.surgery.stitch import BRIDGES, Piece, stitch
 
 
@@ -49,7 +49,7 @@ class Cut(Step):
 
     def build(self, model: nn.Module, ctx, acts_cache: dict | None = None) -> tuple[nn.Module, StepReport]:
         cont = self.container
-        pos = {_locate(model, b)[1] for b in self.blocks}
+        pos = {locate_block(model, b)[1] for b in self.blocks}
         n = len(block_names(model, cont))
         pieces = [Piece("self", cont, i) for i in range(n) if i not in pos]
         new, seams = stitch(model, ctx, cont, pieces, self.bridge, self.seed, acts_cache=acts_cache)
@@ -87,7 +87,7 @@ class Paste(Step):
         if self.at > n:
             raise ModelError(f"paste.at must be in [0, {n}] for container {cont!r}, got {self.at}")
         src_model = model if self.source == "self" else ctx.donor(self.source)
-        scont, sidx = _locate(src_model, self.block, "model" if self.source == "self" else
+        scont, sidx = locate_block(src_model, self.block, "model" if self.source == "self" else
                               f"donor {self.source!r}")
         pieces = [Piece("self", cont, i) for i in range(self.at)]
         pieces += [Piece(self.source, scont, sidx)]
@@ -103,6 +103,60 @@ class Paste(Step):
     def describe(self) -> str:
         src = "" if self.source == "self" else f" from {self.source}"
         return f"paste {self.block}{src} at {self.at} (adapter {self.adapter})"
+
+
+def paste_steps(model: nn.Module, base: nn.Module, model_name: str, entries: Sequence[tuple[str, str]], at: int,
+                adapter: str, container: str) -> list[Paste]:
+    """Paste steps for ``(source, block)`` entries (a clipboard), inserted in order from ``at``.
+
+    A ``"self"`` block that is no longer in ``model``'s container (it was cut) is taken
+    from the pristine base instead, by naming ``model_name`` as the source.
+
+    Args:
+        model: the current model (after the plan so far).
+        base: the model's pristine base.
+        model_name: the registered name of the base.
+        entries: ``(source, block path)`` pairs; source ``"self"`` or a registered model name.
+        at: position of the first pasted block in ``container``.
+        adapter: seam policy (one of :data:`~core.surgery.stitch.BRIDGES`).
+        container: the container pasted into.
+
+    Returns:
+        One :class:`Paste` per entry, at ``at``, ``at + 1``, ...
+
+    Raises:
+        ModelError: a ``"self"`` block is neither in the current model nor in the base.
+    """
+    current = set(block_names(model, container))
+    in_base = None
+    steps = []
+    for k, (source, block) in enumerate(entries):
+        if source == "self" and block not in current:
+            in_base = in_base if in_base is not None else {n for n, _ in base.named_modules()}
+            if block not in in_base:
+                raise ModelError(f"block {block!r} is no longer in the model nor in the base; copy it again")
+            source = model_name  # the pristine base of this model, as a donor
+        steps.append(Paste(block, source=source, at=at + k, adapter=adapter, into=container))
+    return steps
+
+
+def duplicate_steps(names: Sequence[str], selected: Collection[str]) -> list[Paste]:
+    """Paste steps putting a copy of each selected block right after it.
+
+    Args:
+        names: the container's block paths, in order.
+        selected: the blocks to duplicate (others in ``names`` stay single).
+
+    Returns:
+        One :class:`Paste` of source ``"self"`` per selected block, in container order, each
+        position counting the copies inserted before it.
+    """
+    steps, shift = [], 0
+    for i, n in enumerate(names):
+        if n in selected:
+            steps.append(Paste(n, at=i + shift + 1))
+            shift += 1
+    return steps
 
 
 @dataclass(frozen=True)
@@ -161,7 +215,7 @@ class Compose(Step):
         for s in self.segments:
             m = model if s.source == "self" else ctx.donor(s.source)
             for b in s.blocks:
-                c, i = _locate(m, b, "model" if s.source == "self" else f"donor {s.source!r}")
+                c, i = locate_block(m, b, "model" if s.source == "self" else f"donor {s.source!r}")
                 pieces.append(Piece(s.source, c, i))
         new, seams = stitch(model, ctx, cont, pieces, self.adapter, self.seed)
         return new, _report(self.op, f"rebuilt {cont or 'the model'} from {len(pieces)} block(s)", seams)
@@ -171,4 +225,4 @@ class Compose(Step):
         return "compose " + " + ".join(parts or ["(empty)"])
 
 
-__all__ = ["Cut", "Paste", "Compose", "Segment"]
+__all__ = ["Cut", "Paste", "Compose", "Segment", "paste_steps", "duplicate_steps"]

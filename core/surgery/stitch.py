@@ -20,7 +20,8 @@ from core.sources.bases import clone_model
 from core.sources.models import get_spec
 from core.plan.report import Seam
 
-from core.surgery.blocks import _activations, _container, _set_module, block_names, split_block
+from core.surgery.blocks import block_activations, block_names, container_of, set_module, split_block
+from core.surgery.rootview import RootView
 from core.surgery.bridges import seam_bridge, shape_str
 
 BRIDGES = ("auto", "identity", "lstsq")  # seam policies (see stitch)
@@ -79,7 +80,7 @@ def block_call_extras(model: nn.Module, container: str, x: torch.Tensor) -> list
     (extra positional and keyword arguments: a transformers decoder layer's position
     embeddings and attention mask), recorded on one forward pass of ``x``; ``((), {})``
     for a block called with its input alone. Call on a private copy (hooks are added)."""
-    c = _container(model, container)
+    c = container_of(model, container)
     children = list(c.children()) if isinstance(c, (nn.Sequential, nn.ModuleList)) else []
     got: list[tuple[tuple, dict] | None] = [None] * len(children)
     handles = []
@@ -106,11 +107,19 @@ def _first_tensor(o):
     return o[0] if isinstance(o, (tuple, list)) and o and isinstance(o[0], torch.Tensor) else o
 
 
-class _Sources:
-    """Private copies of the host and donors, with their calibration activations."""
+ROOT_TRACE = "root trace"  # key in ``ctx.memo(model)``: what a trace found about the root's children
 
-    def __init__(self, host: nn.Module, ctx, seed: int, acts_cache: dict | None = None):
-        self.ctx, self.seed = ctx, seed
+
+class _Sources:
+    """Private copies of the host and donors, with their calibration activations.
+
+    A root view's blocks run as a trace found them (which children ran, the input shape
+    each saw: ``RootView.trace``); the trace of each source model is kept in the apply
+    context's memo of that model, so a copy whose activations come from ``acts_cache``
+    runs its blocks the same way."""
+
+    def __init__(self, base: nn.Module, host: nn.Module, ctx, seed: int, acts_cache: dict | None = None):
+        self.ctx, self.seed, self.base = ctx, seed, base
         self.models: dict[str, nn.Module] = {"self": host}
         self.x: dict[str, torch.Tensor] = {"self": ctx.calibration(seed)[0]}
         self.acts = acts_cache if acts_cache is not None else {}
@@ -134,9 +143,92 @@ class _Sources:
 
     def activations(self, source: str, container: str) -> list[torch.Tensor]:
         key = (source, container)
+        m = self.model(source)
+        memo = self.ctx.memo(self.base if source == "self" else self.ctx.donor(source))
         if key not in self.acts:
-            self.acts[key] = _activations(self.model(source), container, self.x[source])
+            self.acts[key] = block_activations(m, container, self.x[source])
+            _remember_trace(m, container, memo)
+        else:
+            view = container_of(m, container)
+            if isinstance(view, RootView) and ROOT_TRACE in memo:
+                view.learn(memo[ROOT_TRACE])
         return self.acts[key]
+
+
+def _remember_trace(traced: nn.Module, container: str, memo: dict) -> None:
+    view = container_of(traced, container)
+    if isinstance(view, RootView):
+        memo[ROOT_TRACE] = view.trace()
+
+
+def traced_activations(model: nn.Module, ctx, container: str, x: torch.Tensor) -> list[torch.Tensor]:
+    """``r_0 .. r_N`` of ``container`` on ``x``, traced on a private copy of ``model``
+    (``core.surgery.blocks.block_activations``), for a later :func:`stitch`'s
+    ``acts_cache``. Side effect: what the trace found about a root view's children is
+    kept in ``ctx.memo(model)``, where the stitch reusing them reads it."""
+    m = clone_model(model)
+    acts = block_activations(m, container, x)
+    _remember_trace(m, container, ctx.memo(model))
+    return acts
+
+
+def _kept_names(pieces: list[Piece], container: str, n_host: int, names: list[str | None] | None) -> set[int]:
+    """Positions of the pieces that keep their host block's name: the first use of each."""
+    keep, seen = set(), set()
+    for k, p in enumerate(pieces):
+        if p.source == "self" and p.container == container and 0 <= p.index < n_host \
+                and p.index not in seen and not (names and names[k]):
+            keep.add(k)
+            seen.add(p.index)
+    return keep
+
+
+class _Chain:
+    """The new container being built, piece by piece, with the activation reaching its end."""
+
+    def __init__(self, src: _Sources, container: str, policy: str, seed: int, taken: set[str]):
+        self.src, self.policy, self.seed, self.taken = src, policy, seed, taken
+        self.out: list[tuple[str, nn.Module]] = []
+        self.seams: list[Seam] = []
+        self.state = Piece("self", container, 0)  # the piece that would follow without a seam
+        self.prev_label = "the container input"
+        self.host_acts = src.activations("self", container)
+        self.a = self.host_acts[0]
+        self.used: set[tuple[str, str, int]] = set()
+
+    def label(self, p: Piece) -> str:
+        nm = block_names(self.src.model(p.source), p.container)[p.index]
+        return nm if p.source == "self" else f"{p.source}:{nm}"
+
+    def seam(self, target: torch.Tensor, target_source: str, next_label: str) -> None:
+        """A bridge from the activation so far to ``target``, what the next piece saw."""
+        where = f"{self.prev_label} -> {next_label}"
+        br, seam = seam_bridge(self.a, target, self.policy, self.state.source == target_source, where, self.seed)
+        self.out.append((_unique("bridge", self.taken), br))
+        self.seams.append(seam)
+        self.a = br(self.a)
+
+    def add(self, p: Piece, name: str | None, keep: bool) -> None:
+        """Append piece ``p`` (after a seam if it did not follow the last one in its model)."""
+        m = self.src.model(p.source)
+        blocks = list(container_of(m, p.container).children())
+        if not 0 <= p.index < len(blocks):
+            raise ModelError(f"{p.source}: container {p.container!r} has {len(blocks)} blocks, "
+                             f"no block at position {p.index}")
+        if p != self.state:
+            self.seam(self.src.activations(p.source, p.container)[p.index], p.source, self.label(p))
+        blk = blocks[p.index]
+        key = (p.source, p.container, p.index)
+        if p.source != "self" or key in self.used:
+            blk = copy.deepcopy(blk)
+        self.used.add(key)
+        if name is None:
+            leaf = split_block(block_names(m, p.container)[p.index])[1]
+            name = f"{leaf}_copy" if p.source == "self" else f"{p.source}_{leaf}"
+        self.out.append((name if keep else _unique(_safe(name), self.taken), blk))
+        self.a = self.src.call(p.source, p.container, p.index, blk, self.a)
+        self.state = Piece(p.source, p.container, p.index + 1)
+        self.prev_label = self.label(p)
 
 
 def stitch(model: nn.Module, ctx, container: str, pieces: list[Piece], policy: str = "auto",
@@ -146,14 +238,15 @@ def stitch(model: nn.Module, ctx, container: str, pieces: list[Piece], policy: s
 
     Args:
         model: the host (not changed).
-        ctx: an ``ApplyContext`` (calibration data, donors).
+        ctx: an ``ApplyContext`` (calibration data, donors, memo).
         container: path of the host container to replace.
         pieces: the new blocks in order.
         policy: "auto" (identity where shapes match and both sides come from one model,
             else least squares), "identity" (shapes must match) or "lstsq" (always fitted).
         seed: calibration batch and row-sampling seed.
         names: optional names for the pieces (default: kept host blocks keep theirs).
-        acts_cache: activations to reuse between calls on the same model and seed.
+        acts_cache: activations to reuse between calls on the same model and seed
+            (``{("self", container): traced_activations(model, ctx, container, x)}``).
 
     Returns:
         ``(new model in eval mode, the seams with their bridges)``.
@@ -164,78 +257,28 @@ def stitch(model: nn.Module, ctx, container: str, pieces: list[Piece], policy: s
     if policy not in BRIDGES:
         raise ModelError(f"bridge must be one of {BRIDGES}, got {policy!r}")
     host = clone_model(model)
-    src = _Sources(host, ctx, seed, acts_cache)
-    old = _container(host, container)
+    src = _Sources(model, host, ctx, seed, acts_cache)
+    old = container_of(host, container)
     old_names = [n for n, _ in old.named_children()]
-    host_acts = src.activations("self", container)
     n_host = len(old_names)
-    used: set[tuple[str, str, int]] = set()
-    # the first use of each host block keeps its name; new blocks and bridges get fresh ones
-    keep_name, seen_idx = set(), set()
-    for k, p in enumerate(pieces):
-        if p.source == "self" and p.container == container and 0 <= p.index < n_host \
-                and p.index not in seen_idx \
-                and not (names and names[k]):
-            keep_name.add(k)
-            seen_idx.add(p.index)
-    taken: set[str] = {old_names[pieces[k].index] for k in keep_name}
-    out: list[tuple[str, nn.Module]] = []
-    seams: list[Seam] = []
-    state = Piece("self", container, 0)
-    prev_label = "the container input"
-    a = host_acts[0]
-
-    def label(p: Piece) -> str:
-        nm = block_names(src.model(p.source), p.container)[p.index]
-        return nm if p.source == "self" else f"{p.source}:{nm}"
-
-    def add_seam(target: torch.Tensor, target_source: str, next_label: str):
-        nonlocal a
-        where = f"{prev_label} -> {next_label}"
-        br, seam = seam_bridge(a, target, policy, state.source == target_source, where, seed)
-        out.append((_unique("bridge", taken), br))
-        seams.append(seam)
-        a = br(a)
-
+    keep = _kept_names(pieces, container, n_host, names)
+    chain = _Chain(src, container, policy, seed, {old_names[pieces[k].index] for k in keep})
     with torch.no_grad():
         for k, p in enumerate(pieces):
-            m = src.model(p.source)
-            blocks = list(_container(m, p.container).children())
-            if not 0 <= p.index < len(blocks):
-                raise ModelError(f"{p.source}: container {p.container!r} has {len(blocks)} blocks, "
-                                 f"no block at position {p.index}")
-            if p != state:
-                add_seam(src.activations(p.source, p.container)[p.index], p.source, label(p))
-            blk = blocks[p.index]
-            key = (p.source, p.container, p.index)
-            if p.source != "self" or key in used:
-                blk = copy.deepcopy(blk)
-            used.add(key)
-            if names and names[k]:
-                nm = names[k]
-            elif k in keep_name:
-                nm = old_names[p.index]
-            else:
-                leaf = split_block(block_names(m, p.container)[p.index])[1]
-                nm = f"{leaf}_copy" if p.source == "self" else f"{p.source}_{leaf}"
-            out.append((nm if k in keep_name else _unique(_safe(nm), taken), blk))
-            a = src.call(p.source, p.container, p.index, blk, a)
-            state = Piece(p.source, p.container, p.index + 1)
-            prev_label = label(p)
-        end = Piece("self", container, n_host)
-        if state != end:
-            add_seam(host_acts[n_host], "self", "the container output")
-
+            given = names[k] if names and names[k] else None
+            chain.add(p, old_names[p.index] if k in keep else given, k in keep)
+        if chain.state != Piece("self", container, n_host):
+            chain.seam(chain.host_acts[n_host], "self", "the container output")
     if isinstance(old, nn.Sequential):
-        new = nn.Sequential(OrderedDict(out))
+        new = nn.Sequential(OrderedDict(chain.out))
     else:
-        new = nn.ModuleList([m for _, m in out])
+        new = nn.ModuleList([m for _, m in chain.out])
     new.train(old.training)
-    host = _set_module(host, container, new)
+    host = set_module(host, container, new)
     host.eval()
-    return host, seams
+    return host, chain.seams
 
 
-__all__ = ["Piece", "stitch", "paired_inputs", "BRIDGES"]
+__all__ = ["Piece", "stitch", "paired_inputs", "traced_activations", "block_call_extras", "BRIDGES", "ROOT_TRACE"]
 
 

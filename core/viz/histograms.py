@@ -32,12 +32,6 @@ class Histogram:
     def width(self) -> float:
         return float(self.edges[1] - self.edges[0])
 
-    def fraction_below(self, threshold: float, absolute: bool = False) -> float:
-        """Approximate fraction of values below ``threshold`` (|v| if ``absolute``), from bins."""
-        c = self.centers
-        sel = (np.abs(c) < threshold) if absolute else (c < threshold)
-        return float(self.counts[sel].sum() / max(self.total, 1))
-
 
 def histogram(values: torch.Tensor, bins: int = 100, lo: float | None = None, hi: float | None = None,
               label: str = "") -> Histogram:
@@ -60,13 +54,19 @@ def histogram(values: torch.Tensor, bins: int = 100, lo: float | None = None, hi
     return Histogram(edges=edges, counts=counts, total=int(v.numel()), label=label)
 
 
-def weight_histograms(model: nn.Module, bins: int = 100,
-                      edges: dict[str, tuple[float, float]] | None = None) -> dict[str, Histogram]:
+def weight_histograms(model: nn.Module, bins: int = 100, edges: dict[str, tuple[float, float]] | None = None,
+                      memo: dict | None = None) -> dict[str, Histogram]:
     """One histogram of the weights of every prunable layer.
 
     Args:
         edges: optional fixed ``(lo, hi)`` per layer; default symmetric ``±max|w|``.
+        memo: the apply context's memo of ``model`` (``ctx.memo(model)``): the default
+            histograms are then binned once per model (a page redrawn for a threshold
+            move reads them back). Histograms are read-only.
     """
+    key = ("weight_histograms", bins)
+    if memo is not None and edges is None and key in memo:
+        return dict(memo[key])
     out = {}
     with torch.no_grad():
         for name, m in prunable_layers(model).items():
@@ -78,4 +78,6 @@ def weight_histograms(model: nn.Module, bins: int = 100,
                 a = max(-float(mn), float(mx))
                 lo, hi = -a, a
             out[name] = histogram(w, bins, lo, hi, label=f"{name} weight")
-    return out
+    if memo is not None and edges is None:
+        memo[key] = out
+    return dict(out)

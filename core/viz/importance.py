@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from core.viz.style import FONT, KEPT, PRUNED, THRESHOLD, layout
+from core.viz.style import KEPT, PRUNED, THRESHOLD, layout
 
 
 def importance_histogram_figure(scores: Sequence[float] | np.ndarray, threshold: float | None,

@@ -1,7 +1,6 @@
 """The Explain page: changed predictions, confusion difference, divergence (AppTest)."""
 from __future__ import annotations
 
-from core.explain import changes
 from core.prune import Prune
 from tests.app.conftest import new_app, workspace
 from tests.app.conftest import ok as _ok
@@ -32,7 +31,7 @@ def test_an_empty_plan_says_there_is_nothing_to_explain():
 
 def test_after_a_channel_prune_the_page_shows_what_changed():
     at, ws = explain_after_channel_prune()
-    n = len(changes(ws, "quick").changed())
+    n = len(ws.changes("quick").changed())
     assert any(m.value.startswith(f"**{n} of 256** predictions changed") for m in at.markdown)
     assert len(at.get("image")) == 24 + 12  # a gallery of the changed examples, then the unit's top 12
     titles = chart_specs(at)
@@ -46,15 +45,13 @@ def test_after_a_channel_prune_the_page_shows_what_changed():
 
 
 def test_the_unit_view_and_attribution_follow_the_plan():
-    from core.explain import unit_report
-
     at, ws = explain_after_channel_prune()
     assert any("Input gradients: where each model looks" in t for t in chart_specs(at))
     assert at.selectbox(key="explain_unit_layer").value == "features.0.0"
     for unit in (0, 1, 2, 3):
         at.number_input(key="explain_unit").set_value(unit).run()
         _ok(at)
-        r = unit_report(ws, "features.0.0", unit, "channel")
+        r = ws.unit_report("features.0.0", unit, "channel")
         status = "removed by step 1" if r["removed"] else "kept by the plan"
         assert any(m.value.startswith(f"**features.0.0, channel {unit}** of the base model: {status}")
                    for m in at.markdown)
@@ -92,7 +89,7 @@ def test_the_prune_page_shows_which_examples_changed_on_request():
     at.run()
     at.toggle(key="prune_changes").set_value(True).run()
     _ok(at)
-    n = len(changes(ws, "quick").changed())
+    n = len(ws.changes("quick").changed())
     assert any(c.value.startswith(f"**{n} of 256** quick-subset predictions differ") for c in at.caption)
     assert len(at.get("image")) == min(12, n)
 

@@ -8,10 +8,11 @@ import threading
 import time
 
 from app.jobs import CallJob, SessionJobs, StepsJob
+from core.plan import Plan
 from core.prune import Prune
 from core.recover import Finetune
 from core.recover import training as T
-from core.sensitivity import sensitivity
+from core.sensitivity import run_sweep
 from core.workspace import Workspace
 
 
@@ -58,17 +59,42 @@ def test_a_job_runs_on_a_snapshot_not_on_the_pages_model():
 
 def test_a_sweep_in_a_thread_publishes_only_through_the_page():
     ws = Workspace("digits_mlp", "cpu")
-    kept: list = []
     before = ws.sweeps
+    spec = ws.sensitivity_spec("l1", "weight", (0.5,))
+    payload = ws.sweep_payload(spec)  # the snapshot, taken in the page's thread
 
     def work(progress, should_stop):
-        return sensitivity(ws, "l1", "weight", (0.5,), progress=progress, should_stop=should_stop,
-                           publish=lambda k, r: kept.append((k, r)))
+        return run_sweep(spec, payload, progress=progress, should_stop=should_stop)
 
     job = CallJob(work, "sweep", on_done=lambda r: ("success", "done"))
     job.thread.join(120)
     assert job.error is None and job.result.complete
     assert ws.sweeps is before and not ws.sweeps  # the thread wrote nothing into the workspace
-    (key, result), = kept
-    ws.keep_sweep(key, result)  # the page publishes, in one step: a new dict
-    assert ws.sweeps is not before and ws.sweeps[key] is result and not before
+    result = job.result
+    ws.keep_sweep(spec.key, result)  # the page publishes, in one step: a new dict
+    assert ws.sweeps is not before and ws.sweeps[spec.key] is result and not before
+
+
+def test_a_sweeps_snapshot_is_the_plan_it_started_on():
+    """The job reads the spec and payload taken when it starts: a plan changed before its
+    thread runs changes neither the model it sweeps nor the key its result is kept under."""
+    ws = Workspace("digits_mlp", "cpu")
+    spec = ws.sensitivity_spec("l1", "neuron", (0.5,))
+    payload = ws.sweep_payload(spec)
+    source = ws.metrics(latency=False).accuracy
+    ws.add_step(Prune(criterion="l1", granularity="neuron", sparsity=0.5))
+    assert ws.metrics(latency=False).accuracy != source
+    gate = threading.Event()
+
+    def work(progress, should_stop):
+        gate.wait(60)
+        return run_sweep(spec, payload, progress=progress, should_stop=should_stop)
+
+    job = CallJob(work, "sweep", on_done=lambda r: ("success", "done"))
+    ws.add_step(Prune(criterion="l1", granularity="weight", sparsity=0.5))  # and again, while it waits
+    gate.set()
+    job.thread.join(120)
+    s = job.result
+    assert job.error is None and s.complete and s.plan == spec.plan == Plan("digits_mlp").key()
+    assert s.plan_steps == 0 and s.source["accuracy"] == source
+    assert spec.key[1] == s.plan

@@ -2,9 +2,12 @@
 curves and per-class views, criteria curves, and an automatic plan (AppTest)."""
 from __future__ import annotations
 
+import threading
 import time
 
+import app.jobs as J
 from core.prune import Prune
+from core.sensitivity import Sensitivity
 from tests.app.conftest import finish_job, new_app, ok, workspace
 
 PAGE = "views/sensitivity.py"
@@ -94,3 +97,38 @@ def test_criteria_are_compared_by_outcome():
     ok(at)
     assert any("Criteria compared by outcome: accuracy after a global amount" in x for x in titles(at))
     assert any(s.value.startswith("Criteria compared: 2 × 2") for s in at.success)
+
+
+def test_a_sweep_is_kept_for_the_plan_it_started_on_when_the_plan_changes_meanwhile(monkeypatch):
+    """Issue 22: the sweep's job runs on a snapshot taken when it starts (a copy of the model,
+    the data), never on ``ws``: a plan changed while it runs changes nothing it sweeps, and
+    its result is kept for the plan it started on, keyed by that plan."""
+    gate = threading.Event()
+
+    class Held(J.CallJob):  # the job's thread starts its work once the plan has changed
+        def _work(self):
+            gate.wait(120)
+            super()._work()
+
+    monkeypatch.setattr(J, "CallJob", Held)
+    at = new_app("digits_mlp")
+    at.switch_page(PAGE).run()
+    at.selectbox(key="sens_gran").set_value("neuron").run()
+    at.multiselect(key="sens_amounts").set_value([0.3, 0.6]).run()
+    ws = workspace(at)
+    started_on, source = ws.plan.key(), ws.metrics(latency=False).accuracy
+    at.button(key="sens_run").click().run()
+    ok(at)
+    assert isinstance(at.session_state["sens_job_digits_mlp"], Held) and not gate.is_set()
+    ws.add_step(Prune(criterion="l1", granularity="neuron", sparsity=0.5))  # the plan changes while it runs
+    assert ws.metrics(latency=False).accuracy != source
+    gate.set()
+    finish_job(at, "sens_job_digits_mlp")
+    ok(at)
+    (key, s), = [(k, v) for k, v in ws.sweeps.items() if isinstance(v, Sensitivity)]
+    assert s.complete and s.plan == started_on and key[1] == started_on and s.plan_steps == 0
+    assert s.source["accuracy"] == source  # the model it started on, not the pruned one
+    assert ws.finished_sweep("l1", "neuron", [0.3, 0.6]) is None  # the current plan has none yet
+    assert any("No sweep of the current plan" in i.value for i in at.info)
+    ws.undo()
+    assert ws.finished_sweep("l1", "neuron", [0.3, 0.6]) is s

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.explain import attribution_pair, changes, divergence
 from core.io import export_all, list_exporters
 from core.metrics.cost import measure_latency
 from core.plan import Plan, apply
@@ -14,7 +13,6 @@ from core.prune import Prune
 from core.prune.criteria import CRITERIA, get_criterion
 from core.prune.masks import prunable_layers
 from core.recover import Finetune, Heal
-from core.sensitivity import autoplan, sensitivity
 from core.surgery import Cut, Paste
 from core.workspace import Workspace
 
@@ -177,10 +175,10 @@ def test_finetune_and_distillation_train_on_the_gpu_and_keep_masks(cnn, loss):
 def test_sensitivity_and_an_automatic_plan_on_the_gpu(cnn):
     ws = _fresh(cnn)
     with on_gpu("sensitivity sweep"):
-        s = sensitivity(ws, "l1", "weight", (0.3, 0.6), executor="local")
+        s = ws.sensitivity("l1", "weight", (0.3, 0.6), executor="local")
     assert s.complete and s.layers
     with on_gpu("autoplan"):
-        res = autoplan(ws, criterion="l1", granularity="weight", max_drop=2.0, sens=s)
+        res = ws.autoplan(criterion="l1", granularity="weight", max_drop=2.0, sens=s)
     assert res.tries
 
 
@@ -189,10 +187,10 @@ def test_explain_changes_cka_and_gradients_on_the_gpu(cnn):
     ws = _fresh(cnn)
     ws.add_step(Prune(granularity="channel", sparsity=0.5))
     with on_gpu("explain"):
-        ch = changes(ws)
-        div = divergence(ws)
-        grad = attribution_pair(ws, 0, "gradient")
-        cam = attribution_pair(ws, 0, "gradcam")
+        ch = ws.changes()
+        div = ws.divergence()
+        grad = ws.attribution_pair(0, "gradient")
+        cam = ws.attribution_pair(0, "gradcam")
     assert ch.changed() is not None and div and all(0 <= d["cka"] <= 1.0001 for d in div)
     assert grad and cam
 

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from core.explain import changes, divergence
 from core.prune import Prune
 from core.workspace import Workspace
 from tests.cli.test_cli import run
@@ -21,7 +20,7 @@ def pruned():
 
 
 def test_changed_predictions_are_exactly_where_the_argmax_differs(pruned):
-    ch = changes(pruned, "full")
+    ch = pruned.changes("full")
     x, _ = pruned.evalset.subset("full")
     with torch.inference_mode():
         differs = (pruned.model(x).argmax(1) != pruned.base(x).argmax(1)).nonzero().flatten().tolist()
@@ -33,7 +32,7 @@ def test_changed_predictions_are_exactly_where_the_argmax_differs(pruned):
 
 
 def test_the_confusion_difference_moves_what_changed(pruned):
-    ch = changes(pruned, "quick")
+    ch = pruned.changes("quick")
     delta = ch.confusion_delta()
     assert sum(map(sum, delta)) == 0  # every example is counted once in each matrix
     assert sum(abs(v) for row in delta for v in row) <= 2 * len(ch.changed())
@@ -43,12 +42,12 @@ def test_the_confusion_difference_moves_what_changed(pruned):
 
 @pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet", "digits_vit"])
 def test_cka_of_the_base_against_itself_is_one_at_every_layer(name):
-    rows = divergence(Workspace(name))
+    rows = Workspace(name).divergence()
     assert rows and all(r["cka"] == pytest.approx(1.0, abs=1e-4) for r in rows)
 
 
 def test_a_pruned_model_departs_from_the_base_with_depth(pruned):
-    ckas = [r["cka"] for r in divergence(pruned)]
+    ckas = [r["cka"] for r in pruned.divergence()]
     assert ckas[0] > ckas[-1] and all(c is not None and 0 <= c <= 1.0001 for c in ckas)
 
 
@@ -87,10 +86,10 @@ def test_the_output_layer_has_no_unit_to_remove():
 
 
 def test_top_activating_examples_are_the_argmax_of_the_unit_activation():
-    from core.explain import unit_activations, unit_report
+    from core.explain import unit_activations
 
     ws = Workspace("digits_cnn")
-    r = unit_report(ws, "features.1.0", 5, "channel", top=3)
+    r = ws.unit_report("features.1.0", 5, "channel", top=3)
     x, _ = ws.evalset.subset("quick")
     acts = unit_activations(ws.base, "features.1.0", 5, x, "channel")
     best = int(acts.argmax())
@@ -114,10 +113,8 @@ def test_cli_unit_reports_top_examples_scores_and_the_group(capsys, tmp_path):
 
 
 def test_input_gradient_maps_have_the_image_shape_and_leave_the_model_untouched(pruned):
-    from core.explain import attribution_pair
-
     before = {k: v.clone() for k, v in pruned.model.state_dict().items()}
-    r = attribution_pair(pruned, 5)
+    r = pruned.attribution_pair(5)
     assert r["base_map"].shape == (8, 8) and r["map"].shape == (8, 8)
     assert float(r["base_map"].sum()) > 0 and float(r["map"].sum()) > 0
     assert all(p.grad is None for p in pruned.model.parameters())
@@ -154,7 +151,7 @@ def test_layer_order_is_the_order_a_forward_runs_the_layers():
 
 
 def test_grad_cam_weights_the_last_feature_map_by_its_mean_gradients(pruned):
-    from core.explain import attribution_pair, grad_cam, last_feature_map
+    from core.explain import grad_cam, last_feature_map
 
     ws = pruned
     x = ws.evalset.x[3]
@@ -172,7 +169,7 @@ def test_grad_cam_weights_the_last_feature_map_by_its_mean_gradients(pruned):
     want = torch.nn.functional.interpolate(want[None, None], size=x.shape[1:], mode="bilinear",
                                            align_corners=False)[0, 0]
     assert torch.allclose(cam, want, atol=1e-6)
-    r = attribution_pair(ws, 3, "gradcam")
+    r = ws.attribution_pair(3, "gradcam")
     assert r["method"] == "gradcam" and r["map"].shape == r["base_map"].shape == x.shape[1:]
     assert not any(p.grad is not None for p in ws.base.parameters())  # the shared base is only read
 

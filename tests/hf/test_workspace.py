@@ -120,13 +120,12 @@ def test_a_llama_layer_cut_runs(registered):
 
 
 def test_token_inputs_are_refused_by_gradient_maps_and_exported_with_verification(registered, tmp_path):
-    from core import explain
     from core.io import export_model
 
     ws = Workspace(registered("llama"), "cpu")
     for method in ("gradient", "gradcam"):
         with pytest.raises(PrunescopeError, match="needs float inputs .* token ids, which have no gradient"):
-            explain.attribution_pair(ws, 0, method)
+            ws.attribution_pair(0, method)
     ws.add_step(Prune(criterion="l1", granularity="head", sparsity=0.5))
     r = export_model(ws.model, ws.plan, "onnx", tmp_path / "lm.onnx", ws.evalset.quick()[0][:2], model_name=ws.name)
     assert r.error is None and r.agreement == 1.0

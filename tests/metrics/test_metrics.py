@@ -93,3 +93,28 @@ def test_size_is_the_safetensors_file_size_without_writing_it(demo_names):
     odd.register_buffer("größe", torch.zeros(2, dtype=torch.float64))
     odd.tied = odd.lin  # the same weight twice: the writer stores a copy for each name
     assert state_dict_bytes(odd) == len(save({k: v.clone() for k, v in odd.state_dict().items()}))
+
+
+def test_layer_tables_count_removed_units_as_pruned_and_are_memoised():
+    from core.ground.layers import prunable_layers
+    from core.metrics import layer_sparsity, leaf_rows, shape_changes
+    from core.plan import Plan, apply
+    from core.prune import Prune
+    from core.sources.bases import load_base
+
+    base = load_base("digits_mlp")
+    model = apply(Plan("digits_mlp", (Prune(granularity="neuron", sparsity=0.5),)))
+    memo: dict = {}
+    table = layer_sparsity(base, model, memo)
+    assert table.names == list(prunable_layers(base)) and layer_sparsity(base, model, memo) is table
+    cur = dict(model.named_modules())
+    for n, s, p in zip(table.names, table.sparsity, table.params):
+        assert p == dict(base.named_modules())[n].weight.numel()
+        assert s == pytest.approx(1 - int(torch.count_nonzero(cur[n].weight)) / p)
+    assert max(table.sparsity) > 0.4
+    assert layer_sparsity(base, base).sparsity == [0.0] * len(table.names)
+    rows = leaf_rows(base, model, torch.zeros(1, 1, 8, 8), memo)
+    assert {r["layer"] for r in rows if r["prunable"]} == set(table.names)
+    assert leaf_rows(base, model, torch.zeros(1, 1, 8, 8), memo) == rows
+    changed = {r["layer"] for r in shape_changes(base, model)}
+    assert changed and changed <= {r["layer"] for r in rows}

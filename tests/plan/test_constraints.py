@@ -10,7 +10,7 @@ import pytest
 import core  # noqa: F401 - registers every step kind
 from core.errors import StepError, echo
 from core.plan import STEPS, Plan
-from core.plan.constraints import MAX_NAME
+from core.ground.constraints import MAX_NAME
 from core.recover import Finetune, Heal, Quantize
 from core.prune import LayerOverride, NMSparsity, Prune
 from core.surgery import Compose, Cut, Paste, Segment

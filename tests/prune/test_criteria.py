@@ -207,3 +207,55 @@ def test_weight_level_prune_step_works_with_non_magnitude_criteria(criterion):
     zeros = sum(int((mod.weight == 0).sum()) for mod in prunable_layers(m).values())
     total = sum(mod.weight.numel() for mod in prunable_layers(m).values())
     assert abs(zeros / total - 0.5) < 0.01
+
+
+def test_a_criterions_granularities_follow_the_kinds_it_derives_from():
+    from core.prune.criteria import UnitCriterion, WeightCriterion
+
+    for name, cls in CRITERIA.items():
+        assert ("weight" in cls.granularities) == issubclass(cls, WeightCriterion), name
+        assert (set(UNIT_GRANULARITIES) <= set(cls.granularities)) == issubclass(cls, UnitCriterion), name
+    assert [n for n, c in CRITERIA.items() if "weight" in c.granularities and c.scores_are_abs_weight] == ["l1"]
+
+
+def test_a_registered_criterion_of_one_method_prunes_weights_and_units():
+    from core.plan import Plan, apply_with_reports
+    from core.prune import Prune
+    from core.prune.criteria import SummedUnits, register_criterion
+
+    @register_criterion
+    class Cubed(SummedUnits):
+        """|w|³ per weight, summed per unit (a test criterion)."""
+
+        name = "cubed_test"
+        description = "|w|³: magnitude, sharpened."
+
+        def weight_scores(self, name, module, state):
+            return module.weight.detach().abs().pow(3)
+
+    try:
+        assert Cubed.granularities == ("weight", "neuron", "channel", "head")
+        for g in ("weight", "neuron"):
+            _, reports = apply_with_reports(Plan("digits_mlp", (Prune(criterion="cubed_test", granularity=g,
+                                                                      sparsity=0.5),)))
+            assert reports[-1].pruned > 0, g
+    finally:
+        CRITERIA.unregister("cubed_test")
+
+
+def test_switching_criterion_keeps_the_amount_a_threshold_pruned():
+    from core.plan import Plan, apply_with_reports
+    from core.prune import LayerOverride, Prune
+
+    step = Prune(criterion="l1", threshold=0.05, layers=(LayerOverride("layers.3", threshold=0.02),))
+    _, reports = apply_with_reports(Plan("digits_mlp", (step,)))
+    rep = reports[-1]
+    new = step.with_criterion("taylor", rep)
+    glob = [pt for n, pt in rep.units.items() if n != "layers.3"]
+    assert new.criterion == "taylor" and new.threshold is None
+    assert new.sparsity == pytest.approx(sum(p for p, _ in glob) / sum(t for _, t in glob))
+    p, t = rep.units["layers.3"]
+    assert new.layers == (LayerOverride("layers.3", sparsity=p / t),)
+    assert step.with_criterion("l2", rep).sparsity == new.sparsity
+    kept = Prune(criterion="l1", sparsity=0.3, seed=2)
+    assert kept.with_criterion("random", rep) == Prune(criterion="random", sparsity=0.3, seed=2)

@@ -8,8 +8,13 @@ from core.errors import ModelError
 from core.sources.models import build_model
 from core.plan import ApplyContext, Plan, apply_with_reports
 from core.prune import LayerOverride, Prune
-from core.prune.masks import prunable_layers, select_threshold, sparsity_at, weight_prune
+from core.prune.masks import prunable_layers, select_threshold, weight_prune
 from tests.conftest import DEMO_MODELS, small_mlp
+
+
+def sparsity_at(score, threshold):
+    """Fraction of ``score`` strictly below ``threshold``."""
+    return float((score < threshold).sum()) / score.numel()
 
 
 def apply_weight_prune(step, model, ctx=None):

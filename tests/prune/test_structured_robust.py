@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import core.prune.structured.prune as SP
-from core.errors import ModelError, PlanError
+from core.errors import PlanError
 from core.sources.models import MODELS, ModelSpec, register_model
 from core.plan import Plan, apply, apply_with_reports
 from core.prune import Prune

@@ -10,7 +10,6 @@ import pytest
 from core.errors import PrunescopeError
 from core.plan import Plan
 from core.prune import Prune
-from core.sensitivity import autoplan, sensitivity
 from core.sensitivity.autoplan import allocate
 from core.workspace import Workspace
 from tests.cli.test_cli import run
@@ -35,30 +34,30 @@ def _check(ws, r, target_ok):
 def test_autoplan_meets_its_target_on_every_demo_model_or_says_why(model):
     ws = Workspace(model, "cpu")
     base = ws.base_metrics(latency=False)
-    r = autoplan(ws, criterion="l1", granularity="weight", max_drop=1.0, amounts=AMOUNTS)
+    r = ws.autoplan(criterion="l1", granularity="weight", max_drop=1.0, amounts=AMOUNTS)
     _check(ws, r, lambda m: 100 * (base.accuracy - m.accuracy) <= 1.0 + 1e-9)
     assert r.met and r.measured_cost < 1  # something was pruned
     ws.reset()
     g = STRUCTURED[model]
-    r = autoplan(ws, criterion="l1", granularity=g, max_macs=0.8, amounts=AMOUNTS)
+    r = ws.autoplan(criterion="l1", granularity=g, max_macs=0.8, amounts=AMOUNTS)
     _check(ws, r, lambda m: m.macs <= 0.8 * base.macs)
     assert r.met, r.reason
     ws.reset()
-    r = autoplan(ws, criterion="l1", granularity="weight", max_params=0.4, amounts=AMOUNTS)
+    r = ws.autoplan(criterion="l1", granularity="weight", max_params=0.4, amounts=AMOUNTS)
     _check(ws, r, lambda m: m.nonzero_params <= 0.4 * base.nonzero_params)
     assert r.met, r.reason
 
 
 def test_an_unreachable_target_says_why():
     ws = Workspace("digits_cnn", "cpu")
-    r = autoplan(ws, criterion="l1", granularity="channel", max_macs=0.01, amounts=(0.1, 0.2))
+    r = ws.autoplan(criterion="l1", granularity="channel", max_macs=0.01, amounts=(0.1, 0.2))
     assert not r.met and r.step is None and "cannot reach 1%" in r.reason and "largest swept amount" in r.reason
 
 
 def test_autoplan_on_top_of_a_plan_and_predicted_vs_measured():
     ws = Workspace("digits_resnet", "cpu")
     ws.add_step(Prune(criterion="l1", granularity="weight", sparsity=0.3))
-    r = autoplan(ws, criterion="l1", granularity="channel", max_drop=2.0, amounts=AMOUNTS)
+    r = ws.autoplan(criterion="l1", granularity="channel", max_drop=2.0, amounts=AMOUNTS)
     assert r.met and r.plan.steps[:1] == ws.plan.steps and len(r.plan.steps) == 2
     kept = [t for t in r.tries if t["cost"] == r.measured_cost and t["met"]]
     assert kept and kept[0]["predicted_accuracy"] == pytest.approx(r.predicted_accuracy)
@@ -68,7 +67,7 @@ def test_autoplan_on_top_of_a_plan_and_predicted_vs_measured():
 
 def test_nothing_fits_a_zero_drop_and_the_plan_is_unchanged():
     ws = Workspace("digits_mlp", "cpu")
-    r = autoplan(ws, criterion="l1", granularity="weight", max_drop=0.0, amounts=(0.5, 0.9))
+    r = ws.autoplan(criterion="l1", granularity="weight", max_drop=0.0, amounts=(0.5, 0.9))
     assert r.step is None and r.plan == ws.plan and "plan is unchanged" in r.reason
 
 
@@ -82,15 +81,15 @@ def test_nothing_fits_a_zero_drop_and_the_plan_is_unchanged():
 def test_bad_targets_are_refused_with_what_is_accepted(kwargs, match):
     ws = Workspace("digits_mlp", "cpu")
     with pytest.raises(PrunescopeError, match=match):
-        autoplan(ws, criterion="l1", granularity="weight", **kwargs)
+        ws.autoplan(criterion="l1", granularity="weight", **kwargs)
 
 
 def test_a_sweep_of_another_plan_is_refused():
     ws = Workspace("digits_mlp", "cpu")
-    s = sensitivity(ws, "l1", "weight", AMOUNTS)
+    s = ws.sensitivity("l1", "weight", AMOUNTS)
     ws.add_step(Prune(sparsity=0.2))
     with pytest.raises(PrunescopeError, match="another plan"):
-        autoplan(ws, criterion="l1", granularity="weight", max_drop=1, sens=s)
+        ws.autoplan(criterion="l1", granularity="weight", max_drop=1, sens=s)
 
 
 def test_greedy_takes_the_cheapest_drop_per_saving_and_does_not_overshoot():
@@ -149,18 +148,18 @@ def test_ray_and_local_give_identical_numbers():
     from core.sensitivity import RayExecutor
 
     ws = Workspace("digits_cnn", "cpu")
-    local = sensitivity(ws, "taylor", "channel", (0.3, 0.7), shards=2)
+    local = ws.sensitivity("taylor", "channel", (0.3, 0.7), shards=2)
     ws.sweeps.clear()
     try:
-        remote = sensitivity(ws, "taylor", "channel", (0.3, 0.7), shards=2, executor=RayExecutor(workers=2))
+        remote = ws.sensitivity("taylor", "channel", (0.3, 0.7), shards=2, executor=RayExecutor(workers=2))
         assert ray.is_initialized() and remote.executor == "ray" and remote.complete
         assert remote.layers == local.layers and remote.source == local.source
         ws.sweeps.clear()
         seen = []
-        part = sensitivity(ws, "l1", "weight", (0.5,), executor=RayExecutor(workers=2),
+        part = ws.sensitivity("l1", "weight", (0.5,), executor=RayExecutor(workers=2),
                            progress=lambda *a: seen.append(a), should_stop=lambda: len(seen) > 2)
         assert not part.complete
-        full = sensitivity(ws, "l1", "weight", (0.5,))
+        full = ws.sensitivity("l1", "weight", (0.5,))
         assert all(full.layers[n] == pts for n, pts in part.layers.items())
     finally:
         ray.shutdown()

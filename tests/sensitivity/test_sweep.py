@@ -9,7 +9,6 @@ from torch import nn
 
 from core.errors import PrunescopeError
 from core.prune import LayerOverride, Prune
-from core.sensitivity import criteria_curves, sensitivity
 from core.sensitivity.prefix import PrefixCache
 from core.workspace import Workspace
 
@@ -28,7 +27,7 @@ def test_each_point_equals_the_plan_with_only_that_override(model, criterion, gr
     ws = Workspace(model, "cpu")
     if model == "digits_resnet":  # a step first: the sweep is of the current plan's model
         ws.add_step(Prune(criterion="l1", granularity="weight", sparsity=0.3))
-    s = sensitivity(ws, criterion, granularity, (0.25, 0.7))
+    s = ws.sensitivity(criterion, granularity, (0.25, 0.7))
     assert s.complete and s.layers and s.plan_steps == len(ws.plan.steps)
     layers = list(s.layers)
     for layer in [layers[0], layers[len(layers) // 2], layers[-1]]:
@@ -44,7 +43,7 @@ def test_each_point_equals_the_plan_with_only_that_override(model, criterion, gr
 
 def test_a_layer_pruned_at_zero_changes_nothing():
     ws = Workspace("digits_resnet", "cpu")
-    s = sensitivity(ws, "l1", "channel", (0.0,))
+    s = ws.sensitivity("l1", "channel", (0.0,))
     for layer, (p,) in s.layers.items():
         assert p["pruned"] == 0, layer
         for k in FIGS + ("macs", "params", "per_class_accuracy"):
@@ -54,7 +53,7 @@ def test_a_layer_pruned_at_zero_changes_nothing():
 
 def test_larger_amounts_remove_more_and_cost_less():
     ws = Workspace("digits_cnn", "cpu")
-    s = sensitivity(ws, "l1", "channel", (0.2, 0.5, 0.8))
+    s = ws.sensitivity("l1", "channel", (0.2, 0.5, 0.8))
     for layer, pts in s.layers.items():
         assert [p["pruned"] for p in pts] == sorted(p["pruned"] for p in pts) and pts[-1]["pruned"] > 0
         assert pts[-1]["macs"] < pts[0]["macs"] < s.source["macs"]
@@ -100,21 +99,21 @@ def test_the_prefix_cache_is_exact_and_survives_in_place_operations():
 def test_cancel_leaves_a_valid_partial_result():
     ws = Workspace("digits_resnet", "cpu")
     seen = []
-    part = sensitivity(ws, "l1", "weight", (0.3, 0.6), progress=lambda d, t, label: seen.append((d, t, label)),
+    part = ws.sensitivity("l1", "weight", (0.3, 0.6), progress=lambda d, t, label: seen.append((d, t, label)),
                        should_stop=lambda: len(seen) > 3)
     assert not part.complete and 1 <= len(part.layers) < 11
     assert seen[0][0] == 0 and "unpruned" in seen[0][2] and "layer 1 of 11" in seen[1][2]
-    full = sensitivity(ws, "l1", "weight", (0.3, 0.6))
+    full = ws.sensitivity("l1", "weight", (0.3, 0.6))
     assert full.complete and len(full.layers) == 11
     for layer, pts in part.layers.items():
         assert pts == full.layers[layer]
-    assert sensitivity(ws, "l1", "weight", (0.3, 0.6)) is full  # a finished sweep is kept per plan
+    assert ws.sensitivity("l1", "weight", (0.3, 0.6)) is full  # a finished sweep is kept per plan
 
 
 def test_shards_add_up_to_the_whole_subset():
     ws = Workspace("digits_cnn", "cpu")
-    one = sensitivity(ws, "l1", "channel", (0.5,), "full")
-    three = sensitivity(ws, "l1", "channel", (0.5,), "full", shards=3)
+    one = ws.sensitivity("l1", "channel", (0.5,), "full")
+    three = ws.sensitivity("l1", "channel", (0.5,), "full", shards=3)
     assert three.n == one.n == len(ws.evalset.y)
     for layer in one.layers:
         a, b = one.layers[layer][0], three.layers[layer][0]
@@ -124,7 +123,7 @@ def test_shards_add_up_to_the_whole_subset():
 
 def test_criteria_curves_equal_global_prune_steps():
     ws = Workspace("digits_mlp", "cpu")
-    c = criteria_curves(ws, ["l1", "random", "wanda"], "weight", (0.3, 0.8))
+    c = ws.criteria_curves(["l1", "random", "wanda"], "weight", (0.3, 0.8))
     assert list(c.curves) == ["l1", "random", "wanda"]
     for crit, pts in c.curves.items():
         for p in pts:
@@ -147,14 +146,14 @@ def test_bad_sweep_arguments_say_what_is_accepted(kwargs, match):
     args = dict(criterion="l1", granularity="weight", amounts=(0.5,))
     args.update(kwargs)
     with pytest.raises(PrunescopeError, match=match):
-        sensitivity(ws, **args)
+        ws.sensitivity(**args)
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_a_sweep_on_the_gpu_equals_the_plan_evaluated_there():
     ws = Workspace("digits_cnn", "cuda")
-    s = sensitivity(ws, "l1", "channel", (0.3, 0.6))
+    s = ws.sensitivity("l1", "channel", (0.3, 0.6))
     assert s.complete and ws.model.features[0][0].weight.is_cuda
     for layer, pts in s.layers.items():
         for p in pts:

@@ -21,8 +21,3 @@ def test_weight_histograms_have_symmetric_fixed_edges_per_layer():
     edges = {n: (float(h.edges[0]), float(h.edges[-1])) for n, h in hs.items()}
     again = weight_histograms(load_base("digits_mlp"), bins=100, edges=edges)
     assert all(np.array_equal(again[n].edges, hs[n].edges) for n in hs)
-
-
-def test_fraction_below_reads_the_bins():
-    h = histogram(torch.linspace(-1, 1, 1001), bins=100, lo=-1, hi=1)
-    assert abs(h.fraction_below(0.5, absolute=True) - 0.5) < 0.03

@@ -1,7 +1,9 @@
 """Data-driven criteria: scores from the calibration batch (activations, gradients).
 
-Activation criteria share :class:`ActivationCriterion`, whose ``prepare`` collects
-per-input-channel statistics of what enters each layer, on a private copy of the model.
+Activation criteria share :class:`ActivationCriterion` (a unit criterion read where the
+unit enters the next layer), whose ``prepare`` collects per-input-channel statistics of
+what enters each layer, on a private copy of the model; Wanda reads the same statistics
+for its weight scores.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from torch import nn
 from core.errors import PrunescopeError
 from core.sources.bases import clone_model
 
-from core.prune.criteria.base import Criterion, _channel_dim, _input_norms_for_weight, register_criterion
+from core.prune.criteria.base import SummedUnits, UnitCriterion, _channel_dim, _input_norms_for_weight, register_criterion
 
 
 def _per_example_channels(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -102,8 +104,8 @@ def _require_stats(state, name: str, crit: str):
     return state[name]
 
 
-class ActivationCriterion(Criterion):
-    """Base of the criteria that read what enters a layer on the calibration batch.
+class ActivationCriterion(UnitCriterion):
+    """Base of the unit criteria that read what enters a layer on the calibration batch.
 
     ``prepare`` collects per-input-channel statistics (:class:`_InputStats`) of every
     scored layer on a private copy; subclasses read them with :meth:`stats`.
@@ -111,7 +113,6 @@ class ActivationCriterion(Criterion):
 
     needs_data = True
     source = "in"
-    granularities = ("neuron", "channel", "head")
 
     def prepare(self, model, layers, calib):
         return collect_input_stats(model, layers, calib)
@@ -121,7 +122,7 @@ class ActivationCriterion(Criterion):
 
 
 @register_criterion
-class Taylor(Criterion):
+class Taylor(SummedUnits):
     """First-order Taylor: |w · dL/dw| with L the cross-entropy on the calibration batch,
     summed per unit. Molchanov et al., "Pruning Convolutional Neural Networks for Resource
     Efficient Inference", ICLR 2017; "Importance Estimation for Neural Network Pruning",
@@ -140,18 +141,20 @@ class Taylor(Criterion):
 
 
 @register_criterion
-class Wanda(ActivationCriterion):
+class Wanda(SummedUnits):
     """|W| times the L2 norm of the weight's input feature over the calibration batch.
     Sun et al., "A Simple and Effective Pruning Approach for Large Language Models",
     ICLR 2024. For convs the norm is taken over all positions of the input channel."""
 
     name = "wanda"
     description = "Wanda: |w| × L2 norm of its input activation over the calibration batch."
-    granularities = ("weight", "neuron", "channel", "head")
-    source = "out"  # a unit's score is the sum over its own row of weights
+    needs_data = True  # a unit's score is the sum over its own row of weights (source "out")
+
+    def prepare(self, model, layers, calib):
+        return collect_input_stats(model, layers, calib)
 
     def weight_scores(self, name, module, state):
-        st = self.stats(state, name)
+        st = _require_stats(state, name, self.name)
         norms = st.sq_sum.sqrt().to(module.weight.device)
         return module.weight.detach().abs() * _input_norms_for_weight(module, norms)
 
@@ -165,7 +168,7 @@ class MeanActivation(ActivationCriterion):
     name = "mean_activation"
     description = "Mean |activation| of the unit over the calibration batch."
 
-    def input_scores(self, name, module, state):
+    def unit_scores(self, name, module, state):
         st = self.stats(state, name)
         return st.abs_sum / max(st.count, 1)
 
@@ -179,7 +182,7 @@ class APoZ(ActivationCriterion):
     name = "apoz"
     description = "1 − fraction of zero (≤ 0) activations: mostly-silent units go first."
 
-    def input_scores(self, name, module, state):
+    def unit_scores(self, name, module, state):
         st = self.stats(state, name)
         return 1.0 - st.nonpos / max(st.count, 1)
 
@@ -197,7 +200,7 @@ class Entropy(ActivationCriterion):
         super().__init__(seed)
         self.bins = bins
 
-    def input_scores(self, name, module, state):
+    def unit_scores(self, name, module, state):
         st = self.stats(state, name)
         a = torch.cat(st.per_example, 0)  # (B, C)
         lo, hi = a.min(0).values, a.max(0).values

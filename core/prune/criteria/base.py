@@ -1,31 +1,54 @@
-"""Importance criteria: the base class, the registry and shared helpers.
+"""Importance criteria: the two kinds, the registry and shared helpers.
 
-A criterion is a small class registered in :data:`CRITERIA`. ``__init__`` only stores
-hyperparameters; ``__call__(model, layers, granularity, calib)`` returns a mapping
-from layer name to scores, computed lazily per layer so a global pass over a large
-model never holds every score tensor at once.
+A criterion is a small class registered in :data:`CRITERIA`; ``__init__`` only stores
+hyperparameters (the seed, a bin count). Higher score = more important; the lowest
+scores are pruned first. There are two kinds, each with one method to write (as
+``torch.nn.utils.prune.BasePruningMethod.compute_mask`` or Torch-Pruning's
+``Importance.__call__``):
 
-* granularity ``"weight"``: a tensor shaped like the layer's weight.
-* granularity ``"neuron"`` / ``"channel"`` / ``"head"``: a 1-D tensor, one score per
-  output unit (dim 0 of the weight) — see ``core.structured`` for heads.
+* :class:`WeightCriterion`: ``weight_scores(name, module, state)``, one score per
+  weight, shaped like ``module.weight`` (granularity ``"weight"``). A criterion whose
+  scores are exactly ``|w|`` says so with ``scores_are_abs_weight = True``: weight
+  pruning then thresholds ``w`` itself and never allocates ``|w|``.
+* :class:`UnitCriterion`: ``unit_scores(name, module, state)``, one score per unit
+  (granularities ``"neuron"``, ``"channel"``, ``"head"``), read where ``source`` says:
+  ``"out"``, the layer producing the unit (one score per output unit, dim 0 of the
+  weight); ``"in"``, a layer reading it (one score per input channel: its outgoing
+  weights, or the activation as it enters that layer, after BatchNorm and the
+  nonlinearity). ``core.prune.structured`` combines these per coupled group (residual
+  adds, concatenations) and per attention head.
 
-Higher score = more important; units with the lowest scores are pruned first.
+A criterion may be both: :class:`SummedUnits` is a weight criterion whose unit score is
+the sum of its weights' scores; a class deriving from both kinds writes both methods.
+``granularities`` follows from the kinds a class derives from (a class may set it to
+fewer). Data-driven criteria (``needs_data``) collect what they need in ``prepare`` on a
+private copy of the model, so no hook, ``.grad`` or ``requires_grad`` change is left on
+the model they score; its result is the ``state`` both methods receive.
 
-Where a unit's score comes from (``Criterion.source``):
+Calling a criterion, ``crit(model, layers, granularity, calib)``, checks the
+granularity and the calibration batch and returns layer name -> scores, computed
+lazily per layer, so a global pass over a large model never holds every score tensor.
 
-* ``"out"``: the layer that produces the unit (its row of weights: ``unit_scores``).
-* ``"in"``: the layers that read it (their input channel: ``input_scores``): outgoing
-  weights, or the activation as it enters the next layer (after BatchNorm and the
-  nonlinearity). Such criteria score units only inside a dependency group, which
-  ``core.structured`` builds; that module also turns per-layer scores into one score
-  per coupled group (residual adds, concatenations) and per attention head.
+Registering your own::
 
-Data-driven criteria (``needs_data``) compute what they need in ``prepare`` on a
-private copy of the model, so no hook, ``.grad`` or ``requires_grad`` change is left
-on the model they score.
+    from core.prune.criteria import SummedUnits, register_criterion
+
+    @register_criterion
+    class Cubed(SummedUnits):
+        '''|w|³ per weight; per unit the sum over its weights (name the paper here).'''
+
+        name = "cubed"
+        description = "|w|³: magnitude, sharpened."
+
+        def weight_scores(self, name, module, state):
+            return module.weight.detach().abs().pow(3)
+
+It is then offered by the app's selectors, the CLI (``prunescope criteria``) and
+``Prune(criterion="cubed", ...)``; register it before the plans that name it are built.
 """
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -34,6 +57,7 @@ from torch import nn
 
 from core.errors import PrunescopeError
 from core.ground.registry import Registry
+from core.ground.units import UNIT_GRANULARITIES
 
 CRITERIA: Registry[type["Criterion"]] = Registry("criterion")
 
@@ -78,55 +102,96 @@ class LazyScores(Mapping):
         return len(self._layers)
 
 
-class Criterion:
-    """Base class. Subclasses set the class attributes and override the scorers."""
+class Criterion(abc.ABC):
+    """What every criterion has: its registry facts, its seed, and ``prepare``.
+
+    Derive from :class:`WeightCriterion`, :class:`UnitCriterion` (or both), not from
+    this class: they hold the one method a criterion writes.
+    """
 
     name: ClassVar[str] = ""
-    description: ClassVar[str] = ""  # one line shown in the app
-    granularities: ClassVar[tuple[str, ...]] = ("weight", "neuron", "channel", "head")
+    description: ClassVar[str] = ""  # one line shown in the app and by `prunescope criteria`
+    granularities: ClassVar[tuple[str, ...]] = ()  # set from the kinds a class derives from
     needs_data: ClassVar[bool] = False  # True: uses the calibration batch
-    source: ClassVar[str] = "out"  # "out": scored by the producing layer; "in": by the layers reading it
+    _scores: ClassVar[tuple[str, ...]] = ()  # the granularities a kind scores (set by the two kinds)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "granularities" not in cls.__dict__:
+            kinds = {g for k in cls.__mro__ for g in k.__dict__.get("_scores", ())}
+            cls.granularities = tuple(g for g in ("weight", *UNIT_GRANULARITIES) if g in kinds)
 
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def __call__(self, model: nn.Module, layers: dict[str, nn.Module], granularity: str = "weight",
-                 calib: tuple[torch.Tensor, torch.Tensor] | None = None) -> Mapping[str, torch.Tensor]:
-        """Scores for ``layers`` of ``model`` (lazy mapping name -> tensor).
+    def prepare(self, model: nn.Module, layers: dict[str, nn.Module], calib) -> Any:
+        """What the scoring method needs (activations, gradients), collected on a private
+        copy of ``model``; passed to it as ``state``. Default: nothing."""
+        return None
+
+    def check(self, granularity: str, calib) -> None:
+        """Raise unless this criterion scores ``granularity`` and has the data it needs.
 
         Raises:
-            ValueError: the criterion does not support ``granularity``, or needs
-                calibration data and got none.
+            PrunescopeError: the granularity is not supported, or calibration data is
+                needed and ``calib`` is None.
         """
         if granularity not in self.granularities:
             raise PrunescopeError(f"criterion {self.name!r} supports granularities {self.granularities}, "
-                             f"not {granularity!r}")
+                                  f"not {granularity!r}")
         if self.needs_data and calib is None:
             raise PrunescopeError(f"criterion {self.name!r} needs a calibration batch")
-        state = self.prepare(model, layers, calib)
+
+    def __call__(self, model: nn.Module, layers: dict[str, nn.Module], granularity: str = "weight",
+                 calib: tuple[torch.Tensor, torch.Tensor] | None = None) -> Mapping[str, torch.Tensor]:
+        """Scores of ``layers`` of ``model``: a lazy mapping layer name -> tensor (per weight
+        for ``"weight"``; per output unit for the unit granularities, ``source="out"`` only).
+
+        Raises:
+            PrunescopeError (a ValueError): the criterion does not support ``granularity``,
+                needs calibration data and got none, or scores units by the layers reading
+                them (``source="in"``: use ``core.prune.structured.unit_scores``).
+        """
+        self.check(granularity, calib)
         if granularity == "weight":
+            state = self.prepare(model, layers, calib)
             return LazyScores(layers, lambda n, m: self.weight_scores(n, m, state))
-        return LazyScores(layers, lambda n, m: self.unit_scores(n, m, state))
-
-    def prepare(self, model: nn.Module, layers: dict[str, nn.Module], calib) -> Any:
-        """Collect what the scorers need (activations, gradients); default: nothing."""
-        return None
-
-    def weight_scores(self, name: str, module: nn.Module, state: Any) -> torch.Tensor:
-        """One score per weight, shaped like ``module.weight``."""
-        raise PrunescopeError(f"criterion {self.name!r} has no weight-level scores")
-
-    def unit_scores(self, name: str, module: nn.Module, state: Any) -> torch.Tensor:
-        """One score per output unit; default: sum of the weight scores over the unit."""
         if self.source == "in":
             raise PrunescopeError(f"criterion {self.name!r} scores a unit by the layers that read it; "
-                             "use core.structured.unit_scores(model, layer, ...) for per-unit scores")
+                                  "use core.prune.structured.unit_scores(model, layer, ...) for per-unit scores")
+        state = self.prepare(model, layers, calib)
+        return LazyScores(layers, lambda n, m: self.unit_scores(n, m, state))
+
+
+class WeightCriterion(Criterion):
+    """A criterion that scores single weights (granularity ``"weight"``)."""
+
+    _scores = ("weight",)
+    scores_are_abs_weight: ClassVar[bool] = False  # True: the scores are exactly |w| (masks use w itself)
+
+    @abc.abstractmethod
+    def weight_scores(self, name: str, module: nn.Module, state: Any) -> torch.Tensor:
+        """One score per weight of layer ``name``, shaped like ``module.weight``."""
+
+
+class UnitCriterion(Criterion):
+    """A criterion that scores whole units (granularities neuron, channel and head)."""
+
+    _scores = UNIT_GRANULARITIES
+    source: ClassVar[str] = "out"  # "out": scored by the producing layer; "in": by the layers reading it
+
+    @abc.abstractmethod
+    def unit_scores(self, name: str, module: nn.Module, state: Any) -> torch.Tensor:
+        """1-D scores of layer ``name``: one per output unit (``source="out"``) or one per
+        input channel (``source="in"``)."""
+
+
+class SummedUnits(WeightCriterion, UnitCriterion):
+    """A weight criterion whose unit score is the sum of its weights' scores (``source="out"``)."""
+
+    def unit_scores(self, name: str, module: nn.Module, state: Any) -> torch.Tensor:
         s = self.weight_scores(name, module, state)
         return s.reshape(s.shape[0], -1).sum(1)
-
-    def input_scores(self, name: str, module: nn.Module, state: Any) -> torch.Tensor:
-        """One score per input channel of ``module`` (criteria with ``source = "in"``)."""
-        raise PrunescopeError(f"criterion {self.name!r} has no input-channel scores")
 
 
 # --------------------------------------------------------------------------------------
@@ -175,4 +240,5 @@ def _input_norms_for_weight(module: nn.Module, norms: torch.Tensor) -> torch.Ten
     return n.reshape(out, cin_g, *([1] * (w.dim() - 2))).expand_as(w)
 
 
-__all__ = ["CRITERIA", "Criterion", "LazyScores", "register_criterion", "get_criterion", "criteria_for"]
+__all__ = ["CRITERIA", "Criterion", "WeightCriterion", "UnitCriterion", "SummedUnits", "LazyScores", "register_criterion",
+           "get_criterion", "criteria_for"]

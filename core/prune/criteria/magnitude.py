@@ -3,25 +3,25 @@ from __future__ import annotations
 
 import torch
 
-from core.prune.criteria.base import Criterion, _cols, _rows, register_criterion
+from core.prune.criteria.base import SummedUnits, UnitCriterion, WeightCriterion, _cols, _rows, register_criterion
 
 
 @register_criterion
-class L1(Criterion):
+class L1(SummedUnits):
     """Weight magnitude |w| (L1 norm per unit). Han et al., "Learning both Weights and
     Connections for Efficient Neural Networks", NeurIPS 2015; Li et al., "Pruning Filters
     for Efficient ConvNets", ICLR 2017."""
 
     name = "l1"
     description = "Magnitude |w|; per unit, the L1 norm of its weights."
-    scores_are_abs_weight = True  # lets core.masks threshold w directly, never allocating |w|
+    scores_are_abs_weight = True  # weight pruning thresholds w itself, never allocating |w|
 
     def weight_scores(self, name, module, state):
         return module.weight.detach().abs()
 
 
 @register_criterion
-class L2(Criterion):
+class L2(WeightCriterion, UnitCriterion):
     """Squared magnitude per weight, L2 norm per unit. Han et al. 2015; Li et al. 2017."""
 
     name = "l2"
@@ -36,7 +36,7 @@ class L2(Criterion):
 
 
 @register_criterion
-class Random(Criterion):
+class Random(WeightCriterion, UnitCriterion):
     """Uniform random scores, seeded: the baseline every pruning study needs
     (Blalock et al., "What is the State of Neural Network Pruning?", MLSys 2020)."""
 
@@ -58,9 +58,8 @@ class Random(Criterion):
         return torch.rand(w.shape[0], generator=self._gen(name)).to(w.device)
 
 
-
 @register_criterion
-class Largest(Criterion):
+class Largest(SummedUnits):
     """Inverted magnitude (-|w|): prunes the largest weights first. An ablation control
     (Blalock et al., "What is the State of Neural Network Pruning?", MLSys 2020; Zhou et
     al., "Deconstructing Lottery Tickets", NeurIPS 2019, use such inverted rankings)."""
@@ -73,7 +72,7 @@ class Largest(Criterion):
 
 
 @register_criterion
-class LAMP(Criterion):
+class LAMP(WeightCriterion, UnitCriterion):
     """Layer-adaptive magnitude: w² divided by the sum of w² of all weights of the layer
     that are at least as large. Lee et al., "Layer-adaptive Sparsity for the
     Magnitude-based Pruning", ICLR 2021."""
@@ -99,31 +98,29 @@ class LAMP(Criterion):
 
 
 @register_criterion
-class OutgoingL1(Criterion):
+class OutgoingL1(UnitCriterion):
     """L1 sum of a unit's outgoing weights: the columns of the next layer(s) that read
     the unit. Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017 (kernel sums);
     the original prunescope design."""
 
     name = "l1_out"
     description = "Outgoing L1: sum of |w| over the next layer's weights that read the unit."
-    granularities = ("neuron", "channel", "head")
     source = "in"
 
-    def input_scores(self, name, module, state):
+    def unit_scores(self, name, module, state):
         return _cols(module).abs().sum(1)
 
 
 @register_criterion
-class Variance(Criterion):
+class Variance(UnitCriterion):
     """Variance of a unit's outgoing weights (the next layer's columns that read it): a
     unit whose consumers all weigh it alike carries little that a bias could not. From
     the original prunescope design."""
 
     name = "variance"
     description = "Variance of the unit's outgoing weights (next layer's columns)."
-    granularities = ("neuron", "channel", "head")
     source = "in"
 
-    def input_scores(self, name, module, state):
+    def unit_scores(self, name, module, state):
         c = _cols(module).float()
         return c.var(1, unbiased=False) if c.shape[1] > 1 else c.abs().sum(1)

@@ -11,12 +11,22 @@
   left out), and the step's report;
 * ``compare.py``: the criteria comparison on one layer.
 """
-from core.prune.structured.analysis import Analysis, granularities, all_unit_scores, analysis, group_info, group_of, prunable_units, select_units, unit_scores
+from core.prune.structured.analysis import (
+    Analysis,
+    all_unit_scores,
+    analysis,
+    granularities,
+    group_info,
+    group_of,
+    prunable_units,
+    select_units,
+    unit_scores,
+)
 from core.prune.structured.compare import compare_criteria
 from core.prune.structured.graph import UNIT_GRANULARITIES, UnitGroup
-from core.prune.structured.prune import structured_prune, structured_prune_step
+from core.prune.structured.prune import remove_units, structured_prune_step
 from core.prune.structured.select import Selection, find_group
 
 __all__ = ["granularities", "UNIT_GRANULARITIES", "Analysis", "analysis", "UnitGroup", "Selection", "prunable_units", "group_info", "group_of",
-           "find_group", "all_unit_scores", "unit_scores", "select_units", "compare_criteria", "structured_prune",
+           "find_group", "all_unit_scores", "unit_scores", "select_units", "compare_criteria", "remove_units",
            "structured_prune_step"]

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from core.errors import ModelError, PrunescopeError
+from core.ground.constraints import Options, check_args
 from core.sources.bases import clone_model
 
 from core.prune.criteria import CRITERIA
@@ -65,10 +66,7 @@ def granularities(model: nn.Module, ctx) -> list[str]:
     return list(memo["granularities"])
 
 
-def validate_granularity(granularity: str) -> None:
-    if granularity not in UNIT_GRANULARITIES:
-        raise ModelError(f"granularity must be one of {UNIT_GRANULARITIES} for structured pruning, "
-                         f"got {granularity!r}")
+_UNITS = {"granularity": Options(UNIT_GRANULARITIES)}  # what structured pruning removes
 
 
 def nonempty(groups: list[UnitGroup], granularity: str, skipped=()) -> list[UnitGroup]:
@@ -112,8 +110,12 @@ def prunable_units(model: nn.Module, granularity: str, ctx=None, *,
 
 def group_info(model: nn.Module, granularity: str, ctx=None, *,
                example: torch.Tensor | None = None) -> list[UnitGroup]:
-    """The unit groups (with coupled layers) of ``model`` at ``granularity``."""
-    validate_granularity(granularity)
+    """The unit groups (with coupled layers) of ``model`` at ``granularity``.
+
+    Raises:
+        ModelError: ``granularity`` is not "neuron", "channel" or "head".
+    """
+    check_args("group_info", _UNITS, error=ModelError, granularity=granularity)
     return list(analysis(model, ctx, example=example).groups(granularity))
 
 
@@ -134,7 +136,7 @@ def all_unit_scores(model: nn.Module, criterion: str, granularity: str, ctx=None
         PrunescopeError: unknown granularity or criterion, a criterion that does not support
             the granularity, or the model has no units of that granularity.
     """
-    validate_granularity(granularity)
+    check_args("all_unit_scores", _UNITS, error=ModelError, granularity=granularity)
     if calib is None and ctx is not None:
         calib = calibration_for(criterion, ctx, seed)
     an = analysis(model, ctx, example=example, seed=seed)
@@ -162,7 +164,7 @@ def select_units(step, model: nn.Module, ctx=None, *, example: torch.Tensor | No
 
     For a step already in a plan, read its report instead (``Workspace.reports``).
     """
-    validate_granularity(step.granularity)
+    check_args("select_units", _UNITS, error=ModelError, granularity=step.granularity)
     scores = all_unit_scores(model, step.criterion, step.granularity, ctx, seed=step.seed,
                              example=example, calib=calib)
     an = analysis(model, ctx, example=example, seed=step.seed)

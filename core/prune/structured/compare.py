@@ -6,11 +6,12 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from core.errors import StepError
-from core.plan.constraints import Fraction
+from core.errors import ModelError, StepError
+from core.ground.constraints import Fraction, Options, check_args
 
 from core.prune.criteria import CRITERIA
-from core.prune.structured.analysis import unit_scores, validate_granularity
+from core.prune.structured.analysis import unit_scores
+from core.prune.structured.graph import UNIT_GRANULARITIES
 
 
 def compare_criteria(model: nn.Module, layer: str, criteria: Iterable[str], ratio: float,
@@ -28,9 +29,9 @@ def compare_criteria(model: nn.Module, layer: str, criteria: Iterable[str], rati
     """
     import pandas as pd
 
-    if not Fraction().accepts(ratio):
-        raise StepError(f"ratio must be {Fraction().text()}, got {ratio!r}")
-    validate_granularity(granularity)
+    check_args("compare_criteria", {"ratio": Fraction()}, error=StepError, ratio=ratio)
+    check_args("compare_criteria", {"granularity": Options(UNIT_GRANULARITIES)}, error=ModelError,
+               granularity=granularity)
     grid = {}
     n = None
     for c in criteria:

@@ -21,7 +21,7 @@ pruned, nor is any group containing it; Linear groups that feed attention heads
 Where Torch-Pruning cannot follow an operation (its index mapping of a reshape, a
 concatenation or a split raises), the graph is built all the same: that operation is
 marked, and a group passing through it is left out, as is a group whose own lookup
-raises. :func:`unit_groups` says which and why (``skipped``), and the step's report
+raises (``tp_compat.py``, the one module using Torch-Pruning's internals). :func:`unit_groups` says which and why (``skipped``), and the step's report
 lists them in its warnings.
 
 Scores (``scores.py``), selection (``select.py``) and the pruning itself
@@ -37,12 +37,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from core.errors import FOREIGN_ERRORS, ModelError, first_line
+from core.errors import ModelError
 from core.ground.units import UNIT_GRANULARITIES
 
 from core.prune.masks import PRUNABLE_TYPES
 from core.prune.structured.heads import find_heads, stacked_rows
-from core.prune.structured.swin import _tie_hook, heads_multiple, opaque_pruners
+from core.prune.structured.swin import heads_multiple, opaque_pruners, tie_hook
+from core.prune.structured.tp_compat import TorchPruningFailed, Unmapped, trace_graph
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -80,161 +81,7 @@ class UnitGroup:
         return torch.nonzero(keep[self.unit_of_root]).flatten().tolist()
 
 
-def _is_attention(m: nn.Module) -> bool:
-    """An attention module of a known layout (``heads.find_heads``: timm, GPT-2, BERT, Llama)."""
-    return find_heads(m) is not None
-
-
-_GRAPH_CLASS = None
 MAX_GROUP_INDICES = 1 << 16  # a group whose channel indices multiply past this (and 64 per root channel) is left out
-
-
-def _graph_class():
-    """Torch-Pruning's ``DependencyGraph`` with an index mapping that survives the
-    operations it cannot map (made once, on first use: torch_pruning imports lazily)."""
-    global _GRAPH_CLASS
-    if _GRAPH_CLASS is not None:
-        return _GRAPH_CLASS
-    import torch_pruning as tp
-    from torch_pruning import _helpers, ops
-    from torch_pruning.dependency import index_mapping as im
-    from torch_pruning.dependency import shape_infer
-    from torch_pruning.dependency.dependency import Dependency
-    from torch_pruning.dependency.group import Group
-    from torch_pruning.pruner import function
-
-    updates = {ops.OPTYPE.CONCAT: im.update_concat_index_mapping, ops.OPTYPE.SPLIT: im.update_split_index_mapping,
-               ops.OPTYPE.RESHAPE: im.update_reshape_index_mapping, ops.OPTYPE.UNBIND: im.update_unbind_index_mapping,
-               ops.OPTYPE.EXPAND: im.update_expand_index_mapping, ops.OPTYPE.SLICE: im.update_slice_index_mapping}
-
-    class SafeGraph(tp.DependencyGraph):
-        """``unmapped``: op node -> why Torch-Pruning could not map channels through it."""
-
-        def build_dependency(self, model, example_inputs, verbose=False):
-            # Torch-Pruning's build_dependency for the arguments used here, with the safe update
-            self.verbose = verbose
-            self.model = model
-            self._module2name = {m: n for n, m in model.named_modules()}
-            self.ignored_params = []
-            self.unmapped = {}
-            custom = opaque_pruners(model)  # modules seen as one node (swin.py)
-            for cls, pruner in custom.items():
-                self.register_customized_layer(cls, pruner)
-            inner = [s for m in model.modules() if type(m) in custom for s in m.modules() if s is not m]
-            self.IGNORED_LAYERS_IN_TRACING.extend(inner)
-            self._param_to_name, self.unwrapped_parameters = self._detect_unwrapped_parameters(None)
-            assert torch.is_grad_enabled(), "the dependency graph is traced through autograd"
-            ties = [m.register_forward_hook(_tie_hook) for m in model.modules() if type(m) in custom]
-            try:  # Torch-Pruning tracing the person's model: its failures are the model's
-                self.module2node = self._trace(model, example_inputs, None, output_transform=None)
-                self._build_dependency(self.module2node)
-                shape_infer.init_shape_information(self)
-            except FOREIGN_ERRORS as exc:
-                raise ModelError(f"Torch-Pruning cannot trace the model's dependency graph "
-                                 f"({type(exc).__name__}: {first_line(exc)[:200]})") from exc
-            finally:
-                for t in ties:
-                    t.remove()
-            self.update_index_mapping()
-            return self
-
-        def update_index_mapping(self):
-            for node in list(self.module2node.values()):
-                fn = updates.get(node.type)
-                if fn is None or (fn is im.update_expand_index_mapping and torch.__version__ < "1.8"):
-                    continue
-                try:
-                    fn(self, node)
-                except FOREIGN_ERRORS as exc:  # an operation it cannot map: groups through it are left out
-                    for dep in node.dependencies:
-                        dep.index_mapping = [None, None]
-                    self.unmapped.setdefault(node, f"{type(exc).__name__}: {str(exc).strip()[:120]}")
-
-        def get_pruning_group(self, module, pruning_fn, idxs):
-            # Torch-Pruning's get_pruning_group, with the safe update and a check that the
-            # group does not pass through an operation whose channels it could not map
-            if module not in self.module2node:
-                raise ValueError(f"module {module} is not in the dependency graph")
-            if isinstance(module, ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
-                pruning_fn = function.prune_depthwise_conv_out_channels
-            limit = max(MAX_GROUP_INDICES, 64 * len(idxs))
-            max_total = max(16 * limit, 4 * len(idxs) * len(self.module2node))  # indices the group may hold
-            total = 0  # indices held by the group so far: its memory
-            idxs = [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs]
-            self.update_index_mapping()
-            group = Group()
-            root_node = self.module2node[module]
-            group.add_dep(dep=Dependency(pruning_fn, pruning_fn, source=root_node, target=root_node), idxs=idxs)
-            visited = set()
-            stack = [(group[0].dep, group[0].idxs)]
-            budget = 8 * len(self.module2node) + 1000  # a group visits each node a few times at most
-            while stack:
-                budget -= 1
-                if budget < 0:  # e.g. grouped-query attention's repeat_kv: the indices cycle without end
-                    raise _Unmapped(root_node, "its channel mapping does not settle (the group keeps "
-                                               "growing through the same operations)")
-                dep, idxs = stack.pop(-1)
-                node, fn = dep.target, dep.handler
-                visited.add(node)
-                if node in self.unmapped:
-                    raise _Unmapped(node, self.unmapped[node])
-                for new_dep in node.dependencies:
-                    if new_dep.is_triggered_by(fn):
-                        new_idxs = idxs
-                        for mapping in new_dep.index_mapping:
-                            if mapping is None:
-                                continue
-                            if isinstance(mapping, im._FlattenIndexMapping) and not mapping.reverse \
-                                    and len(new_idxs) * mapping._stride > limit:
-                                # chained reshapes (window partitions) read as flattens: the indices
-                                # multiply until memory runs out; this group cannot be followed
-                                raise _Unmapped(new_dep.target, f"its reshapes multiply {len(idxs)} channels "
-                                                                f"past {limit:,} indices")
-                            try:  # Torch-Pruning's index mapping
-                                new_idxs = mapping(new_idxs)
-                            except FOREIGN_ERRORS as exc:
-                                raise _Unmapped(new_dep.target, f"{type(exc).__name__}: "
-                                                                f"{first_line(exc)[:120]}") from exc
-                        if len(new_idxs) == 0:
-                            continue
-                        if new_dep.target in visited and group.has_pruning_op(new_dep, new_idxs):
-                            continue
-                        total += len(new_idxs)
-                        if total > max_total:
-                            raise _Unmapped(new_dep.target, f"the group grows past {max_total:,} channel indices")
-                        group.add_dep(new_dep, new_idxs)
-                        stack.append((new_dep, new_idxs))
-            merged = Group()
-            for dep, idxs in group.items:
-                if isinstance(dep.target.module, nn.Parameter) and any(
-                        dep.target.module is p for p in self.ignored_params):
-                    continue
-                merged.add_and_merge(dep, idxs)
-            merged._DG = self
-            for i in range(len(merged)):
-                hybrid = merged[i].idxs
-                item = _helpers.GroupItem(merged[i].dep, _helpers.to_plain_idxs(hybrid))
-                item.root_idxs = _helpers.to_root_idxs(hybrid)
-                merged[i] = item
-            return merged
-
-    _GRAPH_CLASS = SafeGraph
-    return SafeGraph
-
-
-class TorchPruningFailed(Exception):
-    """Torch-Pruning could not follow or prune a group of the person's model (raised only
-    around its own calls, chained to what it raised): the group is left out with this
-    reason. Nothing else a group's pruning raises is caught."""
-
-
-class _Unmapped(TorchPruningFailed):
-    """A group passes through an operation whose channel mapping Torch-Pruning could not make."""
-
-    def __init__(self, node, reason: str):
-        fn = getattr(node, "grad_fn", None)
-        op = fn.name() if hasattr(fn, "name") else getattr(node, "name", type(node).__name__)
-        super().__init__(f"Torch-Pruning cannot map channels through {op} ({reason})")
 
 
 def _drop_saved(_t):
@@ -260,7 +107,7 @@ def build_graph(model: nn.Module, example: torch.Tensor):
         with warnings.catch_warnings(), torch.enable_grad(), \
                 torch.autograd.graph.saved_tensors_hooks(_drop_saved, _drop_saved):
             warnings.simplefilter("ignore")  # "unwrapped parameters" (pos_embed): pruned on the last dim
-            dg = _graph_class()().build_dependency(model, example_inputs=example, verbose=False)
+            dg = trace_graph(model, example, opaque_pruners(model), tie_hook, MAX_GROUP_INDICES)
     finally:
         for h in handles:
             h.remove()
@@ -301,7 +148,7 @@ def _all_groups(dg, ignored: list, names: dict, skipped: list):
             continue
         try:
             group = dg.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
-        except _Unmapped as exc:  # Torch-Pruning cannot follow this group: leave it out
+        except Unmapped as exc:  # Torch-Pruning cannot follow this group: leave it out
             visited.add(m)
             skipped.append((names.get(m, type(m).__name__), str(exc)))
             continue
@@ -379,4 +226,4 @@ def unit_groups(model: nn.Module, dg, output_layer: str, granularity: str,
     return out
 
 
-__all__ = ["UNIT_GRANULARITIES", "Member", "UnitGroup", "build_graph", "unit_groups"]
+__all__ = ["UNIT_GRANULARITIES", "Member", "UnitGroup", "build_graph", "unit_groups", "TorchPruningFailed"]

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from core.errors import FOREIGN_ERRORS, ModelError, first_line
-from core.sources.bases import clone_model
+from core.ground.constraints import Options, check_args
 from core.plan.report import UNIT_NORMALISED, StepReport
+from core.sources.bases import clone_model
 
-from core.prune.structured.analysis import all_unit_scores, analysis, calibration_for, example_input, nonempty, validate_granularity
-from core.prune.structured.graph import TorchPruningFailed, UnitGroup, build_graph, unit_groups
+from core.prune.structured.analysis import all_unit_scores, analysis, calibration_for, example_input
+from core.prune.structured.graph import UNIT_GRANULARITIES, TorchPruningFailed, UnitGroup, build_graph
 from core.prune.structured.heads import remove_heads
-from core.prune.structured.scores import score_groups
 from core.prune.structured.select import Selection, units_to_remove
 
 # attributes of non-layer modules that hold a width, updated when that width is pruned
@@ -168,18 +168,25 @@ def _prune_checked(model: nn.Module, example: torch.Tensor, groups: list[UnitGro
     return new, warns
 
 
-def _prune_copy(model: nn.Module, example: torch.Tensor, step, groups: list[UnitGroup] | None,
-                scores: dict | None, calib, skipped: list | None = None
-                ) -> tuple[nn.Module, Selection, list[str]]:
-    """(pruned copy, selection, warnings about left-out groups)."""
-    skipped = [] if skipped is None else skipped
-    if groups is None:
-        probe = clone_model(model)
-        dg, output_layer = build_graph(probe, example)
-        groups = nonempty(unit_groups(probe, dg, output_layer, step.granularity, skipped), step.granularity, skipped)
-        if scores is None:
-            scores = score_groups(probe, groups, step.criterion, step.seed, calib)  # `probe` equals `model`
-        del dg, probe
+def remove_units(model: nn.Module, example: torch.Tensor, step, groups: list[UnitGroup],
+                 scores: dict[str, torch.Tensor], skipped=()) -> tuple[nn.Module, Selection, list[str]]:
+    """Remove the units ``step`` selects from a copy of ``model`` (not changed).
+
+    Args:
+        model: the source model.
+        example: an example input batch: the pruned copy must run on it and keep its
+            output shape (groups that break it are left out, found by bisection).
+        step: a ``Prune`` step of a unit granularity (any object with its fields).
+        groups: the unit groups of ``model`` at that granularity (``Analysis.groups``).
+        scores: group name -> normalised unit scores (``all_unit_scores``).
+        skipped: ``(group, reason)`` for groups Torch-Pruning cannot follow.
+
+    Returns:
+        ``(pruned copy, selection, warnings about the groups left out)``.
+
+    Raises:
+        ModelError: the model does not run on ``example``, or no single group left out mends it.
+    """
     sel = units_to_remove(groups, scores, step)
     want = _out_shape(model, example)
     new, warns = _prune_checked(model, example, groups, sel, want)
@@ -195,31 +202,6 @@ def _memory_checked(what: str, fn):
         return fn()
     except (MemoryError, torch.OutOfMemoryError) as exc:
         raise ModelError(f"{what} ran out of memory") from exc
-
-
-def structured_prune(step, model: nn.Module, example: torch.Tensor, calib=None) -> tuple[nn.Module, Selection]:
-    """Remove the units a ``Prune`` step selects from a copy of ``model``, without a plan or
-    an apply context (``model`` is not changed).
-
-    Args:
-        step: a ``core.prune.Prune`` with granularity "neuron" | "channel" | "head" (any
-            object with its fields will do: this module knows no step class).
-        model: the model to prune.
-        example: an example input batch (for tracing the dependency graph, and the check
-            that the pruned copy runs and keeps its output shape).
-        calib: ``(x, y)`` for data-driven criteria.
-
-    Returns:
-        ``(pruned model, selection)``; ``selection.warnings`` names the groups left out.
-
-    Raises:
-        PrunescopeError: bad granularity / criterion / override, no units to prune, the
-            model cannot be traced or does not run, or memory ran out (a ModelError).
-    """
-    validate_granularity(step.granularity)
-    new, sel, warns = _memory_checked("structured pruning", lambda: _prune_copy(model, example, step, None, None, calib))
-    sel.warnings = warns + list(sel.warnings)
-    return new, sel
 
 
 def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepReport]:
@@ -238,7 +220,8 @@ def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepR
         PrunescopeError: bad granularity, criterion or override; the model has no such
             units, cannot be traced or does not run; memory ran out (a ModelError).
     """
-    validate_granularity(step.granularity)
+    check_args("structured pruning", {"granularity": Options(UNIT_GRANULARITIES)}, error=ModelError,
+               granularity=step.granularity)
 
     def run():
         calib = calibration_for(step.criterion, ctx, step.seed)
@@ -246,7 +229,7 @@ def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepR
         an = analysis(model, ctx, seed=step.seed)
         groups = an.groups(step.granularity)
         skipped = list(an.skipped.get(step.granularity, ()))
-        return _prune_copy(model, example_input(ctx, step.seed), step, groups, scores, calib, skipped)
+        return remove_units(model, example_input(ctx, step.seed), step, groups, scores, skipped)
 
     new, sel, warns = _memory_checked(f"structured pruning ({step.granularity})", run)
     units = {g: (len(p), len(sel.scores[g])) for g, p in sel.pruned.items()}
@@ -259,4 +242,4 @@ def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepR
     return new, report
 
 
-__all__ = ["structured_prune", "structured_prune_step"]
+__all__ = ["remove_units", "structured_prune_step"]

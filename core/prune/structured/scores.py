@@ -30,10 +30,7 @@ def _group_scores(group: UnitGroup, crit, state, mods: dict) -> torch.Tensor:
     for mem in group.members:
         if mem.role != crit.source:
             continue
-        module = mods[mem.name]
-        per = (crit.unit_scores(mem.name, module, state) if mem.role == "out"
-               else crit.input_scores(mem.name, module, state))
-        per = per.detach().float().flatten().cpu()
+        per = crit.unit_scores(mem.name, mods[mem.name], state).detach().float().flatten().cpu()
         r = torch.zeros(n_root).scatter_add_(0, mem.root_idxs, per[mem.idxs])
         acc += _norm(r)
         used += 1
@@ -51,14 +48,18 @@ def _group_scores(group: UnitGroup, crit, state, mods: dict) -> torch.Tensor:
 
 
 def score_groups(model: nn.Module, groups: list[UnitGroup], criterion: str, seed: int,
-                  calib) -> dict[str, torch.Tensor]:
+                 calib) -> dict[str, torch.Tensor]:
+    """Normalised scores of every group's units (see the module docstring).
+
+    Each group's layers on the criterion's side (``source``: the producing layers, or the
+    layers reading the units) are scored by its ``unit_scores``.
+
+    Raises:
+        PrunescopeError: the criterion does not score these units, needs calibration
+            data and got none, has no layer to read in a group, or gives non-finite scores.
+    """
     crit = get_criterion(criterion, seed=seed)
-    if crit.needs_data and calib is None:
-        raise PrunescopeError(f"criterion {crit.name!r} needs a calibration batch")
-    granularity = groups[0].granularity if groups else "channel"
-    if granularity not in crit.granularities:
-        raise PrunescopeError(f"criterion {crit.name!r} supports granularities {crit.granularities}, "
-                         f"not {granularity!r}")
+    crit.check(groups[0].granularity if groups else "channel", calib)
     layers = prunable_layers(model)
     needed = {m.name for g in groups for m in g.members if m.role == crit.source}
     state = crit.prepare(model, {n: layers[n] for n in layers if n in needed}, calib)

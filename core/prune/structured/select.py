@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -142,4 +141,4 @@ def _rounded(pruned: list[int], scores: torch.Tensor, n: int, r: int) -> list[in
     return sorted(chosen)
 
 
-__all__ = ["Selection", "find_group", "select"]
+__all__ = ["Selection", "find_group", "units_to_remove"]

@@ -36,7 +36,9 @@ class _Tie(torch.autograd.Function):
         return None, None
 
 
-def _tie_hook(_m, args, out):
+def tie_hook(_m, args, out):
+    """A forward hook that makes an opaque module's output one autograd node of its input
+    (:class:`_Tie`), so the dependency graph ties the two and does not trace its inside."""
     if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
         return _Tie.apply(args[0], out.detach())
     return None
@@ -167,4 +169,4 @@ def heads_multiple(module: nn.Module, width: int) -> int:
     return 1
 
 
-__all__ = ["opaque_pruners", "heads_multiple"]
+__all__ = ["opaque_pruners", "heads_multiple", "tie_hook"]

@@ -71,8 +71,9 @@ class Interval(Constraint):
             return kind
         left = "[" if self.closed in ("both", "left") else "("
         right = "]" if self.closed in ("both", "right") else ")"
-        lo = "-inf" if self.lo is None else f"{self.lo:g}"
-        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        num = (lambda v: str(int(v))) if self.integer else (lambda v: f"{v:g}")
+        lo = "-inf" if self.lo is None else num(self.lo)
+        hi = "inf" if self.hi is None else num(self.hi)
         return f"{kind} in {left}{lo}, {hi}{right}"
 
     def bad_values(self):

@@ -1,0 +1,131 @@
+"""A person's data: read the file or folder an entry describes, split it, register it.
+
+The kinds of data are listed in ``core/sources/entries.py``; readers of each file format
+are in ``core/sources/readers.py``. The split is a fixed, seeded 75/25, stratified by
+label when there are labels.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from core.sources.describe import DEFAULT_SEQ_LEN, HF_FACTORY, hf_vocab_size
+from core.sources.readers import read_tensors
+from core.sources.user_entry import UserEntry, home
+
+
+def _splits(name: str, x, y, classes: list[str], kind: str):
+    """A fixed, seeded 75/25 split (stratified when there are labels)."""
+    import torch
+
+    from core.sources.datasets import DataSplits
+
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(x), generator=g)
+    if y is not None:  # stratified: each class split 75/25 on its own
+        test = torch.cat([perm[y[perm] == c][: max(1, round(0.25 * int((y == c).sum())))]
+                          for c in range(len(classes))])
+    else:
+        test = perm[: max(1, round(0.25 * len(x)))]
+    mask = torch.ones(len(x), dtype=torch.bool)
+    mask[test] = False
+    yy = y if y is not None else torch.zeros(len(x), dtype=torch.long)
+    return DataSplits(name, x[mask], yy[mask], x[~mask], yy[~mask], classes, kind=kind,
+                      description="a person's data" + ("" if y is not None else " (no labels: fidelity)"))
+
+
+def dataset_name(entry: UserEntry) -> str:
+    """The dataset an entry's model is evaluated on: the registered one it names, else
+    ``user:<name>`` (its own data, registered by :func:`register_data`)."""
+    return entry.data["name"] if entry.data["kind"] == "dataset" else f"user:{entry.name}"
+
+
+def load_data(entry: UserEntry):
+    """``(x, y or None, class names or None)`` of an entry's own data (not a registered
+    dataset).
+
+    Raises:
+        FileError: the file or folder does not read (the reader says why)."""
+    import torch
+
+    from core.sources.readers import IMAGENET_MEAN, IMAGENET_STD, read_csv, read_image_folder
+
+    d, kind = entry.data, entry.data["kind"]
+    if kind == "tensors":
+        x, y = read_tensors(d["path"])
+        return x, y, None
+    if kind == "images":
+        return read_image_folder(d["path"], tuple(d["size"]), int(d.get("channels", 3)),
+                                 tuple(d.get("mean", IMAGENET_MEAN)), tuple(d.get("std", IMAGENET_STD)))
+    if kind == "csv":
+        return read_csv(d["path"], d.get("label_column") or None)
+    if kind == "text":
+        from core.sources.hf import read_text
+
+        t = read_text(d["path"], entry.kwargs["path"], seq_len=int(d.get("seq_len", DEFAULT_SEQ_LEN)),
+                      task=entry.task, classes=d.get("classes"))
+        return t.x, t.y, t.classes or None
+    g = torch.Generator().manual_seed(0)
+    if entry.factory == HF_FACTORY:  # token ids, uniform over the vocabulary
+        vocab = int(d.get("vocab") or hf_vocab_size(entry.kwargs["path"]))
+        return torch.randint(0, vocab, (d["n"], *entry.input_shape), generator=g), None, None
+    return torch.randn(d["n"], *entry.input_shape, generator=g), None, None
+
+
+def register_data(entry: UserEntry, spec_name: str, outputs: int | None, loaded=None) -> None:
+    """Register the entry's own data as a dataset (lazily loaded: ``loaded`` is what
+    :func:`load_data` already returned at registration, else the data is read on first
+    use); nothing for an entry naming a registered dataset. ``outputs``: the model's
+    output count, the classes of data without labels (None: built to find out)."""
+    from core.sources.datasets import register_dataset
+
+    if entry.data["kind"] == "dataset":
+        return
+    name = dataset_name(entry)
+
+    def load():
+        x, y, classes = loaded if loaded is not None else load_data(entry)
+        if classes is None:
+            k = int(y.max()) + 1 if y is not None else (outputs or _outputs(spec_name))
+            classes = [str(i) for i in range(k)]
+        kind = "text" if not x.is_floating_point() else "image" if x.dim() == 4 else "tabular"
+        return _splits(name, x, y, classes, kind)
+
+    register_dataset(name)(load)
+
+
+def _outputs(name: str) -> int:
+    import torch
+
+    from core.sources.models import build_model, get_spec
+
+    spec = get_spec(name)
+    with torch.inference_mode():
+        return int(build_model(spec, load_weights=False)(torch.zeros(1, *spec.input_shape)).shape[1])
+
+
+def images_entry(entry: UserEntry, default_shape: tuple[int, ...] | None) -> UserEntry:
+    """The entry with its image folder's size and channels filled from the input shape
+    (given, the model's default, else 3x224x224) and its normalisation defaulted; a zip
+    is unpacked (side effect) into the entry's upload folder under :func:`home`.
+
+    Raises:
+        FileError: the zip does not unpack safely (``safe_unzip`` says why).
+    """
+    from core.sources.readers import default_normalisation, safe_unzip
+
+    d = dict(entry.data)
+    shape = entry.input_shape or default_shape
+    if "size" not in d:
+        d["size"] = list(shape[-2:]) if shape and len(shape) == 3 else [224, 224]
+    if "channels" not in d:
+        d["channels"] = shape[0] if shape and len(shape) == 3 and shape[0] in (1, 3) else 3
+    mean, std = default_normalisation(d["channels"])
+    d.setdefault("mean", list(mean))
+    d.setdefault("std", list(std))
+    if Path(d["path"]).suffix.lower() == ".zip":
+        d["path"] = str(safe_unzip(d["path"], home() / "uploads" / entry.name / "images"))
+    return dataclasses.replace(entry, data=d)
+
+
+__all__ = ["load_data", "register_data", "dataset_name", "images_entry"]
