@@ -41,13 +41,13 @@ def image(x, field: dict | None = None) -> np.ndarray | None:
         return img
     rgb = np.stack([img] * 3, -1) if img.ndim == 2 else img.copy()
     t, b = field["top"] * scale, (field["bottom"] + 1) * scale - 1
-    l, r = field["left"] * scale, (field["right"] + 1) * scale - 1
+    left, r = field["left"] * scale, (field["right"] + 1) * scale - 1
     red = np.array([228, 87, 46], dtype=np.uint8)
     for w in range(2):  # a 2-pixel outline
-        rgb[t + w if t + w <= b else t, l:r + 1] = red
-        rgb[max(t, b - w), l:r + 1] = red
-        rgb[t:b + 1, l + w if l + w <= r else l] = red
-        rgb[t:b + 1, max(l, r - w)] = red
+        rgb[t + w if t + w <= b else t, left:r + 1] = red
+        rgb[max(t, b - w), left:r + 1] = red
+        rgb[t:b + 1, left + w if left + w <= r else left] = red
+        rgb[t:b + 1, max(left, r - w)] = red
     return rgb
 
 

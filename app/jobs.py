@@ -131,7 +131,8 @@ class StepsJob:
         if len(self.steps) == 1:
             return f"{self.label}: step {done} of {total}{loss}{secs}"
         inner = f" ({done} of {total}{loss})" if self.loss is not None else ""
-        return f"{self.label}: step {self.index + 1} of {len(self.steps)} · {self.steps[self.index].describe()}{inner}{secs}"
+        what = self.steps[self.index].describe()
+        return f"{self.label}: step {self.index + 1} of {len(self.steps)} · {what}{inner}{secs}"
 
     def finish(self) -> None:
         """Put what ran into the plan, as one edit (training steps replay from their memo)."""
@@ -213,14 +214,6 @@ class CallJob:
         flash(kind, message)
 
 
-def start_call(key: str, fn, label: str, on_done) -> None:
-    """Start ``fn`` in the background unless a job of this panel runs (see :class:`CallJob`)."""
-    job = st.session_state.get(key)
-    if job is not None and job.running:
-        return
-    st.session_state[key] = CallJob(fn, label, on_done, SessionJobs.of_session())
-
-
 def start_sweep(key: str, ws: Workspace, spec: SweepSpec, label: str, on_done) -> None:
     """Start the sweep ``spec`` (``ws.sensitivity_spec`` or ``ws.curves_spec``) in the
     background unless a job of this panel runs. Its snapshot is taken here, in the page's
@@ -280,4 +273,4 @@ def job_ui(key: str) -> bool:
     return True
 
 
-__all__ = ["StepsJob", "CallJob", "SessionJobs", "start_job", "start_call", "start_sweep", "job_ui"]
+__all__ = ["StepsJob", "CallJob", "SessionJobs", "start_job", "start_sweep", "job_ui"]

@@ -3,7 +3,7 @@ an exception to a message (the person's mistake plainly; a bug with its tracebac
 from __future__ import annotations
 
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 import streamlit as st
 

@@ -1,7 +1,7 @@
 """Widgets shared by the pages. UI functions are named *_ui and return plain values."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
@@ -107,9 +107,9 @@ def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Met
                         fmt.delta(lat.median_ms, blat.median_ms, "ratio") if verdict in ("faster", "slower")
                         else None, delta_color="inverse",
                         help=f"Median ± IQR of one batch of {lat.batch_size} on {lat.device}, {lat.threads} "
-                             f"threads, {lat.precision}, {lat.runs} runs ({lat.method})" + (f"; the base, timed interleaved with it: "
-                                                           f"{fmt.ms(blat.median_ms, blat.iqr_ms)}"
-                                                           if m.base_latency and m.shapes_changed else "")
+                             f"threads, {lat.precision}, {lat.runs} runs ({lat.method})"
+                             + (f"; the base, timed interleaved with it: {fmt.ms(blat.median_ms, blat.iqr_ms)}"
+                                if m.base_latency and m.shapes_changed else "")
                              + "." + note)
     else:
         lat_slot.metric("Latency", "timing…", help="Timed after the page is drawn, interleaved with the base.")

@@ -98,7 +98,8 @@ def quantize_ui(ws: Workspace, key: str) -> None:
                                 f"({len(ws.ctx.calibration(0)[0])} examples), quantising with onnxruntime…")
     ok = run_action(ws.add_step, Quantize(), now=True) is not None
     if ok:
-        bar.progress(0.8, text=f"Quantize int8: evaluating on the quick subset ({len(ws.evalset.quick_index)} examples)")
+        n = len(ws.evalset.quick_index)
+        bar.progress(0.8, text=f"Quantize int8: evaluating on the quick subset ({n} examples)")
         run_action(ws.metrics, "quick", latency=False, now=True)
         flash("success", f"Quantised: {ws.reports[-1].summary}.")
     bar.empty()

@@ -6,7 +6,7 @@ them per process) and never pruned: a Workspace applies plans to copies.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import streamlit as st
 

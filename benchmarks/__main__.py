@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             mod = importlib.import_module(f"benchmarks.{name}")
             got = mod.run()
-        except Exception as exc:  # one broken benchmark must not hide the others
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others (its row says why)
             got = [{"name": name, "value": None, "unit": "", "target": "", "ok": False,
                     "detail": f"failed: {exc.__class__.__name__}: {exc}"}]
         for r in got:

@@ -11,14 +11,13 @@ import textwrap
 import numpy as np
 from torch.nn.utils import prune as torch_prune
 
+from benchmarks.common import MLP25M, live_pair, mlp, register_synthetic, row, timeit
 from core.plan import ApplyContext
 from core.prune import Prune
 from core.prune.masks import prunable_layers, weight_prune
 from core.viz.figures import weight_histogram_figure
 from core.viz.histograms import weight_histograms
 from core.workspace import Workspace
-
-from benchmarks.common import MLP25M, live_pair, mlp, register_synthetic, row, timeit
 
 DEMOS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
 

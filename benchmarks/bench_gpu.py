@@ -29,12 +29,11 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import live_pair, row
 from core.ground.device import peak_memory, synchronize
 from core.plan import Plan
 from core.prune import Prune
 from core.workspace import Workspace
-
-from benchmarks.common import live_pair, row
 
 DRY = {"dry": False}
 TP_PUBLISHED = "Torch-Pruning's published ResNet-50 at 50% channels: 4.12 -> 1.07 GMACs, 45.2 -> 20.7 ms (2.19x)"
@@ -115,7 +114,8 @@ def structured_speedup() -> list[dict]:
     build = time.perf_counter() - t0
     m = ws.metrics()
     ours = m.base_latency.median_ms / m.latency.median_ms
-    rows = [row(f"gpu structured {arch} 50% channels (ours)", ours, "x speed-up", ">=2.19x (TP published)", ours >= 2.19,
+    rows = [row(f"gpu structured {arch} 50% channels (ours)", ours, "x speed-up", ">=2.19x (TP published)",
+                ours >= 2.19,
                 f"MACs {base.macs / 1e9:.2f} -> {m.macs / 1e9:.2f} G, latency batch 64 "
                 f"{m.base_latency.median_ms:.2f} -> {m.latency.median_ms:.2f} ms ({m.latency.method}), "
                 f"params {base.params / 1e6:.1f} -> {m.params / 1e6:.1f} M, step built in {build:.1f} s, "
@@ -269,7 +269,7 @@ def run() -> list[dict]:
         n = len(rows)
         try:
             rows += fn(*args)
-        except Exception as exc:  # one failing benchmark must not hide the others (its reason is the row)
+        except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others (its reason is the row)
             import traceback
 
             traceback.print_exc()

@@ -54,7 +54,8 @@ def quantize_rows(name: str) -> list[dict]:
                            f"({v['float_ort'] / v['int8']:.2f}x), PyTorch {v['torch']:.2f} ms" for b, v in lat.items())
     return [
         row(f"int8 file / float ONNX file ({name})", round(size_ratio, 3), "x", "<= 0.3", size_ratio <= 0.3,
-            f"int8 {q.file_bytes / 1024:.1f} KiB, float {len(float_bytes) / 1024:.1f} KiB; quantised in {seconds:.1f} s "
+            f"int8 {q.file_bytes / 1024:.1f} KiB, float {len(float_bytes) / 1024:.1f} KiB; "
+            f"quantised in {seconds:.1f} s "
             f"({q.note.split(';')[0]})"),
         row(f"int8 accuracy drop, full split ({name})", round(drop, 2), "points", "<= 1", drop <= 1,
             f"float {100 * base.accuracy:.2f}%, int8 {100 * m.accuracy:.2f}%, agreement with float "

@@ -6,13 +6,12 @@ import copy
 
 import torch
 
-from core.plan import ApplyContext
+from benchmarks.common import row, timeit
 from core.metrics import count_macs, measure_latency
-from core.sources.bases import load_base
+from core.plan import ApplyContext
 from core.prune import Prune
 from core.prune.structured import structured_prune_step
-
-from benchmarks.common import row, timeit
+from core.sources.bases import load_base
 
 MODEL = "digits_resnet"
 RATIO = 0.5

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from benchmarks.common import row, timeit
 from core.plan import ApplyContext
 from core.sources.bases import load_base
 from core.surgery import Cut, block_names, default_container
 from core.surgery.stitch import traced_activations
-
-from benchmarks.common import row, timeit
 
 
 def cut_cost(name: str = "digits_resnet") -> dict:
@@ -56,7 +55,10 @@ def page_costs(name: str = "digits_resnet") -> list[dict]:
     known from the page before), a cut and a paste from a donor (the step's build,
     least-squares fit included, and the quick-subset evaluation). Latency is timed after
     the page is drawn, with its own progress bar; its cost is reported beside. The guides
-    are computed on request, with a progress bar; their cost is reported too."""
+    are computed on request, with a progress bar; their cost is reported too.
+
+    Over 80 lines on purpose: it replays the page's calls in the page's order, one counted
+    block each, and reads best beside the page as one script."""
     import time
 
     from core.surgery import Paste, list_blocks
@@ -130,7 +132,8 @@ def page_costs(name: str = "digits_resnet") -> list[dict]:
         row(f"surgery paste from donor without the fit / quick forward ({name})",
             round((t_paste - fit_paste) / t_fwd, 2), "x", "<= 3", t_paste - fit_paste <= 3 * t_fwd,
             f"paste + evaluation {t_paste * 1e3:.0f} ms ({t_paste / t_fwd:.2f}x with the fit), bridge fits "
-            f"{fit_paste * 1e3:.0f} ms; then latency timing {lat_paste * 1e3:.0f} ms ({lat_paste / t_fwd:.1f}x); {fwd}"),
+            f"{fit_paste * 1e3:.0f} ms; then latency timing {lat_paste * 1e3:.0f} ms "
+            f"({lat_paste / t_fwd:.1f}x); {fwd}"),
         row(f"surgery guides, on request / quick forward ({name})", round(t_guides / t_fwd, 2), "x", "report",
             True, f"{len(blocks)} blocks, {t_guides:.1f} s with a progress bar; {fwd}"),
     ]

@@ -83,7 +83,8 @@ def markdown(doc: dict) -> str:
              f"Written by `make gpu-check` (`python -m benchmarks.gpu_check`) on {doc['date']}; the full record "
              f"is `{doc['file']}`. Re-run it on any machine with a CUDA GPU.", "",
              f"**Machine:** {d['device']} (compute capability {d['capability']}, {d['memory_gib']} GiB), driver "
-             f"{d['driver']}, torch {d['torch']} with CUDA {d['cuda']}, Python {d['python']}, {d['cpu_cores']} CPU cores.",
+             f"{d['driver']}, torch {d['torch']} with CUDA {d['cuda']}, Python {d['python']}, "
+             f"{d['cpu_cores']} CPU cores.",
              "", "## Tests marked `cuda`", "",
              f"`{t['command']}`: " + ", ".join(f"{v} {k}" for k, v in t["counts"].items() if v)
              + f" in {t['seconds']:.0f} s.", ""]

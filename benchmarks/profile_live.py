@@ -18,11 +18,10 @@ import time
 import torch
 
 import benchmarks  # noqa: F401 - the entry point: registers the built-in kinds and plug-ins
+from benchmarks.common import live_pair
 from core.ground.device import synchronize
 from core.sources.entries import register
 from core.workspace import Workspace
-
-from benchmarks.common import live_pair
 
 
 def main(argv: list[str] | None = None) -> None:

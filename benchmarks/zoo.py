@@ -106,7 +106,10 @@ def _pick_block(blocks) -> str:
 
 
 def run_one(arch: str, result_path: str, threads: int) -> None:
-    """Run every stage on ``arch``; the row is rewritten after each stage (a kill keeps what ran)."""
+    """Run every stage on ``arch``; the row is rewritten after each stage (a kill keeps what ran).
+
+    Over 80 lines on purpose: the stages run in order, each writing the row, and read best
+    as one script from top to bottom (split, each piece would need the whole row state)."""
     import gc
     import traceback
 
@@ -142,9 +145,9 @@ def run_one(arch: str, result_path: str, threads: int) -> None:
         save()
         return row["stages"][name]["ok"]
 
-    from core.sources.bases import load_base
     from core.plan import ApplyContext, Plan, apply_with_reports
     from core.prune import Prune
+    from core.sources.bases import load_base
 
     state: dict = {}
 

@@ -2,15 +2,17 @@
 
 An entry point: loading it registers the built-in kinds and the plug-ins (``core.startup``).
 """
-from core.errors import FileError, ModelError, PlanError, PrunescopeError, StepError, UnknownNameError
-from core.sources.bases import load_base
-from core.sources.models import ModelSpec, build_model, list_models, register_factory, register_model
-from core.plan import ApplyContext, Plan, PlanCache, StepReport, apply, apply_with_reports
-from core.prune import LayerOverride, Prune
-from core.recover import Finetune, Heal, Quantize, gradual_steps
-from core.surgery import Compose, Cut, Paste, Segment
+# the notebook API: these names are listed once, in core/__init__.py's __all__ (loaded from
+# here on first use), hence the noqa
+from core.errors import FileError, ModelError, PlanError, PrunescopeError, StepError, UnknownNameError  # noqa: F401
+from core.plan import ApplyContext, Plan, PlanCache, StepReport, apply, apply_with_reports  # noqa: F401
+from core.prune import LayerOverride, Prune  # noqa: F401
+from core.recover import Finetune, Heal, Quantize, gradual_steps  # noqa: F401
+from core.sources.bases import load_base  # noqa: F401
+from core.sources.entries import register, unregister  # noqa: F401
+from core.sources.models import ModelSpec, build_model, list_models, register_factory, register_model  # noqa: F401
 from core.startup import register_all
-from core.sources.entries import register, unregister
+from core.surgery import Compose, Cut, Paste, Segment  # noqa: F401
 from core.workspace import Workspace
 
 register_all()
@@ -36,8 +38,4 @@ def __getattr__(name):  # export pulls in onnx and friends: load it on first use
     raise AttributeError(f"module 'core.api' has no attribute {name!r}")
 
 
-__all__ = ["ApplyContext", "PlanCache", "PlanError", "apply", "apply_with_reports", "StepReport", "ModelSpec",
-           "build_model", "list_models", "load_base", "register_factory", "register_model", "LayerOverride", "Plan",
-           "Prune", "Finetune", "Quantize", "gradual_steps", "Workspace", "open_model", "register", "unregister", "Cut", "Paste", "Compose", "Segment", "Heal", "export_model", "export_all", "load",
-           "state_dict_hash", "list_exporters", "PrunescopeError", "StepError", "FileError", "ModelError",
-           "UnknownNameError"]
+from core import __all__  # noqa: E402,F401 - the one list of the public names (core/__init__.py)

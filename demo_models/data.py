@@ -43,7 +43,7 @@ def _digits_arrays():
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=y
     )
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
     return t(x_tr).unsqueeze(1), t(y_tr), t(x_te).unsqueeze(1), t(y_te)
 
 

@@ -85,7 +85,7 @@ def test_a_model_that_does_not_run_on_the_example_is_a_model_error():
                 raise RuntimeError("needs a batch of two")
             return self.b(self.a(x))
 
-    from tests.conftest import structured_prune
+    from tests.helpers.models import structured_prune
 
     with pytest.raises(PrunescopeError, match="does not run on the example batch") as info:
         structured_prune(Broken().eval(), torch.zeros(1, 4), granularity="neuron", sparsity=0.5)
@@ -142,8 +142,8 @@ def test_a_fault_behind_torch_load_propagates(tmp_path, monkeypatch):
 # --- a person's own model ---
 
 def test_a_bug_while_registering_a_model_propagates_and_registers_nothing(own_home, monkeypatch):
-    import core.sources.models as M
     import core.sources.entries as U
+    import core.sources.models as M
     from core.sources.models import list_models
 
     monkeypatch.setattr(M, "build_model", lambda *a, **k: (_ for _ in ()).throw(Boom("ours")))
@@ -288,9 +288,10 @@ def test_the_sensitivity_page_shows_a_bug_in_listing_granularities(monkeypatch):
 
     from streamlit.testing.v1 import AppTest
 
-    from tests.app.conftest import APP
+    from tests.helpers.app import APP
 
-    AN = importlib.import_module("core.prune.structured.analysis")  # the module (the package exports a function of its name)
+    # the module (the package exports a function of the same name)
+    AN = importlib.import_module("core.prune.structured.analysis")
 
     def group_info(model, g, ctx):
         raise Boom("ours")

@@ -110,6 +110,14 @@ CLI_CASES = [
     (["paste", "digits_resnet", "--block", "layers.1", "--at", "99"], "paste.at must be in [0,"),
     (["paste", "digits_resnet", "--block", "layers.1", "--at", "1", "--from", "nope"], "unknown model 'nope'"),
     (["blocks", "digits_resnet", "--container", "nope"], "not found in the model"),
+    (["register", "../x", "--factory", "torch.nn:Linear", "--synthetic", "20", "--input-shape", "16"],
+     "entry.name must be 1 to 64 letters"),
+    (["register", "hostile_n", "--factory", "torch.nn:Linear", "--synthetic", str(10**12), "--input-shape", "16"],
+     "data.n must be an integer in [8, 100000], got 1000000000000"),
+    (["register", "hostile_f", "--factory", "os.system", "--synthetic", "20", "--input-shape", "16"],
+     "entry.factory must be an importable 'package.module:function'"),
+    (["register", "hostile_sz", "--factory", "torch.nn:Linear", "--data", "{d}/subdir", "--image-size", "8,8,8"],
+     "data.size must be 2 positive whole numbers, height and width"),
 ]
 
 
@@ -130,6 +138,7 @@ def test_cli_bad_input_exits_2_with_one_line_and_touches_no_file(files, capsys, 
 
 def _api_cases(d: Path):
     from core.io import export_model, load
+    from core.sources.entries import data_from_path, register
     from core.sources.models import register_factory
     from core.sources.weights import load_state_dict_file
     from core.workspace import Workspace
@@ -173,6 +182,20 @@ def _api_cases(d: Path):
          "cannot import module 'no.such.module'"),
         (lambda: register_factory("nocolon", weights=None, dataset="digits", input_shape=(1, 8, 8)),
          "expected 'package.module:function'"),
+        (lambda: register("hostile_name\n", factory="torch.nn:Flatten", data={"kind": "synthetic", "n": 20},
+                          input_shape=(4,)), "entry.name must be 1 to 64 letters"),
+        (lambda: register("hostile_keys", factory="torch.nn:Flatten", data={"kind": "tensors", "path": str(d / "x.npz"),
+                                                                              "exec": "rm -rf"}),
+         "tensors data takes the keys path; unknown: ['exec']"),
+        (lambda: register("hostile_kind", factory="torch.nn:Flatten", data={"kind": "http", "path": "http://x"}),
+         "data.kind must be one of dataset, tensors, images, csv, text, synthetic"),
+        (lambda: register("hostile_path", factory="torch.nn:Flatten", data={"kind": "csv", "path": "a\x00b"}),
+         "data.path must be the path of a file or folder"),
+        (lambda: register("hostile_shape2", factory="torch.nn:Flatten", data={"kind": "synthetic", "n": 20},
+                          input_shape=(10**40,) * 20), "entry.input_shape must be 1 to 8 positive whole numbers"),
+        (lambda: register("hostile_kwargs", factory="torch.nn:Flatten", kwargs="start_dim=1",
+                          data={"kind": "synthetic", "n": 20}, input_shape=(4,)), "register: kwargs must be a dict"),
+        (lambda: data_from_path(str(d / "subdir"), size=(0, 8)), "data.size must be 2 positive whole numbers"),
     ]
 
 
@@ -201,7 +224,7 @@ def test_python_api_bad_input_raises_one_error_family(files, no_hostile_models_l
 def test_the_app_shows_bad_input_as_an_error_and_keeps_the_plan(monkeypatch):
     from core.errors import PlanError
     from core.workspace import Workspace
-    from tests.app.conftest import new_app, workspace
+    from tests.helpers.app import new_app, workspace
 
     at = new_app(MODEL)
     at.slider(key="global_sparsity").set_value(0.4).run()
@@ -234,8 +257,8 @@ def test_torch_state_dict_shape_mismatch_names_the_key(tmp_path):
 
 
 def test_apply_refuses_a_base_of_another_model():
-    from core.sources.bases import load_base
     from core.plan import apply
+    from core.sources.bases import load_base
 
     with pytest.raises(PrunescopeError, match="the plan is for model 'digits_cnn', but the base given has other"):
         apply(Plan("digits_cnn", (Prune(sparsity=0.5),)), load_base(MODEL))

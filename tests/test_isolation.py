@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from core.errors import PrunescopeError
-from core.sources.bases import load_base
-from core.sources.models import register_factory
 from core.plan import Plan
 from core.recover import Heal
+from core.sources.bases import load_base
+from core.sources.models import register_factory
 from core.surgery import Cut
 from core.workspace import Workspace
 

@@ -1,7 +1,7 @@
 import pytest
 
-from core.sources.models import MODELS, build_model, get_spec, list_models, register_factory
 from core.ground.registry import Registry, UnknownNameError, import_object
+from core.sources.models import MODELS, build_model, get_spec, list_models, register_factory
 
 
 def test_unknown_name_lists_valid_names():
@@ -62,8 +62,8 @@ def test_a_factory_with_keyword_arguments_and_a_cell_run_twice():
     """The notebook path: a factory that takes arguments, registered again on a re-run."""
     import torch
 
-    from core.sources.datasets import DataSplits, get_dataset, register_dataset
     from core.errors import PrunescopeError
+    from core.sources.datasets import DataSplits, get_dataset, register_dataset
     from core.sources.models import MODELS, build_model, get_spec, register_factory
 
     name = "kwargs_vit_test"

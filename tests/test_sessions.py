@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from core.prune import Prune
 from core.io.sessions import load_session, new_session_id, recent_sessions, save_session, sessions_dir
+from core.prune import Prune
 from core.workspace import Workspace
 
 

@@ -12,29 +12,12 @@ import torch
 from PIL import Image
 
 from core.errors import FileError, PrunescopeError
-from core.sources.models import MODELS
 from core.prune import Prune
-from core.sources.readers import read_csv, read_image_folder, safe_unzip
 from core.sources.entries import data_from_path, list_user_models, register
+from core.sources.models import MODELS
+from core.sources.readers import read_csv, read_image_folder, safe_unzip
 from core.workspace import Workspace
-
-
-def image_folder(root, classes=("cat", "dog", "fox"), per_class=8, size=(12, 10)):
-    """Class folders of small PNGs whose brightness depends on the class (made here)."""
-    rng = np.random.RandomState(0)
-    for i, c in enumerate(classes):
-        (root / c).mkdir(parents=True)
-        for k in range(per_class):
-            a = np.clip(rng.randint(0, 60, size=(*size, 3)) + 90 * i, 0, 255).astype("uint8")
-            Image.fromarray(a).save(root / c / f"{k}.png")
-    return root
-
-
-def zip_of(folder, path):
-    with zipfile.ZipFile(path, "w") as zf:
-        for f in sorted(folder.rglob("*")):
-            zf.write(f, f.relative_to(folder.parent))  # wrapped in the folder's own name
-    return path
+from tests.helpers.data import image_folder, zip_of
 
 
 def test_an_uploaded_image_zip_is_a_classification_task_with_named_classes(own_home, tmp_path):
@@ -187,7 +170,7 @@ def test_the_store_keeps_paths_not_uploads_of_code(own_home, tmp_path):
 def test_cli_register_with_an_image_zip_then_prune(own_home, capsys, tmp_path):
     import json
 
-    from tests.cli.test_cli import run
+    from tests.helpers.cli import run
 
     own_home.append("cli_pets")
     z = zip_of(image_folder(tmp_path / "pets"), tmp_path / "pets.zip")
@@ -202,7 +185,7 @@ def test_cli_register_with_an_image_zip_then_prune(own_home, capsys, tmp_path):
     assert m["per_class_accuracy"] and len(m["per_class_accuracy"]) == 3
     code, out, err = run(capsys, "register", "cli_bad", "--factory", "demo_models.nets:DigitsCNN", "--data",
                          str(tmp_path / "pets"), "--image-size", "8,8,8")
-    assert code != 0 and "image size must be two numbers" in err
+    assert code != 0 and "data.size must be 2 positive whole numbers, height and width" in err
     code, out, err = run(capsys, "register", "cli_bad", "--factory", "demo_models.nets:DigitsCNN", "--data",
                          str(tmp_path / "pets"), "--mean", "a,b")
     assert code != 0 and "--mean must be numbers" in err

@@ -147,11 +147,15 @@ def _group_table(g) -> None:
 
 
 def _units(ws, granularity: str) -> dict[str, int]:
-    cache = st.session_state.setdefault("_explain_units", {})
-    key = (ws.name, granularity)
-    if key not in cache:
-        cache[key] = run_action(prunable_units, ws.base, granularity, ws.ctx, now=True) or {}
-    return cache[key]
+    """The base's prunable units of ``granularity`` per layer, kept in the apply context's
+    memo of the base (an error is drawn here and not kept)."""
+    memo, key = ws.ctx.memo(ws.base), ("explain_units", granularity)
+    if key not in memo:
+        got = run_action(prunable_units, ws.base, granularity, ws.ctx, now=True)
+        if got is None:
+            return {}
+        memo[key] = got
+    return memo[key]
 
 
 def attribution_ui(ws, ch) -> None:

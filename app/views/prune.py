@@ -20,8 +20,8 @@ from app.panels import (
 from app.recover_ui import recover_ui
 from app.session import ROUNDED, get_workspace, round_to
 from core.ground import formatting as fmt
-from core.plan import StepReport
 from core.metrics import layer_sparsity
+from core.plan import StepReport
 from core.prune import LayerOverride, Prune, threshold_unit
 from core.viz.figures import overview_figure, weight_histogram_figure
 from core.viz.histograms import weight_histograms

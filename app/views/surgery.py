@@ -5,7 +5,7 @@ redo, history and export see them all.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
@@ -208,7 +208,8 @@ def operations_ui(ws: Workspace, container: str, names: list[str]) -> None:
         steps = run_action(paste_steps, ws.float_model, ws.base, ws.name, pairs, int(ss["surgery_at"]), bridge,
                            container)
         if steps:
-            queue_edit(steps, f"Paste {len(steps)} block(s)", f"Pasted {len(steps)} block(s) at {int(ss['surgery_at'])}.")
+            at = int(ss["surgery_at"])
+            queue_edit(steps, f"Paste {len(steps)} block(s)", f"Pasted {len(steps)} block(s) at {at}.")
 
     def do_duplicate():
         sel = list(ss.get(sel_key, []))
@@ -218,13 +219,15 @@ def operations_ui(ws: Workspace, container: str, names: list[str]) -> None:
         queue_edit(duplicate_steps(names, sel), f"Duplicate {', '.join(sel)}", f"Duplicated {', '.join(sel)}.")
 
     b = st.columns(4)
-    b[0].button("Cut", icon=":material/content_cut:", key="surgery_cut", on_click=do_cut, width="stretch", disabled=not selected,
-                help="Remove the selected blocks (and keep them on the clipboard).")
-    b[1].button("Copy", icon=":material/content_copy:", key="surgery_copy", on_click=do_copy, width="stretch", disabled=not selected)
-    b[2].button("Paste", icon=":material/content_paste:", key="surgery_paste", on_click=do_paste, width="stretch", disabled=not clipboard(),
-                help=f"Insert the clipboard's blocks at position {at}.")
-    b[3].button("Duplicate", icon=":material/library_add:", key="surgery_duplicate", on_click=do_duplicate, width="stretch",
-                disabled=not selected, help="A copy of each selected block right after it (depth up-scaling).")
+    b[0].button("Cut", icon=":material/content_cut:", key="surgery_cut", on_click=do_cut, width="stretch",
+                disabled=not selected, help="Remove the selected blocks (and keep them on the clipboard).")
+    b[1].button("Copy", icon=":material/content_copy:", key="surgery_copy", on_click=do_copy, width="stretch",
+                disabled=not selected)
+    b[2].button("Paste", icon=":material/content_paste:", key="surgery_paste", on_click=do_paste, width="stretch",
+                disabled=not clipboard(), help=f"Insert the clipboard's blocks at position {at}.")
+    b[3].button("Duplicate", icon=":material/library_add:", key="surgery_duplicate", on_click=do_duplicate,
+                width="stretch", disabled=not selected,
+                help="A copy of each selected block right after it (depth up-scaling).")
 
 
 def donor_ui(ws: Workspace) -> None:

@@ -7,7 +7,8 @@ anything else is a bug: exit 1 with the traceback.
 Commands live in a registry (``common.py``): a module adds one with
 ``@command(name, help, arguments)``. ``basic.py`` (models, datasets, criteria,
 evaluate, prune), ``surgery.py`` (blocks, cut, paste), ``recover.py`` (finetune, quantize),
-``explain.py`` (explain, unit), ``sensitivity.py`` (sensitivity, autoplan), ``user.py`` (register, unregister) and ``export.py`` (apply, export) hold them.
+``explain.py`` (explain, unit), ``sensitivity.py`` (sensitivity, autoplan), ``user.py``
+(register, unregister) and ``export.py`` (apply, export) hold them.
 """
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ import logging
 import sys
 import traceback
 
-from core.errors import PrunescopeError, echo, first_line
-from core.startup import register_all
-
 from core.cli import basic, explain, export, recover, sensitivity, surgery, user  # noqa: F401 - register the commands
 from core.cli.common import COMMANDS, UsageError, print_result
+from core.errors import PrunescopeError, echo, first_line
+from core.startup import register_all
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print_result(out, getattr(args, "json", False))
         sys.stdout.flush()
     except BrokenPipeError:  # the reader closed early (`| head`): not an error
-        try:
-            sys.stdout = None  # nothing more to flush at exit
-        finally:
-            return 0
+        sys.stdout = None  # nothing more to flush at exit
     return 0
 
 

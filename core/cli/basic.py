@@ -1,8 +1,18 @@
 """Commands about models and pruning: models, datasets, criteria, evaluate, prune."""
 from __future__ import annotations
 
+from core.cli.common import (
+    UsageError,
+    add_model_args,
+    command,
+    load_plan_arg,
+    metrics_object,
+    parse_layer_overrides,
+    save_plan_arg,
+    workspace_for,
+)
 from core.ground.units import GRANULARITIES
-from core.cli.common import UsageError, add_model_args, command, load_plan_arg, metrics_object, parse_layer_overrides, save_plan_arg, workspace_for
+
 
 def _models_args(p):
     p.add_argument("--json", action="store_true", help="print JSON")

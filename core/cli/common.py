@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 from core.errors import PrunescopeError
 from core.ground.registry import Registry
@@ -84,7 +83,7 @@ def format_table(rows: list[dict]) -> str:
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     numeric = [all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
                    for r in rows if c in r) for c in cols]
-    fmt = lambda vals: "  ".join(v.rjust(w) if n else v.ljust(w)  # noqa: E731
+    fmt = lambda vals: "  ".join(v.rjust(w) if n else v.ljust(w)
                                  for v, w, n in zip(vals, widths, numeric)).rstrip()
     return "\n".join([fmt(cols), fmt(["-" * w for w in widths])] + [fmt(row) for row in cells])
 
@@ -184,6 +183,5 @@ def save_plan_arg(plan, path: str | None) -> None:
         plan.save(path)
 
 
-__all__ = ["COMMANDS", "command", "LazyChoices", "UsageError", "print_result", "add_model_args", "load_plan_arg", "workspace_for",
-           "plan_workspace",
-           "metrics_object", "parse_layer_overrides", "save_plan_arg"]
+__all__ = ["COMMANDS", "command", "LazyChoices", "UsageError", "print_result", "add_model_args", "load_plan_arg",
+           "workspace_for", "plan_workspace", "metrics_object", "parse_layer_overrides", "save_plan_arg"]

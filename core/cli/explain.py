@@ -38,9 +38,8 @@ def _unit_args(p):
 @command("unit", "one unit of the base model: top-activating examples, scores under every criterion, the coupled "
                  "group, and whether the plan removes it", _unit_args)
 def cmd_unit(args):
-    from core.prune.structured import UNIT_GRANULARITIES
-
     from core.cli.common import UsageError
+    from core.prune.structured import UNIT_GRANULARITIES
 
     if args.granularity not in UNIT_GRANULARITIES:
         raise UsageError(f"--granularity must be one of {', '.join(UNIT_GRANULARITIES)}, got {args.granularity!r}")

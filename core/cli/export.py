@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import PlanError
-
 from core.cli.common import LazyChoices, UsageError, command, metrics_object, workspace_for
+from core.errors import PlanError
 
 EXPORT_BATCH = 16  # eval examples used to trace and verify an export
 

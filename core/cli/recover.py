@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import time
 
-from core.cli.common import UsageError, add_model_args, command, load_plan_arg, metrics_object, save_plan_arg, workspace_for
+from core.cli.common import (
+    UsageError,
+    add_model_args,
+    command,
+    load_plan_arg,
+    metrics_object,
+    save_plan_arg,
+    workspace_for,
+)
 
 
 def _subset(args) -> str:
@@ -75,7 +83,8 @@ def cmd_finetune(args):
 def _quantize_args(p):
     add_model_args(p)
     p.add_argument("--scheme", default="int8", help="int8 (the only scheme so far)")
-    p.add_argument("--mode", default="auto", help="auto (static when convolutions hold most weights, else dynamic) | static | dynamic")
+    p.add_argument("--mode", default="auto",
+                   help="auto (static when convolutions hold most weights, else dynamic) | static | dynamic")
     p.add_argument("--seed", type=int, default=0, help="calibration batch seed (training split)")
     p.add_argument("--save-plan", help="write the resulting plan (recipe JSON) here")
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from core.ground.units import GRANULARITIES
 from core.cli.common import UsageError, add_model_args, command, metrics_object, plan_workspace, save_plan_arg
-
+from core.ground.units import GRANULARITIES
 
 
 def parse_amounts(text: str) -> tuple[float, ...]:

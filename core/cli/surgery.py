@@ -1,7 +1,15 @@
 """Surgery commands: ``blocks``, ``cut``, ``paste`` (imported by ``core.cli``)."""
 from __future__ import annotations
 
-from core.cli.common import UsageError, add_model_args, command, load_plan_arg, metrics_object, save_plan_arg, workspace_for
+from core.cli.common import (
+    UsageError,
+    add_model_args,
+    command,
+    load_plan_arg,
+    metrics_object,
+    save_plan_arg,
+    workspace_for,
+)
 
 
 def _subset(args) -> str:

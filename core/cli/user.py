@@ -51,8 +51,8 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 @command("register", "register your own model (a factory from your environment) with its data, remembered "
                      "across restarts", _register_args)
 def cmd_register(args):
-    from core.sources.models import param_count
     from core.sources.entries import data_from_path, home, parse_shape, register
+    from core.sources.models import param_count
 
     try:
         kwargs = json.loads(args.kwargs)

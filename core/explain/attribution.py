@@ -39,7 +39,8 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tens
 
 def last_feature_map(model: nn.Module, x: torch.Tensor) -> str | None:
     """The last module (in execution order) whose output is a (N, C, H, W) feature map with
-    more than one position (a global pool's 1 x 1 output is not one): where Grad-CAM looks. None for a model without one (an MLP, a ViT's token sequence)."""
+    more than one position (a global pool's 1 x 1 output is not one): where Grad-CAM looks.
+    None for a model without one (an MLP, a ViT's token sequence)."""
     last, handles = [None], []
     for name, m in model.named_modules():
         if name and not any(True for _ in m.children()):

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import PrunescopeError
-from core.sources.models import LABELLED_TASKS
 from core.prune.masks import prunable_layers
+from core.sources.models import LABELLED_TASKS
 from core.surgery.guides import linear_cka
 
 if TYPE_CHECKING:

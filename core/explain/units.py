@@ -3,7 +3,8 @@ order of layers, its activations over the evaluation set, the input region it se
 that puts these together."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -54,14 +55,18 @@ def coupled_group(model: nn.Module, granularity: str, layer: str, unit: int, ctx
     return {"group": g.name, "granularity": granularity, "unit": unit, "n_units": g.n_units, "layers": layers}
 
 
+def _recorder(order: list, name: str, kind: str):
+    """A forward pre-hook that appends ``{"layer": name, "type": kind}`` to ``order``."""
+    return lambda _m, _a: order.append({"layer": name, "type": kind})
+
+
 def layer_order(model: nn.Module, example: torch.Tensor) -> list[dict]:
     """The model's parameterised leaf layers (convolutions, linear layers, norms, ...) in
     the order a forward pass runs them: ``[{"layer", "type"}]``; the model is only read."""
     order, handles = [], []
     for name, m in model.named_modules():
         if name and not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False)):
-            handles.append(m.register_forward_pre_hook(
-                lambda _m, _a, name=name, t=type(m).__name__: order.append({"layer": name, "type": t})))
+            handles.append(m.register_forward_pre_hook(_recorder(order, name, type(m).__name__)))
     try:
         with torch.inference_mode():
             model(example[:1])

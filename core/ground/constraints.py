@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+import re
 from typing import Any
 
 from core.errors import PrunescopeError, StepError, echo
@@ -87,12 +88,12 @@ class Interval(Constraint):
         return out
 
 
-def Fraction(optional: bool = False) -> Interval:  # noqa: N802 - reads as a type
+def Fraction(optional: bool = False) -> Interval:
     """The one meaning of an amount: a float in [0, 1]."""
     return Interval(0.0, 1.0, optional=optional)
 
 
-def Seed() -> Interval:  # noqa: N802
+def Seed() -> Interval:
     return Interval(0, 2**63 - 1, integer=True)
 
 
@@ -153,6 +154,81 @@ class Items(Constraint):
         return ["not-a-list", (object(),)] + ([()] if self.min_items else [])
 
 
+class Pattern(Constraint):
+    """A string of 1 to ``max_len`` characters matched whole by ``regex``; ``what`` says
+    in words what is accepted ("an importable 'package.module:function'")."""
+
+    def __init__(self, regex: str, what: str, *, max_len: int = MAX_NAME, optional: bool = False,
+                 bad: tuple = ()):
+        self.regex, self.what, self.max_len, self.optional = re.compile(regex), what, max_len, optional
+        self.bad = tuple(bad)  # strings the pattern rejects, for the generated test
+
+    def ok(self, v):
+        return isinstance(v, str) and 0 < len(v) <= self.max_len and self.regex.fullmatch(v) is not None
+
+    def describe(self):
+        return self.what
+
+    def bad_values(self):
+        return [3, "", "x" * (self.max_len + 1), *self.bad]
+
+
+class Shape(Constraint):
+    """A tensor's shape: a tuple of ``min_dims`` to ``max_dims`` positive integers (one
+    example's shape; an image's height and width)."""
+
+    def __init__(self, min_dims: int = 1, max_dims: int = 8, *, what: str = "", example: str = "3,32,32",
+                 optional: bool = False):
+        self.min_dims, self.max_dims, self.what, self.example = min_dims, max_dims, what, example
+        self.optional = optional
+
+    def ok(self, v):
+        return (isinstance(v, tuple) and self.min_dims <= len(v) <= self.max_dims
+                and all(_is_int(d) and d > 0 for d in v))
+
+    def describe(self):
+        n = str(self.min_dims) if self.min_dims == self.max_dims else f"{self.min_dims} to {self.max_dims}"
+        return f"{n} positive whole numbers{', ' + self.what if self.what else ''} (e.g. {self.example})"
+
+    def bad_values(self):
+        return [self.example, (0,) * self.min_dims, (1.5,) * self.min_dims, (True,) * self.min_dims,
+                (1,) * (self.max_dims + 1)] + ([()] if self.min_dims else [])
+
+
+class Instance(Constraint):
+    """An instance of ``types`` (a dict of keyword arguments, a description as a dict)."""
+
+    def __init__(self, types: type | tuple[type, ...], what: str, optional: bool = False):
+        self.types, self.what, self.optional = types, what, optional
+
+    def ok(self, v):
+        return isinstance(v, self.types)
+
+    def describe(self):
+        return self.what
+
+    def bad_values(self):
+        return [v for v in (object(), "text", 3, [1]) if not isinstance(v, self.types)]
+
+
+class Maybe(Constraint):
+    """``None``, or what ``inner`` accepts (for constraints without an ``optional`` of their own)."""
+
+    optional = True
+
+    def __init__(self, inner: Constraint):
+        self.inner = inner
+
+    def ok(self, v):
+        return self.inner.accepts(v)
+
+    def describe(self):
+        return self.inner.describe()
+
+    def bad_values(self):
+        return [b for b in self.inner.bad_values() if b is not None]
+
+
 def check_fields(obj: Any, owner: str) -> None:
     """Check every dataclass field of ``obj`` against ``type(obj).constraints``.
 
@@ -203,5 +279,5 @@ class Checked:
         """Rules across fields; raise ``StepError``. Default: none."""
 
 
-__all__ = ["Constraint", "Interval", "Fraction", "Seed", "Options", "Name", "Items", "check_fields", "check_args", "Checked",
-           "MAX_NAME", "MAX_ITEMS"]
+__all__ = ["Constraint", "Interval", "Fraction", "Seed", "Options", "Name", "Items", "Pattern", "Shape", "Instance",
+           "Maybe", "check_fields", "check_args", "Checked", "MAX_NAME", "MAX_ITEMS"]

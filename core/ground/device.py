@@ -3,7 +3,7 @@ precision (fp32, or bf16 / fp16 autocast) and peak GPU memory of one operation."
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -15,9 +15,9 @@ import secrets
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 _TMP = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")  # our temp files
 _FOLDER = re.compile(r"^prunescope-(?P<kind>[a-z]+)-(?P<pid>\d+)-")  # our session folders

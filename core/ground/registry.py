@@ -10,7 +10,8 @@ starts. This module is ground: it imports nothing of core but the errors.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from core.errors import PrunescopeError, UnknownNameError, echo
 
@@ -58,7 +59,7 @@ class Registry(Generic[T]):
         """
 
         def deco(o: T) -> T:
-            key = name or getattr(o, "name", None) or getattr(o, "__name__")
+            key = name or getattr(o, "name", None) or o.__name__
             if key in self._items and not overwrite and self._items[key] is not o:
                 raise PrunescopeError(f"{self.kind} {key!r} is already registered")
             self._items[key] = o

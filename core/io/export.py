@@ -23,19 +23,18 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from core.errors import FileError, PrunescopeError, first_line
 from core.ground.files import replace_together, sweep_stale, temp_path
-from core.plan import Plan
-
 from core.io.exporters import EXPORTERS, export_errors, quiet
 from core.io.recipes import recipe_path
+from core.plan import Plan
 
 # max |file output - model output|, relative to max(1, max |model output|), to count as verified
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-6, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -56,7 +55,8 @@ class ExportResult:
     recipe: str | None = None  # the plan.json written beside the file
     dynamic_batch: bool | None = None  # the reloaded file also ran a batch of another size
     note: str | None = None  # e.g. which ONNX exporter was used
-    files: list[str] | None = None  # every file of the export (the file, then its .onnx.data if any); bytes: their total
+    # every file of the export (the file, then its .onnx.data if any); bytes: their total
+    files: list[str] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -351,4 +351,5 @@ def export_all(model: nn.Module, plan: Plan, folder: str | Path, stem: str, form
     return out
 
 
-__all__ = ["ExportResult", "TOLERANCE", "check_export_target", "state_dict_hash", "export_model", "export_all", "recipe_path"]
+__all__ = ["ExportResult", "TOLERANCE", "check_export_target", "state_dict_hash", "export_model", "export_all",
+           "recipe_path"]

@@ -12,20 +12,20 @@ import abc
 import logging
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from core.errors import FOREIGN_ERRORS
-from core.plan import Plan
 from core.ground.registry import Registry
-
 from core.io.recipes import METADATA_KEY, load  # the recipe a safetensors export carries, and reading it back
+from core.plan import Plan
 
-EXPORTERS: Registry["Exporter"] = Registry("export format")
+EXPORTERS: Registry[Exporter] = Registry("export format")
 
 
 def export_errors() -> tuple[type[BaseException], ...]:
@@ -140,7 +140,8 @@ class SafetensorsExporter(Exporter):
         return None
 
     def reload(self, path, device):
-        return load(path, device=device, train=True)  # our own file: replays the plan: needs autograd (no inference_mode)
+        # our own file: it replays the plan, which needs autograd (no inference_mode)
+        return load(path, device=device, train=True)
 
 
 def strip_onnx_debug(path: Path) -> None:

@@ -154,9 +154,9 @@ def write_onnx_for_view(model, example, path: str | Path) -> Path:
     try:
         EXPORTERS.get("onnx").write(model.eval(), x, path, None)
     except export_errors() as exc:  # the exporter failing on this model: one clear message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise PrunescopeError(f"could not write the model as ONNX for the graph view: "
-                              f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                              ) from exc
+                              f"{exc.__class__.__name__}: {first}") from exc
     return path
 
 
@@ -257,5 +257,5 @@ def remove_site() -> None:
 atexit.register(remove_site)
 atexit.register(stop_http)
 
-__all__ = ["site", "serve_file", "serve_http", "stop_http", "view_model", "write_onnx_for_view", "views", "drop", "remove_site", "View",
-           "MAX_VIEWS"]
+__all__ = ["site", "serve_file", "serve_http", "stop_http", "view_model", "write_onnx_for_view", "views", "drop",
+           "remove_site", "View", "MAX_VIEWS"]

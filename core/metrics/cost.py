@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
-from core.ground.device import autocast, synchronize
 from core.errors import PrunescopeError
+from core.ground.device import autocast, synchronize
 from core.ground.layers import prunable_layers
 
 
@@ -83,7 +83,7 @@ def nonzero_counts(model: nn.Module) -> tuple[int, int, float]:
     for i, p in enumerate(params):
         by_device.setdefault(p.device, []).append(i)
     counts = [0] * len(params)
-    for dev, idx in by_device.items():  # one read per device (on a GPU: one synchronisation, not one per tensor)
+    for idx in by_device.values():  # one read per device (on a GPU: one synchronisation, not one per tensor)
         for i, c in zip(idx, torch.stack([torch.count_nonzero(params[i]) for i in idx]).tolist()):
             counts[i] = int(c)
     seen = {id(p): c for p, c in zip(params, counts)}
@@ -290,5 +290,5 @@ def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     return out
 
 
-__all__ = ["Latency", "NOISY_SPREAD", "speed_verdict", "measure_latency_pair", "arch_signature", "nonzero_counts", "count_macs", "state_dict_bytes", "measure_latency",
-           "layer_macs"]
+__all__ = ["Latency", "NOISY_SPREAD", "speed_verdict", "measure_latency_pair", "arch_signature", "nonzero_counts",
+           "count_macs", "state_dict_bytes", "measure_latency", "layer_macs"]

@@ -6,18 +6,25 @@ on every call; cost figures come from ``cost.py``, cached by architecture signat
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.sources.datasets import EvalSet
 from core.ground.device import autocast, check_precision, peak_memory
+from core.metrics.cost import (
+    Latency,
+    arch_signature,
+    count_macs,
+    measure_latency,
+    measure_latency_pair,
+    nonzero_counts,
+    state_dict_bytes,
+)
+from core.sources.datasets import EvalSet
 from core.sources.models import LABELLED_TASKS
-
-from core.metrics.cost import Latency, arch_signature, count_macs, measure_latency, measure_latency_pair, nonzero_counts, state_dict_bytes
 
 
 @dataclass
@@ -65,7 +72,7 @@ class QualitySums:
     class_ok: list[int]  # correct predictions per class (index = class)
     class_n: list[int]  # examples per class
 
-    def __add__(self, other: "QualitySums") -> "QualitySums":
+    def __add__(self, other: QualitySums) -> QualitySums:
         return QualitySums(self.n + other.n, self.correct + other.correct, self.loss_sum + other.loss_sum,
                            self.agree + other.agree, self.cos_sum + other.cos_sum,
                            [a + b for a, b in zip(self.class_ok, other.class_ok)],
@@ -167,7 +174,8 @@ class Evaluator:
         """Drop the cached timings of ``model``'s architecture (and of the base timed with
         it), so the next request times anew. Returns the dropped Latency objects."""
         sig = arch_signature(model)
-        keys = [(("lat", self.latency_batch, self.precision), sig), (("latpair", self.latency_batch, self.precision), sig)]
+        how = (self.latency_batch, self.precision)
+        keys = [(("lat", *how), sig), (("latpair", *how), sig)]
         if sig != self.base_signature:
             keys.append((("lat", self.latency_batch, self.precision), self.base_signature))
         out = []

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from core.ground.layers import prunable_layers
-
 from core.metrics.cost import layer_macs
 
 
@@ -23,7 +22,8 @@ class LayerSparsity:
     """Sparsity of every prunable layer of a base, in a model built from it."""
 
     names: list[str]  # prunable layers of the base, in module order
-    sparsity: list[float]  # 1 - nonzero weights in the model / weights in the base (removed units count; a layer gone: 1.0)
+    # 1 - nonzero weights in the model / weights in the base (removed units count; a layer gone: 1.0)
+    sparsity: list[float]
     params: list[int]  # weights of the layer in the base
 
 

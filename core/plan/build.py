@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
-from core.sources.datasets import get_dataset, stratified_subset
 from core.errors import PlanError, PrunescopeError, first_line
-from core.sources.bases import load_base
-from core.sources.models import get_spec
-
 from core.plan.plan import Plan
 from core.plan.report import StepReport
+from core.sources.bases import load_base
+from core.sources.datasets import get_dataset, stratified_subset
+from core.sources.models import get_spec
 
 
 @dataclass
@@ -34,7 +33,7 @@ class ApplyContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     calib_size: int = 128  # examples in a calibration batch (from the train split)
     _calib: dict = field(default_factory=dict, repr=False)
-    _memo: "weakref.WeakKeyDictionary[nn.Module, dict]" = field(default_factory=weakref.WeakKeyDictionary,
+    _memo: weakref.WeakKeyDictionary[nn.Module, dict] = field(default_factory=weakref.WeakKeyDictionary,
                                                                  repr=False)
 
     def calibration(self, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +70,7 @@ class PlanCache:
 
     def __init__(self, max_entries: int = 4):
         self.max_entries = max_entries
-        self._d: "OrderedDict[str, tuple[nn.Module, tuple[StepReport, ...]]]" = OrderedDict()
+        self._d: OrderedDict[str, tuple[nn.Module, tuple[StepReport, ...]]] = OrderedDict()
         self.hits = self.misses = 0
 
     def get(self, key: str) -> tuple[nn.Module, tuple[StepReport, ...]] | None:

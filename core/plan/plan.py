@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import FileError, StepError, echo
-
 from core.plan.step import STEPS, Step
 
 FORMAT = "prunescope.plan/1"
@@ -50,16 +49,16 @@ class Plan:
                 raise StepError(f"plan steps must be Step objects, got {type(s).__name__}")
 
     # --- editing (each returns a new plan) ---
-    def then(self, step: Step) -> "Plan":
+    def then(self, step: Step) -> Plan:
         return Plan(self.model, self.steps + (step,))
 
-    def replace(self, index: int, step: Step) -> "Plan":
+    def replace(self, index: int, step: Step) -> Plan:
         self._check_index(index)
         steps = list(self.steps)
         steps[index] = step
         return Plan(self.model, tuple(steps))
 
-    def without(self, index: int) -> "Plan":
+    def without(self, index: int) -> Plan:
         self._check_index(index)
         steps = list(self.steps)
         del steps[index]
@@ -69,7 +68,7 @@ class Plan:
         if not isinstance(index, int) or not -len(self.steps) <= index < len(self.steps):
             raise StepError(f"the plan has {len(self.steps)} step(s); there is no step {echo(index)}")
 
-    def prefix(self, n: int) -> "Plan":
+    def prefix(self, n: int) -> Plan:
         return Plan(self.model, self.steps[:n])
 
     # --- identity ---
@@ -88,7 +87,7 @@ class Plan:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=indent is None, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Plan":
+    def from_dict(cls, d: Any) -> Plan:
         """Build a plan from a parsed recipe.
 
         Raises:
@@ -122,7 +121,7 @@ class Plan:
         return cls(model, tuple(steps))
 
     @classmethod
-    def from_json(cls, text: str, source: str = "recipe") -> "Plan":
+    def from_json(cls, text: str, source: str = "recipe") -> Plan:
         """Parse a recipe string; ``source`` names it in messages (a file name).
 
         Raises:
@@ -152,7 +151,7 @@ class Plan:
             raise FileError(f"cannot write the recipe to {str(path)!r}: {exc.strerror or exc}") from exc
 
     @classmethod
-    def load(cls, path) -> "Plan":
+    def load(cls, path) -> Plan:
         """Read a recipe file.
 
         Raises:

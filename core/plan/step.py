@@ -12,16 +12,15 @@ import dataclasses
 from typing import ClassVar
 
 from core.errors import StepError, echo
-from core.ground.registry import Registry
-
 from core.ground.constraints import Checked
+from core.ground.registry import Registry
 
 # The step kinds live with their concept (core.prune, core.surgery, core.recover) and
 # register themselves when imported; the entry points import them (core.startup).
-STEPS: Registry[type["Step"]] = Registry("step")
+STEPS: Registry[type[Step]] = Registry("step")
 
 
-def register_step(cls: type["Step"]) -> type["Step"]:
+def register_step(cls: type[Step]) -> type[Step]:
     """Class decorator: make a step kind known to recipes under ``cls.op``."""
     STEPS.register(cls.op, cls)
     return cls
@@ -57,7 +56,7 @@ class Step(Checked, abc.ABC):
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Step":
+    def from_dict(cls, d: dict) -> Step:
         """A step from its recipe object (``op`` plus fields).
 
         Raises:

@@ -7,10 +7,18 @@
 * ``structured/``: neurons, channels and heads removed through Torch-Pruning;
 * ``nm.py``: N:M (2:4) semi-structured sparsity, and its CUDA sparse kernels.
 """
-from core.prune.criteria import CRITERIA, Criterion, SummedUnits, UnitCriterion, WeightCriterion, get_criterion, register_criterion
+from core.prune.criteria import (
+           CRITERIA,
+           Criterion,
+           SummedUnits,
+           UnitCriterion,
+           WeightCriterion,
+           get_criterion,
+           register_criterion,
+)
 from core.prune.masks import PRUNABLE_TYPES, prunable_layers
-from core.prune.step import GRANULARITIES, UNIT_GRANULARITIES, LayerOverride, Prune, threshold_unit  # noqa: I001 - prune registers first
 from core.prune.nm import NMSparsity
+from core.prune.step import GRANULARITIES, UNIT_GRANULARITIES, LayerOverride, Prune, threshold_unit
 
 __all__ = ["NMSparsity", "Prune", "LayerOverride", "GRANULARITIES", "UNIT_GRANULARITIES", "threshold_unit", "CRITERIA",
            "Criterion", "WeightCriterion", "UnitCriterion", "SummedUnits", "get_criterion", "register_criterion",

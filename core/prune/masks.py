@@ -12,8 +12,7 @@ score, and an exact sort runs only over the scores in that bin.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -21,9 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError
-from core.ground.layers import PRUNABLE_TYPES, prunable_layers  # noqa: F401 - re-exported: the prunable layers
+from core.ground.layers import PRUNABLE_TYPES, prunable_layers
 from core.plan.report import StepReport
-
 from core.prune.clone import clone_with
 from core.prune.criteria import get_criterion
 from core.prune.thresholds import threshold_above

@@ -21,7 +21,6 @@ from core.errors import ModelError, StepError, first_line
 from core.ground.constraints import Interval, Name, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
-
 from core.prune.masks import masked_copy, prunable_layers
 
 
@@ -39,7 +38,7 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 def eligible_layers(model: nn.Module, m: int) -> dict[str, nn.Linear]:
     """Linear layers whose input width is a multiple of ``m``, except the output layer
     (the last Linear), which keeps every weight as structured steps do."""
-    lin = {n: l for n, l in prunable_layers(model).items() if isinstance(l, nn.Linear)}
+    lin = {n: m for n, m in prunable_layers(model).items() if isinstance(m, nn.Linear)}
     names = list(lin)[:-1]
     return {n: lin[n] for n in names if lin[n].in_features % m == 0}
 
@@ -112,7 +111,7 @@ def to_semi_structured(model: nn.Module, backend: str = "auto") -> nn.Module:
     if backend != "auto":
         SparseSemiStructuredTensor._FORCE_CUTLASS = backend == "cutlass"
     try:
-        for name, layer in eligible_layers(out, 4).items():
+        for layer in eligible_layers(out, 4).values():
             w = layer.weight.detach()
             groups = (w.reshape(w.shape[0], -1, 4) != 0).sum(-1)
             if bool((groups <= 2).all()) and w.shape[0] % 32 == 0 and w.shape[1] % 64 == 0:

@@ -14,13 +14,11 @@ from typing import ClassVar
 
 from core.errors import StepError, echo
 from core.ground.constraints import Checked, Fraction, Interval, Items, Name, Options, Seed
+from core.ground.units import GRANULARITIES, UNIT_GRANULARITIES
 from core.plan.report import UNIT_ABS_WEIGHT, UNIT_NORMALISED, UNIT_SCORE, StepReport
 from core.plan.step import Step, register_step
-
 from core.prune.masks import weight_prune
 from core.prune.structured import structured_prune_step
-from core.ground.units import GRANULARITIES, UNIT_GRANULARITIES
-
 
 
 def threshold_unit(criterion: str, granularity: str) -> str:
@@ -123,14 +121,14 @@ class Prune(Step):
         return None
 
     def with_override(self, layer: str, *, sparsity: float | None = None,
-                      threshold: float | None = None) -> "Prune":
+                      threshold: float | None = None) -> Prune:
         """A copy with the override for ``layer`` set (or cleared when both are None)."""
         rest = tuple(o for o in self.layers if o.layer != layer)
         if sparsity is not None or threshold is not None:
             rest = rest + (LayerOverride(layer, sparsity=sparsity, threshold=threshold),)
         return dataclasses.replace(self, layers=rest)
 
-    def with_criterion(self, criterion: str, report: StepReport) -> "Prune":
+    def with_criterion(self, criterion: str, report: StepReport) -> Prune:
         """This step scored by ``criterion`` instead, pruning the same amount.
 
         A threshold is in the old criterion's unit, so it becomes the fraction this step

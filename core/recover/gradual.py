@@ -7,7 +7,6 @@ import dataclasses
 
 from core.errors import StepError
 from core.prune import Prune
-
 from core.recover.training import Finetune
 
 

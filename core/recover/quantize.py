@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from core.errors import ModelError
-from core.sources.bases import clone_model
 from core.ground.constraints import Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
+from core.sources.bases import clone_model
 
 SCHEMES = ("int8",)
 MODES = ("auto", "static", "dynamic")
@@ -105,8 +105,13 @@ class _Calibration:
 
 def quantize_int8(model: nn.Module, calib: torch.Tensor, mode: str = "auto") -> OrtModule:
     """An int8 :class:`OrtModule` of ``model`` (see the module's notes)."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from core.io.exporters import export_errors, strip_onnx_debug

@@ -14,21 +14,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError
-from core.sources.bases import clone_model
-from core.sources.models import LABELLED_TASKS, get_spec
 from core.ground.constraints import Interval, Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
-from core.recover.isolation import TrainedMemo, random_layers, seeded_global_rng
 from core.prune.masks import prunable_layers
+from core.recover.isolation import TrainedMemo, random_layers, seeded_global_rng
+from core.sources.bases import clone_model
+from core.sources.models import LABELLED_TASKS, get_spec
 from core.surgery.healing import HEAL_TRAIN, heal_parameters
 
 TRAIN = ("all", "last", "adapters", "adapters+neighbours")  # which parameters train
@@ -97,7 +98,36 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
                     reduction="batchmean") * t * t
 
 
-def finetune(model: nn.Module, ctx, step: "Finetune", *,
+def _set_trainable(m: nn.Module, params: dict, mode: str) -> None:
+    """Only ``params`` require gradients; in train mode the frozen parts stay in eval mode
+    (they keep their statistics, BatchNorm's, and behaviour)."""
+    for p in m.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    if mode == "train":
+        m.train()
+        for mod in m.modules():
+            own = list(mod.parameters(recurse=False))
+            if own and not any(p.requires_grad for p in own):
+                mod.eval()
+
+
+def _loss(step: Finetune, out: torch.Tensor, y: torch.Tensor, t_out: torch.Tensor | None,
+          labelled: bool) -> torch.Tensor:
+    """The step's loss on one batch: labels, the base's predicted classes, distillation from
+    the base's outputs (always, for a model without labels), or a mix of labels and
+    distillation weighted by ``step.alpha``."""
+    if step.loss == "labels":
+        return F.cross_entropy(out, y)
+    if step.loss == "predictions":  # the base's predicted classes as labels (any model)
+        return F.cross_entropy(out, t_out.argmax(1))
+    if step.loss == "distill" or not labelled:
+        return distill_loss(out, t_out, step.temperature)
+    return step.alpha * distill_loss(out, t_out, step.temperature) + (1 - step.alpha) * F.cross_entropy(out, y)
+
+
+def finetune(model: nn.Module, ctx, step: Finetune, *,
              progress: Callable[[int, int, float], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> tuple[nn.Module, dict]:
     """Train a copy of ``model`` as ``step`` says: the one training loop (Heal runs it too).
@@ -138,16 +168,7 @@ def finetune(model: nn.Module, ctx, step: "Finetune", *,
                 "accuracy": float((out.argmax(1) == target).float().mean())}
 
     before = measure()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    for p in params.values():
-        p.requires_grad_(True)
-    if step.mode == "train":
-        m.train()
-        for mod in m.modules():  # frozen parts keep their statistics (BatchNorm) and behaviour
-            own = list(mod.parameters(recurse=False))
-            if own and not any(p.requires_grad for p in own):
-                mod.eval()
+    _set_trainable(m, params, step.mode)
     xt, yt = ctx.train_split()
     g = torch.Generator().manual_seed(step.seed)
     opt = torch.optim.Adam(list(params.values()), lr=float(step.lr))
@@ -163,18 +184,11 @@ def finetune(model: nn.Module, ctx, step: "Finetune", *,
             idx = torch.randint(0, len(xt), (step.batch_size,), generator=g)
             x, y = xt[idx].to(ctx.device), yt[idx].to(ctx.device)
             out = m(x).float()
+            t_out = None
             if teacher is not None:
                 with torch.no_grad():
                     t_out = teacher(x).float()
-            if step.loss == "labels":
-                loss = F.cross_entropy(out, y)
-            elif step.loss == "predictions":  # the base's predicted classes as labels (any model)
-                loss = F.cross_entropy(out, t_out.argmax(1))
-            elif step.loss == "distill" or not labelled:
-                loss = distill_loss(out, t_out, step.temperature)
-            else:
-                loss = (step.alpha * distill_loss(out, t_out, step.temperature)
-                        + (1 - step.alpha) * F.cross_entropy(out, y))
+            loss = _loss(step, out, y, t_out, labelled)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -248,13 +262,13 @@ class Finetune(Step):
                          lambda: finetune(model, ctx, self, progress=progress, should_stop=should_stop),
                          should_stop=should_stop, on_wait=on_wait)
 
-    def normalised(self) -> "Finetune":
+    def normalised(self) -> Finetune:
         """The same step in the one form the memo keys on: a cosine schedule's horizon
         written out, a constant schedule's (which changes nothing) left out."""
         horizon = (self.horizon or max(1, self.steps)) if self.schedule == "cosine" else None
         return self if horizon == self.horizon else dataclasses.replace(self, horizon=horizon)
 
-    def stopped_after(self, k: int) -> "Finetune":
+    def stopped_after(self, k: int) -> Finetune:
         """The step a run of this one stopped after ``k`` steps equals: ``steps=k`` with the
         cosine schedule's length kept (so its learning rates were the same)."""
         if k >= self.steps:
@@ -316,7 +330,7 @@ class Heal(Step):
         labelled = get_spec(ctx.model_name).task in LABELLED_TASKS
         return self.finetune(labelled).run(model, ctx, progress=progress, should_stop=should_stop, on_wait=on_wait)
 
-    def stopped_after(self, k: int) -> "Heal":
+    def stopped_after(self, k: int) -> Heal:
         """The step a run of this one stopped after ``k`` steps equals: ``steps=k``."""
         return self if k >= self.steps else dataclasses.replace(self, steps=k)
 

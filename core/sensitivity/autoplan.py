@@ -23,11 +23,11 @@ amounts can reach is reported with the reason, never met silently.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from core.errors import PrunescopeError, echo
-
 from core.sensitivity.sweep import Sensitivity
 
 if TYPE_CHECKING:
@@ -62,7 +62,8 @@ class AutoPlan:
         m = self.metrics.to_dict() if self.metrics is not None else None
         return {"target": self.target, "value": self.value, "met": self.met, "reason": self.reason,
                 "predicted_accuracy": self.predicted_accuracy, "predicted_cost": self.predicted_cost,
-                "measured": self.measured, "cost": self.cost, "measured_cost": self.measured_cost, "amounts": self.amounts,
+                "measured": self.measured, "cost": self.cost, "measured_cost": self.measured_cost,
+                "amounts": self.amounts,
                 "step": self.step.to_dict() if self.step is not None else None, "metrics": m, "tries": self.tries}
 
 
@@ -99,7 +100,7 @@ def allocate(options: dict[str, list[tuple[float, float, float]]], *, drop_budge
     """The greedy allocation: option index per layer, predicted drop, predicted saving,
     moves made.
     ``max_moves`` stops it after that many moves (the first moves are the cheapest)."""
-    pick = {n: 0 for n in options}
+    pick = dict.fromkeys(options, 0)
     drop = saving = 0.0
     moves = 0
     while (saving_needed is None or saving < saving_needed - _EPS) and (max_moves is None or moves < max_moves):

@@ -10,11 +10,10 @@ once), then receives only tasks (a few names and numbers) and returns a few sums
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from core.errors import PrunescopeError
 from core.ground.registry import Registry
-
 from core.sensitivity.runner import Payload, Point, Runner, Task
 
 EXECUTORS: Registry[type] = Registry("executor")

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from core.metrics.cost import count_macs, nonzero_counts, arch_signature
+from core.metrics.cost import arch_signature, count_macs, nonzero_counts
 from core.metrics.evaluator import QualitySums, quality_sums
 from core.plan.build import ApplyContext
-
 from core.sensitivity.prefix import PrefixCache
 
 CHUNK = 1024  # examples per forward: the evaluator's batch, so a one-shard sweep equals its figures
@@ -40,18 +39,18 @@ class Payload:
     threads: int | None = None  # torch threads in a remote worker (the driver's count: same sums)
     cache_bytes: int = 1 << 30  # most bytes of recorded activations per worker
 
-    def to(self, device: torch.device | str) -> "Payload":
+    def to(self, device: torch.device | str) -> Payload:
         cal = tuple(t.to(device) for t in self.calibration)
         return Payload(self.model_name, copy.deepcopy(self.source).to(device), self.x.to(device), self.y.to(device),
                        self.base_out.to(device), self.num_classes, self.task, self.seed, cal, self.threads,
                        self.cache_bytes)
 
-    def shard_data(self, shard: tuple[int, int]) -> "ShardData":
+    def shard_data(self, shard: tuple[int, int]) -> ShardData:
         """The evaluation data of one shard (what a remote worker receives per shard)."""
         a, b = shard
         return ShardData(self.x[a:b].clone(), self.y[a:b].clone(), self.base_out[a:b].clone())
 
-    def without_data(self) -> "Payload":
+    def without_data(self) -> Payload:
         """This payload without the evaluation subset (one example stays: MACs are
         counted on it); the shards then travel on their own (:meth:`shard_data`)."""
         return dataclasses.replace(self, x=self.x[:1].clone(), y=self.y[:1].clone(),
@@ -156,7 +155,7 @@ class Runner:
                macs: int, params: int, pruned: int, total: int, warnings=()) -> Point:
         """The point's figures against the labels and the base, and against the source."""
         d = self._shard(shard)
-        cat = lambda ts: torch.cat(ts) if len(ts) > 1 else ts[0]  # noqa: E731
+        cat = lambda ts: torch.cat(ts) if len(ts) > 1 else ts[0]
         out, src = cat(outs), cat([c.output for c in chunks])
         sums = quality_sums(out, d.base_out, d.y, self.p.task, self.p.num_classes)
         changed = int((out.argmax(1) != src.argmax(1)).sum())
@@ -236,7 +235,7 @@ class Runner:
         model.eval()
         chunks = self._chunks(task.shard, self._starts(task))
         changed = changed_modules(self.p.source, model) if task.granularity != "weight" else \
-            [n for n in report.thresholds]
+            list(report.thresholds)
         with torch.inference_mode():
             outs = [c.run(model, changed) if task.kind == "layer" else model(c.x) for c in chunks]
         macs, params = self._cost(model)

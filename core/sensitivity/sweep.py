@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from core.errors import PrunescopeError, echo
 from core.ground.constraints import Fraction, Interval, Items, Options, check_args
-
 from core.sensitivity.executors import get_executor
 from core.sensitivity.runner import Payload, Point, Task
 
@@ -82,7 +82,7 @@ class Sensitivity:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Sensitivity":
+    def from_dict(cls, d: dict) -> Sensitivity:
         """A saved sweep (``to_dict``'s output) read back.
 
         Raises:
@@ -148,7 +148,7 @@ class SweepSpec:
                 self.layers)
 
 
-def _check_amounts(owner: str, amounts) -> tuple[float, ...]:
+def _sorted_amounts(owner: str, amounts) -> tuple[float, ...]:
     """``amounts`` checked (1 to 100 fractions), sorted, without repeats."""
     amounts = tuple(amounts) if isinstance(amounts, (list, tuple)) else amounts
     check_args(owner, {"amounts": Items(Fraction(), min_items=1, max_items=MAX_AMOUNTS)}, amounts=amounts)
@@ -210,7 +210,7 @@ def sensitivity_spec(model: nn.Module, ctx: ApplyContext, plan: Plan, criterion:
     from core.prune.criteria import get_criterion
 
     get_criterion(criterion)
-    amounts = _check_amounts("sensitivity", amounts)
+    amounts = _sorted_amounts("sensitivity", amounts)
     check_args("sensitivity", {"shards": Interval(1, 10_000, integer=True), "subset": Options(SUBSETS)},
                shards=shards, subset=subset)
     names = layer_names(model, granularity, ctx)
@@ -239,7 +239,7 @@ def curves_spec(model: nn.Module, ctx: ApplyContext, plan: Plan, criteria, granu
         raise PrunescopeError("criteria: give at least one criterion")
     for c in criteria:
         get_criterion(c)
-    amounts = _check_amounts("criteria_curves", amounts)
+    amounts = _sorted_amounts("criteria_curves", amounts)
     check_args("criteria_curves", {"subset": Options(SUBSETS)}, subset=subset)
     layer_names(model, granularity, ctx)  # checks the granularity against the model
     return SweepSpec("curves", ctx.model_name, plan.key(), len(plan.steps), criteria, granularity, amounts, subset,

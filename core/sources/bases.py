@@ -14,7 +14,7 @@ from core.sources.models import build_model, get_spec
 
 # (name, device) -> (the registry entry it was built from, the pristine base); an entry
 # registered again under the same name is a different object, so its stale base is rebuilt
-_BASES: "OrderedDict[tuple[str, str], tuple[object, nn.Module]]" = OrderedDict()
+_BASES: OrderedDict[tuple[str, str], tuple[object, nn.Module]] = OrderedDict()
 _BASES_MAX = 16
 
 

@@ -7,8 +7,9 @@ stratified quick subset used for live updates and the full split on demand.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only
     import torch
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # annotations only
 from core.errors import PrunescopeError
 from core.ground.registry import Registry
 
-DATASETS: Registry[Callable[[], "DataSplits"]] = Registry("dataset")
+DATASETS: Registry[Callable[[], DataSplits]] = Registry("dataset")
 
 
 @dataclass
@@ -103,7 +104,7 @@ class EvalSet:
     @classmethod
     def from_splits(
         cls, splits: DataSplits, device: torch.device | str = "cpu", quick_size: int = 256, seed: int = 0
-    ) -> "EvalSet":
+    ) -> EvalSet:
         import torch
 
         device = torch.device(device)
@@ -143,7 +144,7 @@ class EvalSet:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def to(self, device: torch.device | str) -> "EvalSet":
+    def to(self, device: torch.device | str) -> EvalSet:
         import torch
 
         device = torch.device(device)

@@ -13,8 +13,14 @@ them the weights are random, and every listing says so), and evaluation data:
   into the entry's upload folder at registration), resized and normalised as stated;
 - ``{"kind": "csv", "path": P, "label_column": C}``: a table of numbers (no label column:
   fidelity);
+- ``{"kind": "text", "path": P, "seq_len": T}``: a text file for a Hugging Face model;
 - ``{"kind": "synthetic", "n": N}``: N seeded standard-normal inputs of the model's input
   shape (no labels).
+
+Each kind is a frozen dataclass checked by its declared constraints
+(``core/sources/describe.py``: :class:`DataSource`, read from its dict by :func:`data_source`,
+which refuses unknown kinds and keys); the entry itself is a :class:`UserEntry`, checked
+the same way. Both are stored as plain dicts.
 
 The model comes from a factory, or by name from torchvision (``torchvision.models:get_model``)
 or timm (``timm:create_model``) when those are installed (``prunescope[vision]``).
@@ -31,11 +37,21 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from core.errors import FOREIGN_ERRORS, ModelError, PrunescopeError, echo, first_line
-from core.sources.describe import HF_FACTORY, data_from_path, hf_default_task, resolve_source
+from core.errors import FOREIGN_ERRORS, ModelError, PrunescopeError, first_line
+from core.ground.constraints import check_args
+from core.sources.describe import (
+    HF_FACTORY,
+    DatasetSource,
+    ImagesSource,
+    SyntheticSource,
+    data_from_path,
+    data_source,
+    hf_default_task,
+    resolve_source,
+)
 from core.sources.readers import read_tensors
 from core.sources.user_data import dataset_name, images_entry, load_data, register_data
-from core.sources.user_entry import DATA_KINDS, UserEntry, check_entry, home, parse_shape
+from core.sources.user_entry import DATA_KINDS, INPUT_SHAPE, KWARGS, UserEntry, home, parse_shape
 
 STORE_NAME = "user_models.json"
 
@@ -50,8 +66,11 @@ def _store() -> Path:
     return home() / STORE_NAME
 
 
-def list_user_models() -> list[UserEntry]:
-    """The stored entries (an unreadable store reads as none, with a warning)."""
+def _stored() -> list[dict]:
+    """The stored entries as they are on disk (an unreadable store reads as none, with a warning).
+
+    Entries that no longer check stay in the store (a later save keeps them): only
+    :func:`list_user_models` leaves them out."""
     p = _store()
     if not p.exists():
         return []
@@ -62,9 +81,7 @@ def list_user_models() -> list[UserEntry]:
                 isinstance(e, dict) and {"name", "factory"} <= set(e) <= fields
                 and isinstance(e.get("input_shape") or [], list) for e in raw["models"]):
             raise PrunescopeError(f"expected {{'models': [entries with the fields {sorted(fields)}]}}")
-        return [UserEntry(**{**e, "input_shape": tuple(e["input_shape"]) if e.get("input_shape") else None,
-                             "factory": _MOVED_FACTORIES.get(e["factory"], e["factory"])})
-                for e in raw["models"]]
+        return raw["models"]
     except (OSError, ValueError) as exc:  # the file's fault (unreadable, not JSON, a wrong shape): said, not fatal
         import warnings
 
@@ -72,13 +89,28 @@ def list_user_models() -> list[UserEntry]:
         return []
 
 
-def _save(entries: list[UserEntry]) -> None:
+def list_user_models() -> list[UserEntry]:
+    """The stored entries that check (an unreadable store reads as none, an entry that does
+    not check is left out; each with a warning)."""
+    import warnings
+
+    out = []
+    for e in _stored():
+        try:
+            out.append(UserEntry(**{**e, "input_shape": tuple(e["input_shape"]) if e.get("input_shape") else None,
+                                    "factory": _MOVED_FACTORIES.get(e["factory"], e["factory"])}))
+        except PrunescopeError as exc:  # one bad entry must not hide the others
+            warnings.warn(f"prunescope: your model {e.get('name')!r} was not loaded: {first_line(exc)}")
+    return out
+
+
+def _save(entries: list[dict]) -> None:
+    """Write the store: ``entries`` are stored dicts (``asdict`` of a :class:`UserEntry`)."""
     from core.ground.files import atomic_write_text
 
     p = _store()
     p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(p, json.dumps({"format": "prunescope.user_models/1",
-                                     "models": [asdict(e) for e in entries]}, indent=2))
+    atomic_write_text(p, json.dumps({"format": "prunescope.user_models/1", "models": entries}, indent=2))
 
 
 def _extra(entry: UserEntry) -> dict:
@@ -141,8 +173,8 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
             bundled model; a factory that does not build a module; weights that do not fit;
             a model that does not take the data's inputs or does not return (N, K) outputs.
     """
-    entry, default_shape = _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, input_shape, task)
-    entry, loaded, n_classes = _with_data(entry, default_shape)
+    entry = _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, input_shape, task)
+    entry, loaded, n_classes = _with_data(entry)
     from core.sources.models import MODELS
 
     old = MODELS.find(name)
@@ -159,48 +191,57 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
                               "{\"num_classes\": K}) or choose task fidelity")
     register_data(entry, name, int(out.shape[1]), loaded)
     if save:
-        _save([e for e in list_user_models() if e.name != name] + [entry])
+        _save([e for e in _stored() if e.get("name") != name] + [asdict(entry)])
     return spec
 
 
-def _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, input_shape, task
-               ) -> tuple[UserEntry, tuple[int, ...] | None]:
+def _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, input_shape, task) -> UserEntry:
     """The checked entry :func:`register` was asked for (paths resolved, a zip of images
-    unpacked), and the architecture's default input shape (None: none known)."""
+    unpacked; synthetic data with the architecture's input shape when none is given).
+
+    Raises:
+        PrunescopeError: an argument or entry field its constraint refuses (the message
+            names it, what is accepted and what it got); a bundled model's name; weights
+            that do not load."""
     from core.sources.models import MODELS
     from core.sources.weights import load_state_dict_file
 
+    check_args("register", {"kwargs": KWARGS}, kwargs=kwargs if kwargs is not None else {})
     if isinstance(data, (str, Path)):  # a path: its kind from what it is (data_from_path)
         data = data_from_path(str(data))
-    data = dict(data or {"kind": "synthetic", "n": 256})
+    src = data_source(data if data is not None else {"kind": "synthetic", "n": 256})
     if hf and not task:
         task = hf_default_task(hf)
     factory, kwargs, default_shape = resolve_source(factory, kwargs, torchvision, timm, hf, task,
-                                                    data.get("seq_len") if hf else None)
-    entry = UserEntry(name, factory, dict(kwargs or {}), str(Path(weights).resolve()) if weights else None,
-                      data, tuple(input_shape) if input_shape else None, task)
-    check_entry(dataclasses.replace(entry, input_shape=entry.input_shape or default_shape))
-    if data["kind"] in ("tensors", "images", "csv", "text"):
-        data["path"] = str(Path(data["path"]).expanduser().resolve())  # (the entry holds this dict)
+                                                    getattr(src, "seq_len", None) if hf else None)
+    if hasattr(src, "path"):  # a file or folder: stored as an absolute path
+        src = dataclasses.replace(src, path=str(Path(src.path).expanduser().resolve()))
+    if isinstance(input_shape, list):
+        input_shape = tuple(input_shape)
+    # synthetic inputs take the architecture's shape now; data with inputs gives its own (_with_data)
+    shape = input_shape or (default_shape if isinstance(src, SyntheticSource) else None)
+    if isinstance(weights, (str, Path)) and str(weights):
+        weights = str(Path(weights).resolve())
+    entry = UserEntry(name, factory, kwargs, weights or None, src.to_dict(), shape, task)
     if name in MODELS.names() and MODELS.get(name).extra.get("source") != "user":
         raise PrunescopeError(f"{name!r} is a bundled model; choose another name")
     if entry.weights:
         load_state_dict_file(entry.weights)  # refuses pickles and missing files before anything is registered
-    if data["kind"] == "images":
+    if isinstance(src, ImagesSource):
         entry = images_entry(entry, default_shape)
-    return entry, default_shape
+    return entry
 
 
-def _with_data(entry: UserEntry, default_shape: tuple[int, ...] | None):
+def _with_data(entry: UserEntry):
     """``(entry with its input shape and task, what load_data read or None, classes in the data)``.
 
     Raises:
         PrunescopeError: the data's examples do not have the input shape given, or task
             classification asked for data without labels.
     """
-    kind = entry.data["kind"]
-    loaded, labels, n_classes = None, kind == "dataset", 0
-    if kind in ("tensors", "images", "csv", "text"):
+    src = entry.data_source()
+    loaded, labels, n_classes = None, isinstance(src, DatasetSource), 0
+    if not isinstance(src, (DatasetSource, SyntheticSource)):  # a file or folder of examples
         loaded = load_data(entry)
         x, y, classes = loaded
         labels = y is not None
@@ -209,13 +250,12 @@ def _with_data(entry: UserEntry, default_shape: tuple[int, ...] | None):
         if entry.input_shape and entry.input_shape != shape:
             raise PrunescopeError(f"input shape {entry.input_shape} does not match the data's examples {shape}")
         entry = dataclasses.replace(entry, input_shape=shape)
-    elif kind == "dataset":
+    elif isinstance(src, DatasetSource):
         from core.sources.datasets import get_dataset
 
-        shape = tuple(get_dataset(entry.data["name"]).x_test.shape[1:])
+        shape = tuple(get_dataset(src.name).x_test.shape[1:])
         entry = dataclasses.replace(entry, input_shape=entry.input_shape or shape)
-    else:
-        entry = dataclasses.replace(entry, input_shape=entry.input_shape or default_shape)
+    # synthetic data: the input shape given or the architecture's, filled by _new_entry
     if entry.task == "classification" and not labels:
         raise PrunescopeError("task 'classification' needs labels; this data has none (use fidelity, or data "
                               "with labels: y in a tensors file, class folders, a CSV label column)")
@@ -259,11 +299,11 @@ def unregister(name: str) -> None:
     from core.sources.datasets import DATASETS, get_dataset
     from core.sources.models import MODELS
 
-    entries = list_user_models()
-    if name not in {e.name for e in entries}:
-        raise PrunescopeError(f"{name!r} is not one of your models; yours: "
-                              f"{', '.join(e.name for e in entries) or 'none'}")
-    _save([e for e in entries if e.name != name])
+    entries = _stored()
+    names = [str(e.get("name")) for e in entries]
+    if name not in names:
+        raise PrunescopeError(f"{name!r} is not one of your models; yours: {', '.join(names) or 'none'}")
+    _save([e for e in entries if e.get("name") != name])
     if name in MODELS.names():
         MODELS.unregister(name)
     if f"user:{name}" in DATASETS.names():
@@ -278,13 +318,10 @@ def load_user_models() -> list[str]:
     import warnings
 
     names = []
-    for e in list_user_models():
+    for e in list_user_models():  # entries that check; the others were left out with a warning
         try:
-            check_entry(e)
-            if not (isinstance(e.input_shape, tuple) and e.input_shape and isinstance(e.kwargs, dict)
-                    and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in e.input_shape)):
-                raise PrunescopeError(f"the stored entry needs an input shape of positive whole numbers and "
-                                      f"kwargs as an object, got {echo(e.input_shape)} and {echo(e.kwargs)}")
+            if e.input_shape is None:  # register() always stores one
+                raise PrunescopeError(f"the stored entry needs entry.input_shape, {INPUT_SHAPE.describe()}")
             _spec_of(e, lazy=True)
             register_data(e, e.name, None)
             names.append(e.name)
@@ -293,5 +330,6 @@ def load_user_models() -> list[str]:
     return names
 
 
-__all__ = ["UserEntry", "DATA_KINDS", "STORE_NAME", "has_random_weights", "data_from_path", "load_data", "home",
-           "parse_shape", "register", "unregister", "list_user_models", "load_user_models", "read_tensors"]
+__all__ = ["UserEntry", "DATA_KINDS", "data_source", "STORE_NAME", "has_random_weights", "data_from_path",
+           "load_data", "home", "parse_shape", "register", "unregister", "list_user_models", "load_user_models",
+           "read_tensors"]

@@ -7,9 +7,10 @@ from the ``demo_models`` plugin) or from an importable factory given as
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only
     from torch import nn
@@ -20,7 +21,7 @@ from core.errors import FOREIGN_ERRORS, FileError, ModelError, PrunescopeError, 
 from core.ground.registry import Registry, import_object
 from core.sources.weights import load_error_summary, load_state_dict_file
 
-MODELS: Registry["ModelSpec"] = Registry("model")
+MODELS: Registry[ModelSpec] = Registry("model")
 TASKS = ("classification", "fidelity", "language-model")
 # tasks whose labels are the targets (a language model's label is the true next token);
 # "fidelity" has none: its target is the base's prediction

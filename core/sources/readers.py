@@ -282,4 +282,5 @@ def read_csv(path: str | Path, label_column: str | None = None):
     return x, torch.tensor([index[v] for v in labels.astype(str)], dtype=torch.long), names
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MAX_DATA_BYTES", "default_normalisation", "read_tensors", "safe_unzip", "read_image_folder", "read_csv"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MAX_DATA_BYTES", "default_normalisation", "read_tensors", "safe_unzip",
+           "read_image_folder", "read_csv"]

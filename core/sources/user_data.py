@@ -1,15 +1,25 @@
 """A person's data: read the file or folder an entry describes, split it, register it.
 
-The kinds of data are listed in ``core/sources/entries.py``; readers of each file format
-are in ``core/sources/readers.py``. The split is a fixed, seeded 75/25, stratified by
-label when there are labels.
+The kinds of data are the :class:`~core.sources.describe.DataSource` classes of
+``core/sources/describe.py``; readers of each file format are in ``core/sources/readers.py``.
+The split is a fixed, seeded 75/25, stratified by label when there are labels.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from core.sources.describe import DEFAULT_SEQ_LEN, HF_FACTORY, hf_vocab_size
+from core.errors import PrunescopeError
+from core.sources.describe import (
+    DEFAULT_SEQ_LEN,
+    HF_FACTORY,
+    CsvSource,
+    DatasetSource,
+    ImagesSource,
+    TensorsSource,
+    TextSource,
+    hf_vocab_size,
+)
 from core.sources.readers import read_tensors
 from core.sources.user_entry import UserEntry, home
 
@@ -37,7 +47,8 @@ def _splits(name: str, x, y, classes: list[str], kind: str):
 def dataset_name(entry: UserEntry) -> str:
     """The dataset an entry's model is evaluated on: the registered one it names, else
     ``user:<name>`` (its own data, registered by :func:`register_data`)."""
-    return entry.data["name"] if entry.data["kind"] == "dataset" else f"user:{entry.name}"
+    src = entry.data_source()
+    return src.name if isinstance(src, DatasetSource) else f"user:{entry.name}"
 
 
 def load_data(entry: UserEntry):
@@ -45,31 +56,37 @@ def load_data(entry: UserEntry):
     dataset).
 
     Raises:
-        FileError: the file or folder does not read (the reader says why)."""
+        FileError: the file or folder does not read (the reader says why).
+        PrunescopeError: image data without its size (:func:`images_entry` fills it)."""
     import torch
 
-    from core.sources.readers import IMAGENET_MEAN, IMAGENET_STD, read_csv, read_image_folder
+    from core.sources.readers import default_normalisation, read_csv, read_image_folder
 
-    d, kind = entry.data, entry.data["kind"]
-    if kind == "tensors":
-        x, y = read_tensors(d["path"])
+    src = entry.data_source()
+    if isinstance(src, TensorsSource):
+        x, y = read_tensors(src.path)
         return x, y, None
-    if kind == "images":
-        return read_image_folder(d["path"], tuple(d["size"]), int(d.get("channels", 3)),
-                                 tuple(d.get("mean", IMAGENET_MEAN)), tuple(d.get("std", IMAGENET_STD)))
-    if kind == "csv":
-        return read_csv(d["path"], d.get("label_column") or None)
-    if kind == "text":
+    if isinstance(src, ImagesSource):
+        if src.size is None:
+            raise PrunescopeError(f"data.size must be given for images (height and width, e.g. 224,224) in "
+                                  f"{entry.name!r}; register it again")
+        channels = src.channels or 3
+        mean, std = default_normalisation(channels)
+        return read_image_folder(src.path, src.size, channels, src.mean or mean, src.std or std)
+    if isinstance(src, CsvSource):
+        return read_csv(src.path, src.label_column)
+    if isinstance(src, TextSource):
         from core.sources.hf import read_text
 
-        t = read_text(d["path"], entry.kwargs["path"], seq_len=int(d.get("seq_len", DEFAULT_SEQ_LEN)),
-                      task=entry.task, classes=d.get("classes"))
+        t = read_text(src.path, entry.kwargs["path"], seq_len=src.seq_len or DEFAULT_SEQ_LEN, task=entry.task,
+                      classes=list(src.classes) if src.classes else None)
         return t.x, t.y, t.classes or None
-    g = torch.Generator().manual_seed(0)
+    assert not isinstance(src, DatasetSource), "a registered dataset is not read here"
+    g = torch.Generator().manual_seed(0)  # synthetic: seeded random inputs of the input shape
     if entry.factory == HF_FACTORY:  # token ids, uniform over the vocabulary
-        vocab = int(d.get("vocab") or hf_vocab_size(entry.kwargs["path"]))
-        return torch.randint(0, vocab, (d["n"], *entry.input_shape), generator=g), None, None
-    return torch.randn(d["n"], *entry.input_shape, generator=g), None, None
+        vocab = src.vocab or hf_vocab_size(entry.kwargs["path"])
+        return torch.randint(0, vocab, (src.n, *entry.input_shape), generator=g), None, None
+    return torch.randn(src.n, *entry.input_shape, generator=g), None, None
 
 
 def register_data(entry: UserEntry, spec_name: str, outputs: int | None, loaded=None) -> None:
@@ -79,7 +96,7 @@ def register_data(entry: UserEntry, spec_name: str, outputs: int | None, loaded=
     output count, the classes of data without labels (None: built to find out)."""
     from core.sources.datasets import register_dataset
 
-    if entry.data["kind"] == "dataset":
+    if isinstance(entry.data_source(), DatasetSource):
         return
     name = dataset_name(entry)
 
@@ -114,18 +131,17 @@ def images_entry(entry: UserEntry, default_shape: tuple[int, ...] | None) -> Use
     """
     from core.sources.readers import default_normalisation, safe_unzip
 
-    d = dict(entry.data)
+    src = entry.data_source()
+    assert isinstance(src, ImagesSource), src
     shape = entry.input_shape or default_shape
-    if "size" not in d:
-        d["size"] = list(shape[-2:]) if shape and len(shape) == 3 else [224, 224]
-    if "channels" not in d:
-        d["channels"] = shape[0] if shape and len(shape) == 3 and shape[0] in (1, 3) else 3
-    mean, std = default_normalisation(d["channels"])
-    d.setdefault("mean", list(mean))
-    d.setdefault("std", list(std))
-    if Path(d["path"]).suffix.lower() == ".zip":
-        d["path"] = str(safe_unzip(d["path"], home() / "uploads" / entry.name / "images"))
-    return dataclasses.replace(entry, data=d)
+    size = src.size or (tuple(shape[-2:]) if shape and len(shape) == 3 else (224, 224))
+    channels = src.channels or (shape[0] if shape and len(shape) == 3 and shape[0] in (1, 3) else 3)
+    mean, std = default_normalisation(channels)
+    path = src.path
+    if Path(path).suffix.lower() == ".zip":
+        path = str(safe_unzip(path, home() / "uploads" / entry.name / "images"))
+    src = dataclasses.replace(src, path=path, size=size, channels=channels, mean=src.mean or mean, std=src.std or std)
+    return dataclasses.replace(entry, data=src.to_dict())
 
 
 __all__ = ["load_data", "register_data", "dataset_name", "images_entry"]

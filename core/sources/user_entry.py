@@ -1,4 +1,4 @@
-"""One model a person brings, as plain data (:class:`UserEntry`), and its checks.
+"""One model a person brings, as plain data (:class:`UserEntry`), checked by declared constraints.
 
 ``core/sources/entries.py`` registers and stores entries; ``core/sources/user_data.py``
 reads the data an entry describes. :func:`home` is the one folder a person's entries,
@@ -7,16 +7,21 @@ uploads and sessions live under.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import PrunescopeError, echo
-from core.sources.describe import HF_FACTORY
+from core.errors import PrunescopeError, StepError
+from core.ground.constraints import Checked, Instance, Options, Pattern, Shape
+from core.sources.describe import DATA_KINDS, HF_FACTORY, DataSource, SyntheticSource, TextSource, data_source
 
-DATA_KINDS = ("dataset", "tensors", "images", "csv", "text", "synthetic")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+TASKS = ("classification", "fidelity", "language-model")
+NAME = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "1 to 64 letters, digits, '_', '.' or '-' (starting with a "
+               "letter or digit)", max_len=64, bad=("../x", "-x", "a b"))
+FACTORY = Pattern(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", "an importable 'package.module:function'",
+                  bad=("os.system", "nocolon", "a:b:c"))
+KWARGS = Instance(dict, "a dict of the factory's keyword arguments (a JSON object of plain data)")
+WEIGHTS = Pattern(r"[^\x00]+", "the path of a weights file (1 to 4096 characters)", max_len=4096, optional=True)
+INPUT_SHAPE = Shape(1, 8, what="one example's shape", optional=True)
 
 
 def home() -> Path:
@@ -30,52 +35,46 @@ def home() -> Path:
 
 
 @dataclass(frozen=True)
-class UserEntry:
-    """One model a person registered (plain data: it is stored as JSON)."""
+class UserEntry(Checked):
+    """One model a person registered (plain data: it is stored as JSON), checked by its
+    declared constraints when it is made (:meth:`check` ties the fields together).
 
+    Raises (on construction):
+        StepError: ``"entry.<field> must be <what is accepted>, got <value>"``, or a rule
+            across fields; a bad data description as :func:`data_source` says.
+    """
+
+    constraints = {"name": NAME, "factory": FACTORY, "kwargs": KWARGS, "weights": WEIGHTS,
+                   "data": Instance(dict, f"a data description, a dict whose kind is one of {', '.join(DATA_KINDS)}"),
+                   "input_shape": INPUT_SHAPE, "task": Options(TASKS, optional=True)}
     name: str
     factory: str  # package.module:function
     kwargs: dict = field(default_factory=dict)  # keyword arguments of the factory (plain data)
     weights: str | None = None  # local weights file; None: random initialisation
-    data: dict = field(default_factory=lambda: {"kind": "synthetic", "n": 256})
+    data: dict = field(default_factory=lambda: {"kind": "synthetic", "n": 256})  # stored form of a DataSource
     input_shape: tuple[int, ...] | None = None  # one example's shape (read from the data when it has inputs)
-    task: str | None = None  # "classification" | "fidelity"; None: classification when the data has labels
+    task: str | None = None  # one of TASKS; None: classification when the data has labels
+
+    def _owner(self) -> str:
+        return "entry"
+
+    def check(self) -> None:
+        src = self.data_source()  # refuses an unknown kind, unknown keys and bad values
+        if isinstance(src, SyntheticSource) and self.input_shape is None:
+            raise StepError("synthetic data needs the model's input shape (entry.input_shape, e.g. 3,32,32)")
+        if isinstance(src, TextSource) and self.factory != HF_FACTORY:
+            raise StepError("text data needs a Hugging Face model (its tokenizer reads the text): register it with "
+                            "hf=FOLDER (CLI: --hf DIR)")
+
+    def data_source(self) -> DataSource:
+        """The data description as its dataclass (:func:`data_source` of :attr:`data`)."""
+        return data_source(self.data)
 
     def source(self) -> str:
         w = (f"weights {Path(self.weights).name}" if self.weights else "weights in the folder"
              if self.factory == HF_FACTORY else "random weights")
         args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items() if isinstance(v, (str, int, float, bool)))
         return f"{self.factory}({args[:60]}) · {w}"
-
-
-def check_entry(e: UserEntry) -> None:
-    """Check an entry's fields: its name, factory, data description and task.
-
-    Raises:
-        PrunescopeError: the first field that is wrong, saying what is accepted and what it got.
-    """
-    if not isinstance(e.name, str) or not _NAME.match(e.name):
-        raise PrunescopeError(f"model name must be 1 to 64 letters, digits, '_', '.' or '-' (starting with a letter "
-                              f"or digit), got {echo(e.name)}")
-    if not isinstance(e.factory, str) or not _FACTORY.match(e.factory):
-        raise PrunescopeError(f"factory must be an importable 'package.module:function', got {echo(e.factory)}")
-    kind = e.data.get("kind") if isinstance(e.data, dict) else None
-    if kind not in DATA_KINDS:
-        raise PrunescopeError(f"data must be a dict whose kind is one of {', '.join(DATA_KINDS)} (dataset: name; "
-                              "tensors, images, csv: path; synthetic: n), got " + echo(e.data))
-    if kind in ("tensors", "images", "csv", "text") and not (isinstance(e.data.get("path"), str) and e.data["path"]):
-        raise PrunescopeError(f"{kind} data needs the path of its file or folder, got {echo(e.data.get('path'))}")
-    if kind == "synthetic":
-        n = e.data.get("n")
-        if isinstance(n, bool) or not isinstance(n, int) or not 8 <= n <= 100_000:
-            raise PrunescopeError(f"synthetic data needs n, a whole number of examples in [8, 100000], got {echo(n)}")
-        if e.input_shape is None:
-            raise PrunescopeError("synthetic data needs the model's input shape (e.g. 3,32,32)")
-    if e.task not in (None, "classification", "fidelity", "language-model"):
-        raise PrunescopeError(f"task must be classification, fidelity or language-model, got {echo(e.task)}")
-    if kind == "text" and e.factory != HF_FACTORY:
-        raise PrunescopeError("text data needs a Hugging Face model (its tokenizer reads the text): register it with "
-                              "hf=FOLDER (CLI: --hf DIR)")
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -97,4 +96,4 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-__all__ = ["UserEntry", "DATA_KINDS", "home", "check_entry", "parse_shape"]
+__all__ = ["UserEntry", "DATA_KINDS", "TASKS", "KWARGS", "INPUT_SHAPE", "home", "parse_shape"]

@@ -8,11 +8,19 @@
   preset of ``core.recover.Finetune``);
 * ``guides.py``: influence, CKA, drop-one accuracy and a suggested cut.
 """
-from core.surgery.blocks import Block, block_names, container_candidates, default_container, get_module, list_blocks, split_block
+from core.surgery.blocks import (
+           Block,
+           block_names,
+           container_candidates,
+           default_container,
+           get_module,
+           list_blocks,
+           split_block,
+)
 from core.surgery.bridges import Bridge, fit_bridge, make_bridge, ridge_lstsq
 from core.surgery.healing import HEAL_TRAIN, adapters, heal_parameters
-from core.surgery.stitch import BRIDGES, Piece, paired_inputs, stitch
 from core.surgery.steps import Compose, Cut, Paste, Segment, duplicate_steps, paste_steps
+from core.surgery.stitch import BRIDGES, Piece, paired_inputs, stitch
 
 __all__ = ["Block", "Bridge", "Cut", "Paste", "Compose", "Segment", "Piece", "BRIDGES", "HEAL_TRAIN",
            "list_blocks", "default_container", "container_candidates", "block_names", "stitch",

@@ -21,7 +21,6 @@ from torch import nn
 from core.errors import FOREIGN_ERRORS, ModelError
 from core.sources.bases import clone_model
 from core.sources.models import get_spec
-
 from core.surgery.modelcache import ModelCache
 from core.surgery.rootview import RootView, root_activations, root_view, set_root_blocks, unwrap
 
@@ -67,7 +66,7 @@ def container_candidates(model: nn.Module) -> list[str]:
 
 # default_container is asked for where no apply context exists (the app's pickers, the CLI,
 # Finetune's "last" blocks); measuring it runs the model once, so it is kept per model object
-_DEFAULTS: "ModelCache[str]" = ModelCache(size=64)
+_DEFAULTS: ModelCache[str] = ModelCache(size=64)
 
 
 def _example_for(model: nn.Module, model_name: str | None) -> torch.Tensor | None:

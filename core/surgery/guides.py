@@ -18,8 +18,8 @@ the model (dropped with it).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,6 @@ from torch import nn
 
 from core.errors import ModelError, PrunescopeError
 from core.sources.models import LABELLED_TASKS
-
 from core.surgery.blocks import Block, default_container, list_blocks
 from core.surgery.steps import Cut
 from core.surgery.stitch import traced_activations
@@ -57,9 +56,9 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     return _cka_from_grams(_gram(x), _gram(y))
 
 
-def _cka_from_grams(k: torch.Tensor, l: torch.Tensor) -> float:
-    num = float((k * l).sum())
-    den = math.sqrt(float((k * k).sum()) * float((l * l).sum()))
+def _cka_from_grams(k: torch.Tensor, g: torch.Tensor) -> float:
+    num = float((k * g).sum())
+    den = math.sqrt(float((k * k).sum()) * float((g * g).sum()))
     return num / den if den > 0 else 0.0
 
 

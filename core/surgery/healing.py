@@ -6,7 +6,6 @@ from __future__ import annotations
 from torch import nn
 
 from core.errors import ModelError
-
 from core.surgery.blocks import is_container, join_path
 from core.surgery.bridges import Bridge
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from torch import nn
 
@@ -28,7 +29,7 @@ class ModelCache(Generic[V]):
 
     def __init__(self, size: int = 64):
         self.size = size
-        self._d: "weakref.WeakKeyDictionary[nn.Module, V]" = weakref.WeakKeyDictionary()
+        self._d: weakref.WeakKeyDictionary[nn.Module, V] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def get(self, model: nn.Module) -> V | None:

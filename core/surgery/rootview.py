@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from core.errors import ModelError
-
 from core.surgery.modelcache import ModelCache
 
 
@@ -61,7 +60,7 @@ class RootView(nn.Sequential):
 
 # The view's blocks carry what a trace found, and a stitch looks the view of one model up
 # several times (trace, then the blocks to run): it must get the same blocks each time.
-_VIEWS: "ModelCache[tuple]" = ModelCache(size=64)
+_VIEWS: ModelCache[tuple] = ModelCache(size=64)
 
 
 def root_view(model: nn.Module) -> RootView:

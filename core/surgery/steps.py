@@ -6,8 +6,9 @@ Each step's report lists its seams with the bridge used and its fit error.
 """
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Collection, Sequence
+from typing import ClassVar
 
 from torch import nn
 
@@ -15,7 +16,6 @@ from core.errors import ModelError, StepError, echo
 from core.ground.constraints import Checked, Interval, Items, Name, Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
-
 from core.surgery.blocks import block_names, default_container, locate_block, split_block
 from core.surgery.stitch import BRIDGES, Piece, stitch
 
@@ -202,7 +202,8 @@ class Compose(Step):
         for s in segs:
             if isinstance(s, Segment):
                 out.append(s)
-            elif isinstance(s, dict) and set(s) <= {"source", "blocks"} and isinstance(s.get("blocks", []), (list, tuple)):
+            elif (isinstance(s, dict) and set(s) <= {"source", "blocks"}
+                  and isinstance(s.get("blocks", []), (list, tuple))):
                 out.append(Segment(source=s.get("source", "self"), blocks=tuple(s.get("blocks", []))))
             else:
                 raise StepError(f"bad segment {echo(s)}; expected {{'source': ..., 'blocks': [...]}}")

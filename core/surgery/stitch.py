@@ -16,13 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError
+from core.plan.report import Seam
 from core.sources.bases import clone_model
 from core.sources.models import get_spec
-from core.plan.report import Seam
-
 from core.surgery.blocks import block_activations, block_names, container_of, set_module, split_block
-from core.surgery.rootview import RootView
 from core.surgery.bridges import seam_bridge, shape_str
+from core.surgery.rootview import RootView
 
 BRIDGES = ("auto", "identity", "lstsq")  # seam policies (see stitch)
 

@@ -1,7 +1,7 @@
 """Figures of what an edit changed: the confusion difference and the CKA along depth."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
@@ -110,4 +110,5 @@ def coupled_group_figure(layers: Sequence[dict], group: dict, title: str | None 
                                 f"{n} layer(s) change", "", "", height=max(220, 22 * len(layers) + 90))
 
 
-__all__ = ["coupled_group_figure", "confusion_figure", "confusion_delta_figure", "divergence_figure", "attribution_figure", "activation_figure"]
+__all__ = ["coupled_group_figure", "confusion_figure", "confusion_delta_figure", "divergence_figure",
+           "attribution_figure", "activation_figure"]

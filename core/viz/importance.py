@@ -6,7 +6,7 @@ Colours and layout come from ``style.py``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go

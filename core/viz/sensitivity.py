@@ -3,7 +3,7 @@ per layer, per-class accuracy of one layer, criteria compared by a global amount
 amounts an automatic plan chose."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 

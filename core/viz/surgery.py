@@ -5,7 +5,7 @@ SELECTED for new (pasted) blocks, BASE for adapters and the base model's figures
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 

@@ -1,10 +1,5 @@
-from pathlib import Path
-
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
-
-APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
 
 
 @pytest.fixture(autouse=True)
@@ -12,41 +7,3 @@ def clear_streamlit_caches():
     st.cache_data.clear()
     st.cache_resource.clear()
     yield
-
-
-def new_app(model: str | None = None) -> AppTest:
-    """A fresh session of the app, run once (optionally on ``model``)."""
-    at = AppTest.from_file(APP, default_timeout=180)
-    if model:
-        at.session_state["model_name"] = model
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    for m in at.metric:
-        if m.label == label:
-            return m.value
-    raise KeyError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
-
-
-def workspace(at: AppTest):
-    return at.session_state["workspaces"][at.session_state["model_name"]]
-
-
-def ok(at: AppTest) -> None:
-    """No exception and no error box on the page."""
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def finish_job(at: AppTest, key: str) -> None:
-    """Wait for a background training job (app.jobs) and run the page that picks it up."""
-    try:
-        job = at.session_state[key]
-    except KeyError:  # the run that saw it end has picked it up already
-        return
-    job.thread.join(300)
-    assert not job.thread.is_alive(), "the training job did not end in 300 s"
-    at.run()

@@ -1,11 +1,12 @@
 import pytest
 
-from tests.app.conftest import metric, new_app, workspace
-from tests.conftest import DEMO_MODELS
+from tests.helpers.app import metric, new_app, workspace
+from tests.helpers.models import DEMO_MODELS
 
 PAGES = ["views/model.py", "views/prune.py", "views/surgery.py", "views/export.py", "views/history.py"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", DEMO_MODELS)
 def test_every_page_renders_on_each_demo_model(model):
     at = new_app(model)

@@ -1,9 +1,11 @@
 """The Explain page: changed predictions, confusion difference, divergence (AppTest)."""
 from __future__ import annotations
 
+import pytest
+
 from core.prune import Prune
-from tests.app.conftest import new_app, workspace
-from tests.app.conftest import ok as _ok
+from tests.helpers.app import new_app, workspace
+from tests.helpers.app import ok as _ok
 
 PAGE = "views/explain.py"
 
@@ -66,6 +68,7 @@ def test_the_confusion_of_base_and_current_can_be_shown_too():
         assert any(f"Confusion of the {which} model" in t for t in chart_specs(at))
 
 
+@pytest.mark.slow
 def test_a_unit_picked_elsewhere_opens_in_the_unit_view_with_its_receptive_fields_and_group():
     """What the Prune page's "Explain channel u of layer" button sets before switching here."""
     at = new_app("digits_resnet")

@@ -1,11 +1,13 @@
 """Export page (AppTest): formats, verification table, downloads, recipe, errors, Netron."""
 from pathlib import Path
 
+import pytest
+
 from core.io import EXPORTERS
 from core.plan import Plan
 from core.prune import Prune
-from tests.app.conftest import new_app, workspace
-from tests.app.conftest import ok as _ok
+from tests.helpers.app import new_app, workspace
+from tests.helpers.app import ok as _ok
 
 
 def _export_page(model: str, plan: Plan | None = None):
@@ -57,9 +59,9 @@ def test_a_structurally_pruned_model_exports_smaller_than_the_base():
 
 
 def test_a_failing_format_shows_its_reason_and_the_others_still_export(monkeypatch):
-    from tests.io.test_export import _HalfWrite
+    from tests.helpers.exports import HalfWrite
 
-    monkeypatch.setitem(EXPORTERS._items, "torchscript", _HalfWrite())
+    monkeypatch.setitem(EXPORTERS._items, "torchscript", HalfWrite())
     at = _export_page("digits_mlp")
     for n in ("onnx", "pt2"):
         at.checkbox(key=f"fmt_{n}").uncheck()
@@ -123,6 +125,7 @@ def test_view_graph_shows_the_exported_onnx_with_netron():
     assert "export_graph_url" not in at.session_state  # a removed view is not embedded any more
 
 
+@pytest.mark.slow
 def test_the_model_page_shows_the_current_and_the_base_graph():
     import onnx
 
@@ -147,9 +150,10 @@ def test_the_model_page_shows_the_current_and_the_base_graph():
     assert "model_graph_url" in at.session_state  # the base did not change
 
 
+@pytest.mark.slow
 def test_a_quantised_plan_exports_onnx_and_compares_int8_with_float():
     from core.recover import Quantize
-    from tests.app.conftest import new_app, ok, workspace
+    from tests.helpers.app import new_app, ok, workspace
 
     at = new_app("digits_cnn")
     workspace(at).add_step(Quantize())

@@ -5,10 +5,11 @@ import base64
 import json
 
 import numpy as np
+import pytest
 
 from core.prune import Prune
-from tests.app.conftest import metric, new_app, workspace
-from tests.app.conftest import ok as _ok
+from tests.helpers.app import metric, new_app, workspace
+from tests.helpers.app import ok as _ok
 
 
 def _unit_table(at):
@@ -35,6 +36,7 @@ def test_selectors_come_from_the_registry_and_show_the_description():
     assert any(CRITERIA.get("l1").description in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_channel_granularity_slider_drops_params_and_latency_and_shows_importance():
     at = new_app("digits_resnet")
     params0 = workspace(at).base_metrics().params
@@ -56,6 +58,7 @@ def test_channel_granularity_slider_drops_params_and_latency_and_shows_importanc
     assert len(table) == 32 and set(table["status"]) <= {"kept", "pruned"}
 
 
+@pytest.mark.slow
 def test_head_granularity_on_the_vit_and_compare_criteria():
     at = new_app("digits_vit")
     at.selectbox(key="prune_granularity").set_value("head").run()

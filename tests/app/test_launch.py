@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from app.launch import exposure_warning, is_loopback, streamlit_command
-from tests.launch import free_port, start_app, wait_healthy
+from tests.helpers.browser import free_port, start_app, wait_healthy
 
 
 def test_the_command_binds_loopback_and_carries_every_setting():

@@ -4,8 +4,9 @@ factory is a message and the app keeps running."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from tests.app.conftest import new_app, ok, workspace
+from tests.helpers.app import new_app, ok, workspace
 
 PAGE = "views/model.py"
 
@@ -67,17 +68,19 @@ def test_an_uploaded_tensors_file_with_labels_is_a_classification_model(own_home
     at.button(key="open_go").click().run()
     ok(at)
     ws = workspace(at)
-    assert ws.name == "app_tab" and ws.spec.task == "classification" and ws.evalset.classes == [str(i) for i in range(10)]
+    assert ws.name == "app_tab" and ws.spec.task == "classification"
+    assert ws.evalset.classes == [str(i) for i in range(10)]
 
 
+@pytest.mark.slow
 def test_an_uploaded_image_zip_opens_prunes_and_survives_a_reload(own_home, tmp_path):
     """The issue's path: a factory with an uploaded image-folder zip, its resize and
     normalisation settings shown; prune; a reload (the same ?session=) finds the plan."""
     from streamlit.testing.v1 import AppTest
 
     from core.prune import Prune
-    from tests.app.conftest import APP
-    from tests.test_user_data import image_folder, zip_of
+    from tests.helpers.app import APP
+    from tests.helpers.data import image_folder, zip_of
 
     own_home.append("app_pets")
     z = zip_of(image_folder(tmp_path / "pets"), tmp_path / "pets.zip")
@@ -124,13 +127,14 @@ def test_a_broken_upload_is_a_message_and_the_open_model_stays(own_home, tmp_pat
     assert at.session_state["model_name"] == "digits_mlp" and len(workspace(at).plan.steps) == 1
 
 
+@pytest.mark.slow
 def test_a_hugging_face_folder_with_a_text_file(own_home, tmp_path):
     """A local transformers folder (a tiny Llama, built here) and a text file: judged as a
     language model, the figures labelled so."""
     import pytest
 
     pytest.importorskip("transformers")
-    from tests.hf.conftest import build, save, sentences, tokenizer
+    from tests.helpers.hf import build, save, sentences, tokenizer
 
     own_home.append("app_llama")
     folder = save(tmp_path / "llama", build("llama"), tokenizer("lm"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.conftest import new_app, ok, workspace
+from tests.helpers.app import new_app, ok, workspace
 
 
 @pytest.mark.parametrize("bad", [1.5, -0.2])

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from core.prune import Prune
-from tests.app.conftest import new_app, workspace
-from tests.app.conftest import ok as _ok
+from tests.helpers.app import new_app, workspace
+from tests.helpers.app import ok as _ok
 
 DOWN, UP = 0, 1  # MetricDirection
 RED, GREEN, GRAY = 0, 1, 2  # MetricColor

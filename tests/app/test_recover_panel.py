@@ -6,8 +6,8 @@ import pytest
 
 from core.prune import Prune
 from core.recover import Finetune
-from tests.app.conftest import finish_job, metric, new_app, workspace
-from tests.app.conftest import ok as _ok
+from tests.helpers.app import finish_job, metric, new_app, workspace
+from tests.helpers.app import ok as _ok
 
 
 def _pct(text: str) -> float:
@@ -74,6 +74,7 @@ def test_quantize_int8_is_a_plan_step_and_the_metrics_show_the_int8_model():
     assert at.button(key="prune_quantize").disabled
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["digits_cnn", "digits_vit"])
 def test_every_page_opens_on_a_quantised_plan(model):
     from core.recover import Quantize

@@ -8,7 +8,7 @@ import pytest
 
 from core.ground import formatting as fmt
 from core.prune import Prune
-from tests.app.conftest import metric, new_app, workspace
+from tests.helpers.app import metric, new_app, workspace
 
 
 def _figure(at, title_start: str) -> dict:

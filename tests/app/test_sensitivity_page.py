@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 import app.jobs as J
 from core.prune import Prune
 from core.sensitivity import Sensitivity
-from tests.app.conftest import finish_job, new_app, ok, workspace
+from tests.helpers.app import finish_job, new_app, ok, workspace
 
 PAGE = "views/sensitivity.py"
 
@@ -49,6 +51,7 @@ def test_a_sweep_runs_in_the_background_and_draws_every_view():
     assert any("No sweep of the current plan" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_cancel_keeps_the_layers_finished():
     at = new_app("digits_resnet")
     at.switch_page(PAGE).run()

@@ -6,7 +6,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.io.sessions import load_session
 from core.prune import Prune
-from tests.app.conftest import APP, new_app, ok, workspace
+from tests.helpers.app import APP, new_app, ok, workspace
 
 
 def test_a_reload_restores_the_model_and_its_plans(own_home):

@@ -7,8 +7,8 @@ import pytest
 
 from core.recover import Heal
 from core.surgery import Cut, Paste
-from tests.app.conftest import finish_job, metric, new_app, workspace
-from tests.app.conftest import ok as _ok
+from tests.helpers.app import finish_job, metric, new_app, workspace
+from tests.helpers.app import ok as _ok
 
 PAGE = "views/surgery.py"
 
@@ -39,6 +39,7 @@ def test_cut_a_block_changes_the_metrics_and_undo_restores_them():
     assert isinstance(workspace(at).plan.steps[-1], Cut)
 
 
+@pytest.mark.slow
 def test_cut_and_paste_run_in_the_page_with_a_progress_bar_that_says_what_they_do(monkeypatch):
     """A cut or paste is run where the page can draw (not in the button's callback), with
     progress text for each phase, and the metrics drawn after it are the new model's."""
@@ -80,6 +81,7 @@ def test_cut_goes_to_the_clipboard_and_pastes_back():
     assert isinstance(step, Paste) and step.block == "features.2" and step.source == "digits_cnn"
 
 
+@pytest.mark.slow
 def test_duplicate_and_donor_paste_are_plan_steps():
     at = surgery("digits_resnet")
     at.multiselect(key="surgery_selected").set_value(["layers.3"]).run()
@@ -105,6 +107,7 @@ def test_impossible_cut_shows_an_error_and_keeps_the_plan():
     assert workspace(at).plan.steps == ()
 
 
+@pytest.mark.slow
 def test_opening_the_page_computes_no_guides_and_times_latency_after_drawing():
 
     at = surgery("digits_resnet")
@@ -155,6 +158,7 @@ def test_heal_adds_a_heal_step_after_a_cut():
     assert cut_acc is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["digits_vit", "digits_resnet"])
 def test_the_page_renders_with_guides_on_transformer_and_resnet(model):
     at = surgery(model)

@@ -6,12 +6,7 @@ import pytest
 
 from core.cli import main
 from core.plan import Plan
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.helpers.cli import run
 
 
 def test_models_json_lists_name_params_task(capsys):

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from core.plan import apply
 from core.cli import main
 from core.io import state_dict_hash
-from core.plan import Plan
+from core.plan import Plan, apply
 from core.prune import LayerOverride, Prune
-from tests.io.test_export import full_plan
+from tests.helpers.exports import full_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +29,7 @@ def cnn_recipe(tmp_path_factory) -> Path:
     return p
 
 
+@pytest.mark.slow
 def test_apply_reproduces_the_plan_with_the_same_hash_every_time(cnn_recipe, capsys):
     hashes = []
     for _ in range(2):
@@ -74,7 +74,7 @@ def test_export_without_verify_reports_unverified(tmp_path, capsys):
 
 def test_a_recipe_for_another_model_is_refused_without_running_it(cnn_recipe, tmp_path, capsys, monkeypatch):
     import core.plan.build as build
-    import core.workspace as workspace
+    import core.workspace.plans as workspace
 
     def never(*a, **k):
         raise AssertionError("a foreign recipe's steps ran")
@@ -116,9 +116,9 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys):
 
 def test_a_failed_export_exits_2_and_leaves_no_file(tmp_path, capsys, monkeypatch):
     from core.io import EXPORTERS
-    from tests.io.test_export import _HalfWrite
+    from tests.helpers.exports import HalfWrite
 
-    monkeypatch.setitem(EXPORTERS._items, "torchscript", _HalfWrite())
+    monkeypatch.setitem(EXPORTERS._items, "torchscript", HalfWrite())
     code, _, err = run(capsys, "export", "digits_mlp", "--format", "torchscript", "--out", str(tmp_path / "m.pt"))
     assert code == 2 and "No space left on device" in err and "nothing written" in err
     assert list(tmp_path.iterdir()) == []
@@ -157,6 +157,7 @@ def _mlp_plan(folder: Path) -> Path:
     return p
 
 
+@pytest.mark.slow
 def test_python_m_core_export_runs_and_its_hash_matches_this_process(tmp_path):
     plan = full_plan("digits_mlp")
     recipe = tmp_path / "mlp.json"

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 
-from tests.cli.test_cli import run
+import pytest
+
+from tests.helpers.cli import run
 
 
+@pytest.mark.slow
 def test_finetune_after_a_channel_prune_recovers_and_saves_a_replayable_plan(capsys, tmp_path):
     pruned = tmp_path / "pruned.json"
     code, _, err = run(capsys, "prune", "digits_cnn", "--granularity", "channel", "--criterion", "l1",
@@ -31,6 +34,7 @@ def test_finetune_refuses_a_bad_train_choice_in_one_line(capsys):
     assert "--train must be all, adapters or last:K" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_quantize_prints_the_int8_metrics_with_before_and_replays(capsys, tmp_path):
     plan = tmp_path / "q.json"
     code, out, err = run(capsys, "quantize", "digits_cnn", "--no-latency", "--save-plan", str(plan), "--json")

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from tests.cuda.helpers import CUDA, DEVICE, all_on_cuda, on_gpu
+from tests.helpers.cuda import CUDA, DEVICE, all_on_cuda, on_gpu
 
 pytestmark = CUDA
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")

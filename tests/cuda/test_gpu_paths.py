@@ -15,8 +15,7 @@ from core.prune.masks import prunable_layers
 from core.recover import Finetune, Heal
 from core.surgery import Cut, Paste
 from core.workspace import Workspace
-
-from tests.cuda.helpers import CUDA, DEVICE, all_on_cuda, on_gpu
+from tests.helpers.cuda import CUDA, DEVICE, all_on_cuda, on_gpu
 
 pytestmark = CUDA
 

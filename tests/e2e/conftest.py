@@ -5,33 +5,11 @@ missing browser is a failure, not a skip.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
-from tests.launch import free_port, start_app, wait_healthy
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
-
-
-def _chromium() -> str | None:
-    for p in (os.environ.get("PRUNESCOPE_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser",
-              shutil.which("chromium") or "", shutil.which("google-chrome") or ""):
-        if p and Path(p).exists():
-            return p
-    return None
-
-
-def _missing(reason: str):
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"e2e tests must run in CI: {reason}")
-    pytest.skip(reason)
+from tests.helpers.browser import CHROMIUM_FLAGS, chromium, free_port, missing, start_app, wait_healthy
 
 
 @pytest.fixture(scope="session")
@@ -57,13 +35,13 @@ def app_url(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def browser():
-    exe = _chromium()
+    exe = chromium()
     if exe is None:
-        _missing("no Chromium found (apt-get install -y chromium)")
+        missing("no Chromium found (apt-get install -y chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("playwright is not installed (pip install -e .[dev])")
+        missing("playwright is not installed (pip install -e .[dev])")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS, headless=True)
         yield b
@@ -77,38 +55,3 @@ def page(browser, app_url):
     pg.set_default_timeout(60_000)
     yield pg
     ctx.close()
-
-
-def wait_idle(page, timeout: float = 60.0) -> None:
-    """Wait until Streamlit has finished running the script (no 'running' indicator)."""
-    page.wait_for_timeout(300)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').count()
-        if not running:
-            return
-        page.wait_for_timeout(200)
-    raise AssertionError("the app kept running for too long")
-
-
-def assert_no_exception(page) -> None:
-    exc = page.locator('[data-testid="stException"]')
-    assert exc.count() == 0, exc.first.inner_text()[:2000]
-
-
-def keep_screenshots(paths) -> None:
-    """Copy screenshots to $PRUNESCOPE_SCREENSHOTS (when set) for people to look at."""
-    out = os.environ.get("PRUNESCOPE_SCREENSHOTS")
-    if out:
-        os.makedirs(out, exist_ok=True)
-        for p in paths:
-            shutil.copy(p, out)
-
-
-def reload_restored(page) -> None:
-    """Reload the page and wait until the app says it restored the saved work."""
-    page.wait_for_timeout(500)
-    page.reload()
-    page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
-    wait_idle(page, 120)
-    page.get_by_text("Restored your work saved at").first.wait_for(timeout=60_000)

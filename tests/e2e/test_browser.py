@@ -9,64 +9,20 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import assert_no_exception, keep_screenshots, reload_restored, wait_idle
+from tests.helpers.browser import (
+    assert_no_exception,
+    choose_model,
+    global_slider,
+    keep_screenshots,
+    metric_value,
+    move_and_time,
+    open_app,
+    reload_restored,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 DEMOS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_vit"]
-
-
-def metric_value(page, label: str) -> str:
-    m = page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first
-    return m.locator('[data-testid="stMetricValue"]').inner_text().strip()
-
-
-def open_app(page, url: str, path: str = "") -> None:
-    page.goto(f"{url}/{path}")
-    page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
-    wait_idle(page)
-
-
-def choose_model(page, name: str) -> None:
-    box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
-    box.click()
-    page.get_by_role("option", name=name, exact=True).click()
-    wait_idle(page, 120)
-    page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
-
-
-def global_slider(page):
-    s = page.locator('[data-testid="stSlider"]').filter(has_text="Global sparsity").first
-    return s.locator('input[type="range"]')
-
-
-def move_and_time(page, presses: int = 30) -> tuple[float, str, str]:
-    """Move the global control with the keyboard; seconds from the last key's release until
-    the readouts show the sparsity of the control's final value."""
-    acc0, sp0 = metric_value(page, "Sparsity"), metric_value(page, "Sparsity")
-    acc0 = metric_value(page, "Accuracy")
-    thumb = global_slider(page)
-    thumb.focus()
-    start = float(thumb.input_value())
-    for _ in range(presses):
-        page.keyboard.press("ArrowRight")
-    target = 100 * float(thumb.input_value())
-    assert target == pytest.approx(100 * min(0.99, start + presses / 100)), \
-        f"the control reads {target / 100} after {presses} presses from {start}: a redraw took its value or focus"
-
-    def reached() -> bool:  # the readout shows the control's final value (rounding aside)
-        return abs(float(metric_value(page, "Sparsity").rstrip("%")) - target) <= 0.25
-
-    t0 = time.perf_counter()
-    deadline = t0 + 60
-    while time.perf_counter() < deadline:
-        if reached():
-            break
-        page.wait_for_timeout(10)
-    elapsed = time.perf_counter() - t0
-    assert reached(), (metric_value(page, "Sparsity"), target)
-    wait_idle(page)
-    return elapsed, acc0, sp0
 
 
 def test_keyboard_moves_the_global_control_and_readouts_change(page, app_url, tmp_path):

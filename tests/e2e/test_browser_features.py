@@ -6,8 +6,15 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import assert_no_exception, keep_screenshots, reload_restored, wait_idle
-from tests.e2e.test_browser import global_slider, metric_value, open_app
+from tests.helpers.browser import (
+    assert_no_exception,
+    global_slider,
+    keep_screenshots,
+    metric_value,
+    open_app,
+    reload_restored,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -184,8 +191,8 @@ def test_open_a_recipe_file_on_the_export_page(page, app_url, tmp_path):
 def test_open_your_own_model_with_an_image_zip_prune_and_reload(page, app_url, tmp_path):
     """A factory with an uploaded image-folder zip (made here), pruned on the Prune page; a
     reload of the page finds the model and its plan."""
-    from tests.e2e.test_browser import move_and_time
-    from tests.test_user_data import image_folder, zip_of
+    from tests.helpers.browser import move_and_time
+    from tests.helpers.data import image_folder, zip_of
 
     z = zip_of(image_folder(tmp_path / "pets"), tmp_path / "pets.zip")
     open_app(page, app_url)

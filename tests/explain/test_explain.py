@@ -9,7 +9,7 @@ import torch
 
 from core.prune import Prune
 from core.workspace import Workspace
-from tests.cli.test_cli import run
+from tests.helpers.cli import run
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import torch  # noqa: E402
+import torch
 
-from core.errors import ModelError  # noqa: E402
-from core.sources.hf import load_hf, read_text  # noqa: E402
-from core.prune.structured.analysis import group_info, prunable_units  # noqa: E402
-from core.prune.structured.heads import find_heads  # noqa: E402
-from tests.conftest import structured_prune  # noqa: E402
+from core.errors import ModelError
+from core.prune.structured.analysis import group_info, prunable_units
+from core.prune.structured.heads import find_heads
+from core.sources.hf import load_hf, read_text
+from tests.helpers.models import structured_prune
 
 ATTENTION = {"bert": "hf.encoder.layer.{}.attention", "bert-cls": "hf.bert.encoder.layer.{}.attention",
              "llama": "hf.model.layers.{}.self_attn", "gpt2": "hf.transformer.h.{}.attn"}
@@ -30,7 +30,7 @@ def _data(hf_folders, text_files, arch):
 def test_removed_heads_equal_their_output_columns_set_to_zero(hf_folders, text_files, arch):
     model, x = _data(hf_folders, text_files, arch)
     names = [ATTENTION[arch].format(i) for i in (0, 1)]
-    assert prunable_units(model, "head", example=x[:2]) == {n: 4 for n in names}
+    assert prunable_units(model, "head", example=x[:2]) == dict.fromkeys(names, 4)
     groups = {g.name: g for g in group_info(model, "head", example=x[:2])}
     for n in names:  # every head's q, k and v rows and its output columns are in its group
         h = find_heads(dict(model.named_modules())[n])

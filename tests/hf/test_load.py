@@ -9,11 +9,11 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import torch  # noqa: E402
-import transformers as tf  # noqa: E402
+import torch
+import transformers as tf
 
-from core.errors import FileError, ModelError  # noqa: E402
-from core.sources.hf import hf_model, load_hf  # noqa: E402
+from core.errors import FileError, ModelError
+from core.sources.hf import hf_model, load_hf
 
 IDS = torch.tensor([[5, 9, 12, 7, 3, 0, 0], [4, 8, 15, 16, 23, 10, 6]])  # the first row is padded (pad id 0)
 

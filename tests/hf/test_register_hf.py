@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from core.prune import Prune  # noqa: E402
-from core.sources.entries import data_from_path, list_user_models, register  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
+from core.prune import Prune
+from core.sources.entries import data_from_path, list_user_models, register
+from core.workspace import Workspace
 
 
 def test_a_language_model_folder_with_a_text_file(hf_folders, text_files, own_home):
@@ -54,7 +54,7 @@ def test_text_needs_a_hugging_face_model_and_a_folder_needs_a_config(tmp_path, t
 
 
 def test_cli_register_hf(hf_folders, text_files, own_home, capsys):
-    from tests.cli.test_cli import run
+    from tests.helpers.cli import run
 
     own_home.append("cli_llama")
     code, out, err = run(capsys, "register", "cli_llama", "--hf", str(hf_folders["gpt2"]), "--data",

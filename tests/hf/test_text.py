@@ -5,12 +5,11 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import torch  # noqa: E402
+import torch
 
-from core.errors import FileError, PrunescopeError  # noqa: E402
-from core.sources.hf import load_tokenizer, read_text, text_splits  # noqa: E402
-
-from tests.hf.conftest import labelled, sentences  # noqa: E402
+from core.errors import FileError, PrunescopeError
+from core.sources.hf import load_tokenizer, read_text, text_splits
+from tests.helpers.hf import labelled, sentences
 
 
 def test_labelled_lines_map_label_names_to_the_models_classes(hf_folders, text_files):
@@ -50,7 +49,7 @@ def test_text_splits_are_seeded_and_stratified(hf_folders, text_files):
     a = text_splits("t", text_files["labelled"], hf_folders["bert-cls"], seq_len=8, classes=["neg", "pos"])
     b = text_splits("t", text_files["labelled"], hf_folders["bert-cls"], seq_len=8, classes=["neg", "pos"])
     assert torch.equal(a.x_test, b.x_test) and a.kind == "text" and len(a.x_test) + len(a.x_train) == 80
-    y = torch.tensor([int(l == "pos") for l, _ in labelled(80, 2)])
+    y = torch.tensor([int(label == "pos") for label, _ in labelled(80, 2)])
     assert torch.bincount(a.y_test).tolist() == [round(0.25 * int((y == c).sum())) for c in (0, 1)]
 
 

@@ -9,16 +9,16 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from core.sources.datasets import DATASETS, get_dataset  # noqa: E402
-from core.errors import PrunescopeError  # noqa: E402
-from core.sources.hf import load_hf, register_text_dataset  # noqa: E402
-from core.sources.models import MODELS, register_factory  # noqa: E402
-from core.prune import Prune  # noqa: E402
-from core.surgery import Cut  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
+from core.errors import PrunescopeError
+from core.prune import Prune
+from core.sources.datasets import DATASETS, get_dataset
+from core.sources.hf import load_hf, register_text_dataset
+from core.sources.models import MODELS, register_factory
+from core.surgery import Cut
+from core.workspace import Workspace
 
 CONTAINER = {"llama": "hf.model.layers", "gpt2": "hf.transformer.h", "bert": "hf.encoder.layer",
              "bert-cls": "hf.bert.encoder.layer"}

@@ -6,25 +6,25 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from core.plan import apply
-from core.io import (EXPORTERS, Exporter, export_all, export_model, list_exporters, load, read_recipe, recipe_path, register_exporter, state_dict_hash)
-from core.sources.bases import load_base
-from core.plan import Plan
+from core.io import (
+    EXPORTERS,
+    Exporter,
+    export_all,
+    export_model,
+    list_exporters,
+    load,
+    read_recipe,
+    recipe_path,
+    register_exporter,
+    state_dict_hash,
+)
+from core.plan import Plan, apply
 from core.prune import Prune
-from tests.conftest import DEMO_MODELS
+from core.sources.bases import load_base
+from tests.helpers.exports import HalfWrite, WrongOutputs, full_plan
+from tests.helpers.models import DEMO_MODELS
 
 FORMATS = ["safetensors", "onnx", "pt2", "torchscript"]
-STRUCTURED = {"digits_mlp": "neuron", "digits_cnn": "channel", "digits_resnet": "channel", "digits_vit": "head"}
-CUT = {"digits_mlp": ("layers.3", "layers.4"), "digits_cnn": ("features.2",), "digits_resnet": ("layers.3",),
-       "digits_vit": ("blocks.1",)}
-
-
-def full_plan(name: str) -> Plan:
-    """Weight pruning, then structured pruning, then a cut: every kind of change."""
-    from core.surgery import Cut
-
-    return Plan(name, (Prune(sparsity=0.5), Prune(granularity=STRUCTURED[name], sparsity=0.25),
-                       Cut(blocks=CUT[name])))
 
 
 def example(name: str, n: int = 16) -> torch.Tensor:
@@ -147,33 +147,8 @@ def test_export_does_not_change_the_model(tmp_path):
     assert state_dict_hash(model) == before and model.training
 
 
-class _HalfWrite(Exporter):
-    """Writes part of a file, then fails like a full disk."""
-
-    name, suffix = "torchscript", ".pt"
-
-    def write(self, model, example, path, plan):
-        path.write_bytes(b"half a file")
-        raise OSError("No space left on device")
-
-    def reload(self, path, device):
-        raise AssertionError("never reached")
-
-
-class _WrongOutputs(Exporter):
-    """Writes a file whose reloaded model gives different outputs."""
-
-    name, suffix = "torchscript", ".pt"
-
-    def write(self, model, example, path, plan):
-        path.write_bytes(b"something")
-
-    def reload(self, path, device):
-        return lambda x: torch.zeros(x.shape[0], 3)
-
-
 def test_a_failed_export_leaves_no_file(tmp_path, monkeypatch):
-    monkeypatch.setitem(EXPORTERS._items, "torchscript", _HalfWrite())
+    monkeypatch.setitem(EXPORTERS._items, "torchscript", HalfWrite())
     r = export_model(load_base("digits_mlp"), Plan("digits_mlp"), "torchscript", tmp_path / "m.pt",
                      example("digits_mlp"))
     assert r.error == "OSError: No space left on device" and not r.verified and r.path is None
@@ -182,7 +157,7 @@ def test_a_failed_export_leaves_no_file(tmp_path, monkeypatch):
 
 def test_a_failed_export_keeps_the_previous_file(tmp_path, monkeypatch):
     (tmp_path / "m.pt").write_bytes(b"previous export")
-    monkeypatch.setitem(EXPORTERS._items, "torchscript", _WrongOutputs())
+    monkeypatch.setitem(EXPORTERS._items, "torchscript", WrongOutputs())
     r = export_model(load_base("digits_mlp"), Plan("digits_mlp"), "torchscript", tmp_path / "m.pt",
                      example("digits_mlp"))
     assert "shape" in r.error and r.path is None
@@ -190,7 +165,7 @@ def test_a_failed_export_keeps_the_previous_file(tmp_path, monkeypatch):
 
 
 def test_one_failing_format_does_not_stop_the_others(tmp_path, monkeypatch):
-    monkeypatch.setitem(EXPORTERS._items, "torchscript", _HalfWrite())
+    monkeypatch.setitem(EXPORTERS._items, "torchscript", HalfWrite())
     steps = []
     rs = export_all(load_base("digits_mlp"), Plan("digits_mlp"), tmp_path, "m", ["torchscript", "onnx"],
                     example("digits_mlp"), progress=lambda i, n, what: steps.append((i, n, what)))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from core.io import export_model, recipe_path
 from core.ground.files import SessionFolder, sweep_dead_folders, sweep_stale
+from core.io import export_model, recipe_path
 from core.prune import Prune
 from core.workspace import Workspace
 
@@ -55,6 +55,7 @@ def _writer(out: Path, fmt: str, delay: float) -> subprocess.Popen:
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["safetensors", "onnx"])
 def test_a_killed_export_leaves_no_partial_file_and_its_temp_files_are_swept(tmp_path, fmt):
     out = tmp_path / f"model{'.safetensors' if fmt == 'safetensors' else '.onnx'}"
@@ -72,6 +73,7 @@ def test_a_killed_export_leaves_no_partial_file_and_its_temp_files_are_swept(tmp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_kill_before_anything_is_written_or_after_it_is_done_leaves_a_whole_pair(tmp_path):
     out = tmp_path / "model.safetensors"
     proc = _writer(out, "safetensors", delay=0)
@@ -124,7 +126,7 @@ def test_session_folders_go_with_their_session_and_after_a_kill(tmp_path):
 
 
 def test_two_app_sessions_export_into_their_own_folders():
-    from tests.app.conftest import new_app
+    from tests.helpers.app import new_app
 
     one, two = new_app("digits_mlp"), new_app("digits_cnn")
     paths = []

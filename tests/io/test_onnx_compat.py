@@ -20,8 +20,10 @@ def _model_with_subgraphs_and_functions():
     then_g = helper.make_graph([const("t_out", [1.0]), helper.make_node("Add", ["t_out", "t_init"], ["o"])], "then",
                                [], [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])],
                                initializer=[numpy_helper.from_array(np.array([2.0], np.float32), "t_init")])
-    else_g = helper.make_graph([const("o", [3.0])], "else", [], [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])])
-    fn = helper.make_function("local", "F", ["x"], ["y"], [const("c", [4.0]), helper.make_node("Add", ["x", "c"], ["y"])],
+    out = helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])
+    else_g = helper.make_graph([const("o", [3.0])], "else", [], [out])
+    add = helper.make_node("Add", ["x", "c"], ["y"])
+    fn = helper.make_function("local", "F", ["x"], ["y"], [const("c", [4.0]), add],
                               [helper.make_opsetid("", 18)])
     nodes = [helper.make_node("If", ["cond"], ["r"], then_branch=then_g, else_branch=else_g),
              helper.make_node("F", ["r"], ["out"], domain="local")]
@@ -33,7 +35,8 @@ def _model_with_subgraphs_and_functions():
 
 
 def test_onnx_tensors_finds_graph_subgraph_attribute_and_function_tensors():
-    got = sorted(float(numpy_helper.to_array(t).ravel()[0]) for t in onnx_tensors(_model_with_subgraphs_and_functions()))
+    tensors = onnx_tensors(_model_with_subgraphs_and_functions())
+    got = sorted(float(numpy_helper.to_array(t).ravel()[0]) for t in tensors)
     assert got == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 

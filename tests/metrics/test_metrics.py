@@ -3,11 +3,11 @@ import pytest
 import torch
 from torch import nn
 
-from core.sources.datasets import EvalSet, get_dataset
-from core.prune.masks import weight_prune
 from core.metrics import Evaluator, arch_signature, count_macs, layer_macs, measure_latency, state_dict_bytes
-from core.sources.bases import load_base
 from core.prune import Prune
+from core.prune.masks import weight_prune
+from core.sources.bases import load_base
+from core.sources.datasets import EvalSet, get_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,11 @@
 import pytest
 import torch
 
-from core.plan import ApplyContext, PlanCache, apply
 from core.errors import PlanError
-from core.sources.bases import load_base
-from core.plan import Plan
+from core.plan import ApplyContext, Plan, PlanCache, apply
 from core.prune import LayerOverride, Prune
-from tests.conftest import DEMO_MODELS
+from core.sources.bases import load_base
+from tests.helpers.models import DEMO_MODELS
 
 
 def _snapshot(model):

@@ -9,10 +9,10 @@ import pytest
 
 import core  # noqa: F401 - registers every step kind
 from core.errors import StepError, echo
-from core.plan import STEPS, Plan
 from core.ground.constraints import MAX_NAME
-from core.recover import Finetune, Heal, Quantize
+from core.plan import STEPS, Plan
 from core.prune import LayerOverride, NMSparsity, Prune
+from core.recover import Finetune, Heal, Quantize
 from core.surgery import Compose, Cut, Paste, Segment
 
 # One valid instance per step kind (and per nested record): a new kind must add one here.

@@ -20,22 +20,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from core.errors import PrunescopeError
-from core.io.export import state_dict_hash
 from core.ground.layers import prunable_layers
-from core.sources.bases import load_base
+from core.io.export import state_dict_hash
 from core.plan import ApplyContext, Plan, apply
-from core.recover.isolation import digest
 from core.prune import NMSparsity, Prune
 from core.prune.criteria import CRITERIA
 from core.recover import Finetune, Heal, Quantize, gradual_steps, trainable_parameters
-from core.surgery import Compose, Cut, Paste, Segment, block_names, default_container
 from core.recover import training as T
+from core.recover.isolation import digest
+from core.sources.bases import load_base
+from core.surgery import Compose, Cut, Paste, Segment, block_names, default_container
 
 MODELS = ("digits_mlp", "digits_cnn", "digits_resnet", "digits_vit")
 GRANULARITIES = {"digits_mlp": ("weight", "neuron"), "digits_cnn": ("weight", "channel"),
@@ -184,6 +185,7 @@ def build_checked(name: str, move_list: list) -> tuple[Plan, nn.Module]:
     return plan, model
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(plans())
 @example(("digits_resnet", [("prune", "weight", "l1", 0.5), ("cut", 1, "lstsq"), ("heal", "adapters+neighbours")]))
@@ -227,6 +229,7 @@ REPLAYED = [
 ]
 
 
+@pytest.mark.slow
 def test_plans_replay_to_the_same_hash_in_a_new_process(tmp_path: Path):
     threads = torch.get_num_threads()
     here = {}

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.sources.models import build_model
 from core.prune.clone import _fast_ok, clone_with
-from tests.conftest import DEMO_MODELS
+from core.sources.models import build_model
+from tests.helpers.models import DEMO_MODELS
 
 
 def _same(a: nn.Module, b: nn.Module) -> None:

@@ -8,9 +8,9 @@ from core.plan import ApplyContext
 from core.prune.criteria import CRITERIA, get_criterion
 from core.prune.criteria.magnitude import LAMP
 from core.prune.masks import prunable_layers
-from core.sources.bases import clone_model, load_base
 from core.prune.structured import UNIT_GRANULARITIES, all_unit_scores, prunable_units
-from tests.conftest import DEMO_MODELS
+from core.sources.bases import clone_model, load_base
+from tests.helpers.models import DEMO_MODELS
 
 CALIB = 32  # small calibration batches keep the suite fast
 
@@ -198,8 +198,7 @@ def test_importance_figures_split_kept_and_pruned_and_draw_the_threshold():
 
 @pytest.mark.parametrize("criterion", ["taylor", "wanda", "lamp", "largest"])
 def test_weight_level_prune_step_works_with_non_magnitude_criteria(criterion):
-    from core.plan import apply
-    from core.plan import Plan
+    from core.plan import Plan, apply
     from core.prune import Prune
 
     ctx = ApplyContext("digits_cnn", calib_size=CALIB)

@@ -5,11 +5,11 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 from core.errors import ModelError
-from core.sources.models import build_model
 from core.plan import ApplyContext, Plan, apply_with_reports
 from core.prune import LayerOverride, Prune
 from core.prune.masks import prunable_layers, select_threshold, weight_prune
-from tests.conftest import DEMO_MODELS, small_mlp
+from core.sources.models import build_model
+from tests.helpers.models import DEMO_MODELS, small_mlp
 
 
 def sparsity_at(score, threshold):

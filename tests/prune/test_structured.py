@@ -6,13 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.plan import ApplyContext, apply
 from core.metrics import count_macs
-from core.sources.bases import load_base
-from core.plan import Plan
+from core.plan import ApplyContext, Plan, apply
 from core.prune import LayerOverride, Prune
 from core.prune.structured import compare_criteria, prunable_units, select_units, unit_scores
-from tests.conftest import structured_prune
+from core.sources.bases import load_base
+from tests.helpers.models import structured_prune
 
 CALIB = 32
 

@@ -9,10 +9,10 @@ from torch import nn
 
 import core.prune.structured.prune as SP
 from core.errors import PlanError
-from core.sources.models import MODELS, ModelSpec, register_model
 from core.plan import Plan, apply, apply_with_reports
 from core.prune import Prune
-from tests.conftest import structured_prune
+from core.sources.models import MODELS, ModelSpec, register_model
+from tests.helpers.models import structured_prune
 
 
 def _x(n: int = 2, shape=(1, 8, 8)) -> torch.Tensor:

@@ -83,9 +83,9 @@ def test_distillation_works_without_labels_on_a_fidelity_model(fidelity_mlp):
 
 
 def test_train_last_and_adapters_touch_only_their_parameters():
+    from core.errors import ModelError
     from core.recover import trainable_parameters
     from core.sources.bases import load_base
-    from core.errors import ModelError
 
     model = load_base("digits_resnet")
     last = trainable_parameters(model, "last", 1, "digits_resnet")

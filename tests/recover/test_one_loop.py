@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.io.export import state_dict_hash
-from core.sources.bases import load_base
-from core.sources.models import MODELS, register_factory
 from core.plan import ApplyContext, Plan, apply
-from core.recover import isolation as trained
 from core.prune import Prune
 from core.recover import Finetune, Heal
+from core.recover import isolation as trained
 from core.recover import training as T
+from core.sources.bases import load_base
+from core.sources.models import MODELS, register_factory
 from core.surgery import Cut, heal_parameters
 
 

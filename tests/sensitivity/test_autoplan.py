@@ -12,7 +12,7 @@ from core.plan import Plan
 from core.prune import Prune
 from core.sensitivity.autoplan import allocate
 from core.workspace import Workspace
-from tests.cli.test_cli import run
+from tests.helpers.cli import run
 
 STRUCTURED = {"digits_mlp": "neuron", "digits_cnn": "channel", "digits_resnet": "channel", "digits_vit": "head"}
 AMOUNTS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -30,6 +30,7 @@ def _check(ws, r, target_ok):
     ws.set_plan(r.plan)  # the person can take it, drag it, undo it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", list(STRUCTURED))
 def test_autoplan_meets_its_target_on_every_demo_model_or_says_why(model):
     ws = Workspace(model, "cpu")
@@ -54,6 +55,7 @@ def test_an_unreachable_target_says_why():
     assert not r.met and r.step is None and "cannot reach 1%" in r.reason and "largest swept amount" in r.reason
 
 
+@pytest.mark.slow
 def test_autoplan_on_top_of_a_plan_and_predicted_vs_measured():
     ws = Workspace("digits_resnet", "cpu")
     ws.add_step(Prune(criterion="l1", granularity="weight", sparsity=0.3))
@@ -104,7 +106,8 @@ def test_greedy_takes_the_cheapest_drop_per_saving_and_does_not_overshoot():
 
 
 def test_cli_sensitivity_and_autoplan_json(tmp_path, capsys):
-    code, out, err = run(capsys, "sensitivity", "digits_cnn", "--granularity", "channel", "--amounts", "0.3,0.6", "--json")
+    code, out, err = run(capsys, "sensitivity", "digits_cnn", "--granularity", "channel", "--amounts", "0.3,0.6",
+                         "--json")
     assert code == 0, err
     d = json.loads(out)
     assert d["amounts"] == [0.3, 0.6] and set(d["layers"]) == {"features.0.0", "features.1.0", "features.2.0"}
@@ -117,7 +120,8 @@ def test_cli_sensitivity_and_autoplan_json(tmp_path, capsys):
                          "--amounts", "0.2,0.5,0.8", "--no-latency", "--save-plan", str(plan), "--json")
     assert code == 0, err
     d = json.loads(out)
-    assert d["met"] and d["macs"] <= 0.7 * json.loads(run(capsys, "evaluate", "digits_mlp", "--no-latency", "--json")[1])["macs"]
+    base = json.loads(run(capsys, "evaluate", "digits_mlp", "--no-latency", "--json")[1])
+    assert d["met"] and d["macs"] <= 0.7 * base["macs"]
     assert d["amounts"] and 0 <= d["predicted_accuracy"] <= 1 and Plan.load(plan).steps[-1].layers
     code, out, err = run(capsys, "autoplan", "digits_mlp", "--max-macs", "0.5")
     assert code == 2 and "dense MACs" in err
@@ -143,6 +147,7 @@ def _ray_or_skip():
     return pytest.importorskip("ray")
 
 
+@pytest.mark.slow
 def test_ray_and_local_give_identical_numbers():
     ray = _ray_or_skip()
     from core.sensitivity import RayExecutor

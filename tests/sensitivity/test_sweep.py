@@ -20,6 +20,7 @@ def _plan_point(ws, criterion, granularity, layer, amount):
     return ws.evaluate_plan(ws.plan.then(step), latency=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,criterion,granularity", [
     ("digits_resnet", "l1", "weight"), ("digits_resnet", "taylor", "channel"), ("digits_vit", "l1", "head"),
     ("digits_mlp", "wanda", "neuron"), ("digits_cnn", "lamp", "weight")])
@@ -54,7 +55,7 @@ def test_a_layer_pruned_at_zero_changes_nothing():
 def test_larger_amounts_remove_more_and_cost_less():
     ws = Workspace("digits_cnn", "cpu")
     s = ws.sensitivity("l1", "channel", (0.2, 0.5, 0.8))
-    for layer, pts in s.layers.items():
+    for pts in s.layers.values():
         assert [p["pruned"] for p in pts] == sorted(p["pruned"] for p in pts) and pts[-1]["pruned"] > 0
         assert pts[-1]["macs"] < pts[0]["macs"] < s.source["macs"]
 
@@ -96,6 +97,7 @@ def test_the_prefix_cache_is_exact_and_survives_in_place_operations():
     assert "a" in pc.outputs and "act" not in pc.outputs  # the shared ReLU is never skipped
 
 
+@pytest.mark.slow
 def test_cancel_leaves_a_valid_partial_result():
     ws = Workspace("digits_resnet", "cpu")
     seen = []

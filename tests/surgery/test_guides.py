@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.surgery import guides as G
 from core.sources.models import list_models
+from core.surgery import guides as G
 from core.workspace import Workspace
 
 
@@ -61,6 +61,7 @@ def test_guides_are_cached_per_plan(guided):
     assert ws.guides() is g and ws.cached_guides() is g  # the workspace hands over its own
 
 
+@pytest.mark.slow
 def test_suggested_cut_takes_the_cheapest_blocks_with_the_measured_accuracy(guided):
     ws, g = guided
     s = ws.suggest_cut(1)

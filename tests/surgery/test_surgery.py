@@ -8,13 +8,12 @@ import torch
 from torch import nn
 
 from core import surgery as S
+from core.errors import ModelError, PlanError
+from core.plan import ApplyContext, Plan, apply
 from core.recover import Heal
 from core.recover import training as T
-from core.plan import ApplyContext, apply
-from core.errors import ModelError, PlanError
 from core.sources.bases import load_base
 from core.sources.models import build_model
-from core.plan import Plan
 from core.workspace import Workspace
 
 
@@ -137,6 +136,7 @@ def test_cut_validates_its_fields(kwargs, match):
 
 
 # --------------------------------------------------------------------- paste / compose
+@pytest.mark.slow
 def test_paste_from_a_donor_runs_and_leaves_the_donor_untouched(resnet_ws):
     donor_before = {k: v.clone() for k, v in load_base("digits_cnn").state_dict().items()}
     m = S.Paste("features.2", source="digits_cnn", at=3).build(resnet_ws.base, resnet_ws.ctx)[0]
@@ -171,6 +171,7 @@ def test_compose_from_two_models_runs_and_exports(resnet_ws):
     assert torch.allclose(ep.module()(x), out, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_plans_with_cut_paste_and_compose_replay_to_identical_weights_after_json():
     ctx = ApplyContext("digits_cnn")
     plan = Plan("digits_cnn", (
@@ -227,7 +228,7 @@ def test_heal_without_adapters_is_a_clear_error():
 def test_stopped_heal_equals_the_heal_step_replayed_for_the_steps_it_ran(cut_cnn):
     m, ctx = cut_cnn
     calls = []
-    healed, info = Heal(steps=50, seed=2).run(m, ctx, progress=lambda d, n, l: calls.append(d),
+    healed, info = Heal(steps=50, seed=2).run(m, ctx, progress=lambda d, n, loss: calls.append(d),
                                               should_stop=lambda: len(calls) >= 7)
     assert info["stopped"] and info["steps_run"] == 7 and calls == list(range(1, 8))
     T._MEMO.clear()

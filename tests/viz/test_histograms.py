@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from core.viz.histograms import histogram, weight_histograms
 from core.sources.bases import load_base
+from core.viz.histograms import histogram, weight_histograms
 
 
 def test_counts_match_numpy_with_the_same_edges():
@@ -16,7 +16,7 @@ def test_counts_match_numpy_with_the_same_edges():
 
 def test_weight_histograms_have_symmetric_fixed_edges_per_layer():
     hs = weight_histograms(load_base("digits_mlp"), bins=100)
-    for name, h in hs.items():
+    for h in hs.values():
         assert len(h.counts) == 100 and h.edges[0] == -h.edges[-1]
     edges = {n: (float(h.edges[0]), float(h.edges[-1])) for n, h in hs.items()}
     again = weight_histograms(load_base("digits_mlp"), bins=100, edges=edges)

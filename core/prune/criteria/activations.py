@@ -11,9 +11,14 @@ import torch
 from torch import nn
 
 from core.errors import PrunescopeError
+from core.prune.criteria.base import (
+    SummedUnits,
+    UnitCriterion,
+    _channel_dim,
+    _input_norms_for_weight,
+    register_criterion,
+)
 from core.sources.bases import clone_model
-
-from core.prune.criteria.base import SummedUnits, UnitCriterion, _channel_dim, _input_norms_for_weight, register_criterion
 
 
 def _per_example_channels(x: torch.Tensor, dim: int) -> torch.Tensor:

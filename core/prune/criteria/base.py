@@ -49,8 +49,8 @@ It is then offered by the app's selectors, the CLI (``prunescope criteria``) and
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
-from typing import Any, Callable, ClassVar, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -59,10 +59,10 @@ from core.errors import PrunescopeError
 from core.ground.registry import Registry
 from core.ground.units import UNIT_GRANULARITIES
 
-CRITERIA: Registry[type["Criterion"]] = Registry("criterion")
+CRITERIA: Registry[type[Criterion]] = Registry("criterion")
 
 
-def register_criterion(cls: type["Criterion"]) -> type["Criterion"]:
+def register_criterion(cls: type[Criterion]) -> type[Criterion]:
     """Class decorator: add a criterion to the registry under ``cls.name``."""
     CRITERIA.register(cls.name, cls)
     return cls
@@ -74,7 +74,7 @@ def criteria_for(granularity: str) -> list[str]:
     return [n for n, c in CRITERIA.items() if granularity in c.granularities]
 
 
-def get_criterion(name: str | "Criterion", **kwargs) -> "Criterion":
+def get_criterion(name: str | Criterion, **kwargs) -> Criterion:
     """An instance of the named criterion (an instance is passed through).
 
     Raises:
@@ -102,7 +102,7 @@ class LazyScores(Mapping):
         return len(self._layers)
 
 
-class Criterion(abc.ABC):
+class Criterion(abc.ABC):  # noqa: B024 - abstract by intent; the two kinds below hold the abstract methods
     """What every criterion has: its registry facts, its seed, and ``prepare``.
 
     Derive from :class:`WeightCriterion`, :class:`UnitCriterion` (or both), not from
@@ -198,12 +198,12 @@ class SummedUnits(WeightCriterion, UnitCriterion):
 # Helpers shared by the criteria
 # --------------------------------------------------------------------------------------
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
+def unit_rows(t: torch.Tensor) -> torch.Tensor:
     """(units, rest): one row per output unit (dim 0)."""
     return t.reshape(t.shape[0], -1)
 
 
-def _cols(module: nn.Module) -> torch.Tensor:
+def input_columns(module: nn.Module) -> torch.Tensor:
     """(in_channels, rest): one row per input channel of a Linear or Conv.
 
     For a grouped conv the weight holds ``in/groups`` columns per group; every input
@@ -240,5 +240,5 @@ def _input_norms_for_weight(module: nn.Module, norms: torch.Tensor) -> torch.Ten
     return n.reshape(out, cin_g, *([1] * (w.dim() - 2))).expand_as(w)
 
 
-__all__ = ["CRITERIA", "Criterion", "WeightCriterion", "UnitCriterion", "SummedUnits", "LazyScores", "register_criterion",
-           "get_criterion", "criteria_for"]
+__all__ = ["CRITERIA", "Criterion", "WeightCriterion", "UnitCriterion", "SummedUnits", "LazyScores",
+           "register_criterion", "get_criterion", "criteria_for", "unit_rows", "input_columns"]

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from core.prune.criteria.base import SummedUnits, UnitCriterion, WeightCriterion, _cols, _rows, register_criterion
+from core.prune.criteria.base import (
+    SummedUnits,
+    UnitCriterion,
+    WeightCriterion,
+    input_columns,
+    register_criterion,
+    unit_rows,
+)
 
 
 @register_criterion
@@ -94,7 +101,7 @@ class LAMP(WeightCriterion, UnitCriterion):
         return self._lamp(module.weight.detach().float().square())
 
     def unit_scores(self, name, module, state):
-        return self._lamp(_rows(module.weight.detach().float()).square().sum(1))
+        return self._lamp(unit_rows(module.weight.detach().float()).square().sum(1))
 
 
 @register_criterion
@@ -108,7 +115,7 @@ class OutgoingL1(UnitCriterion):
     source = "in"
 
     def unit_scores(self, name, module, state):
-        return _cols(module).abs().sum(1)
+        return input_columns(module).abs().sum(1)
 
 
 @register_criterion
@@ -122,5 +129,5 @@ class Variance(UnitCriterion):
     source = "in"
 
     def unit_scores(self, name, module, state):
-        c = _cols(module).float()
+        c = input_columns(module).float()
         return c.var(1, unbiased=False) if c.shape[1] > 1 else c.abs().sum(1)

@@ -27,6 +27,6 @@ from core.prune.structured.graph import UNIT_GRANULARITIES, UnitGroup
 from core.prune.structured.prune import remove_units, structured_prune_step
 from core.prune.structured.select import Selection, find_group
 
-__all__ = ["granularities", "UNIT_GRANULARITIES", "Analysis", "analysis", "UnitGroup", "Selection", "prunable_units", "group_info", "group_of",
-           "find_group", "all_unit_scores", "unit_scores", "select_units", "compare_criteria", "remove_units",
-           "structured_prune_step"]
+__all__ = ["granularities", "UNIT_GRANULARITIES", "Analysis", "analysis", "UnitGroup", "Selection", "prunable_units",
+           "group_info", "group_of", "find_group", "all_unit_scores", "unit_scores", "select_units", "compare_criteria",
+           "remove_units", "structured_prune_step"]

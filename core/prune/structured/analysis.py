@@ -12,12 +12,11 @@ from torch import nn
 
 from core.errors import ModelError, PrunescopeError
 from core.ground.constraints import Options, check_args
-from core.sources.bases import clone_model
-
 from core.prune.criteria import CRITERIA
 from core.prune.structured.graph import UNIT_GRANULARITIES, UnitGroup, build_graph, unit_groups
 from core.prune.structured.scores import score_groups
 from core.prune.structured.select import Selection, find_group, units_to_remove
+from core.sources.bases import clone_model
 
 
 class Analysis:
@@ -171,5 +170,5 @@ def select_units(step, model: nn.Module, ctx=None, *, example: torch.Tensor | No
     return units_to_remove(an.groups(step.granularity), scores, step)
 
 
-__all__ = ["granularities", "Analysis", "analysis", "prunable_units", "group_info", "group_of", "all_unit_scores", "unit_scores",
-           "select_units", "example_input", "calibration_for"]
+__all__ = ["granularities", "Analysis", "analysis", "prunable_units", "group_info", "group_of", "all_unit_scores",
+           "unit_scores", "select_units", "example_input", "calibration_for"]

@@ -1,14 +1,13 @@
 """Which units of one layer each criterion would prune at the same ratio."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from core.errors import ModelError, StepError
 from core.ground.constraints import Fraction, Options, check_args
-
 from core.prune.criteria import CRITERIA
 from core.prune.structured.analysis import unit_scores
 from core.prune.structured.graph import UNIT_GRANULARITIES

@@ -21,7 +21,8 @@ pruned, nor is any group containing it; Linear groups that feed attention heads
 Where Torch-Pruning cannot follow an operation (its index mapping of a reshape, a
 concatenation or a split raises), the graph is built all the same: that operation is
 marked, and a group passing through it is left out, as is a group whose own lookup
-raises (``tp_compat.py``, the one module using Torch-Pruning's internals). :func:`unit_groups` says which and why (``skipped``), and the step's report
+raises (``tp_compat.py``, the one module using Torch-Pruning's internals).
+:func:`unit_groups` says which and why (``skipped``), and the step's report
 lists them in its warnings.
 
 Scores (``scores.py``), selection (``select.py``) and the pruning itself
@@ -31,15 +32,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
 
 from core.errors import ModelError
 from core.ground.units import UNIT_GRANULARITIES
-
 from core.prune.masks import PRUNABLE_TYPES
 from core.prune.structured.heads import find_heads, stacked_rows
 from core.prune.structured.swin import heads_multiple, opaque_pruners, tie_hook

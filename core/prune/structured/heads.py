@@ -22,8 +22,8 @@ to prune its heads (only whole key/value groups could go, which is not supported
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn

@@ -18,12 +18,11 @@ from torch import nn
 from core.errors import FOREIGN_ERRORS, ModelError, first_line
 from core.ground.constraints import Options, check_args
 from core.plan.report import UNIT_NORMALISED, StepReport
-from core.sources.bases import clone_model
-
 from core.prune.structured.analysis import all_unit_scores, analysis, calibration_for, example_input
 from core.prune.structured.graph import UNIT_GRANULARITIES, TorchPruningFailed, UnitGroup, build_graph
 from core.prune.structured.heads import remove_heads
 from core.prune.structured.select import Selection, units_to_remove
+from core.sources.bases import clone_model
 
 # attributes of non-layer modules that hold a width, updated when that width is pruned
 WIDTH_ATTRS = ("hidden_dim", "embed_dim", "dim", "hidden_size", "d_model", "num_features", "width",

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from core.errors import PrunescopeError
-
 from core.prune.criteria import get_criterion
 from core.prune.masks import prunable_layers
 from core.prune.structured.graph import UnitGroup

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from core.errors import ModelError
-
-from core.prune.thresholds import threshold_for_k
 from core.prune.structured.graph import UnitGroup
+from core.prune.thresholds import threshold_for_k
 
 
 @dataclass

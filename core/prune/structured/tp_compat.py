@@ -22,7 +22,7 @@ a prune. torch_pruning is imported on first use, not with this module.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

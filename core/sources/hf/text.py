@@ -20,7 +20,6 @@ from typing import NamedTuple
 import torch
 
 from core.errors import FileError, PrunescopeError, echo
-
 from core.sources.hf.load import HF_TASKS, load_tokenizer
 
 MAX_TEXT_BYTES = 64 << 20  # a text file larger than this is refused

@@ -9,26 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from core.sources.datasets import EvalSet, get_dataset
-from core.ground.device import check_precision, pick_device
 from core.errors import PrunescopeError
-from core.metrics import Evaluator, Metrics
-from core.sources.bases import clone_model, load_base
-from core.sources.models import ModelSpec, get_spec
-from core.plan import ApplyContext, Plan, PlanCache, Step, StepReport, apply, apply_with_reports
 from core.ground.constraints import Interval, check_args
-from core.sensitivity.sweep import DEFAULT_AMOUNTS
+from core.ground.device import check_precision, pick_device
+from core.metrics import Evaluator, Metrics
+from core.plan import ApplyContext, Plan, PlanCache, Step, StepReport, apply, apply_with_reports
+from core.sources.bases import clone_model, load_base
+from core.sources.datasets import EvalSet, get_dataset
+from core.sources.models import ModelSpec, get_spec
+from core.workspace.analyses import Analyses
 
 if TYPE_CHECKING:
-    from core.explain import Changes
-    from core.sensitivity import AutoPlan, Curves, Sensitivity, SweepSpec
-    from core.sensitivity.runner import Payload
+    pass
 
 
 def _tuples(v):
@@ -50,7 +49,7 @@ class LogEntry:
     metrics: Metrics
 
 
-class Workspace:
+class Workspace(Analyses):
     """One base model, its eval set, the current plan and its history.
 
     Args:
@@ -87,7 +86,7 @@ class Workspace:
         self._model_key = self.plan.key()
         self._metrics: dict[tuple[str, str], Metrics] = {}
         self._logged: dict[tuple[str, str], Metrics] = {}  # what the log holds per plan and subset
-        self.listeners: list[Callable[["Workspace"], None]] = []  # called after the plan or history moves
+        self.listeners: list[Callable[[Workspace], None]] = []  # called after the plan or history moves
         self._sweeps_data: tuple | None = None  # (sweep keys, their plain data): session_entry's memo
         self.sweeps: dict[tuple, object] = {}  # finished sensitivity sweeps and criteria curves (core.sensitivity)
 
@@ -134,18 +133,6 @@ class Workspace:
         self._model, self._reports, self._model_key = model, reports, plan.key()
         self._changed()
         return model
-
-    def keep_sweep(self, key: tuple, result: object) -> None:
-        """Keep a finished sweep in :attr:`sweeps`, published in one step: a new dict
-        replaces the old one, so a reader iterating over the old one never sees it change."""
-        self.sweeps = {**self.sweeps, key: result}
-
-    def granularities(self) -> list[str]:
-        """What this model can be pruned by: "weight" plus each unit granularity its base has
-        prunable units of (``core.prune.structured.granularities``, memoised)."""
-        from core.prune.structured import granularities
-
-        return granularities(self.base, self.ctx)
 
     def session_entry(self) -> dict:
         """This workspace's lasting work as plain data for a session file: ``{"history":
@@ -387,205 +374,3 @@ class Workspace:
         m = self.evaluator.evaluate(model, subset, latency=latency)
         self._metrics[key] = m
         return m
-
-    # Analysis of the current model: the analysis layer takes (model, data, context); the
-    # workspace hands it its own.
-
-    def guides(self, container: str | None = None, seed: int = 0, progress: Callable | None = None):
-        """The surgery guides of the current model (``core.surgery.guides.compute_guides``:
-        influence, CKA, drop-one accuracy), cached with the model."""
-        from core.surgery.guides import compute_guides
-
-        return compute_guides(self.model, self.evaluator, self.ctx, container, seed, progress, name=self.name)
-
-    def cached_guides(self, container: str | None = None, seed: int = 0):
-        """The guides already computed for the current model, else None (free)."""
-        from core.surgery.guides import cached_guides
-
-        return cached_guides(self.model, self.ctx, container, seed, name=self.name)
-
-    def suggest_cut(self, k: int = 1, container: str | None = None, seed: int = 0) -> dict:
-        """The ``k`` blocks of the current model whose removal costs least
-        (``core.surgery.guides.suggest_cut``)."""
-        from core.surgery.guides import suggest_cut
-
-        return suggest_cut(self.model, self.evaluator, self.ctx, k, container, seed, name=self.name)
-
-    # Sensitivity: the sweeps run on the current plan's model; the workspace keeps the finished
-    # ones in ``sweeps`` (published in one step, ``keep_sweep``).
-
-    def layer_names(self, granularity: str) -> list[str]:
-        """The layers a sweep of the current model visits (``core.sensitivity.layer_names``).
-
-        Raises:
-            PrunescopeError: an unknown granularity, or one the model has no units of.
-        """
-        from core.sensitivity import layer_names
-
-        return layer_names(self.model, granularity, self.ctx)
-
-    def sensitivity_spec(self, criterion: str = "l1", granularity: str = "weight", amounts=DEFAULT_AMOUNTS,
-                         subset: str = "quick", *, layers: list[str] | None = None, shards: int = 1,
-                         seed: int = 0) -> SweepSpec:
-        """A sensitivity sweep of the current plan's model, checked; runs nothing
-        (``core.sensitivity.sensitivity_spec``). With :meth:`sweep_payload` it is the
-        snapshot a background job runs (``core.sensitivity.run_sweep``); a complete result is
-        kept with ``keep_sweep(spec.key, result)``.
-
-        Raises:
-            PrunescopeError: see :meth:`sensitivity`.
-        """
-        from core.sensitivity import sensitivity_spec
-
-        return sensitivity_spec(self.model, self.ctx, self.plan, criterion, granularity, amounts, subset,
-                                layers=layers, shards=shards, seed=seed)
-
-    def curves_spec(self, criteria, granularity: str = "weight", amounts=DEFAULT_AMOUNTS, subset: str = "quick", *,
-                    seed: int = 0) -> SweepSpec:
-        """A criteria comparison on the current plan's model, checked; runs nothing
-        (``core.sensitivity.curves_spec``; see :meth:`sensitivity_spec`).
-
-        Raises:
-            PrunescopeError: see :meth:`criteria_curves`.
-        """
-        from core.sensitivity import curves_spec
-
-        return curves_spec(self.model, self.ctx, self.plan, criteria, granularity, amounts, subset, seed=seed)
-
-    def sweep_payload(self, spec: SweepSpec) -> Payload:
-        """What a sweep of ``spec`` runs on, taken now: a copy of the current model, the
-        subset, the base's outputs and the calibration batch (``core.sensitivity.payload_for``).
-
-        Raises:
-            PrunescopeError: the plan is not ``spec``'s, or ends in a quantize step.
-        """
-        from core.sensitivity import payload_for
-
-        if spec.plan != self.plan.key():
-            raise PrunescopeError("this sweep was asked for on another plan; ask for it again on the current plan")
-        return payload_for(self.model, self.evaluator, self.ctx, spec.subset, spec.seed)
-
-    def _sweep(self, spec: SweepSpec, executor, progress, should_stop):
-        """The finished result of ``spec``: kept from before, else run now and kept when complete."""
-        from core.sensitivity import run_sweep
-
-        found = self.sweeps.get(spec.key)
-        if found is not None:
-            return found
-        out = run_sweep(spec, self.sweep_payload(spec), executor=executor, progress=progress, should_stop=should_stop)
-        if out.complete:
-            self.keep_sweep(spec.key, out)
-        return out
-
-    def sensitivity(self, criterion: str = "l1", granularity: str = "weight", amounts=DEFAULT_AMOUNTS,
-                    subset: str = "quick", *, layers: list[str] | None = None, executor="local", shards: int = 1,
-                    seed: int = 0, progress: Callable[[int, int, str], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> Sensitivity:
-        """Sweep every prunable layer of the current plan's model over ``amounts``, alone
-        (``core.sensitivity.sensitivity``: arguments as there). A complete result is kept in
-        :attr:`sweeps` per plan, criterion, granularity, amounts, subset and seed, and
-        returned again without running; a stopped one (``complete`` False) is not kept.
-
-        Raises:
-            PrunescopeError: unknown criterion, granularity, subset or layer; bad amounts or
-                shards; a criterion that does not support the granularity; a quantised plan.
-        """
-        spec = self.sensitivity_spec(criterion, granularity, amounts, subset, layers=layers, shards=shards, seed=seed)
-        return self._sweep(spec, executor, progress, should_stop)
-
-    def criteria_curves(self, criteria, granularity: str = "weight", amounts=DEFAULT_AMOUNTS, subset: str = "quick",
-                        *, executor="local", seed: int = 0, progress: Callable[[int, int, str], None] | None = None,
-                        should_stop: Callable[[], bool] | None = None) -> Curves:
-        """For each criterion, the current model pruned globally at each amount
-        (``core.sensitivity.criteria_curves``); a complete result is kept as a sweep's is.
-
-        Raises:
-            PrunescopeError: no criterion or an unknown one; unknown granularity or subset; bad
-                amounts; a quantised plan.
-        """
-        return self._sweep(self.curves_spec(criteria, granularity, amounts, subset, seed=seed), executor, progress,
-                           should_stop)
-
-    def finished_sweep(self, criterion: str, granularity: str, amounts, subset: str = "quick") -> Sensitivity | None:
-        """The finished sensitivity sweep of the current plan with these settings (any seed
-        and layers), else None. Free: runs nothing."""
-        from core.sensitivity import Sensitivity
-
-        want = (self.plan.key(), criterion, granularity, tuple(sorted(set(amounts))), subset)
-        for s in self.sweeps.values():
-            if isinstance(s, Sensitivity) and (s.plan, s.criterion, s.granularity, s.amounts, s.subset) == want:
-                return s
-        return None
-
-    def autoplan(self, *, criterion: str = "l1", granularity: str = "weight", max_drop: float | None = None,
-                 max_macs: float | None = None, max_params: float | None = None, max_latency: float | None = None,
-                 sens: Sensitivity | None = None, amounts=DEFAULT_AMOUNTS, subset: str = "quick", executor="local",
-                 tries: int = 8, progress: Callable[[int, int, str], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> AutoPlan:
-        """Per-layer amounts after the current plan that meet one target, measured on
-        ``subset`` (``core.sensitivity.autoplan``). The plan is not changed:
-        ``ws.set_plan(result.plan)`` makes the result current.
-
-        Args:
-            sens: a sweep of the current plan with this criterion and granularity (else it
-                is taken from :attr:`sweeps`, or run with ``amounts``, ``executor``,
-                ``progress`` and ``should_stop`` and kept).
-            The others: as ``core.sensitivity.autoplan``.
-
-        Raises:
-            PrunescopeError: no target or several; a target out of range; MACs targets with
-                weight granularity; a sweep of another plan, or one stopped early.
-        """
-        from core.sensitivity import autoplan, check_target
-
-        check_target(granularity, max_drop, max_macs, max_params, max_latency)  # before a sweep runs
-        if sens is None:
-            sens = self.sensitivity(criterion, granularity, amounts, subset, executor=executor, progress=progress,
-                                    should_stop=should_stop)
-        return autoplan(self.plan, sens, lambda plan, latency: self.evaluate_plan(plan, subset, latency=latency),
-                        self.base_metrics(subset, latency=False), criterion=criterion, granularity=granularity,
-                        max_drop=max_drop, max_macs=max_macs, max_params=max_params, max_latency=max_latency,
-                        tries=tries)
-
-    # Explain: the current model against the base.
-
-    def changes(self, subset: str = "quick") -> Changes:
-        """Predictions of the base and the current model on ``subset`` (``core.explain.changes``)."""
-        from core.explain import changes
-
-        return changes(self.model, self.evaluator, subset)
-
-    def divergence(self, subset: str = "quick") -> list[dict]:
-        """Linear CKA of each prunable layer's output, base against the current model
-        (``core.explain.divergence``).
-
-        Raises:
-            PrunescopeError: a quantised plan (no PyTorch modules to compare).
-        """
-        from core.explain import divergence
-
-        return divergence(self.model, self.evaluator, subset)
-
-    def unit_report(self, layer: str, unit: int, granularity: str = "channel", *, subset: str = "quick",
-                    top: int = 12) -> dict:
-        """A unit of the base model, and whether the current plan removes it
-        (``core.explain.unit_report``).
-
-        Raises:
-            PrunescopeError: no such layer or unit.
-        """
-        from core.explain import unit_report
-
-        return unit_report(self.evaluator, self.ctx, self.plan, self.reports, layer, unit, granularity, subset=subset,
-                           top=top)
-
-    def attribution_pair(self, index: int, method: str = "gradient") -> dict:
-        """Attribution maps of the base and the current model for example ``index`` of the
-        test split (``core.explain.attribution_pair``).
-
-        Raises:
-            PrunescopeError: an unknown method; token inputs; a quantised plan.
-        """
-        from core.explain import attribution_pair
-
-        return attribution_pair(self.model, self.evaluator, index, method)
