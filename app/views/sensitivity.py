@@ -239,7 +239,11 @@ def page() -> None:
     st.markdown(f"### Sensitivity · {ws.name}")
     st.caption(f"Which layers of the current model ({len(ws.plan.steps)} plan step(s)) can be pruned, and by how much.")
     if getattr(ws.model, "final", False):
-        st.info("The plan ends in a quantize step; sweeps prune float models. Undo the quantize step first.")
+        st.info("The plan ends in a quantize step; sweeps prune float models. Remove the quantize step to sweep "
+                "(it is one history entry: Undo on the Prune page brings it back), then quantize again after.")
+        st.button("Remove the quantize step", key="sens_drop_quantize", icon=":material/undo:",
+                  on_click=run_action, args=(ws.remove_step, len(ws.plan.steps) - 1),
+                  kwargs={"success": "Removed the quantize step: the plan's model is float again."})
         return
     crit, gran, amounts, subset = controls_ui(ws)
     sens = sweep_ui(ws, crit, gran, amounts, subset)

@@ -50,7 +50,8 @@ def ratio(x: float | None) -> str:
 
 def delta(cur: float, base: float, kind: str) -> str | None:
     """The change from ``base`` to ``cur`` as text whose first character is its sign,
-    an ASCII ``+`` or ``-`` (Streamlit draws the arrow from it); None when unchanged.
+    an ASCII ``+`` or ``-`` (Streamlit draws the arrow from it); None when unchanged, or when
+    the change rounds to zero at the precision shown (no "-0.0 pp").
 
     ``kind``: ``"pp"`` (fractions, in percentage points), ``"count"``, ``"bytes"``,
     ``"ratio"`` (relative change with the ratio to the base: ``-54% (0.46x base)``),
@@ -60,13 +61,14 @@ def delta(cur: float, base: float, kind: str) -> str | None:
     if abs(d) < 1e-12 or (kind == "ratio" and not base):
         return None
     sign = "+" if d > 0 else "-"
-    if kind == "pp":
-        return f"{sign}{abs(100 * d):.1f} pp"
+    if kind == "pp":  # a change that rounds to nothing is shown as none ("-0.0 pp" reads as a change)
+        return f"{sign}{abs(100 * d):.1f} pp" if f"{abs(100 * d):.1f}" != "0.0" else None
     if kind == "count":
         return sign + count(abs(d))
     if kind == "bytes":
         return sign + nbytes(abs(d))
     if kind == "ratio":
-        return f"{sign}{abs(100 * d / base):.0f}% ({cur / base:.2f}× base)"
+        pct = f"{abs(100 * d / base):.0f}"
+        return f"{sign}{pct}% ({cur / base:.2f}× base)" if pct != "0" else None
     return f"{sign}{abs(d):.3g}"
 

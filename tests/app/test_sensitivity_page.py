@@ -135,3 +135,25 @@ def test_a_sweep_is_kept_for_the_plan_it_started_on_when_the_plan_changes_meanwh
     assert any("No sweep of the current plan" in i.value for i in at.info)
     ws.undo()
     assert ws.finished_sweep("l1", "neuron", [0.3, 0.6]) is s
+
+
+def test_a_quantised_plan_offers_to_remove_the_quantize_step_and_then_sweeps():
+    """Issue 23 (8): after a quantize step the page said "Undo the quantize step first" with
+    no way to do it there: a dead end."""
+    from core.recover import Quantize
+
+    at = new_app("digits_mlp")
+    ws = workspace(at)
+    ws.add_step(Prune(sparsity=0.3))
+    ws.add_step(Quantize())
+    at.switch_page("views/sensitivity.py").run()
+    ok(at)
+    assert any("ends in a quantize step" in i.value for i in at.info)
+    assert not [s for s in at.selectbox if s.key == "sens_gran"]  # no sweep controls on an int8 model
+    at.button(key="sens_drop_quantize").click().run()
+    ok(at)
+    assert ws.plan.steps == (Prune(sparsity=0.3),)
+    assert any(s.value.startswith("Removed the quantize step") for s in at.success)
+    assert [s for s in at.selectbox if s.key == "sens_gran"]  # the sweep controls are back
+    ws.undo()
+    assert isinstance(ws.plan.steps[-1], Quantize)  # one history entry: undo brings it back
