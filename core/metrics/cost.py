@@ -73,19 +73,26 @@ def arch_signature(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def nonzero_of(tensors: list[torch.Tensor]) -> list[int]:
+    """The non-zero count of each tensor, read once per device (on a GPU: one
+    synchronisation, not one per tensor)."""
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    counts = [0] * len(tensors)
+    for idx in by_device.values():
+        for i, c in zip(idx, torch.stack([torch.count_nonzero(tensors[i]) for i in idx]).tolist()):
+            counts[i] = int(c)
+    return counts
+
+
 def nonzero_counts(model: nn.Module) -> tuple[int, int, float]:
     """(parameters, non-zero parameters, weight sparsity) in one pass over the parameters.
 
     Weight sparsity is the fraction of zero weights in the prunable (Linear/Conv) layers.
     """
     params = list(model.parameters())
-    by_device: dict[torch.device, list[int]] = {}
-    for i, p in enumerate(params):
-        by_device.setdefault(p.device, []).append(i)
-    counts = [0] * len(params)
-    for idx in by_device.values():  # one read per device (on a GPU: one synchronisation, not one per tensor)
-        for i, c in zip(idx, torch.stack([torch.count_nonzero(params[i]) for i in idx]).tolist()):
-            counts[i] = int(c)
+    counts = nonzero_of(params)
     seen = {id(p): c for p, c in zip(params, counts)}
     total, nz = sum(p.numel() for p in params), sum(counts)
     wz = wt = 0
@@ -291,4 +298,4 @@ def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
 
 
 __all__ = ["Latency", "NOISY_SPREAD", "speed_verdict", "measure_latency_pair", "arch_signature", "nonzero_counts",
-           "count_macs", "state_dict_bytes", "measure_latency", "layer_macs"]
+           "nonzero_of", "count_macs", "state_dict_bytes", "measure_latency", "layer_macs"]

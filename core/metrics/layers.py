@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from core.ground.layers import prunable_layers
-from core.metrics.cost import layer_macs
+from core.metrics.cost import layer_macs, nonzero_of
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,15 @@ def layer_sparsity(base: nn.Module, model: nn.Module, memo: dict | None = None) 
     if memo is not None and key in memo:
         return memo[key]
     cur = dict(model.named_modules())
+    layers = prunable_layers(base)
+    now = {n: getattr(cur.get(n), "weight", None) for n in layers}
+    present = [n for n, w in now.items() if isinstance(w, torch.Tensor)]
+    nz = dict(zip(present, nonzero_of([now[n] for n in present])))  # one read per device
     names, sp, params = [], [], []
-    for n, m in prunable_layers(base).items():
+    for n, m in layers.items():
         total = m.weight.numel()
-        w = getattr(cur.get(n), "weight", None)
-        nz = int(torch.count_nonzero(w)) if isinstance(w, torch.Tensor) else 0
         names.append(n)
-        sp.append(1.0 - nz / total if total else 0.0)
+        sp.append(1.0 - nz.get(n, 0) / total if total else 0.0)
         params.append(total)
     out = LayerSparsity(names, sp, params)
     if memo is not None:
@@ -75,14 +77,17 @@ def leaf_rows(base: nn.Module, model: nn.Module, example: torch.Tensor, memo: di
     base_macs, macs = layer_macs(base, example), layer_macs(model, example)
     prunable = set(prunable_layers(model))
     cur = dict(model.named_modules())
+    all_params = list(model.parameters())
+    nonzero = {id(p): c for p, c in zip(all_params, nonzero_of(all_params))}  # one read per device
     rows = []
     for name, mod in base.named_modules():
         if not name or any(True for _ in mod.children()):
             continue  # leaves only
         c = cur.get(name)
         w = getattr(c, "weight", None) if c is not None else None
-        params = sum(p.numel() for p in c.parameters()) if c is not None else 0
-        nz = sum(int((p != 0).sum()) for p in c.parameters()) if c is not None else 0
+        own = list(c.parameters()) if c is not None else []
+        params = sum(p.numel() for p in own)
+        nz = sum(nonzero.get(id(p), 0) for p in own)
         rows.append({
             "layer": name, "type": type(mod).__name__,
             "shape": "×".join(map(str, w.shape)) if w is not None and hasattr(w, "shape") else "",

@@ -38,7 +38,7 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 def eligible_layers(model: nn.Module, m: int) -> dict[str, nn.Linear]:
     """Linear layers whose input width is a multiple of ``m``, except the output layer
     (the last Linear), which keeps every weight as structured steps do."""
-    lin = {n: m for n, m in prunable_layers(model).items() if isinstance(m, nn.Linear)}
+    lin = {n: layer for n, layer in prunable_layers(model).items() if isinstance(layer, nn.Linear)}
     names = list(lin)[:-1]
     return {n: lin[n] for n in names if lin[n].in_features % m == 0}
 
