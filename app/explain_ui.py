@@ -59,11 +59,17 @@ def _tokenizer(folder: str):
 
 
 def example_text(ws, x) -> str | None:
-    """A text example (token ids) as its words, with the model's tokenizer; None when the
-    example is not text or no tokenizer is known."""
+    """A text example (token ids) as the line of text it was read from (as the person gave
+    it); else (a language model's window) its tokens decoded with the model's tokenizer; None
+    when the example is not text or neither is known."""
     folder = ws.spec.extra.get("tokenizer")
-    if ws.evalset.kind != "text" or not folder:
+    if ws.evalset.kind != "text":
         return None
+    from core.sources.hf import original_text
+
+    line = original_text(x)
+    if line is not None or not folder:
+        return line
     try:
         return _tokenizer(folder).decode(x.tolist(), skip_special_tokens=True).strip()
     except (PrunescopeError, *FOREIGN_ERRORS):  # no readable tokenizer, or it cannot decode these ids:
@@ -91,7 +97,21 @@ def cards_ui(ws, cards: list[tuple[int, str, dict | None]], width: int = 96, per
                 st.caption(f"{cap}\n[{vals}{', …' if x.numel() > 6 else ''}]")
 
 
+def moved_ui(ws, ch, limit: int = CARDS, width: int = 96) -> None:
+    """An embedding model's examples whose embedding moved most (lowest cosine with the base's first)."""
+    rows = ch.moved(limit)
+    low = sum(r["cosine"] < 0.999 for r in ch.moved())
+    st.caption(f"**{low} of {len(ch.cosine)}** examples of the {ch.subset} subset have an embedding whose cosine "
+               f"with the base's is below 0.999; the {len(rows)} that moved most, lowest cosine first (and the share "
+               f"of their {ch.recall_k} nearest neighbours among the base's embeddings they keep):")
+    cards_ui(ws, [(r["index"], f"#{r['index']} · cosine {r['cosine']:.4f} · keeps {fmt.pct(r['recall'], 0)} of "
+                               f"its {ch.recall_k} neighbours", None) for r in rows], width=width)
+
+
 def gallery_ui(ws, ch) -> None:
+    if ch.output == "embedding":  # features: no labels and no predictions to change
+        moved_ui(ws, ch)
+        return
     classes = ch.classes
     rows_all = ch.changed()
     c1, c2 = st.columns([1, 3])
@@ -120,16 +140,21 @@ def changes_panel_ui(ws, key: str) -> None:
     the base and the current model once per plan."""
     # always drawn (disabled for an empty plan), so the elements after it keep their places
     on = st.toggle("Show which examples changed", key=f"{key}_changes", disabled=not ws.plan.steps,
-                   help="The examples whose prediction differs from the base's, on the quick subset.")
+                   help="The examples whose embedding moved most from the base's (lowest cosine), on the quick "
+                        "subset." if ws.evaluator.output == "embedding" else
+                   "The examples whose prediction differs from the base's, on the quick subset.")
     if not on or not ws.plan.steps:
         return
     ch = run_action(cached, Workspace.changes, ws, "quick", now=True)
     if ch is None:
         return
-    rows = ch.changed()
-    st.caption(f"**{len(rows)} of {len(ch.pred)}** quick-subset predictions differ from the base's"
-               + ("; largest confidence drop first:" if rows else "."))
-    cards_ui(ws, [(r["index"], f"#{r['index']} {ch.classes[r['base_pred']]} → {ch.classes[r['pred']]} "
-                                f"({fmt.pct(r['conf'], 0)})", None) for r in rows[:12]], width=72)
+    if ch.output == "embedding":
+        moved_ui(ws, ch, 12, width=72)
+    else:
+        rows = ch.changed()
+        st.caption(f"**{len(rows)} of {len(ch.pred)}** quick-subset predictions differ from the base's"
+                   + ("; largest confidence drop first:" if rows else "."))
+        cards_ui(ws, [(r["index"], f"#{r['index']} {ch.classes[r['base_pred']]} → {ch.classes[r['pred']]} "
+                                    f"({fmt.pct(r['conf'], 0)})", None) for r in rows[:12]], width=72)
     st.page_link("views/explain.py", label="More on the Explain page: confusion, divergence, units, attribution",
                  icon=":material/psychology:")

@@ -18,7 +18,7 @@ from app.session import get_workspace
 from core.errors import PrunescopeError
 from core.ground import formatting as fmt
 from core.metrics import Metrics, shape_changes
-from core.metrics.cost import speed_verdict
+from core.metrics.cost import speed_verdict, timed_beside
 from core.prune import CRITERIA, Prune, get_criterion, prunable_layers, threshold_unit
 from core.prune.criteria import criteria_for
 from core.prune.structured import (
@@ -239,7 +239,7 @@ def _structured_figures(base: Metrics, m: Metrics, changes: pd.DataFrame | None)
     macs_ratio = base.macs / m.macs if m.macs else float("nan")
     blat = m.base_latency or base.latency  # timed interleaved with the current model
     lat_ratio = verdict = None
-    if blat is not None and m.latency is not None and m.latency.median_ms > 0:
+    if timed_beside(blat, m.latency) and m.latency.median_ms > 0:  # a ratio only of one interleaved timing
         lat_ratio = blat.median_ms / m.latency.median_ms
         verdict = speed_verdict(blat, m.latency)
     c = st.columns(4)
@@ -248,9 +248,11 @@ def _structured_figures(base: Metrics, m: Metrics, changes: pd.DataFrame | None)
     c[1].metric("MACs ratio", f"{macs_ratio:.2f}×", help="Base MACs / current MACs per example.")
     c[2].metric("Latency ratio", f"{lat_ratio:.2f}×" if lat_ratio else ("timing…" if m.latency is None else "–"),
                 help="Base latency / current latency, both timed back to back and interleaved"
-                     + (f" (batch {m.latency.batch_size}, {m.latency.device}, {m.latency.threads} threads)."
-                        if m.latency else "."))
-    c[3].metric("Latency", fmt.ms(m.latency.median_ms, m.latency.iqr_ms) if m.latency else "timing…")
+                     + (f": the base {fmt.ms(blat.median_ms, blat.iqr_ms)}, the current model "
+                        f"{fmt.ms(m.latency.median_ms, m.latency.iqr_ms)}." if lat_ratio else "."))
+    c[3].metric("Latency", fmt.ms(m.latency.median_ms, m.latency.iqr_ms) if m.latency else "timing…",
+                help=f"The current model: {m.latency.how()}." if m.latency else "Timed after the page is drawn, "
+                     "interleaved with the base.")
     if not m.shapes_changed:
         st.caption("No unit removed yet: shapes equal the base model's.")
     elif verdict == "within noise":

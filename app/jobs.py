@@ -55,7 +55,31 @@ class SessionJobs:
         return tok.ended
 
 
-class StepsJob:
+class _Settled:
+    """What a job leaves when it ends is taken once (:meth:`settle`), by whichever comes
+    first: the poll that sees it end, or an Undo / Redo / Reset clicked meanwhile
+    (:func:`settle_jobs`), so the history always moves from the plan with the job's result."""
+
+    def settle(self, wait: float = 0.0) -> bool:
+        """Run :meth:`finish` if the job has ended and nobody did yet; True when this call did.
+        ``wait``: seconds to let a cancelled job end its step in progress first."""
+        if self.running and self.cancelled and wait > 0:
+            self.thread.join(wait)
+        with self._settle_lock:
+            if self.running or self._settled:
+                return False
+            self._settled = True
+        self.finish()
+        return True
+
+
+def _duration(seconds: float) -> str:
+    """``42 s`` or ``3 min 05 s``."""
+    s = max(0, round(seconds))
+    return f"{s} s" if s < 90 else f"{s // 60} min {s % 60:02d} s"
+
+
+class StepsJob(_Settled):
     """Steps applied in turn to a copy of the current model in a thread: one training
     step (Finetune, Heal), or several (gradual pruning: prune, fine-tune, prune, ...).
     Cancel stops a training step early (kept as the shorter step it equals) and skips the
@@ -63,7 +87,9 @@ class StepsJob:
 
     def __init__(self, ws: Workspace, steps: list, label: str, ended: threading.Event | None = None):
         self.ws, self.steps, self.label = ws, list(steps), label
-        self.plan_key = ws.plan.key()
+        self.plan = ws.plan  # the plan it trains on: its result is added to this plan only
+        self.plan_key = self.plan.key()
+        self._settle_lock, self._settled = threading.Lock(), False
         self.index, self.inner, self.loss = 0, (0, 0), None
         self.cancelled, self.waiting = False, False
         self.ended = ended or threading.Event()  # set when the session ends: cancels the job
@@ -71,6 +97,7 @@ class StepsJob:
         self.info: dict | None = None  # the last training step's report (losses, before / after)
         self.error: tuple[str, str | None] | None = None
         self.started = time.monotonic()
+        self.origin: tuple[float, float] | None = None  # (time, fraction done) when progress was first seen
         # The job's own snapshot, taken here in the page's thread: a copy of the model (the
         # page keeps evaluating its own) and a fresh context (its caches are not shared).
         model = ws.model
@@ -125,7 +152,7 @@ class StepsJob:
         done, total = self.inner
         total = total or getattr(self.steps[self.index], "steps", 0)  # before the first progress report
         loss = f" · batch loss {self.loss:.3f}" if self.loss is not None else ""
-        secs = f" · {time.monotonic() - self.started:.0f} s"
+        secs = f" · {_duration(time.monotonic() - self.started)} elapsed{self._time_left()}"
         if self.waiting:
             return f"{self.label}: waiting for another training run to finish (one runs at a time){secs}"
         if len(self.steps) == 1:
@@ -134,25 +161,40 @@ class StepsJob:
         what = self.steps[self.index].describe()
         return f"{self.label}: step {self.index + 1} of {len(self.steps)} · {what}{inner}{secs}"
 
+    def _time_left(self) -> str:
+        """`` · about N s left``, from the pace since the first step was seen done (the wait
+        for another run and the evaluation before training are not steps); empty before."""
+        now, f = time.monotonic(), self.fraction
+        if self.waiting or f <= 0:
+            return ""
+        if self.origin is None:
+            self.origin = (now, f)
+            return ""
+        t0, f0 = self.origin
+        if f <= f0 or now <= t0:
+            return ""
+        return f" · about {_duration((now - t0) / (f - f0) * (1 - f))} left"
+
     def finish(self) -> None:
-        """Put what ran into the plan, as one edit (training steps replay from their memo)."""
+        """Put what ran into the plan it started on, as one edit (training steps replay from
+        their memo); nothing when that plan is no longer current. Called once, by :meth:`settle`."""
         if self.error is not None:
             flash("error", *self.error)
             return
         if not self.ran:
             flash("info", f"{self.label} cancelled before its first step; the plan is unchanged.")
             return
-        if self.ws.plan.key() != self.plan_key:
-            flash("warning", f"{self.label} finished, but the plan changed meanwhile; its result was not added "
-                             "(run it again on the current plan).")
-            return
-        plan = self.ws.plan
+        plan = self.plan
         for s in self.ran:
             plan = plan.then(s)
         try:
-            self.ws.set_plan(plan)
+            added = self.ws.set_plan(plan, expect=self.plan_key)  # refused if an undo or edit came first
         except Exception as exc:  # noqa: BLE001
             flash("error", *error_message(exc))
+            return
+        if added is None:
+            flash("warning", f"{self.label} ended, but the plan changed meanwhile; its result was not added "
+                             "(run it again on the current plan).")
             return
         flash("success", self._summary())
 
@@ -164,11 +206,11 @@ class StepsJob:
         cut = (f"Stopped after {info['steps_run']} of {step.steps} steps; kept as that shorter step. "
                if info["stopped"] else "")
         a, b = info["before"], info["after"]
-        return (f"{cut}{self.label}: trained {info['trained_params']:,} parameters; calibration accuracy "
-                f"{100 * a['accuracy']:.1f}% → {100 * b['accuracy']:.1f}%.")
+        return (f"{cut}{self.label}: trained {info['trained_params']:,} parameters; calibration "
+                f"{info.get('measure', 'accuracy')} {100 * a['accuracy']:.1f}% → {100 * b['accuracy']:.1f}%.")
 
 
-class CallJob:
+class CallJob(_Settled):
     """``fn(progress, should_stop)`` in a thread (a sweep on its snapshot, see
     :func:`start_sweep`; ``fn`` reads only what it was given): ``progress(done,
     total, what)`` feeds the bar, Cancel makes ``should_stop()`` true, and when it ends
@@ -176,6 +218,7 @@ class CallJob:
 
     def __init__(self, fn, label: str, on_done, ended: threading.Event | None = None):
         self.fn, self.label, self.on_done = fn, label, on_done
+        self._settle_lock, self._settled = threading.Lock(), False
         self.done, self.total, self.what = 0, 0, "starting"
         self.cancelled = False
         self.ended = ended or threading.Event()  # set when the session ends: cancels the job
@@ -260,8 +303,20 @@ def _poll(key: str) -> None:
             st.caption("Stopping after the step in progress…")
         return
     ss.pop(key, None)
-    job.finish()
-    st.rerun()  # the page's figures were drawn before the result
+    job.settle()  # (unless an Undo / Redo clicked meanwhile took its result first)
+    st.rerun()  # the page was drawn before the result, with this job as running
+
+
+def settle_jobs(wait: float = 10.0) -> None:
+    """Take the results of this session's jobs that have ended (a cancelled one gets
+    ``wait`` seconds to end its step in progress) before the history moves: the one place,
+    with the poll, where a job's result enters the plan. Undo, Redo and Reset call it
+    first, so they act on the plan with the result, not on the plan before it."""
+    ss = st.session_state
+    for key, job in [(k, v) for k, v in ss.items() if isinstance(v, _Settled)]:
+        job.settle(wait)
+        if not job.running:
+            ss.pop(key, None)  # the page then draws no job: its buttons are enabled again
 
 
 def job_ui(key: str) -> bool:
@@ -273,4 +328,4 @@ def job_ui(key: str) -> bool:
     return True
 
 
-__all__ = ["StepsJob", "CallJob", "SessionJobs", "start_job", "start_sweep", "job_ui"]
+__all__ = ["StepsJob", "CallJob", "SessionJobs", "start_job", "start_sweep", "job_ui", "settle_jobs"]

@@ -17,7 +17,7 @@ APP = Path(__file__).resolve().parent / "streamlit_app.py"
 DEFAULT_ADDRESS = "127.0.0.1"
 SETTINGS = {  # the same as .streamlit/config.toml, so the folder the app is started from does not matter
     "server.headless": "true", "server.maxUploadSize": "200", "server.runOnSave": "false",
-    "browser.gatherUsageStats": "false", "client.toolbarMode": "minimal", "theme.base": "light",
+    "browser.gatherUsageStats": "false", "client.toolbarMode": "viewer", "theme.base": "light",
     "theme.primaryColor": "#2f6fde",
     # the Prune page's sliders are given the plan's value as their fallback (value=) while their
     # session key holds the same value: intended, so no warning stack in the server log

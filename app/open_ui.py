@@ -141,6 +141,22 @@ def _data_ui(c2):
     return data
 
 
+def _shape_ui(col, source: str) -> str:
+    """One example's input shape as text ("3,224,224"; empty: from the data or the
+    architecture). A Hugging Face folder reads token ids, not images: it asks for tokens per
+    example, and only for synthetic data (a file's examples have their own length)."""
+    if source != "hf":
+        return col.text_input("Input shape (one example)", key="open_shape", placeholder="3,224,224",
+                              help="Needed for synthetic data unless the architecture has a default; read from the "
+                                   "data otherwise (images: channels and size).")
+    if st.session_state.get("open_dkind", "synthetic") != "synthetic":
+        col.caption("Input: token ids, as many per example as the data gives.")
+        return ""
+    return str(int(col.number_input("Tokens per example", 1, 8192, 64, 16, key="open_hf_tokens",
+                                    help="Synthetic token ids: this many per example, drawn from the folder's "
+                                         "vocabulary.")))
+
+
 def open_model_ui() -> None:
     """The panel (inside an expander on the Model page)."""
     ss = st.session_state
@@ -162,12 +178,17 @@ def open_model_ui() -> None:
         wpath = c1.text_input("Weights path", key="open_wpath", placeholder="/path/to/weights.safetensors")
     data_of = _data_ui(c2)
     c1, c2 = st.columns(2)
-    shape_text = c1.text_input("Input shape (one example)", key="open_shape", placeholder="3,224,224",
-                               help="Needed for synthetic data unless the architecture has a default; read from the "
-                                    "data otherwise (images: channels and size).")
+    shape_text = _shape_ui(c1, source)
     task = c2.selectbox("Task", ["auto", "classification", "fidelity", "language-model"], key="open_task",
                         help="auto: a Hugging Face folder's own (a causal LM: language-model); else classification "
                              "when the data has labels, else fidelity (agreement with the base model's predictions).")
+    output = c2.selectbox("Output", ["auto", "logits", "embedding"], key="open_output",
+                          format_func={"auto": "auto", "logits": "class scores (logits)",
+                                       "embedding": "an embedding / features"}.get,
+                          help="What the model returns. Class scores are judged by accuracy, loss and agreement; "
+                               "an embedding (task fidelity) by its cosine with the base's and the nearest-neighbour "
+                               "recall@k (the base's neighbours of each example it keeps). auto: a Hugging Face "
+                               "encoder without a head is an embedding; anything else class scores.")
     if st.button("Open the model", key="open_go", type="primary", icon=":material/upload:"):
         def go():
             if not name.strip() or not what.strip():
@@ -186,7 +207,7 @@ def open_model_ui() -> None:
             weights = _keep(wfile, name, "weights") if wfile is not None else (wpath or None)
             return register(name.strip(), **{source: what.strip()}, kwargs=kwargs, weights=weights,
                             data=data_of(name.strip()), input_shape=parse_shape(shape_text),
-                            task=None if task == "auto" else task)
+                            task=None if task == "auto" else task, output=None if output == "auto" else output)
 
         with st.spinner("Reading the data and checking that the model runs on it…"):
             spec = run_action(go, now=True)

@@ -1,16 +1,18 @@
 """Widgets shared by the pages. UI functions are named *_ui and return plain values."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
 
+from app.jobs import settle_jobs
 from app.messages import run_action
 from app.session import model_names
 from core.ground import formatting as fmt
 from core.metrics import Metrics
-from core.metrics.cost import speed_verdict
+from core.metrics.cost import speed_verdict, timed_beside
 from core.sources.models import get_spec
 from core.viz.figures import per_class_figure
 from core.workspace import Workspace
@@ -55,7 +57,20 @@ def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> LatencyPending
     """The live metrics with deltas against the base model. Returns the latency places
     while latency is not timed yet (give them to :func:`latency_ui` at the end of the page)."""
     c = st.columns(4)
-    if ws.spec.task == "language-model":  # the label of an example is its true next token
+    if m.output == "embedding":  # features, not class scores: no argmax accuracy, no cross-entropy
+        k, over = m.recall_k, f"the {m.n} examples of the {m.subset} eval subset"
+        c[0].metric("Output cosine", f"{m.output_cosine:.4f}", fmt.delta(m.output_cosine, base.output_cosine, "num"),
+                    help=f"Cosine between this model's embedding of an example and the base's embedding of the "
+                         f"same example, mean over {over} (1 = the same direction).")
+        c[1].metric(f"Neighbour recall@{k}", fmt.pct(m.neighbour_recall),
+                    fmt.delta(m.neighbour_recall, base.neighbour_recall, "pp"),
+                    help=f"For each example: its {k} nearest neighbours among the base's embeddings of {over} "
+                         f"(cosine), and the share of them that are also among its {k} nearest by this model's "
+                         "embeddings; mean over the examples. 100%: every neighbourhood of the base is kept.")
+        c[2].metric("Output error", fmt.pct(m.output_error), fmt.delta(m.output_error, base.output_error, "pp"),
+                    delta_color="inverse", help=f"Relative error of the embedding, ‖current − base‖ / ‖base‖ "
+                                                f"per example, mean over {over}.")
+    elif ws.spec.task == "language-model":  # the label of an example is its true next token
         c[0].metric("Next-token accuracy", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
                     help=f"The most likely next token is the true one, after each window of the {m.subset} eval "
                          f"subset ({m.n} windows).")
@@ -69,8 +84,9 @@ def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> LatencyPending
                     help=f"Top-1 on the {m.subset} eval subset ({m.n} examples).")
         c[1].metric("Loss", f"{m.loss:.3f}", fmt.delta(m.loss, base.loss, "num"), delta_color="inverse",
                     help="Mean cross-entropy.")
-    c[2].metric("Fidelity", fmt.pct(m.agreement), fmt.delta(m.agreement, base.agreement, "pp"),
-                help=f"Predictions equal to the base model's; output cosine {m.output_cosine:.3f}.")
+    if m.output != "embedding":
+        c[2].metric("Fidelity", fmt.pct(m.agreement), fmt.delta(m.agreement, base.agreement, "pp"),
+                    help=f"Predictions equal to the base model's; output cosine {m.output_cosine:.3f}.")
     c[3].metric("Sparsity", fmt.pct(m.sparsity), fmt.delta(m.sparsity, base.sparsity, "pp"), delta_color="off",
                 help="Zero weights among the Linear/Conv weights the model has now (units removed by "
                      "structured steps or cuts are not counted here: see 'removed' below).")
@@ -102,15 +118,15 @@ def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Met
     if lat is not None:
         note = (" Weight-level sparsity leaves dense kernels as fast as before: latency changes only "
                 "when shapes change (structured pruning, cuts).")
-        verdict = speed_verdict(blat, lat) if blat is not None and m.shapes_changed else None
+        beside = timed_beside(blat, lat)  # the two halves of one interleaved timing: only then a ratio
+        verdict = speed_verdict(blat, lat) if beside and m.shapes_changed else None
         lat_slot.metric("Latency", fmt.ms(lat.median_ms, lat.iqr_ms),
                         fmt.delta(lat.median_ms, blat.median_ms, "ratio") if verdict in ("faster", "slower")
                         else None, delta_color="inverse",
-                        help=f"Median ± IQR of one batch of {lat.batch_size} on {lat.device}, {lat.threads} "
-                             f"threads, {lat.precision}, {lat.runs} runs ({lat.method})"
-                             + (f"; the base, timed interleaved with it: {fmt.ms(blat.median_ms, blat.iqr_ms)}"
-                                if m.base_latency and m.shapes_changed else "")
-                             + "." + note)
+                        help=f"The current model: {lat.how()}."
+                             + (f" The base, timed beside it in the same rounds: {fmt.ms(blat.median_ms, blat.iqr_ms)}."
+                                if beside else " The base was not timed beside it: no speed comparison.")
+                             + note)
     else:
         lat_slot.metric("Latency", "timing…", help="Timed after the page is drawn, interleaved with the base.")
     notes = [f"{len(ws.plan.steps)} step(s) in the plan; figures on the {m.subset} subset ({m.n} examples), "
@@ -122,8 +138,9 @@ def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Met
         notes.append(f"peak GPU memory of this evaluation's forwards: {fmt.nbytes(m.peak_mem_bytes)} above what "
                      "was allocated before it")
     if m.shapes_changed and base.params and m.params != base.params:
-        notes.append(f"removed: {fmt.pct(1 - m.params / base.params)} of the base's parameters "
-                     "(structured steps and cuts)")
+        change = "removed" if m.params < base.params else "added"
+        notes.append(f"parameters {change}: {fmt.pct(abs(1 - m.params / base.params))} of the base's "
+                     f"({fmt.count(base.params)} → {fmt.count(m.params)}; structured steps, cuts and pastes)")
     if lat is not None and not m.shapes_changed and m.sparsity > 0:
         notes.append("latency: masks do not speed up dense kernels; only structural changes do")
     if ws.plan.steps and ws.plan.steps[-1].op == "quantize":
@@ -137,25 +154,35 @@ def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Met
                      "while timing; time it again for a figure to rely on")
     with notes_slot.container():
         st.caption(" · ".join(notes) + ".")
-        if lat is not None and (lat.noisy or verdict == "within noise"):
+        if lat is not None:  # any plan: a timing may be old, or made while the machine was busy
             st.button("Time latency again", key=f"retime_{ws.name}", icon=":material/timer:",
                       on_click=run_action, args=(ws.forget_latency,),
-                      help="Drops this timing (and the base's timed with it) and times both again, "
-                           "interleaved, after the page is drawn.")
+                      help=f"This timing was made {fmt.ago(time.time() - lat.timed_at)}. Drops it (and the base's "
+                           "timed beside it) and times base and current again, interleaved, after the page is drawn.")
 
 
 def per_class_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
+    """Per-class accuracy, base against current; nothing for an embedding (it has no classes:
+    the examples whose embedding moved most are under "Show which examples changed")."""
+    if m.output == "embedding":
+        return
     st.plotly_chart(per_class_figure(ws.evalset.classes, base.per_class_accuracy, m.per_class_accuracy),
                     width="stretch", key=f"per_class_{ws.name}")
 
 
 def plan_ui(ws: Workspace, key: str) -> None:
     """The plan as a list of steps (each removable), with undo, redo and reset."""
+    def after_jobs(fn, *args) -> None:  # a job that ended meanwhile adds its result first: one history
+        settle_jobs()
+        run_action(fn, *args)
+
     c = st.columns([1, 1, 1, 3])
-    c[0].button("↶ Undo", key=f"{key}_undo", disabled=not ws.can_undo, width="stretch", on_click=ws.undo)
-    c[1].button("↷ Redo", key=f"{key}_redo", disabled=not ws.can_redo, width="stretch", on_click=ws.redo)
+    c[0].button("↶ Undo", key=f"{key}_undo", disabled=not ws.can_undo, width="stretch", on_click=after_jobs,
+                args=(ws.undo,), shortcut="Mod+Z", help="Back one entry of the history (Ctrl+Z, ⌘Z on a Mac).")
+    c[1].button("↷ Redo", key=f"{key}_redo", disabled=not ws.can_redo, width="stretch", on_click=after_jobs,
+                args=(ws.redo,), shortcut="Mod+Shift+Z", help="Forward one entry (Ctrl+Shift+Z, ⌘⇧Z on a Mac).")
     c[2].button("Reset", key=f"{key}_reset", disabled=not ws.plan.steps, width="stretch",
-                help="Back to the base model (can be undone).", on_click=run_action, args=(ws.reset,))
+                help="Back to the base model (can be undone).", on_click=after_jobs, args=(ws.reset,))
     c[3].caption(f"History {ws.pos + 1} / {len(ws.history)}")
     if not ws.plan.steps:
         st.caption("No steps yet: the model is the base model.")
@@ -163,7 +190,7 @@ def plan_ui(ws: Workspace, key: str) -> None:
         a, b = st.columns([8, 1])
         a.markdown(f"**{i + 1}.** {text}")
         b.button("✕", key=f"{key}_rm_{i}_{ws.plan.key()}", help="Remove this step",
-                 on_click=run_action, args=(ws.remove_step, i))
+                 on_click=after_jobs, args=(ws.remove_step, i))
 
 
 def full_eval_ui(ws: Workspace, key: str) -> None:
@@ -179,11 +206,17 @@ def full_eval_ui(ws: Workspace, key: str) -> None:
     res = st.session_state.get(f"{key}_full_result")
     if res and res[0] == ws.plan.key():
         _, full, base = res
-        st.dataframe(pd.DataFrame([
-            {"model": "base", "accuracy": fmt.pct(base.accuracy), "loss": f"{base.loss:.3f}",
-             "fidelity": fmt.pct(base.agreement), "examples": base.n},
-            {"model": "current", "accuracy": fmt.pct(full.accuracy), "loss": f"{full.loss:.3f}",
-             "fidelity": fmt.pct(full.agreement), "examples": full.n}]), hide_index=True)
+        st.dataframe(pd.DataFrame([_full_row("base", base, ws.spec.task), _full_row("current", full, ws.spec.task)]),
+                     hide_index=True)
+
+
+def _full_row(model: str, m: Metrics, task: str) -> dict:
+    """One row of the full-set table, its columns named for what they measure."""
+    if m.output == "embedding":
+        return {"model": model, m.quality_name(task): fmt.pct(m.accuracy), "output cosine": f"{m.output_cosine:.4f}",
+                "relative output error": fmt.pct(m.loss), "examples": m.n}
+    return {"model": model, m.quality_name(task): fmt.pct(m.accuracy), "loss (cross-entropy)": f"{m.loss:.3f}",
+            "fidelity (same prediction as the base)": fmt.pct(m.agreement), "examples": m.n}
 
 
 def current_metrics(ws: Workspace) -> tuple[Metrics, Metrics]:

@@ -23,11 +23,49 @@ TRAIN_LABELS = {"all": "all parameters", "last": "the last k blocks and the head
                 "adapters+neighbours": "surgery adapters and the blocks beside them"}
 
 
+TARGET_SECONDS = 45  # what the default number of training steps should take here
+ASSUMED_MACS_PER_S = 2e9  # a CPU's pace when nothing of this model was timed yet
+
+
+def seconds_per_step(ws: Workspace, batch_size: int = 64) -> tuple[float, str]:
+    """Estimated seconds of one training step on this machine (forward + backward + update,
+    about 3 forward passes of ``batch_size`` examples), and what it is estimated from: the
+    current model's timed latency, else the base's scaled by MACs, else an assumed pace."""
+    m = ws.metrics("quick", latency=False)  # the page's metrics panel computed them already
+    per = None
+    if m.latency is not None:
+        per, basis = m.latency.median_ms / 1000 / m.latency.batch_size, "this model's timed forward pass"
+    elif m.base_latency is not None and m.base_latency.batch_size:
+        base = ws.base_metrics("quick", latency=False)
+        per = m.base_latency.median_ms / 1000 / m.base_latency.batch_size * m.macs / max(1, base.macs)
+        basis = "the base's timed forward pass, scaled by MACs"
+    if per is None:
+        per, basis = m.macs / ASSUMED_MACS_PER_S, f"{fmt.count(m.macs)} MACs per example at an assumed 2 GMAC/s"
+    return 3 * per * batch_size, basis
+
+
+def steps_input_ui(where, ws: Workspace, key: str, fallback: int, most: int, what: str) -> int:
+    """A number of training steps whose default fits about :data:`TARGET_SECONDS` on this
+    machine for this model (at least 5, at most ``fallback``), until the person changes it."""
+    ss, auto = st.session_state, f"{key}_auto"
+    try:
+        per, basis = seconds_per_step(ws)
+    except PrunescopeError:
+        per, basis = None, ""
+    fit = fallback if not per else int(min(fallback, max(5, 5 * round(TARGET_SECONDS / per / 5))))
+    if ss.get(auto, True) or key not in ss:
+        ss[key] = fit
+    estimate = (f" The default ({fit}) takes about {TARGET_SECONDS} s or less here: about {per:.2g} s a step, "
+                f"estimated from {basis}." if per else "")
+    return int(where.number_input("Steps", 1, most, key=key, on_change=ss.__setitem__, args=(auto, False),
+                                  help=what + estimate))
+
+
 def _controls(ws: Workspace, key: str) -> Finetune:
     labelled = get_spec(ws.name).task == "classification"
     c = st.columns(4)
-    steps = c[0].number_input("Steps", 1, 5000, 200, key=f"{key}_ft_steps",
-                              help="Optimisation steps, each one batch of the training split (seeded order).")
+    steps = steps_input_ui(c[0], ws, f"{key}_ft_steps", 200, 5000,
+                           "Optimisation steps, each one batch of the training split (seeded order).")
     lr = c[1].number_input("Learning rate", 1e-5, 1.0, 2e-3, key=f"{key}_ft_lr", format="%.4f",
                            help="Adam's peak learning rate; the cosine schedule decays it to 0.")
     losses = list(LOSS_LABELS) if labelled else ["distill"]
@@ -118,18 +156,23 @@ def _results(ws: Workspace) -> None:
     info = ws.reports[-1].info
     before = run_action(ws.evaluate_plan, ws.plan.prefix(len(steps) - 1), "quick", latency=False, now=True)
     after = ws.metrics("quick", latency=False)
+    what = after.quality_name(ws.spec.task)
     if before is not None:
-        st.markdown(f"**Last fine-tune** ({steps[-1].describe()}): quick-subset accuracy "
-                    f"{fmt.pct(before.accuracy)} → **{fmt.pct(after.accuracy)}**, loss {before.loss:.3f} → "
-                    f"**{after.loss:.3f}** ({after.n} examples).")
+        st.markdown(f"**Last fine-tune** ({steps[-1].describe()}): quick-subset {what} "
+                    f"{fmt.pct(before.accuracy)} → **{fmt.pct(after.accuracy)}**, {_loss_name(after)} "
+                    f"{before.loss:.3f} → **{after.loss:.3f}** ({after.n} examples).")
     left, right = st.columns(2)
     left.plotly_chart(heal_figure(info["losses"], info["before"], info["after"], title="Fine-tune: training loss"),
                       width="stretch", key=f"ft_loss_{ws.plan.key()}")
-    if before is not None:
+    if before is not None and after.output != "embedding":  # an embedding has no classes
         right.plotly_chart(per_class_figure(ws.evalset.classes, before.per_class_accuracy, after.per_class_accuracy,
                                             title="Per-class accuracy before and after",
                                             names=("before", "after")),
                            width="stretch", key=f"ft_per_class_{ws.plan.key()}")
+
+
+def _loss_name(m) -> str:
+    return "relative output error" if m.output == "embedding" else "loss"
 
 
 __all__ = ["recover_ui"]

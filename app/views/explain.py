@@ -11,12 +11,14 @@ from app.session import get_workspace
 from core.explain import MAX_CONFUSION_CLASSES, layer_order
 from core.prune.structured import prunable_units
 from core.viz.explain import (
+    LOSES,
     activation_figure,
     attribution_figure,
     confusion_delta_figure,
     confusion_figure,
     coupled_group_figure,
     divergence_figure,
+    what_it_loses,
 )
 from core.workspace import Workspace
 
@@ -40,10 +42,14 @@ def page() -> None:
     ch = run_action(cached, Workspace.changes, ws, subset, now=True)
     if ch is None:
         return
-    st.markdown("#### Changed predictions")
+    embedding = ch.output == "embedding"  # features: no predictions, labels or confusion to show
+    st.markdown("#### Examples whose embedding moved most" if embedding else "#### Changed predictions")
     gallery_ui(ws, ch)
     left, right = st.columns(2)
-    if len(ch.classes) > MAX_CONFUSION_CLASSES:
+    if embedding:
+        left.caption("No confusion matrix: this model's output is an embedding, not class scores; the examples "
+                     "above moved most from the base's embedding (lowest cosine).")
+    elif len(ch.classes) > MAX_CONFUSION_CLASSES:
         left.caption(f"No confusion matrix: {len(ch.classes):,} classes (a language model's vocabulary) are more "
                      f"than the {MAX_CONFUSION_CLASSES:,} one can show; the changed predictions above are the "
                      "examples it would count.")
@@ -98,6 +104,9 @@ def unit_ui(ws, subset: str) -> None:
     r = run_action(cached, Workspace.unit_report, ws, layer, int(unit), gran, subset=subset, top=12, now=True)
     if r is None:
         return
+    note = _left_out_note(run_action(cached, _output_layer, ws, now=True), units, r["coupled"], gran)
+    if note:
+        st.caption(note)
     status = ("removed by step " + str(r["removed_by_step"]) if r["removed"] else
               "kept by the plan" if r["removed"] is False else
               "whether the plan removes it is known only for one structured step of this kind applied to the base")
@@ -122,14 +131,22 @@ def unit_ui(ws, subset: str) -> None:
         st.plotly_chart(coupled_group_figure(order, g), width="stretch", key="explain_unit_group")
     with st.expander("The same as a table"):
         _group_table(g)
-    out_layer = run_action(cached, _output_layer, ws, now=True)
-    if out_layer:
-        st.caption(f"Not listed: {out_layer}, the output layer (its units are the model's outputs and are never "
-                   f"removed). A layer's last {gran} is never removed either (it would empty the layer).")
 
 
 def _layer_order(ws):
     return layer_order(ws.base, ws.evalset.quick()[0])
+
+
+def _left_out_note(out_layer: str | None, units: dict[str, int], group: dict, gran: str) -> str | None:
+    """Why the Layer list lacks the output layer (None when it does not): its outputs are the
+    model's and never removed, though it may lose input channels with another layer's unit."""
+    if not out_layer or out_layer in units:
+        return None
+    note = (f"The Layer list leaves out {out_layer}, the output layer: its outputs are the model's outputs and are "
+            f"never removed, and a layer's last {gran} is never removed either (it would empty the layer).")
+    if any(m["layer"] == out_layer for m in group["layers"]):
+        note += f" {out_layer} is drawn below because it loses input channels with this unit."
+    return note
 
 
 def _output_layer(ws):
@@ -140,7 +157,7 @@ def _output_layer(ws):
 
 def _group_table(g) -> None:
     st.dataframe(pd.DataFrame([{"layer": x["layer"], "type": x["type"],
-                                "loses": {"out": "output channels", "in": "input channels"}.get(x["role"], "entries"),
+                                "loses": LOSES[what_it_loses(x)],
                                 "indices": ", ".join(map(str, x["indices"][:16])) + (" …" if len(x["indices"]) > 16
                                                                                     else "")}
                                for x in g["layers"]]), hide_index=True, width="stretch")

@@ -172,7 +172,7 @@ def page() -> None:
         st.download_button("Download plan.json", data=ws.plan.to_json, file_name=f"{ws.name}.plan.json",
                            key="dl_plan", on_click="ignore", icon=":material/download:")
         st.caption(f"Replay anywhere: `prunescope apply {ws.name} --plan {ws.name}.plan.json --json`")
-    with st.expander("Open a recipe", icon=":material/file_open:"):
+    with st.expander("Open a recipe", icon=":material/file_open:", key="export_recipe_open", on_change="rerun"):
         open_recipe_ui(ws)
 
 

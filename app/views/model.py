@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from app.messages import show_flashes
 from app.netron_ui import netron_ui
@@ -15,20 +13,7 @@ from core.ground import formatting as fmt
 from core.ground.device import PRECISIONS, available_devices
 from core.metrics import leaf_rows
 from core.sources.entries import has_random_weights
-
-
-def sample_figure(x: np.ndarray, y: np.ndarray, classes: list[str], n: int = 10) -> go.Figure:
-    """One example image per class (image data)."""
-    fig = make_subplots(rows=1, cols=n, horizontal_spacing=0.01,
-                        subplot_titles=[f"{classes[int(c)]}" for c in y[:n]])
-    for i in range(min(n, len(x))):
-        img = x[i, 0]
-        fig.add_trace(go.Heatmap(z=img[::-1], colorscale="Greys", showscale=False, hoverinfo="skip"), 1, i + 1)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    fig.update_layout(height=130, margin=dict(l=0, r=0, t=24, b=0))
-    return fig
-
+from core.viz.samples import channel_range, sample_figure, to_pixels
 
 LATENCY_BATCHES = [1, 8, 32, 64, 128, 256]
 
@@ -74,11 +59,34 @@ def layers_ui(ws) -> None:
     })
 
 
+def body_ui(ws):
+    """The page's one place below the title. Streamlit leaves a previous run's elements on
+    screen until this run draws over them, so after a switch of model (or device) the place is
+    first given a spinner, at once, while the new model's base figures are measured: the new
+    title never stands above the previous model's figures. Returns the place to draw into."""
+    ss = st.session_state
+    body = st.empty()
+    drawn_for = (ws.name, str(ws.device))
+    if ss.get("_model_page_for") != drawn_for:
+        # the spinner is an element put in the place itself: it takes the previous figures away at
+        # once (a container put over the previous container would keep them until drawn over)
+        with body, st.spinner(f"Loading {ws.name}: measuring its base figures…"):
+            ws.base_metrics("quick")
+        ss["_model_page_for"] = drawn_for
+    return body.container()
+
+
 def page() -> None:
     show_flashes()
     ws = get_workspace()
-    spec = ws.spec
     st.markdown(f"### Model · {ws.name}")
+    with body_ui(ws):
+        model_ui(ws)
+
+
+def model_ui(ws) -> None:
+    """Everything below the title: opening models, the base's figures, settings and tabs."""
+    spec = ws.spec
     with st.expander("Open your own model", icon=":material/upload:"):
         open_model_ui()
     with st.expander("Recent work", icon=":material/history:"):
@@ -111,10 +119,9 @@ def page() -> None:
         k[3].metric("Accuracy (base, quick)", fmt.pct(m.accuracy),
                     help=f"Top-1 on the quick subset ({m.n} examples).")
     if m.latency:
-        k[4].metric("Latency (base)", fmt.ms(m.latency.median_ms),
-                    help=f"Median of one batch of {m.latency.batch_size}, ± {m.latency.iqr_ms:.2g} ms IQR, "
-                         f"{m.latency.threads} threads, {m.latency.device}, {m.latency.precision}, "
-                         f"{m.latency.runs} runs ({m.latency.method}).")
+        k[4].metric("Latency (base)", fmt.ms(m.latency.median_ms, m.latency.iqr_ms),
+                    help=f"{m.latency.how()} (beside a model of its architecture: the base the Prune page "
+                         "compares weight-level plans with). Time it again from the Prune page.")
 
     tab_layers, tab_card, tab_data, tab_graph = st.tabs(["Layers", "Card", "Eval set", "Graph (Netron)"])
     with tab_layers:
@@ -129,8 +136,10 @@ def page() -> None:
         if ev.kind == "image" and ev.x.dim() == 4:
             y = ev.y.cpu().numpy()
             first = [int(np.nonzero(y == c)[0][0]) for c in range(ev.num_classes) if (y == c).any()]
-            st.plotly_chart(sample_figure(ev.x[first].cpu().numpy(), y[first], ev.classes),
-                            width="stretch", key="samples")
+            first = first[:10]  # one image of each of the first ten classes
+            pixels = to_pixels(ev.x[first].cpu().numpy(), *channel_range(ev.x))  # as the files show them
+            st.plotly_chart(sample_figure(pixels, [ev.classes[int(c)] for c in y[first]]),
+                            width="stretch", key="samples", config={"displayModeBar": False})  # over the labels
         counts = np.bincount(ev.y.cpu().numpy(), minlength=ev.num_classes)
         st.dataframe(pd.DataFrame([counts], columns=ev.classes, index=["examples"]), width="stretch")
     with tab_graph:

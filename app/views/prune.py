@@ -6,7 +6,7 @@ import math
 
 import streamlit as st
 
-from app import importance_ui  # criterion / granularity selectors, importance views
+from app import importance_ui, widget_echo  # selectors and importance views; stale browser values
 from app.explain_ui import changes_panel_ui
 from app.messages import run_action, show_flashes
 from app.panels import (
@@ -23,6 +23,7 @@ from core.ground import formatting as fmt
 from core.metrics import layer_sparsity
 from core.plan import StepReport
 from core.prune import LayerOverride, Prune, threshold_unit
+from core.prune.structured import group_of
 from core.viz.figures import overview_figure, weight_histogram_figure
 from core.viz.histograms import weight_histograms
 from core.workspace import Workspace
@@ -96,6 +97,8 @@ def round_to_ui(ws: Workspace, granularity: str) -> None:
     ss.setdefault("prune_round_to", 8)
 
     def on_change():
+        if widget_echo.is_echo(ss, "prune_round_to"):  # the browser's value from before the plan moved
+            return
         idx, cur = active_step(ws, granularity)
         if cur is not None:
             v = int(ss["prune_round_to"])
@@ -104,6 +107,7 @@ def round_to_ui(ws: Workspace, granularity: str) -> None:
     st.number_input(f"Keep {granularity}s in multiples of", 1, 256, key="prune_round_to", step=1, on_change=on_change,
                     help="Each layer keeps the multiple of this nearest to what the amount asks (at least one "
                          "multiple); 1 turns rounding off. Round widths stay fast on real kernels.")
+    widget_echo.drawn(ss, "prune_round_to")
 
 
 def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str) -> None:
@@ -116,12 +120,13 @@ def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str) -> None:
         return
     ss["_prune_synced"] = key
     if step is not None and granularity in ROUNDED:
-        ss["prune_round_to"] = step.round_to or 1
+        widget_echo.wrote(ss, "prune_round_to", step.round_to or 1)
     if step is not None and step.threshold is not None and granularity == "weight":
         ss["global_mode"] = "threshold"
-        ss["global_threshold"] = float(step.threshold)
-    else:
-        ss["global_sparsity"] = float(step.sparsity) if step is not None and step.sparsity is not None else 0.0
+        widget_echo.wrote(ss, "global_threshold", float(step.threshold))
+    else:  # the browser may send its old value back before it gets this one (widget_echo)
+        widget_echo.wrote(ss, "global_sparsity",
+                          float(step.sparsity) if step is not None and step.sparsity is not None else 0.0)
         if granularity != "weight":
             ss["global_mode"] = "sparsity"
 
@@ -136,6 +141,8 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
         ss["global_mode"] = modes[0]
 
     def on_change():
+        if widget_echo.is_echo(ss, f"global_{ss['global_mode']}"):  # the value shown before the plan moved
+            return
         idx, cur = active_step(ws, granularity)
         layers = cur.layers if cur else ()
         if ss["global_mode"] == "sparsity":
@@ -163,6 +170,7 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
         c2.slider(f"Global sparsity (fraction of {unit} pruned)", 0.0, 0.99, value=min(now, 0.99), step=0.01,
                   key="global_sparsity", on_change=on_change, format="%.2f",
                   help="Applies to every prunable layer without an override. Arrow keys move it by 0.01.")
+        widget_echo.drawn(ss, "global_sparsity")
     else:
         ss.setdefault("global_threshold", 0.0)
         ss["global_threshold"] = min(float(ss["global_threshold"]), wmax)
@@ -170,20 +178,41 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
         now = float(step.threshold) if step is not None and step.threshold is not None else 0.0
         c2.slider(f"Global threshold in {unit} (weights below it are pruned)", 0.0, wmax, value=min(now, wmax),
                   step=wmax / 200, key="global_threshold", on_change=on_change, format="%.4f")
+        widget_echo.drawn(ss, "global_threshold")
+
+
+def layer_share(ws: Workspace, layer: str, granularity: str, index: int | None,
+                report: StepReport | None) -> float:
+    """The fraction of ``layer``'s units of ``granularity`` (its weights, or the units of the
+    group it produces) that the active step prunes, read from the step's report; 0 without one."""
+    if report is None:
+        return 0.0
+    key = layer
+    if granularity != "weight" and layer not in report.units:
+        group = group_of(ws.model_before(index), granularity, layer, ws.ctx)
+        key = group.name if group is not None else layer
+    pruned, total = report.units.get(key, (0, 0))
+    return pruned / total if total else 0.0
 
 
 def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: str,
                       report: StepReport | None) -> None:
-    """Per-layer sparsity override for the selected layer, with a way to clear it."""
+    """Per-layer sparsity override for the selected layer, with a way to clear it. Without an
+    override the slider shows the fraction the global amount prunes in this layer (moving it
+    sets an override from there)."""
     ss = st.session_state
     index, step = active_step(ws, granularity)
     ov = step.override_for(layer) if step else None
     wkey = f"ov_{ws.name}_{layer}"
-    if ss.get(f"{wkey}_plan") != ws.plan.key():
-        ss[f"{wkey}_plan"] = ws.plan.key()
-        ss[wkey] = float(ov.sparsity) if ov and ov.sparsity is not None else 0.0
+    synced = (ws.plan.key(), granularity)  # the plan or what the controls edit changed: show what applies
+    if ss.get(f"{wkey}_plan") != synced:
+        ss[f"{wkey}_plan"] = synced
+        applies = ov.sparsity if ov and ov.sparsity is not None else layer_share(ws, layer, granularity, index, report)
+        widget_echo.wrote(ss, wkey, min(round(float(applies), 2), 0.99))  # rewritten as the global amount moves
 
     def on_change():
+        if widget_echo.is_echo(ss, wkey):  # the browser's value from before the plan moved: not a move
+            return
         idx, cur = active_step(ws, granularity)
         v = float(ss[wkey])
         if cur is None:
@@ -192,7 +221,7 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
         else:
             new = cur.with_override(layer, sparsity=v)
         run_action(replace_active_step, ws, idx, new, wkey)
-        ss[f"{wkey}_plan"] = ws.plan.key()
+        ss[f"{wkey}_plan"] = (ws.plan.key(), granularity)
 
     def clear():
         idx, cur = active_step(ws, granularity)
@@ -203,12 +232,18 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
         new = None if nothing_left else cur.with_override(layer)
         run_action(replace_active_step, ws, idx, new)
 
-    c1, c2 = st.columns([3, 1])
-    label = f"Override for {layer}" + (" (active)" if ov else " (uses the global amount)")
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")  # room for the button's whole label
+    unit = "weights" if granularity == "weight" else f"{granularity}s"
+    label = (f"Override for {layer}: fraction of {unit} pruned (active)" if ov else
+             f"Fraction of {unit} pruned in {layer} by the global amount (move to override)")
     c1.slider(label, 0.0, 0.99, step=0.01, key=wkey, on_change=on_change, format="%.2f",
-              help="A per-layer sparsity replaces the global amount for this layer only.")
+              help="A per-layer sparsity replaces the global amount for this layer only. Without one, the "
+                   "slider shows what the global amount prunes here; moving it sets an override from there.")
+    widget_echo.drawn(ss, wkey)
     c2.button("Clear override", key=f"clear_{wkey}", on_click=clear, disabled=ov is None,
               width="stretch")
+    st.caption("The charts follow the sliders and take no drag: the amount moves with the global amount above "
+               "or this layer's override here. Hover for values; click an overview bar to pick its layer.")
     t = report.thresholds.get(layer) if report else None
     if t is not None and math.isfinite(t):
         st.caption(f"Threshold in this layer: {report.threshold_unit} < {t:.4g}")
@@ -288,7 +323,7 @@ def prune_live_ui() -> None:
     changes_panel_ui(ws, "prune")
     if granularity != "weight":
         importance_ui.structured_metrics_ui(base, m, pending)
-    with st.expander("Recover accuracy: fine-tune or distil"):
+    with st.expander("Recover accuracy: fine-tune or distil", key="prune_recover_open", on_change="rerun"):
         recover_ui(ws, "prune", criterion, granularity)
     with st.expander("Plan", expanded=True):
         plan_ui(ws, "prune")

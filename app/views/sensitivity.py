@@ -61,14 +61,40 @@ def controls_ui(ws) -> tuple[str, str, list[float], str]:
     return crit, gran, sorted(amounts), subset
 
 
-def sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str):
+def _planned_from(ws, crit: str, gran: str, amounts: list[float], subset: str):
+    """The sweep the last automatic plan was built from, while the current plan is that
+    automatic plan (or goes on from it, as its fine-tune does) and has no sweep of its own with
+    these settings; else None."""
+    got = st.session_state.get(f"sens_auto_{ws.name}")
+    if got is None or _found(ws, crit, gran, amounts, subset) is not None:
+        return None
+    r, _, sens = got
+    n = len(r.plan.steps)
+    if r.step is None or not r.met or ws.plan.steps[:n] != r.plan.steps:
+        return None
+    same = (sens.criterion, sens.granularity, sens.amounts, sens.subset) == (crit, gran, tuple(amounts), subset)
+    return sens if same else None
+
+
+def source_caption(sens, crit: str, subset: str, what: str = "Source") -> None:
+    steps = f"the plan's model ({sens.plan_steps} step(s))" if sens.plan_steps else "the base model"
+    st.caption(f"{what}: {steps}, accuracy {fmt.pct(sens.source['accuracy'])} on {sens.n} {subset} examples. "
+               f"Each point prunes one layer alone by {crit}; drop = source accuracy minus that model's, in points. "
+               + ("" if sens.complete else f"**Stopped early: {len(sens.layers)} layers finished.** ")
+               + f"{sens.seconds:.1f} s, executor {sens.executor}.")
+
+
+def sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str, new_plan: bool = False):
+    """The sweep button (its progress while it runs) and the current plan's sweep, or None.
+    ``new_plan``: the plan just became an automatic plan; the button offers to sweep it."""
     job_key = f"sens_job_{ws.name}"
     running = job_ui(job_key)
     sens = _found(ws, crit, gran, amounts, subset)
     n_layers = len(ws.layer_names(gran)) if gran in ws.granularities() else 0
     if not running:
         label = ("Run the sweep again" if sens is not None and not sens.complete else
-                 "Swept: kept for this plan" if sens is not None else "Run the sweep")
+                 "Swept: kept for this plan" if sens is not None else
+                 "Sweep the new plan" if new_plan else "Run the sweep")
         disabled = not amounts or (sens is not None and sens.complete)
         if st.button(label, key="sens_run", type="primary", disabled=disabled, icon=":material/play_arrow:",
                      help="Prunes every layer alone at every amount and evaluates each model, in the background "
@@ -88,15 +114,13 @@ def sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str):
             if spec is not None:
                 start_sweep(job_key, ws, spec, f"Sensitivity of {n_layers} layers × {len(amounts)} amounts", done)
             st.rerun()
+    if sens is None and new_plan:
+        return None
     if sens is None:
         st.info(f"No sweep of the current plan with these settings yet: {n_layers} layers × {len(amounts)} amounts = "
                 f"{n_layers * len(amounts)} models, each evaluated on the {subset} subset.")
         return None
-    steps = f"the plan's model ({sens.plan_steps} step(s))" if sens.plan_steps else "the base model"
-    st.caption(f"Source: {steps}, accuracy {fmt.pct(sens.source['accuracy'])} on {sens.n} {subset} examples. "
-               f"Each point prunes one layer alone by {crit}; drop = source accuracy minus that model's, in points. "
-               + ("" if sens.complete else f"**Stopped early: {len(sens.layers)} layers finished.** ")
-               + f"{sens.seconds:.1f} s, executor {sens.executor}.")
+    source_caption(sens, crit, subset)
     return sens
 
 
@@ -184,7 +208,7 @@ def autoplan_ui(ws, sens, crit: str, gran: str) -> None:
             r = run_action(ws.autoplan, criterion=crit, granularity=gran, sens=sens, subset=sens.subset,
                            now=True, **{kind: float(value)})
         if r is not None:
-            ss[res_key] = (r, list(sens.layers))
+            ss[res_key] = (r, list(sens.layers), sens)  # and the sweep it was planned from
             if r.step is not None and r.met and run_action(ws.set_plan, r.plan, now=True) is not None:
                 if ft:
                     loss = "distill" if ws.spec.task == "fidelity" else "both"
@@ -201,7 +225,7 @@ def autoplan_result_ui(ws) -> None:
     got = st.session_state.get(f"sens_auto_{ws.name}")
     if got is None:
         return
-    r, layers = got
+    r, layers, _ = got
     applied = r.step is not None and r.met and ws.plan.key() == r.plan.key()
     (st.success if r.met else st.warning)(r.reason)
     if r.metrics is not None:
@@ -229,8 +253,25 @@ def autoplan_result_ui(ws) -> None:
     if applied:
         st.caption("The plan's last step is this ordinary prune step with per-layer overrides: drag it on the "
                    "Prune page, undo it, or export it.")
+    elif r.step is not None and r.met and ws.plan.steps[:len(r.plan.steps)] == r.plan.steps:
+        st.caption(f"The current plan goes on from this automatic plan (its step {len(r.plan.steps)}) with "
+                   f"{len(ws.plan.steps) - len(r.plan.steps)} more step(s).")
     elif r.step is not None and r.met:
         st.caption("This automatic plan is no longer the current plan (undone or edited since).")
+
+
+def after_autoplan_ui(ws, before, crit: str, gran: str, amounts: list[float], subset: str) -> None:
+    """The current plan is the automatic plan just built: its result first, then the sweep it
+    was planned from (a sweep of the plan before it, labelled so) and the way to sweep the new plan."""
+    st.markdown("#### Automatic plan")
+    autoplan_result_ui(ws)
+    st.markdown("#### The sweep it was planned from")
+    st.caption("A sweep of the plan before the automatic plan, not of the current plan. To see the current "
+               "plan's sensitivities, or to plan further from it, sweep the new plan.")
+    sweep_ui(ws, crit, gran, amounts, subset, new_plan=True)
+    source_caption(before, crit, subset, "Swept before the automatic plan")
+    if before.layers:
+        views_ui(ws, before)
 
 
 def page() -> None:
@@ -246,6 +287,11 @@ def page() -> None:
                   kwargs={"success": "Removed the quantize step: the plan's model is float again."})
         return
     crit, gran, amounts, subset = controls_ui(ws)
+    before = _planned_from(ws, crit, gran, amounts, subset)
+    if before is not None:
+        after_autoplan_ui(ws, before, crit, gran, amounts, subset)
+        criteria_ui(ws, gran, amounts, subset)
+        return
     sens = sweep_ui(ws, crit, gran, amounts, subset)
     if sens is not None and sens.layers:
         views_ui(ws, sens)

@@ -15,7 +15,7 @@ from app.explain_ui import changes_panel_ui
 from app.jobs import job_ui, start_job
 from app.messages import flash, message_ui, run_action, show_flashes
 from app.panels import current_metrics, latency_ui, metrics_panel_ui, plan_ui
-from app.recover_ui import recover_ui
+from app.recover_ui import recover_ui, steps_input_ui
 from app.session import get_workspace
 from core.errors import PrunescopeError
 from core.ground import formatting as fmt
@@ -54,7 +54,9 @@ def blocks_of(ws: Workspace, container: str, which: str = "current") -> list[dic
     memo, key = ws.ctx.memo(model), ("blocks", container)
     if key not in memo:
         try:
-            memo[key] = [b.to_dict() for b in list_blocks(model, ws.ctx.calibration(0)[0], container, ws.name)]
+            with st.spinner(f"Tracing the blocks of {container or 'the model'} ({which} model) on the "
+                            "calibration batch…"):
+                memo[key] = [b.to_dict() for b in list_blocks(model, ws.ctx.calibration(0)[0], container, ws.name)]
         except PrunescopeError:
             memo[key] = []
     return memo[key]
@@ -144,20 +146,32 @@ def block_table_ui(blocks: list[dict], guides, where=None) -> None:
     """The blocks of the container; the guides' columns once they are computed."""
     rows = []
     at = {g.name: i for i, g in enumerate(guides.blocks)} if guides is not None else {}
-    for b in blocks:
-        row = {"block": b["name"], "kind": "adapter" if b["adapter"] else b["kind"],
+    for pos, b in enumerate(blocks):
+        row = {"#": pos, "block": b["name"], "kind": "adapter" if b["adapter"] else b["kind"],
                "in": "×".join(map(str, b["in_shape"])), "out": "×".join(map(str, b["out_shape"])),
                "params": b["params"], "MACs": b["macs"]}
         if guides is not None:
-            i = at.get(b["name"])
-            row["influence"] = guides.influence[i] if i is not None else None
-            row["drop-one acc"] = guides.drop_one[i] if i is not None else None
+            row["influence"], row["drop-one acc"] = guide_cells(guides, at.get(b["name"]))
         rows.append(row)
     (where or st).dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
-        "influence": st.column_config.NumberColumn(format="%.3f", help="1 − cos(input, output)"),
-        "drop-one acc": st.column_config.NumberColumn(format="percent", help="accuracy with this block alone cut"),
+        "#": st.column_config.NumberColumn(help="Position: 'Paste at position' counts these rows, adapters "
+                                                "included."),
+        "influence": st.column_config.TextColumn(help="1 − cos(input, output) on the calibration batch; a dash "
+                                                      "where the block changes the shape (no cosine)"),
+        "drop-one acc": st.column_config.TextColumn(help="quick-subset accuracy with this block alone cut"),
         "MACs": st.column_config.NumberColumn(format="compact"),
     })
+
+
+def guide_cells(guides, i: int | None) -> tuple[str, str]:
+    """The influence and drop-one accuracy of block ``i`` as text: a dash and the reason
+    where a figure does not exist (never a bare None)."""
+    if i is None:
+        return "– (not in the guides: recompute)", "–"
+    infl = guides.influence[i]
+    drop = guides.drop_one[i]
+    return (f"{infl:.3f}" if infl is not None else "– (changes the shape)",
+            fmt.pct(drop) if drop is not None else "– (cannot be cut alone)")
 
 
 def operations_ui(ws: Workspace, container: str, names: list[str]) -> None:
@@ -174,7 +188,9 @@ def operations_ui(ws: Workspace, container: str, names: list[str]) -> None:
     ss.setdefault("surgery_at", len(names))
     ss["surgery_at"] = min(int(ss["surgery_at"]), len(names))
     at = c[1].number_input("Paste at position", 0, len(names), key="surgery_at", step=1,
-                           help="0 = before the first block; the number of blocks = after the last.")
+                           help="The # column of the block table: 0 = before the first block, "
+                                f"{len(names)} = after the last. Adapters are rows and count. The clipboard's "
+                                "blocks go in together, in the clipboard's order.")
 
     def do_cut():
         sel = list(ss.get(sel_key, []))
@@ -238,7 +254,8 @@ def donor_ui(ws: Workspace) -> None:
     donor = st.selectbox("Donor model", models, key="surgery_donor",
                          help="Any registered model; its pristine base is used (never modified).")
     try:
-        dblocks = donor_blocks(donor)
+        with st.spinner(f"Loading {donor} and listing its blocks…"):
+            dblocks = donor_blocks(donor)
     except PrunescopeError as exc:
         st.error(str(exc))
         return
@@ -290,8 +307,12 @@ def guides_ui(ws: Workspace, container: str, guides) -> None:
     if k_max:
         ss.setdefault("surgery_k", 1)
         ss["surgery_k"] = max(1, min(int(ss["surgery_k"]), k_max))
-        k = st.number_input("Blocks to cut (suggestion)", 1, k_max, key="surgery_k", step=1)
-        sugg = run_action(ws.suggest_cut, int(k), container)
+        k = int(st.number_input("Blocks to cut (suggestion)", 1, k_max, key="surgery_k", step=1))
+        sugg = guides.suggestion(k)  # kept with the guides: a revisit computes nothing
+        if sugg is None:
+            with st.spinner(f"Suggested cut of {k} block(s): cutting them together (bridge fits on the calibration "
+                            f"batch) and evaluating on the quick subset ({len(ws.evalset.quick_index)} examples)…"):
+                sugg = run_action(ws.suggest_cut, k, container)
     if sugg and sugg["expected_accuracy"] is not None:
         st.markdown(f"**Suggested cut:** {', '.join(sugg['blocks'])} → expected accuracy "
                     f"**{fmt.pct(sugg['expected_accuracy'])}** (now {fmt.pct(sugg['accuracy'])})")
@@ -309,7 +330,8 @@ def heal_ui(ws: Workspace) -> None:
     Cancel (the steps done become the plan's heal step). A heal is a preset of the
     fine-tune below: pruned weights stay zero whatever it trains."""
     c = st.columns(3)
-    steps = c[0].number_input("Steps", 1, 2000, 100, key="heal_steps")
+    steps = steps_input_ui(c[0], ws, "heal_steps", 100, 2000, "Optimisation steps, each one batch of the "
+                           "training split.")
     lr = c[1].number_input("Learning rate", 1e-5, 1.0, 1e-3, key="heal_lr", format="%.5f")
     train = c[2].radio("Train", HEAL_TRAIN, key="heal_train",
                        help="Pruned weights in the blocks beside an adapter stay zero.")
@@ -355,9 +377,10 @@ def surgery_live_ui() -> None:
                 block_table_ui(blocks, guides, table)
         guides_ui(ws, container, guides)
     changes_panel_ui(ws, "surgery")
-    with st.expander("Heal (train adapters briefly)"):
+    # keyed and tracked by the server: open stays open through the reruns of a job, a cancel or an edit
+    with st.expander("Heal: train the adapters", key="surgery_heal_open", on_change="rerun"):
         heal_ui(ws)
-    with st.expander("Recover accuracy: fine-tune or distil"):
+    with st.expander("Recover accuracy: fine-tune or distil", key="surgery_recover_open", on_change="rerun"):
         recover_ui(ws, "surgery")
     with st.expander("Plan", expanded=True):
         plan_ui(ws, "surgery")
@@ -368,7 +391,7 @@ def page() -> None:
     ws = get_workspace()
     st.markdown(f"### Surgery · {ws.name}")
     st.caption("Cut blocks out or paste copies in (from this model or a donor). Seams get an identity or a "
-               "least-squares adapter; heal trains the adapters briefly. Every operation is a plan step.")
+               "least-squares adapter; heal trains the adapters. Every operation is a plan step.")
     surgery_live_ui()
 
 

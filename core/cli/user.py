@@ -36,6 +36,10 @@ def _register_args(p):
     p.add_argument("--task", choices=["classification", "fidelity", "language-model"],
                    help="default: --hf: from the folder's config (a causal LM: language-model); else "
                         "classification when the data has labels, else fidelity")
+    p.add_argument("--output", choices=["logits", "embedding"],
+                   help="what the model returns: class scores (logits) or an embedding / features (embedding: "
+                        "task fidelity, judged by output cosine and neighbour recall@k against the base's "
+                        "embeddings). Default: --hf of an encoder without a head: embedding; else logits")
     p.add_argument("--json", action="store_true")
 
 
@@ -71,8 +75,10 @@ def cmd_register(args):
         data["seq_len"] = args.seq_len
     spec = register(args.name, factory=args.factory, torchvision=args.torchvision, timm=args.timm, hf=args.hf,
                     kwargs=kwargs,
-                    weights=args.weights, data=data, input_shape=parse_shape(args.input_shape), task=args.task)
-    return {"name": spec.name, "source": spec.description, "task": spec.task, "dataset": spec.dataset,
+                    weights=args.weights, data=data, input_shape=parse_shape(args.input_shape), task=args.task,
+                    output=args.output)
+    return {"name": spec.name, "source": spec.description, "task": spec.task, "output": spec.output,
+            "dataset": spec.dataset,
             "input_shape": list(spec.input_shape), "params": param_count(spec), "weights": spec.weights,
             "stored_in": str(home())}
 

@@ -1,11 +1,13 @@
-"""What an edit changed on the evaluation set: the examples whose prediction changed, the
-confusion matrices of base and current and their difference, and where inside the network the
-current model departs from the base (linear CKA of each layer's output, base against current).
+"""What an edit changed on the evaluation set: the examples whose prediction changed (for a
+model whose output is an embedding: the examples whose embedding moved most, lowest cosine with
+the base's first), the confusion matrices of base and current and their difference, and where
+inside the network the current model departs from the base (linear CKA of each layer's output,
+base against current).
 
 Nothing here trains or edits a model."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import PrunescopeError
+from core.metrics.fidelity import neighbour_recall_each, output_cosine_each, recall_k
 from core.prune.masks import prunable_layers
 from core.sources.models import LABELLED_TASKS
 from core.surgery.guides import linear_cka
@@ -37,6 +40,19 @@ class Changes:
     conf: list[float]  # softmax probability of the current prediction
     conf_in_base_pred: list[float]  # the current model's probability of the base's prediction
     classes: list[str]
+    output: str = "logits"  # "embedding": the argmax fields above mean nothing; read moved()
+    cosine: list[float] = field(default_factory=list)  # embedding: cosine with the base's, per example
+    recall: list[float] = field(default_factory=list)  # embedding: share of the base's k nearest neighbours kept
+    recall_k: int = 0  # embedding: that k
+
+    def moved(self, limit: int | None = None) -> list[dict]:
+        """An embedding model's examples, the one whose embedding moved most from the base's
+        first (lowest cosine): ``{"index", "cosine", "recall"}`` (recall: the share of its
+        ``recall_k`` nearest neighbours among the base's embeddings it keeps)."""
+        rows = [{"index": self.indices[i], "cosine": c, "recall": r}
+                for i, (c, r) in enumerate(zip(self.cosine, self.recall))]
+        rows.sort(key=lambda r: (r["cosine"], r["index"]))
+        return rows[:limit] if limit is not None else rows
 
     def changed(self, limit: int | None = None, cls: int | None = None) -> list[dict]:
         """Examples whose prediction changed, the largest confidence drop first (the base's
@@ -93,10 +109,15 @@ def changes(model: nn.Module, evaluator: Evaluator, subset: str = "quick") -> Ch
     pred, base_pred = p.argmax(1), pb.argmax(1)
     labels = y if ev.task in LABELLED_TASKS else base_pred
     idx = evalset.quick_index if subset == "quick" else list(range(len(evalset.y)))
+    emb = {}
+    if getattr(ev, "output", "logits") == "embedding":
+        k = recall_k(len(out))
+        emb = {"output": "embedding", "cosine": output_cosine_each(out, base_out).tolist(),
+               "recall": neighbour_recall_each(out, base_out, k).tolist(), "recall_k": k}
     return Changes(subset=subset, indices=[int(i) for i in idx], labels=labels.tolist(), base_pred=base_pred.tolist(),
                    base_conf=pb.max(1).values.tolist(), pred=pred.tolist(), conf=p.max(1).values.tolist(),
                    conf_in_base_pred=p.gather(1, base_pred[:, None])[:, 0].tolist(),
-                   classes=[str(c) for c in evalset.classes])
+                   classes=[str(c) for c in evalset.classes], **emb)
 
 
 def _layer_outputs(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -32,16 +32,35 @@ def nbytes(n: float | None) -> str:
 
 
 def ms(median: float | None, iqr: float | None = None) -> str:
-    """Latency with its spread: '3.21 ms ± 0.12'."""
+    """Latency with its spread: '3.21 ms ± 0.12'; '3.92 ms (noisy)' when the IQR is at least
+    half the median (a spread of 41 on 3.92 says only that the runs disagree)."""
     if median is None:
         return "–"
     def num(x: float, digits: int) -> str:
         return f"{x:.{digits}g}" if abs(x) < 100 else f"{x:.0f}"
 
     s = f"{num(median, 3)} ms"
-    if iqr is not None and math.isfinite(iqr):
+    if iqr is not None and (not math.isfinite(iqr) or iqr >= NOISY_MS * median):
+        s += " (noisy)"
+    elif iqr is not None:
         s += f" ± {num(iqr, 2)}"  # the spread to two figures: it is a rough number, and the readout stays short
     return s
+
+
+NOISY_MS = 0.5  # ms() says "noisy" instead of "± IQR" from an IQR this many times the median
+
+
+def ago(seconds: float) -> str:
+    """Elapsed time in words: 'just now', '40 s ago', '3 min ago', '2 h ago'."""
+    if not math.isfinite(seconds):
+        return "at an unknown time"
+    if seconds < 5:
+        return "just now"
+    if seconds < 60:
+        return f"{seconds:.0f} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago" if seconds < 36_000 else f"{seconds // 3600:.0f} h ago"
 
 
 def ratio(x: float | None) -> str:

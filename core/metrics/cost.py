@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -31,6 +32,8 @@ class Latency:
     runs: int  # timed runs behind the median
     method: str = "wall clock"  # "cuda events" on a GPU (each run between two events, synchronised)
     precision: str = "fp32"  # the evaluation precision the forward ran under (autocast)
+    interleaved: bool = False  # timed beside another model (measure_latency_pair), round by round
+    timed_at: float = field(default_factory=time.time)  # wall clock (time.time()) when the timing ended
 
     @property
     def spread(self) -> float:
@@ -42,13 +45,42 @@ class Latency:
         """The runs spread widely (IQR at least ``NOISY_SPREAD`` of the median)."""
         return self.spread >= NOISY_SPREAD
 
+    @property
+    def reliable(self) -> bool:
+        """Enough runs (``MIN_RUNS``) and not noisy: fit to be reused for another plan."""
+        return self.runs >= MIN_RUNS and not self.noisy
+
+    def conditions(self) -> tuple:
+        """(batch size, threads, device, precision): timings compare only when these are equal."""
+        return self.batch_size, self.threads, self.device, self.precision
+
+    def how(self, now: float | None = None) -> str:
+        """How and when it was timed, for a help text: "median of 36 runs (IQR 4% of it) of one
+        batch of 64 on cpu, 2 threads, fp32 (wall clock); timed 3 min ago, interleaved with the base"."""
+        from core.ground.formatting import ago
+
+        spread = f"IQR {100 * self.spread:.0f}% of it" + (": noisy" if self.noisy else "")
+        age = ago((time.time() if now is None else now) - self.timed_at)
+        return (f"median of {self.runs} runs ({spread}) of one batch of {self.batch_size} on {self.device}, "
+                f"{self.threads} threads, {self.precision} ({self.method}); timed {age}"
+                + (", interleaved with the base" if self.interleaved else ", alone"))
+
     def to_dict(self) -> dict:
         return {"median": self.median_ms, "iqr": self.iqr_ms, "batch_size": self.batch_size,
                 "threads": self.threads, "device": self.device, "runs": self.runs, "noisy": self.noisy,
-                "method": self.method, "precision": self.precision}
+                "method": self.method, "precision": self.precision, "interleaved": self.interleaved,
+                "timed_at": self.timed_at}
 
 
 NOISY_SPREAD = 0.25  # IQR / median from which a timing is called noisy
+MIN_RUNS = 6  # fewer timed runs than this are too few to reuse (a pair times at least 6 rounds)
+
+
+def timed_beside(base: Latency | None, current: Latency | None) -> bool:
+    """Whether ``base`` and ``current`` are the two halves of one interleaved timing (same
+    end time, batch, threads, device and precision): only then is their ratio a speed-up."""
+    return (base is not None and current is not None and base.interleaved and current.interleaved
+            and base.timed_at == current.timed_at and base.conditions() == current.conditions())
 
 
 def speed_verdict(base: Latency, current: Latency) -> str:
@@ -237,8 +269,6 @@ def measure_latency_pair(base: nn.Module, model: nn.Module, example: torch.Tenso
     Returns:
         ``(base latency, model latency)``, each from all of its runs.
     """
-    import time
-
     x = _batch(example, batch_size)
     dev = x.device
     times: dict[int, list[float]] = {0: [], 1: []}
@@ -272,11 +302,13 @@ def measure_latency_pair(base: nn.Module, model: nn.Module, example: torch.Tenso
             if progress:
                 progress(r + 1, rounds)
 
+    end = time.time()  # both halves end together: the mark of one interleaved timing (timed_beside)
+
     def summary(ts: list[float]) -> Latency:
         q = torch.tensor(ts, dtype=torch.float64).quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
         return Latency(median_ms=float(q[1]) * 1e3, iqr_ms=float(q[2] - q[0]) * 1e3, batch_size=batch_size,
                        threads=torch.get_num_threads(), device=str(dev), runs=len(ts), method=_method(dev),
-                       precision=precision)
+                       precision=precision, interleaved=True, timed_at=end)
 
     return summary(times[0]), summary(times[1])
 
@@ -297,5 +329,6 @@ def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     return out
 
 
-__all__ = ["Latency", "NOISY_SPREAD", "speed_verdict", "measure_latency_pair", "arch_signature", "nonzero_counts",
+__all__ = ["Latency", "NOISY_SPREAD", "MIN_RUNS", "timed_beside", "speed_verdict", "measure_latency_pair",
+           "arch_signature", "nonzero_counts",
            "nonzero_of", "count_macs", "state_dict_bytes", "measure_latency", "layer_macs"]

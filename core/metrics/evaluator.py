@@ -1,7 +1,11 @@
 """Metrics of a model on an evaluation set: quality against the base, plus cost.
 
 Quality (accuracy, loss, per-class accuracy, fidelity to the base model) is computed
-on every call; cost figures come from ``cost.py``, cached by architecture signature.
+on every call; cost figures come from ``cost.py``, cached by architecture signature. A model
+whose output is an embedding (``output="embedding"``: features, not class scores) is judged
+by its output cosine and nearest-neighbour recall@k against the base (``fidelity.py``), and
+that recall is its headline figure (``Metrics.accuracy``), so every user of the headline
+(sensitivity drops, autoplan's target, History, the CLI) reads the meaningful figure.
 """
 from __future__ import annotations
 
@@ -23,18 +27,23 @@ from core.metrics.cost import (
     nonzero_counts,
     state_dict_bytes,
 )
+from core.metrics.fidelity import neighbour_recall, output_cosine_each, recall_k, relative_error_each
 from core.sources.datasets import EvalSet
-from core.sources.models import LABELLED_TASKS
+from core.sources.models import LABELLED_TASKS, OUTPUTS, built_for
 
 
 @dataclass
 class Metrics:
     """Everything the app and the CLI show about one model on one subset."""
 
-    accuracy: float  # top-1 on labels (for task "fidelity": agreement with the base)
-    loss: float  # mean cross-entropy (language model: next-token; extra["perplexity"] = exp(loss))
-    per_class_accuracy: list[float]  # index = class
-    agreement: float  # fraction of examples where the prediction equals the base's
+    # the headline quality figure (quality_name() says which): top-1 on labels; task "fidelity": agreement
+    # with the base's predictions; an embedding: neighbour recall@k with the base
+    accuracy: float
+    # mean cross-entropy (language model: next-token; extra["perplexity"] = exp(loss)); an embedding: the
+    # mean relative output error (output_error)
+    loss: float
+    per_class_accuracy: list[float]  # index = class (an embedding has none: views do not show it)
+    agreement: float  # fraction of examples where the prediction equals the base's (an embedding: neighbour recall)
     output_cosine: float  # mean cosine between this model's and the base's outputs
     params: int  # all parameters
     nonzero_params: int
@@ -50,6 +59,16 @@ class Metrics:
     precision: str = "fp32"  # the forward ran under this precision (bf16 / fp16: autocast); the base's
     # outputs it is compared with are always fp32
     peak_mem_bytes: int | None = None  # peak GPU memory of this evaluation's forwards (None off CUDA)
+    output: str = "logits"  # "logits" (class scores) or "embedding" (features, judged against the base's)
+    neighbour_recall: float | None = None  # embedding: mean share of the base's k nearest neighbours kept
+    recall_k: int | None = None  # embedding: the k of neighbour_recall (10, fewer on a smaller set)
+    output_error: float | None = None  # mean relative output error ||out - base|| / ||base||
+
+    def quality_name(self, task: str = "classification") -> str:
+        """What :attr:`accuracy`, the headline figure, is for this model of ``task``."""
+        if self.output == "embedding":
+            return f"neighbour recall@{self.recall_k}"
+        return {"language-model": "next-token accuracy", "fidelity": "agreement with the base"}.get(task, "accuracy")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -62,7 +81,9 @@ class Metrics:
 @dataclass
 class QualitySums:
     """Quality of a model's outputs as sums over examples, so the figures of several
-    shards of a subset add up (``a + b``) to those of the whole subset."""
+    shards of a subset add up (``a + b``) to those of the whole subset. Neighbour recall is
+    not a sum (an example's neighbours are among the whole subset): an embedding's sums keep
+    its outputs and the base's, joined in shard order, and the recall is computed on the whole."""
 
     n: int
     correct: int
@@ -71,27 +92,41 @@ class QualitySums:
     cos_sum: float  # cosine with the base's outputs, summed
     class_ok: list[int]  # correct predictions per class (index = class)
     class_n: list[int]  # examples per class
+    err_sum: float = 0.0  # relative output error ||out - base|| / ||base||, summed
+    output: str = "logits"  # "logits" | "embedding"
+    emb: torch.Tensor | None = None  # embedding: this model's outputs (CPU, fp32), for neighbour recall
+    base_emb: torch.Tensor | None = None  # embedding: the base's outputs on the same examples
 
     def __add__(self, other: QualitySums) -> QualitySums:
+        cat = (lambda a, b: None if a is None or b is None else torch.cat([a, b]))
         return QualitySums(self.n + other.n, self.correct + other.correct, self.loss_sum + other.loss_sum,
                            self.agree + other.agree, self.cos_sum + other.cos_sum,
                            [a + b for a, b in zip(self.class_ok, other.class_ok)],
-                           [a + b for a, b in zip(self.class_n, other.class_n)])
+                           [a + b for a, b in zip(self.class_n, other.class_n)], self.err_sum + other.err_sum,
+                           self.output, cat(self.emb, other.emb), cat(self.base_emb, other.base_emb))
 
     def figures(self) -> dict:
-        """accuracy, loss (mean cross-entropy), per-class accuracy, agreement and output cosine."""
+        """accuracy, loss, per-class accuracy, agreement, output cosine, output error; for an
+        embedding accuracy and agreement are the neighbour recall@k and loss the output error."""
         n = max(1, self.n)
-        return {"accuracy": self.correct / n, "loss": self.loss_sum / n,
-                "per_class_accuracy": [ok / max(1, c) for ok, c in zip(self.class_ok, self.class_n)],
-                "agreement": self.agree / n, "output_cosine": self.cos_sum / n}
+        fig = {"accuracy": self.correct / n, "loss": self.loss_sum / n,
+               "per_class_accuracy": [ok / max(1, c) for ok, c in zip(self.class_ok, self.class_n)],
+               "agreement": self.agree / n, "output_cosine": self.cos_sum / n, "output": self.output,
+               "neighbour_recall": None, "recall_k": None, "output_error": self.err_sum / n}
+        if self.output == "embedding" and self.emb is not None:
+            k = recall_k(len(self.emb))
+            r = neighbour_recall(self.emb, self.base_emb, k)
+            fig.update(accuracy=r, agreement=r, loss=self.err_sum / n, neighbour_recall=r, recall_k=k)
+        return fig
 
 
 def quality_sums(out: torch.Tensor, base_out: torch.Tensor, y: torch.Tensor, task: str,
-                 num_classes: int) -> QualitySums:
+                 num_classes: int, output: str = "logits") -> QualitySums:
     """The quality sums of outputs ``out`` against the labels ``y`` (``task``
     "classification", or "language-model": ``y`` is the true next token) or the base's
     predictions (``"fidelity"``), and against the base's outputs ``base_out``: the one place
-    these figures are computed."""
+    these figures are computed. ``output`` "embedding": the outputs are features, judged by
+    cosine and neighbour recall against the base's (their argmax figures are left unused)."""
     pred, base_pred = out.argmax(1), base_out.argmax(1)
     target = y if task in LABELLED_TASKS else base_pred
     correct = pred == target
@@ -99,9 +134,12 @@ def quality_sums(out: torch.Tensor, base_out: torch.Tensor, y: torch.Tensor, tas
         n=len(out), correct=int(correct.sum()),
         loss_sum=float(F.cross_entropy(out.float(), target, reduction="sum")),
         agree=int((pred == base_pred).sum()),
-        cos_sum=float(F.cosine_similarity(out.float(), base_out.float(), dim=1).double().sum()),
+        cos_sum=float(output_cosine_each(out, base_out).sum()),
         class_ok=torch.bincount(target[correct], minlength=num_classes).tolist(),
-        class_n=torch.bincount(target, minlength=num_classes).tolist())
+        class_n=torch.bincount(target, minlength=num_classes).tolist(),
+        err_sum=float(relative_error_each(out, base_out).sum()), output=output,
+        emb=out.detach().float().cpu() if output == "embedding" else None,
+        base_emb=base_out.detach().float().cpu() if output == "embedding" else None)
 
 
 class Evaluator:
@@ -112,10 +150,14 @@ class Evaluator:
     """
 
     def __init__(self, evalset: EvalSet, base: nn.Module, *, task: str = "classification",
-                 latency_batch: int = 64, latency_time: float = 0.3, precision: str = "fp32"):
+                 latency_batch: int = 64, latency_time: float = 0.3, precision: str = "fp32",
+                 output: str | None = None):
         self.evalset = evalset
         self.base = base
         self.task = task
+        self.output = output or _registered_output(base)  # "logits" | "embedding"
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         self.latency_batch = latency_batch
         self.latency_time = latency_time
         self.precision = check_precision(precision)  # models are run (and timed) under it; the base reference is fp32
@@ -147,51 +189,62 @@ class Evaluator:
         return self._arch_cache[key]
 
     def latency(self, model: nn.Module, sig: str | None = None) -> Latency:
+        """``model`` timed alone (cached by architecture). Never the reference of another
+        timing: every figure the workspace shows comes from :meth:`latency_pair`."""
         sig = sig or arch_signature(model)
         x = self.evalset.quick()[0]
         return self._cached(("lat", self.latency_batch, self.precision), sig,
                             lambda: measure_latency(model, x, self.latency_batch, self.latency_time,
                                                     precision=self.precision))
 
+    def conditions(self) -> tuple:
+        """(batch size, threads, device, precision) a timing made now would have."""
+        return self.latency_batch, torch.get_num_threads(), str(self.evalset.quick()[0].device), self.precision
+
+    def _pair_key(self, sig: str) -> tuple:
+        return ("latpair", self.latency_batch, self.precision), sig
+
+    def timed_pair(self, model: nn.Module, sig: str | None = None, *,
+                   noisy_ok: bool = False) -> tuple[Latency, Latency] | None:
+        """The (base, model) pair already timed for ``model``'s architecture when it may be
+        reused for this model: timed in the conditions of now (batch, threads, device,
+        precision) and neither half noisy nor of too few runs (``Latency.reliable``; with
+        ``noisy_ok`` the latest pair in these conditions, reliable or not); else None. Never
+        times anything. A masked model has the base's architecture, so a pair timed beside
+        one masked plan serves the others while it is reliable."""
+        got = self._arch_cache.get(self._pair_key(sig or arch_signature(model)))
+        now = self.conditions()
+        if got is None or any((not noisy_ok and not lat.reliable) or lat.conditions() != now for lat in got):
+            return None
+        return got
+
     def latency_pair(self, model: nn.Module, sig: str | None = None, *,
                      progress: Callable[[int, int], None] | None = None) -> tuple[Latency, Latency]:
         """(base, model) timed back to back and interleaved, at the same batch, threads and
-        device; an architecture equal to the base's is the base's own timing twice.
+        device (the base is always timed beside the model, never alone). A pair already timed
+        for this architecture is reused when :meth:`timed_pair` allows it, else timed again.
 
         Args:
-            progress: ``(done, total)`` rounds of the interleaved timing (not called when cached).
+            progress: ``(done, total)`` rounds of the interleaved timing (not called when reused).
         """
         sig = sig or arch_signature(model)
-        if sig == self.base_signature:
-            lat = self.latency(self.base, sig)
-            return lat, lat
-        x = self.evalset.quick()[0]
-        return self._cached(("latpair", self.latency_batch, self.precision), sig, lambda: measure_latency_pair(
-            self.base, model, x, self.latency_batch, self.latency_time, progress=progress,
-            precision=self.precision))
+        got = self.timed_pair(model, sig)
+        if got is None:
+            x = self.evalset.quick()[0]
+            got = measure_latency_pair(self.base, model, x, self.latency_batch, self.latency_time,
+                                       progress=progress, precision=self.precision)
+            self._arch_cache[self._pair_key(sig)] = got
+        return got
 
     def forget_latency(self, model: nn.Module) -> list:
-        """Drop the cached timings of ``model``'s architecture (and of the base timed with
-        it), so the next request times anew. Returns the dropped Latency objects."""
+        """Drop the cached timings of ``model``'s architecture (with the base timed beside
+        it), so the next request times both anew. Returns the dropped Latency objects."""
         sig = arch_signature(model)
-        how = (self.latency_batch, self.precision)
-        keys = [(("lat", *how), sig), (("latpair", *how), sig)]
-        if sig != self.base_signature:
-            keys.append((("lat", self.latency_batch, self.precision), self.base_signature))
         out = []
-        for k in keys:
+        for k in ((("lat", self.latency_batch, self.precision), sig), self._pair_key(sig)):
             got = self._arch_cache.pop(k, None)
             out += list(got) if isinstance(got, tuple) else [got] if got is not None else []
         return out
-
-    def timed_pair(self, model: nn.Module) -> tuple[Latency, Latency] | None:
-        """What :meth:`latency_pair` would return when it is already timed (same
-        architecture, batch, threads and device), else None; never times anything."""
-        sig = arch_signature(model)
-        key = (("lat", self.latency_batch, self.precision), sig) if sig == self.base_signature else \
-            (("latpair", self.latency_batch, self.precision), sig)
-        got = self._arch_cache.get(key)
-        return (got, got) if sig == self.base_signature and got is not None else got
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, subset: str = "quick", *, latency: bool = True) -> Metrics:
@@ -200,7 +253,7 @@ class Evaluator:
         base_out = self.base_outputs(subset)
         with peak_memory(x.device) as peak:
             out = self.outputs(model, subset)
-        q = quality_sums(out, base_out, y, self.task, self.evalset.num_classes).figures()
+        q = quality_sums(out, base_out, y, self.task, self.evalset.num_classes, self.output).figures()
         params, nz, sparsity = nonzero_counts(model)
         sig = arch_signature(model)
         example = x[:1]
@@ -212,6 +265,15 @@ class Evaluator:
                        sparsity=sparsity, macs=macs, size_bytes=size, latency=lat, base_latency=base_lat,
                        subset=subset, n=len(x), shapes_changed=sig != self.base_signature, extra=extra,
                        precision=self.precision, peak_mem_bytes=peak["bytes"])
+
+
+def _registered_output(base: nn.Module) -> str:
+    """The output kind of the registered model ``base`` was built as (``ModelSpec.output``);
+    "logits" for a module built some other way."""
+    from core.sources.models import MODELS
+
+    spec = MODELS.find(built_for(base) or "")
+    return getattr(spec, "output", "logits") if spec is not None else "logits"
 
 
 __all__ = ["Metrics", "Evaluator", "QualitySums", "quality_sums"]

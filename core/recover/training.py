@@ -98,6 +98,15 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
                     reduction="batchmean") * t * t
 
 
+def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Distillation of an embedding (features, not class scores): the mean cosine distance to
+    the base's embedding plus the squared error relative to the base's mean square (a
+    softmax over features would mean nothing)."""
+    t = teacher.float()
+    return ((1 - F.cosine_similarity(student, t, dim=1)).mean()
+            + F.mse_loss(student, t) / t.pow(2).mean().clamp_min(1e-12))
+
+
 def _set_trainable(m: nn.Module, params: dict, mode: str) -> None:
     """Only ``params`` require gradients; in train mode the frozen parts stay in eval mode
     (they keep their statistics, BatchNorm's, and behaviour)."""
@@ -114,10 +123,12 @@ def _set_trainable(m: nn.Module, params: dict, mode: str) -> None:
 
 
 def _loss(step: Finetune, out: torch.Tensor, y: torch.Tensor, t_out: torch.Tensor | None,
-          labelled: bool) -> torch.Tensor:
+          labelled: bool, embedding: bool = False) -> torch.Tensor:
     """The step's loss on one batch: labels, the base's predicted classes, distillation from
-    the base's outputs (always, for a model without labels), or a mix of labels and
-    distillation weighted by ``step.alpha``."""
+    the base's outputs (always, for a model without labels; an embedding's by
+    :func:`embedding_loss`), or a mix of labels and distillation weighted by ``step.alpha``."""
+    if embedding:
+        return embedding_loss(out, t_out)
     if step.loss == "labels":
         return F.cross_entropy(out, y)
     if step.loss == "predictions":  # the base's predicted classes as labels (any model)
@@ -125,6 +136,22 @@ def _loss(step: Finetune, out: torch.Tensor, y: torch.Tensor, t_out: torch.Tenso
     if step.loss == "distill" or not labelled:
         return distill_loss(out, t_out, step.temperature)
     return step.alpha * distill_loss(out, t_out, step.temperature) + (1 - step.alpha) * F.cross_entropy(out, y)
+
+
+def _calibration_figures(m: nn.Module, xc: torch.Tensor, yc: torch.Tensor, teacher, labelled: bool,
+                         embedding: bool) -> dict:
+    """Loss and headline figure of ``m`` on the calibration batch ("accuracy"; for an
+    embedding the mean output cosine with the base, as ``info["measure"]`` says)."""
+    m.eval()
+    with torch.no_grad():
+        out = m(xc).float()
+        if embedding:
+            t_out = teacher(xc).float()
+            return {"loss": float(embedding_loss(out, t_out)),
+                    "accuracy": float(F.cosine_similarity(out, t_out, dim=1).mean())}
+        target = yc if labelled else teacher(xc).argmax(1)
+    return {"loss": float(F.cross_entropy(out, target)),
+            "accuracy": float((out.argmax(1) == target).float().mean())}
 
 
 def finetune(model: nn.Module, ctx, step: Finetune, *,
@@ -153,6 +180,10 @@ def finetune(model: nn.Module, ctx, step: Finetune, *,
     if step.loss in ("labels", "both") and not labelled:
         raise ModelError(f"finetune: {ctx.model_name!r} is evaluated by fidelity to its base and has no labels; "
                          "use loss='distill' (or 'predictions': the base's predicted classes)")
+    embedding = getattr(spec, "output", "logits") == "embedding"
+    if embedding and step.loss == "predictions":
+        raise ModelError(f"finetune: {ctx.model_name!r} outputs an embedding, which has no predicted classes; "
+                         "use loss='distill' (it follows the base's embedding)")
     params = trainable_parameters(m, step.train, step.last, ctx.model_name)
     masks = {n: k for n, k in weight_masks(m).items() if n in params}
     teacher = ctx.donor(ctx.model_name) if (step.loss != "labels" or not labelled) else None
@@ -160,12 +191,7 @@ def finetune(model: nn.Module, ctx, step: Finetune, *,
     xc, yc = ctx.calibration(step.seed)
 
     def measure() -> dict:
-        m.eval()
-        with torch.no_grad():
-            out = m(xc)
-            target = yc if labelled else teacher(xc).argmax(1)
-        return {"loss": float(F.cross_entropy(out.float(), target)),
-                "accuracy": float((out.argmax(1) == target).float().mean())}
+        return _calibration_figures(m, xc, yc, teacher, labelled, embedding)
 
     before = measure()
     _set_trainable(m, params, step.mode)
@@ -188,7 +214,7 @@ def finetune(model: nn.Module, ctx, step: Finetune, *,
             if teacher is not None:
                 with torch.no_grad():
                     t_out = teacher(x).float()
-            loss = _loss(step, out, y, t_out, labelled)
+            loss = _loss(step, out, y, t_out, labelled, embedding)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -203,6 +229,7 @@ def finetune(model: nn.Module, ctx, step: Finetune, *,
         p.requires_grad_(False)
     m.eval()
     info = {"before": before, "after": measure(), "losses": losses, "steps_run": done, "stopped": stopped,
+            "measure": "output cosine with the base" if embedding else "accuracy",
             "trained_params": int(sum(p.numel() for p in params.values())),
             "masked_weights": int(sum(int((~k).sum()) for k in masks.values()))}
     return m, info
@@ -282,7 +309,8 @@ class Finetune(Step):
         return m, StepReport(self.op, info=info, summary=(
             f"trained {info['trained_params']:,} parameters for {info['steps_run']} steps "
             f"({info['masked_weights']:,} pruned weights kept at zero); calibration loss "
-            f"{b['loss']:.3f} -> {a['loss']:.3f}, accuracy {b['accuracy']:.1%} -> {a['accuracy']:.1%}"))
+            f"{b['loss']:.3f} -> {a['loss']:.3f}, {info.get('measure', 'accuracy')} "
+            f"{b['accuracy']:.1%} -> {a['accuracy']:.1%}"))
 
     def describe(self) -> str:
         what = {"all": "all parameters", "last": f"the last {self.last} block(s) and the head",
@@ -340,7 +368,8 @@ class Heal(Step):
         kept = f" ({info['masked_weights']:,} pruned weights kept at zero)" if info["masked_weights"] else ""
         return m, StepReport(self.op, info=info, summary=(
             f"trained {info['trained_params']:,} parameters for {info['steps_run']} steps{kept}; calibration loss "
-            f"{b['loss']:.3f} -> {a['loss']:.3f}, accuracy {b['accuracy']:.1%} -> {a['accuracy']:.1%}"))
+            f"{b['loss']:.3f} -> {a['loss']:.3f}, {info.get('measure', 'accuracy')} "
+            f"{b['accuracy']:.1%} -> {a['accuracy']:.1%}"))
 
     def describe(self) -> str:
         th = f", {self.threads} threads" if self.threads else ""

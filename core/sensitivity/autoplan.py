@@ -76,7 +76,9 @@ def _options(sens: Sensitivity, cost: str) -> tuple[dict[str, list[tuple[float, 
     (which bounds the accuracy drop from above and does not cancel out across layers the
     way gains and losses of accuracy do), plus 0.1 x (1 - cosine with the source's
     outputs), so that of two layers
-    that change no prediction alone the one that moves the outputs less goes first."""
+    that change no prediction alone the one that moves the outputs less goes first. An
+    embedding has no predictions: its harm is the drop of its headline figure, the neighbour
+    recall (points, never below 0), plus the same cosine term."""
     src_acc, src_cost = sens.source["accuracy"], sens.source[cost]
     out, drops = {}, {}
     for layer, pts in sens.layers.items():
@@ -84,7 +86,8 @@ def _options(sens: Sensitivity, cost: str) -> tuple[dict[str, list[tuple[float, 
         for p in pts:
             if p["amount"] <= 0:
                 continue
-            harm = 100 * p["changed"] + 0.1 * (1 - p["source_cosine"])
+            moved = max(0.0, src_acc - p["accuracy"]) if p.get("output") == "embedding" else p["changed"]
+            harm = 100 * moved + 0.1 * (1 - p["source_cosine"])
             h_max = max(h_max, harm)
             s_max = max(s_max, float(src_cost - p[cost]))
             d_max = max(d_max, 100 * (src_acc - p["accuracy"]))
@@ -204,7 +207,7 @@ def _try(plan: Plan, evaluate: Evaluate, t: _Target, criterion: str, granularity
     if t.kind == "max_drop":
         measured = 100 * (t.src_acc - m.accuracy)
     elif t.kind == "max_latency":
-        measured = m.latency.median / m.base_latency.median
+        measured = m.latency.median_ms / m.base_latency.median_ms
     else:
         measured = cost_now
     met = measured <= t.value + 1e-9
@@ -263,7 +266,7 @@ def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *
         base: the base's Metrics (its MACs and non-zero parameters are what a cost
             target is a fraction of).
         max_drop: accuracy may drop at most this many points (against the source model,
-            on the subset ``evaluate`` measures).
+            on the subset ``evaluate`` measures); for an embedding model, its neighbour recall@k.
         max_macs, max_params, max_latency: at most this fraction of the base's MACs,
             non-zero parameters, or measured latency (interleaved timing; noisy).
         tries: allocations at most (each one tighter after a miss).

@@ -38,12 +38,13 @@ class Payload:
     calibration: tuple[torch.Tensor, torch.Tensor]  # ctx.calibration(seed): scores, and the graph's example
     threads: int | None = None  # torch threads in a remote worker (the driver's count: same sums)
     cache_bytes: int = 1 << 30  # most bytes of recorded activations per worker
+    output: str = "logits"  # "logits" | "embedding" (judged by neighbour recall, not argmax: the evaluator's)
 
     def to(self, device: torch.device | str) -> Payload:
         cal = tuple(t.to(device) for t in self.calibration)
         return Payload(self.model_name, copy.deepcopy(self.source).to(device), self.x.to(device), self.y.to(device),
                        self.base_out.to(device), self.num_classes, self.task, self.seed, cal, self.threads,
-                       self.cache_bytes)
+                       self.cache_bytes, self.output)
 
     def shard_data(self, shard: tuple[int, int]) -> ShardData:
         """The evaluation data of one shard (what a remote worker receives per shard)."""
@@ -157,7 +158,7 @@ class Runner:
         d = self._shard(shard)
         cat = lambda ts: torch.cat(ts) if len(ts) > 1 else ts[0]
         out, src = cat(outs), cat([c.output for c in chunks])
-        sums = quality_sums(out, d.base_out, d.y, self.p.task, self.p.num_classes)
+        sums = quality_sums(out, d.base_out, d.y, self.p.task, self.p.num_classes, self.p.output)
         changed = int((out.argmax(1) != src.argmax(1)).sum())
         cos = float(torch.nn.functional.cosine_similarity(out.float(), src.float(), dim=1).double().sum())
         return Point(amount, sums, macs, params, pruned, total, list(warnings), changed, cos)

@@ -62,7 +62,9 @@ class Sensitivity:
     amounts: tuple[float, ...]
     subset: str  # "quick" | "full"
     n: int  # examples evaluated per point
-    source: dict  # the unpruned source: accuracy, loss, per-class accuracy, macs, params
+    # the unpruned source: accuracy (the headline figure: an embedding's is its neighbour recall, see
+    # QualitySums.figures), loss, per-class accuracy, macs, params
+    source: dict
     # layer -> points: amount, accuracy, loss, per-class accuracy, agreement and output cosine
     # with the base, changed (fraction of predictions that differ from the source's) and
     # source cosine, macs (per example), params (non-zero), pruned / total units
@@ -177,7 +179,7 @@ def payload_for(model: nn.Module, evaluator: Evaluator, ctx: ApplyContext, subse
     # model meanwhile (a sweep runs in a background thread).
     return Payload(ctx.model_name, clone_model(model).eval(), x, y, evaluator.base_outputs(subset),
                    evaluator.evalset.num_classes, evaluator.task, seed, ctx.calibration(seed),
-                   threads=torch.get_num_threads())
+                   threads=torch.get_num_threads(), output=evaluator.output)
 
 
 def layer_names(model: nn.Module, granularity: str, ctx: ApplyContext) -> list[str]:

@@ -25,7 +25,10 @@ the same way. Both are stored as plain dicts.
 The model comes from a factory, or by name from torchvision (``torchvision.models:get_model``)
 or timm (``timm:create_model``) when those are installed (``prunescope[vision]``).
 
-Without labels the model is judged by fidelity (agreement with and cosine to the base).
+Without labels the model is judged by fidelity (agreement with and cosine to the base). Its
+output is class scores ("logits"), or an embedding ("embedding": features, judged by output
+cosine and nearest-neighbour recall@k against the base's): a Hugging Face encoder's pooled
+output is one by default; a person's own model says so (``output="embedding"``, task fidelity).
 Entries live in ``user_models.json`` in :func:`home` (``$PRUNESCOPE_HOME``, else the user's
 data folder), written atomically; they are registered again on the next start (lazily: a
 factory is imported when the model is first built).
@@ -120,6 +123,17 @@ def _extra(entry: UserEntry) -> dict:
                                  if entry.factory == HF_FACTORY else {})}
 
 
+def output_of(entry: UserEntry) -> str:
+    """The entry's output kind: its own, else "embedding" for a Hugging Face model judged by
+    fidelity that is not a causal LM (its pooled embedding), else "logits"."""
+    if entry.output:
+        return entry.output
+    if entry.factory == HF_FACTORY and entry.task == "fidelity" and \
+            hf_default_task(entry.kwargs.get("path", "")) != "language-model":
+        return "embedding"
+    return "logits"
+
+
 def has_random_weights(spec) -> bool:
     """A person's model built with random weights (no weights file, none in its folder)."""
     return spec.extra.get("source") == "user" and not spec.weights and not spec.extra.get("weights_in_folder")
@@ -136,11 +150,11 @@ def _spec_of(entry: UserEntry, lazy: bool):
 
         spec = ModelSpec(name=entry.name, factory=factory, input_shape=tuple(entry.input_shape),
                          dataset=dataset_name(entry), weights=entry.weights, task=task,
-                         description=f"your model: {entry.source()}", extra=_extra(entry))
+                         description=f"your model: {entry.source()}", extra=_extra(entry), output=output_of(entry))
         return register_model(spec, overwrite=True)
     spec = register_factory(entry.factory, weights=entry.weights, dataset=dataset_name(entry),
                             input_shape=tuple(entry.input_shape), name=entry.name, task=task,
-                            kwargs=entry.kwargs or None)
+                            kwargs=entry.kwargs or None, output=output_of(entry))
     spec = dataclasses.replace(spec, description=f"your model: {entry.source()}", extra=_extra(entry))
     return register_model(spec, overwrite=True)
 
@@ -158,7 +172,8 @@ def _restore(name: str, old) -> None:
 
 def register(name: str, *, factory: str | None = None, torchvision: str | None = None, timm: str | None = None,
              hf: str | None = None, kwargs: dict | None = None, weights: str | None = None, data: dict | None = None,
-             input_shape: tuple[int, ...] | None = None, task: str | None = None, save: bool = True):
+             input_shape: tuple[int, ...] | None = None, task: str | None = None, output: str | None = None,
+             save: bool = True):
     """Register a person's model (and data) under ``name``, check that it runs, and
     remember it (``save``). Registering a name again replaces that entry (a notebook cell
     run twice). Returns the spec.
@@ -167,14 +182,17 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     (an architecture name; random weights unless ``weights``; the default input shape is
     the architecture's). ``kwargs`` go to the factory. ``data``: a description (see the
     module's docstring), or a path read by :func:`data_from_path`; None: 256 synthetic inputs.
+    ``output``: "logits" (class scores) or "embedding" (features, task fidelity); None: an
+    encoder folder's pooled output is an embedding, anything else logits (:func:`output_of`).
 
     Raises:
         PrunescopeError: a bad name, factory, data description or task; the name of a
             bundled model; a factory that does not build a module; weights that do not fit;
             a model that does not take the data's inputs or does not return (N, K) outputs.
     """
-    entry = _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, input_shape, task)
+    entry = _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, input_shape, task, output)
     entry, loaded, n_classes = _with_data(entry)
+    entry = dataclasses.replace(entry, output=output_of(entry))  # stored resolved: the JSON says what it is
     from core.sources.models import MODELS
 
     old = MODELS.find(name)
@@ -195,7 +213,8 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     return spec
 
 
-def _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, input_shape, task) -> UserEntry:
+def _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, input_shape, task,
+               output=None) -> UserEntry:
     """The checked entry :func:`register` was asked for (paths resolved, a zip of images
     unpacked; synthetic data with the architecture's input shape when none is given).
 
@@ -212,6 +231,8 @@ def _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, inpu
     src = data_source(data if data is not None else {"kind": "synthetic", "n": 256})
     if hf and not task:
         task = hf_default_task(hf)
+    if output == "embedding" and not task:
+        task = "fidelity"
     factory, kwargs, default_shape = resolve_source(factory, kwargs, torchvision, timm, hf, task,
                                                     getattr(src, "seq_len", None) if hf else None)
     if hasattr(src, "path"):  # a file or folder: stored as an absolute path
@@ -222,7 +243,7 @@ def _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, inpu
     shape = input_shape or (default_shape if isinstance(src, SyntheticSource) else None)
     if isinstance(weights, (str, Path)) and str(weights):
         weights = str(Path(weights).resolve())
-    entry = UserEntry(name, factory, kwargs, weights or None, src.to_dict(), shape, task)
+    entry = UserEntry(name, factory, kwargs, weights or None, src.to_dict(), shape, task, output)
     if name in MODELS.names() and MODELS.get(name).extra.get("source") != "user":
         raise PrunescopeError(f"{name!r} is a bundled model; choose another name")
     if entry.weights:
@@ -330,6 +351,6 @@ def load_user_models() -> list[str]:
     return names
 
 
-__all__ = ["UserEntry", "DATA_KINDS", "data_source", "STORE_NAME", "has_random_weights", "data_from_path",
+__all__ = ["UserEntry", "DATA_KINDS", "data_source", "STORE_NAME", "has_random_weights", "output_of", "data_from_path",
            "load_data", "home", "parse_shape", "register", "unregister", "list_user_models", "load_user_models",
            "read_tensors"]

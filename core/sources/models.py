@@ -26,6 +26,10 @@ TASKS = ("classification", "fidelity", "language-model")
 # tasks whose labels are the targets (a language model's label is the true next token);
 # "fidelity" has none: its target is the base's prediction
 LABELLED_TASKS = ("classification", "language-model")
+# what a model's (N, K) output is: class scores ("logits", judged by argmax accuracy, loss and agreement) or
+# an embedding / features ("embedding", task "fidelity" only: judged by output cosine and neighbour recall@k
+# with the base's embeddings; an argmax over features means nothing)
+OUTPUTS = ("logits", "embedding")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class ModelSpec:
     card: str | None = None  # path to a markdown model card
     block_container: str | None = None  # default container for surgery, e.g. "layers"
     extra: dict = field(default_factory=dict, hash=False, compare=False)  # free-form facts
+    output: str = "logits"  # one of OUTPUTS: class scores, or an embedding (task "fidelity")
 
     def card_text(self) -> str:
         """The model card's markdown ('' when there is none)."""
@@ -58,9 +63,23 @@ def register_model(spec: ModelSpec, *, overwrite: bool = False) -> ModelSpec:
     """
     if spec.task not in TASKS:
         raise PrunescopeError(f"task must be one of {TASKS}, got {spec.task!r}")
+    check_output(spec.output, spec.task)
     _validate_shape(spec.input_shape)
     MODELS.register(spec.name, spec, overwrite=overwrite)
     return spec
+
+
+def check_output(output, task: str) -> None:
+    """Refuse an output kind not in OUTPUTS, or "embedding" for a task other than "fidelity".
+
+    Raises:
+        PrunescopeError: the message names what is accepted.
+    """
+    if output not in OUTPUTS:
+        raise PrunescopeError(f"output must be one of {OUTPUTS} (class scores, or an embedding judged by cosine and "
+                              f"neighbour recall), got {echo(output)}")
+    if output == "embedding" and task != "fidelity":
+        raise PrunescopeError(f"output 'embedding' needs task 'fidelity' (features have no labels), got task {task!r}")
 
 
 def _validate_shape(shape) -> None:
@@ -82,6 +101,7 @@ def register_factory(
     name: str | None = None,
     task: str = "classification",
     kwargs: dict | None = None,
+    output: str = "logits",
 ) -> ModelSpec:
     """Register a user model from an importable factory ``package.module:function``,
     called with ``kwargs`` (names, numbers, strings, booleans, None and lists or dicts of
@@ -105,7 +125,7 @@ def register_factory(
                               f"got {echo(input_shape)}")
     args = f"({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})" if kwargs else ""
     spec = ModelSpec(name=name or path, factory=fn, input_shape=tuple(input_shape), dataset=dataset,
-                     weights=weights, task=task, description=f"user model from {path}{args}")
+                     weights=weights, task=task, description=f"user model from {path}{args}", output=output)
     return register_model(spec, overwrite=True)
 
 
@@ -178,5 +198,6 @@ def param_count(spec: ModelSpec | str) -> int:
     return sum(p.numel() for p in build_model(spec, load_weights=False).parameters())
 
 
-__all__ = ["ModelSpec", "MODELS", "TASKS", "LABELLED_TASKS", "BUILT_FOR", "register_model", "register_factory",
+__all__ = ["ModelSpec", "MODELS", "TASKS", "LABELLED_TASKS", "OUTPUTS", "check_output", "BUILT_FOR", "register_model",
+           "register_factory",
            "get_spec", "list_models", "build_model", "built_for", "param_count", "UnknownNameError"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from core.errors import PrunescopeError, StepError
 from core.ground.constraints import Checked, Instance, Options, Pattern, Shape
 from core.sources.describe import DATA_KINDS, HF_FACTORY, DataSource, SyntheticSource, TextSource, data_source
+from core.sources.models import OUTPUTS
 
 TASKS = ("classification", "fidelity", "language-model")
 NAME = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "1 to 64 letters, digits, '_', '.' or '-' (starting with a "
@@ -46,7 +47,8 @@ class UserEntry(Checked):
 
     constraints = {"name": NAME, "factory": FACTORY, "kwargs": KWARGS, "weights": WEIGHTS,
                    "data": Instance(dict, f"a data description, a dict whose kind is one of {', '.join(DATA_KINDS)}"),
-                   "input_shape": INPUT_SHAPE, "task": Options(TASKS, optional=True)}
+                   "input_shape": INPUT_SHAPE, "task": Options(TASKS, optional=True),
+                   "output": Options(OUTPUTS, optional=True)}
     name: str
     factory: str  # package.module:function
     kwargs: dict = field(default_factory=dict)  # keyword arguments of the factory (plain data)
@@ -54,6 +56,9 @@ class UserEntry(Checked):
     data: dict = field(default_factory=lambda: {"kind": "synthetic", "n": 256})  # stored form of a DataSource
     input_shape: tuple[int, ...] | None = None  # one example's shape (read from the data when it has inputs)
     task: str | None = None  # one of TASKS; None: classification when the data has labels
+    # one of OUTPUTS: "logits" (class scores) or "embedding" (features: task fidelity, judged by cosine and
+    # neighbour recall); None: a Hugging Face encoder's pooled output is an embedding, anything else logits
+    output: str | None = None
 
     def _owner(self) -> str:
         return "entry"
@@ -62,6 +67,9 @@ class UserEntry(Checked):
         src = self.data_source()  # refuses an unknown kind, unknown keys and bad values
         if isinstance(src, SyntheticSource) and self.input_shape is None:
             raise StepError("synthetic data needs the model's input shape (entry.input_shape, e.g. 3,32,32)")
+        if self.output == "embedding" and self.task not in (None, "fidelity"):
+            raise StepError(f"entry.output 'embedding' needs task fidelity (features have no labels), got task "
+                            f"{self.task!r}")
         if isinstance(src, TextSource) and self.factory != HF_FACTORY:
             raise StepError("text data needs a Hugging Face model (its tokenizer reads the text): register it with "
                             "hf=FOLDER (CLI: --hf DIR)")

@@ -95,6 +95,11 @@ class Guides:
     accuracy: float  # the model's own quick accuracy
     _suggested: dict = field(default_factory=dict, repr=False)
 
+    def suggestion(self, k: int) -> dict | None:
+        """The suggested cut of ``k`` blocks if :func:`suggest_cut` computed it already, else None (free)."""
+        got = self._suggested.get(k)
+        return dict(got) if got is not None else None
+
     def rows(self) -> list[dict]:
         """One dict per block (the CLI's ``blocks`` output)."""
         return [{**b.to_dict(), "influence": self.influence[i], "drop_one_accuracy": self.drop_one[i],

@@ -122,7 +122,10 @@ def paste_steps(model: nn.Module, base: nn.Module, model_name: str, entries: Seq
         container: the container pasted into.
 
     Returns:
-        One :class:`Paste` per entry, at ``at``, ``at + 1``, ...
+        One :class:`Paste` per entry, all at ``at``, in reverse order: each pastes before
+        the ones pasted already, so the blocks end up in the entries' order whatever
+        adapters the seams get (a position counts every block of the container, adapters
+        included, so ``at + 1`` could land between a pasted block and its adapter).
 
     Raises:
         ModelError: a ``"self"`` block is neither in the current model nor in the base.
@@ -130,14 +133,14 @@ def paste_steps(model: nn.Module, base: nn.Module, model_name: str, entries: Seq
     current = set(block_names(model, container))
     in_base = None
     steps = []
-    for k, (source, block) in enumerate(entries):
+    for source, block in entries:
         if source == "self" and block not in current:
             in_base = in_base if in_base is not None else {n for n, _ in base.named_modules()}
             if block not in in_base:
                 raise ModelError(f"block {block!r} is no longer in the model nor in the base; copy it again")
             source = model_name  # the pristine base of this model, as a donor
-        steps.append(Paste(block, source=source, at=at + k, adapter=adapter, into=container))
-    return steps
+        steps.append(Paste(block, source=source, at=at, adapter=adapter, into=container))
+    return steps[::-1]
 
 
 def duplicate_steps(names: Sequence[str], selected: Collection[str]) -> list[Paste]:

@@ -4,7 +4,8 @@
 * ``style.py``: colours and layout shared by every figure;
 * ``figures.py``: overview, weight histogram, per-class accuracy, Pareto;
 * ``importance.py``: importance histogram, criteria overlap, MACs vs latency ratios;
-* ``surgery.py``: block sequence, CKA, influence, drop-one, heal.
+* ``surgery.py``: block sequence, CKA, influence, drop-one, heal;
+* ``samples.py``: example images of an evaluation set, as the person's files show them.
 
 Figures are plain functions (data in, figure out), so a notebook draws what the app draws.
 """

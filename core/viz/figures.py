@@ -32,7 +32,7 @@ def overview_figure(layers: Sequence[str], sparsity: Sequence[float], params: Se
                 hovertemplate=hover, marker_line=dict(width=line, color=SELECTED))
     fig.update_yaxes(range=[0, 100], ticksuffix="%")
     fig.update_layout(barmode="stack", clickmode="event+select")
-    return layout(fig, title, "layer (click to select)", "weights", height=280)
+    return layout(fig, title, "layer (click to select)", "weights", height=280, fixed=True)
 
 
 def weight_histogram_figure(hist: Histogram, threshold: float | None, *, log: bool = False,
@@ -65,7 +65,7 @@ def weight_histogram_figure(hist: Histogram, threshold: float | None, *, log: bo
     fig.update_layout(barmode="overlay")
     if log:
         fig.update_yaxes(type="log")
-    return layout(fig, title, hist.label or "value", "count (log)" if log else "count")
+    return layout(fig, title, hist.label or "value", "count (log)" if log else "count", fixed=True)
 
 
 def per_class_figure(classes: Sequence[str], base: Sequence[float], current: Sequence[float],
@@ -96,14 +96,28 @@ def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[int]:
 
 def pareto_figure(x: Sequence[float], y: Sequence[float], labels: Sequence[str], *, x_title: str,
                   y_title: str = "accuracy", current: int | None = None,
-                  title: str | None = None) -> go.Figure:
-    """Scatter of evaluated plans with the Pareto front; point index in ``customdata``."""
-    idx = list(range(len(x)))
+                  title: str | None = None, marked: Sequence[bool] | None = None,
+                  marked_name: str = "not comparable", x_format: str = ".3~s") -> go.Figure:
+    """Scatter of evaluated plans with the Pareto front; point index in ``customdata``.
+
+    Args:
+        marked: per point, True to draw it hollow under ``marked_name`` in the legend and leave
+            it off the front (a figure that is not comparable with the others: a noisy timing).
+        x_format: the x axis' tick format (d3), e.g. ".2f" for a ratio.
+    """
+    marked = list(marked) if marked is not None else [False] * len(x)
     fig = go.Figure()
-    fig.add_scatter(x=list(x), y=[100 * v for v in y], mode="markers", name="plans", customdata=idx,
-                    text=list(labels), marker=dict(color=CURRENT, size=9, opacity=0.8),
-                    hovertemplate="%{text}<br>" + x_title + " %{x:,.4g}<br>accuracy %{y:.1f}%<extra></extra>")
-    front = pareto_front(list(x), list(y))
+    hover = "%{text}<br>" + x_title + " %{x:,.4g}<br>accuracy %{y:.1f}%<extra></extra>"
+    for hollow in (False, True):
+        idx = [i for i in range(len(x)) if marked[i] == hollow]
+        if hollow and not idx:
+            continue
+        fig.add_scatter(x=[x[i] for i in idx], y=[100 * y[i] for i in idx], mode="markers",
+                        name=marked_name if hollow else "plans", customdata=idx, text=[labels[i] for i in idx],
+                        marker=dict(color=CURRENT, size=9, opacity=0.8, symbol="circle-open" if hollow else "circle",
+                                    line=dict(width=2) if hollow else None), hovertemplate=hover)
+    kept = [i for i in range(len(x)) if not marked[i]]
+    front = [kept[j] for j in pareto_front([x[i] for i in kept], [y[i] for i in kept])]
     if front:
         fig.add_scatter(x=[x[i] for i in front], y=[100 * y[i] for i in front], mode="lines",
                         name="Pareto front", line=dict(color=PRUNED, dash="dot"), hoverinfo="skip")
@@ -111,5 +125,5 @@ def pareto_figure(x: Sequence[float], y: Sequence[float], labels: Sequence[str],
         fig.add_scatter(x=[x[current]], y=[100 * y[current]], mode="markers", name="current",
                         marker=dict(color=SELECTED, size=14, symbol="star"), hoverinfo="skip")
     fig.update_yaxes(ticksuffix="%")
-    fig.update_xaxes(tickformat=".3~s")  # 56.6k, not 56.5535k
+    fig.update_xaxes(tickformat=x_format)  # ".3~s": 56.6k, not 56.5535k
     return layout(fig, title, x_title, y_title, height=340)

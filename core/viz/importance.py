@@ -51,7 +51,7 @@ def importance_histogram_figure(scores: Sequence[float] | np.ndarray, threshold:
                       annotation_text=f"threshold {threshold:.4g}", annotation_position="top")
     if log:
         fig.update_yaxes(type="log")
-    return layout(fig, title, x_title, "count")
+    return layout(fig, title, x_title, "count", fixed=True)
 
 
 def jaccard_heatmap_figure(jaccard, title: str | None = None) -> go.Figure:

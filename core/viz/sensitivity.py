@@ -100,7 +100,7 @@ def amounts_figure(layers: Sequence[str], amounts: dict[str, float],
                            hovertemplate="%{x}: %{y:.0f}% pruned<extra></extra>"))
     fig.update_yaxes(range=[0, 100], ticksuffix="%")
     fig.update_xaxes(type="category")
-    return layout(fig, title, "layer", "pruned", height=280)
+    return layout(fig, title, "layer", "pruned", height=280, fixed=True)
 
 
 __all__ = ["sensitivity_heatmap", "sensitivity_curves", "class_heatmap", "criteria_curves_figure", "amounts_figure"]

@@ -16,13 +16,26 @@ def _shape(s) -> str:
     return "×".join(str(int(v)) for v in s)
 
 
+BOX_HALF_HEIGHT = 0.42  # of a block's box, in row units (rows are 1 apart)
+LABEL_CHARS = 8  # at most, so a label written upwards stays inside its box's height
+
+
+def block_label(name: str) -> str:
+    """What a box shows of a block path: its last part, cut to :data:`LABEL_CHARS` (the
+    whole path is in the hover)."""
+    leaf = name.rpartition(".")[2] or name
+    return leaf if len(leaf) <= LABEL_CHARS else leaf[:LABEL_CHARS - 1] + "…"
+
+
 def block_sequence_figure(before: Sequence[dict], after: Sequence[dict],
                           title: str | None = "Blocks: base (top) and current (bottom)") -> go.Figure:
     """Two rows of boxes: the base model's blocks and the current model's blocks.
 
     A base block missing from the current model is drawn as cut; a current block that
     is not in the base is new (pasted) or an adapter. Blocks are matched by name (kept
-    blocks keep their names through surgery).
+    blocks keep their names through surgery). Each label is written upwards inside its
+    own box (at most :data:`LABEL_CHARS` characters), so a long name never spills over
+    the next box; adapters' narrow boxes carry no label.
 
     Args:
         before, after: dicts with ``name``, ``out_shape``, ``params`` and ``adapter``
@@ -43,22 +56,24 @@ def block_sequence_figure(before: Sequence[dict], after: Sequence[dict],
             color = {"kept": KEPT, "cut": PRUNED, "new": SELECTED, "adapter": BASE}[status]
             w = 0.35 if status == "adapter" else 0.9
             x0 = i
-            fig.add_shape(type="rect", x0=x0 - w / 2, x1=x0 + w / 2, y0=y - 0.3, y1=y + 0.3,
+            fig.add_shape(type="rect", x0=x0 - w / 2, x1=x0 + w / 2, y0=y - BOX_HALF_HEIGHT, y1=y + BOX_HALF_HEIGHT,
                           line=dict(color=color, width=2, dash="dot" if status == "cut" else "solid"),
                           fillcolor=color, opacity=0.25 if status == "cut" else 0.85)
-            label = b["name"].rpartition(".")[2] if status != "adapter" else "⇄"
-            fig.add_trace(go.Scatter(
-                x=[x0], y=[y], mode="text", text=[label], textfont=dict(color="#111", size=11),
+            fig.add_trace(go.Scatter(  # the hover of the whole box
+                x=[x0], y=[y], mode="markers", marker=dict(size=18, opacity=0, symbol="square"),
                 hovertext=[f"{b['name']} ({status})<br>out {_shape(b['out_shape'])}<br>{b['params']:,} params"],
                 hoverinfo="text", showlegend=False))
+            if status != "adapter":  # an adapter's colour says what it is; its narrow box has no room
+                fig.add_annotation(x=x0, y=y, text=block_label(b["name"]), textangle=-90, showarrow=False,
+                                   font=dict(color="#111", size=11))
     for status, color in (("kept", KEPT), ("cut", PRUNED), ("new", SELECTED), ("adapter", BASE)):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker=dict(size=12, color=color,
                                  symbol="square"), name=status))
     n = max(len(before), len(after), 1)
     fig.update_xaxes(visible=False, range=[-0.7, n - 0.3])
-    fig.update_yaxes(tickvals=[1, 0], ticktext=["base", "current"], range=[-0.6, 1.6], showgrid=False,
+    fig.update_yaxes(tickvals=[1, 0], ticktext=["base", "current"], range=[-0.55, 1.55], showgrid=False,
                      zeroline=False)
-    layout(fig, title, "", "", height=220)
+    layout(fig, title, "", "", height=300)
     return fig
 
 
@@ -111,9 +126,10 @@ def heal_figure(losses: Sequence[float], before: dict, after: dict,
     fig.add_trace(go.Scatter(x=[0, n], y=[before["loss"], after["loss"]], mode="markers+text",
                              marker=dict(color=[BASE, CURRENT], size=10),
                              text=[f"before {100 * before['accuracy']:.1f}%", f"after {100 * after['accuracy']:.1f}%"],
-                             textposition="top center", cliponaxis=False, name="calibration loss"))
+                             textposition=["top right", "top left"], cliponaxis=False, name="calibration loss"))
     top = max(list(losses) + [before["loss"], after["loss"]]) if losses else max(before["loss"], after["loss"])
     fig.update_yaxes(range=[0, 1.25 * top if top > 0 else 1])  # room for the labels above the markers
+    fig.update_xaxes(range=[-0.04 * n, 1.04 * n])  # the "before" marker and label stand clear of the y axis
     return layout(fig, title, "step", "loss", height=240)
 
 

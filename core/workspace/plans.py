@@ -8,6 +8,7 @@ base: each plan is applied to a copy.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ def _tuples(v):
 _ARGS = {"quick_size": Interval(1, 1_000_000, integer=True), "latency_batch": Interval(1, 65_536, integer=True),
          "latency_time": Interval(0, 60, closed="right")}  # seconds
 ADJUST_SECONDS = 3.0  # edits of one control closer than this are one adjustment (one history entry)
+_HISTORY = threading.RLock()  # held while a history moves (check and commit only: quick)
 
 
 @dataclass
@@ -99,7 +101,8 @@ class Workspace(Analyses):
     def name(self) -> str:
         return self.spec.name
 
-    def set_plan(self, plan: Plan, *, progress: Callable | None = None, adjust: str | None = None) -> nn.Module:
+    def set_plan(self, plan: Plan, *, progress: Callable | None = None, adjust: str | None = None,
+                 expect: str | None = None) -> nn.Module | None:
         """Make ``plan`` current (a new history entry, redo branch dropped).
 
         The plan is applied first; if it fails, nothing changes and the error is raised.
@@ -107,6 +110,9 @@ class Workspace(Analyses):
         same name, less than ``ADJUST_SECONDS`` apart and with no other edit or undo
         between them, are one adjustment and replace its history entry instead of adding
         one each (the log of evaluated plans keeps them all).
+        ``expect``: the key of the plan the edit was made on (a job's start); when another plan is
+        current at commit (an undo came first), nothing changes and None is returned (checked
+        and committed as one step with respect to :meth:`undo`, :meth:`redo` and other edits).
 
         Raises:
             PlanError: a step does not fit the model.
@@ -116,21 +122,24 @@ class Workspace(Analyses):
             raise PrunescopeError(f"set_plan needs a Plan, got {type(plan).__name__}")
         if plan.model != self.spec.name:
             raise PrunescopeError(f"this plan is for model {plan.model!r}, the workspace holds {self.spec.name!r}")
-        if plan == self.plan:
+        if plan == self.plan and expect in (None, plan.key()):
             return self.model
         model, reports = self._build(plan, progress)
-        now = time.monotonic()
-        last = self._adjusting
-        same = (adjust is not None and last is not None and last[0] == adjust and now - last[1] < ADJUST_SECONDS
-                and last[2] == self.pos and self.pos == len(self.history) - 1 and self.pos > 0)
-        if same:
-            self.history[self.pos] = plan
-        else:
-            del self.history[self.pos + 1:]
-            self.history.append(plan)
-            self.pos += 1
-        self._adjusting = (adjust, now, self.pos) if adjust is not None else None
-        self._model, self._reports, self._model_key = model, reports, plan.key()
+        with _HISTORY:
+            if expect is not None and self.plan.key() != expect:
+                return None
+            now = time.monotonic()
+            last = self._adjusting
+            same = (adjust is not None and last is not None and last[0] == adjust and now - last[1] < ADJUST_SECONDS
+                    and last[2] == self.pos and self.pos == len(self.history) - 1 and self.pos > 0)
+            if same:
+                self.history[self.pos] = plan
+            else:
+                del self.history[self.pos + 1:]
+                self.history.append(plan)
+                self.pos += 1
+            self._adjusting = (adjust, now, self.pos) if adjust is not None else None
+            self._model, self._reports, self._model_key = model, reports, plan.key()
         self._changed()
         return model
 
@@ -204,16 +213,18 @@ class Workspace(Analyses):
         return self.pos < len(self.history) - 1
 
     def undo(self) -> Plan:
-        self._adjusting = None
-        if self.can_undo:
-            self.pos -= 1
+        with _HISTORY:
+            self._adjusting, moved = None, self.can_undo
+            self.pos -= moved
+        if moved:
             self._changed()
         return self.plan
 
     def redo(self) -> Plan:
-        self._adjusting = None
-        if self.can_redo:
-            self.pos += 1
+        with _HISTORY:
+            self._adjusting, moved = None, self.can_redo
+            self.pos += moved
+        if moved:
             self._changed()
         return self.plan
 
@@ -314,7 +325,8 @@ class Workspace(Analyses):
 
         Metrics cached without latency get only the latency added (timed interleaved with
         the base; ``progress(done, total)`` follows its rounds). Without ``latency`` the
-        figures still carry it when this architecture is already timed (masks keep shapes).
+        figures still carry it when this architecture is already timed in the same conditions
+        and not noisily (``Evaluator.timed_pair``: masks keep shapes); else it is timed anew.
         """
         key = self._metrics_key(self.plan, subset)
         m = self._metrics.get(key)
@@ -347,13 +359,20 @@ class Workspace(Analyses):
                 self._metrics[key] = dataclasses.replace(m, latency=None, base_latency=None)
 
     def base_metrics(self, subset: str = "quick", *, latency: bool = True) -> Metrics:
+        """The base model's metrics. Its latency is the base half of the latest pair timed
+        beside a model of its architecture (a masked plan, or itself) in today's conditions:
+        never a timing of the base alone, so the Model page shows the base the masked plans
+        are compared with."""
         key = self._metrics_key(Plan(self.spec.name), subset)
         m = self._metrics.get(key)
         if m is None:
-            m = self.evaluator.evaluate(self.base, subset, latency=latency)
-        elif latency and m.latency is None:
-            lat = self.evaluator.latency(self.base)
-            m = dataclasses.replace(m, latency=lat, base_latency=lat)
+            m = self.evaluator.evaluate(self.base, subset, latency=False)
+        if m.latency is None or not m.latency.reliable or m.latency.conditions() != self.evaluator.conditions():
+            pair = self.evaluator.timed_pair(self.base, noisy_ok=True)
+            if pair is None and latency and m.latency is None:
+                pair = self.evaluator.latency_pair(self.base)
+            if pair is not None and m.latency not in pair:  # (the empty plan's own timing is either half)
+                m = dataclasses.replace(m, latency=pair[0], base_latency=pair[0])
         self._metrics[key] = m
         return m
 

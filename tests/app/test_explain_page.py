@@ -81,7 +81,7 @@ def test_a_unit_picked_elsewhere_opens_in_the_unit_view_with_its_receptive_field
     assert any(m.value.startswith("**stem.0, channel 5** of the base model") for m in at.markdown)
     assert any("Removed with channel 5 of stem.0" in t for t in chart_specs(at))
     assert any("red box is the input region" in c.value for c in at.caption)
-    assert any("Not listed: head.2, the output layer" in c.value for c in at.caption)
+    assert any("The Layer list leaves out head.2, the output layer" in c.value for c in at.caption)
 
 
 def test_the_prune_page_shows_which_examples_changed_on_request():

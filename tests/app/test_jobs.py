@@ -98,3 +98,43 @@ def test_a_sweeps_snapshot_is_the_plan_it_started_on():
     assert job.error is None and s.complete and s.plan == spec.plan == Plan("digits_mlp").key()
     assert s.plan_steps == 0 and s.source["accuracy"] == source
     assert spec.key[1] == s.plan
+
+
+# Issue 23: a job's result enters the plan once, only on the plan it started on, and an
+# Undo clicked after the job ended acts on the plan with the result.
+
+def test_a_job_result_is_settled_once_and_not_on_a_plan_that_moved():
+    ws = Workspace("digits_mlp", "cpu")
+    ws.add_step(Prune(criterion="l1", granularity="weight", sparsity=0.5))
+    pruned = ws.plan
+    job = StepsJob(ws, [Prune(criterion="l1", granularity="neuron", sparsity=0.25)], "probe")
+    job.thread.join(60)
+    ws.undo()  # the history moved while the job ran: its result is for another plan
+    assert ws.set_plan(pruned.then(job.ran[0]), expect=pruned.key()) is None
+    assert ws.plan == Plan("digits_mlp") and len(ws.history) == 2
+    ws.redo()
+    assert ws.set_plan(pruned.then(job.ran[0]), expect=pruned.key()) is not None
+    assert list(ws.plan.steps) == [*pruned.steps, job.ran[0]] and len(ws.history) == 3
+
+
+def test_undo_after_a_job_ended_undoes_its_step_not_the_one_before():
+    from tests.helpers.app import new_app, ok, workspace
+
+    at = new_app("digits_mlp")
+    at.slider(key="global_sparsity").set_value(0.5).run()
+    ws = workspace(at)
+    pruned = ws.plan
+    at.session_state["prune_ft_steps_auto"] = False
+    at.number_input(key="prune_ft_steps").set_value(5000).run()
+    at.button(key="prune_ft_start").click().run()
+    job = at.session_state["prune_ft_job"]
+    while job.inner[0] < 2 and job.running:
+        time.sleep(0.02)
+    job.cancelled = True  # what Cancel does
+    job.thread.join(300)  # it ended; the poll has not taken its result yet when Undo is clicked
+    at.button(key="prune_undo").click().run()
+    ok(at)
+    assert ws.plan == pruned and len(ws.history) == 3 and ws.pos == 1  # [], prune, prune + fine-tune
+    assert len(ws.history[2].steps) == 2 and not job.settle()  # taken once, by the Undo
+    at.run()
+    assert ws.plan == pruned and len(ws.history) == 3

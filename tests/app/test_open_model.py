@@ -168,3 +168,32 @@ def test_a_hugging_face_folder_with_a_text_file(own_home, tmp_path):
             texts = [c.value for c in at.caption if "“" in c.value]
             assert texts and all(w in " ".join(texts) for w in ("“", "label"))
             assert any("token ids, which have none" in c.value for c in at.caption)
+
+
+def test_the_hugging_face_form_asks_for_tokens_not_an_image_shape(own_home, tmp_path):
+    """It asked a folder that reads token ids for an "Input shape 3,224,224"; now tokens per
+    example, for synthetic data only (a file's examples give their own length), and the
+    number becomes the examples' length."""
+    pytest.importorskip("transformers")
+    from tests.helpers.hf import build, save, tokenizer
+
+    own_home.append("app_hf_tokens")
+    at = new_app()
+    at.switch_page(PAGE).run()
+    assert "open_shape" in [t.key for t in at.text_input]  # a factory is asked for its input shape
+    at.radio(key="open_source").set_value("hf").run()
+    ok(at)
+    assert "open_shape" not in [t.key for t in at.text_input]
+    assert not any("3,224,224" in (t.placeholder or "") for t in at.text_input)
+    assert at.number_input(key="open_hf_tokens").label == "Tokens per example"
+    at.radio(key="open_dkind").set_value("local path").run()
+    assert "open_hf_tokens" not in [n.key for n in at.number_input]
+    assert any("token ids, as many per example as the data gives" in c.value for c in at.caption)
+    at.radio(key="open_dkind").set_value("synthetic").run()
+    at.text_input(key="open_name").set_value("app_hf_tokens")
+    at.text_input(key="open_hf").set_value(str(save(tmp_path / "llama", build("llama"), tokenizer("lm"))))
+    at.number_input(key="open_hf_tokens").set_value(12)
+    at.number_input(key="open_n").set_value(32)
+    at.button(key="open_go").click().run()
+    ok(at)
+    assert tuple(workspace(at).evalset.x.shape[1:]) == (12,)

@@ -114,4 +114,22 @@ def test_a_quantised_plan_does_not_claim_removed_parameters():
     workspace(at).add_step(Quantize())
     at.run()
     _ok(at)
-    assert not any("removed: " in c.value for c in at.caption)
+    assert not any("parameters removed: " in c.value for c in at.caption)
+
+
+def test_training_progress_says_the_time_elapsed_and_an_estimate_of_the_time_left():
+    import time
+
+    from app.jobs import StepsJob
+    from core.recover import Heal
+
+    job = object.__new__(StepsJob)  # its fields only: no thread
+    job.steps, job.label, job.index, job.inner = [Heal(steps=100)], "Healing", 0, (0, 100)
+    job.loss, job.waiting = 0.5, False
+    job.started, job.origin = time.monotonic() - 30, None
+    assert "left" not in job.text() and "30 s elapsed" in job.text()
+    job.inner = (10, 100)
+    job.text()  # the pace is measured from the first step seen done
+    job.origin = (time.monotonic() - 10, 0.1)
+    job.inner = (20, 100)  # 0.1 of the work in 10 s: 0.8 to go
+    assert job.text().endswith("· 30 s elapsed · about 80 s left")

@@ -71,7 +71,8 @@ def test_cancel_keeps_the_layers_finished():
     assert any("Run a complete sweep first" in c.value for c in at.caption)
 
 
-def test_an_automatic_plan_is_built_measured_and_becomes_the_plan():
+def _automatic_plan_of_digits_mlp():
+    """digits_mlp's neurons swept at 0.2, 0.5, 0.8, then an automatic plan to 60% of the MACs."""
     at = new_app("digits_mlp")
     at.switch_page(PAGE).run()
     at.selectbox(key="sens_gran").set_value("neuron").run()
@@ -81,6 +82,11 @@ def test_an_automatic_plan_is_built_measured_and_becomes_the_plan():
     at.number_input(key="sens_value_max_macs").set_value(0.6).run()
     at.button(key="sens_build").click().run()
     ok(at)
+    return at
+
+
+def test_an_automatic_plan_is_built_measured_and_becomes_the_plan():
+    at = _automatic_plan_of_digits_mlp()
     ws = workspace(at)
     assert len(ws.plan.steps) == 1 and ws.plan.steps[0].layers
     assert ws.metrics(latency=False).macs <= 0.6 * ws.base_metrics(latency=False).macs
@@ -157,3 +163,21 @@ def test_a_quantised_plan_offers_to_remove_the_quantize_step_and_then_sweeps():
     assert [s for s in at.selectbox if s.key == "sens_gran"]  # the sweep controls are back
     ws.undo()
     assert isinstance(ws.plan.steps[-1], Quantize)  # one history entry: undo brings it back
+
+
+def test_after_an_automatic_plan_its_result_comes_first_with_the_sweep_it_was_planned_from():
+    """Issue 23 (9): the automatic plan became the plan, so the page said "No sweep of the
+    current plan" and "Run a complete sweep first" above its success, and the heatmap went."""
+    at = _automatic_plan_of_digits_mlp()
+    assert any(s.value.startswith("met: measured") for s in at.success)
+    assert not any("No sweep of the current plan" in i.value for i in at.info)
+    assert not any("Run a complete sweep first" in c.value for c in at.caption)
+    t = titles(at)
+    chose = next(i for i, x in enumerate(t) if "Amount the automatic plan chose per layer" in x)
+    heat = next(i for i, x in enumerate(t) if "Accuracy drop when one layer is pruned alone" in x)
+    assert chose < heat  # the result first, then the sweep it was planned from
+    assert any(c.value.startswith("Swept before the automatic plan: the base model") for c in at.caption)
+    assert at.button(key="sens_run").label == "Sweep the new plan" and not at.button(key="sens_run").disabled
+    sweep(at, "digits_mlp")  # the new plan's own sweep: the page is the ordinary one again
+    assert any(c.value.startswith("Source: the plan's model (1 step(s))") for c in at.caption)
+    assert not any(c.value.startswith("Swept before the automatic plan") for c in at.caption)

@@ -166,3 +166,50 @@ def test_the_page_renders_with_guides_on_transformer_and_resnet(model):
     _ok(at)
     assert any("Suggested cut" in m.value for m in at.markdown)
     assert len(at.multiselect(key="surgery_selected").options) == 4
+
+
+def test_a_revisit_recomputes_nothing_the_guides_keep_and_the_table_has_no_bare_none(monkeypatch):
+    """Coming back to the page after the guides were computed drew the suggestion again
+    (a joint cut and an evaluation) with no progress shown; now it is kept with them."""
+    import streamlit
+
+    from core.surgery import guides as G
+
+    said, real = [], streamlit.spinner
+    monkeypatch.setattr(streamlit, "spinner", lambda text="", **k: said.append(text) or real(text, **k))
+    at = surgery("digits_cnn")
+    at.button(key="surgery_guides_btn").click().run()
+    _ok(at)
+    assert any(t.startswith("Suggested cut of 1 block(s): cutting them together") for t in said)  # not a silent wait
+    at.switch_page("views/prune.py").run()
+    calls = []
+    monkeypatch.setattr(G.Cut, "build", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    at.switch_page(PAGE).run()
+    _ok(at)
+    assert calls == [] and any("Suggested cut" in m.value for m in at.markdown)
+    table = at.dataframe[0].value
+    cells = [str(v) for v in table["influence"]] + [str(v) for v in table["drop-one acc"]]
+    assert "None" not in cells and "nan" not in cells
+    assert "– (changes the shape)" in cells  # features.0 goes from 1 to 32 channels
+
+
+@pytest.mark.parametrize("per_step, expected", [(7.8, 5), (0.01, 100)])
+def test_heal_steps_default_to_what_fits_about_45_seconds_here(monkeypatch, per_step, expected):
+    """100 heal steps took 776 s after a donor paste: the default follows the time a step takes."""
+    import app.recover_ui as R
+
+    monkeypatch.setattr(R, "seconds_per_step", lambda ws, batch_size=64: (per_step, "a test figure"))
+    at = surgery("digits_cnn")
+    box = at.number_input(key="heal_steps")
+    assert box.value == expected and "estimated from a test figure" in box.help
+    box.set_value(7).run()
+    assert at.number_input(key="heal_steps").value == 7  # the person's number stays
+    assert not any("briefly" in e.label for e in at.expander)
+
+
+def test_seconds_per_step_is_estimated_from_this_machines_timing_of_the_model():
+    from app.recover_ui import seconds_per_step
+
+    at = surgery("digits_cnn")
+    per, basis = seconds_per_step(workspace(at))
+    assert 0 < per < 60 and basis

@@ -157,3 +157,20 @@ def move_and_time(page, presses: int = 30) -> tuple[float, str, str]:
     assert reached(), (metric_value(page, "Sparsity"), target)
     wait_idle(page)
     return elapsed, acc0, sp0
+
+
+def select_option(page, label: str, option: str) -> None:
+    """Pick ``option`` in the select box labelled ``label`` and wait for the run it starts."""
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page, 120)
+
+
+def plan_shown(page) -> tuple[str, list[str]]:
+    """The Plan panel as the page shows it: ("History i / n", the step lines)."""
+    import re
+
+    exp = page.locator('[data-testid="stExpander"]').filter(has_text="History").first
+    hist = exp.get_by_text(re.compile(r"History \d+ / \d+")).first.inner_text().strip()
+    lines = [t.strip() for t in exp.locator('[data-testid="stMarkdownContainer"]').all_inner_texts()]
+    return hist, [t for t in lines if re.match(r"^\d+\. ", t)]

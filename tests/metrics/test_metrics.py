@@ -38,7 +38,8 @@ def test_pruned_model_metrics_change_and_costs_are_cached_by_architecture(evalua
     assert m.sparsity == pytest.approx(0.8, abs=0.01)
     assert m.nonzero_params < base_m.nonzero_params
     assert m.macs == base_m.macs and m.size_bytes == base_m.size_bytes
-    assert m.latency is base_m.latency  # masks keep the architecture: no re-measure
+    # masks keep the architecture: a reliable timing is not re-measured (a noisy one is, issue 23 (2))
+    assert (m.latency is base_m.latency) == base_m.latency.reliable
     assert not m.shapes_changed
     assert arch_signature(pruned) == arch_signature(evaluator.base)
 

@@ -168,3 +168,15 @@ def test_ray_and_local_give_identical_numbers():
         assert all(full.layers[n] == pts for n, pts in part.layers.items())
     finally:
         ray.shutdown()
+
+
+def test_a_latency_target_is_measured_as_the_ratio_to_the_base_timed_beside_it():
+    """A max_latency target measures current / base latency of one timed pair (it read a
+    field Latency does not have, so every latency target failed)."""
+    ws = Workspace("digits_cnn", "cpu")
+    r = ws.autoplan(criterion="l1", granularity="channel", max_latency=0.9, amounts=(0.3, 0.6))
+    assert r.tries, r.reason
+    m = r.metrics
+    assert m.latency is not None and m.base_latency is not None
+    assert r.measured == pytest.approx(m.latency.median_ms / m.base_latency.median_ms)
+    assert r.met == (r.measured <= 0.9 + 1e-9)

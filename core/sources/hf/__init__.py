@@ -8,7 +8,14 @@ turn a text file into token ids and labels. Importing this package does not impo
 transformers (only loading a model or a tokenizer does).
 """
 from core.sources.hf.load import HF_TASKS, HFInfo, HFModel, hf_model, load_hf, load_tokenizer, pad_id_of
-from core.sources.hf.text import MAX_TEXT_BYTES, TextData, read_text, register_text_dataset, text_splits
+from core.sources.hf.text import (
+    MAX_TEXT_BYTES,
+    TextData,
+    original_text,
+    read_text,
+    register_text_dataset,
+    text_splits,
+)
 
 __all__ = ["HF_TASKS", "HFInfo", "HFModel", "hf_model", "load_hf", "load_tokenizer", "pad_id_of", "MAX_TEXT_BYTES",
-           "TextData", "read_text", "register_text_dataset", "text_splits"]
+           "TextData", "original_text", "read_text", "register_text_dataset", "text_splits"]

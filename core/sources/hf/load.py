@@ -12,7 +12,8 @@ its forward takes token ids ``(N, T)`` (int64; right-padded with the pad id) and
 * ``"classification"``: the logits of a sequence-classification head, ``(N, num_labels)``;
 * ``"fidelity"`` (an encoder without such a head): the pooled embedding, ``(N, hidden)``,
   the mean over non-pad tokens (``pooling="mean"``) or the CLS pooler's output
-  (``pooling="cls"``); judged by agreement and cosine with the base;
+  (``pooling="cls"``); an embedding (``output_kind`` "embedding"), judged by its cosine and
+  nearest-neighbour recall@k against the base's embeddings (no argmax over its features);
 * ``"language-model"`` (a causal LM): the next-token logits at the last non-pad
   position, ``(N, vocab)``; a label is the true next token, so accuracy is next-token
   accuracy, loss next-token cross-entropy and perplexity ``exp(loss)``. A causal LM asked
@@ -75,6 +76,7 @@ class HFInfo:
     block_container: str | None  # the list of layers, as a path in the wrapper (e.g. "hf.bert.encoder.layer")
     classes: list[str] = field(default_factory=list)  # label names of a classification head (index = label)
     pooling: str | None = None  # "mean" | "cls" for an encoder judged by fidelity
+    output_kind: str = "logits"  # "embedding" for the pooled output of an encoder, else "logits" (class scores)
 
 
 class HFModel(nn.Module):
@@ -322,7 +324,8 @@ def load_hf(folder: str | Path, task: str | None = None, *, pooling: str = "mean
                   outputs=k, vocab_size=int(config.vocab_size), pad_id=pad_id,
                   max_positions=int(max_pos) if isinstance(max_pos, int) else None, weights=weights,
                   tokenizer=_has_tokenizer(p), block_container=_block_container(model), classes=classes,
-                  pooling=pooling if task == "fidelity" and kind == "encoder" else None)
+                  pooling=pooling if task == "fidelity" and kind == "encoder" else None,
+                  output_kind="embedding" if output == "pooled" else "logits")
     return model, info
 
 

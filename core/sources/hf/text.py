@@ -9,10 +9,13 @@ tokenizer saved in the model's folder.
   ``y`` the token that follows.
 
 Inputs are int64 token ids ``(N, T)``, right-padded with the tokenizer's pad id (lines
-longer than ``seq_len`` tokens are truncated).
+longer than ``seq_len`` tokens are truncated). Each example's line of text, as the file gave
+it, is remembered by its row of token ids (:func:`original_text`): the views show what the
+person wrote, not the tokenizer's decoding of it ("__anext__", not "_ _ anext _ _").
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +28,8 @@ from core.sources.hf.load import HF_TASKS, load_tokenizer
 MAX_TEXT_BYTES = 64 << 20  # a text file larger than this is refused
 MIN_EXAMPLES = 8  # as for any data a person brings
 MAX_SEQ_LEN = 8192
+MAX_REMEMBERED = 1_000_000  # lines remembered by original_text (more: the oldest are forgotten first)
+_ORIGINAL: dict[bytes, str] = {}  # digest of a row of token ids -> the line it was read from
 
 
 class TextData(NamedTuple):
@@ -164,7 +169,29 @@ def read_text(path: str | Path, tokenizer_folder: str | Path, *, seq_len: int = 
     seqs = tok(list(lines), truncation=True, max_length=seq_len)["input_ids"]
     if any(len(s) == 0 for s in seqs):
         raise FileError(f"text file {p.name}: a line gives no tokens")
-    return TextData(_pad(p, seqs, tok.pad_token_id), y, names)
+    x = _pad(p, seqs, tok.pad_token_id)
+    _remember(x, lines)
+    return TextData(x, y, names)
+
+
+def _digest(row: torch.Tensor) -> bytes:
+    return hashlib.blake2b(row.detach().to("cpu", torch.long).contiguous().numpy().tobytes(), digest_size=16).digest()
+
+
+def _remember(x: torch.Tensor, lines) -> None:
+    for row, line in zip(x, lines):
+        key = _digest(row)
+        _ORIGINAL.pop(key, None)  # re-inserted: the newest file's line, and the last to be forgotten
+        _ORIGINAL[key] = line
+    while len(_ORIGINAL) > MAX_REMEMBERED:
+        del _ORIGINAL[next(iter(_ORIGINAL))]
+
+
+def original_text(ids: torch.Tensor) -> str | None:
+    """The line of text (as the file gave it, its label removed) that the row of token ids
+    ``ids`` was read from by :func:`read_text` in this process; None when no text file read
+    gave this row (a language model's windows are not lines: None)."""
+    return _ORIGINAL.get(_digest(ids.flatten()))
 
 
 def _windows(p: Path, lines: list[str], tok, seq_len: int, vocab: int) -> TextData:
@@ -217,4 +244,4 @@ def register_text_dataset(name: str, path: str | Path, folder: str | Path, *, se
     return name
 
 
-__all__ = ["TextData", "read_text", "text_splits", "register_text_dataset", "MAX_TEXT_BYTES"]
+__all__ = ["TextData", "read_text", "text_splits", "register_text_dataset", "original_text", "MAX_TEXT_BYTES"]
