@@ -250,15 +250,16 @@ def _structured_figures(base: Metrics, m: Metrics, changes: pd.DataFrame | None)
                 help="Base latency / current latency, both timed back to back and interleaved"
                      + (f": the base {fmt.ms(blat.median_ms, blat.iqr_ms)}, the current model "
                         f"{fmt.ms(m.latency.median_ms, m.latency.iqr_ms)}." if lat_ratio else "."))
-    c[3].metric("Latency", fmt.ms(m.latency.median_ms, m.latency.iqr_ms) if m.latency else "timing…",
+    value, spread = fmt.ms_card(m.latency.median_ms, m.latency.iqr_ms) if m.latency else ("timing…", None)
+    c[3].metric("Latency", value, spread, delta_color="off", delta_arrow="off",
                 help=f"The current model: {m.latency.how()}." if m.latency else "Timed after the page is drawn, "
                      "interleaved with the base.")
     if not m.shapes_changed:
         st.caption("No unit removed yet: shapes equal the base model's.")
     elif verdict == "within noise":
         st.info(f"{macs_ratio:.2f}× fewer MACs; the measured latency ratio {lat_ratio:.2f}× is within the noise "
-                f"of the two timings (IQR {fmt.pct(blat.spread, 0)} and {fmt.pct(m.latency.spread, 0)} of the "
-                "median): no speed conclusion.")
+                f"of the two timings (IQR {fmt.spread(blat.spread)} and {fmt.spread(m.latency.spread)}): no speed "
+                "conclusion.")
     elif verdict == "slower":
         st.warning(f"Smaller but not faster: {macs_ratio:.2f}× fewer MACs, measured latency "
                    f"{lat_ratio:.2f}× the base's speed on {m.latency.device}, beyond the noise of the timings.")

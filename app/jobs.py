@@ -295,10 +295,6 @@ def _poll(key: str) -> None:
         return
     if job.running:
         st.progress(min(1.0, job.fraction), text=job.text())
-        st.button("Cancel", key=f"{key}_cancel", icon=":material/stop_circle:",
-                  on_click=lambda: setattr(job, "cancelled", True),
-                  help="Stops after the step in progress; what is done is kept (training: the steps run "
-                       "become the plan's step; a sweep: the layers finished).")
         if job.cancelled:
             st.caption("Stopping after the step in progress…")
         return
@@ -311,9 +307,13 @@ def settle_jobs(wait: float = 10.0) -> None:
     """Take the results of this session's jobs that have ended (a cancelled one gets
     ``wait`` seconds to end its step in progress) before the history moves: the one place,
     with the poll, where a job's result enters the plan. Undo, Redo and Reset call it
-    first, so they act on the plan with the result, not on the plan before it."""
+    first, so they act on the plan with the result, not on the plan before it. A training job
+    still running is cancelled first (its result would no longer fit the plan the history moves
+    away from): the steps it ran are added, and the move then acts on them."""
     ss = st.session_state
     for key, job in [(k, v) for k, v in ss.items() if isinstance(v, _Settled)]:
+        if isinstance(job, StepsJob) and job.running:
+            job.cancelled = True
         job.settle(wait)
         if not job.running:
             ss.pop(key, None)  # the page then draws no job: its buttons are enabled again
@@ -325,7 +325,15 @@ def job_ui(key: str) -> bool:
     if job is None:
         return False
     _poll(key)
+    if job.running:  # outside the fragment: a button redrawn every poll could lose a click
+        st.button("Cancel", key=f"{key}_cancel", icon=":material/stop_circle:", on_click=_cancel, args=(job,),
+                  help="Stops after the step in progress; what is done is kept (training: the steps run "
+                       "become the plan's step; a sweep: the layers finished).")
     return True
+
+
+def _cancel(job: StepsJob | CallJob) -> None:
+    job.cancelled = True
 
 
 __all__ = ["StepsJob", "CallJob", "SessionJobs", "start_job", "start_sweep", "job_ui", "settle_jobs"]

@@ -120,9 +120,10 @@ def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Met
                 "when shapes change (structured pruning, cuts).")
         beside = timed_beside(blat, lat)  # the two halves of one interleaved timing: only then a ratio
         verdict = speed_verdict(blat, lat) if beside and m.shapes_changed else None
-        lat_slot.metric("Latency", fmt.ms(lat.median_ms, lat.iqr_ms),
-                        fmt.delta(lat.median_ms, blat.median_ms, "ratio") if verdict in ("faster", "slower")
-                        else None, delta_color="inverse",
+        value, spread = fmt.ms_card(lat.median_ms, lat.iqr_ms)
+        ratio = verdict in ("faster", "slower")  # the delta line: the speed-up when there is one, else the spread
+        lat_slot.metric("Latency", value, fmt.delta(lat.median_ms, blat.median_ms, "ratio") if ratio else spread,
+                        delta_color="inverse" if ratio else "off", delta_arrow="auto" if ratio else "off",
                         help=f"The current model: {lat.how()}."
                              + (f" The base, timed beside it in the same rounds: {fmt.ms(blat.median_ms, blat.iqr_ms)}."
                                 if beside else " The base was not timed beside it: no speed comparison.")
@@ -148,9 +149,9 @@ def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Met
                      "latency ratio includes the change of runtime")
     if verdict == "within noise":
         notes.append(f"latency: base and current differ by less than their spread "
-                     f"(IQR {fmt.pct(blat.spread, 0)} and {fmt.pct(lat.spread, 0)} of the median): no speed conclusion")
+                     f"(IQR {fmt.spread(blat.spread)} and {fmt.spread(lat.spread)}): no speed conclusion")
     elif lat is not None and lat.noisy:
-        notes.append(f"latency is noisy (IQR {fmt.pct(lat.spread, 0)} of the median): the machine was busy "
+        notes.append(f"latency is noisy (IQR {fmt.spread(lat.spread)}): the machine was busy "
                      "while timing; time it again for a figure to rely on")
     with notes_slot.container():
         st.caption(" · ".join(notes) + ".")
@@ -176,7 +177,7 @@ def plan_ui(ws: Workspace, key: str) -> None:
         settle_jobs()
         run_action(fn, *args)
 
-    c = st.columns([1, 1, 1, 3])
+    c = st.columns([1.3, 1.6, 1, 2.1])  # room for the shortcut beside Undo and Redo
     c[0].button("↶ Undo", key=f"{key}_undo", disabled=not ws.can_undo, width="stretch", on_click=after_jobs,
                 args=(ws.undo,), shortcut="Mod+Z", help="Back one entry of the history (Ctrl+Z, ⌘Z on a Mac).")
     c[1].button("↷ Redo", key=f"{key}_redo", disabled=not ws.can_redo, width="stretch", on_click=after_jobs,

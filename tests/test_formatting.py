@@ -37,3 +37,10 @@ def test_a_latency_says_noisy_instead_of_a_spread_wider_than_itself(median, iqr,
                                            (3 * 3600 + 600, "3.2 h ago"), (float("nan"), "at an unknown time")])
 def test_ago_says_how_long_ago_in_words(seconds, want):
     assert fmt.ago(seconds) == want
+
+
+def test_a_latency_card_keeps_its_value_short_and_says_noisy_apart():
+    """The metric card has room for about ten characters: "4.82 ms (noisy)" was cut to "4.82 ms (noi…"."""
+    assert fmt.ms_card(4.82, 0.1) == ("4.82 ms", "± 0.1") and fmt.ms_card(112, None) == ("112 ms", None)
+    assert fmt.ms_card(4.82, 47.8) == ("4.82 ms", "noisy")
+    assert fmt.spread(0.12) == "12% of the median" and fmt.spread(9.91) == "9.9× the median"

@@ -115,8 +115,13 @@ def unit_ui(ws, subset: str) -> None:
         st.caption("Top-activating examples; the red box is the input region the channel's largest activation "
                    "depends on (its receptive field there, from the input gradient of that one activation).")
     classes = ws.evalset.classes
-    cards_ui(ws, [(t["index"], f"#{t['index']} · label {classes[int(ws.evalset.y[t['index']])]} · "
-                               f"{t['activation']:.3g}", t.get("field")) for t in r["top"]])
+    labelled = ws.evaluator.output != "embedding"  # an embedding's "classes" are its dimensions: no label
+
+    def card(t: dict) -> str:
+        label = f" · label {classes[int(ws.evalset.y[t['index']])]}" if labelled else ""
+        return f"#{t['index']}{label} · activation {t['activation']:.3g}"
+
+    cards_ui(ws, [(t["index"], card(t), t.get("field")) for t in r["top"]])
     left, right = st.columns(2)
     left.plotly_chart(activation_figure(r["activations"], title=f"Activation of {gran} {unit} over the {subset} "
                                         "subset"), width="stretch", key="explain_unit_hist")

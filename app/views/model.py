@@ -100,15 +100,20 @@ def model_ui(ws) -> None:
     m = ws.base_metrics("quick")
     st.caption("The base model, before any step (the layer table below shows the current plan's model).")
     if m.precision != "fp32":
+        kept = (f"keeps {fmt.pct(m.accuracy)} of its fp32 nearest neighbours (recall@{m.recall_k})"
+                if m.output == "embedding" else f"agrees with its own fp32 predictions on {fmt.pct(m.agreement)}")
         st.info(f"**Evaluation under {m.precision} autocast.** What the precision alone costs: the base run under "
-                f"{m.precision} agrees with its own fp32 predictions on {fmt.pct(m.agreement)} of the quick subset "
-                f"({m.n} examples), output cosine {m.output_cosine:.4f}. Every figure on every page is measured "
-                f"under {m.precision} and compared with the fp32 base.")
+                f"{m.precision} {kept} on the quick subset ({m.n} examples), output cosine {m.output_cosine:.4f}. "
+                f"Every figure on every page is measured under {m.precision} and compared with the fp32 base.")
     k = st.columns(5)
     k[0].metric("Parameters (base)", fmt.count(m.params), help=f"{m.params:,} parameters")
     k[1].metric("MACs / example (base)", fmt.count(m.macs))
     k[2].metric("Size (base)", fmt.nbytes(m.size_bytes), help="State dict as safetensors.")
-    if spec.task == "fidelity":
+    if m.output == "embedding":
+        k[3].metric("Task", "embedding", help=f"Its output is an embedding: a pruned model is judged by its output "
+                                              f"cosine with this base and the neighbour recall@{m.recall_k} of the "
+                                              f"base's neighbours on the quick subset ({m.n} examples).")
+    elif spec.task == "fidelity":
         k[3].metric("Task", "fidelity", help=f"No labels: a pruned model is judged by its agreement with this base's "
                                              f"predictions on the quick subset ({m.n} examples).")
     elif spec.task == "language-model":
@@ -119,7 +124,8 @@ def model_ui(ws) -> None:
         k[3].metric("Accuracy (base, quick)", fmt.pct(m.accuracy),
                     help=f"Top-1 on the quick subset ({m.n} examples).")
     if m.latency:
-        k[4].metric("Latency (base)", fmt.ms(m.latency.median_ms, m.latency.iqr_ms),
+        value, spread = fmt.ms_card(m.latency.median_ms, m.latency.iqr_ms)
+        k[4].metric("Latency (base)", value, spread, delta_color="off", delta_arrow="off",
                     help=f"{m.latency.how()} (beside a model of its architecture: the base the Prune page "
                          "compares weight-level plans with). Time it again from the Prune page.")
 

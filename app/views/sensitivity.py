@@ -76,10 +76,16 @@ def _planned_from(ws, crit: str, gran: str, amounts: list[float], subset: str):
     return sens if same else None
 
 
-def source_caption(sens, crit: str, subset: str, what: str = "Source") -> None:
+def quality_of(ws) -> str:
+    """What the sweep's "accuracy" is for this model: "accuracy", "agreement with the base", or
+    an embedding's "neighbour recall@k" (``Metrics.quality_name``)."""
+    return ws.base_metrics("quick", latency=False).quality_name(ws.spec.task)
+
+
+def source_caption(sens, crit: str, subset: str, what: str = "Source", quality: str = "accuracy") -> None:
     steps = f"the plan's model ({sens.plan_steps} step(s))" if sens.plan_steps else "the base model"
-    st.caption(f"{what}: {steps}, accuracy {fmt.pct(sens.source['accuracy'])} on {sens.n} {subset} examples. "
-               f"Each point prunes one layer alone by {crit}; drop = source accuracy minus that model's, in points. "
+    st.caption(f"{what}: {steps}, {quality} {fmt.pct(sens.source['accuracy'])} on {sens.n} {subset} examples. "
+               f"Each point prunes one layer alone by {crit}; drop = source {quality} minus that model's, in points. "
                + ("" if sens.complete else f"**Stopped early: {len(sens.layers)} layers finished.** ")
                + f"{sens.seconds:.1f} s, executor {sens.executor}.")
 
@@ -120,23 +126,27 @@ def sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str, new_pl
         st.info(f"No sweep of the current plan with these settings yet: {n_layers} layers × {len(amounts)} amounts = "
                 f"{n_layers * len(amounts)} models, each evaluated on the {subset} subset.")
         return None
-    source_caption(sens, crit, subset)
+    source_caption(sens, crit, subset, quality=quality_of(ws))
     return sens
 
 
 def views_ui(ws, sens) -> None:
-    tabs = st.tabs(["Heatmap", "Curves", "Per class"])
+    quality = quality_of(ws)
+    embedding = ws.evaluator.output == "embedding"  # features, not classes: no per-class view
+    tabs = st.tabs(["Heatmap", "Curves"] + ([] if embedding else ["Per class"]))
     with tabs[0]:
-        st.plotly_chart(sensitivity_heatmap(sens), width="stretch", key="sens_heatmap")
+        st.plotly_chart(sensitivity_heatmap(sens, quality=quality), width="stretch", key="sens_heatmap")
         worst = sorted(((max(sens.drop(n)), n) for n in sens.layers), reverse=True)[:3]
         if worst:
             st.caption("Most sensitive: " + ", ".join(f"{n} (up to {d:.1f} points)" for d, n in worst)
-                       + ". Red: accuracy drops; blue: it rises; white: no change.")
+                       + f". Red: {quality} drops; blue: it rises; white: no change.")
     layers = list(sens.layers)
     with tabs[1]:
         hi = st.selectbox("Highlight a layer", ["none"] + layers, key="sens_highlight")
-        st.plotly_chart(sensitivity_curves(sens, highlight=None if hi == "none" else hi), width="stretch",
-                        key="sens_curves")
+        st.plotly_chart(sensitivity_curves(sens, highlight=None if hi == "none" else hi, quality=quality),
+                        width="stretch", key="sens_curves")
+    if embedding:
+        return
     with tabs[2]:
         layer = st.selectbox("Layer", layers, key="sens_class_layer")
         st.plotly_chart(class_heatmap(sens, layer, ws.evalset.classes), width="stretch", key="sens_classes")
@@ -177,9 +187,10 @@ def criteria_ui(ws, gran: str, amounts: list[float], subset: str) -> None:
         start_sweep(job_key, ws, spec, f"{len(pick)} criteria × {len(amounts)} global amounts", done)
         st.rerun()
     if curves is not None:
-        st.plotly_chart(criteria_curves_figure(curves), width="stretch", key="sens_criteria")
-        st.caption(f"Accuracy on the {subset} subset after pruning {gran}s of every layer by each criterion; the "
-                   "higher curve keeps more accuracy at the same amount.")
+        quality = quality_of(ws)
+        st.plotly_chart(criteria_curves_figure(curves, quality=quality), width="stretch", key="sens_criteria")
+        st.caption(f"{quality[0].upper()}{quality[1:]} on the {subset} subset after pruning {gran}s of every layer "
+                   f"by each criterion; the higher curve keeps more {quality} at the same amount.")
 
 
 def autoplan_ui(ws, sens, crit: str, gran: str) -> None:
@@ -190,7 +201,9 @@ def autoplan_ui(ws, sens, crit: str, gran: str) -> None:
         return
     kinds = [k for k in TARGETS if gran != "weight" or k in ("max_drop", "max_params")]
     c = st.columns([2, 1, 1])
-    kind = c[0].selectbox("Target", kinds, format_func=TARGETS.get, key="sens_target",
+    quality = quality_of(ws)
+    kind = c[0].selectbox("Target", kinds, format_func=lambda k: TARGETS[k].replace("accuracy", quality),
+                          key="sens_target",
                           help="Masks leave the dense MACs and time unchanged, so weight granularity offers only "
                                "accuracy and parameter targets.")
     if kind == "max_drop":
@@ -231,9 +244,10 @@ def autoplan_result_ui(ws) -> None:
     if r.metrics is not None:
         cost = "MACs" if r.cost == "macs" else "non-zero parameters"
         cols = st.columns(4)
-        cols[0].metric("Predicted accuracy", fmt.pct(r.predicted_accuracy),
-                       help="Source accuracy minus the sum of the chosen layers' drops in the sweep.")
-        cols[1].metric("Measured accuracy", fmt.pct(r.metrics.accuracy),
+        q = r.metrics.quality_name(ws.spec.task)
+        cols[0].metric(f"Predicted {q}", fmt.pct(r.predicted_accuracy),
+                       help=f"Source {q} minus the sum of the chosen layers' drops in the sweep.")
+        cols[1].metric(f"Measured {q}", fmt.pct(r.metrics.accuracy),
                        delta=f"{100 * (r.metrics.accuracy - r.predicted_accuracy):+.2f} points vs predicted")
         cols[2].metric(f"Predicted {cost}", f"{r.predicted_cost:.1%} of base")
         cols[3].metric(f"Measured {cost}", f"{r.measured_cost:.1%} of base")
@@ -269,7 +283,7 @@ def after_autoplan_ui(ws, before, crit: str, gran: str, amounts: list[float], su
     st.caption("A sweep of the plan before the automatic plan, not of the current plan. To see the current "
                "plan's sensitivities, or to plan further from it, sweep the new plan.")
     sweep_ui(ws, crit, gran, amounts, subset, new_plan=True)
-    source_caption(before, crit, subset, "Swept before the automatic plan")
+    source_caption(before, crit, subset, "Swept before the automatic plan", quality_of(ws))
     if before.layers:
         views_ui(ws, before)
 

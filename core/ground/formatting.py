@@ -50,6 +50,19 @@ def ms(median: float | None, iqr: float | None = None) -> str:
 NOISY_MS = 0.5  # ms() says "noisy" instead of "± IQR" from an IQR this many times the median
 
 
+def ms_card(median: float, iqr: float | None = None) -> tuple[str, str | None]:
+    """A latency for a metric card, which has room for a short value only: the median, and
+    its spread for the card's delta line: ``("3.21 ms", "± 0.12")``, ``("3.92 ms", "noisy")``."""
+    if iqr is None:
+        return ms(median), None
+    return ms(median), ms(median, iqr).split(" ms", 1)[1].strip(" ()")
+
+
+def spread(rel: float) -> str:
+    """A relative spread (IQR / median) in words: '12% of the median', '9.9× the median'."""
+    return f"{pct(rel, 0)} of the median" if rel < 1 else f"{rel:.2g}× the median"
+
+
 def ago(seconds: float) -> str:
     """Elapsed time in words: 'just now', '40 s ago', '3 min ago', '2 h ago'."""
     if not math.isfinite(seconds):

@@ -32,7 +32,28 @@ def overview_figure(layers: Sequence[str], sparsity: Sequence[float], params: Se
                 hovertemplate=hover, marker_line=dict(width=line, color=SELECTED))
     fig.update_yaxes(range=[0, 100], ticksuffix="%")
     fig.update_layout(barmode="stack", clickmode="event+select")
-    return layout(fig, title, "layer (click to select)", "weights", height=280, fixed=True)
+    short = tick_names(layers)
+    fig.update_xaxes(tickmode="array", tickvals=list(layers), ticktext=short, automargin=True)
+    # long names are drawn slanted: room below the bars for them, so the bars keep their height
+    extra = 0 if len(layers) * max(map(len, short), default=0) * 7 < 420 else 6 * max(map(len, short), default=0)
+    return layout(fig, title, "layer (click to select)", "weights", height=280 + extra, fixed=True)
+
+
+def tick_names(names: Sequence[str], width: int = 18) -> list[str]:
+    """Axis labels short enough to read: the dotted prefix all names share is dropped
+    ("hf.encoder.layer."; two parts of each name are kept at least), and a name still longer
+    than ``width`` keeps its start and end ("0.atten…self.query"); the full name stays in the
+    hover. Names that would then collide are kept whole."""
+    if all(len(n) <= width for n in names):
+        return list(names)
+    parts = [n.split(".") for n in names]
+    common = 0
+    while parts and all(len(p) > common + 2 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    rest = [".".join(p[common:]) for p in parts]
+    head = (width - 1) // 2
+    short = [n if len(n) <= width else n[:head] + "…" + n[-(width - 1 - head):] for n in rest]
+    return short if len(set(short)) == len(set(names)) else list(names)
 
 
 def weight_histogram_figure(hist: Histogram, threshold: float | None, *, log: bool = False,

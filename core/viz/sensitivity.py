@@ -16,9 +16,11 @@ def _amount_labels(amounts: Sequence[float]) -> list[str]:
     return [f"{100 * a:.0f}%" for a in amounts]
 
 
-def sensitivity_heatmap(sens, title: str | None = "Accuracy drop when one layer is pruned alone") -> go.Figure:
-    """Rows are layers (in model order), columns the amounts; a cell is the accuracy drop in
-    points (source minus pruned). Red is a drop, blue a gain; white is no change."""
+def sensitivity_heatmap(sens, title: str | None = "", quality: str = "accuracy") -> go.Figure:
+    """Rows are layers (in model order), columns the amounts; a cell is the drop of the
+    headline figure ``quality`` (accuracy, or an embedding's neighbour recall) in points
+    (source minus pruned). Red is a drop, blue a gain; white is no change."""
+    title = f"{quality[0].upper()}{quality[1:]} drop when one layer is pruned alone" if title == "" else title
     layers = list(sens.layers)
     z = [sens.drop(n) for n in layers]
     acc = [[100 * p["accuracy"] for p in sens.layers[n]] for n in layers]
@@ -26,7 +28,7 @@ def sensitivity_heatmap(sens, title: str | None = "Accuracy drop when one layer 
     fig = go.Figure(go.Heatmap(
         z=z, x=_amount_labels(sens.amounts), y=layers, zmin=-m, zmax=m, colorscale=_DROP_SCALE, customdata=acc,
         text=[[f"{v:.1f}" if abs(v) >= 0.05 else "" for v in r] for r in z], texttemplate="%{text}",
-        hovertemplate="%{y} at %{x}: accuracy %{customdata:.1f}% (drop %{z:.2f} points)<extra></extra>",
+        hovertemplate="%{y} at %{x}: " + quality + " %{customdata:.1f}% (drop %{z:.2f} points)<extra></extra>",
         colorbar=dict(title="drop, points", thickness=12)))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category")
@@ -38,9 +40,11 @@ def _unit(granularity: str) -> str:
     return {"weight": "weights", "neuron": "neurons", "channel": "channels", "head": "heads"}.get(granularity, "units")
 
 
-def sensitivity_curves(sens, title: str | None = "Accuracy against the amount, one layer at a time",
-                       highlight: str | None = None) -> go.Figure:
-    """Accuracy (%) against the amount, one line per layer; the unpruned source as a line."""
+def sensitivity_curves(sens, title: str | None = "", highlight: str | None = None,
+                       quality: str = "accuracy") -> go.Figure:
+    """The headline figure ``quality`` (%) against the amount, one line per layer; the
+    unpruned source as a line."""
+    title = f"{quality[0].upper()}{quality[1:]} against the amount, one layer at a time" if title == "" else title
     fig = go.Figure()
     xs = [100 * a for a in sens.amounts]
     for n, pts in sens.layers.items():
@@ -53,7 +57,7 @@ def sensitivity_curves(sens, title: str | None = "Accuracy against the amount, o
     fig.update_xaxes(ticksuffix="%")
     fig.update_yaxes(ticksuffix="%", range=[0, 101])
     fig.update_layout(showlegend=len(sens.layers) <= 16)
-    return layout(fig, title, f"{_unit(sens.granularity)} pruned in that layer", "accuracy", height=380)
+    return layout(fig, title, f"{_unit(sens.granularity)} pruned in that layer", quality, height=380)
 
 
 def class_heatmap(sens, layer: str, classes: Sequence[str],
@@ -75,9 +79,9 @@ def class_heatmap(sens, layer: str, classes: Sequence[str],
                   height=max(260, 24 * len(classes) + 110))
 
 
-def criteria_curves_figure(curves, title: str | None = "Criteria compared by outcome: accuracy after a global "
-                                                      "amount") -> go.Figure:
-    """Accuracy (%) against the global amount, one line per criterion."""
+def criteria_curves_figure(curves, title: str | None = "", quality: str = "accuracy") -> go.Figure:
+    """The headline figure ``quality`` (%) against the global amount, one line per criterion."""
+    title = f"Criteria compared by outcome: {quality} after a global amount" if title == "" else title
     fig = go.Figure()
     xs = [100 * a for a in curves.amounts]
     for c, pts in curves.curves.items():
@@ -88,7 +92,7 @@ def criteria_curves_figure(curves, title: str | None = "Criteria compared by out
                       annotation_text="unpruned", annotation_position="bottom left")
     fig.update_xaxes(ticksuffix="%")
     fig.update_yaxes(ticksuffix="%", range=[0, 101])
-    return layout(fig, title, f"{_unit(curves.granularity)} pruned, every layer (global amount)", "accuracy",
+    return layout(fig, title, f"{_unit(curves.granularity)} pruned, every layer (global amount)", quality,
                   height=360)
 
 

@@ -81,3 +81,25 @@ def test_history_plots_the_neighbour_recall(encoder):
     at.switch_page("views/history.py").run()
     ok(at)
     assert f"Neighbour recall@{k} vs non-zero parameters" in _titles(at), _titles(at)
+
+
+def test_the_sensitivity_page_names_neighbour_recall_and_has_no_per_class_view(encoder):
+    """A sweep of an embedding model measures its neighbour recall: the heatmap, curves, captions
+    and the automatic plan's target say so, and no "Per class" tab shows the embedding's
+    dimensions as classes."""
+    from tests.helpers.app import finish_job
+
+    at = new_app(encoder)
+    at.switch_page("views/sensitivity.py").run()
+    ok(at)
+    at.multiselect(key="sens_amounts").set_value([0.5, 0.9]).run()
+    at.button(key="sens_run").click().run()
+    finish_job(at, f"sens_job_{encoder}")
+    ok(at)
+    k = workspace(at).metrics("quick", latency=False).recall_k
+    titles = _titles(at)
+    assert f"Neighbour recall@{k} drop when one layer is pruned alone" in titles, titles
+    assert not any("Accuracy" in t or "Per-class" in t for t in titles), titles
+    assert [t.label for t in at.tabs] == ["Heatmap", "Curves"]
+    assert any(f"neighbour recall@{k} 100.0%" in c.value for c in at.caption)
+    assert any(f"neighbour recall@{k} drop" in o for o in at.selectbox(key="sens_target").options)

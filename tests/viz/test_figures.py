@@ -159,3 +159,18 @@ def test_the_heal_labels_stand_clear_of_the_y_axis():
     marks = f.data[1]
     assert tuple(marks.textposition) == ("top right", "top left")
     assert f.layout.xaxis.range[0] < 0 < 2 < f.layout.xaxis.range[1]
+
+
+def test_the_overview_shortens_long_layer_names_and_grows_to_keep_its_bars():
+    """A transformer's layer names ("hf.encoder.layer.0.attention.self.query") slanted under 18
+    bars squeezed the bars and pushed the title onto the legend."""
+    from core.viz.figures import overview_figure, tick_names
+
+    names = [f"hf.encoder.layer.{i // 6}.attention.self.{k}" for i, k in
+             enumerate(["query", "key", "value", "dense", "inter", "out"] * 3)]
+    fig = overview_figure(names, [0.3] * 18, [100] * 18)
+    assert all(len(t) <= 18 for t in fig.layout.xaxis.ticktext) and list(fig.layout.xaxis.tickvals) == names
+    assert fig.layout.height > overview_figure(["a", "b"], [0.1, 0.2], [1, 2]).layout.height
+    assert tick_names(["m.features.0", "m.features.1"]) == ["m.features.0", "m.features.1"]  # short: as they are
+    assert tick_names(["model.backbone.features.0", "model.backbone.features.1"]) == ["features.0", "features.1"]
+    assert tick_names(["ab.cdefgh.query", "ab.cdefgi.query"], width=6) == ["ab.cdefgh.query", "ab.cdefgi.query"]
