@@ -12,6 +12,16 @@ import pytest
 from tests.helpers.browser import CHROMIUM_FLAGS, chromium, free_port, missing, start_app, wait_healthy
 
 
+def pytest_collection_modifyitems(items):
+    """A real-browser test that fails runs once more: a real Chromium and a Streamlit
+    server on a shared 2-core machine sometimes miss a deadline that a quiet one meets.
+    A rerun is listed in the run's summary ("R", "rerun"), so flakiness stays visible;
+    a test that fails twice fails the run."""
+    for item in items:
+        if "tests/e2e/" in item.nodeid:
+            item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=2))
+
+
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     """Start the app with the launcher (`prunescope app`, as `make run` does) from a folder
