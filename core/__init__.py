@@ -15,7 +15,8 @@ __all__ = ["ApplyContext", "PlanCache", "PlanError", "apply", "apply_with_report
            "build_model", "list_models", "load_base", "register_factory", "register_model", "LayerOverride", "Plan",
            "Prune", "Finetune", "Quantize", "gradual_steps", "Workspace", "open_model", "register", "unregister", "Cut",
            "Paste", "Compose", "Segment", "Heal", "export_model", "export_all", "load", "state_dict_hash",
-           "list_exporters", "PrunescopeError", "StepError", "FileError", "ModelError", "UnknownNameError"]
+           "list_exporters", "loadable_plan", "PrunescopeError", "StepError", "FileError", "ModelError",
+           "UnknownNameError"]
 
 
 def __getattr__(name):

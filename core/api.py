@@ -31,7 +31,7 @@ def open_model(name: str, *, device: str | None = "auto", **kwargs) -> Workspace
 
 
 def __getattr__(name):  # export pulls in onnx and friends: load it on first use
-    if name in ("export_model", "export_all", "load", "state_dict_hash", "list_exporters"):
+    if name in ("export_model", "export_all", "load", "state_dict_hash", "list_exporters", "loadable_plan"):
         from core import io
 
         return getattr(io, name)

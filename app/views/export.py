@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from app.hf_constraint_ui import hf_export_options, hf_format_ui, hf_result_ui
 from app.messages import run_action, show_flashes
 from app.netron_ui import netron_ui
 from app.session import get_workspace
@@ -75,7 +76,7 @@ def formats_ui(quantised: bool = False) -> list[str]:
 def downloads_ui(results: list[ExportResult]) -> None:
     """Download buttons, one per file, labelled by what it holds (the file name is in the
     help); a file is read only when it is downloaded (and only if it exists)."""
-    files = [(r.format, Path(r.path)) for r in results if r.path and Path(r.path).exists()]
+    files = [(r.format, Path(r.path)) for r in results if r.path and Path(r.path).is_file()]  # hf: a folder
     recipe = next((Path(r.recipe) for r in results if r.recipe and Path(r.recipe).exists()), None)
     if recipe is not None:
         files.append(("recipe", recipe))
@@ -125,9 +126,10 @@ def page() -> None:
     st.markdown(f"### Export · {ws.name}")
     st.caption("Masks are baked in; structurally pruned or cut models export at their new, smaller shapes. "
                "Each file is reloaded with its own runtime (safetensors via the recipe, ONNX via "
-               "onnxruntime, torch.export, TorchScript) and compared with the in-memory model on an eval batch; "
+               "onnxruntime, torch.export, TorchScript; an hf folder by transformers alone, in a fresh process) "
+               "and compared with the in-memory model on an eval batch; "
                "verified = max |diff| within 1e-4.")
-    chosen = formats_ui(bool(ws.plan.steps) and ws.plan.steps[-1].op == "quantize")
+    chosen = formats_ui(bool(ws.plan.steps) and ws.plan.steps[-1].op == "quantize") + hf_format_ui(ws)
     stem = st.text_input("File name", value=ws.name, key="export_stem",
                          help="Letters, digits, '-' and '_' only; each format adds its suffix.")
     if st.button("Export", key="export_btn", type="primary", icon=":material/file_export:",
@@ -143,7 +145,7 @@ def page() -> None:
             with st.spinner("Exporting and verifying…"):
                 results = run_action(lambda: export_all(ws.model, ws.plan, _new_folder(), stem, chosen,
                                                         ws.evalset.quick()[0][:EXPORT_BATCH], progress=progress,
-                                                        model_name=ws.name))
+                                                        model_name=ws.name, **hf_export_options(ws)))
             bar.empty()
             if results is not None:
                 st.session_state["export_results"] = (ws.name, ws.plan.key(), results)
@@ -159,9 +161,11 @@ def page() -> None:
             st.warning("These files were exported from an earlier plan; export again for the current one.")
         base_bytes = ws.base_metrics("quick", latency=False).size_bytes
         st.dataframe(results_frame(results, base_bytes), hide_index=True, width="stretch")
-        st.caption("'vs base' compares each file with the base model's safetensors size. "
+        st.caption("'vs base' compares each file with the base model's safetensors size (an hf folder: all its "
+                   "files, tokenizer and config included). "
                    "Weight pruning leaves dense tensors (same size); structured pruning and cuts shrink them.")
         downloads_ui(results)
+        hf_result_ui(ws, results)
         onnx = next((r for r in results if r.format == "onnx" and r.path and Path(r.path).exists()), None)
         if onnx is not None:
             netron_ui(key="export_graph", label="View graph", path=onnx.path)

@@ -6,7 +6,7 @@ import math
 
 import streamlit as st
 
-from app import importance_ui, widget_echo  # selectors and importance views; stale browser values
+from app import hf_constraint_ui, importance_ui, widget_echo  # selectors and importance views; stale browser values
 from app.explain_ui import changes_panel_ui
 from app.messages import run_action, show_flashes
 from app.panels import (
@@ -276,6 +276,7 @@ def prune_live_ui() -> None:
     wmax = max((float(max(abs(h.edges[0]), abs(h.edges[-1]))) for h in hists.values()), default=1.0)
     global_control_ui(ws, criterion, granularity, wmax)
     round_to_ui(ws, granularity)
+    hf_constraint_ui.loadable_toggle_ui(ws, index, step, report)
     target_ui(ws, criterion, granularity)
 
     m, base = current_metrics(ws)

@@ -24,10 +24,15 @@ def _export_example(ws):
     return ws.evalset.quick()[0][:EXPORT_BATCH]
 
 
+PAD_HELP = ("hf only: write removed heads and MLP neurons back as zeros where the config cannot say the pruned "
+            "shapes (BERT / GPT-2 heads, widths differing per layer); same outputs, a larger folder")
+
+
 def _format_names() -> list[str]:
     from core.io.exporters import list_exporters
+    from core.io.hf_export import HF_FORMAT
 
-    return list_exporters()
+    return [*list_exporters(), HF_FORMAT]
 
 
 def _replay(ws, path: str):
@@ -54,7 +59,10 @@ def _replay(ws, path: str):
 def _format_for(path: str, fmt: str | None) -> str:
     """``fmt``, or the format whose suffix ``path`` has."""
     from core.io.exporters import EXPORTERS
+    from core.io.hf_export import HF_FORMAT
 
+    if fmt == HF_FORMAT:
+        return fmt
     if fmt:
         return EXPORTERS.get(fmt).name
     suffix = Path(path).suffix
@@ -71,11 +79,21 @@ def _check_out(out: str, plan_path: str | None) -> None:
                          "choose another output path")
 
 
-def _export(ws, plan, out: str, fmt: str | None, verify: bool) -> dict:
+def _export(ws, plan, out: str, fmt: str | None, verify: bool, pad: bool = False) -> dict:
     from core.io.export import export_model, state_dict_hash
 
+    if pad and _format_for(out, fmt) != "hf":
+        raise UsageError("--pad applies to --format hf only (a transformers folder)")
     r = export_model(ws.model, plan, _format_for(out, fmt), out, _export_example(ws), verify=verify,
-                     model_name=ws.name)
+                     model_name=ws.name, pad=pad, reports=ws.reports)
+    if r.error and r.format == "hf" and "NotLoadableError" in r.error:
+        from core.io.hf_shapes import loadable_plan
+
+        near, notes = loadable_plan(ws.plan, ws.model_before, ws.reports)
+        raise UsageError(f"export to hf refused (nothing written): {r.error}. The nearest loadable plan ("
+                         f"{'; '.join(notes) or 'no change'}): {near.to_json(indent=None)}"
+                         + ("" if pad else ". Or export with --pad: removed heads and MLP neurons written back as "
+                            "zeros (same outputs, a larger folder)"))
     if r.error:
         raise UsageError(f"export to {r.format} failed (nothing written; an earlier export at {out}, if any, "
                          f"is unchanged): {r.error}")
@@ -89,6 +107,7 @@ def _apply_args(p):
     p.add_argument("--format", choices=LazyChoices(_format_names), metavar="FORMAT",
                    help="export format: %(choices)s (default: from PATH's suffix)")
     p.add_argument("--verify", action="store_true", help="reload the export and compare outputs with the model")
+    p.add_argument("--pad", action="store_true", help=PAD_HELP)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     p.add_argument("--full", action="store_true", help="evaluate on the full test split (default: quick subset)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
@@ -113,7 +132,7 @@ def cmd_apply(args):
     out["state_dict_hash"] = state_dict_hash(ws.model)
     out["threads"] = _threads()  # a replay that trains sums in this many threads' order
     if args.export:
-        out["export"] = _export(ws, plan, args.export, args.format, args.verify)
+        out["export"] = _export(ws, plan, args.export, args.format, args.verify, args.pad)
     return out
 
 
@@ -122,8 +141,9 @@ def _export_args(p):
     p.add_argument("--plan", help="recipe to apply first (default: the base model)")
     p.add_argument("--format", required=True, choices=LazyChoices(_format_names), metavar="FORMAT",
                    help="export format: %(choices)s")
-    p.add_argument("--out", required=True, help="output file (the recipe is written beside it)")
+    p.add_argument("--out", required=True, help="output file (the recipe is written beside it); for hf a folder")
     p.add_argument("--verify", action="store_true", help="reload the file and compare outputs with the model")
+    p.add_argument("--pad", action="store_true", help=PAD_HELP)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -137,4 +157,4 @@ def cmd_export(args):
     check_export_target(args.format, args.out, Plan(args.model))  # before any model is loaded
     ws = workspace_for(args)
     plan = _replay(ws, args.plan) if args.plan else ws.plan
-    return _export(ws, plan, args.out, args.format, args.verify)
+    return _export(ws, plan, args.out, args.format, args.verify, args.pad)

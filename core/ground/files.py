@@ -45,7 +45,8 @@ def temp_path(target: Path | str, suffix: str | None = None) -> Path:
 
 
 def sweep_stale(folder: Path | str) -> list[Path]:
-    """Remove the temp files in ``folder`` left by writers that are no longer running.
+    """Remove the temp files (and temp folders: an hf export's) in ``folder`` left by writers
+    that are no longer running.
 
     Returns:
         The removed paths (a temp file of a live writer is never touched).
@@ -59,7 +60,10 @@ def sweep_stale(folder: Path | str) -> list[Path]:
         m = _TMP.match(p.name)
         if m and not _alive(int(m["pid"])):
             try:
-                p.unlink()
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
                 removed.append(p)
             except OSError:
                 pass

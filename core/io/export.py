@@ -8,6 +8,8 @@ Formats live in the registry ``EXPORTERS`` (``exporters.py``):
   weights pass protobuf's 2 GB limit, ``<name>.onnx`` with its weights in ``<name>.onnx.data``;
 - ``pt2``: a ``torch.export`` program (``torch.export.save`` / ``load``);
 - ``torchscript``: ``torch.jit.trace`` + ``save``.
+- ``hf`` (not in the registry: a folder, ``core/io/hf_export.py``): a transformers folder
+  loaded by transformers alone in a fresh process to verify it.
 
 Masks are already baked into the built model (pruned weights are zeros); a
 structurally pruned or cut model exports at its new, smaller shapes. Every write goes
@@ -33,6 +35,7 @@ from torch import nn
 from core.errors import FileError, PrunescopeError, first_line
 from core.ground.files import replace_together, sweep_stale, temp_path
 from core.io.exporters import EXPORTERS, export_errors, quiet
+from core.io.hf_export import HF_FORMAT, check_hf_target, export_hf
 from core.io.recipes import recipe_path
 from core.plan import Plan
 
@@ -170,6 +173,8 @@ def check_export_target(fmt: str, out: str | Path, plan: Plan, example: torch.Te
         FileError: ``out`` cannot be written (a file where its folder goes, a folder where
             it or its recipe goes, a name too long for the file system).
     """
+    if fmt == HF_FORMAT:  # a folder, not a file of the registry (core/io/hf_export.py)
+        return check_hf_target(out, plan, None, model_name)
     exp = EXPORTERS.get(fmt)
     out = Path(out)
     if out.suffix != exp.suffix:
@@ -242,7 +247,8 @@ def _remove_temps(out: Path, temps: list[Path]) -> None:
 
 
 def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, example: torch.Tensor, *,
-                 verify: bool = True, model_name: str | None = None) -> ExportResult:
+                 verify: bool = True, model_name: str | None = None, pad: bool = False,
+                 reports: list | None = None) -> ExportResult:
     """Write ``model`` in format ``fmt`` to ``out`` and check the file against the model.
 
     The file is written to a temp path beside ``out``, reloaded with the format's own
@@ -253,13 +259,16 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
         model: the built model (masks baked in). Its weights are not changed; it is
             run in eval mode (its train/eval mode is restored afterwards).
         plan: its recipe, written beside the file (and into safetensors metadata).
-        fmt: a name from :func:`list_exporters`.
+        fmt: a name from :func:`list_exporters`, or "hf" (a folder transformers loads alone: ``hf_export.py``).
         out: target path; its folder is created.
         example: an eval batch on the model's device, used for tracing and verification
             (a single example is repeated to make a batch of 2).
         verify: reload the file and compare outputs.
         model_name: the registry name of ``model``'s base, checked against ``plan.model``
             (default: the name the model was built as, :func:`core.sources.models.built_for`).
+        pad, reports: "hf" only (:func:`core.io.hf_export.export_hf`): write removed heads and
+            neurons back as zeros where the config cannot say the pruned shapes, placed where
+            the plan's step ``reports`` say they were.
 
     Returns:
         An :class:`ExportResult`. A failing format is reported in ``error`` and leaves
@@ -271,12 +280,23 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
 
     Raises:
         UnknownNameError: unknown format (the message lists the valid ones).
-        PrunescopeError: see :func:`check_export_target` (nothing is written).
+        PrunescopeError: see :func:`check_export_target` (nothing is written); ``pad`` with
+            another format than "hf".
     """
+    if fmt == HF_FORMAT:  # a folder transformers loads alone, checked in a fresh process (hf_export.py)
+        return ExportResult(**export_hf(model, plan, out, example, verify=verify, model_name=model_name, pad=pad,
+                                        reports=reports))
+    if pad:
+        raise PrunescopeError(f"pad applies to the hf format only (a transformers folder), not {fmt!r}")
+    return _export_file(EXPORTERS.get(fmt), model, plan, Path(out), example, verify, model_name)
+
+
+def _export_file(exp, model: nn.Module, plan: Plan, out: Path, example: torch.Tensor, verify: bool,
+                 model_name: str | None) -> ExportResult:
+    """:func:`export_model` for a one-file format of the registry."""
     from core.sources.models import built_for
 
-    exp = EXPORTERS.get(fmt)
-    out = Path(out)
+    fmt = exp.name
     check_export_target(fmt, out, plan, example, model_name or built_for(model))
     t0 = time.perf_counter()
     was_training = model.training
@@ -325,29 +345,31 @@ def export_model(model: nn.Module, plan: Plan, fmt: str, out: str | Path, exampl
 
 def export_all(model: nn.Module, plan: Plan, folder: str | Path, stem: str, formats: list[str],
                example: torch.Tensor, *, verify: bool = True, model_name: str | None = None,
-               progress: Callable[[int, int, str], None] | None = None) -> list[ExportResult]:
+               progress: Callable[[int, int, str], None] | None = None, pad: bool = False,
+               reports: list | None = None) -> list[ExportResult]:
     """Export to several formats as ``folder/<stem><suffix>``; one failing format does
     not stop the others.
 
     Args:
         progress: called as ``progress(done, total, format)`` before each format and
             ``progress(total, total, "done")`` at the end.
+        pad, reports: for "hf" (see :func:`export_model`).
 
     Raises:
         UnknownNameError: a format name is unknown (checked before anything is written).
     """
-    exporters = [EXPORTERS.get(f) for f in formats]
+    suffixes = {f: "" if f == HF_FORMAT else EXPORTERS.get(f).suffix for f in formats}  # hf: a folder named stem
     folder = Path(folder)
-    for exp in exporters:  # every target checked before anything is written
-        check_export_target(exp.name, folder / f"{stem}{exp.suffix}", plan, example, model_name)
+    for f, suffix in suffixes.items():  # every target checked before anything is written
+        check_export_target(f, folder / f"{stem}{suffix}", plan, example, model_name)
     out = []
-    for i, exp in enumerate(exporters):
+    for i, (f, suffix) in enumerate(suffixes.items()):
         if progress:
-            progress(i, len(exporters), exp.name)
-        out.append(export_model(model, plan, exp.name, folder / f"{stem}{exp.suffix}", example, verify=verify,
-                                model_name=model_name))
+            progress(i, len(suffixes), f)
+        out.append(export_model(model, plan, f, folder / f"{stem}{suffix}", example, verify=verify,
+                                model_name=model_name, **({"pad": pad, "reports": reports} if f == HF_FORMAT else {})))
     if progress:
-        progress(len(exporters), len(exporters), "done")
+        progress(len(suffixes), len(suffixes), "done")
     return out
 
 

@@ -137,6 +137,9 @@ class SafetensorsExporter(Exporter):
         from safetensors.torch import save_file
 
         save_file(_plain_state_dict(model), str(path), metadata={METADATA_KEY: plan.to_json(indent=None)})
+        umask = os.umask(0o022)  # safetensors writes mode 600: give the file the mode every other export gets
+        os.umask(umask)
+        path.chmod(0o666 & ~umask)
         return None
 
     def reload(self, path, device):

@@ -74,3 +74,28 @@ def build(arch: str, **over):
                             eos_token_id=2, tie_word_embeddings=False, **over)
         return tf.GPT2LMHeadModel(cfg).eval()
     raise ValueError(arch)
+
+
+def register_workspace_model(name: str, folder, text_file, seq_len: int = 16) -> tuple[str, str]:
+    """Register the folder as model ``name`` (factory core.sources.hf:hf_model) with ``text_file``
+    as its dataset ``text:<name>``; returns ``(model name, dataset name)`` for
+    :func:`unregister_workspace_model`."""
+    from core.sources.datasets import get_dataset
+    from core.sources.hf import load_hf, register_text_dataset
+    from core.sources.models import register_factory
+
+    _, info = load_hf(folder)
+    ds = register_text_dataset(f"text:{name}", text_file, folder, seq_len=seq_len, task=info.task,
+                               classes=info.classes or [str(i) for i in range(info.outputs)])
+    register_factory("core.sources.hf:hf_model", weights=None, dataset=ds, name=name, task=info.task,
+                     input_shape=tuple(get_dataset(ds).x_test.shape[1:]), kwargs={"path": str(folder)})
+    return name, ds
+
+
+def unregister_workspace_model(name: str, ds: str) -> None:
+    from core.sources.datasets import DATASETS, get_dataset
+    from core.sources.models import MODELS
+
+    MODELS.unregister(name)
+    DATASETS.unregister(ds)
+    get_dataset.cache_clear()
