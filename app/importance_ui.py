@@ -51,10 +51,15 @@ def unit_layers(ws: Workspace, model, granularity: str) -> list[str] | None:
         return []
 
 
-def unit_table(scores, pruned: set[int]) -> pd.DataFrame:
+def unit_table(scores, pruned: set[int], group=None) -> pd.DataFrame:
+    """One row per unit: index, score, pruned / kept; with ``group`` (a UnitGroup whose units
+    are not read by index alone, e.g. grouped-query key/value groups) what each unit is."""
     s = np.asarray(scores, dtype=float)
-    return pd.DataFrame({"unit": np.arange(len(s)), "score": s,
-                         "status": ["pruned" if i in pruned else "kept" for i in range(len(s))]})
+    table = pd.DataFrame({"unit": np.arange(len(s)), "score": s,
+                          "status": ["pruned" if i in pruned else "kept" for i in range(len(s))]})
+    if group is not None and group.by_hand:
+        table.insert(1, "what", [group.unit_name(i) for i in range(len(s))])
+    return table
 
 
 def _drawn(fn, *args, **kwargs):
@@ -127,11 +132,12 @@ def importance_section_ui(ws: Workspace, layer: str, criterion: str, granularity
     for w in (report.warnings if report else []):
         if w.startswith(group.name + ":"):
             st.warning(w)
-    st.markdown(f"**{group.name}**: {len(pruned)} of {len(scores)} {granularity}s pruned"
+    st.markdown(f"**{group.name}**" + (f" ({group.label})" if group.label else "")
+                + f": {len(pruned)} of {len(scores)} {granularity}s pruned"
                 + (f" · threshold {report.threshold_unit} < {t:.4g}" if t is not None and math.isfinite(t) else ""))
     if len(group.producers) > 1 and granularity != "head":
         st.caption("Coupled (pruned together): " + ", ".join(group.producers))
-    picked = st.dataframe(unit_table(scores.numpy(), pruned), hide_index=True, width="stretch", height=240,
+    picked = st.dataframe(unit_table(scores.numpy(), pruned, group), hide_index=True, width="stretch", height=240,
                           key="importance_table", on_select="rerun", selection_mode="single-row",
                           column_config={"score": st.column_config.NumberColumn(format="%.4f")})
     rows = picked.selection.rows if picked is not None else []

@@ -7,7 +7,7 @@ they start, and so does ``tests/conftest.py``. Nothing below reaches up to find 
 imported.
 
 Nothing here imports torch: ``prunescope --help`` and ``prunescope models`` stay fast.
-The step kinds (prune, cut, paste, compose, heal, finetune, quantize, nm) import torch,
+The step kinds (prune, cut, paste, compose, heal, finetune, quantize, nm, reconstruct) import torch,
 so their modules load before the first lookup in the step registry (a recipe read, a
 listing), not at start.
 """

@@ -110,7 +110,9 @@ def unit_ui(ws, subset: str) -> None:
     status = ("removed by step " + str(r["removed_by_step"]) if r["removed"] else
               "kept by the plan" if r["removed"] is False else
               "whether the plan removes it is known only for one structured step of this kind applied to the base")
-    st.markdown(f"**{layer}, {gran} {unit}** of the base model: {status}.")
+    what = r["coupled"].get("unit_name") or f"{gran} {unit}"
+    label = f" ({r['coupled']['label']})" if r["coupled"].get("label") else ""
+    st.markdown(f"**{layer}{label}, {what}** of the base model: {status}.")
     if gran == "channel":
         st.caption("Top-activating examples; the red box is the input region the channel's largest activation "
                    "depends on (its receptive field there, from the input gradient of that one activation).")
@@ -123,13 +125,13 @@ def unit_ui(ws, subset: str) -> None:
 
     cards_ui(ws, [(t["index"], card(t), t.get("field")) for t in r["top"]])
     left, right = st.columns(2)
-    left.plotly_chart(activation_figure(r["activations"], title=f"Activation of {gran} {unit} over the {subset} "
+    left.plotly_chart(activation_figure(r["activations"], title=f"Activation of {what} over the {subset} "
                                         "subset"), width="stretch", key="explain_unit_hist")
     right.dataframe(pd.DataFrame([{"criterion": k, "score": v} for k, v in r["scores"].items()]), hide_index=True,
                     width="stretch", height=260, column_config={"score": st.column_config.NumberColumn(
                         format="%.3f", help="Normalised score: 1.0 = the layer's mean unit")})
     g = r["coupled"]
-    st.markdown(f"**Removed with it** (Torch-Pruning's dependency graph, group {g['group']}): "
+    st.markdown(f"**Removed with it** ({g['found_by']}, group {g['group']}): "
                 f"{len(g['layers'])} layer(s).")
     order = run_action(cached, _layer_order, ws, now=True)
     if order:

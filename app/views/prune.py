@@ -6,7 +6,7 @@ import math
 
 import streamlit as st
 
-from app import hf_constraint_ui, importance_ui, widget_echo  # selectors and importance views; stale browser values
+from app import hf_constraint_ui, importance_ui, oneshot_ui, widget_echo  # selectors, importance views; stale values
 from app.explain_ui import changes_panel_ui
 from app.messages import run_action, show_flashes
 from app.panels import (
@@ -326,6 +326,7 @@ def prune_live_ui() -> None:
         importance_ui.structured_metrics_ui(base, m, pending)
     with st.expander("Recover accuracy: fine-tune or distil", key="prune_recover_open", on_change="rerun"):
         recover_ui(ws, "prune", criterion, granularity)
+    oneshot_ui.oneshot_panel_ui(ws)  # magnitude, Wanda and reconstruction at one sparsity, side by side
     with st.expander("Plan", expanded=True):
         plan_ui(ws, "prune")
     full_eval_ui(ws, "prune")

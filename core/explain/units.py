@@ -36,6 +36,13 @@ def coupled_group(model: nn.Module, granularity: str, layer: str, unit: int, ctx
     if g.n_units == 1:
         raise PrunescopeError(f"{layer} has one {granularity} left; removing it would empty the layer, so it stays")
     mods = dict(an.copy.named_modules())
+    out = {"group": g.name, "granularity": granularity, "unit": unit, "n_units": g.n_units,
+           "unit_name": g.unit_name(unit), "label": g.label,
+           "columns": (g.root, g.root_channels([unit])) if granularity == "head" else None,
+           "found_by": "the grouped-query module's own layers" if g.by_hand else "Torch-Pruning's dependency graph"}
+    if g.by_hand:  # grouped-query heads: pruned by hand (Torch-Pruning cannot follow repeat_kv), read its members
+        return {**out, "layers": [{"layer": n, "type": type(mods[n]).__name__, "role": role, "indices": sorted(i)}
+                                  for n, role, i in g.unit_members(unit) if i]}
     names = {m: n for n, m in mods.items()}
     root = mods[g.root]
     pruner = an.dg.get_pruner_of_module(root)
@@ -52,7 +59,7 @@ def coupled_group(model: nn.Module, granularity: str, layer: str, unit: int, ctx
             "in" if an.dg.is_in_channel_pruning_fn(item.dep.handler) else "other"
         layers.append({"layer": name, "type": type(m).__name__, "role": role,
                        "indices": sorted(int(i) for i in item.idxs)})
-    return {"group": g.name, "granularity": granularity, "unit": unit, "n_units": g.n_units, "layers": layers}
+    return {**out, "layers": layers}
 
 
 def _recorder(order: list, name: str, kind: str):
@@ -81,15 +88,23 @@ def layer_order(model: nn.Module, example: torch.Tensor) -> list[dict]:
     return out
 
 
-def unit_activations(model: nn.Module, layer: str, unit: int, x: torch.Tensor, granularity: str) -> torch.Tensor:
+def unit_activations(model: nn.Module, layer: str, unit: int, x: torch.Tensor, granularity: str,
+                     columns: tuple[str, list[int]] | None = None) -> torch.Tensor:
     """One unit's activation per example: a channel's mean over positions, a neuron's value
     (mean over tokens for sequences), a head's mean |output| over its columns of the
-    attention projection's input."""
+    attention projection's input (``columns``: that projection and the columns, as
+    :func:`coupled_group` gives them; a grouped-query unit spans several heads)."""
     mods = dict(model.named_modules())
     if layer not in mods:
         raise PrunescopeError(f"no layer {layer!r} in the model")
     target, got = mods[layer], {}
-    if granularity == "head":
+    if granularity == "head" and columns is not None:
+        cols = torch.as_tensor(columns[1], dtype=torch.long)
+
+        def pre(_m, args):
+            got["a"] = args[0].detach()[..., cols.to(args[0].device)].abs().float()
+        h = mods[columns[0]].register_forward_pre_hook(pre)
+    elif granularity == "head":
         heads = find_heads(target)
         if heads is None:
             raise PrunescopeError(f"{layer!r} is not an attention module with heads")
@@ -174,7 +189,8 @@ def unit_report(evaluator: Evaluator, ctx: ApplyContext, plan: Plan, reports: Se
     base, evalset = evaluator.base, evaluator.evalset
     group = coupled_group(base, granularity, layer, unit, ctx)
     x, _ = evalset.subset(subset)
-    acts = unit_activations(base, group["group"] if granularity == "head" else layer, unit, x, granularity)
+    acts = unit_activations(base, group["group"] if granularity == "head" else layer, unit, x, granularity,
+                            group["columns"])
     order = torch.argsort(acts, descending=True, stable=True)[:top].tolist()
     idx = evalset.quick_index.tolist() if subset == "quick" else list(range(len(evalset.y)))
     scores = {}

@@ -32,7 +32,7 @@ from core.io.hf_shapes import Family, NotLoadableError, blocks_of, container_pat
 PAD_MARK = "written back as zeros"  # in the export's note, the sentence saying what was padded
 NOTHING_PADDED = "nothing needed zero-padding"
 # Steps after which the module paths of the step reports still name the same layers.
-PATH_KEEPING_OPS = ("prune", "nm_sparsity", "finetune", "heal")
+PATH_KEEPING_OPS = ("prune", "nm_sparsity", "reconstruct", "finetune", "heal")
 
 
 @dataclass(frozen=True)

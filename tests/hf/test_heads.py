@@ -9,7 +9,6 @@ pytest.importorskip("transformers")
 
 import torch
 
-from core.errors import ModelError
 from core.prune.structured.analysis import group_info, prunable_units
 from core.prune.structured.heads import find_heads
 from core.sources.hf import load_hf, read_text
@@ -57,11 +56,18 @@ def test_removed_heads_equal_their_output_columns_set_to_zero(hf_folders, text_f
     assert sum(p.numel() for p in new.parameters()) < sum(p.numel() for p in model.parameters())
 
 
-def test_grouped_query_attention_heads_are_refused_with_the_reason(hf_folders, text_files):
+def test_grouped_query_attention_has_key_value_groups_and_query_positions(hf_folders, text_files):
+    """Pruned by hand (tests/hf/test_gqa.py): a key/value group holds q, k, v and o_proj; a
+    query position only q and o_proj, since every key/value head keeps its rows."""
     model, x = _data(hf_folders, text_files, "llama-gqa")
-    with pytest.raises(ModelError, match="hf.model.layers.0.self_attn: grouped-query attention \\(4 query heads share "
-                                         "2 key/value heads\\); pruning its heads is not supported"):
-        prunable_units(model, "head", example=x[:2])
+    groups = {g.name: g for g in group_info(model, "head", example=x[:2])}
+    n = "hf.model.layers.0.self_attn"
+    assert (groups[n].n_units, groups[n].by_hand, groups[n + ".q_proj"].n_units) == (2, "kv_groups", 2)
+    assert {(m.name.rsplit(".", 1)[1], m.role) for m in groups[n].members} == {
+        ("q_proj", "out"), ("k_proj", "out"), ("v_proj", "out"), ("o_proj", "in")}
+    assert {(m.name.rsplit(".", 1)[1], m.role) for m in groups[n + ".q_proj"].members} == {
+        ("q_proj", "out"), ("o_proj", "in")}
+    assert groups[n].root_channels([1]) == list(range(16, 32))  # group 1 = query heads 2, 3 = o_proj columns 16..31
 
 
 @pytest.mark.parametrize("arch,mlp", [("bert", "hf.encoder.layer.{}.intermediate.dense"),

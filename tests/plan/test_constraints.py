@@ -11,7 +11,7 @@ import core  # noqa: F401 - registers every step kind
 from core.errors import StepError, echo
 from core.ground.constraints import MAX_NAME
 from core.plan import STEPS, Plan
-from core.prune import LayerOverride, NMSparsity, Prune
+from core.prune import LayerOverride, NMSparsity, Prune, Reconstruct
 from core.recover import Finetune, Heal, Quantize
 from core.surgery import Compose, Cut, Paste, Segment
 
@@ -25,6 +25,7 @@ VALID = {
     "finetune": Finetune(steps=3),
     "quantize": Quantize(),
     "nm_sparsity": NMSparsity(),
+    "reconstruct": Reconstruct(layers=("layers.1",)),
 }
 NESTED = {"layer override": LayerOverride("features.0.0", sparsity=0.2),
           "segment": Segment("self", ("layers.0",))}

@@ -6,7 +6,13 @@ A *unit* is what one structured decision removes:
 * ``"channel"``: an output channel of a convolution;
 * ``"head"``: one head of an attention module of a layout ``heads.py`` knows (timm
   ``qkv`` / ``proj`` / ``num_heads``, GPT-2, BERT, Llama), i.e. ``head_dim`` rows of each
-  of q, k, v and the matching ``head_dim`` input columns of the output projection.
+  of q, k, v and the matching ``head_dim`` input columns of the output projection. A
+  grouped-query module (fewer key/value heads than query heads) has two groups instead,
+  pruned by hand (``heads.prune_gqa``: Torch-Pruning cannot follow ``repeat_kv``): its own
+  path, whose units are *key/value groups* (a key/value head with its query heads), and
+  ``<path>.q_proj``, whose units are *query positions* (query head ``r`` of every group,
+  so every group keeps the same number). A person picks one kind by overriding the other
+  with sparsity 0; a global amount ranks both.
 
 Units are found, and removed, through Torch-Pruning's dependency graph
 (``DependencyGraph.get_pruning_group``), so everything coupled to a unit goes with it:
@@ -41,7 +47,7 @@ from torch import nn
 from core.errors import ModelError
 from core.ground.units import UNIT_GRANULARITIES
 from core.prune.masks import PRUNABLE_TYPES
-from core.prune.structured.heads import find_heads, stacked_rows
+from core.prune.structured.heads import Heads, find_heads, stacked_rows
 from core.prune.structured.swin import heads_multiple, opaque_pruners, tie_hook
 from core.prune.structured.tp_compat import TorchPruningFailed, Unmapped, trace_graph
 
@@ -71,6 +77,26 @@ class UnitGroup:
     root_out: bool  # True: root's output channels; False: its input channels (heads: proj)
     unit_of_root: torch.Tensor | None = None  # root channel -> unit, (n_root,); None: identity
     multiple: int = 1  # the kept units must be a multiple of this (an nn.MultiheadAttention's num_heads)
+    by_hand: str = ""  # grouped-query heads pruned by heads.prune_gqa: "kv_groups" | "query_positions"
+    label: str = ""  # what the units are when the name does not say it, e.g. "residual width (hidden size)"
+    head_dim: int = 0  # head groups: root channels per head (unit names list the query heads)
+
+    def unit_name(self, unit: int) -> str:
+        """How a person reads ``unit``: ``"head 3"``; a grouped-query module's ``"group 1 (KV head 1,
+        query heads 2-3)"`` or ``"query head 1 of every group (heads 1, 3)"``; else ``"<granularity> 3"``."""
+        if self.granularity != "head" or not self.head_dim or self.unit_of_root is None:
+            return f"{self.granularity} {unit}"
+        heads = sorted({c // self.head_dim for c in self.root_channels([unit])})
+        if self.by_hand == "kv_groups":
+            return f"group {unit} (KV head {unit}, query heads {heads[0]}-{heads[-1]})"
+        if self.by_hand == "query_positions":
+            return f"query head {unit} of every group (heads {', '.join(map(str, heads))})"
+        return f"head {unit}"
+
+    def unit_members(self, unit: int) -> list[tuple[str, str, list[int]]]:
+        """``(layer, role, channel indices)`` of every member layer that ``unit`` is made of."""
+        u = torch.arange(self.n_units) if self.unit_of_root is None else self.unit_of_root
+        return [(m.name, m.role, m.idxs[u[m.root_idxs] == unit].tolist()) for m in self.members]
 
     def root_channels(self, units: Sequence[int]) -> list[int]:
         """The root channels that make up ``units``."""
@@ -162,6 +188,25 @@ def _all_groups(dg, ignored: list, names: dict, skipped: list):
             yield group
 
 
+def _gqa_groups(n: str, h: Heads, names: dict) -> list[UnitGroup]:
+    """The two groups of grouped-query attention module ``n`` (see the module docstring). Both are
+    indexed by ``o_proj``'s input columns (query head ``i`` = columns ``i*hd .. i*hd+hd-1``); a
+    key/value row maps to the columns of its group's first query head, for the scores."""
+    hd, n_rep = h.head_dim, h.num_heads // h.kv_heads
+    q, k, v = (names[p] for p in h.producers)
+    width = h.num_heads * hd
+    cols = torch.arange(width)
+    kv_rows = torch.arange(h.kv_heads * hd)
+    kv_root = (kv_rows // hd) * n_rep * hd + kv_rows % hd
+    query = [Member(q, "out", cols, cols), Member(names[h.out], "in", cols, cols)]
+    kv = query + [Member(k, "out", kv_rows, kv_root), Member(v, "out", kv_rows, kv_root)]
+    return [UnitGroup(n, "head", h.kv_heads, (n, k, v), kv, names[h.out], False, cols // (n_rep * hd),
+                      by_hand="kv_groups", label=f"key/value groups of {n_rep} query heads", head_dim=hd),
+            UnitGroup(q, "head", n_rep, (q,), query, names[h.out], False, (cols // hd) % n_rep,
+                      by_hand="query_positions", label=f"query heads within groups, removed from all "
+                                                       f"{h.kv_heads} groups alike", head_dim=hd)]
+
+
 def unit_groups(model: nn.Module, dg, output_layer: str, granularity: str,
                 skipped: list | None = None) -> list[UnitGroup]:
     """The prunable unit groups of ``model`` at ``granularity``, in module order.
@@ -178,10 +223,10 @@ def unit_groups(model: nn.Module, dg, output_layer: str, granularity: str,
             h = find_heads(m)
             if h is None or h.out not in dg.module2node:
                 continue
-            if h.kv_heads != h.num_heads:
-                raise ModelError(f"{n}: grouped-query attention ({h.num_heads} query heads share {h.kv_heads} "
-                                 "key/value heads); pruning its heads is not supported: prune neurons or "
-                                 "cut layers instead")
+            if h.kv_heads != h.num_heads:  # Torch-Pruning cannot follow repeat_kv: pruned by hand
+                if names[h.out] != output_layer:
+                    out.extend(_gqa_groups(n, h, names))
+                continue
             proj = h.out
             g = dg.get_pruning_group(proj, dg.get_pruner_of_module(proj).prune_in_channels,
                                      list(range(proj.in_features)))
@@ -193,7 +238,7 @@ def unit_groups(model: nn.Module, dg, output_layer: str, granularity: str,
                 members.append(Member(qkv[0].name, "out", qkv[0].idxs + off, qkv[0].root_idxs))
             unit_of_root = torch.arange(proj.in_features) // h.head_dim  # head i = columns i*hd .. i*hd+hd-1
             out.append(UnitGroup(n, "head", h.num_heads, (n, *(names[p] for p in h.producers), names[proj]),
-                                 members, names[proj], False, unit_of_root))
+                                 members, names[proj], False, unit_of_root, head_dim=h.head_dim))
         return out
     qkv = {p for m in model.modules() if (h := find_heads(m)) is not None for p in h.producers}
     ignored = [mods[output_layer]]
@@ -220,8 +265,14 @@ def unit_groups(model: nn.Module, dg, output_layer: str, granularity: str,
         multiple = max([m.num_heads for m in mha if m.embed_dim == n_root] or [1])
         for it in g:  # an opaque window attention splits the width into its heads as well
             multiple = math.lcm(multiple, heads_multiple(it.dep.target.module, n_root))
-        out.append(UnitGroup(producers[0], kind, n_units, tuple(producers), members,
-                             names[root], True, unit_of_root, multiple))
+        # a token embedding losing these channels: the units are the residual stream's width (a
+        # transformer's hidden size), named after the embedding rather than its first writer
+        emb = [names[it.dep.target.module] for it in g if isinstance(it.dep.target.module, nn.Embedding)
+               and dg.is_out_channel_pruning_fn(it.dep.handler)]
+        if emb:
+            producers = [emb[0], *producers]
+        out.append(UnitGroup(producers[0], kind, n_units, tuple(producers), members, names[root], True,
+                             unit_of_root, multiple, label="residual width (hidden size)" if emb else ""))
     out.sort(key=lambda u: order[u.name])
     return out
 

@@ -17,8 +17,20 @@ layout      layers                                               head count kept
 ==========  ===================================================  ==================================
 
 A module whose keys and values have fewer heads than its queries (grouped-query
-attention) is recognised with ``kv_heads < num_heads``; ``graph.unit_groups`` refuses
-to prune its heads (only whole key/value groups could go, which is not supported).
+attention, Llama layout) is recognised with ``kv_heads < num_heads``. Its ``n_rep =
+num_heads // kv_heads`` query heads ``j * n_rep .. (j + 1) * n_rep - 1`` share key/value head
+``j``. Torch-Pruning cannot follow ``repeat_kv`` (its indices cycle), so such a module's heads
+are pruned here, by hand (:func:`prune_gqa`), in two kinds of unit (``graph.unit_groups``):
+
+* a *key/value group* ``j``: key/value head ``j`` (``head_dim`` rows of ``k_proj`` and
+  ``v_proj``) with its ``n_rep`` query heads (rows of ``q_proj``, input columns of
+  ``o_proj``); removing groups keeps ``n_rep``;
+* a *query position* ``r``: query head ``r`` of every group (uniform, so every key/value head
+  keeps the same number of query heads); ``n_rep`` and the module's
+  ``num_key_value_groups`` (read by transformers' eager and sdpa attention) shrink.
+
+Either way ``k_proj.out_features // head_dim`` stays the module's key/value head count and
+``q_proj.out_features // head_dim`` its query head count.
 """
 from __future__ import annotations
 
@@ -98,6 +110,58 @@ def stacked_rows(h: Heads, rows: int) -> list[tuple[int, int]]:
     return [(width, 1), (2 * width, 2)] if h.layout == "gpt2" and rows == width else []
 
 
+def _rows(lin: nn.Linear, idx: torch.Tensor, dim: int) -> None:
+    """Keep ``idx`` of ``lin``'s output rows (``dim`` 0, with the bias) or input columns (``dim`` 1)."""
+    idx = idx.to(lin.weight.device)
+    lin.weight = nn.Parameter(lin.weight.data.index_select(dim, idx).clone(), requires_grad=lin.weight.requires_grad)
+    if dim == 0:
+        if lin.bias is not None:
+            lin.bias = nn.Parameter(lin.bias.data[idx].clone(), requires_grad=lin.bias.requires_grad)
+        lin.out_features = len(idx)
+    else:
+        lin.in_features = len(idx)
+
+
+def gqa_query_heads(h: Heads, groups: Sequence[int] = (), positions: Sequence[int] = ()) -> list[int]:
+    """The query heads of grouped-query module ``h`` kept when key/value ``groups`` and query
+    ``positions`` (within every group) go, in order."""
+    n_rep = h.num_heads // h.kv_heads
+    return [j * n_rep + r for j in range(h.kv_heads) if j not in set(groups)
+            for r in range(n_rep) if r not in set(positions)]
+
+
+def prune_gqa(m: nn.Module, groups: Sequence[int] = (), positions: Sequence[int] = ()) -> None:
+    """Remove key/value ``groups`` and query ``positions`` (the same query heads of every group)
+    from grouped-query attention module ``m`` (Llama layout), in place.
+
+    Side effects: rows of ``q_proj``, ``k_proj``, ``v_proj`` (weights and biases) and input
+    columns of ``o_proj`` replaced by the kept ones; ``m.num_key_value_groups`` set to the query
+    heads each key/value head keeps. ``head_dim`` and the shared ``config`` are left as they are.
+
+    Raises:
+        ValueError: ``m`` is not a grouped-query module, or every group or position would go.
+    """
+    h = find_heads(m)
+    if h is None or h.layout != "llama" or h.kv_heads == h.num_heads:
+        raise ValueError(f"not a grouped-query attention module: {type(m).__name__}")
+    n_rep, hd = h.num_heads // h.kv_heads, h.head_dim
+    kv = [j for j in range(h.kv_heads) if j not in set(groups)]
+    if not kv or len(set(positions)) >= n_rep:
+        raise ValueError(f"removing key/value groups {list(groups)} and query positions {list(positions)} "
+                         f"would leave no head")
+    q = gqa_query_heads(h, groups, positions)
+
+    def chans(heads: list[int]) -> torch.Tensor:
+        return torch.tensor([i * hd + c for i in heads for c in range(hd)], dtype=torch.long)
+
+    q_proj, k_proj, v_proj = h.producers
+    _rows(q_proj, chans(q), 0)
+    _rows(k_proj, chans(kv), 0)
+    _rows(v_proj, chans(kv), 0)
+    _rows(h.out, chans(q), 1)
+    m.num_key_value_groups = n_rep - len(set(positions))
+
+
 def remove_heads(m: nn.Module, heads: Sequence[int]) -> None:
     """Record on attention module ``m`` that ``heads`` (indices) were removed, after its layers
     were pruned by the head's group, so its forward reshapes to the heads that are left.
@@ -133,4 +197,4 @@ def remove_heads(m: nn.Module, heads: Sequence[int]) -> None:
         s.all_head_size = s.num_attention_heads * s.attention_head_size
 
 
-__all__ = ["Heads", "find_heads", "remove_heads", "stacked_rows"]
+__all__ = ["Heads", "find_heads", "gqa_query_heads", "prune_gqa", "remove_heads", "stacked_rows"]

@@ -20,7 +20,7 @@ from core.ground.constraints import Options, check_args
 from core.plan.report import UNIT_NORMALISED, StepReport
 from core.prune.structured.analysis import all_unit_scores, analysis, calibration_for, example_input
 from core.prune.structured.graph import UNIT_GRANULARITIES, TorchPruningFailed, UnitGroup, build_graph
-from core.prune.structured.heads import remove_heads
+from core.prune.structured.heads import prune_gqa, remove_heads
 from core.prune.structured.select import Selection, units_to_remove
 from core.sources.bases import clone_model
 
@@ -65,9 +65,13 @@ def _prune_groups(model: nn.Module, example: torch.Tensor, groups: list[UnitGrou
     new = clone_model(model)
     dg, _ = build_graph(new, example)
     mods = dict(new.named_modules())
+    gqa: dict[str, dict[str, list[int]]] = {}  # grouped-query module -> its units by kind (pruned by hand)
     for g in groups:
         units = pruned.get(g.name)
         if not units:
+            continue
+        if g.by_hand:
+            gqa.setdefault(g.root.rsplit(".", 1)[0], {})[g.by_hand] = units
             continue
         root = mods[g.root]
         pruner = dg.get_pruner_of_module(root)
@@ -83,6 +87,8 @@ def _prune_groups(model: nn.Module, example: torch.Tensor, groups: list[UnitGrou
         elif g.root_out:
             _fix_widths(new, {x.name for x in g.members}, width, pruner.get_out_channels(root))
     del dg
+    for attn, kinds in gqa.items():
+        prune_gqa(mods[attn], kinds.get("kv_groups", ()), kinds.get("query_positions", ()))
     trainable = any(p.requires_grad for p in model.parameters())
     for p in new.parameters():  # Torch-Pruning makes new Parameters; keep the source's flag
         p.requires_grad_(trainable)
@@ -222,11 +228,14 @@ def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepR
     check_args("structured pruning", {"granularity": Options(UNIT_GRANULARITIES)}, error=ModelError,
                granularity=step.granularity)
 
+    gqa = []  # grouped-query modules among the groups: their units are not single heads
+
     def run():
         calib = calibration_for(step.criterion, ctx, step.seed)
         scores = all_unit_scores(model, step.criterion, step.granularity, ctx, seed=step.seed, calib=calib)
         an = analysis(model, ctx, seed=step.seed)
         groups = an.groups(step.granularity)
+        gqa.extend(g.name for g in groups if g.by_hand)
         skipped = list(an.skipped.get(step.granularity, ()))
         return remove_units(model, example_input(ctx, step.seed), step, groups, scores, skipped)
 
@@ -236,6 +245,8 @@ def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepR
                         global_threshold=sel.global_threshold, units=units, unit_name=step.granularity,
                         removed={g: tuple(p) for g, p in sel.pruned.items()}, warnings=warns + list(sel.warnings))
     report.summary = f"removed {report.pruned:,} of {report.total:,} {step.granularity}s"
+    if gqa:
+        report.summary += " (in grouped-query attention a unit is a key/value group or one query head of every group)"
     if warns:
         report.summary += f"; {len(warns)} group(s) left out (see warnings)"
     return new, report
