@@ -18,7 +18,7 @@ from core.prune.structured.analysis import group_info, prunable_units
 from core.prune.structured.heads import find_heads
 from core.sources.hf import load_hf, read_text
 from core.workspace import Workspace
-from tests.helpers.hf import register_workspace_model, unregister_workspace_model
+from tests.helpers.hf import register_workspace_model, save, tokenizer, unregister_workspace_model
 from tests.helpers.models import structured_prune
 
 ATTN = "hf.model.layers.{}.self_attn"
@@ -164,3 +164,41 @@ def test_gqa_units_removed_alike_in_every_layer_export_and_verify(gqa_workspace,
         assert r["coupled"]["unit_name"] == "query head 1 of every group (heads 1, 3)"
         assert set(layers) == {"q_proj", "o_proj"} and layers["q_proj"] == [*range(8, 16), *range(24, 32)]
     assert len(r["activations"]) == len(ws.evalset.quick()[0]) and all(a >= 0 for a in r["activations"])
+
+
+@pytest.fixture(scope="module")
+def gqa8(tmp_path_factory):
+    """A tiny Llama with 8 query heads sharing 2 key/value heads (4 per group), saved."""
+    torch.manual_seed(1)
+    cfg = tf.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=64,
+                         pad_token_id=0, eos_token_id=2, bos_token_id=None, tie_word_embeddings=False)
+    return save(tmp_path_factory.mktemp("gqa8") / "llama", tf.LlamaForCausalLM(cfg).eval(), tokenizer("lm"))
+
+
+def test_query_positions_leave_several_query_heads_per_group_equal_to_weights_sliced_by_hand(text_files, gqa8):
+    """4 query heads per key/value head down to 2: repeat_kv runs with the module's new
+    num_key_value_groups; the reference is a fresh copy with the kept rows and columns sliced here."""
+    model, info = load_hf(gqa8)
+    x = read_text(text_files["lm"], gqa8, seq_len=16, task=info.task).x
+    n = ATTN.format(1)
+    new, sel = structured_prune(model, x[:2], granularity="head", layers=[
+        LayerOverride(n + ".q_proj", 0.5), LayerOverride(ATTN.format(0), 0.5)])
+    gone, (j,) = sel.pruned[n + ".q_proj"], sel.pruned[ATTN.format(0)]
+    assert len(gone) == 2 and not sel.pruned[n] and not sel.pruned[ATTN.format(0) + ".q_proj"]
+    ref = load_hf(gqa8)[0]
+    keep = {0: ([q for q in range(8) if q // 4 != j], [1 - j]),
+            1: ([g * 4 + r for g in (0, 1) for r in range(4) if r not in gone], [0, 1])}
+    for i, (q_heads, kv_heads) in keep.items():
+        a, b = dict(new.named_modules())[ATTN.format(i)], ref.hf.model.layers[i].self_attn
+        assert (a.q_proj.out_features // HD, a.k_proj.out_features // HD, a.num_key_value_groups) == (4, len(kv_heads),
+                                                                                                     4 // len(kv_heads))
+        with torch.no_grad():
+            for lin, heads, dim in ((b.q_proj, q_heads, 0), (b.k_proj, kv_heads, 0), (b.v_proj, kv_heads, 0),
+                                    (b.o_proj, q_heads, 1)):
+                idx = torch.tensor([h * HD + c for h in heads for c in range(HD)])
+                lin.weight = torch.nn.Parameter(lin.weight.index_select(dim, idx).clone())
+        b.num_key_value_groups = len(q_heads) // len(kv_heads)
+    got, want = _outputs(new, x[:6]), _outputs(ref, x[:6])
+    for impl in ("eager", "sdpa"):
+        torch.testing.assert_close(got[impl], want[impl], rtol=1e-4, atol=1e-5)
