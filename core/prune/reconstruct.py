@@ -17,7 +17,7 @@ sequential mode), stopping the pass at that layer. The step's result is the mode
 updated, zeroed weights (same shapes): the mask accounting counts the zeros, and replay from
 the recipe gives the same weights (float64 arithmetic, a fixed calibration batch).
 
-No package was used: PyPI's ``sparsegpt`` is a 2023 placeholder (0.0.1.dev0) and
+No package was used: PyPI's ``sparsegpt`` is an empty 2023 release (0.0.1.dev0, no code) and
 ``llmcompressor`` (vLLM's) drives Hugging Face models through its own recipes.
 """
 from __future__ import annotations
