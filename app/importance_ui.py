@@ -15,6 +15,7 @@ import streamlit as st
 from app.messages import run_action
 from app.panels import LatencyPending
 from app.session import get_workspace
+from app.threshold_drag import scores_histogram_ui
 from core.errors import PrunescopeError
 from core.ground import formatting as fmt
 from core.metrics import Metrics, shape_changes
@@ -29,7 +30,6 @@ from core.prune.structured import (
 )
 from core.viz.importance import (
     criteria_grid_figure,
-    importance_histogram_figure,
     jaccard_heatmap_figure,
     ratio_bars_figure,
 )
@@ -124,11 +124,11 @@ def importance_section_ui(ws: Workspace, layer: str, criterion: str, granularity
         return
     pruned = set(report.removed.get(group.name, ())) if report else set()
     t = report.thresholds.get(group.name) if report else None
-    mask = np.array([i in pruned for i in range(len(scores))])
-    fig = importance_histogram_figure(scores.numpy(), t, mask, bins=min(40, max(5, len(scores))),
-                                      title=f"{criterion} scores of {group.name} ({len(scores)} {granularity}s)",
-                                      x_title=f"{threshold_unit(criterion, granularity)} (1 = layer mean)")
-    st.plotly_chart(fig, width="stretch", key="importance_hist")
+    st.markdown(f"**{criterion} scores of {group.name}** ({len(scores)} {granularity}s) · drag the line: "
+                f"fraction of this layer's {granularity}s pruned")
+    scores_histogram_ui(ws, layer, granularity, scores.numpy(), bins=min(40, max(5, len(scores))),
+                        unit=threshold_unit(criterion, granularity), at=t,
+                        x_title=f"{threshold_unit(criterion, granularity)} (1 = layer mean)")
     for w in (report.warnings if report else []):
         if w.startswith(group.name + ":"):
             st.warning(w)
@@ -174,9 +174,8 @@ def _weight_section(ws: Workspace, src, layer: str, criterion: str, report, seed
     t = report.thresholds.get(layer) if report is not None else None
     unit = threshold_unit(criterion, "weight")
     s = scores.detach().float().flatten().cpu().numpy()
-    fig = importance_histogram_figure(s, t if t is not None and math.isfinite(t) else None,
-                                      title=f"{criterion} scores of the weights of {layer}", x_title=unit)
-    st.plotly_chart(fig, width="stretch", key="importance_hist")
+    st.markdown(f"**{criterion} scores of the weights of {layer}** · drag the line: fraction of them pruned")
+    scores_histogram_ui(ws, layer, "weight", s, unit=unit, x_title=unit, at=t)
     pruned, total = report.units.get(layer, (0, 0)) if report is not None else (0, 0)
     if t is not None and math.isfinite(t) and total:
         st.caption(f"Threshold {unit} < {t:.4g}: {fmt.pct(pruned / total)} of this layer's weights are zero "

@@ -1,6 +1,7 @@
 """Widgets shared by the pages. UI functions are named *_ui and return plain values."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -54,8 +55,60 @@ class LatencyPending:
 
 
 def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> LatencyPending | None:
-    """The live metrics with deltas against the base model. Returns the latency places
-    while latency is not timed yet (give them to :func:`latency_ui` at the end of the page)."""
+    """The live metrics with deltas against the base model (on the same subset). Returns the
+    places to redraw while latency is not timed yet, or while ``m`` is a provisional readout
+    (give them to :func:`refine_ui` and :func:`latency_ui`)."""
+    quality_slot, note_slot = st.empty(), st.empty()
+
+    def draw_quality(m: Metrics) -> None:
+        with quality_slot.container():
+            _quality_row(ws, m, _base_for(ws, m, base))
+        if m.provisional:
+            note_slot.caption(_provisional_note(ws, m))
+        else:
+            note_slot.empty()
+
+    draw_quality(m)
+    c = st.columns(4)
+    c[0].metric("Non-zero params", fmt.count(m.nonzero_params), fmt.delta(m.nonzero_params, base.nonzero_params,
+                "count"), delta_color="inverse", help=f"{m.nonzero_params:,} of {m.params:,} parameters.")
+    c[1].metric("MACs / example", fmt.count(m.macs), fmt.delta(m.macs, base.macs, "ratio"), delta_color="inverse",
+                help="Multiply-accumulates of one forward pass (dense count).")
+    c[2].metric("Size", fmt.nbytes(m.size_bytes), fmt.delta(m.size_bytes, base.size_bytes, "bytes"),
+                delta_color="inverse", help="State dict saved as safetensors (dense).")
+    lat_slot, notes_slot = c[3].empty(), st.empty()
+
+    def draw(m: Metrics) -> None:
+        _latency_readouts(lat_slot, notes_slot, ws, m, _base_for(ws, m, base))
+
+    draw(m)
+    if m.latency is not None and not m.provisional:
+        return None
+    pending = LatencyPending(lat_slot)
+    pending.add(draw_quality)
+    pending.add(draw)
+    return pending
+
+
+def _base_for(ws: Workspace, m: Metrics, base: Metrics) -> Metrics:
+    """The base's figures on ``m``'s subset (like with like: a provisional readout is compared
+    with the base on the same examples)."""
+    if m.subset == base.subset:
+        return base
+    return ws.base_first_readout() if m.subset == "glimpse" else ws.base_metrics(m.subset, latency=False)
+
+
+def _provisional_note(ws: Workspace, m: Metrics) -> str:
+    """What a provisional readout is: its examples and the 95% interval of its headline."""
+    name = m.quality_name(ws.spec.task)
+    ci = (f", 95% interval of {name} {fmt.pct(m.interval[0])}-{fmt.pct(m.interval[1])}"
+          if m.interval is not None else "")
+    return (f"**Provisional: {m.n} examples**{ci} (a stratified tenth of the quick subset); refining on the "
+            f"quick subset ({len(ws.evalset.quick_index)} examples)…")
+
+
+def _quality_row(ws: Workspace, m: Metrics, base: Metrics) -> None:
+    """The quality cards (accuracy or its task's headline, loss, fidelity) and sparsity."""
     c = st.columns(4)
     if m.output == "embedding":  # features, not class scores: no argmax accuracy, no cross-entropy
         k, over = m.recall_k, f"the {m.n} examples of the {m.subset} eval subset"
@@ -90,24 +143,6 @@ def metrics_panel_ui(ws: Workspace, m: Metrics, base: Metrics) -> LatencyPending
     c[3].metric("Sparsity", fmt.pct(m.sparsity), fmt.delta(m.sparsity, base.sparsity, "pp"), delta_color="off",
                 help="Zero weights among the Linear/Conv weights the model has now (units removed by "
                      "structured steps or cuts are not counted here: see 'removed' below).")
-    c = st.columns(4)
-    c[0].metric("Non-zero params", fmt.count(m.nonzero_params), fmt.delta(m.nonzero_params, base.nonzero_params,
-                "count"), delta_color="inverse", help=f"{m.nonzero_params:,} of {m.params:,} parameters.")
-    c[1].metric("MACs / example", fmt.count(m.macs), fmt.delta(m.macs, base.macs, "ratio"), delta_color="inverse",
-                help="Multiply-accumulates of one forward pass (dense count).")
-    c[2].metric("Size", fmt.nbytes(m.size_bytes), fmt.delta(m.size_bytes, base.size_bytes, "bytes"),
-                delta_color="inverse", help="State dict saved as safetensors (dense).")
-    lat_slot, notes_slot = c[3].empty(), st.empty()
-
-    def draw(m: Metrics) -> None:
-        _latency_readouts(lat_slot, notes_slot, ws, m, base)
-
-    draw(m)
-    if m.latency is not None:
-        return None
-    pending = LatencyPending(lat_slot)
-    pending.add(draw)
-    return pending
 
 
 def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Metrics) -> None:
@@ -220,13 +255,37 @@ def _full_row(model: str, m: Metrics, task: str) -> dict:
             "fidelity (same prediction as the base)": fmt.pct(m.agreement), "examples": m.n}
 
 
-def current_metrics(ws: Workspace) -> tuple[Metrics, Metrics]:
+def current_metrics(ws: Workspace, *, provisional: bool = False) -> tuple[Metrics, Metrics]:
     """(current, base) quick metrics; latency is timed after the page is drawn
-    (:func:`latency_ui`), so a page is usable before that."""
+    (:func:`latency_ui`), so a page is usable before that. With ``provisional``, when the quick
+    figures are not cached and a quick forward is slow (``Workspace.quick_is_slow``), the first
+    readout of both on the glimpse instead (refine it with :func:`refine_ui`)."""
+    if provisional and ws.quick_is_slow():
+        with st.spinner(f"First readout on {len(ws.evalset.glimpse()[1])} examples…"):
+            got = run_action(ws.first_readout), run_action(ws.base_first_readout)
+        if None not in got:
+            return got
     with st.spinner(f"Evaluating on the quick subset ({len(ws.evalset.quick_index)} examples)…"):
         base = ws.base_metrics("quick", latency=False)
         m = ws.metrics("quick", latency=False)
     return m, base
+
+
+def refine_ui(ws: Workspace, m: Metrics, base: Metrics,
+              pending: LatencyPending | None) -> tuple[Metrics, Metrics]:
+    """A provisional readout refined: the quick figures computed and drawn in place of it (as
+    :func:`latency_ui` redraws latency). Returns (current, base) quick figures; a readout that
+    was not provisional is returned as it is."""
+    if not m.provisional or pending is None:
+        return m, base
+    base = ws.base_metrics("quick", latency=False)
+    got = run_action(ws.metrics, "quick", latency=False)
+    if got is None:
+        return m, base
+    shown = dataclasses.replace(got, latency=None, base_latency=None)  # latency_ui draws the timed figures once
+    for draw in pending.redraws:
+        draw(shown)
+    return got, base
 
 
 def latency_ui(ws: Workspace, pending: LatencyPending | None) -> None:
@@ -252,4 +311,4 @@ def latency_ui(ws: Workspace, pending: LatencyPending | None) -> None:
 
 
 __all__ = ["model_picker_ui", "metrics_panel_ui", "per_class_ui", "plan_ui", "full_eval_ui",
-           "current_metrics", "latency_ui", "LatencyPending"]
+           "current_metrics", "refine_ui", "latency_ui", "LatencyPending"]

@@ -37,10 +37,10 @@ def live_update(name: str) -> dict:
 def global_threshold_25m() -> list[dict]:
     model = mlp(MLP25M)
     n = sum(p.numel() for p in model.parameters())
-    warm_ctx = ApplyContext("bench")  # its memo keeps the score histogram of `model` between calls
+    warm_ctx = ApplyContext("bench")  # its memo keeps the score sample of `model` between calls
 
     def ours_cold():
-        weight_prune(Prune(sparsity=0.7), model, ApplyContext("bench"))  # a fresh memo: histogram built
+        weight_prune(Prune(sparsity=0.7), model, ApplyContext("bench"))  # a fresh memo: score sample built
 
     cold = timeit(ours_cold, repeat=3, warmup=1)
     warm = timeit(lambda: weight_prune(Prune(sparsity=0.7), model, warm_ctx), repeat=3, warmup=1)
@@ -57,7 +57,7 @@ def global_threshold_25m() -> list[dict]:
     return [row("global threshold+masks 25M (cold)", ref / cold, "x faster", ">=20x", ref / cold >= 20,
                 f"ours {cold * 1e3:.0f} ms vs torch global_unstructured {ref * 1e3:.0f} ms, {n / 1e6:.1f} M params"),
             row("global threshold+masks 25M (warm)", ref / warm, "x faster", ">=20x", ref / warm >= 20,
-                f"ours {warm * 1e3:.0f} ms (score histogram cached)")]
+                f"ours {warm * 1e3:.0f} ms (score sample cached)")]
 
 
 def histograms_25m() -> list[dict]:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.messages import show_flashes
+from app.messages import run_action, show_flashes
 from app.netron_ui import netron_ui
 from app.open_ui import open_model_ui, recent_work_ui
 from app.session import get_workspace
@@ -13,9 +13,19 @@ from core.ground import formatting as fmt
 from core.ground.device import PRECISIONS, available_devices
 from core.metrics import leaf_rows
 from core.sources.entries import has_random_weights
+from core.viz.graphdiff import (
+    STATUS_ORDER,
+    STATUS_STYLE,
+    diff_rows,
+    graph_diff_figure,
+    latency_overlay_figure,
+    status_counts,
+)
+from core.viz.report import workspace_report_html
 from core.viz.samples import channel_range, sample_figure, to_pixels
 
 LATENCY_BATCHES = [1, 8, 32, 64, 128, 256]
+DIFF_TAB = "Diff (base → current)"
 
 
 def settings_ui(dev_col, batch_col, prec_col) -> None:
@@ -129,25 +139,18 @@ def model_ui(ws) -> None:
                     help=f"{m.latency.how()} (beside a model of its architecture: the base the Prune page "
                          "compares weight-level plans with). Time it again from the Prune page.")
 
-    tab_layers, tab_card, tab_data, tab_graph = st.tabs(["Layers", "Card", "Eval set", "Graph (Netron)"])
+    tab_layers, tab_card, tab_data, tab_graph, tab_diff = st.tabs(
+        ["Layers", "Card", "Eval set", "Graph (Netron)", DIFF_TAB], key="model_tabs", on_change="rerun")
+    with tab_diff:
+        if tab_diff.open:  # the diff is built only when its tab is shown
+            diff_ui(ws)
     with tab_layers:
         layers_ui(ws)
     with tab_card:
         text = spec.card_text()
         st.markdown(text if text else "_This model has no card._")
     with tab_data:
-        ev = ws.evalset
-        st.markdown(f"**{ev.name}**: {len(ev.y)} test examples ({len(ev.quick_index)} in the quick subset), "
-                    f"{ev.num_classes} classes, input {tuple(ev.x.shape[1:])}.")
-        if ev.kind == "image" and ev.x.dim() == 4:
-            y = ev.y.cpu().numpy()
-            first = [int(np.nonzero(y == c)[0][0]) for c in range(ev.num_classes) if (y == c).any()]
-            first = first[:10]  # one image of each of the first ten classes
-            pixels = to_pixels(ev.x[first].cpu().numpy(), *channel_range(ev.x))  # as the files show them
-            st.plotly_chart(sample_figure(pixels, [ev.classes[int(c)] for c in y[first]]),
-                            width="stretch", key="samples", config={"displayModeBar": False})  # over the labels
-        counts = np.bincount(ev.y.cpu().numpy(), minlength=ev.num_classes)
-        st.dataframe(pd.DataFrame([counts], columns=ev.classes, index=["examples"]), width="stretch")
+        eval_set_ui(ws)
     with tab_graph:
         n = len(ws.plan.steps)
         st.caption(f"The current model is the plan's ({n} step(s)); the base is the model as loaded. "
@@ -161,6 +164,120 @@ def model_ui(ws) -> None:
         with base:
             netron_ui(ws.base, key="model_graph", label="View base model graph", example=ws.evalset.x[:1],
                       identity=f"base:{ws.name}")
+
+
+def eval_set_ui(ws) -> None:
+    """The eval set: its size, one image of each of the first classes, examples per class."""
+    ev = ws.evalset
+    st.markdown(f"**{ev.name}**: {len(ev.y)} test examples ({len(ev.quick_index)} in the quick subset), "
+                f"{ev.num_classes} classes, input {tuple(ev.x.shape[1:])}.")
+    if ev.kind == "image" and ev.x.dim() == 4:
+        y = ev.y.cpu().numpy()
+        first = [int(np.nonzero(y == c)[0][0]) for c in range(ev.num_classes) if (y == c).any()]
+        first = first[:10]  # one image of each of the first ten classes
+        pixels = to_pixels(ev.x[first].cpu().numpy(), *channel_range(ev.x))  # as the files show them
+        st.plotly_chart(sample_figure(pixels, [ev.classes[int(c)] for c in y[first]]),
+                        width="stretch", key="samples", config={"displayModeBar": False})  # over the labels
+    counts = np.bincount(ev.y.cpu().numpy(), minlength=ev.num_classes)
+    st.dataframe(pd.DataFrame([counts], columns=ev.classes, index=["examples"]), width="stretch")
+
+
+def current_diff(ws, profile: bool = False):
+    """The graph diff of the current plan, kept in the session per model and plan (a profiled one
+    is kept in place of the plain one: it holds everything the plain one does)."""
+    ss = st.session_state
+    batch = ss.get("latency_batch", 64)  # the batch every latency on the page is measured at
+    key = (ws.name, ws.plan.key(), batch)
+    held = ss.get("model_diff")
+    if held is not None and held[0] == key and (held[1].profiled or not profile):
+        return held[1]
+    text = ("Profiling every module of the base and the current model (torch.profiler, same batch and threads)…"
+            if profile else "Comparing the base with the current model, module by module…")
+    with st.spinner(text):
+        diff = run_action(lambda: ws.graph_diff(profile=profile, batch=batch), now=True)
+    if diff is not None:
+        ss["model_diff"] = (key, diff)
+    return diff
+
+
+def diff_ui(ws) -> None:
+    """The Model page's diff tab: status counts, the merged graph (click a module for its figures),
+    the table of modules, the latency profile and the HTML report."""
+    if not ws.plan.steps:
+        st.info("The plan has no steps yet: the current model is the base, so there is nothing to compare. "
+                "Add a step on the Prune or Surgery page and come back.")
+        return
+    diff = current_diff(ws)
+    if diff is None:
+        return
+    counts = status_counts(diff)
+    cols = st.columns(len(STATUS_ORDER))
+    for col, status in zip(cols, STATUS_ORDER):
+        col.metric(f"{status} modules", counts[status], help=f"Leaf modules {status}: {STATUS_STYLE[status][2]}.")
+    edges = "a torch.fx trace" if diff.edges_from == "fx" else "the order a forward runs them"
+    st.caption(f"{sum(counts.values())} leaf modules of base and current, one merged graph in execution order, grouped "
+               f"by container (columns); edges from {edges}. Marker size grows with parameters. Click a module "
+               "for its figures.")
+    event = st.plotly_chart(graph_diff_figure(diff), width="stretch",
+                            key="diff_graph", on_select="rerun", selection_mode="points")
+    points = event.selection.points if event and event.selection else []
+    if points and points[0].get("customdata"):
+        st.session_state["diff_node"] = points[0]["customdata"]
+    node_ui(diff, st.session_state.get("diff_node"))
+    diff_table_ui(diff)
+    profile_ui(ws, diff)
+    st.download_button("Download the plan report (HTML)", data=lambda: workspace_report_html(ws, current_diff(ws)),
+                       file_name=f"{ws.name}.report.html", mime="text/html", key="dl_report_model",
+                       on_click="ignore", icon=":material/download:",
+                       help="One self-contained page (no network): metrics before / after, this diff, the weight "
+                            "histograms at their thresholds, the latency overlay when profiled, and the recipe.")
+
+
+def node_ui(diff, name: str | None) -> None:
+    """One module's figures, base and current, below the graph."""
+    node = next((n for n in diff.nodes if n.name == name), None)
+    if node is None:
+        st.caption("Click a module in the graph for its figures before and after.")
+        return
+    b, a = node.before, node.after
+    st.markdown(f"**{node.name or '(model)'}** · {node.kind} · **{node.status}**"
+                + (f" by step {', '.join(str(s + 1) for s in node.steps)}" if node.steps else ""))
+    rows = {"parameters": ("params", "{:,}"), "MACs / example": ("macs", "{:,}"),
+            "sparsity (zero params)": ("sparsity", "{:.1%}"), "time / batch (ms)": ("latency_ms", "{:.3g}"),
+            "share of module time": ("latency_share", "{:.1%}")}
+    table = {what: [f.format(getattr(side, attr)) if side is not None and getattr(side, attr) is not None else "–"
+                    for side in (b, a)] for what, (attr, f) in rows.items()}
+    for dim, (w0, w1) in node.widths.items():
+        table[dim] = [str(w0), str(w1)]
+    if node.removed_importance is not None:
+        table["importance of removed units (mean score)"] = [f"{node.removed_importance:.3g}", "–"]
+    st.dataframe(pd.DataFrame(table, index=["base", "current"]).T, width="stretch")
+
+
+def diff_table_ui(diff) -> None:
+    """Every module, changed ones first, filtered by status."""
+    shown = st.multiselect("Show statuses", list(STATUS_ORDER), default=list(STATUS_ORDER), key="diff_statuses")
+    st.dataframe(pd.DataFrame(diff_rows(diff, shown)), hide_index=True, width="stretch", column_config={
+        "sparsity before": st.column_config.NumberColumn(format="percent"),
+        "sparsity after": st.column_config.NumberColumn(format="percent"),
+        "ms before": st.column_config.NumberColumn("ms / batch before", format="%.3g"),
+        "ms after": st.column_config.NumberColumn("ms / batch after", format="%.3g"),
+    })
+
+
+def profile_ui(ws, diff) -> None:
+    """The latency profile of base and current per module: a button, then the overlay."""
+    if st.button("Profile latency (base and current)", key="diff_profile", icon=":material/timer:",
+                 help="Times every module of the base and of the current model with torch.profiler, on the same "
+                      "batch and threads (the latency batch size above)."):
+        diff = current_diff(ws, profile=True) or diff
+    if diff.profiled:
+        st.plotly_chart(latency_overlay_figure(diff), width="stretch", key="diff_latency")
+        st.caption(f"How: {diff.profile_note}. A module's time is its own (children excluded); MACs that drop "
+                   "without time dropping point at memory-bound or overhead-bound modules.")
+    else:
+        st.caption("Not profiled yet: the button times every module of the base and of the current model "
+                   f"(batch {st.session_state.get('latency_batch', 64)}, this machine's threads).")
 
 
 page()

@@ -6,7 +6,7 @@ import math
 
 import streamlit as st
 
-from app import hf_constraint_ui, importance_ui, oneshot_ui, widget_echo  # selectors, importance views; stale values
+from app import hf_constraint_ui, importance_ui, oneshot_ui, threshold_drag, widget_echo  # stale values: widget_echo
 from app.explain_ui import changes_panel_ui
 from app.messages import run_action, show_flashes
 from app.panels import (
@@ -16,6 +16,7 @@ from app.panels import (
     metrics_panel_ui,
     per_class_ui,
     plan_ui,
+    refine_ui,
 )
 from app.recover_ui import recover_ui
 from app.session import ROUNDED, get_workspace, round_to
@@ -131,6 +132,25 @@ def _sync_widgets(ws: Workspace, step: Prune | None, granularity: str) -> None:
             ss["global_mode"] = "sparsity"
 
 
+def apply_global(ws: Workspace, criterion: str, granularity: str) -> None:
+    """Put the global control's value (its slider or its handle) into the active step."""
+    ss = st.session_state
+    idx, cur = active_step(ws, granularity)
+    layers = cur.layers if cur else ()
+    if ss["global_mode"] == "sparsity":
+        s = float(ss["global_sparsity"])
+        new = Prune(criterion=criterion, granularity=granularity, sparsity=s, layers=layers,
+                    round_to=cur.round_to if cur else round_to(granularity),
+                    seed=cur.seed if cur else 0) if (s > 0 or layers) else None
+    else:
+        t = float(ss["global_threshold"])
+        new = Prune(criterion=criterion, granularity=granularity, threshold=t, layers=layers,
+                    seed=cur.seed if cur else 0) if (t > 0 or layers) else None
+    if new != cur:  # the same step (a value Streamlit put back): the plan stays as it is
+        run_action(replace_active_step, ws, idx, new, f"global_{ss['global_mode']}")
+    ss["_prune_synced"] = (ws.name, ws.plan.key(), granularity)
+
+
 def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: float) -> None:
     """Global amount: a target sparsity, or a threshold in the criterion's unit (magnitude |w|
     for l1 weights, the only threshold mode with a fixed scale)."""
@@ -141,22 +161,8 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
         ss["global_mode"] = modes[0]
 
     def on_change():
-        if widget_echo.is_echo(ss, f"global_{ss['global_mode']}"):  # the value shown before the plan moved
-            return
-        idx, cur = active_step(ws, granularity)
-        layers = cur.layers if cur else ()
-        if ss["global_mode"] == "sparsity":
-            s = float(ss["global_sparsity"])
-            new = Prune(criterion=criterion, granularity=granularity, sparsity=s, layers=layers,
-                        round_to=cur.round_to if cur else round_to(granularity),
-                        seed=cur.seed if cur else 0) if (s > 0 or layers) else None
-        else:
-            t = float(ss["global_threshold"])
-            new = Prune(criterion=criterion, granularity=granularity, threshold=t, layers=layers,
-                        seed=cur.seed if cur else 0) if (t > 0 or layers) else None
-        if new != cur:  # the same step (a value Streamlit put back): the plan stays as it is
-            run_action(replace_active_step, ws, idx, new, f"global_{ss['global_mode']}")
-        ss["_prune_synced"] = (ws.name, ws.plan.key(), granularity)
+        if not widget_echo.is_echo(ss, f"global_{ss['global_mode']}"):  # not the value shown before the plan moved
+            apply_global(ws, criterion, granularity)
 
     c1, c2 = st.columns([1, 3])
     c1.radio("Set by", modes, key="global_mode", horizontal=True,
@@ -181,6 +187,28 @@ def global_control_ui(ws: Workspace, criterion: str, granularity: str, wmax: flo
         widget_echo.drawn(ss, "global_threshold")
 
 
+def drags(criterion: str, granularity: str) -> bool:
+    """Whether the histograms take a drag: weight magnitudes (l1 weights), whose |w| bins
+    map a handle to a threshold and to the fraction pruned."""
+    return granularity == "weight" and criterion == "l1"
+
+
+def take_drags(ws: Workspace, criterion: str, granularity: str) -> tuple[int | None, Prune | None]:
+    """Apply a handle released on a histogram since the last run, as its slider would (the
+    slider's key gets the value first: one value both show). Returns the active step."""
+    ss = st.session_state
+    mode, layer = ss.get("global_mode"), ss.get("layer")
+    v = threshold_drag.take("drag_global", f"{ws.name}:{mode}")
+    if v is not None and drags(criterion, granularity) and mode is not None:
+        widget_echo.wrote(ss, f"global_{mode}", v)
+        apply_global(ws, criterion, granularity)
+    v = threshold_drag.take("drag_layer", threshold_drag.layer_ident(ws.name, granularity, layer))
+    if v is not None and layer is not None:  # the weights' or the scores' handle of the selected layer
+        widget_echo.wrote(ss, f"ov_{ws.name}_{layer}", v)
+        apply_override(ws, layer, criterion, granularity)
+    return active_step(ws, granularity)
+
+
 def layer_share(ws: Workspace, layer: str, granularity: str, index: int | None,
                 report: StepReport | None) -> float:
     """The fraction of ``layer``'s units of ``granularity`` (its weights, or the units of the
@@ -193,6 +221,21 @@ def layer_share(ws: Workspace, layer: str, granularity: str, index: int | None,
         key = group.name if group is not None else layer
     pruned, total = report.units.get(key, (0, 0))
     return pruned / total if total else 0.0
+
+
+def apply_override(ws: Workspace, layer: str, criterion: str, granularity: str) -> None:
+    """Put the layer's override (its slider or its handle) into the active step."""
+    ss = st.session_state
+    wkey = f"ov_{ws.name}_{layer}"
+    idx, cur = active_step(ws, granularity)
+    v = float(ss[wkey])
+    if cur is None:
+        new = Prune(criterion=criterion, granularity=granularity, layers=(LayerOverride(layer, sparsity=v),),
+                    round_to=round_to(granularity))
+    else:
+        new = cur.with_override(layer, sparsity=v)
+    run_action(replace_active_step, ws, idx, new, wkey)
+    ss[f"{wkey}_plan"] = (ws.plan.key(), granularity)
 
 
 def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: str,
@@ -211,17 +254,8 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
         widget_echo.wrote(ss, wkey, min(round(float(applies), 2), 0.99))  # rewritten as the global amount moves
 
     def on_change():
-        if widget_echo.is_echo(ss, wkey):  # the browser's value from before the plan moved: not a move
-            return
-        idx, cur = active_step(ws, granularity)
-        v = float(ss[wkey])
-        if cur is None:
-            new = Prune(criterion=criterion, granularity=granularity, layers=(LayerOverride(layer, sparsity=v),),
-                        round_to=round_to(granularity))
-        else:
-            new = cur.with_override(layer, sparsity=v)
-        run_action(replace_active_step, ws, idx, new, wkey)
-        ss[f"{wkey}_plan"] = (ws.plan.key(), granularity)
+        if not widget_echo.is_echo(ss, wkey):  # the browser's value from before the plan moved: not a move
+            apply_override(ws, layer, criterion, granularity)
 
     def clear():
         idx, cur = active_step(ws, granularity)
@@ -242,8 +276,8 @@ def layer_override_ui(ws: Workspace, layer: str, criterion: str, granularity: st
     widget_echo.drawn(ss, wkey)
     c2.button("Clear override", key=f"clear_{wkey}", on_click=clear, disabled=ov is None,
               width="stretch")
-    st.caption("The charts follow the sliders and take no drag: the amount moves with the global amount above "
-               "or this layer's override here. Hover for values; click an overview bar to pick its layer.")
+    st.caption("Or drag the line on this layer's histogram (its weights for l1, else its scores; focus the handle "
+               "for arrow keys and Page Up / Down) to set the override. Click an overview bar to pick its layer.")
     t = report.thresholds.get(layer) if report else None
     if t is not None and math.isfinite(t):
         st.caption(f"Threshold in this layer: {report.threshold_unit} < {t:.4g}")
@@ -260,6 +294,23 @@ def layer_picker_ui(names: list[str], preferred: list[str] | None = None, granul
     return st.selectbox("Layer", names, key="layer", help="Or click a bar in the overview.")
 
 
+def weights_histogram_ui(ws: Workspace, layer: str, h, report: StepReport | None, criterion: str,
+                         granularity: str) -> None:
+    """The selected layer's weights: with a handle for l1 weights (its override), else with the
+    step's |w| threshold drawn (the handle of other criteria and granularities is on the scores)."""
+    t1, t2 = st.columns(2)
+    log = t1.toggle("Log count", key="hist_log")
+    snap = t2.toggle("Snap to bin edges", key="hist_snap",
+                     help="A dragged threshold handle stops only on the edges of the histogram's bins.")
+    if h is not None and drags(criterion, granularity):
+        threshold_drag.layer_histogram_ui(ws, layer, h, log=log, snap=snap,
+                                          at=report.thresholds.get(layer) if report else None)
+    elif h is not None:
+        t = report.thresholds.get(layer) if report and report.threshold_unit == "|w|" else None
+        st.plotly_chart(weight_histogram_figure(h, t, log=log, title=f"Weights of {layer}"),
+                        width="stretch", key="hist")
+
+
 @st.fragment
 def prune_live_ui() -> None:
     """The live part of the page: controls, charts and metrics (reruns on its own)."""
@@ -269,18 +320,22 @@ def prune_live_ui() -> None:
     follow_criterion(ws, criterion, granularity)
     index, step = active_step(ws, granularity)
     _sync_widgets(ws, step, granularity)
+    index, step = take_drags(ws, criterion, granularity)  # a handle released on a histogram
     before = index if index is not None else len(ws.plan.steps)
     src = ws.model_before(before)  # the model the active step prunes
     report = active_report(ws, index)
     hists = weight_histograms(src, bins=100, memo=ws.ctx.memo(src))
     wmax = max((float(max(abs(h.edges[0]), abs(h.edges[-1]))) for h in hists.values()), default=1.0)
     global_control_ui(ws, criterion, granularity, wmax)
+    if drags(criterion, granularity):
+        threshold_drag.global_histogram_ui(ws, src, wmax, report.global_threshold if report else None)
     round_to_ui(ws, granularity)
     hf_constraint_ui.loadable_toggle_ui(ws, index, step, report)
     target_ui(ws, criterion, granularity)
 
-    m, base = current_metrics(ws)
+    m, base = current_metrics(ws, provisional=True)  # a slow model: a first readout on the glimpse
     pending = metrics_panel_ui(ws, m, base)
+    m, base = refine_ui(ws, m, base, pending)  # then the quick figures, drawn in its place
 
     table = layer_sparsity(ws.base, ws.float_model, ws.ctx.memo(ws.float_model))
     names, sp, params = table.names, table.sparsity, table.params
@@ -307,12 +362,9 @@ def prune_live_ui() -> None:
                         key="overview", on_select=on_click, selection_mode="points")
         layer_override_ui(ws, layer, criterion, granularity, report)
     with right:
-        log = st.toggle("Log count", key="hist_log")
         h = hists.get(layer)
+        weights_histogram_ui(ws, layer, h, report, criterion, granularity)
         if h is not None:
-            t = report.thresholds.get(layer) if report and report.threshold_unit == "|w|" else None
-            st.plotly_chart(weight_histogram_figure(h, t, log=log, title=f"Weights of {layer}"),
-                            width="stretch", key="hist")
             i = names.index(layer)
             pruned = int(round(sp[i] * params[i]))
             st.markdown(f"**{layer}**: {fmt.count(pruned)} of {fmt.count(params[i])} weights pruned "

@@ -216,7 +216,8 @@ def autoplan_ui(ws, sens, crit: str, gran: str) -> None:
     res_key = f"sens_auto_{ws.name}"
     if st.button("Build the plan", key="sens_build", type="primary", icon=":material/auto_fix_high:",
                  help="Chooses per-layer amounts (greedy: most saving per point of predicted harm), builds one prune "
-                      "step with per-layer overrides, measures it, and retries tighter or looser when it misses."):
+                      "step with per-layer overrides, measures it, then refines it with measured tries: grows the "
+                      "amounts while the measured drop is below the target, backs off when above."):
         with st.spinner("Choosing amounts and measuring each try…"):
             r = run_action(ws.autoplan, criterion=crit, granularity=gran, sens=sens, subset=sens.subset,
                            now=True, **{kind: float(value)})
@@ -253,7 +254,8 @@ def autoplan_result_ui(ws) -> None:
         cols[3].metric(f"Measured {cost}", f"{r.measured_cost:.1%} of base")
         st.plotly_chart(amounts_figure(layers, r.amounts), width="stretch", key="sens_amounts_fig")
     if r.tries:
-        st.dataframe(pd.DataFrame([{"try": i + 1, "budget": t["budget"], "layers pruned": t["layers"],
+        st.dataframe(pd.DataFrame([{"try": i + 1, "move": t.get("move", ""), "budget": t["budget"],
+                                    "layers pruned": t["layers"],
                                     "predicted accuracy": 100 * t["predicted_accuracy"],
                                     "measured accuracy": 100 * t["accuracy"], "cost (× base)": t["cost"],
                                     "target figure": t["measured"], "met": t["met"]} for i, t in enumerate(r.tries)]),
@@ -263,7 +265,9 @@ def autoplan_result_ui(ws) -> None:
                          "cost (× base)": st.column_config.NumberColumn(format="%.3f"),
                          "budget": st.column_config.NumberColumn(format="%.3g",
                                                                  help="points of harm, or fraction of the base"),
-                         "target figure": st.column_config.NumberColumn(format="%.3f")})
+                         "target figure": st.column_config.NumberColumn(format="%.3f"),
+                         "move": st.column_config.TextColumn(help="how the try was placed: first (the harm budget), "
+                                                             "grow, bisect, back off, grow others (a layer held)")})
     if applied:
         st.caption("The plan's last step is this ordinary prune step with per-layer overrides: drag it on the "
                    "Prune page, undo it, or export it.")

@@ -7,7 +7,7 @@ anything else is a bug: exit 1 with the traceback.
 Commands live in a registry (``common.py``): a module adds one with
 ``@command(name, help, arguments)``. ``basic.py`` (models, datasets, criteria,
 evaluate, prune), ``surgery.py`` (blocks, cut, paste), ``recover.py`` (finetune, quantize),
-``explain.py`` (explain, unit), ``sensitivity.py`` (sensitivity, autoplan), ``user.py``
+``explain.py`` (explain, unit), ``diff.py`` (diff), ``sensitivity.py`` (sensitivity, autoplan), ``user.py``
 (register, unregister) and ``export.py`` (apply, export) hold them.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import sys
 import traceback
 
-from core.cli import basic, explain, export, recover, sensitivity, surgery, user  # noqa: F401 - register the commands
+from core.cli import basic, diff, explain, export, recover, sensitivity, surgery, user  # noqa: F401 - register the commands
 from core.cli.common import COMMANDS, UsageError, print_result
 from core.errors import PrunescopeError, echo, first_line
 from core.startup import register_all

@@ -10,6 +10,7 @@ that recall is its headline figure (``Metrics.accuracy``), so every user of the 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -28,6 +29,7 @@ from core.metrics.cost import (
     state_dict_bytes,
 )
 from core.metrics.fidelity import neighbour_recall, output_cosine_each, recall_k, relative_error_each
+from core.metrics.progressive import provisional_fields
 from core.sources.datasets import EvalSet
 from core.sources.models import LABELLED_TASKS, OUTPUTS, built_for
 
@@ -63,6 +65,8 @@ class Metrics:
     neighbour_recall: float | None = None  # embedding: mean share of the base's k nearest neighbours kept
     recall_k: int | None = None  # embedding: the k of neighbour_recall (10, fewer on a smaller set)
     output_error: float | None = None  # mean relative output error ||out - base|| / ||base||
+    provisional: bool = False  # subset "glimpse": a first readout of a tenth of the quick subset, refined later
+    interval: tuple[float, float] | None = None  # provisional: 95% interval of the headline (progressive.py)
 
     def quality_name(self, task: str = "classification") -> str:
         """What :attr:`accuracy`, the headline figure, is for this model of ``task``."""
@@ -163,15 +167,19 @@ class Evaluator:
         self.precision = check_precision(precision)  # models are run (and timed) under it; the base reference is fp32
         self._base_out: dict[str, torch.Tensor] = {}
         self._arch_cache: dict[tuple, object] = {}
+        self.pass_seconds: dict[str, float] = {}  # wall seconds of the base's forward of each subset (an estimate)
         self.base_signature = arch_signature(base)
 
     @torch.inference_mode()
     def outputs(self, model: nn.Module, subset: str = "quick", batch: int = 1024, *,
-                precision: str | None = None) -> torch.Tensor:
+                precision: str | None = None, forward: Callable | None = None) -> torch.Tensor:
         """``model``'s outputs on ``subset``, run under ``precision`` (default: the
-        evaluator's), returned in fp32."""
+        evaluator's), returned in fp32. ``forward(model, x)``: runs the whole subset in its own
+        way (e.g. the workspace's prefix reuse) instead of ``model(x)``, and must return the same."""
         x, _ = self.evalset.subset(subset)
         with autocast(x.device, precision or self.precision):
+            if forward is not None:
+                return forward(model, x).float()
             if len(x) <= batch:
                 return model(x).float()
             return torch.cat([model(x[i:i + batch]).float() for i in range(0, len(x), batch)])
@@ -179,8 +187,23 @@ class Evaluator:
     def base_outputs(self, subset: str) -> torch.Tensor:
         """The base's fp32 outputs on ``subset``: the reference every precision is compared with."""
         if subset not in self._base_out:
+            t0 = time.perf_counter()
             self._base_out[subset] = self.outputs(self.base, subset, precision="fp32")
+            self.pass_seconds[subset] = time.perf_counter() - t0
         return self._base_out[subset]
+
+    def expected_seconds(self, subset: str = "quick") -> float:
+        """Seconds a forward of ``subset`` is expected to take: the base's glimpse forward timed
+        warm (its second run: the first pays one-time costs), scaled to the subset's size, or
+        the base's measured pass of ``subset`` when that is shorter. Runs the glimpse twice the
+        first time (a tenth of the quick subset each)."""
+        if "glimpse_warm" not in self.pass_seconds:
+            self.base_outputs("glimpse")
+            t0 = time.perf_counter()
+            self.outputs(self.base, "glimpse", precision="fp32")
+            self.pass_seconds["glimpse_warm"] = time.perf_counter() - t0
+        n_glimpse, n = len(self.evalset.glimpse()[1]), len(self.evalset.subset(subset)[1])
+        return min(self.pass_seconds["glimpse_warm"] * n / n_glimpse, self.pass_seconds.get(subset, math.inf))
 
     def _cached(self, kind: str, sig: str, fn):
         key = (kind, sig)
@@ -247,12 +270,15 @@ class Evaluator:
         return out
 
     @torch.inference_mode()
-    def evaluate(self, model: nn.Module, subset: str = "quick", *, latency: bool = True) -> Metrics:
-        """All metrics of ``model`` on ``subset`` ("quick" or "full")."""
+    def evaluate(self, model: nn.Module, subset: str = "quick", *, latency: bool = True,
+                 forward: Callable | None = None) -> Metrics:
+        """All metrics of ``model`` on ``subset`` ("quick", "full", or "glimpse": provisional
+        figures of a tenth of the quick subset with 95% intervals, ``progressive.py``).
+        ``forward``: see :meth:`outputs`."""
         x, y = self.evalset.subset(subset)
         base_out = self.base_outputs(subset)
         with peak_memory(x.device) as peak:
-            out = self.outputs(model, subset)
+            out = self.outputs(model, subset, forward=forward)
         q = quality_sums(out, base_out, y, self.task, self.evalset.num_classes, self.output).figures()
         params, nz, sparsity = nonzero_counts(model)
         sig = arch_signature(model)
@@ -261,6 +287,10 @@ class Evaluator:
         size = self._cached("size", sig, lambda: state_dict_bytes(model))
         base_lat, lat = self.latency_pair(model, sig) if latency else (None, None)
         extra = {"perplexity": math.exp(min(q["loss"], 700.0))} if self.task == "language-model" else {}
+        if subset == "glimpse":
+            more = provisional_fields(q, out, base_out, y, self.task)
+            extra.update(more.pop("extra"))
+            q.update(more)
         return Metrics(**q, params=params, nonzero_params=nz,
                        sparsity=sparsity, macs=macs, size_bytes=size, latency=lat, base_latency=base_lat,
                        subset=subset, n=len(x), shapes_changed=sig != self.base_signature, extra=extra,

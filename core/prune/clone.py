@@ -15,6 +15,7 @@ class with its own copy behaviour (TorchScript, parametrizations), or a module w
 """
 from __future__ import annotations
 
+import collections
 import copy
 import enum
 import functools
@@ -24,6 +25,9 @@ import torch
 from torch import nn
 
 _OWN = ("_parameters", "_buffers", "_modules")
+# shallow-copied by calling the type: copy.copy reduces an OrderedDict through copyreg (a
+# class walk per call, 88 of them per MLP clone, measured 1 ms each on a busy host)
+_BUILTIN_CONTAINERS = (dict, list, set, collections.OrderedDict)
 _SHARED_OK = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size, torch.layout,
               torch.memory_format, type, types.FunctionType, types.BuiltinFunctionType, enum.Enum, range, slice)
 
@@ -100,8 +104,10 @@ def clone_with(model: nn.Module, replace: dict[int, nn.Parameter] | None = None)
                 d[k] = {n: tensor(b, False) for n, b in v.items()}
             elif k == "_modules":
                 d[k] = {n: None if c is None else mod(c) for n, c in v.items()}
+            elif type(v) in _BUILTIN_CONTAINERS:
+                d[k] = type(v)(v)  # an (empty) OrderedDict of hooks stays an OrderedDict
             elif isinstance(v, (dict, list, set)):
-                d[k] = copy.copy(v)  # an (empty) OrderedDict of hooks stays an OrderedDict
+                d[k] = copy.copy(v)
             else:
                 d[k] = v
         r.__dict__.update(d)

@@ -5,6 +5,7 @@ nothing; ``Workspace.sensitivity``, ``criteria_curves`` and ``autoplan`` call th
 workspace's own and keep finished sweeps in ``ws.sweeps``."""
 from core.sensitivity.autoplan import AutoPlan, autoplan, check_target
 from core.sensitivity.executors import EXECUTORS, LocalExecutor, RayExecutor, get_executor, list_executors
+from core.sensitivity.greedy import GreedyPlan, greedy_plan
 from core.sensitivity.sweep import (
     DEFAULT_AMOUNTS,
     Curves,
@@ -21,4 +22,4 @@ from core.sensitivity.sweep import (
 
 __all__ = ["Sensitivity", "Curves", "SweepSpec", "sensitivity", "criteria_curves", "sensitivity_spec", "curves_spec",
            "run_sweep", "layer_names", "payload_for", "DEFAULT_AMOUNTS", "AutoPlan", "autoplan", "check_target",
-           "EXECUTORS", "LocalExecutor", "RayExecutor", "get_executor", "list_executors"]
+           "GreedyPlan", "greedy_plan", "EXECUTORS", "LocalExecutor", "RayExecutor", "get_executor", "list_executors"]

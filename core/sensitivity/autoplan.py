@@ -2,29 +2,38 @@
 target, built as one ordinary ``Prune`` step with per-layer overrides, then measured.
 
 **Allocation** (a greedy for the multiple-choice knapsack). Each layer offers its swept
-amounts, each with a harm (the points of examples whose prediction it changes: an upper
-bound of its accuracy drop, see ``_options``), a predicted accuracy drop (source minus that
-point) and a saving (MACs or non-zero parameters the point removes), each made
-non-decreasing along the amounts. Predictions add up over layers. Starting from nothing
-pruned, the greedy repeatedly takes the move (one layer from its current amount to a
-larger one) with the most saving per point of harm:
+amounts, each with a harm (points of examples whose prediction it changes: an upper bound
+of its accuracy drop, see ``_options``), a predicted drop and a saving (MACs or non-zero
+parameters removed), all non-decreasing along the amounts and added up over layers. From
+nothing pruned, the greedy takes the move (one layer to a larger amount) with the most
+saving per point of harm: for ``max_drop=X`` while a move fits in X points of harm; for
+``max_macs`` / ``max_params`` / ``max_latency=R`` until the predicted cost (MACs stand in
+for time) is at most R of the base's.
 
-- ``max_drop=X``: while a move still fits in X points of harm;
-- ``max_macs`` / ``max_params=R``: until the predicted cost is at most R of the base's.
-- ``max_latency=R``: as ``max_macs=R`` (MACs stand in for time), then timed.
+**Measurement and refinement.** The step is evaluated like any plan. Layers do not add up
+exactly (and harm over-counts the drop), so each measured try steers the next, at most
+``tries`` of them:
 
-**Measurement.** The chosen step is evaluated like any plan. Predictions assume that
-layers add up, which they do not exactly, so when the measured figure misses the target
-the budget is tightened in proportion to the miss (loosened when far inside it) and the
-allocation runs again, at most ``tries`` times; an allocation that misses again unchanged
-keeps only its cheapest greedy moves. Every try is kept in the result, and the best one
-that meets the target is returned. A target that no allocation of the swept
-amounts can reach is reported with the reason, never met silently.
+- ``max_drop``: the greedy's moves (no budget), cut into single amount steps, form a
+  *path* from the last try that met (at first, nothing pruned); each allocation on it
+  holds the one before, so the measured drop grows (nearly) monotonically along it. The
+  first try goes as far as the harm budget allows; each next one where the measured drop
+  per point of harm predicts the target (grow while below it), inside the bracket between
+  the try that met and the first allocation that holds one that missed (back off). A
+  layer whose next step alone misses is held; the others grow on. It stops within 10% of
+  the target, or when the bracket closes.
+- cost targets: when the measured figure misses, the budget is tightened in proportion to
+  the miss (loosened when far inside it) and the allocation runs again.
+
+Every try is kept in the result, and the best one that meets the target is returned. A
+target that no allocation of the swept amounts can reach is reported with the reason,
+never met silently.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from core.errors import PrunescopeError, echo
@@ -73,12 +82,11 @@ def _options(sens: Sensitivity, cost: str) -> tuple[dict[str, list[tuple[float, 
     predicted accuracy drop in points at each of those amounts; all non-decreasing.
 
     Harm is the share of examples whose prediction the point changes from the source's
-    (which bounds the accuracy drop from above and does not cancel out across layers the
-    way gains and losses of accuracy do), plus 0.1 x (1 - cosine with the source's
-    outputs), so that of two layers
-    that change no prediction alone the one that moves the outputs less goes first. An
-    embedding has no predictions: its harm is the drop of its headline figure, the neighbour
-    recall (points, never below 0), plus the same cosine term."""
+    (it bounds the accuracy drop from above and does not cancel out across layers the way
+    gains and losses of accuracy do), plus 0.1 x (1 - cosine with the source's outputs), so
+    that of two layers that change no prediction alone the one that moves the outputs less
+    goes first. An embedding's harm is the drop of its neighbour recall (points, never
+    below 0), plus the same cosine term."""
     src_acc, src_cost = sens.source["accuracy"], sens.source[cost]
     out, drops = {}, {}
     for layer, pts in sens.layers.items():
@@ -98,15 +106,12 @@ def _options(sens: Sensitivity, cost: str) -> tuple[dict[str, list[tuple[float, 
 
 
 def allocate(options: dict[str, list[tuple[float, float, float]]], *, drop_budget: float | None = None,
-             saving_needed: float | None = None, max_moves: int | None = None
-             ) -> tuple[dict[str, int], float, float, int]:
-    """The greedy allocation: option index per layer, predicted drop, predicted saving,
-    moves made.
-    ``max_moves`` stops it after that many moves (the first moves are the cheapest)."""
+             saving_needed: float | None = None) -> tuple[dict[str, int], float, float, int]:
+    """The greedy allocation: option index per layer, predicted drop, predicted saving, moves made."""
     pick = dict.fromkeys(options, 0)
     drop = saving = 0.0
     moves = 0
-    while (saving_needed is None or saving < saving_needed - _EPS) and (max_moves is None or moves < max_moves):
+    while saving_needed is None or saving < saving_needed - _EPS:
         moves += 1
         best = finish = None
         for n, opts in options.items():
@@ -131,8 +136,8 @@ def allocate(options: dict[str, list[tuple[float, float, float]]], *, drop_budge
     return pick, drop, saving, moves
 
 
-def check_target(granularity: str, max_drop=None, max_macs=None, max_params=None,
-                 max_latency=None) -> tuple[str, float, str]:
+def check_target(granularity: str, max_drop=None, max_macs=None, max_params=None, max_latency=None
+                 ) -> tuple[str, float, str]:
     """The one target given, checked: ``(kind, value, cost)``, ``cost`` the saving the
     allocation counts ("macs" or "params"). Cheap: check it before running a sweep.
 
@@ -194,12 +199,16 @@ def _nothing_fits(plan: Plan, t: _Target) -> AutoPlan:
                     t.kind == "max_drop", reason, [], t.cost)
 
 
-def _try(plan: Plan, evaluate: Evaluate, t: _Target, criterion: str, granularity: str, chosen: dict[str, float],
-         predicted_accuracy: float, predicted_cost: float, budget: float, log: list[dict]) -> AutoPlan:
-    """The step of one allocation, measured (its row appended to ``log``)."""
+def _try(plan: Plan, evaluate: Evaluate, t: _Target, how: tuple[str, str], pick: dict[str, int], options: dict,
+         drops: dict, budget: float, log: list[dict], move: str = "") -> AutoPlan:
+    """The step of allocation ``pick`` (option index per layer), measured (its row
+    appended to ``log``); ``how`` is (criterion, granularity)."""
     from core.prune.step import LayerOverride, Prune
 
-    step = Prune(criterion=criterion, granularity=granularity, seed=0,
+    chosen = {n: options[n][i][0] for n, i in pick.items() if i > 0}
+    predicted_accuracy = t.src_acc - sum(drops[n][i] for n, i in pick.items()) / 100
+    predicted_cost = (t.src_cost - sum(options[n][i][2] for n, i in pick.items())) / t.base_cost
+    step = Prune(criterion=how[0], granularity=how[1], seed=0,
                  layers=tuple(LayerOverride(n, sparsity=a) for n, a in chosen.items()))
     then = plan.then(step)
     m = evaluate(then, t.kind == "max_latency")
@@ -213,35 +222,102 @@ def _try(plan: Plan, evaluate: Evaluate, t: _Target, criterion: str, granularity
     met = measured <= t.value + 1e-9
     log.append({"budget": budget, "layers": len(chosen), "predicted_accuracy": predicted_accuracy,
                 "predicted_cost": predicted_cost, "accuracy": m.accuracy, "cost": cost_now,
-                "measured": measured, "met": met})
+                "measured": measured, "met": met, "move": move})
     return AutoPlan(t.kind, t.value, step, then, chosen, predicted_accuracy, predicted_cost, m, measured, met, "", [],
                     t.cost, cost_now)
 
 
 def _better(a: AutoPlan, best: AutoPlan | None, kind: str) -> bool:
     """Whether try ``a`` (which meets the target) beats ``best``: the most saved for an
-    accuracy target, else the most accurate."""
-    return best is None or (a.measured_cost < best.measured_cost if kind == "max_drop" else
-                            a.metrics.accuracy > best.metrics.accuracy)
+    accuracy target (then the smaller drop), else the most accurate."""
+    return best is None or ((a.measured_cost, a.measured) < (best.measured_cost, best.measured) if kind == "max_drop"
+                            else a.metrics.accuracy > best.metrics.accuracy)
+
+
+def greedy_path(options: dict[str, list[tuple[float, float, float]]], start: dict[str, int],
+                held: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, int]]:
+    """The greedy's moves from ``start`` (option index per layer) with no budget, expanded
+    into single amount steps ``(layer, option index after it)``; ``held`` layers stay."""
+    pick, path = dict(start), []
+    while True:
+        best = None
+        for n, opts in options.items():
+            i = pick[n]
+            for j in range(i + 1, len(opts) if n not in held else 0):
+                dd, ds = opts[j][1] - opts[i][1], opts[j][2] - opts[i][2]
+                if ds > 0 and (best is None or (ds / max(dd, _EPS), ds) > best[0]):
+                    best = ((ds / max(dd, _EPS), ds), n, j)
+        if best is None:
+            return path
+        _, n, j = best
+        path += [(n, k) for k in range(pick[n] + 1, j + 1)]
+        pick[n] = j
+
+
+def _next_on_path(harms: list[float], hi: int, value: float, lo: tuple[float, float], rate: float | None) -> int:
+    """Steps of the path the next try takes (1 to ``hi - 1``): on the first try (``rate``
+    None) as far as the harm budget allows, then where the measured drop per point of harm
+    puts 95% of the target from the try that met (``lo``: its harm, measured drop), off
+    the bracket's ends."""
+    if rate is None:
+        return sum(h <= value + _EPS for h in harms)
+    h_lo, m_lo = lo
+    want = h_lo + max(0.0, 0.95 * value - m_lo) / max(rate, _EPS)
+    k = sum(h <= want + _EPS for h in harms)
+    if hi > len(harms):  # nothing known to miss ahead: grow at most to 4x the harm that met, plus the target
+        return max(1, min(k, sum(h <= 4 * h_lo + value + _EPS for h in harms)))
+    n = hi - 1
+    return max(1 + n // 6, min(k, hi - 1 - n // 6))
+
+
+def _refine_drop(plan: Plan, evaluate: Evaluate, t: _Target, how: tuple[str, str], options: dict, drops: dict,
+                 tries: int, log: list[dict]) -> AutoPlan | None:
+    """Tries along the greedy path toward a ``max_drop`` target (module docstring); None: no step fits."""
+    lo, lo_fig = dict.fromkeys(options, 0), (0.0, 0.0)  # the last allocation that met: its harm, measured drop
+    missed, held, n_held, best, closest, rate = [], set(), 0, None, None, None  # allocations that missed; held
+    while len(log) < tries:
+        path = greedy_path(options, lo, held)
+        if not path:
+            break
+        allocs = list(accumulate(path, lambda a, st: {**a, st[0]: st[1]}, initial=lo))[1:]  # after each step
+        hi = next((k for k, a in enumerate(allocs, 1) if any(all(a[n] >= b[n] for n in b) for b in missed)),
+                  len(path) + 1)  # the first allocation that holds one that missed
+        if hi == 1:  # this layer's next step misses: hold it, grow the others
+            held.add(path[0][0])
+            continue
+        harms = [sum(options[n][i][1] for n, i in a.items()) for a in allocs]
+        k = _next_on_path(harms, hi, t.value, lo_fig, rate)
+        if k == 0:
+            return None
+        move = ("first" if rate is None else "grow others" if len(held) > n_held else "back off" if not log[-1]["met"]
+                else "grow" if hi > len(path) else "bisect")
+        n_held = len(held)
+        r = _try(plan, evaluate, t, how, allocs[k - 1], options, drops, harms[k - 1], log, move)
+        rate = max(0.0, r.measured - lo_fig[1]) / max(harms[k - 1] - lo_fig[0], _EPS)  # secant from lo
+        if closest is None or r.measured < closest.measured:
+            closest = r
+        if not r.met:
+            missed.append(allocs[k - 1])
+            continue
+        if _better(r, best, t.kind):
+            best = r
+        lo, lo_fig = allocs[k - 1], (harms[k - 1], max(0.0, r.measured))
+        if r.measured >= 0.9 * t.value:
+            break
+    return best or closest
 
 
 def _next_budget(kind: str, budget: float, value: float, measured: float) -> float | None:
-    """The next try's budget: tighter after a miss, looser when far inside the target
-    (layers do not add up exactly); None when close enough to stop."""
-    if measured > value:
-        return budget * (value / measured if measured > 0 else 0.5) * (0.95 if kind == "max_drop" else 1.0)
-    if kind == "max_drop" and measured < 0.8 * value:
-        return budget * min(2.0, value / max(measured, value / 2))
-    if kind != "max_drop" and measured < 0.9 * value:
-        return min(1.0, budget * value / max(measured, 1e-9))
+    """A cost target's next budget: tighter after a miss, looser far inside it; None: stop."""
+    if measured > value or measured < 0.9 * value:
+        return min(1.0, budget * value / measured) if measured > 0 else 1.0
     return None
 
 
 def _finished(out: AutoPlan, log: list[dict]) -> AutoPlan:
     """``out`` with every try and the sentence that says how it went."""
-    kind, value = out.target, out.value
     out.tries = list(log)
-    unit = "points" if kind == "max_drop" else "of the base"
+    kind, value, unit = out.target, out.value, "points" if out.target == "max_drop" else "of the base"
     noisy = " (timings on this machine are noisy)" if kind == "max_latency" and (
         out.metrics.latency.noisy or out.metrics.base_latency.noisy) else ""
     out.reason = (f"{'met' if out.met else 'missed'}: measured {_fmt(out.measured, kind)} {unit} against a target of "
@@ -249,6 +325,30 @@ def _finished(out: AutoPlan, log: list[dict]) -> AutoPlan:
     if not out.met:
         out.reason += "; no allocation of the swept amounts met the target (the closest is kept, not applied)"
     return out
+
+
+def _fit_cost(plan: Plan, evaluate: Evaluate, t: _Target, how: tuple[str, str], options: dict, drops: dict,
+              tries: int, log: list[dict]) -> AutoPlan:
+    """Tries for a MACs, parameter or latency target (module docstring)."""
+    budget, best, last, seen = t.value, None, None, set()
+    for _ in range(tries):
+        need = t.src_cost - budget * t.base_cost
+        pick, _, saved, _ = allocate(options, saving_needed=max(0.0, need))
+        if need > 0 and saved < need - _EPS and not log:
+            return _unreachable(plan, t, options)
+        sig = tuple(sorted((n, i) for n, i in pick.items() if i > 0))
+        if not sig and not log:
+            return _nothing_fits(plan, t)
+        if not sig or sig in seen:
+            break  # the budget no longer changes the allocation
+        seen.add(sig)
+        last = _try(plan, evaluate, t, how, pick, options, drops, budget, log)
+        if last.met and _better(last, best, t.kind):
+            best = last
+        budget = _next_budget(t.kind, budget, t.value, last.measured)
+        if budget is None:
+            break
+    return _finished(best or last, log)
 
 
 def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *, criterion: str = "l1",
@@ -269,7 +369,12 @@ def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *
             on the subset ``evaluate`` measures); for an embedding model, its neighbour recall@k.
         max_macs, max_params, max_latency: at most this fraction of the base's MACs,
             non-zero parameters, or measured latency (interleaved timing; noisy).
-        tries: allocations at most (each one tighter after a miss).
+        tries: measured allocations at most (``max_drop``: refined along the greedy path;
+            else each one tighter after a miss).
+
+    Returns:
+        The best try that meets the target (or the closest, ``met`` False), every try in
+        ``tries``.
 
     Raises:
         PrunescopeError: no target or several; a target out of range; MACs targets with
@@ -281,47 +386,15 @@ def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *
     t = _Target(kind, value, cost, float(base.macs if cost == "macs" else base.nonzero_params),
                 sens.source["accuracy"], float(sens.source[cost]))
     options, drops = _options(sens, cost)
-    budget = value
-    best: AutoPlan | None = None
-    last: AutoPlan | None = None
     log: list[dict] = []
-    seen: dict[tuple, int] = {}  # allocation -> its number of greedy moves
-    max_moves = None
-    for _ in range(max(1, tries)):
-        if kind == "max_drop":
-            pick, drop, saved, n_moves = allocate(options, drop_budget=budget, max_moves=max_moves)
-        else:
-            need = t.src_cost - budget * t.base_cost
-            pick, drop, saved, n_moves = allocate(options, saving_needed=max(0.0, need))
-            if need > 0 and saved < need - _EPS and not log:
-                return _unreachable(plan, t, options)
-        chosen = {n: options[n][i][0] for n, i in pick.items() if i > 0}
-        drop = sum(drops[n][i] for n, i in pick.items())  # predicted accuracy drop, points
-        if not chosen and not log:
-            return _nothing_fits(plan, t)
-        sig = tuple(sorted(chosen.items()))
-        if sig in seen and log and not log[-1]["met"]:
-            # The same allocation missed again: its moves are all predicted free (layers that
-            # cost nothing alone cost something together). Keep only its cheapest moves.
-            if kind != "max_drop":
-                break
-            max_moves = min(seen[sig] - 1, seen[sig] * 2 // 3)
-            continue
-        if not chosen or sig in seen:
-            break  # the budget no longer changes the allocation
-        seen[sig] = n_moves
-        last = _try(plan, evaluate, t, criterion, granularity, chosen, t.src_acc - drop / 100,
-                    (t.src_cost - saved) / t.base_cost, budget, log)
-        if last.met and _better(last, best, kind):
-            best = last
-        budget = _next_budget(kind, budget, value, last.measured)
-        if budget is None:
-            break
-    return _finished(best or last, log)
+    if kind != "max_drop":
+        return _fit_cost(plan, evaluate, t, (criterion, granularity), options, drops, max(1, tries), log)
+    out = _refine_drop(plan, evaluate, t, (criterion, granularity), options, drops, max(1, tries), log)
+    return _nothing_fits(plan, t) if out is None else _finished(out, log)
 
 
 def _fmt(v: float, kind: str) -> str:
     return f"{v:.2f}" if kind == "max_drop" else f"{v:.1%}"
 
 
-__all__ = ["AutoPlan", "autoplan", "allocate", "check_target"]
+__all__ = ["AutoPlan", "autoplan", "allocate", "check_target", "greedy_path"]

@@ -139,6 +139,203 @@ class PrefixCache:
                 del m.forward
 
 
+class _Flow:
+    """Execution order and data flow of one forward at module level: positions as in
+    :class:`_Trace`, which modules produced each tensor an operation consumed (module outputs
+    by identity, kept alive so an identity names one tensor), and the stack of modules each
+    operation ran inside (a ``TorchFunctionMode`` sees every torch function and tensor method)."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor):
+        from torch.overrides import TorchFunctionMode
+        from torch.utils._pytree import tree_flatten
+
+        self.start, self.end, self.calls, self.ops = {}, {}, {}, []  # ops: (module stack, producer names)
+        made_by: dict[int, set[str]] = {}
+        outs: dict[str, torch.Tensor] = {}
+        clock, stack, handles = [0], [()], []
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                prods = set()
+                for a in tree_flatten((args, kwargs))[0]:
+                    if isinstance(a, torch.Tensor):
+                        prods |= made_by.get(id(a), set())
+                if prods:
+                    flow.ops.append((stack[0], prods))
+                return func(*args, **kwargs)
+
+        def pre(name):
+            def hook(_m, _inp):
+                self.calls[name] = self.calls.get(name, 0) + 1
+                self.start.setdefault(name, clock[0])
+                clock[0] += 1
+                stack[0] = stack[0] + (name,)
+            return hook
+
+        def post(name):
+            def hook(_m, _inp, out):
+                self.end[name] = clock[0]
+                clock[0] += 1
+                stack[0] = stack[0][:-1]
+                if isinstance(out, torch.Tensor):
+                    outs[name] = out
+                    made_by.setdefault(id(out), set()).add(name)
+            return hook
+
+        flow = self
+        for name, m in model.named_modules():
+            if name:
+                handles += [m.register_forward_pre_hook(pre(name)), m.register_forward_hook(post(name))]
+        try:
+            with torch.inference_mode(), Mode():
+                out = model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        self.final = set().union(*(made_by.get(id(t), set()) for t in tree_flatten(out)[0]
+                                   if isinstance(t, torch.Tensor)))
+        self.ok = {n for n in outs if self.calls.get(n) == 1}
+        self.example_bytes = {n: t.numel() * t.element_size() for n, t in outs.items()}
+        self.meta = {n: (tuple(t.shape[1:]), t.dtype) for n, t in outs.items()}
+        self._needs: dict[int, tuple[list[str], set[str]]] = {}
+
+    def skippable(self, s: int) -> list[str]:
+        done = {n for n in self.ok if self.end[n] < s}
+        return [n for n in done if not any(p in done for p in _ancestors(n))]
+
+    def needs(self, s: int) -> tuple[list[str], set[str]]:
+        """(modules skipped for a change starting at ``s``, those whose output something that
+        still runs consumes: their recorded outputs are needed; the rest may return anything)."""
+        if s not in self._needs:
+            skip = self.skippable(s)
+            inside = set(skip)
+            need = self.final & inside
+            for stack, prods in self.ops:
+                if not any(n in inside for n in stack):  # (the call stack: nothing inside a skipped one runs)
+                    need |= prods & inside
+            self._needs[s] = (skip, need)
+        return self._needs[s]
+
+
+def _digest(m: nn.Module) -> bytes:
+    """A hash of the module's own parameters and buffers (not its children's)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for _, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+        if t is not None:
+            h.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return h.digest()
+
+
+class LivePrefix:
+    """The live loop's prefix reuse: the model evaluated last on a batch leaves the outputs of
+    chosen modules behind, and the next model, when it differs from it only from some module on
+    (a per-layer override moved on a late layer), runs from them instead of from the input.
+
+    What changed is found by content: a hash of each module's own weights and buffers, so any
+    edit (a mask, a copy) is seen. A change starting at position ``s`` skips the outermost
+    modules that finished before ``s``; of those, only the outputs that something still running
+    consumes are handed back (the data flow of one traced forward says which), the others
+    return an empty stand-in. The outputs kept are those the latest changes need, the latest
+    first, within ``budget_bytes`` (default 512 MiB) for the whole batch; a change that needs
+    more than was kept starts from the latest earlier position whose needs were kept, or runs
+    the whole forward. A new structure (names, types, shapes), batch, tag (the precision) or a
+    model in training mode or not made of PyTorch modules (an int8 onnxruntime model) runs the
+    whole forward.
+
+    Attributes:
+        skipped: the modules the last run skipped (empty: a whole forward).
+    """
+
+    def __init__(self, budget_bytes: int = 512 << 20):
+        self.budget_bytes = budget_bytes
+        self.skipped: list[str] = []
+        self._flow: tuple | None = None  # (structure, _Flow)
+        self._last: tuple | None = None  # (key, digests, records, output)
+
+    def _flow_of(self, model: nn.Module, x: torch.Tensor, structure: tuple) -> _Flow:
+        if self._flow is None or self._flow[0] != structure:
+            self._flow = (structure, _Flow(model, x[:1]))
+        return self._flow[1]
+
+    def _kept(self, flow: _Flow, n_examples: int) -> set[str]:
+        """The outputs to keep: those the latest change positions need, within the budget."""
+        keep, total = set(), 0
+        for s in sorted(set(flow.start.values()), reverse=True):
+            more = flow.needs(s)[1] - keep
+            b = sum(flow.example_bytes[n] for n in more) * n_examples
+            if total + b > self.budget_bytes:
+                break
+            keep |= more
+            total += b
+        return keep
+
+    @torch.inference_mode()
+    def run(self, model: nn.Module, x: torch.Tensor, tag: str = "") -> torch.Tensor:
+        """``model``'s output on ``x``, equal to ``model(x)``; keeps what the next run may reuse."""
+        self.skipped = []
+        if getattr(model, "final", False) or model.training:
+            self._last = None
+            return model(x)
+        mods = dict(model.named_modules())
+        structure = tuple((n, type(m).__qualname__, tuple(
+            (k, tuple(t.shape)) for k, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]
+            if t is not None)) for n, m in mods.items())
+        key = (structure, x.data_ptr(), tuple(x.shape), str(x.device), tag)
+        digests = {n: _digest(m) for n, m in mods.items()}
+        flow = self._flow_of(model, x, structure)
+        keep = self._kept(flow, len(x))
+        records: dict[str, torch.Tensor] = {}
+        skip, need = [], set()
+        if self._last is not None and self._last[0] == key:
+            _, old, records, out = self._last
+            changed = [n for n in digests if digests[n] != old[n]]
+            if not changed:
+                return out.clone()
+            first = min((flow.start[n] for n in changed if n in flow.start), default=None)
+            for s in sorted((p for p in set(flow.start.values()) if first is not None and p <= first), reverse=True):
+                skip, need = flow.needs(s)
+                if need <= records.keys():
+                    break
+                skip, need = [], set()
+        out = self._forward(model, mods, x, skip, need, records, keep)
+        self._last = (key, digests, records, out.detach().clone())
+        self.skipped = sorted(skip, key=flow.start.get)
+        return out
+
+    def _forward(self, model, mods, x, skip, need, records, keep) -> torch.Tensor:
+        """One forward with ``skip`` patched (``need`` from ``records``), recording ``keep``."""
+        patched, handles = [], []
+
+        def record(name):
+            def hook(_m, _inp, out):
+                records[name] = out.detach().clone()
+            return hook
+
+        try:
+            for n in skip:
+                m = mods[n]
+                if n in need:
+                    m.forward = _returning(records[n])
+                else:
+                    shape, dtype = self._flow[1].meta[n]
+                    standin = torch.zeros((), dtype=dtype, device=x.device).expand(len(x), *shape)  # no memory
+                    m.forward = lambda *a, _t=standin, **k: _t
+                patched.append(m)
+            inside = set(skip)
+            for n in keep:
+                if n not in inside and not any(p in inside for p in _ancestors(n)):
+                    handles.append(mods[n].register_forward_hook(record(n)))
+            return model(x)
+        finally:
+            for m in patched:
+                del m.forward
+            for h in handles:
+                h.remove()
+
+
 def _ancestors(name: str) -> list[str]:
     out = []
     p = _parent(name)
@@ -148,4 +345,4 @@ def _ancestors(name: str) -> list[str]:
     return out
 
 
-__all__ = ["PrefixCache"]
+__all__ = ["PrefixCache", "LivePrefix"]

@@ -85,11 +85,35 @@ def stratified_subset(y: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor
     return torch.sort(out).values
 
 
+def glimpse_slice(y: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``size`` examples of ``y`` (a quick subset's labels) for a first, provisional
+    readout: one example of each class first (while ``size`` allows), then classes in proportion
+    (each class's examples in a fixed shuffled order, taken by rank / class count).
+    Deterministic for a given ``y``, ``size`` and ``seed``; sorted ascending."""
+    import torch
+
+    if size >= len(y):
+        return torch.arange(len(y))
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(y), generator=g)
+    ys = y.cpu()[order]
+    counts = torch.bincount(ys).double()
+    rank = torch.zeros(len(ys), dtype=torch.float64)
+    for c in torch.unique(ys):
+        at = torch.nonzero(ys == c).flatten()
+        rank[at] = torch.arange(len(at), dtype=torch.float64) / counts[c]
+        rank[at[0]] = -1.0  # the first of every class comes before any second
+    pick = order[torch.sort(rank, stable=True).indices[:size]]
+    return torch.sort(pick).values
+
+
 @dataclass
 class EvalSet:
     """Evaluation inputs and labels, already on ``device``.
 
-    ``quick`` is a fixed stratified subset for live updates; ``full`` is the test split.
+    ``quick`` is a fixed stratified subset for live updates; ``full`` is the test split;
+    ``glimpse`` is a fixed stratified tenth of the quick subset (:func:`glimpse_slice`) for a
+    first, provisional readout while the quick figures are computed.
     """
 
     name: str
@@ -100,6 +124,7 @@ class EvalSet:
     device: torch.device
     kind: str = "image"
     _quick: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _glimpse: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @classmethod
     def from_splits(
@@ -125,20 +150,30 @@ class EvalSet:
             self._quick = (self.x[self.quick_index].contiguous(), self.y[self.quick_index].contiguous())
         return self._quick
 
+    def glimpse(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The glimpse ``(x, y)``: ``max(1, Q // 10)`` examples of the quick subset of Q (cached)."""
+        if self._glimpse is None:
+            x, y = self.quick()
+            i = glimpse_slice(y, max(1, len(y) // 10)).to(y.device)
+            self._glimpse = (x[i].contiguous(), y[i].contiguous())
+        return self._glimpse
+
     def full(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x, self.y
 
     def subset(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``"quick"`` or ``"full"``.
+        """``"quick"``, ``"full"`` or ``"glimpse"`` (a tenth of the quick subset).
 
         Raises:
             PrunescopeError: another name.
         """
         if which == "quick":
             return self.quick()
+        if which == "glimpse":
+            return self.glimpse()
         if which == "full":
             return self.full()
-        raise PrunescopeError(f"subset must be 'quick' or 'full', got {which!r}")
+        raise PrunescopeError(f"subset must be 'quick', 'full' or 'glimpse', got {which!r}")
 
     @property
     def num_classes(self) -> int:

@@ -144,19 +144,32 @@ def shape_str(s) -> str:
     return "(" + ", ".join(str(int(v)) for v in s) + ")"
 
 
-def _rows(t: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """Activations as rows of features: (N, F) | (N*T, F) | (N*H*W, C)."""
-    if t.dim() == 2:
-        return t
-    if t.dim() == 3 or t.dim() == 4 and channels_last:
-        return t.reshape(-1, t.shape[-1])
-    if t.dim() == 4:
-        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+def _rows(t: torch.Tensor, channels_last: bool = False, idx: torch.Tensor | None = None) -> torch.Tensor:
+    """Activations as rows of features: (N, F) | (N*T, F) | (N*H*W, C); only the rows ``idx``
+    (positions in that order) when given, gathered without copying the others."""
+    if t.dim() == 4 and not channels_last:
+        if idx is None:
+            return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+        hw = t.shape[2] * t.shape[3]
+        return t.flatten(2)[idx // hw, :, idx % hw]
+    if t.dim() == 2 or t.dim() == 3 or t.dim() == 4:
+        rows = t.reshape(-1, t.shape[-1])
+        return rows if idx is None else rows[idx]
     raise ModelError(f"cannot fit an adapter on activations of shape {tuple(t.shape)}")
+
+
+def _row_count(t: torch.Tensor, channels_last: bool) -> int:
+    if t.dim() not in (2, 3, 4):
+        raise ModelError(f"cannot fit an adapter on activations of shape {tuple(t.shape)}")
+    return t.numel() // (t.shape[1] if t.dim() == 4 and not channels_last else t.shape[-1])
 
 
 def ridge_lstsq(x: torch.Tensor, y: torch.Tensor, ridge: float = RIDGE) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-form ``y ~ x @ w + b`` by least squares with a small ridge term.
+
+    Solved in float64 on the normal equations of the centred data, ``(XᵀX + λnI) w = XᵀY``
+    (a Cholesky solve: the ridge makes the matrix positive definite), which is the ridge-
+    augmented least-squares system ``[X; sqrt(λn) I] w = [Y; 0]`` in a d x d form.
 
     Args:
         x: (n, d_in) inputs; y: (n, d_out) targets.
@@ -168,13 +181,16 @@ def ridge_lstsq(x: torch.Tensor, y: torch.Tensor, ridge: float = RIDGE) -> tuple
     x64, y64 = x.double(), y.double()
     xm, ym = x64.mean(0), y64.mean(0)
     xc, yc = x64 - xm, y64 - ym
-    d = xc.shape[1]
-    lam = ridge * float((xc * xc).sum()) / max(1, xc.shape[0]) / max(1, d) + 1e-12
-    a = torch.cat([xc, math.sqrt(lam * xc.shape[0]) * torch.eye(d, dtype=xc.dtype, device=xc.device)])
-    bb = torch.cat([yc, torch.zeros(d, yc.shape[1], dtype=yc.dtype, device=yc.device)])
-    # gelsd works on cpu only; gels (QR) is fine with the ridge rows making `a` full rank
-    driver = "gelsd" if a.device.type == "cpu" else None
-    w = torch.linalg.lstsq(a, bb, driver=driver).solution
+    n, d = xc.shape
+    gram = xc.T @ xc
+    lam = ridge * float(gram.diagonal().sum()) / max(1, n) / max(1, d) + 1e-12
+    gram.diagonal().add_(lam * n)
+    rhs = xc.T @ yc
+    chol, info = torch.linalg.cholesky_ex(gram)
+    if int(info) == 0:
+        w = torch.cholesky_solve(rhs, chol)
+    else:  # not positive definite in floating point (an enormous feature scale): a least-squares solve
+        w = torch.linalg.lstsq(gram, rhs).solution
     b = ym - xm @ w
     return w.float(), b.float()
 
@@ -190,13 +206,12 @@ def fit_bridge(bridge: Bridge, a: torch.Tensor, target: torch.Tensor, seed: int 
     """
     if bridge.is_identity:
         return bridge
-    xin = _rows(bridge.resample(a), bridge.channels_last)
-    yt = _rows(target, bridge.channels_last)
-    if len(xin) > MAX_FIT_ROWS:
+    src = bridge.resample(a)
+    idx, n = None, _row_count(src, bridge.channels_last)
+    if n > MAX_FIT_ROWS:
         g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(len(xin), generator=g)[:MAX_FIT_ROWS].to(xin.device)
-        xin, yt = xin[idx], yt[idx]
-    w, b = ridge_lstsq(xin, yt)
+        idx = torch.randperm(n, generator=g)[:MAX_FIT_ROWS].to(src.device)
+    w, b = ridge_lstsq(_rows(src, bridge.channels_last, idx), _rows(target, bridge.channels_last, idx))
     p = bridge.proj
     if isinstance(p, nn.Linear):
         p.weight.copy_(w.t())
@@ -208,12 +223,15 @@ def fit_bridge(bridge: Bridge, a: torch.Tensor, target: torch.Tensor, seed: int 
     return bridge
 
 
-def fit_error(bridge: Bridge, a: torch.Tensor, target: torch.Tensor) -> float:
-    """Residual of ``bridge(a)`` against ``target`` over the target's variance (1 - R^2)."""
+def fit_error(bridge: Bridge, a: torch.Tensor, target: torch.Tensor, out: torch.Tensor | None = None) -> float:
+    """Residual of ``bridge(a)`` against ``target`` over the target's variance (1 - R^2),
+    summed in float64; ``out``: ``bridge(a)`` when already computed."""
     with torch.no_grad():
-        y = target.double()
-        res = float(((bridge(a).double() - y) ** 2).sum())
-        var = float(((y - y.mean(0, keepdim=True)) ** 2).sum())
+        out = bridge(a) if out is None else out
+        d = out - target
+        res = float(torch.sum(d * d, dtype=torch.float64))
+        c = target - target.mean(0, keepdim=True, dtype=torch.float64).to(target.dtype)
+        var = float(torch.sum(c * c, dtype=torch.float64))
     return res / var if var > 0 else (0.0 if res == 0 else math.inf)
 
 
@@ -224,17 +242,26 @@ def seam_bridge(a: torch.Tensor, target: torch.Tensor, policy: str, same_model: 
     Raises:
         ModelError: identity asked where shapes differ, or no adapter maps the shapes.
     """
+    return bridge_seam(a, target, policy, same_model, where, seed)[:2]
+
+
+def bridge_seam(a: torch.Tensor, target: torch.Tensor, policy: str, same_model: bool, where: str,
+                seed: int) -> tuple[Bridge, Seam, torch.Tensor]:
+    """:func:`seam_bridge`, and the bridge's output on ``a`` (computed once for the fit error
+    and for the chain that goes on from the seam)."""
     si, so = tuple(a.shape[1:]), tuple(target.shape[1:])
     if policy == "identity":
         if si != so:
             raise ModelError(f"cannot bridge {where} with identity: shapes {shape_str(si)} -> "
                              f"{shape_str(so)} differ; use bridge 'lstsq' (or 'auto')")
-        return identity_bridge(si), Seam(where, "identity", si, so)
+        return identity_bridge(si), Seam(where, "identity", si, so), a
     if policy == "auto" and si == so and same_model:
-        return identity_bridge(si), Seam(where, "identity", si, so)
+        return identity_bridge(si), Seam(where, "identity", si, so), a
     b = fit_bridge(make_bridge(si, so, where).to(a.device), a, target, seed)
-    return b, Seam(where, "lstsq", si, so, fit_error(b, a, target))
+    with torch.no_grad():
+        out = b(a)
+    return b, Seam(where, "lstsq", si, so, fit_error(b, a, target, out)), out
 
 
-__all__ = ["Bridge", "make_bridge", "identity_bridge", "fit_bridge", "ridge_lstsq", "seam_bridge", "fit_error",
-           "shape_str", "RIDGE", "MAX_FIT_ROWS"]
+__all__ = ["Bridge", "make_bridge", "identity_bridge", "fit_bridge", "ridge_lstsq", "seam_bridge", "bridge_seam",
+           "fit_error", "shape_str", "RIDGE", "MAX_FIT_ROWS"]

@@ -19,9 +19,18 @@ from core.errors import ModelError
 from core.plan.report import Seam
 from core.sources.bases import clone_model
 from core.sources.models import get_spec
-from core.surgery.blocks import block_activations, block_names, container_of, set_module, split_block
-from core.surgery.bridges import seam_bridge, shape_str
+from core.surgery.blocks import block_names, container_of, set_module, split_block
+from core.surgery.bridges import bridge_seam, shape_str
 from core.surgery.rootview import RootView
+from core.surgery.traces import (
+    ROOT_TRACE,
+    Trace,
+    block_call_extras,
+    first_tensor,
+    memo_hit,
+    memo_trace,
+    traced_activations,
+)
 
 BRIDGES = ("auto", "identity", "lstsq")  # seam policies (see stitch)
 
@@ -74,63 +83,30 @@ def paired_inputs(ctx, donor: str, x_host: torch.Tensor, seed: int) -> torch.Ten
                      f"{shape_str(x_host.shape[1:])}) to donor {donor!r} (input {shape_str(ish)})")
 
 
-def block_call_extras(model: nn.Module, container: str, x: torch.Tensor) -> list[tuple[tuple, dict]]:
-    """What the model's forward passes each block of ``container`` besides its input tensor
-    (extra positional and keyword arguments: a transformers decoder layer's position
-    embeddings and attention mask), recorded on one forward pass of ``x``; ``((), {})``
-    for a block called with its input alone. Call on a private copy (hooks are added)."""
-    c = container_of(model, container)
-    children = list(c.children()) if isinstance(c, (nn.Sequential, nn.ModuleList)) else []
-    got: list[tuple[tuple, dict] | None] = [None] * len(children)
-    handles = []
-
-    def pre(i):
-        def hook(_m, args, kwargs):
-            if got[i] is None:
-                got[i] = (tuple(args[1:]), dict(kwargs))
-        return hook
-
-    try:
-        for i, ch in enumerate(children):
-            handles.append(ch.register_forward_pre_hook(pre(i), with_kwargs=True))
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return [g if g is not None else ((), {}) for g in got]
-
-
-def _first_tensor(o):
-    """A block's output tensor (transformers layers of some versions return a tuple)."""
-    return o[0] if isinstance(o, (tuple, list)) and o and isinstance(o[0], torch.Tensor) else o
-
-
-ROOT_TRACE = "root trace"  # key in ``ctx.memo(model)``: what a trace found about the root's children
-
-
 class _Sources:
     """Private copies of the host and donors, with their calibration activations.
 
-    A root view's blocks run as a trace found them (which children ran, the input shape
-    each saw: ``RootView.trace``); the trace of each source model is kept in the apply
-    context's memo of that model, so a copy whose activations come from ``acts_cache``
-    runs its blocks the same way."""
+    A source's trace (:class:`Trace`) comes from the apply context's memo of the source
+    model when a stitch before this one traced it on the same batch, else from
+    ``acts_cache``, else from one forward of its private copy (then kept in the memo). A
+    root view's blocks run as a trace found them (which children ran, the input shape each
+    saw: ``RootView.trace``); that is kept in the memo too, so a copy whose activations
+    were traced earlier runs its blocks the same way."""
 
     def __init__(self, base: nn.Module, host: nn.Module, ctx, seed: int, acts_cache: dict | None = None):
         self.ctx, self.seed, self.base = ctx, seed, base
         self.models: dict[str, nn.Module] = {"self": host}
         self.x: dict[str, torch.Tensor] = {"self": ctx.calibration(seed)[0]}
         self.acts = acts_cache if acts_cache is not None else {}
-        self.extras: dict[tuple[str, str], list[tuple[tuple, dict]]] = {}
+        self.traces: dict[tuple[str, str], Trace] = {}
 
     def call(self, source: str, container: str, index: int, blk: nn.Module, a: torch.Tensor) -> torch.Tensor:
         """``blk(a)``, with what the source's forward passes that block besides its input."""
-        key = (source, container)
-        if key not in self.extras:
-            self.extras[key] = block_call_extras(clone_model(self.model(source)), container, self.x[source])
-        args, kwargs = self.extras[key][index] if index < len(self.extras[key]) else ((), {})
-        return _first_tensor(blk(a, *args, **kwargs))
+        tr = self.trace(source, container)
+        if tr.extras is None:
+            tr.extras = block_call_extras(clone_model(self.model(source)), container, self.x[source])
+        args, kwargs = tr.extras[index] if index < len(tr.extras) else ((), {})
+        return first_tensor(blk(a, *args, **kwargs))
 
     def model(self, source: str) -> nn.Module:
         if source not in self.models:
@@ -140,35 +116,29 @@ class _Sources:
             self.x[source] = paired_inputs(self.ctx, source, self.x["self"], self.seed)
         return self.models[source]
 
-    def activations(self, source: str, container: str) -> list[torch.Tensor]:
+    def trace(self, source: str, container: str) -> Trace:
         key = (source, container)
-        m = self.model(source)
-        memo = self.ctx.memo(self.base if source == "self" else self.ctx.donor(source))
-        if key not in self.acts:
-            self.acts[key] = block_activations(m, container, self.x[source])
-            _remember_trace(m, container, memo)
-        else:
+        if key not in self.traces:
+            m = self.model(source)
+            owner = self.base if source == "self" else self.ctx.donor(source)
+            memo, x = self.ctx.memo(owner), self.x[source]
+            hit = memo_hit(memo, container, owner, x)
+            if hit is not None:
+                tr = hit
+            elif key in self.acts:
+                tr = Trace(x, None, self.acts[key])
+            else:
+                tr = self.traces[key] = memo_trace(memo, container, owner, m, x)
+                self.acts[key] = tr.acts
+                return tr
             view = container_of(m, container)
             if isinstance(view, RootView) and ROOT_TRACE in memo:
                 view.learn(memo[ROOT_TRACE])
-        return self.acts[key]
+            self.traces[key] = tr
+        return self.traces[key]
 
-
-def _remember_trace(traced: nn.Module, container: str, memo: dict) -> None:
-    view = container_of(traced, container)
-    if isinstance(view, RootView):
-        memo[ROOT_TRACE] = view.trace()
-
-
-def traced_activations(model: nn.Module, ctx, container: str, x: torch.Tensor) -> list[torch.Tensor]:
-    """``r_0 .. r_N`` of ``container`` on ``x``, traced on a private copy of ``model``
-    (``core.surgery.blocks.block_activations``), for a later :func:`stitch`'s
-    ``acts_cache``. Side effect: what the trace found about a root view's children is
-    kept in ``ctx.memo(model)``, where the stitch reusing them reads it."""
-    m = clone_model(model)
-    acts = block_activations(m, container, x)
-    _remember_trace(m, container, ctx.memo(model))
-    return acts
+    def activations(self, source: str, container: str) -> list[torch.Tensor]:
+        return self.trace(source, container).acts
 
 
 def _kept_names(pieces: list[Piece], container: str, n_host: int, names: list[str | None] | None) -> set[int]:
@@ -191,9 +161,23 @@ class _Chain:
         self.seams: list[Seam] = []
         self.state = Piece("self", container, 0)  # the piece that would follow without a seam
         self.prev_label = "the container input"
-        self.host_acts = src.activations("self", container)
+        host = src.trace("self", container)
+        self.host_acts, self.host_outs = host.acts, host.outs
         self.a = self.host_acts[0]
+        self.todo: list[tuple[Piece, nn.Module]] = []  # blocks appended but not run on ``a`` yet
+        self.clean = True  # no seam yet: ``a`` is what the host's own forward gave (its trace has it)
+        self.owned = False  # ``a`` is this chain's own tensor (a trace's may be kept in the memo: never changed)
         self.used: set[tuple[str, str, int]] = set()
+
+    def activation(self) -> torch.Tensor:
+        """The activation reaching the end of the chain: the blocks not run yet run now (the
+        blocks after the last seam never run unless a seam at the end needs them)."""
+        if self.todo and not self.owned:
+            self.a, self.owned = self.a.clone(), True  # a block may change its input in place
+        for p, blk in self.todo:
+            self.a = self.src.call(p.source, p.container, p.index, blk, self.a)
+        self.todo = []
+        return self.a
 
     def label(self, p: Piece) -> str:
         nm = block_names(self.src.model(p.source), p.container)[p.index]
@@ -202,10 +186,12 @@ class _Chain:
     def seam(self, target: torch.Tensor, target_source: str, next_label: str) -> None:
         """A bridge from the activation so far to ``target``, what the next piece saw."""
         where = f"{self.prev_label} -> {next_label}"
-        br, seam = seam_bridge(self.a, target, self.policy, self.state.source == target_source, where, self.seed)
+        a = self.activation()
+        br, seam, self.a = bridge_seam(a, target, self.policy, self.state.source == target_source, where, self.seed)
+        self.owned = self.owned if self.a is a else True
         self.out.append((_unique("bridge", self.taken), br))
         self.seams.append(seam)
-        self.a = br(self.a)
+        self.clean = False
 
     def add(self, p: Piece, name: str | None, keep: bool) -> None:
         """Append piece ``p`` (after a seam if it did not follow the last one in its model)."""
@@ -225,7 +211,10 @@ class _Chain:
             leaf = split_block(block_names(m, p.container)[p.index])[1]
             name = f"{leaf}_copy" if p.source == "self" else f"{p.source}_{leaf}"
         self.out.append((name if keep else _unique(_safe(name), self.taken), blk))
-        self.a = self.src.call(p.source, p.container, p.index, blk, self.a)
+        if self.clean and self.host_outs is not None and self.host_outs[p.index] is not None:
+            self.a = self.host_outs[p.index]  # the host's own block on its own input: its traced output
+        else:
+            self.todo.append((p, blk))
         self.state = Piece(p.source, p.container, p.index + 1)
         self.prev_label = self.label(p)
 

@@ -228,6 +228,17 @@ class Analyses:
         return unit_report(self.evaluator, self.ctx, self.plan, self.reports, layer, unit, granularity, subset=subset,
                            top=top)
 
+    def graph_diff(self, profile: bool = False, *, batch: int = 32):
+        """Every module of the base against the current model: kept, narrowed, masked, removed or
+        added, with parameters, MACs, sparsity, widths and (``profile``) per-module latency
+        (``core.explain.graphdiff.graph_diff``), kept in the context's memo of the current model
+        (per plan, profile flag and batch)."""
+        from core.explain.graphdiff import graph_diff
+
+        current = self._current()
+        return graph_diff(self.base, current, self.plan, self.reports, self.evalset.quick()[0], profile=profile,
+                          batch=batch, memo=self.ctx.memo(current), model_before=self.model_before, ctx=self.ctx)
+
     def attribution_pair(self, index: int, method: str = "gradient") -> dict:
         """Attribution maps of the base and the current model for example ``index`` of the
         test split (``core.explain.attribution_pair``).

@@ -26,6 +26,7 @@ from core.sources.bases import clone_model, load_base
 from core.sources.datasets import EvalSet, get_dataset
 from core.sources.models import ModelSpec, get_spec
 from core.workspace.analyses import Analyses
+from core.workspace.live import LiveReadouts
 
 if TYPE_CHECKING:
     pass
@@ -51,7 +52,7 @@ class LogEntry:
     metrics: Metrics
 
 
-class Workspace(Analyses):
+class Workspace(Analyses, LiveReadouts):
     """One base model, its eval set, the current plan and its history.
 
     Args:
@@ -331,7 +332,7 @@ class Workspace(Analyses):
         key = self._metrics_key(self.plan, subset)
         m = self._metrics.get(key)
         if m is None:
-            m = self.evaluator.evaluate(self._current(), subset, latency=False)
+            m = self.evaluator.evaluate(self._current(), subset, latency=False, forward=self.quick_forward(subset))
             self._metrics[key] = m
         if m.latency is None:
             pair = self.evaluator.timed_pair(self._current())

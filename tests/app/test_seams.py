@@ -2,22 +2,11 @@
 histogram line and the metrics: every view reads the report, none recomputes it."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from core.ground import formatting as fmt
 from core.prune import Prune
-from tests.helpers.app import metric, new_app, workspace
-
-
-def _figure(at, title_start: str) -> dict:
-    for el in at.get("plotly_chart"):
-        spec = json.loads(el.proto.spec)
-        title = (spec["layout"].get("title") or {}).get("text") or ""
-        if title.startswith(title_start):
-            return spec
-    raise AssertionError(f"no chart titled {title_start!r}")
+from tests.helpers.app import handle_args, metric, new_app, workspace
 
 
 def test_slider_threshold_equals_report_histogram_line_and_metrics():
@@ -31,10 +20,12 @@ def test_slider_threshold_equals_report_histogram_line_and_metrics():
     (report,) = ws.reports
     t = report.thresholds["layers.3"]
     assert t == report.global_threshold and report.threshold_unit == "|w|"
-    # the histogram draws the report's threshold (at -t and +t)
-    shapes = _figure(at, "Weights of layers.3")["layout"]["shapes"]
-    lines = sorted(s["x0"] for s in shapes if s["type"] == "line")
-    assert lines == pytest.approx([-t, t], rel=1e-12)
+    # the histogram's handle draws the report's threshold (at -t and +t: symmetric) and the
+    # layer's pruned fraction its slider shows
+    args = handle_args(at, "digits_mlp:weight:layers.3")
+    assert args["at"] == pytest.approx(t, rel=1e-12) and args["symmetric"]
+    assert args["value"] == at.slider(key="ov_digits_mlp_layers.3").value
+    assert handle_args(at, "digits_mlp:sparsity")["at"] == pytest.approx(t, rel=1e-12)
     # the caption names the same threshold in its unit, and the sparsity the metrics show
     m = ws.metrics()
     assert m.sparsity == pytest.approx(report.pruned / report.total, abs=1e-9)
@@ -54,5 +45,5 @@ def test_structured_table_and_histogram_read_the_report():
     pruned = sorted(table.loc[table["status"] == "pruned", "unit"].tolist())
     assert pruned == sorted(report.removed["features.1.0"])
     assert len(pruned) == report.units["features.1.0"][0] > 0
-    shapes = _figure(at, "l1 scores of features.1.0")["layout"]["shapes"]
-    assert [s["x0"] for s in shapes if s["type"] == "line"] == pytest.approx([report.thresholds["features.1.0"]])
+    args = handle_args(at, "digits_cnn:channel:features.1.0")
+    assert args["at"] == pytest.approx(report.thresholds["features.1.0"]) and not args["symmetric"]

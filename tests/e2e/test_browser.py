@@ -48,7 +48,7 @@ def test_clicking_an_overview_bar_selects_that_layer(page, app_url, tmp_path):
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.wait_for()
     def hist_title() -> str:
-        return page.locator("text.gtitle").filter(has_text="Weights of").first.text_content()
+        return page.locator('[data-testid="stMarkdown"] strong').filter(has_text="Weights of").first.text_content()
 
     first_title = hist_title()
     bars = chart.locator("g.point path")

@@ -45,3 +45,15 @@ def finish_job(at: AppTest, key: str) -> None:
     job.thread.join(300)
     assert not job.thread.is_alive(), "the training job did not end in 300 s"
     at.run()
+
+
+def handle_args(at: AppTest, ident: str) -> dict:
+    """The arguments the page drew the threshold handle ``ident`` with (app/threshold_drag.py:
+    its bins, ``value``, ``at`` (the report's threshold), mode)."""
+    import json
+
+    for el in at.get("component_instance"):
+        args = json.loads(el.proto.json_args)
+        if args.get("id") == ident:
+            return args
+    raise AssertionError(f"no threshold handle {ident!r}")

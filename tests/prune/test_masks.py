@@ -8,6 +8,7 @@ from core.errors import ModelError
 from core.plan import ApplyContext, Plan, apply_with_reports
 from core.prune import LayerOverride, Prune
 from core.prune.masks import prunable_layers, select_threshold, weight_prune
+from core.prune.thresholds import threshold_for_k
 from core.sources.models import build_model
 from tests.helpers.models import DEMO_MODELS, small_mlp
 
@@ -135,3 +136,32 @@ def test_non_magnitude_criterion_uses_generic_scores():
     l1 = apply_weight_prune(Prune(sparsity=0.5), model)
     assert any(not torch.equal(a.weight == 0, b.weight == 0)
                for a, b in zip(prunable_layers(out).values(), prunable_layers(l1).values()))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_select_threshold_equals_a_full_sort_on_several_layers(ties):
+    g = torch.Generator().manual_seed(7)
+    for trial in range(40):
+        sizes = torch.randint(1, 4000, (int(torch.randint(1, 5, (1,), generator=g)),), generator=g).tolist()
+        scores = {f"l{i}": (torch.randint(0, 30, (n,), generator=g).float() if ties else torch.randn(n, generator=g))
+                  for i, n in enumerate(sizes)}
+        ordered = torch.sort(torch.cat(list(scores.values()))).values
+        for s in (0.0, 0.001, 0.3, 0.5, 0.77, 0.999, 1.0):
+            t = select_threshold(scores, list(scores), s)
+            assert t == threshold_for_k(ordered, round(s * len(ordered))), (trial, s)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "random"])
+def test_masks_and_counts_equal_a_sort_reference_on_a_pruned_model(criterion):
+    model = small_mlp()
+    zeroed = apply_weight_prune(Prune(sparsity=0.4), model)  # 40% exact zeros: ties at 0
+    for s in (0.2, 0.4, 0.41, 0.9):
+        out, report = weight_prune(Prune(criterion=criterion, sparsity=s, seed=2), zeroed)
+        for name, mod in prunable_layers(out).items():
+            assert report.units[name] == (int((mod.weight == 0).sum()), mod.weight.numel())
+        if criterion == "l1":
+            w = torch.cat([m.weight.detach().abs().flatten() for m in prunable_layers(zeroed).values()])
+            assert report.global_threshold == threshold_for_k(torch.sort(w).values, round(s * w.numel()))
+            for name, mod in prunable_layers(out).items():
+                src = prunable_layers(zeroed)[name].weight
+                assert torch.equal(mod.weight, torch.where(src.abs() >= report.global_threshold, src, 0.0))

@@ -20,14 +20,24 @@ from core.sources.bases import clone_model
 
 
 class Analysis:
-    """A private copy of a source model with its graph, groups and cached scores."""
+    """A private copy of a source model with its graph, groups and cached scores, what
+    the model returns, and which pruned widths were checked to run (``prune.py``).
+
+    Like every fact in the memo it assumes the source model is not changed in place
+    once analysed; a pruned model is built from ``copy`` and a copy of ``dg``
+    (``tp_compat.copy_graph``), never traced again."""
 
     def __init__(self, model: nn.Module, example: torch.Tensor):
         self.copy = clone_model(model)
-        self.dg, self.output_layer = build_graph(self.copy, example)
+        out: list = []  # the trace's forward on ``example`` gives the output shape too
+        self.dg, self.output_layer = build_graph(self.copy, example, out)
         self._groups: dict[str, list[UnitGroup]] = {}
         self.skipped: dict[str, list[tuple[str, str]]] = {}  # granularity -> (layer, why it was left out)
         self.scores: dict[tuple, dict[str, torch.Tensor]] = {}
+        # example batch shape -> the model's output shape (a type name when not a tensor)
+        self.outputs: dict[tuple, tuple | str] = {tuple(example.shape): out[-1]} if out else {}
+        # (example shape, granularity, (group, units removed) per group) -> groups left out, with why
+        self.checked: dict[tuple, list[tuple[str, str]]] = {}
 
     def groups(self, granularity: str) -> list[UnitGroup]:
         if granularity not in self._groups:

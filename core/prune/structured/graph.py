@@ -114,15 +114,25 @@ def _drop_saved(_t):
     return None
 
 
-def build_graph(model: nn.Module, example: torch.Tensor):
+def _output_of(out) -> tuple | str:
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+
+
+def build_graph(model: nn.Module, example: torch.Tensor, outputs: list | None = None):
     """(Torch-Pruning graph of ``model``, output layer name).
 
     Only ever called on a private copy. Hooks are removed and ``requires_grad`` flags
     restored afterwards. Operations whose channels the graph cannot map are kept in
-    ``graph.unmapped``; groups through them are left out by :func:`unit_groups`."""
+    ``graph.unmapped``; groups through them are left out by :func:`unit_groups`.
+    ``outputs`` (a list), when given, receives what the model returned when called on
+    ``example`` itself (its shape, or its type's name when not a tensor); Torch-Pruning
+    tries ``model(*example)`` first, the batch unpacked, which is not recorded."""
     order: list[str] = []
     handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
                for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    if outputs is not None:
+        handles.append(model.register_forward_hook(
+            lambda mod, i, o: outputs.append(_output_of(o)) if len(i) == 1 and i[0] is example else None))
     # The graph is traced through autograd: parameters must require grad while tracing.
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:

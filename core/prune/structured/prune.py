@@ -5,7 +5,14 @@ its output must keep its shape. A module attribute holding the old width (torchv
 ViT reshapes with its stored ``hidden_dim``) is updated to the new one. When the copy
 does not run, the groups that break it are found by bisection (each half pruned on a
 fresh copy) and left out; the report's warnings name them and say why, as they name the
-groups Torch-Pruning could not follow (``graph.unit_groups``). Only Torch-Pruning's own
+groups Torch-Pruning could not follow (``graph.unit_groups``).
+
+Each copy is the source's analysis copy with its dependency graph, copied together
+(``tp_compat.copy_graph``): the graph is traced once per source model, not per prune.
+The outcome of the check is kept in the analysis (``Analysis.checked``) by the widths
+pruned, i.e. the units removed per group: the shapes a pruned model computes with depend
+on those alone, not on which units went, so the same widths on the same source skip the
+check forward (and the bisection) and leave out the same groups with the same reasons. Only Torch-Pruning's own
 calls and the model's forward are caught (``FOREIGN_ERRORS``, chained): the model not
 running on the example, or running out of memory, is a :class:`~core.errors.ModelError`;
 a failure of our own code (selection, scores, widths) propagates as the bug it is.
@@ -18,10 +25,11 @@ from torch import nn
 from core.errors import FOREIGN_ERRORS, ModelError, first_line
 from core.ground.constraints import Options, check_args
 from core.plan.report import UNIT_NORMALISED, StepReport
-from core.prune.structured.analysis import all_unit_scores, analysis, calibration_for, example_input
-from core.prune.structured.graph import UNIT_GRANULARITIES, TorchPruningFailed, UnitGroup, build_graph
+from core.prune.structured.analysis import Analysis, all_unit_scores, analysis, calibration_for, example_input
+from core.prune.structured.graph import UNIT_GRANULARITIES, TorchPruningFailed, UnitGroup
 from core.prune.structured.heads import prune_gqa, remove_heads
 from core.prune.structured.select import Selection, units_to_remove
+from core.prune.structured.tp_compat import copy_graph
 from core.sources.bases import clone_model
 
 # attributes of non-layer modules that hold a width, updated when that width is pruned
@@ -59,11 +67,11 @@ def _fix_widths(model: nn.Module, members: set[str], old: int, new: int) -> list
     return changed
 
 
-def _prune_groups(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup],
+def _prune_groups(an: Analysis, model: nn.Module, groups: list[UnitGroup],
                   pruned: dict[str, list[int]]) -> nn.Module:
-    """A copy of ``model`` with ``pruned[g.name]`` units removed from each of ``groups``."""
-    new = clone_model(model)
-    dg, _ = build_graph(new, example)
+    """A copy of ``model`` (of its analysis copy ``an.copy``, with a copy of its graph) with
+    ``pruned[g.name]`` units removed from each of ``groups``."""
+    new, dg = copy_graph(an.dg)
     mods = dict(new.named_modules())
     gqa: dict[str, dict[str, list[int]]] = {}  # grouped-query module -> its units by kind (pruned by hand)
     for g in groups:
@@ -110,36 +118,43 @@ def _runs(model: nn.Module, example: torch.Tensor, want: tuple) -> str | None:
     return None
 
 
-def _attempt(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], pruned: dict,
+def _attempt(an: Analysis, model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], pruned: dict,
              want: tuple) -> tuple[nn.Module | None, str | None]:
     """(pruned copy, None) when pruning ``groups`` gives a model that runs, else (None, why)."""
     try:
-        new = _prune_groups(model, example, groups, pruned)
+        new = _prune_groups(an, model, groups, pruned)
     except TorchPruningFailed as exc:  # raised around Torch-Pruning's calls alone: the finding
         return None, f"pruning it raises {exc}"
     why = _runs(new, example, want)
     return (new, None) if why is None else (None, why)
 
 
-def _out_shape(model: nn.Module, example: torch.Tensor) -> tuple:
-    run = clone_model(model) if model.training else model
-    try:
-        with torch.no_grad():
-            out = run(example)
-    except FOREIGN_ERRORS as exc:  # the person's model's forward
-        raise ModelError(f"the model does not run on the example batch ({type(exc).__name__}: "
-                         f"{first_line(exc)[:200]})") from exc
-    if not isinstance(out, torch.Tensor):
-        raise ModelError(f"structured pruning needs a model returning one tensor, got {type(out).__name__}")
-    return tuple(out.shape)
+def _out_shape(an: Analysis, model: nn.Module, example: torch.Tensor) -> tuple:
+    """The output shape of ``model`` on ``example``: the analysis trace's when it ran the model on
+    an example of that shape, else one forward (kept in ``an``)."""
+    key = tuple(example.shape)
+    if key not in an.outputs:
+        run = clone_model(model) if model.training else model
+        try:
+            with torch.no_grad():
+                out = run(example)
+        except FOREIGN_ERRORS as exc:  # the person's model's forward
+            raise ModelError(f"the model does not run on the example batch ({type(exc).__name__}: "
+                             f"{first_line(exc)[:200]})") from exc
+        an.outputs[key] = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    out = an.outputs[key]
+    if isinstance(out, str):
+        raise ModelError(f"structured pruning needs a model returning one tensor, got {out}")
+    return out
 
 
-def _prune_checked(model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], sel: Selection,
-                   want: tuple) -> tuple[nn.Module, list[str]]:
-    """The pruned copy; groups whose pruning breaks the forward pass are left out (found by
-    bisection, each half pruned on a fresh copy). Returns (model, warnings)."""
+def _bisect(an: Analysis, model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], sel: Selection,
+            want: tuple) -> tuple[nn.Module, list[tuple[str, str]]]:
+    """The pruned copy, checked to run; groups whose pruning breaks the forward pass are left
+    out (found by bisection, each half pruned on a fresh copy, only when the whole fails).
+    Returns (model, [(group left out, why)])."""
     active = [g for g in groups if sel.pruned.get(g.name)]
-    new, why = _attempt(model, example, groups, sel.pruned, want)
+    new, why = _attempt(an, model, example, groups, sel.pruned, want)
     if why is None:
         return new, []
     del new
@@ -147,7 +162,7 @@ def _prune_checked(model: nn.Module, example: torch.Tensor, groups: list[UnitGro
 
     def find(part: list[UnitGroup], why: str | None = None) -> None:
         if why is None:
-            why = _attempt(model, example, part, sel.pruned, want)[1]
+            why = _attempt(an, model, example, part, sel.pruned, want)[1]
         if why is None:
             return
         if len(part) == 1:
@@ -158,14 +173,39 @@ def _prune_checked(model: nn.Module, example: torch.Tensor, groups: list[UnitGro
         find(part[half:])
 
     find(active, why)
+    _leave_out(groups, sel, bad)
+    new, still = _attempt(an, model, example, groups, sel.pruned, want)
+    if still is not None:
+        raise ModelError(f"the pruned model does not run ({still}), and leaving out single groups does not "
+                         f"mend it; prune fewer layers (overrides) or another granularity")
+    return new, bad
+
+
+def _leave_out(groups: list[UnitGroup], sel: Selection, bad: list[tuple[str, str]]) -> None:
     names = {b for b, _ in bad}
     for g in groups:
         if g.name in names:
             sel.pruned[g.name] = []
-    new, still = _attempt(model, example, groups, sel.pruned, want)
-    if still is not None:
-        raise ModelError(f"the pruned model does not run ({still}), and leaving out single groups does not "
-                         f"mend it; prune fewer layers (overrides) or another granularity")
+
+
+def _widths_key(groups: list[UnitGroup], sel: Selection, example: torch.Tensor) -> tuple:
+    """What decides whether a pruned copy runs: the example's shape and the units removed per group."""
+    removed = tuple((g.name, len(sel.pruned[g.name])) for g in groups if sel.pruned.get(g.name))
+    return tuple(example.shape), groups[0].granularity if groups else "", removed
+
+
+def _prune_checked(an: Analysis, model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], sel: Selection,
+                   want: tuple) -> tuple[nn.Module, list[str]]:
+    """The pruned copy with the groups that break it left out (:func:`_bisect`), the check
+    skipped for widths already checked on this source (``an.checked``). Returns (model, warnings)."""
+    key = _widths_key(groups, sel, example)
+    bad = an.checked.get(key)
+    if bad is None:
+        new, bad = _bisect(an, model, example, groups, sel, want)
+        an.checked[key] = bad
+    else:  # the same widths ran (with these groups left out): the same shapes run again
+        _leave_out(groups, sel, bad)
+        new = _prune_groups(an, model, groups, sel.pruned)
     warns = []
     for b, w in bad:
         why = w if w.startswith("pruning it raises") else f"pruning it breaks the forward pass: {w}"
@@ -174,7 +214,8 @@ def _prune_checked(model: nn.Module, example: torch.Tensor, groups: list[UnitGro
 
 
 def remove_units(model: nn.Module, example: torch.Tensor, step, groups: list[UnitGroup],
-                 scores: dict[str, torch.Tensor], skipped=()) -> tuple[nn.Module, Selection, list[str]]:
+                 scores: dict[str, torch.Tensor], skipped=(), an: Analysis | None = None,
+                 ) -> tuple[nn.Module, Selection, list[str]]:
     """Remove the units ``step`` selects from a copy of ``model`` (not changed).
 
     Args:
@@ -185,6 +226,8 @@ def remove_units(model: nn.Module, example: torch.Tensor, step, groups: list[Uni
         groups: the unit groups of ``model`` at that granularity (``Analysis.groups``).
         scores: group name -> normalised unit scores (``all_unit_scores``).
         skipped: ``(group, reason)`` for groups Torch-Pruning cannot follow.
+        an: the analysis of ``model`` (its graph is copied rather than traced again, and
+            the widths checked are kept in it); None: one is made here, traced on ``example``.
 
     Returns:
         ``(pruned copy, selection, warnings about the groups left out)``.
@@ -192,9 +235,10 @@ def remove_units(model: nn.Module, example: torch.Tensor, step, groups: list[Uni
     Raises:
         ModelError: the model does not run on ``example``, or no single group left out mends it.
     """
+    an = Analysis(model, example) if an is None else an
     sel = units_to_remove(groups, scores, step)
-    want = _out_shape(model, example)
-    new, warns = _prune_checked(model, example, groups, sel, want)
+    want = _out_shape(an, model, example)
+    new, warns = _prune_checked(an, model, example, groups, sel, want)
     warns = [f"{layer}: left out ({reason})" for layer, reason in skipped] + warns
     return new, sel, warns
 
@@ -237,7 +281,7 @@ def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepR
         groups = an.groups(step.granularity)
         gqa.extend(g.name for g in groups if g.by_hand)
         skipped = list(an.skipped.get(step.granularity, ()))
-        return remove_units(model, example_input(ctx, step.seed), step, groups, scores, skipped)
+        return remove_units(model, example_input(ctx, step.seed), step, groups, scores, skipped, an=an)
 
     new, sel, warns = _memory_checked(f"structured pruning ({step.granularity})", run)
     units = {g: (len(p), len(sel.scores[g])) for g, p in sel.pruned.items()}

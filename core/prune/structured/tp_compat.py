@@ -22,6 +22,8 @@ a prune. torch_pruning is imported on first use, not with this module.
 """
 from __future__ import annotations
 
+import copy
+import types
 from collections.abc import Callable
 
 import torch
@@ -58,7 +60,7 @@ PRIVATE_NAMES = (
 # attributes Torch-Pruning's own build_dependency sets and its groups read (we set them instead),
 # and the private attributes of its objects read below
 GRAPH_ATTRS = ("_module2name", "_param_to_name", "ignored_params", "IGNORED_LAYERS_IN_TRACING", "module2node",
-               "unwrapped_parameters")
+               "unwrapped_parameters", "REGISTERED_PRUNERS", "CUSTOMIZED_PRUNERS")  # the last two: copy_graph
 OBJECT_ATTRS = (("_FlattenIndexMapping", "_stride"), ("Group", "_DG"))
 
 
@@ -145,6 +147,24 @@ def _build(self, model: nn.Module, example, custom: dict, tie_hook: Callable):
             t.remove()
     self.update_index_mapping()
     return self
+
+
+def copy_graph(dg) -> tuple[nn.Module, object]:
+    """(copy of the graph's model, its graph): ``dg`` and the model it was traced on, deep-copied
+    together, so the copy's nodes, dependencies and names point at the copy's modules and
+    parameters. What the graph only reads is shared rather than copied: the autograd nodes
+    of the trace, Torch-Pruning's pruners (stateless singletons whose bound methods are the
+    dependencies' handlers) and module objects. Much cheaper than tracing the copy again
+    (a forward pass with autograd), and the same graph: tracing is deterministic on the same
+    model. The copy is pruned; ``dg`` and its model are left as they were."""
+    shared: list = [v for v in vars(dg).values() if isinstance(v, types.ModuleType)]
+    shared += list(dg.REGISTERED_PRUNERS.values()) + list(dg.CUSTOMIZED_PRUNERS.values())
+    for node in dg.module2node.values():
+        shared.append(node.grad_fn)
+        for dep in node.dependencies:
+            shared += [getattr(dep.handler, "__self__", None), getattr(dep.trigger, "__self__", None)]
+    memo = {id(x): x for x in shared if x is not None}
+    return copy.deepcopy((dg.model, dg), memo)
 
 
 def _updates() -> dict:
@@ -256,5 +276,5 @@ def _map(dep, idxs: list, limit: int) -> list:
     return new_idxs
 
 
-__all__ = ["trace_graph", "TorchPruningFailed", "Unmapped", "TESTED_VERSIONS", "PRIVATE_NAMES", "GRAPH_ATTRS",
-           "OBJECT_ATTRS"]
+__all__ = ["trace_graph", "copy_graph", "TorchPruningFailed", "Unmapped", "TESTED_VERSIONS", "PRIVATE_NAMES",
+           "GRAPH_ATTRS", "OBJECT_ATTRS"]
