@@ -10,10 +10,12 @@ from app.hf_constraint_ui import hf_export_options, hf_format_ui, hf_result_ui
 from app.messages import run_action, show_flashes
 from app.netron_ui import netron_ui
 from app.session import get_workspace
+from app.views.model import current_diff
 from core.ground import formatting as fmt
 from core.ground.files import SessionFolder
 from core.io import EXPORTERS, ExportResult, export_all, list_exporters
 from core.plan import Plan
+from core.viz.report import workspace_report_html
 
 EXPORT_BATCH = 16  # eval examples used to trace and verify
 
@@ -176,6 +178,12 @@ def page() -> None:
         st.download_button("Download plan.json", data=ws.plan.to_json, file_name=f"{ws.name}.plan.json",
                            key="dl_plan", on_click="ignore", icon=":material/download:")
         st.caption(f"Replay anywhere: `prunescope apply {ws.name} --plan {ws.name}.plan.json --json`")
+        st.download_button("Download the plan report (HTML)", data=lambda: workspace_report_html(ws, current_diff(ws)),
+                           file_name=f"{ws.name}.report.html", mime="text/html", key="dl_report_export",
+                           on_click="ignore", icon=":material/download:",
+                           help="One self-contained page (no network): the recipe, metrics before / after, the graph "
+                                "diff of base and current, and the weight histograms at their thresholds "
+                                "(`prunescope diff NAME --plan P --html OUT.html` writes the same).")
     with st.expander("Open a recipe", icon=":material/file_open:", key="export_recipe_open", on_change="rerun"):
         open_recipe_ui(ws)
 

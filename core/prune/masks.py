@@ -23,6 +23,7 @@ from torch import nn
 
 from core.errors import ModelError
 from core.ground.layers import PRUNABLE_TYPES, prunable_layers
+from core.metrics.cost import nonzero_count, note_nonzero
 from core.plan.report import StepReport
 from core.prune.clone import clone_with
 from core.prune.criteria import get_criterion
@@ -321,7 +322,7 @@ def weight_prune(step, model: nn.Module, ctx=None) -> tuple[nn.Module, StepRepor
             w = layers[name].weight.detach()
             new[name] = nw = scores.pruned_weight(name, w, t)
             zeros = scores.noted_zeros(name, t)  # counted by the selection pass, else counted here
-            nonzero[name] = torch.count_nonzero(nw) if zeros is None else nw.numel() - zeros
+            nonzero[name] = nonzero_count(nw) if zeros is None else nw.numel() - zeros
             before += _zeros(memo, name, w)
         # one read of every counted tensor (on a GPU: one synchronisation, not one per layer)
         pending = [n for n, c in nonzero.items() if isinstance(c, torch.Tensor)]
@@ -331,7 +332,11 @@ def weight_prune(step, model: nn.Module, ctx=None) -> tuple[nn.Module, StepRepor
                         units=units, unit_name="weight", newly_zeroed=sum(p for p, _ in units.values()) - before)
     report.summary = (f"{report.pruned:,} of {report.total:,} weights are zero in the pruned layers; "
                       f"{report.newly_zeroed:,} were set to zero by this step")
-    return masked_copy(model, new), report
+    out = masked_copy(model, new)
+    modules = dict(out.named_modules())
+    for name, c in nonzero.items():  # the readout after this step reads these counts, not the weights again
+        note_nonzero(modules[name].weight, c)
+    return out, report
 
 
 __all__ = ["PRUNABLE_TYPES", "prunable_layers", "select_threshold", "layer_thresholds", "masked_copy",

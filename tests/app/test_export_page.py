@@ -20,7 +20,7 @@ def _export_page(model: str, plan: Plan | None = None):
 
 
 def _downloads(at) -> list[str]:
-    return [el.proto.label for el in at.get("download_button") if el.proto.label != "Download plan.json"]
+    return [el.proto.label for el in at.get("download_button") if not el.proto.label.startswith("Download ")]
 
 
 def test_export_page_exports_and_verifies_the_current_plan():
@@ -41,7 +41,7 @@ def test_export_page_exports_and_verifies_the_current_plan():
     assert list(df["verified"]) == ["yes"] * 3 and list(df["agreement"]) == ["100.0%"] * 3
     assert {"size", "vs base", "max |diff|", "seconds", "error / note"} <= set(df.columns)
     assert _downloads(at) == ["safetensors", "onnx", "torchscript", "recipe"]  # labelled by what they hold
-    helps = [el.proto.help for el in at.get("download_button") if el.proto.label != "Download plan.json"]
+    helps = [el.proto.help for el in at.get("download_button") if not el.proto.label.startswith("Download ")]
     for f, h in zip(["digits_mlp.safetensors", "digits_mlp.onnx", "digits_mlp.pt", "digits_mlp.plan.json"], helps):
         assert h.startswith(f + ", ")
     assert Plan.load(Path(results[0].recipe)) == workspace(at).plan
@@ -168,3 +168,11 @@ def test_a_quantised_plan_exports_onnx_and_compares_int8_with_float():
     assert list(table["model"]) == ["float (ONNX)", "int8 (ONNX)"]
     assert table["agreement with float"][1].endswith("of 450")
     assert any("the float file; int8 runs" in c.value for c in at.caption)
+
+
+def test_the_export_page_offers_the_plan_report_beside_the_recipe():
+    at = _export_page("digits_cnn", Plan("digits_cnn", (Prune(granularity="channel", sparsity=0.4),)))
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels[-2:] == ["Download plan.json", "Download the plan report (HTML)"]
+    report = next(b for b in at.get("download_button") if b.proto.label == "Download the plan report (HTML)")
+    assert "prunescope diff" in report.proto.help
