@@ -113,7 +113,10 @@ def clone_with(model: nn.Module, replace: dict[int, nn.Parameter] | None = None)
         r.__dict__.update(d)
         return r
 
-    return mod(model)
+    try:
+        return mod(model)
+    finally:  # `mod` refers to itself through its closure, a cycle that would hold `done`, so the whole
+        done.clear()  # copy, until the cyclic collector runs: measured as up to 5 dead 100 M models held
 
 
 __all__ = ["clone_with"]

@@ -99,3 +99,18 @@ def test_anything_it_cannot_copy_safely_goes_to_deepcopy():
     assert c.scale is not odd.scale and torch.equal(c.scale, odd.scale)
     cb = clone_with(bound)
     assert cb.forward.__self__ is cb
+
+
+def test_a_dropped_copy_is_freed_at_once_without_the_cyclic_collector():
+    import gc
+    import weakref
+
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    gc.disable()
+    try:
+        copy_ = clone_with(model, {id(model[0].weight): nn.Parameter(torch.zeros(16, 8))})
+        refs = [weakref.ref(copy_), weakref.ref(copy_[0].weight), weakref.ref(copy_[2].weight)]
+        del copy_
+        assert [r() for r in refs] == [None, None, None]  # reference counting alone freed it: no cycle holds it
+    finally:
+        gc.enable()
