@@ -9,9 +9,11 @@ import pandas as pd
 import streamlit as st
 
 from app.jobs import settle_jobs
+from app.leaves_ui import leaf_table_ui, nest_full_row, nest_quality_cards
 from app.messages import run_action
 from app.session import model_names
 from core.ground import formatting as fmt
+from core.ground.outputs import NEST_KINDS
 from core.metrics import Metrics
 from core.metrics.cost import speed_verdict, timed_beside
 from core.sources.models import get_spec
@@ -110,7 +112,9 @@ def _provisional_note(ws: Workspace, m: Metrics) -> str:
 def _quality_row(ws: Workspace, m: Metrics, base: Metrics) -> None:
     """The quality cards (accuracy or its task's headline, loss, fidelity) and sparsity."""
     c = st.columns(4)
-    if m.output == "embedding":  # features, not class scores: no argmax accuracy, no cross-entropy
+    if m.output in NEST_KINDS:  # a dense class map or a nest of outputs, judged leaf by leaf against the base
+        nest_quality_cards(c, m, base, ws.spec.task)
+    elif m.output == "embedding":  # features, not class scores: no argmax accuracy, no cross-entropy
         k, over = m.recall_k, f"the {m.n} examples of the {m.subset} eval subset"
         c[0].metric("Output cosine", f"{m.output_cosine:.4f}", fmt.delta(m.output_cosine, base.output_cosine, "num"),
                     help=f"Cosine between this model's embedding of an example and the base's embedding of the "
@@ -137,12 +141,13 @@ def _quality_row(ws: Workspace, m: Metrics, base: Metrics) -> None:
                     help=f"Top-1 on the {m.subset} eval subset ({m.n} examples).")
         c[1].metric("Loss", f"{m.loss:.3f}", fmt.delta(m.loss, base.loss, "num"), delta_color="inverse",
                     help="Mean cross-entropy.")
-    if m.output != "embedding":
+    if m.output == "logits":
         c[2].metric("Fidelity", fmt.pct(m.agreement), fmt.delta(m.agreement, base.agreement, "pp"),
                     help=f"Predictions equal to the base model's; output cosine {m.output_cosine:.3f}.")
     c[3].metric("Sparsity", fmt.pct(m.sparsity), fmt.delta(m.sparsity, base.sparsity, "pp"), delta_color="off",
                 help="Zero weights among the Linear/Conv weights the model has now (units removed by "
                      "structured steps or cuts are not counted here: see 'removed' below).")
+    leaf_table_ui(m, base)
 
 
 def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Metrics) -> None:
@@ -248,6 +253,8 @@ def full_eval_ui(ws: Workspace, key: str) -> None:
 
 def _full_row(model: str, m: Metrics, task: str) -> dict:
     """One row of the full-set table, its columns named for what they measure."""
+    if m.output in NEST_KINDS:
+        return nest_full_row(model, m, task)
     if m.output == "embedding":
         return {"model": model, m.quality_name(task): fmt.pct(m.accuracy), "output cosine": f"{m.output_cosine:.4f}",
                 "relative output error": fmt.pct(m.loss), "examples": m.n}

@@ -140,7 +140,7 @@ def test_a_torchvision_model_by_name(own_home):
                     data={"kind": "synthetic", "n": 16})
     assert spec.input_shape == (3, 224, 224) and spec.task == "fidelity"
     assert "torchvision.models:get_model(name=mobilenet_v3_small" in spec.description
-    with pytest.raises(PrunescopeError, match="no classification model 'resnet_9000'"):
+    with pytest.raises(PrunescopeError, match="no model 'resnet_9000' that prunescope opens; classification: alexnet"):
         register("own_tv2", torchvision="resnet_9000")
     ws = Workspace("own_tv", "cpu")
     assert ws.metrics(latency=False).agreement == 1.0

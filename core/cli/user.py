@@ -10,8 +10,10 @@ def _register_args(p):
     p.add_argument("name", help="the name to open it by (letters, digits, _ . -)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--factory", help="an importable package.module:function that builds the model")
-    src.add_argument("--torchvision", metavar="ARCH", help="a torchvision classification model by name (needs "
-                                                          "prunescope[vision]), e.g. resnet18")
+    src.add_argument("--torchvision", metavar="ARCH", help="a torchvision model by name: classification, "
+                                                          "segmentation (e.g. lraspp_mobilenet_v3_large) or video "
+                                                          "(e.g. r3d_18); no weights are fetched (needs "
+                                                          "prunescope[vision])")
     src.add_argument("--timm", metavar="ARCH", help="a timm model by name (needs prunescope[vision])")
     src.add_argument("--hf", metavar="DIR", help="a local Hugging Face transformers folder (config.json, "
                                                  "safetensors, tokenizer files; needs prunescope[hf])")

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import PrunescopeError
+from core.ground.outputs import NEST_KINDS
 
 if TYPE_CHECKING:
     from core.metrics import Evaluator
@@ -98,6 +99,9 @@ def attribution_pair(model: nn.Module, evaluator: Evaluator, index: int, method:
     """
     if method not in ("gradient", "gradcam"):
         raise PrunescopeError(f"method must be 'gradient' or 'gradcam', got {method!r}")
+    if getattr(evaluator, "output", "logits") in NEST_KINDS:
+        raise PrunescopeError(f"attribution maps explain one predicted class; this model's output is "
+                              f"{evaluator.output!r} (judged leaf by leaf against the base, on the Prune page)")
     fn = input_gradient if method == "gradient" else grad_cam
     base, evalset = evaluator.base, evaluator.evalset
     x, y = evalset.x[index], int(evalset.y[index])

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import PrunescopeError
+from core.ground.outputs import NEST_KINDS
 from core.metrics.fidelity import neighbour_recall_each, output_cosine_each, recall_k
 from core.prune.masks import prunable_layers
 from core.sources.models import LABELLED_TASKS
@@ -101,6 +102,9 @@ def changes(model: nn.Module, evaluator: Evaluator, subset: str = "quick") -> Ch
         PrunescopeError: an unknown subset.
     """
     ev, evalset = evaluator, evaluator.evalset
+    if getattr(ev, "output", "logits") in NEST_KINDS:
+        raise PrunescopeError(f"changed examples are listed for class scores and embeddings; this model's output is "
+                              f"{ev.output!r} (judged leaf by leaf: see the per-leaf figures on the Prune page)")
     x, y = evalset.subset(subset)
     with torch.inference_mode():
         out = ev.outputs(model, subset).float()

@@ -34,6 +34,7 @@ from torch import nn
 
 from core.errors import FileError, PrunescopeError, first_line
 from core.ground.files import replace_together, sweep_stale, temp_path
+from core.ground.outputs import SINGLE, leaves
 from core.io.exporters import EXPORTERS, export_errors, quiet
 from core.io.hf_export import HF_FORMAT, check_hf_target, export_hf
 from core.io.recipes import recipe_path
@@ -60,6 +61,8 @@ class ExportResult:
     note: str | None = None  # e.g. which ONNX exporter was used
     # every file of the export (the file, then its .onnx.data if any); bytes: their total
     files: list[str] | None = None
+    # max |file output - model output| per output leaf (``core.ground.outputs.leaves``: "output" for one tensor)
+    leaf_diffs: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,23 +90,36 @@ def _failure(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {first_line(exc)[:300]}"
 
 
-def _compare(got: torch.Tensor, ref: torch.Tensor) -> tuple[float, float | None]:
-    got, ref = got.detach().cpu().float(), ref.detach().cpu().float()
-    if got.shape != ref.shape:
-        raise PrunescopeError(f"the exported file gives outputs of shape {tuple(got.shape)}, "
-                         f"the model {tuple(ref.shape)}")
-    diff = float((got - ref).abs().max()) if ref.numel() else 0.0
-    agree = float((got.argmax(1) == ref.argmax(1)).float().mean()) if ref.dim() == 2 else None
-    return diff, agree
+def _compare(got, ref) -> tuple[float, float | None, dict[str, float], bool]:
+    """The file's outputs ``got`` against the model's ``ref``, leaf by leaf (``leaves``: a nest's
+    leaves by name, else by position): ``(max |diff| over leaves, argmax agreement of a single
+    2-D output, max |diff| per leaf, every leaf within its tolerance)``."""
+    got, ref = leaves(got), leaves(ref)
+    if got.keys() != ref.keys():
+        if len(got) != len(ref):
+            raise PrunescopeError(f"the exported file gives {len(got)} outputs ({', '.join(got)}), "
+                                  f"the model {len(ref)} ({', '.join(ref)})")
+        got = dict(zip(ref, got.values()))
+    per, ok, agree = {}, True, None
+    for k, r in ref.items():
+        g, r = got[k].detach().cpu().float(), r.detach().cpu().float()
+        if g.shape != r.shape:
+            raise PrunescopeError(f"the exported file gives outputs {'' if k == SINGLE else repr(k) + ' '}"
+                                  f"of shape {tuple(g.shape)}, the model {tuple(r.shape)}")
+        per[k] = float((g - r).abs().max()) if r.numel() else 0.0
+        ok = ok and per[k] <= _tolerance(r)
+        if len(ref) == 1 and r.dim() == 2:
+            agree = float((g.argmax(1) == r.argmax(1)).float().mean())
+    return max(per.values(), default=0.0), agree, per, ok
 
 
-def _run(fn: Callable, x: torch.Tensor) -> torch.Tensor:
+def _run(fn: Callable, x: torch.Tensor):
     with quiet(), torch.inference_mode():
         return fn(x)
 
 
 def _tolerance(ref: torch.Tensor) -> float:
-    """Largest |diff| accepted for outputs ``ref``: the dtype's tolerance, scaled by magnitude."""
+    """Largest |diff| accepted for outputs ``ref`` (one leaf): the dtype's tolerance, scaled by magnitude."""
     return TOLERANCE.get(ref.dtype, 1e-4) * max(1.0, float(ref.abs().max()) if ref.numel() else 1.0)
 
 
@@ -204,9 +220,9 @@ class _FormatFailed(Exception):
         self.cause = cause
 
 
-def _verify(exp, model: nn.Module, x: torch.Tensor, copy: Path, errors: tuple) -> tuple[float, float, bool, bool]:
-    """Reload ``copy`` with the format's runtime and compare it with ``model`` on ``x``:
-    ``(max |diff|, argmax agreement, within tolerance, keeps a dynamic batch)``.
+def _verify(exp, model: nn.Module, x: torch.Tensor, copy: Path, errors: tuple) -> tuple:
+    """Reload ``copy`` with the format's runtime and compare it with ``model`` on ``x``, every
+    output leaf: ``(max |diff|, argmax agreement, max |diff| per leaf, within tolerance, keeps a dynamic batch)``.
 
     Raises:
         _FormatFailed: the file does not reload or run, or its outputs have another shape.
@@ -217,17 +233,15 @@ def _verify(exp, model: nn.Module, x: torch.Tensor, copy: Path, errors: tuple) -
     except errors as exc:
         raise _FormatFailed(exc) from exc
     try:
-        diff, agree = _compare(got, ref)
+        diff, agree, per, ok = _compare(got, ref)
     except PrunescopeError as exc:  # the file's outputs have another shape
         raise _FormatFailed(exc) from exc
-    ok = diff <= _tolerance(ref)
     try:  # a batch of another size: does the file keep a dynamic batch dimension?
-        ref1 = _run(model, x[:-1])
-        dynamic = _compare(_run(run, x[:-1]), ref1)[0] <= _tolerance(ref1)
+        dynamic = _compare(_run(run, x[:-1]), _run(model, x[:-1]))[3]
     except (*errors, PrunescopeError):  # a static-batch file rejects other sizes
         dynamic = False
     del run  # an onnxruntime session maps the data file: let go of it before the folder goes
-    return diff, agree, ok, dynamic
+    return diff, agree, per, ok, dynamic
 
 
 def _make_folder(out: Path) -> None:
@@ -302,7 +316,7 @@ def _export_file(exp, model: nn.Module, plan: Plan, out: Path, example: torch.Te
     was_training = model.training
     model.eval()
     x = example.detach() if len(example) >= 2 else torch.cat([example.detach()] * 2)  # a batch of 2 at least
-    diff, agree, ok, dynamic = None, None, False, None  # "verified" means reloaded and compared, never assumed
+    diff, agree, per, ok, dynamic = None, None, None, False, None  # "verified": reloaded and compared, never assumed
     rp = recipe_path(out)
     tmp, tmp_rp = temp_path(out), temp_path(rp)
     sides: list[tuple[Path, Path]] = []
@@ -324,7 +338,7 @@ def _export_file(exp, model: nn.Module, plan: Plan, out: Path, example: torch.Te
             with tempfile.TemporaryDirectory(prefix="prunescope-verify-") as d:
                 # a copy under the final names, in another folder: the file must find its companions there
                 copy = _copy_elsewhere([(tmp, out)] + sides, Path(d))
-                diff, agree, ok, dynamic = _verify(exp, model, x, copy, errors)
+                diff, agree, per, ok, dynamic = _verify(exp, model, x, copy, errors)
         stale = [] if sides else [p for p in (out.with_name(out.name + ".data"),) if p.exists()]
         try:
             tmp_rp.write_text(plan.to_json() + "\n")
@@ -340,7 +354,7 @@ def _export_file(exp, model: nn.Module, plan: Plan, out: Path, example: torch.Te
         _remove_temps(out, [tmp, tmp_rp, *(s for s, _ in sides)])
     files = [out] + [final for _, final in sides]
     return ExportResult(fmt, str(out), sum(f.stat().st_size for f in files), time.perf_counter() - t0, diff, agree,
-                        bool(ok), None, str(rp), dynamic, note, [str(f) for f in files])
+                        bool(ok), None, str(rp), dynamic, note, [str(f) for f in files], per)
 
 
 def export_all(model: nn.Module, plan: Plan, folder: str | Path, stem: str, formats: list[str],

@@ -2,7 +2,8 @@
 
 Formats live in ``EXPORTERS`` (``@register_exporter`` on an :class:`Exporter` subclass;
 :func:`list_exporters`): ``safetensors`` (state dict + recipe in the metadata),
-``onnx`` (dynamic batch, checked with onnxruntime; one file, or ``<name>.onnx`` plus
+``onnx`` (dynamic batch, checked with onnxruntime; outputs named after the model's output
+leaves, ``out`` / ``aux`` for a dict; one file, or ``<name>.onnx`` plus
 ``<name>.onnx.data`` when the weights pass protobuf's 2 GB limit), ``pt2``
 (``torch.export``) and ``torchscript`` (``torch.jit.trace``).
 """
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from core.errors import FOREIGN_ERRORS
+from core.ground.outputs import leaves
 from core.ground.registry import Registry
 from core.io.recipes import METADATA_KEY, load  # the recipe a safetensors export carries, and reading it back
 from core.plan import Plan
@@ -195,10 +197,11 @@ class OnnxExporter(Exporter):
             path.write_bytes(model.onnx_bytes)
             return f"int8 ONNX from the plan's quantize step ({model.note})"
         external = _param_bytes(model) > ONNX_EXTERNAL_DATA_BYTES
+        names = output_names(model, example)
         with quiet():
             try:  # the current, torch.export-based exporter
                 prog = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"],
-                                         output_names=["output"], dynamic_shapes=({0: _batch_dim()},),
+                                         output_names=names, dynamic_shapes=({0: _batch_dim()},),
                                          external_data=external, verbose=False)
                 prog.save(str(path), external_data=external)
                 del prog
@@ -206,8 +209,8 @@ class OnnxExporter(Exporter):
                 return "torch.export-based ONNX exporter"
             except export_errors() as exc:  # torch.export could not take the model: the TorchScript-based one
                 reason = _first_line(exc)
-            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
-                              output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"], output_names=names,
+                              dynamic_axes={n: {0: "batch"} for n in ["input", *names]})
             strip_onnx_debug(path)
         return f"TorchScript-based ONNX exporter (the torch.export-based one failed: {reason})"
 
@@ -232,7 +235,20 @@ class OnnxExporter(Exporter):
         opts.log_severity_level = 3
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
-        return lambda x: torch.from_numpy(sess.run(None, {name: x.detach().cpu().numpy()})[0])
+        outs = [o.name for o in sess.get_outputs()]
+
+        def run(x):  # one output: a tensor; several (a nest's leaves): {output name: tensor}
+            got = [torch.from_numpy(a) for a in sess.run(None, {name: x.detach().cpu().numpy()})]
+            return got[0] if len(got) == 1 else dict(zip(outs, got))
+
+        return run
+
+
+def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The names of an ONNX export's outputs: the model's output leaves (``core.ground.outputs.leaves``:
+    ``out``, ``aux``, ``0``, ``1``; ``output`` for one tensor), found by one forward on one example."""
+    with torch.inference_mode():
+        return list(leaves(model(example[:1])))
 
 
 def _param_bytes(model: nn.Module) -> int:
@@ -358,7 +374,7 @@ class TorchScriptExporter(Exporter):
 
     def write(self, model, example, path, plan):
         with quiet(), torch.no_grad():
-            ts = torch.jit.trace(model, example, check_trace=False)
+            ts = torch.jit.trace(model, example, check_trace=False, strict=False)  # strict=False: dict outputs
             ts.save(str(path))
         return "traced"
 
@@ -368,4 +384,4 @@ class TorchScriptExporter(Exporter):
 
 
 __all__ = ["EXPORTERS", "Exporter", "register_exporter", "list_exporters", "METADATA_KEY", "quiet",
-           "ONNX_EXTERNAL_DATA_BYTES", "onnx_external_data", "relocate_external_data", "onnx_tensors"]
+           "ONNX_EXTERNAL_DATA_BYTES", "onnx_external_data", "relocate_external_data", "onnx_tensors", "output_names"]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.ground.device import autocast, check_precision, peak_memory
+from core.ground.outputs import NEST_KINDS, batch_size, cat_outputs, judged_outputs
 from core.metrics.cost import (
     Latency,
     arch_signature,
@@ -29,6 +30,7 @@ from core.metrics.cost import (
     state_dict_bytes,
 )
 from core.metrics.fidelity import neighbour_recall, output_cosine_each, recall_k, relative_error_each
+from core.metrics.nest import cosine_each, error_each, headline_each, headline_name, leaf_each
 from core.metrics.progressive import provisional_fields
 from core.sources.datasets import EvalSet
 from core.sources.models import LABELLED_TASKS, OUTPUTS, built_for
@@ -67,11 +69,16 @@ class Metrics:
     output_error: float | None = None  # mean relative output error ||out - base|| / ||base||
     provisional: bool = False  # subset "glimpse": a first readout of a tenth of the quick subset, refined later
     interval: tuple[float, float] | None = None  # provisional: 95% interval of the headline (progressive.py)
+    # "dense" / "nest" outputs: per judged leaf, its mean cosine and relative error against the base's same
+    # leaf (and the pixel agreement of a dense output's class map); None for one (N, K) output
+    leaf_figures: dict[str, dict[str, float]] | None = None
 
     def quality_name(self, task: str = "classification") -> str:
         """What :attr:`accuracy`, the headline figure, is for this model of ``task``."""
         if self.output == "embedding":
             return f"neighbour recall@{self.recall_k}"
+        if self.output in NEST_KINDS:
+            return headline_name(self.output, list(self.leaf_figures or {}))
         return {"language-model": "next-token accuracy", "fidelity": "agreement with the base"}.get(task, "accuracy")
 
     def to_dict(self) -> dict:
@@ -100,6 +107,7 @@ class QualitySums:
     output: str = "logits"  # "logits" | "embedding"
     emb: torch.Tensor | None = None  # embedding: this model's outputs (CPU, fp32), for neighbour recall
     base_emb: torch.Tensor | None = None  # embedding: the base's outputs on the same examples
+    leaf_sums: dict[str, dict[str, float]] | None = None  # "dense" / "nest": per leaf, each figure summed
 
     def __add__(self, other: QualitySums) -> QualitySums:
         cat = (lambda a, b: None if a is None or b is None else torch.cat([a, b]))
@@ -107,7 +115,8 @@ class QualitySums:
                            self.agree + other.agree, self.cos_sum + other.cos_sum,
                            [a + b for a, b in zip(self.class_ok, other.class_ok)],
                            [a + b for a, b in zip(self.class_n, other.class_n)], self.err_sum + other.err_sum,
-                           self.output, cat(self.emb, other.emb), cat(self.base_emb, other.base_emb))
+                           self.output, cat(self.emb, other.emb), cat(self.base_emb, other.base_emb),
+                           _add_leaf_sums(self.leaf_sums, other.leaf_sums))
 
     def figures(self) -> dict:
         """accuracy, loss, per-class accuracy, agreement, output cosine, output error; for an
@@ -116,12 +125,19 @@ class QualitySums:
         fig = {"accuracy": self.correct / n, "loss": self.loss_sum / n,
                "per_class_accuracy": [ok / max(1, c) for ok, c in zip(self.class_ok, self.class_n)],
                "agreement": self.agree / n, "output_cosine": self.cos_sum / n, "output": self.output,
-               "neighbour_recall": None, "recall_k": None, "output_error": self.err_sum / n}
+               "neighbour_recall": None, "recall_k": None, "output_error": self.err_sum / n, "leaf_figures": None}
+        if self.leaf_sums is not None:  # headline: pixel agreement (dense) or mean cosine; loss: output error
+            fig.update(loss=self.err_sum / n, per_class_accuracy=[],
+                       leaf_figures={k: {f: v / n for f, v in fs.items()} for k, fs in self.leaf_sums.items()})
         if self.output == "embedding" and self.emb is not None:
             k = recall_k(len(self.emb))
             r = neighbour_recall(self.emb, self.base_emb, k)
             fig.update(accuracy=r, agreement=r, loss=self.err_sum / n, neighbour_recall=r, recall_k=k)
         return fig
+
+
+def _add_leaf_sums(a: dict | None, b: dict | None) -> dict | None:
+    return None if a is None else {k: {f: v + b[k][f] for f, v in fs.items()} for k, fs in a.items()}
 
 
 def quality_sums(out: torch.Tensor, base_out: torch.Tensor, y: torch.Tensor, task: str,
@@ -130,7 +146,10 @@ def quality_sums(out: torch.Tensor, base_out: torch.Tensor, y: torch.Tensor, tas
     "classification", or "language-model": ``y`` is the true next token) or the base's
     predictions (``"fidelity"``), and against the base's outputs ``base_out``: the one place
     these figures are computed. ``output`` "embedding": the outputs are features, judged by
-    cosine and neighbour recall against the base's (their argmax figures are left unused)."""
+    cosine and neighbour recall against the base's (their argmax figures are left unused);
+    "dense" / "nest": dicts of leaves, judged leaf by leaf against the base's (``nest.py``)."""
+    if output in NEST_KINDS:
+        return _nest_sums(out, base_out, output)
     pred, base_pred = out.argmax(1), base_out.argmax(1)
     target = y if task in LABELLED_TASKS else base_pred
     correct = pred == target
@@ -146,6 +165,15 @@ def quality_sums(out: torch.Tensor, base_out: torch.Tensor, y: torch.Tensor, tas
         base_emb=base_out.detach().float().cpu() if output == "embedding" else None)
 
 
+def _nest_sums(out: dict, base_out: dict, output: str) -> QualitySums:
+    head = float(headline_each(out, base_out, output).sum())
+    n = batch_size(out)
+    per_leaf = {k: {f: float(v.sum()) for f, v in fs.items()} for k, fs in leaf_each(out, base_out, output).items()}
+    return QualitySums(n=n, correct=head, loss_sum=0.0, agree=head, cos_sum=float(cosine_each(out, base_out).sum()),
+                       class_ok=[], class_n=[], err_sum=float(error_each(out, base_out).sum()), output=output,
+                       leaf_sums=per_leaf)
+
+
 class Evaluator:
     """Evaluates models against one eval set and one base model.
 
@@ -155,11 +183,12 @@ class Evaluator:
 
     def __init__(self, evalset: EvalSet, base: nn.Module, *, task: str = "classification",
                  latency_batch: int = 64, latency_time: float = 0.3, precision: str = "fp32",
-                 output: str | None = None):
+                 output: str | None = None, judged: tuple[str, ...] | None = None):
         self.evalset = evalset
         self.base = base
         self.task = task
-        self.output = output or _registered_output(base)  # "logits" | "embedding"
+        self.output = output or _registered_output(base)  # "logits" | "embedding" | "dense" | "nest"
+        self.judged = judged or _registered_judged(base)  # "dense" / "nest": the leaves judged (None: all)
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         self.latency_batch = latency_batch
@@ -172,19 +201,21 @@ class Evaluator:
 
     @torch.inference_mode()
     def outputs(self, model: nn.Module, subset: str = "quick", batch: int = 1024, *,
-                precision: str | None = None, forward: Callable | None = None) -> torch.Tensor:
+                precision: str | None = None, forward: Callable | None = None):
         """``model``'s outputs on ``subset``, run under ``precision`` (default: the
-        evaluator's), returned in fp32. ``forward(model, x)``: runs the whole subset in its own
-        way (e.g. the workspace's prefix reuse) instead of ``model(x)``, and must return the same."""
+        evaluator's), returned in fp32: a tensor, or for a "dense" / "nest" output the
+        ``{leaf: tensor}`` of the judged leaves. ``forward(model, x)``: runs the whole subset in
+        its own way (e.g. the workspace's prefix reuse) instead of ``model(x)``, and must return the same."""
         x, _ = self.evalset.subset(subset)
+        judge = lambda out: judged_outputs(out, self.output, self.judged)
         with autocast(x.device, precision or self.precision):
             if forward is not None:
-                return forward(model, x).float()
+                return judge(forward(model, x))
             if len(x) <= batch:
-                return model(x).float()
-            return torch.cat([model(x[i:i + batch]).float() for i in range(0, len(x), batch)])
+                return judge(model(x))
+            return cat_outputs([judge(model(x[i:i + batch])) for i in range(0, len(x), batch)])
 
-    def base_outputs(self, subset: str) -> torch.Tensor:
+    def base_outputs(self, subset: str):
         """The base's fp32 outputs on ``subset``: the reference every precision is compared with."""
         if subset not in self._base_out:
             t0 = time.perf_counter()
@@ -295,6 +326,16 @@ class Evaluator:
                        sparsity=sparsity, macs=macs, size_bytes=size, latency=lat, base_latency=base_lat,
                        subset=subset, n=len(x), shapes_changed=sig != self.base_signature, extra=extra,
                        precision=self.precision, peak_mem_bytes=peak["bytes"])
+
+
+def _registered_judged(base: nn.Module) -> tuple[str, ...] | None:
+    """The leaves the registered model ``base`` was built as says are judged (``ModelSpec.extra
+    ["judged"]``); None: every judgeable leaf."""
+    from core.sources.models import MODELS
+
+    spec = MODELS.find(built_for(base) or "")
+    got = spec.extra.get("judged") if spec is not None else None
+    return tuple(got) if got else None
 
 
 def _registered_output(base: nn.Module) -> str:

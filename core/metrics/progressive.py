@@ -14,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from core.ground.outputs import NEST_KINDS, batch_size
+from core.metrics.nest import error_each, headline_each
 from core.sources.models import LABELLED_TASKS
 
 CONFIDENCE = 0.95
@@ -45,9 +47,13 @@ def provisional_fields(q: dict, out: torch.Tensor, base_out: torch.Tensor, y: to
     """The fields a provisional :class:`Metrics` adds to the figures ``q`` of outputs ``out``:
     ``provisional``, ``interval`` (of the headline, None for an embedding) and, in ``extra``,
     ``loss_interval`` (and ``perplexity_interval`` for a language model), all at 95%."""
-    n = len(out)
+    n = batch_size(out)
     fields = {"provisional": True, "interval": None, "extra": {"confidence": CONFIDENCE}}
     if q["output"] == "embedding":
+        return fields
+    if q["output"] in NEST_KINDS:  # a mean of per-example shares (pixels) or cosines: a normal interval
+        fields["interval"] = normal_interval(headline_each(out, base_out, q["output"]))
+        fields["extra"]["loss_interval"] = normal_interval(error_each(out, base_out))
         return fields
     fields["interval"] = wilson(round(q["accuracy"] * n), n)
     target = y if task in LABELLED_TASKS else base_out.argmax(1)

@@ -24,10 +24,12 @@ from torch import nn
 
 from core.errors import ModelError
 from core.ground.constraints import Interval, Options, Seed
+from core.ground.outputs import is_nest
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
 from core.prune.masks import prunable_layers
 from core.recover.isolation import TrainedMemo, random_layers, seeded_global_rng
+from core.recover.losses import distill_loss, embedding_loss, float_out, nest_figures, nest_loss
 from core.sources.bases import clone_model
 from core.sources.models import LABELLED_TASKS, get_spec
 from core.surgery.healing import HEAL_TRAIN, heal_parameters
@@ -91,22 +93,6 @@ def _lr_at(step: int, lr: float, schedule: str, horizon: int) -> float:
     return lr
 
 
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL divergence of the softened distributions, scaled by T² (Hinton et al., 2015)."""
-    t = float(temperature)
-    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
-                    reduction="batchmean") * t * t
-
-
-def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Distillation of an embedding (features, not class scores): the mean cosine distance to
-    the base's embedding plus the squared error relative to the base's mean square (a
-    softmax over features would mean nothing)."""
-    t = teacher.float()
-    return ((1 - F.cosine_similarity(student, t, dim=1)).mean()
-            + F.mse_loss(student, t) / t.pow(2).mean().clamp_min(1e-12))
-
-
 def _set_trainable(m: nn.Module, params: dict, mode: str) -> None:
     """Only ``params`` require gradients; in train mode the frozen parts stay in eval mode
     (they keep their statistics, BatchNorm's, and behaviour)."""
@@ -122,11 +108,15 @@ def _set_trainable(m: nn.Module, params: dict, mode: str) -> None:
                 mod.eval()
 
 
-def _loss(step: Finetune, out: torch.Tensor, y: torch.Tensor, t_out: torch.Tensor | None,
-          labelled: bool, embedding: bool = False) -> torch.Tensor:
+def _loss(step: Finetune, out, y: torch.Tensor, t_out, labelled: bool, embedding: bool = False,
+          nest: tuple | None = None) -> torch.Tensor:
     """The step's loss on one batch: labels, the base's predicted classes, distillation from
     the base's outputs (always, for a model without labels; an embedding's by
-    :func:`embedding_loss`), or a mix of labels and distillation weighted by ``step.alpha``."""
+    :func:`embedding_loss`), or a mix of labels and distillation weighted by ``step.alpha``.
+    ``nest`` (judged leaves, dense): a nest of outputs, by ``losses.py`` (per-pixel KL / relative
+    feature loss per judged leaf; pixel cross-entropy ignoring 255 on the headline class map)."""
+    if nest is not None:
+        return nest_loss(step.loss, step.alpha, step.temperature, out, y, t_out, labelled, *nest)
     if embedding:
         return embedding_loss(out, t_out)
     if step.loss == "labels":
@@ -139,12 +129,15 @@ def _loss(step: Finetune, out: torch.Tensor, y: torch.Tensor, t_out: torch.Tenso
 
 
 def _calibration_figures(m: nn.Module, xc: torch.Tensor, yc: torch.Tensor, teacher, labelled: bool,
-                         embedding: bool) -> dict:
+                         embedding: bool, nest: tuple | None = None) -> dict:
     """Loss and headline figure of ``m`` on the calibration batch ("accuracy"; for an
-    embedding the mean output cosine with the base, as ``info["measure"]`` says)."""
+    embedding the mean output cosine with the base, for a nest ``losses.nest_figure``, as
+    ``info["measure"]`` says)."""
     m.eval()
     with torch.no_grad():
-        out = m(xc).float()
+        out = float_out(m(xc))
+        if nest is not None:
+            return nest_figures(out, float_out(teacher(xc)) if teacher is not None else None, yc, labelled, *nest)
         if embedding:
             t_out = teacher(xc).float()
             return {"loss": float(embedding_loss(out, t_out)),
@@ -152,6 +145,24 @@ def _calibration_figures(m: nn.Module, xc: torch.Tensor, yc: torch.Tensor, teach
         target = yc if labelled else teacher(xc).argmax(1)
     return {"loss": float(F.cross_entropy(out, target)),
             "accuracy": float((out.argmax(1) == target).float().mean())}
+
+
+def _output_kind(model: nn.Module, spec, step: Finetune, x: torch.Tensor, labelled: bool) -> tuple[bool, tuple | None]:
+    """(an embedding?, nest) where nest is (judged leaves or None, dense) for a model whose output is a
+    nest (several heads, a class map with aux: trained leaf by leaf, ``losses.py``), None for one tensor.
+
+    Raises:
+        ModelError: loss "predictions" for outputs without classes (an embedding, unlabelled features).
+    """
+    kind = getattr(spec, "output", "logits")
+    with torch.no_grad():
+        nested = kind in ("dense", "nest") or (kind == "logits" and is_nest(model(x[:1])))
+    nest = (spec.extra.get("judged"), kind == "dense" or spec.task == "segmentation") if nested else None
+    if (kind == "embedding" or (nest and not nest[1] and not labelled)) and step.loss == "predictions":
+        what = "a nest of outputs judged by cosine" if nest else "an embedding"
+        raise ModelError(f"finetune: {spec.name!r} outputs {what}, which has no predicted classes; "
+                         "use loss='distill' (it follows the base's outputs)")
+    return kind == "embedding", nest
 
 
 def finetune(model: nn.Module, ctx, step: Finetune, *,
@@ -180,10 +191,7 @@ def finetune(model: nn.Module, ctx, step: Finetune, *,
     if step.loss in ("labels", "both") and not labelled:
         raise ModelError(f"finetune: {ctx.model_name!r} is evaluated by fidelity to its base and has no labels; "
                          "use loss='distill' (or 'predictions': the base's predicted classes)")
-    embedding = getattr(spec, "output", "logits") == "embedding"
-    if embedding and step.loss == "predictions":
-        raise ModelError(f"finetune: {ctx.model_name!r} outputs an embedding, which has no predicted classes; "
-                         "use loss='distill' (it follows the base's embedding)")
+    embedding, nest = _output_kind(model, spec, step, ctx.calibration(step.seed)[0], labelled)
     params = trainable_parameters(m, step.train, step.last, ctx.model_name)
     masks = {n: k for n, k in weight_masks(m).items() if n in params}
     teacher = ctx.donor(ctx.model_name) if (step.loss != "labels" or not labelled) else None
@@ -191,7 +199,7 @@ def finetune(model: nn.Module, ctx, step: Finetune, *,
     xc, yc = ctx.calibration(step.seed)
 
     def measure() -> dict:
-        return _calibration_figures(m, xc, yc, teacher, labelled, embedding)
+        return _calibration_figures(m, xc, yc, teacher, labelled, embedding, nest)
 
     before = measure()
     _set_trainable(m, params, step.mode)
@@ -209,12 +217,12 @@ def finetune(model: nn.Module, ctx, step: Finetune, *,
                 grp["lr"] = _lr_at(i, step.lr, step.schedule, horizon)
             idx = torch.randint(0, len(xt), (step.batch_size,), generator=g)
             x, y = xt[idx].to(ctx.device), yt[idx].to(ctx.device)
-            out = m(x).float()
+            out = float_out(m(x))
             t_out = None
             if teacher is not None:
                 with torch.no_grad():
-                    t_out = teacher(x).float()
-            loss = _loss(step, out, y, t_out, labelled, embedding)
+                    t_out = float_out(teacher(x))
+            loss = _loss(step, out, y, t_out, labelled, embedding, nest)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -228,8 +236,10 @@ def finetune(model: nn.Module, ctx, step: Finetune, *,
     for p in m.parameters():
         p.requires_grad_(False)
     m.eval()
-    info = {"before": before, "after": measure(), "losses": losses, "steps_run": done, "stopped": stopped,
-            "measure": "output cosine with the base" if embedding else "accuracy",
+    after = measure()
+    after.pop("measure", None)
+    info = {"before": before, "after": after, "losses": losses, "steps_run": done, "stopped": stopped,
+            "measure": before.pop("measure", "output cosine with the base" if embedding else "accuracy"),
             "trained_params": int(sum(p.numel() for p in params.values())),
             "masked_weights": int(sum(int((~k).sum()) for k in masks.values()))}
     return m, info

@@ -3,7 +3,7 @@ target, built as one ordinary ``Prune`` step with per-layer overrides, then meas
 
 **Allocation** (a greedy for the multiple-choice knapsack). Each layer offers its swept
 amounts, each with a harm (points of examples whose prediction it changes: an upper bound
-of its accuracy drop, see ``_options``), a predicted drop and a saving (MACs or non-zero
+of its accuracy drop, see ``options.py``), a predicted drop and a saving (MACs or non-zero
 parameters removed), all non-decreasing along the amounts and added up over layers. From
 nothing pruned, the greedy takes the move (one layer to a larger amount) with the most
 saving per point of harm: for ``max_drop=X`` while a move fits in X points of harm; for
@@ -37,6 +37,7 @@ from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from core.errors import PrunescopeError, echo
+from core.sensitivity.options import options_of, swept_options
 from core.sensitivity.sweep import Sensitivity
 
 if TYPE_CHECKING:
@@ -74,35 +75,6 @@ class AutoPlan:
                 "measured": self.measured, "cost": self.cost, "measured_cost": self.measured_cost,
                 "amounts": self.amounts,
                 "step": self.step.to_dict() if self.step is not None else None, "metrics": m, "tries": self.tries}
-
-
-def _options(sens: Sensitivity, cost: str) -> tuple[dict[str, list[tuple[float, float, float]]],
-                                                    dict[str, list[float]]]:
-    """layer -> [(amount, harm in points, saving)] with amount 0 first, and layer -> the
-    predicted accuracy drop in points at each of those amounts; all non-decreasing.
-
-    Harm is the share of examples whose prediction the point changes from the source's
-    (it bounds the accuracy drop from above and does not cancel out across layers the way
-    gains and losses of accuracy do), plus 0.1 x (1 - cosine with the source's outputs), so
-    that of two layers that change no prediction alone the one that moves the outputs less
-    goes first. An embedding's harm is the drop of its neighbour recall (points, never
-    below 0), plus the same cosine term."""
-    src_acc, src_cost = sens.source["accuracy"], sens.source[cost]
-    out, drops = {}, {}
-    for layer, pts in sens.layers.items():
-        opts, dl, h_max, s_max, d_max = [(0.0, 0.0, 0.0)], [0.0], 0.0, 0.0, 0.0
-        for p in pts:
-            if p["amount"] <= 0:
-                continue
-            moved = max(0.0, src_acc - p["accuracy"]) if p.get("output") == "embedding" else p["changed"]
-            harm = 100 * moved + 0.1 * (1 - p["source_cosine"])
-            h_max = max(h_max, harm)
-            s_max = max(s_max, float(src_cost - p[cost]))
-            d_max = max(d_max, 100 * (src_acc - p["accuracy"]))
-            opts.append((p["amount"], h_max, s_max))
-            dl.append(d_max)
-        out[layer], drops[layer] = opts, dl
-    return out, drops
 
 
 def allocate(options: dict[str, list[tuple[float, float, float]]], *, drop_budget: float | None = None,
@@ -385,10 +357,11 @@ def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *
     _check_sweep(sens, plan, criterion, granularity)
     t = _Target(kind, value, cost, float(base.macs if cost == "macs" else base.nonzero_params),
                 sens.source["accuracy"], float(sens.source[cost]))
-    options, drops = _options(sens, cost)
     log: list[dict] = []
-    if kind != "max_drop":
+    if kind != "max_drop":  # the swept amounts: their savings are measured, an interpolated one is not exact
+        options, drops = swept_options(sens, cost)
         return _fit_cost(plan, evaluate, t, (criterion, granularity), options, drops, max(1, tries), log)
+    options, drops = options_of(sens, cost)  # finer steps toward the accuracy budget
     out = _refine_drop(plan, evaluate, t, (criterion, granularity), options, drops, max(1, tries), log)
     return _nothing_fits(plan, t) if out is None else _finished(out, log)
 

@@ -19,6 +19,7 @@ neither the record nor the next run. Shared modules (called twice) are never ski
 from __future__ import annotations
 
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
 
 
@@ -65,6 +66,11 @@ class _Trace:
         finally:
             for h in handles:
                 h.remove()
+
+
+def _clone(out):
+    """A detached copy of a model's output: a tensor, or every tensor of a nest of them."""
+    return pytree.tree_map(lambda t: t.detach().clone() if isinstance(t, torch.Tensor) else t, out)
 
 
 def _parent(name: str) -> str:
@@ -293,7 +299,7 @@ class LivePrefix:
             _, old, records, out = self._last
             changed = [n for n in digests if digests[n] != old[n]]
             if not changed:
-                return out.clone()
+                return _clone(out)
             first = min((flow.start[n] for n in changed if n in flow.start), default=None)
             for s in sorted((p for p in set(flow.start.values()) if first is not None and p <= first), reverse=True):
                 skip, need = flow.needs(s)
@@ -301,7 +307,7 @@ class LivePrefix:
                     break
                 skip, need = [], set()
         out = self._forward(model, mods, x, skip, need, records, keep)
-        self._last = (key, digests, records, out.detach().clone())
+        self._last = (key, digests, records, _clone(out))
         self.skipped = sorted(skip, key=flow.start.get)
         return out
 

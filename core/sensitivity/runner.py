@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from core.ground.outputs import NEST_KINDS, cat_outputs, judged_outputs, map_out
 from core.metrics.cost import arch_signature, count_macs, nonzero_counts
 from core.metrics.evaluator import QualitySums, quality_sums
+from core.metrics.nest import cosine_each, headline_each
 from core.plan.build import ApplyContext
 from core.sensitivity.prefix import PrefixCache
 
@@ -31,31 +33,32 @@ class Payload:
     source: nn.Module
     x: torch.Tensor  # evaluation inputs (the subset)
     y: torch.Tensor  # labels
-    base_out: torch.Tensor  # the pristine base's outputs on x (fidelity is against the base)
+    base_out: torch.Tensor | dict  # the pristine base's outputs on x (a dict of leaves: "dense" / "nest")
     num_classes: int
     task: str  # "classification" | "fidelity"
     seed: int  # seed of the calibration batch and of random criteria
     calibration: tuple[torch.Tensor, torch.Tensor]  # ctx.calibration(seed): scores, and the graph's example
     threads: int | None = None  # torch threads in a remote worker (the driver's count: same sums)
     cache_bytes: int = 1 << 30  # most bytes of recorded activations per worker
-    output: str = "logits"  # "logits" | "embedding" (judged by neighbour recall, not argmax: the evaluator's)
+    output: str = "logits"  # "logits" | "embedding" | "dense" | "nest": the evaluator's kind
+    judged: tuple[str, ...] | None = None  # "dense" / "nest": the leaves judged (None: every judgeable one)
 
     def to(self, device: torch.device | str) -> Payload:
         cal = tuple(t.to(device) for t in self.calibration)
         return Payload(self.model_name, copy.deepcopy(self.source).to(device), self.x.to(device), self.y.to(device),
-                       self.base_out.to(device), self.num_classes, self.task, self.seed, cal, self.threads,
-                       self.cache_bytes, self.output)
+                       map_out(self.base_out, lambda t: t.to(device)), self.num_classes, self.task, self.seed,
+                       cal, self.threads, self.cache_bytes, self.output, self.judged)
 
     def shard_data(self, shard: tuple[int, int]) -> ShardData:
         """The evaluation data of one shard (what a remote worker receives per shard)."""
         a, b = shard
-        return ShardData(self.x[a:b].clone(), self.y[a:b].clone(), self.base_out[a:b].clone())
+        return ShardData(self.x[a:b].clone(), self.y[a:b].clone(), map_out(self.base_out, lambda t: t[a:b].clone()))
 
     def without_data(self) -> Payload:
         """This payload without the evaluation subset (one example stays: MACs are
         counted on it); the shards then travel on their own (:meth:`shard_data`)."""
         return dataclasses.replace(self, x=self.x[:1].clone(), y=self.y[:1].clone(),
-                                   base_out=self.base_out[:1].clone())
+                                   base_out=map_out(self.base_out, lambda t: t[:1].clone()))
 
     def shards(self, n: int) -> list[tuple[int, int]]:
         """``n`` contiguous ranges of the subset, as equal as they can be."""
@@ -97,7 +100,7 @@ class Point:
     pruned: int  # units this edit removed (weights for "weight")
     total: int  # units it could remove
     warnings: list[str] = field(default_factory=list)
-    changed: int = 0  # examples whose prediction differs from the source model's
+    changed: float = 0  # examples whose prediction differs from the source model's (dense / nest: summed shares)
     source_cos: float = 0.0  # cosine with the source model's outputs, summed over examples
 
 
@@ -156,11 +159,15 @@ class Runner:
                macs: int, params: int, pruned: int, total: int, warnings=()) -> Point:
         """The point's figures against the labels and the base, and against the source."""
         d = self._shard(shard)
-        cat = lambda ts: torch.cat(ts) if len(ts) > 1 else ts[0]
-        out, src = cat(outs), cat([c.output for c in chunks])
+        judge = lambda o: judged_outputs(o, self.p.output, self.p.judged)
+        out, src = cat_outputs([judge(o) for o in outs]), cat_outputs([judge(c.output) for c in chunks])
         sums = quality_sums(out, d.base_out, d.y, self.p.task, self.p.num_classes, self.p.output)
-        changed = int((out.argmax(1) != src.argmax(1)).sum())
-        cos = float(torch.nn.functional.cosine_similarity(out.float(), src.float(), dim=1).double().sum())
+        if self.p.output in NEST_KINDS:  # a share of pixels (or of cosine) changed, as a count of examples
+            changed = float((1 - headline_each(out, src, self.p.output)).sum())
+            cos = float(cosine_each(out, src).sum())
+        else:
+            changed = int((out.argmax(1) != src.argmax(1)).sum())
+            cos = float(torch.nn.functional.cosine_similarity(out.float(), src.float(), dim=1).double().sum())
         return Point(amount, sums, macs, params, pruned, total, list(warnings), changed, cos)
 
     def _cost(self, model: nn.Module) -> tuple[int, int]:

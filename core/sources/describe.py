@@ -154,6 +154,45 @@ def data_source(d: dict | DataSource) -> DataSource:
     return cls(**{k: tuple(d[k]) if isinstance(d.get(k), list) else d.get(k) for k in keys})
 
 
+# torchvision's video classifiers take (C, T, H, W) clips: 16 frames at the size their weights were trained at
+_TV_VIDEO_SIDE = {"r3d_18": 112, "mc3_18": 112, "r2plus1d_18": 112}
+# the tasks of torchvision's models that prunescope does not open yet, and why
+_TV_REFUSED = {
+    "detection": "its detectors take a list of images and return boxes per image; detection is not supported yet",
+    "optical_flow": "its optical-flow models take two images per example; optical flow is not supported yet",
+    "quantization": "its quantized models are int8 already; open the float model (e.g. resnet18) and add "
+                    "prunescope's quantize step after pruning",
+}
+
+
+def _torchvision_source(tv, name: str, kwargs: dict) -> tuple[str, dict, tuple[int, ...]]:
+    """(factory, kwargs, default input shape) of torchvision model ``name`` of any task it opens:
+    classification, segmentation (``{"out", "aux"}`` class maps) and video classification.
+    Weights are never fetched: ``weights=None``, and ``weights_backbone=None`` for segmenters.
+
+    Raises:
+        PrunescopeError: a task not supported yet (says why), or a name torchvision does not have.
+    """
+    tasks = {"classification": tv.models, "segmentation": tv.models.segmentation, "video": tv.models.video}
+    found = {t: tv.models.list_models(module=m) for t, m in tasks.items()}
+    for task, why in _TV_REFUSED.items():
+        if name in tv.models.list_models(module=getattr(tv.models, task)):
+            raise PrunescopeError(f"torchvision's {name!r} (models.{task}): {why}. Opened are torchvision's "
+                                  "classification, segmentation and video models")
+    base = {"name": name, "weights": None, **kwargs}
+    if name in found["segmentation"]:
+        return "torchvision.models:get_model", {**base, "weights_backbone": kwargs.get("weights_backbone")}, \
+            (3, 224, 224)
+    if name in found["video"]:
+        side = _TV_VIDEO_SIDE.get(name, 224)
+        return "torchvision.models:get_model", base, (3, 16, side, side)
+    if name in found["classification"]:
+        side = 299 if name == "inception_v3" else 224
+        return "torchvision.models:get_model", base, (3, side, side)
+    listed = "; ".join(f"{t}: {', '.join(n[:4])} ... ({len(n)})" for t, n in found.items())
+    raise PrunescopeError(f"torchvision has no model {name!r} that prunescope opens; {listed}")
+
+
 def resolve_source(factory, kwargs, torchvision, timm, hf=None, task=None, seq_len=None):
     """(factory, kwargs, default input shape or None) for a factory or a model by name."""
     given = [k for k, v in (("factory", factory), ("torchvision", torchvision), ("timm", timm), ("hf", hf)) if v]
@@ -177,12 +216,7 @@ def resolve_source(factory, kwargs, torchvision, timm, hf=None, task=None, seq_l
         except (ImportError, RuntimeError, AttributeError) as exc:  # missing, or built for another torch
             raise PrunescopeError(f"torchvision does not import here ({first_line(exc)}); install it with "
                                   "pip install 'prunescope[vision]'") from exc
-        names = tv.models.list_models(module=tv.models)
-        if torchvision not in names:
-            raise PrunescopeError(f"torchvision has no classification model {torchvision!r}; e.g. "
-                                  f"{', '.join(names[:8])} ({len(names)} in all)")
-        side = 299 if torchvision == "inception_v3" else 224
-        return "torchvision.models:get_model", {"name": torchvision, "weights": None, **kwargs}, (3, side, side)
+        return _torchvision_source(tv, torchvision, kwargs)
     try:
         import timm as tm
     except (ImportError, RuntimeError, AttributeError) as exc:  # missing, or built for another torch

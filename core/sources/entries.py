@@ -199,6 +199,7 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     spec = _spec_of(entry, lazy=False)
     try:
         out = _run_once(spec, entry, loaded[0] if loaded is not None else None)
+        entry, spec = _with_output_kind(entry, spec, out, output, task)
     except BaseException:  # nothing half-registered, whatever failed; the failure goes on as it is
         _restore(name, old)
         raise
@@ -207,7 +208,9 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
         raise PrunescopeError(f"model {name!r} returns {int(out.shape[1])} scores per example but the data has "
                               f"{n_classes} classes; give the factory the number of classes (e.g. kwargs "
                               "{\"num_classes\": K}) or choose task fidelity")
-    register_data(entry, name, int(out.shape[1]), loaded)
+    from core.ground.outputs import class_count  # torch: not at import (the CLI's help stays light)
+
+    register_data(entry, name, class_count(out, entry.output), loaded)
     if save:
         _save([e for e in _stored() if e.get("name") != name] + [asdict(entry)])
     return spec
@@ -284,6 +287,37 @@ def _with_data(entry: UserEntry):
     return entry, loaded, n_classes
 
 
+def _with_output_kind(entry: UserEntry, spec, out, asked_output: str | None, asked_task: str | None):
+    """``(entry, spec)`` with the output kind ``out`` (the model's output on two examples)
+    calls for, when the person named none and it is not one (N, K) tensor: "dense" or "nest",
+    judged against the base (task fidelity); the registry entry is replaced to match.
+
+    Raises:
+        ModelError: the person named an output kind or task this output cannot have.
+    """
+    from core.ground.outputs import output_kind
+    from core.sources.models import MODELS
+
+    kind = output_kind(out, entry.input_shape)
+    if kind == "logits" or (asked_output in ("dense", "nest") and kind in ("dense", "nest")):
+        return entry, spec
+    if asked_output is not None or asked_task not in (None, "fidelity"):
+        raise ModelError(f"model {entry.name!r} returns {_shape_words(out)}: judged as output {kind!r} against the "
+                         f"base model (task fidelity); you asked for output {asked_output!r}, task {asked_task!r}. "
+                         "Leave both out, or give output='dense' / 'nest' with task 'fidelity'")
+    entry = dataclasses.replace(entry, output=kind, task="fidelity")
+    spec = dataclasses.replace(spec, output=kind, task="fidelity")
+    MODELS.register(spec.name, spec, overwrite=True)
+    return entry, spec
+
+
+def _shape_words(out) -> str:
+    from core.ground.outputs import leaves
+
+    named = leaves(out)
+    return ", ".join(f"{k} {tuple(t.shape)}" for k, t in list(named.items())[:6]) + (" ..." if len(named) > 6 else "")
+
+
 def _run_once(spec, entry: UserEntry, x):
     """Build the registered model and run two examples (``x[:2]``, else zeros) through it.
 
@@ -303,10 +337,12 @@ def _run_once(spec, entry: UserEntry, x):
     except FOREIGN_ERRORS as exc:  # the person's model's forward: its failure is theirs to see
         raise ModelError(f"model {entry.name!r} does not run on inputs of shape {entry.input_shape}: "
                          f"{type(exc).__name__}: {first_line(exc)}") from exc
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ModelError(f"model {entry.name!r} returned {type(out).__name__}"
-                         f"{' of shape ' + str(tuple(out.shape)) if isinstance(out, torch.Tensor) else ''}; "
-                         "prunescope needs (N, K) outputs (class scores, or any K features for fidelity)")
+    from core.ground.outputs import output_kind
+
+    if output_kind(out, entry.input_shape) is None:
+        raise ModelError(f"model {entry.name!r} returned {type(out).__name__} with no floating-point tensor that has "
+                         "a batch dimension; prunescope judges (N, K) outputs (class scores, or features), dense maps "
+                         "(N, C, H, W) and any tuple, list or dict of such tensors")
     return out
 
 

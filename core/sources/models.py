@@ -29,7 +29,10 @@ LABELLED_TASKS = ("classification", "language-model")
 # what a model's (N, K) output is: class scores ("logits", judged by argmax accuracy, loss and agreement) or
 # an embedding / features ("embedding", task "fidelity" only: judged by output cosine and neighbour recall@k
 # with the base's embeddings; an argmax over features means nothing)
-OUTPUTS = ("logits", "embedding")
+# "dense" and "nest" (issue 24): outputs that are not one (N, K) tensor, kept as named leaves and judged leaf by
+# leaf against the base's (core/metrics/nest.py): "dense" a class map (N, C, H, W, a segmenter's), judged by pixel
+# agreement; "nest" anything else (a tuple or dict, several heads, feature maps), judged by the mean output cosine
+OUTPUTS = ("logits", "embedding", "dense", "nest")
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,12 @@ def check_output(output, task: str) -> None:
         PrunescopeError: the message names what is accepted.
     """
     if output not in OUTPUTS:
-        raise PrunescopeError(f"output must be one of {OUTPUTS} (class scores, or an embedding judged by cosine and "
-                              f"neighbour recall), got {echo(output)}")
-    if output == "embedding" and task != "fidelity":
-        raise PrunescopeError(f"output 'embedding' needs task 'fidelity' (features have no labels), got task {task!r}")
+        raise PrunescopeError(f"output must be one of {OUTPUTS} (class scores; an embedding judged by cosine and "
+                              "neighbour recall; a dense class map judged by pixel agreement; any other nest of "
+                              f"outputs judged leaf by leaf), got {echo(output)}")
+    if output != "logits" and task != "fidelity":
+        raise PrunescopeError(f"output {output!r} needs task 'fidelity' (judged against the base model's outputs; "
+                              f"labels are for (N, K) class scores), got task {task!r}")
 
 
 def _validate_shape(shape) -> None:

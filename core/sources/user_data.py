@@ -117,8 +117,11 @@ def _outputs(name: str) -> int:
     from core.sources.models import build_model, get_spec
 
     spec = get_spec(name)
+    from core.ground.outputs import class_count
+
     with torch.inference_mode():
-        return int(build_model(spec, load_weights=False)(torch.zeros(1, *spec.input_shape)).shape[1])
+        out = build_model(spec, load_weights=False)(torch.zeros(1, *spec.input_shape))
+    return class_count(out, spec.output if spec.output in ("dense", "nest") else "logits")
 
 
 def images_entry(entry: UserEntry, default_shape: tuple[int, ...] | None) -> UserEntry:

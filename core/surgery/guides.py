@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ModelError, PrunescopeError
+from core.ground.outputs import NEST_KINDS
+from core.metrics.nest import headline_each
 from core.sources.models import LABELLED_TASKS
 from core.surgery.blocks import Block, default_container, list_blocks
 from core.surgery.steps import Cut
@@ -107,9 +109,12 @@ class Guides:
 
 
 def _accuracy(evaluator, model: nn.Module) -> float:
-    """Quick-subset accuracy (against the base's predictions for a task without labels)."""
+    """Quick-subset accuracy (against the base's predictions for a task without labels; a "dense" /
+    "nest" output: its headline, ``core.metrics.nest.headline_each``)."""
     x, y = evaluator.evalset.quick()
     out = evaluator.outputs(model, "quick")
+    if evaluator.output in NEST_KINDS:  # the headline: pixel agreement, or mean output cosine, with the base
+        return float(headline_each(out, evaluator.base_outputs("quick"), evaluator.output).mean())
     target = y if evaluator.task in LABELLED_TASKS else evaluator.base_outputs("quick").argmax(1)
     return float((out.argmax(1) == target).float().mean())
 

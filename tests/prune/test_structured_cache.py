@@ -138,7 +138,7 @@ def test_the_copied_graph_prunes_a_copy_and_leaves_the_analysis_as_it_was():
     base = load_base("digits_resnet", "cpu")
     ctx = ApplyContext("digits_resnet", torch.device("cpu"))
     an = analysis(base, ctx)
-    assert an.outputs == {tuple(ctx.calibration(0)[0][:1].shape): (1, 10)}  # read from the trace
+    assert an.outputs == {tuple(ctx.calibration(0)[0][:1].shape): {"output": (1, 10)}}  # read from the trace
     before = {k: v.clone() for k, v in an.copy.state_dict().items()}
     groups = [(g.name, g.n_units) for g in an.groups("channel")]
     new, dg = copy_graph(an.dg)

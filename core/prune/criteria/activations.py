@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from core.errors import PrunescopeError
+from core.ground.outputs import is_nest, judgeable, leaves
 from core.prune.criteria.base import (
     SummedUnits,
     UnitCriterion,
@@ -78,7 +79,8 @@ def collect_input_stats(model: nn.Module, layers: dict[str, nn.Module],
 
 def weight_gradients(model: nn.Module, layers: dict[str, nn.Module],
                      calib: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """d(cross-entropy)/d(weight) of each layer on the calibration batch.
+    """d(cross-entropy)/d(weight) of each layer on the calibration batch (an output of several
+    leaves: the sum of each leaf's cross-entropy against its own argmax, flattened per example).
 
     Computed on a private copy (no ``.grad``, hooks or ``requires_grad`` change is left on
     ``model``); the copy keeps ``model``'s train/eval mode.
@@ -95,9 +97,14 @@ def weight_gradients(model: nn.Module, layers: dict[str, nn.Module],
     x, y = calib
     with torch.enable_grad():
         out = copy_(x)
-        if out.dim() > 2:
-            out = out.reshape(out.shape[0], -1)
-        loss = torch.nn.functional.cross_entropy(out.float(), y)
+        if is_nest(out):  # several leaves: each one's cross-entropy against its own argmax (no labels fit them all)
+            named = leaves(out)
+            flat = [named[k].reshape(len(named[k]), -1).float() for k in judgeable(named)]
+            loss = sum(torch.nn.functional.cross_entropy(f, f.argmax(1).detach()) for f in flat)
+        else:
+            if out.dim() > 2:
+                out = out.reshape(out.shape[0], -1)
+            loss = torch.nn.functional.cross_entropy(out.float(), y)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
     return {n: (g if g is not None else torch.zeros_like(p)).detach()
             for n, p, g in zip(layers, params, grads)}

@@ -30,19 +30,20 @@ class Analysis:
     def __init__(self, model: nn.Module, example: torch.Tensor):
         self.copy = clone_model(model)
         out: list = []  # the trace's forward on ``example`` gives the output shape too
-        self.dg, self.output_layer = build_graph(self.copy, example, out)
+        # the last Linear / Conv run, and every layer feeding an output leaf (never pruned: graph.build_graph)
+        self.dg, self.output_layer, self.output_layers = build_graph(self.copy, example, out)
         self._groups: dict[str, list[UnitGroup]] = {}
         self.skipped: dict[str, list[tuple[str, str]]] = {}  # granularity -> (layer, why it was left out)
         self.scores: dict[tuple, dict[str, torch.Tensor]] = {}
-        # example batch shape -> the model's output shape (a type name when not a tensor)
-        self.outputs: dict[tuple, tuple | str] = {tuple(example.shape): out[-1]} if out else {}
+        # example batch shape -> the shape of each leaf of the model's output (``metrics.outputs.leaves``)
+        self.outputs: dict[tuple, dict[str, tuple]] = {tuple(example.shape): out[-1]} if out else {}
         # (example shape, granularity, (group, units removed) per group) -> groups left out, with why
         self.checked: dict[tuple, list[tuple[str, str]]] = {}
 
     def groups(self, granularity: str) -> list[UnitGroup]:
         if granularity not in self._groups:
             skipped: list[tuple[str, str]] = []
-            self._groups[granularity] = unit_groups(self.copy, self.dg, self.output_layer, granularity, skipped)
+            self._groups[granularity] = unit_groups(self.copy, self.dg, self.output_layers, granularity, skipped)
             self.skipped[granularity] = skipped
         return self._groups[granularity]
 

@@ -20,8 +20,9 @@ BatchNorm, residual additions (which tie the channels of several layers into one
 *group*), concatenations, grouped and depthwise convs, and the next layer's inputs.
 A group is named after its first producing layer in module order (an attention
 module's own path for heads); a per-layer override may name any producing layer of
-the group. The output layer (the last Linear/Conv run by the forward pass) is never
-pruned, nor is any group containing it; Linear groups that feed attention heads
+the group. The output layers (the last Linear/Conv run by the forward pass; for a nest
+of outputs, every layer feeding a leaf: ``build_graph``) are never pruned, nor is any group
+containing one; Linear groups that feed attention heads
 (``qkv``) are pruned only as heads.
 
 Where Torch-Pruning cannot follow an operation (its index mapping of a reshape, a
@@ -45,6 +46,7 @@ import torch
 from torch import nn
 
 from core.errors import ModelError
+from core.ground.outputs import is_nest, leaves
 from core.ground.units import UNIT_GRANULARITIES
 from core.prune.masks import PRUNABLE_TYPES
 from core.prune.structured.heads import Heads, find_heads, stacked_rows
@@ -114,25 +116,61 @@ def _drop_saved(_t):
     return None
 
 
-def _output_of(out) -> tuple | str:
-    return tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+def _output_of(out) -> dict[str, tuple]:
+    return {k: tuple(t.shape) for k, t in leaves(out).items()}
+
+
+def _grad_fn(o):
+    o = o[0] if isinstance(o, tuple) and o else o  # nn.MultiheadAttention: (output, weights)
+    return getattr(o, "grad_fn", None)
+
+
+def _leaf_layers(out, made_by: dict) -> set[str]:
+    """The layers whose outputs reach a leaf of ``out`` through no other Linear / Conv layer
+    (walked back through autograd's graph): pruning their output units changes a leaf's shape."""
+    todo = [f for t in leaves(out).values() if (f := t.grad_fn) is not None]
+    seen: set[int] = set()
+    found: set[str] = set()
+    while todo:
+        fn = todo.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if id(fn) in made_by:
+            found.add(made_by[id(fn)][1])
+            continue
+        todo.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+    return found
 
 
 def build_graph(model: nn.Module, example: torch.Tensor, outputs: list | None = None):
-    """(Torch-Pruning graph of ``model``, output layer name).
+    """(Torch-Pruning graph of ``model``, the last Linear / Conv layer run, the output layers).
 
     Only ever called on a private copy. Hooks are removed and ``requires_grad`` flags
     restored afterwards. Operations whose channels the graph cannot map are kept in
     ``graph.unmapped``; groups through them are left out by :func:`unit_groups`.
     ``outputs`` (a list), when given, receives what the model returned when called on
-    ``example`` itself (its shape, or its type's name when not a tensor); Torch-Pruning
-    tries ``model(*example)`` first, the batch unpacked, which is not recorded."""
+    ``example`` itself: the shape of each leaf (``core.ground.outputs.leaves``: one leaf
+    ``"output"`` for a plain tensor); Torch-Pruning tries ``model(*example)`` first, the batch
+    unpacked, which is not recorded.
+
+    The output layers are never pruned: for a model returning one tensor, the last Linear / Conv
+    layer run; for a nest of tensors (several heads, a segmenter's ``out`` and ``aux``, a
+    pyramid of feature maps), also every layer whose output reaches a leaf through no other such
+    layer (after a pooling, an upsample, a residual addition), so every leaf keeps its shape."""
     order: list[str] = []
-    handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
+    made_by: dict[int, tuple] = {}  # id(grad_fn of a layer's output) -> (grad_fn, layer): kept alive
+    returned: list = []
+
+    def record(n, o):
+        order.append(n)
+        if (f := _grad_fn(o)) is not None:
+            made_by[id(f)] = (f, n)
+
+    handles = [m.register_forward_hook(lambda mod, i, o, n=n: record(n, o))
                for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
-    if outputs is not None:
-        handles.append(model.register_forward_hook(
-            lambda mod, i, o: outputs.append(_output_of(o)) if len(i) == 1 and i[0] is example else None))
+    handles.append(model.register_forward_hook(
+        lambda mod, i, o: returned.append(o) if len(i) == 1 and i[0] is example else None))
     # The graph is traced through autograd: parameters must require grad while tracing.
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
@@ -151,7 +189,12 @@ def build_graph(model: nn.Module, example: torch.Tensor, outputs: list | None = 
             p.requires_grad_(f)
     if not order:
         raise ModelError("the model has no Linear or Conv layer to prune")
-    return dg, order[-1]
+    out_layers = {order[-1]}
+    if returned and is_nest(returned[-1]):
+        out_layers |= _leaf_layers(returned[-1], made_by)
+    if outputs is not None and returned:
+        outputs.append(_output_of(returned[-1]))
+    return dg, order[-1], out_layers
 
 
 def _member(dg, item, names: dict) -> Member | None:
@@ -217,7 +260,7 @@ def _gqa_groups(n: str, h: Heads, names: dict) -> list[UnitGroup]:
                                                        f"{h.kv_heads} groups alike", head_dim=hd)]
 
 
-def unit_groups(model: nn.Module, dg, output_layer: str, granularity: str,
+def unit_groups(model: nn.Module, dg, output_layers: set[str], granularity: str,
                 skipped: list | None = None) -> list[UnitGroup]:
     """The prunable unit groups of ``model`` at ``granularity``, in module order.
 
@@ -234,14 +277,14 @@ def unit_groups(model: nn.Module, dg, output_layer: str, granularity: str,
             if h is None or h.out not in dg.module2node:
                 continue
             if h.kv_heads != h.num_heads:  # Torch-Pruning cannot follow repeat_kv: pruned by hand
-                if names[h.out] != output_layer:
+                if names[h.out] not in output_layers:
                     out.extend(_gqa_groups(n, h, names))
                 continue
             proj = h.out
             g = dg.get_pruning_group(proj, dg.get_pruner_of_module(proj).prune_in_channels,
                                      list(range(proj.in_features)))
             members = [x for x in (_member(dg, it, names) for it in g) if x is not None]
-            if any(x.name == output_layer and x.role == "out" for x in members):
+            if any(x.name in output_layers and x.role == "out" for x in members):
                 continue
             qkv = [x for x in members if x.name == names[h.producers[0]] and x.role == "out"]
             for off, _ in stacked_rows(h, len(qkv[0].idxs) if len(qkv) == 1 else 0):  # GPT-2: k and v rows too
@@ -251,7 +294,7 @@ def unit_groups(model: nn.Module, dg, output_layer: str, granularity: str,
                                  members, names[proj], False, unit_of_root, head_dim=h.head_dim))
         return out
     qkv = {p for m in model.modules() if (h := find_heads(m)) is not None for p in h.producers}
-    ignored = [mods[output_layer]]
+    ignored = [mods[n] for n in sorted(output_layers)]
     for g in _all_groups(dg, ignored, names, skipped):
         members = [x for x in (_member(dg, it, names) for it in g) if x is not None]
         producers = [x.name for x in members if x.role == "out"]

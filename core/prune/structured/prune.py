@@ -1,7 +1,9 @@
 """Removing the selected units, with everything coupled to them, from a copy.
 
 The pruned copy must still run: after pruning, the example batch goes through it and
-its output must keep its shape. A module attribute holding the old width (torchvision's
+its output must keep its shape: every leaf of a nest of outputs (``core.ground.outputs.leaves``:
+a segmenter's ``out`` and ``aux``, a pyramid's feature maps) keeps the base's name and shape.
+A module attribute holding the old width (torchvision's
 ViT reshapes with its stored ``hidden_dim``) is updated to the new one. When the copy
 does not run, the groups that break it are found by bisection (each half pruned on a
 fresh copy) and left out; the report's warnings name them and say why, as they name the
@@ -24,6 +26,7 @@ from torch import nn
 
 from core.errors import FOREIGN_ERRORS, ModelError, first_line
 from core.ground.constraints import Options, check_args
+from core.ground.outputs import SINGLE, leaves
 from core.plan.report import UNIT_NORMALISED, StepReport
 from core.prune.structured.analysis import Analysis, all_unit_scores, analysis, calibration_for, example_input
 from core.prune.structured.graph import UNIT_GRANULARITIES, TorchPruningFailed, UnitGroup
@@ -104,22 +107,28 @@ def _prune_groups(an: Analysis, model: nn.Module, groups: list[UnitGroup],
     return new
 
 
-def _runs(model: nn.Module, example: torch.Tensor, want: tuple) -> str | None:
-    """None when ``model`` runs on ``example`` with an output of shape ``want``, else why not."""
+def _runs(model: nn.Module, example: torch.Tensor, want: dict[str, tuple]) -> str | None:
+    """None when ``model`` runs on ``example`` with output leaves of the shapes ``want``, else why not."""
     try:
         with torch.no_grad():
             out = model(example)
     except FOREIGN_ERRORS as exc:  # the person's model's forward, pruned: its failure is the finding
         return f"{type(exc).__name__}: {first_line(exc)[:160]}"
-    if not isinstance(out, torch.Tensor):
-        return f"it returns {type(out).__name__}, not a tensor"
-    if tuple(out.shape) != want:
-        return f"its output has shape {tuple(out.shape)} instead of {want}"
+    got = {k: tuple(t.shape) for k, t in leaves(out).items()}
+    if got.keys() != want.keys():
+        return f"its output leaves are {', '.join(got)} instead of {', '.join(want)}"
+    for k, shape in want.items():
+        if got[k] != shape:
+            return f"its output {_leaf(k, want)}has shape {got[k]} instead of {shape}"
     return None
 
 
+def _leaf(name: str, want: dict) -> str:
+    return "" if list(want) == [SINGLE] else f"{name!r} "
+
+
 def _attempt(an: Analysis, model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], pruned: dict,
-             want: tuple) -> tuple[nn.Module | None, str | None]:
+             want: dict) -> tuple[nn.Module | None, str | None]:
     """(pruned copy, None) when pruning ``groups`` gives a model that runs, else (None, why)."""
     try:
         new = _prune_groups(an, model, groups, pruned)
@@ -129,9 +138,9 @@ def _attempt(an: Analysis, model: nn.Module, example: torch.Tensor, groups: list
     return (new, None) if why is None else (None, why)
 
 
-def _out_shape(an: Analysis, model: nn.Module, example: torch.Tensor) -> tuple:
-    """The output shape of ``model`` on ``example``: the analysis trace's when it ran the model on
-    an example of that shape, else one forward (kept in ``an``)."""
+def _out_shape(an: Analysis, model: nn.Module, example: torch.Tensor) -> dict[str, tuple]:
+    """The shape of each output leaf of ``model`` on ``example``: the analysis trace's when it ran
+    the model on an example of that shape, else one forward (kept in ``an``)."""
     key = tuple(example.shape)
     if key not in an.outputs:
         run = clone_model(model) if model.training else model
@@ -141,15 +150,15 @@ def _out_shape(an: Analysis, model: nn.Module, example: torch.Tensor) -> tuple:
         except FOREIGN_ERRORS as exc:  # the person's model's forward
             raise ModelError(f"the model does not run on the example batch ({type(exc).__name__}: "
                              f"{first_line(exc)[:200]})") from exc
-        an.outputs[key] = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-    out = an.outputs[key]
-    if isinstance(out, str):
-        raise ModelError(f"structured pruning needs a model returning one tensor, got {out}")
-    return out
+        an.outputs[key] = {k: tuple(t.shape) for k, t in leaves(out).items()}
+    if not an.outputs[key]:
+        raise ModelError("structured pruning needs a model returning tensors (a tensor or a nest of them), "
+                         "this one returns none")
+    return an.outputs[key]
 
 
 def _bisect(an: Analysis, model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], sel: Selection,
-            want: tuple) -> tuple[nn.Module, list[tuple[str, str]]]:
+            want: dict) -> tuple[nn.Module, list[tuple[str, str]]]:
     """The pruned copy, checked to run; groups whose pruning breaks the forward pass are left
     out (found by bisection, each half pruned on a fresh copy, only when the whole fails).
     Returns (model, [(group left out, why)])."""
@@ -195,7 +204,7 @@ def _widths_key(groups: list[UnitGroup], sel: Selection, example: torch.Tensor) 
 
 
 def _prune_checked(an: Analysis, model: nn.Module, example: torch.Tensor, groups: list[UnitGroup], sel: Selection,
-                   want: tuple) -> tuple[nn.Module, list[str]]:
+                   want: dict) -> tuple[nn.Module, list[str]]:
     """The pruned copy with the groups that break it left out (:func:`_bisect`), the check
     skipped for widths already checked on this source (``an.checked``). Returns (model, warnings)."""
     key = _widths_key(groups, sel, example)

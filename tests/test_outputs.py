@@ -1,9 +1,9 @@
-"""Output nests flattened into named leaves (core/metrics/outputs.py)."""
+"""Output nests flattened into named leaves (core/ground/outputs.py)."""
 from collections import OrderedDict, namedtuple
 
 import torch
 
-from core.metrics.outputs import SINGLE, cat_leaves, is_nest, judgeable, leaves, take
+from core.ground.outputs import SINGLE, cat_leaves, is_nest, judgeable, leaves, take
 
 
 def test_plain_tensor_is_one_leaf():

@@ -1,0 +1,136 @@
+"""A model's output as named leaves: any nest of tensors (a tensor, tuple, list, dict, a
+``ModelOutput``-like object) flattened by torch's pytree into ``{name: tensor}``.
+
+Names are the paths into the nest joined by dots: ``out`` and ``aux`` for a torchvision
+segmenter's dict, ``0`` and ``1`` for a tuple, ``1.boxes`` deeper down; a plain tensor is the
+one leaf ``output``. Only floating-point tensors with a batch dimension are leaves that can be
+judged (an integer leaf, e.g. a detector's labels, is kept but marked not float). The order of
+the leaves is the nest's own, so the same model gives the same names every time.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.utils._pytree as pytree
+
+SINGLE = "output"  # the name of a model's one leaf when it returns a plain tensor
+
+
+def _name(path: tuple) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "idx", "name"):  # MappingKey, SequenceKey, GetAttrKey
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return ".".join(parts) or SINGLE
+
+
+def leaves(out) -> dict[str, torch.Tensor]:
+    """``{name: tensor}`` of every tensor in the nest ``out``, in the nest's order (a plain
+    tensor: ``{"output": out}``). Non-tensor leaves (None, ints, strings) are left out."""
+    if isinstance(out, torch.Tensor):
+        return {SINGLE: out}
+    flat, _ = pytree.tree_flatten_with_path(out)
+    return {_name(path): t for path, t in flat if isinstance(t, torch.Tensor)}
+
+
+def is_nest(out) -> bool:
+    """True when ``out`` is anything but one plain tensor."""
+    return not isinstance(out, torch.Tensor)
+
+
+def judgeable(named: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the leaves that can be judged against the base's: floating point, with a
+    batch dimension."""
+    return [k for k, t in named.items() if t.is_floating_point() and t.dim() >= 1]
+
+
+def cat_leaves(parts: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The leaves of several batches joined along the batch dimension (same names in each)."""
+    parts = list(parts)
+    if not parts:
+        return {}
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def take(named: dict[str, torch.Tensor], index) -> dict[str, torch.Tensor]:
+    """The leaves of the examples ``index`` (a slice, indices or a mask on the batch dimension)."""
+    return {k: t[index] for k, t in named.items()}
+
+
+NEST_KINDS = ("dense", "nest")  # output kinds whose outputs are judged leaf by leaf (a dict of leaves)
+
+
+def judged_outputs(out, output: str, judged: tuple[str, ...] | list[str] | None = None):
+    """A model's raw output as the evaluator keeps it: the tensor itself (fp32) for "logits" and
+    "embedding"; for "dense" / "nest" the ``{name: fp32 tensor}`` of the judged leaves (``judged``,
+    default every judgeable leaf), in the nest's order.
+
+    Raises:
+        ValueError: a judged leaf the output does not have (our caller checked the names at
+            registration: a model whose outputs change between calls is a bug to see).
+    """
+    if output not in NEST_KINDS:
+        return out.float()
+    named = leaves(out)
+    names = list(judged) if judged else judgeable(named)
+    missing = [n for n in names if n not in named]
+    if missing:
+        raise ValueError(f"the model's output has no leaf {missing}; it has {list(named)}")
+    return {n: named[n].float() for n in names}
+
+
+def output_kind(out, input_shape: tuple[int, ...] | None = None) -> str | None:
+    """The output kind a model's raw output ``out`` (on a batch) calls for: "logits" for one
+    (N, K) tensor (class scores, or features the person calls an embedding); "dense" when the
+    output, or its leaf ``out`` (torchvision's segmenters), is a map (N, C, H, W) over the input's
+    spatial size, class scores per pixel; "nest" for anything else with a judgeable leaf; None
+    when nothing in it can be judged (no float tensor with a batch dimension)."""
+    named = leaves(out)
+    names = judgeable(named)
+    if not names:
+        return None
+    if isinstance(out, torch.Tensor) and out.dim() == 2:
+        return "logits"
+    if not isinstance(out, torch.Tensor) and "out" not in names:
+        return "nest"  # a tuple, list or dict of maps is a pyramid of features unless its leaf `out` is the map
+    main = named["out"] if "out" in names else named[names[0]]
+    spatial = tuple(input_shape[-2:]) if input_shape is not None and len(input_shape) >= 3 else None
+    if main.dim() == 4 and main.shape[1] > 1 and (spatial is None or tuple(main.shape[-2:]) == spatial):
+        return "dense"
+    return "nest"
+
+
+def class_count(out, kind: str) -> int:
+    """Classes a model's output tells of: K of (N, K) scores, C of a dense class map, 1 for a nest."""
+    if kind == "logits":
+        return int(out.shape[1])
+    if kind == "dense":
+        named = leaves(out)
+        return int((named["out"] if "out" in named else named[judgeable(named)[0]]).shape[1])
+    return 1
+
+
+def map_out(out, fn):
+    """``fn`` applied to a tensor, or to every leaf of a dict of leaves."""
+    return {k: fn(t) for k, t in out.items()} if isinstance(out, dict) else fn(out)
+
+
+def cat_outputs(parts: list):
+    """Batches of outputs (tensors, or dicts of leaves) joined along the batch dimension."""
+    if isinstance(parts[0], dict):
+        return cat_leaves(parts)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def batch_size(out) -> int:
+    """Examples in an output (a tensor, or a dict of leaves)."""
+    return len(next(iter(out.values()))) if isinstance(out, dict) else len(out)
+
+
+__all__ = ["SINGLE", "NEST_KINDS", "leaves", "is_nest", "judgeable", "cat_leaves", "take", "judged_outputs",
+           "map_out", "cat_outputs", "batch_size", "output_kind", "class_count"]

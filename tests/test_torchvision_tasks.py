@@ -1,0 +1,41 @@
+"""torchvision models of every task by name (issue 24): segmenters and video classifiers open with
+no weights fetched; detection, optical flow and quantized models are refused with the reason."""
+import pytest
+import torchvision as tv
+
+from core.errors import PrunescopeError
+from core.sources.describe import resolve_source
+from core.sources.entries import register
+from core.workspace import Workspace
+
+
+@pytest.mark.parametrize("name", tv.models.list_models(module=tv.models.segmentation))
+def test_every_segmenter_resolves_without_weights(name):
+    factory, kwargs, shape = resolve_source(None, None, name, None)
+    assert kwargs["weights"] is None and kwargs["weights_backbone"] is None and shape == (3, 224, 224)
+
+
+@pytest.mark.parametrize("name", tv.models.list_models(module=tv.models.video))
+def test_every_video_model_resolves_to_clips(name):
+    _, kwargs, shape = resolve_source(None, None, name, None)
+    assert kwargs["weights"] is None and shape[:2] == (3, 16) and len(shape) == 4
+
+
+@pytest.mark.parametrize("module,why", [("detection", "detection is not supported yet"),
+                                        ("optical_flow", "two images per example"),
+                                        ("quantization", "int8 already")])
+def test_tasks_not_opened_yet_say_why(module, why):
+    name = tv.models.list_models(module=getattr(tv.models, module))[0]
+    with pytest.raises(PrunescopeError, match=why):
+        resolve_source(None, None, name, None)
+
+
+def test_a_segmenter_and_a_video_model_open_and_are_judged(own_home):
+    spec = register("tv_seg", torchvision="lraspp_mobilenet_v3_large", input_shape=(3, 32, 32),
+                    data={"kind": "synthetic", "n": 24}, save=False)
+    assert (spec.output, spec.task) == ("dense", "fidelity")
+    m = Workspace("tv_seg", "cpu", quick_size=8, latency_time=0.01).base_metrics(latency=False)
+    assert m.quality_name(spec.task) == "pixel agreement with the base" and list(m.leaf_figures) == ["out"]
+    spec = register("tv_clip", torchvision="r3d_18", input_shape=(3, 4, 32, 32), data={"kind": "synthetic", "n": 8},
+                    save=False)
+    assert spec.output == "logits" and spec.input_shape == (3, 4, 32, 32)
