@@ -9,6 +9,7 @@ from app.explain_ui import cached, cards_ui, gallery_ui
 from app.messages import run_action, show_flashes
 from app.session import get_workspace
 from core.explain import MAX_CONFUSION_CLASSES, layer_order
+from core.ground.outputs import NEST_KINDS
 from core.prune.structured import prunable_units
 from core.viz.explain import (
     LOSES,
@@ -39,6 +40,16 @@ def page() -> None:
     subset = st.radio("Examples", ["quick", "full"], horizontal=True, key="explain_subset",
                       format_func=lambda s: f"quick subset ({len(ws.evalset.quick_index)})" if s == "quick"
                       else f"full test split ({len(ws.evalset.y)})")
+    if ws.evaluator.output in NEST_KINDS:  # no predicted class per example to list or attribute
+        kind = "a dense class map" if ws.evaluator.output == "dense" else "a nest of tensors"
+        st.info(f"This model's output is {kind}, judged leaf by leaf against the base (the per-leaf figures are "
+                "on the Prune page). "
+                "Changed examples, the confusion matrix and attribution maps explain one predicted class per "
+                "example, so they are not shown; how each layer's representation moved and what a unit responds "
+                "to are below.")
+        _divergence_ui(ws, subset)
+        unit_ui(ws, subset)
+        return
     ch = run_action(cached, Workspace.changes, ws, subset, now=True)
     if ch is None:
         return
@@ -56,16 +67,21 @@ def page() -> None:
     else:
         _confusion_ui(left, ch)
     with right:
-        rows = run_action(cached, Workspace.divergence, ws, subset, now=True)
-        if rows is not None:
-            st.plotly_chart(divergence_figure(rows), width="stretch", key="explain_divergence")
-            low = min((r for r in rows if r["cka"] is not None), key=lambda r: r["cka"], default=None)
-            if low is not None:
-                st.caption(f"Lowest CKA: {low['layer']} ({low['cka']:.3f}). Linear CKA of each layer's outputs, base "
-                           "against current, on the same examples (1 = the same representation up to rotation and "
-                           "scale; a cut layer is a gap).")
+        _divergence_ui(ws, subset)
     attribution_ui(ws, ch)
     unit_ui(ws, subset)
+
+
+def _divergence_ui(ws, subset: str) -> None:
+    """Linear CKA of each layer's outputs, base against current."""
+    rows = run_action(cached, Workspace.divergence, ws, subset, now=True)
+    if rows is not None:
+        st.plotly_chart(divergence_figure(rows), width="stretch", key="explain_divergence")
+        low = min((r for r in rows if r["cka"] is not None), key=lambda r: r["cka"], default=None)
+        if low is not None:
+            st.caption(f"Lowest CKA: {low['layer']} ({low['cka']:.3f}). Linear CKA of each layer's outputs, base "
+                       "against current, on the same examples (1 = the same representation up to rotation and "
+                       "scale; a cut layer is a gap).")
 
 
 

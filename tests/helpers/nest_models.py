@@ -110,12 +110,9 @@ NEST_DATA = "nest_images_test"  # random (3, 16, 16) images with labels 0..9
 
 def register_nest(name: str, factory, *, task: str = "fidelity", output: str = "logits") -> str:
     """Register ``factory`` as model ``name`` on a dataset of random images (registered too), so plans,
-    apply contexts and exports run on it; ``unregister_nest(name)`` takes the model away again. An
-    output kind the registry does not know yet ("dense", "nest": issue 24) is set past its check."""
-    import dataclasses
-
+    apply contexts and exports run on it; ``unregister_nest(name)`` takes the model away again."""
     from core.sources.datasets import DataSplits, register_dataset
-    from core.sources.models import MODELS, ModelSpec, register_model
+    from core.sources.models import ModelSpec, register_model
 
     @register_dataset(NEST_DATA)
     def _data():
@@ -123,11 +120,8 @@ def register_nest(name: str, factory, *, task: str = "fidelity", output: str = "
         x, y = torch.randn((96, *IMAGE), generator=g), torch.arange(96) % 10
         return DataSplits(NEST_DATA, x[:64], y[:64], x[64:], y[64:], [str(i) for i in range(10)])
 
-    spec = ModelSpec(name=name, factory=factory, input_shape=IMAGE, dataset=NEST_DATA, task=task)
-    if output == "logits":
-        register_model(spec, overwrite=True)
-    else:
-        MODELS.register(name, dataclasses.replace(spec, output=output), overwrite=True)
+    register_model(ModelSpec(name=name, factory=factory, input_shape=IMAGE, dataset=NEST_DATA, task=task,
+                             output=output), overwrite=True)
     return name
 
 

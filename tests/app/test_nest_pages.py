@@ -1,0 +1,47 @@
+"""Pages on a model of several outputs (issue 24): the Prune page's cards and leaf table say what
+they measure; the Explain page says what it cannot show and shows what it can."""
+import pytest
+
+from core.plan import Plan
+from core.prune import Prune
+from tests.helpers.app import new_app, ok, workspace
+from tests.helpers.nest_models import register_nest, segmenter, two_heads, unregister_nest
+
+
+@pytest.fixture
+def nest_models():
+    register_nest("app_two", two_heads, output="nest")
+    register_nest("app_seg", segmenter, output="dense")
+    yield
+    unregister_nest("app_two")
+    unregister_nest("app_seg")
+
+
+def test_prune_page_cards_and_leaf_table_of_a_nest(nest_models):
+    at = new_app("app_two")
+    workspace(at).set_plan(Plan("app_two", (Prune(sparsity=0.5),)))
+    at.run()
+    ok(at)
+    labels = [m.label for m in at.metric]
+    assert "Output cosine (2 leaves)" in labels and "Output error" in labels and "Fidelity" not in labels
+    assert any(lab.startswith("Worst leaf: ") for lab in labels)
+    table = next(df.value for df in at.dataframe if "leaf" in df.value.columns)
+    assert list(table["leaf"]) == ["out", "aux"] and (table["cosine with the base"] < 1).all()
+
+
+def test_prune_page_of_a_segmenter_reads_pixel_agreement(nest_models):
+    at = new_app("app_seg")
+    ok(at)
+    labels = [m.label for m in at.metric]
+    assert "Pixel agreement" in labels and "Accuracy" not in labels
+    assert next(m.value for m in at.metric if m.label == "Pixel agreement") == "100.0%"  # the base against itself
+
+
+def test_explain_page_of_a_nest_shows_divergence_and_units(nest_models):
+    at = new_app("app_two")
+    workspace(at).set_plan(Plan("app_two", (Prune(sparsity=0.5),)))
+    at.switch_page("views/explain.py").run()
+    ok(at)
+    assert any("judged leaf by leaf" in i.value for i in at.info)
+    assert any(c.value.startswith("Lowest CKA: ") for c in at.caption)  # the divergence chart's reading
+    assert not any("Changed predictions" in m.value for m in at.markdown)
