@@ -1,6 +1,7 @@
 """Readouts of a model whose output is not one (N, K) tensor (issue 24): a dense class map
 ("dense", a segmenter's) or any nest of outputs ("nest"), judged leaf by leaf against the base's
-(``core.metrics.nest``)."""
+(``core.metrics.nest``); a segmenter with label masks by its mean IoU and pixel accuracy
+(``core.metrics.segmentation``)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -15,7 +16,16 @@ def nest_quality_cards(cols, m: Metrics, base: Metrics, task: str) -> None:
     cosine (or the worst leaf's), the relative output error."""
     over = f"the {m.n} examples of the {m.subset} eval subset"
     leaves = list(m.leaf_figures or {})
-    if m.output == "dense":
+    if m.class_iou is not None:  # label masks (task segmentation)
+        present = sum(v is not None for v in m.class_iou)
+        cols[0].metric("Mean IoU", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
+                       help=f"Intersection over union of the predicted and labelled pixels of each class (argmax of "
+                            f"the class map), mean over the {present} classes labelled or predicted among the "
+                            f"pixels of {over} (pixels labelled 255 left out; torchmetrics' confusion matrix).")
+        cols[1].metric("Pixel accuracy", fmt.pct(m.pixel_accuracy), fmt.delta(m.pixel_accuracy, base.pixel_accuracy,
+                                                                              "pp"),
+                       help=f"Share of the labelled pixels of {over} whose most likely class is their label.")
+    elif m.output == "dense":
         cols[0].metric("Pixel agreement", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
                        help=f"Share of pixels whose most likely class equals the base model's, on the class map "
                             f"of this segmenter's output, mean over {over}.")
@@ -56,11 +66,31 @@ def leaf_table_ui(m: Metrics, base: Metrics) -> None:
                    f"the {m.n} examples of the {m.subset} subset. The base against itself: cosine 1, error 0%.")
 
 
+def own_metric_ui(ws, m: Metrics, base: Metrics) -> None:
+    """The person's own metric (``prunescope register --metric``): each figure it returned, now
+    and the base's, on the same subset."""
+    own, was = m.extra.get("own"), base.extra.get("own") or {}
+    if not own:
+        return
+    path = ws.evaluator.metric
+    targets = "the labels" if ws.spec.task != "fidelity" else "the base model's outputs"
+    cols = st.columns(min(4, len(own)))
+    for i, (k, v) in enumerate(own.items()):
+        cols[i % len(cols)].metric(k, f"{v:.4g}", fmt.delta(v, was[k], "num") if k in was else None,
+                                   delta_color="off",
+                                   help=f"Your metric {path}(outputs, targets) on the {m.n} examples of the {m.subset} "
+                                        f"subset, targets {targets}; the change is against the base's figure.")
+    st.caption(f"Your metric: `{path}` (from your environment), on the same examples as the figures above.")
+
+
 def nest_full_row(model: str, m: Metrics, task: str) -> dict:
     """One row of the full-set table for a "dense" / "nest" model."""
     head = fmt.pct(m.accuracy) if m.output == "dense" else f"{m.accuracy:.4f}"
-    return {"model": model, m.quality_name(task): head, "output cosine": f"{m.output_cosine:.4f}",
-            "relative output error": fmt.pct(m.output_error), "examples": m.n}
+    row = {"model": model, m.quality_name(task): head}
+    if m.pixel_accuracy is not None:
+        row["pixel accuracy"] = fmt.pct(m.pixel_accuracy)
+    return {**row, "output cosine": f"{m.output_cosine:.4f}", "relative output error": fmt.pct(m.output_error),
+            "examples": m.n}
 
 
-__all__ = ["nest_quality_cards", "leaf_table_ui", "nest_full_row"]
+__all__ = ["nest_quality_cards", "leaf_table_ui", "nest_full_row", "own_metric_ui"]

@@ -93,14 +93,16 @@ def _data_ui(c2):
     dkind = c2.radio("Evaluation data", ["synthetic", "upload", "local path", "dataset"], key="open_dkind",
                      horizontal=True, help="synthetic: seeded random inputs, no labels (judged by fidelity to the "
                                            "base). Files: a tensors file (.npz or .safetensors: x and optionally y), "
-                                           "a .csv table, or a .zip / folder with one subfolder of images per class. "
+                                           "a .csv table, a .zip / folder with one subfolder of images per class, or "
+                                           "(segmentation) one holding images/ and masks/, a mask per image. "
                                            "Data is split 75/25 with a fixed seed.")
     dfile = dpath = dataset = None
     n = 256
     if dkind == "synthetic":
         n = int(c2.number_input("Examples", 8, 100_000, 256, 64, key="open_n"))
     elif dkind == "upload":
-        dfile = c2.file_uploader("Data file (.npz, .safetensors, .csv, .txt, or a .zip of class folders)",
+        dfile = c2.file_uploader("Data file (.npz, .safetensors, .csv, .txt, or a .zip of class folders or of "
+                                 "images/ + masks/)",
                                  type=DATA_TYPES,
                                  key="open_dfile")
     elif dkind == "local path":
@@ -179,9 +181,11 @@ def open_model_ui() -> None:
     data_of = _data_ui(c2)
     c1, c2 = st.columns(2)
     shape_text = _shape_ui(c1, source)
-    task = c2.selectbox("Task", ["auto", "classification", "fidelity", "language-model"], key="open_task",
-                        help="auto: a Hugging Face folder's own (a causal LM: language-model); else classification "
-                             "when the data has labels, else fidelity (agreement with the base model's predictions).")
+    task = c2.selectbox("Task", ["auto", "classification", "fidelity", "language-model", "segmentation"],
+                        key="open_task",
+                        help="auto: a Hugging Face folder's own (a causal LM: language-model); else segmentation when "
+                             "the data has label masks (mean IoU of the model's class map), classification when it "
+                             "has labels, else fidelity (agreement with the base model's outputs).")
     output = c2.selectbox("Output", ["auto", "logits", "embedding"], key="open_output",
                           format_func={"auto": "auto", "logits": "class scores (logits)",
                                        "embedding": "an embedding / features"}.get,
@@ -189,6 +193,16 @@ def open_model_ui() -> None:
                                "an embedding (task fidelity) by its cosine with the base's and the nearest-neighbour "
                                "recall@k (the base's neighbours of each example it keeps). auto: a Hugging Face "
                                "encoder without a head is an embedding; anything else class scores.")
+    c1, c2 = st.columns(2)
+    judged = c1.text_input("Output leaves judged (optional)", key="open_judged", placeholder="all, or e.g. out",
+                           help="A model returning several outputs (a tuple, a dict): the leaves judged, separated by "
+                                "commas, named as the Prune page's table of output leaves lists them (out, aux, 0, "
+                                "1.boxes). Empty: every floating-point leaf.")
+    metric = c2.text_input("Your metric (optional)", key="open_metric", placeholder="mypackage.metrics:score",
+                           help="A package.module:function of this Python environment (never code from an upload), "
+                                "called as function(outputs, targets) on every evaluation and returning {name: "
+                                "number}; targets are the labels (or masks), or for task fidelity the base model's "
+                                "outputs. Its figures are shown beside the built-in ones.")
     if st.button("Open the model", key="open_go", type="primary", icon=":material/upload:"):
         def go():
             if not name.strip() or not what.strip():
@@ -207,7 +221,9 @@ def open_model_ui() -> None:
             weights = _keep(wfile, name, "weights") if wfile is not None else (wpath or None)
             return register(name.strip(), **{source: what.strip()}, kwargs=kwargs, weights=weights,
                             data=data_of(name.strip()), input_shape=parse_shape(shape_text),
-                            task=None if task == "auto" else task, output=None if output == "auto" else output)
+                            task=None if task == "auto" else task, output=None if output == "auto" else output,
+                            metric=metric.strip() or None,
+                            judged=[t.strip() for t in judged.split(",") if t.strip()] or None)
 
         with st.spinner("Reading the data and checking that the model runs on it…"):
             spec = run_action(go, now=True)

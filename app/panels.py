@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app.jobs import settle_jobs
-from app.leaves_ui import leaf_table_ui, nest_full_row, nest_quality_cards
+from app.leaves_ui import leaf_table_ui, nest_full_row, nest_quality_cards, own_metric_ui
 from app.messages import run_action
 from app.session import model_names
 from core.ground import formatting as fmt
@@ -148,6 +148,7 @@ def _quality_row(ws: Workspace, m: Metrics, base: Metrics) -> None:
                 help="Zero weights among the Linear/Conv weights the model has now (units removed by "
                      "structured steps or cuts are not counted here: see 'removed' below).")
     leaf_table_ui(m, base)
+    own_metric_ui(ws, m, base)
 
 
 def _latency_readouts(lat_slot, notes_slot, ws: Workspace, m: Metrics, base: Metrics) -> None:
@@ -206,6 +207,10 @@ def per_class_ui(ws: Workspace, m: Metrics, base: Metrics) -> None:
     """Per-class accuracy, base against current; nothing for an embedding (it has no classes:
     the examples whose embedding moved most are under "Show which examples changed")."""
     if m.output == "embedding":
+        return
+    if m.class_iou is not None:  # label masks: IoU per class (a class absent from these pixels: no bar)
+        st.plotly_chart(per_class_figure(ws.evalset.classes, base.class_iou, m.class_iou, title="Per-class IoU",
+                                         what="IoU"), width="stretch", key=f"per_class_{ws.name}")
         return
     st.plotly_chart(per_class_figure(ws.evalset.classes, base.per_class_accuracy, m.per_class_accuracy),
                     width="stretch", key=f"per_class_{ws.name}")

@@ -49,8 +49,11 @@ def own_home(tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNESCOPE_HOME", str(tmp_path / "home"))
     names: list[str] = []
     yield names
+    from core.sources.models import MODELS
+
     for n in names:
         try:
             unregister(n)
-        except PrunescopeError:
-            pass
+        except PrunescopeError:  # registered with save=False: in the registry only
+            if n in MODELS.names():
+                MODELS.unregister(n)

@@ -59,6 +59,7 @@ def test_figures_of_leaves_are_what_they_say():
 @pytest.mark.parametrize("factory", list(KINDS))
 def test_a_model_of_any_output_is_judged_leaf_by_leaf_and_pruned(own_home, factory):
     spec = _register(f"own_{factory}", factory)
+    own_home.append(spec.name)
     assert (spec.output, spec.task) == (KINDS[factory], "fidelity")
     ws = Workspace(spec.name, "cpu", quick_size=32, latency_time=0.02)
     base = ws.base_metrics(latency=False)
@@ -94,6 +95,7 @@ def test_every_criterion_prunes_a_model_of_several_outputs(own_home):
     from core.prune.criteria import CRITERIA
 
     spec = _register("own_two_crit", "two_heads")
+    own_home.append(spec.name)
     ws = Workspace(spec.name, "cpu", quick_size=32, latency_time=0.02)
     refused = []
     for crit in CRITERIA.names():
@@ -106,3 +108,24 @@ def test_every_criterion_prunes_a_model_of_several_outputs(own_home):
             m = ws.metrics(latency=False)
             assert 0 <= m.output_cosine <= 1.0 + 1e-6 and m.leaf_figures, (crit, gran)
     assert len(refused) < len(CRITERIA.names()), refused  # most criteria work at both granularities
+
+
+def test_the_leaves_judged_are_the_persons_choice_and_stored(own_home):
+    from core.errors import PrunescopeError
+    from core.sources.entries import list_user_models
+
+    spec = register("own_two_aux", factory="tests.helpers.nest_models:two_heads", input_shape=(3, 16, 16),
+                    data={"kind": "synthetic", "n": 64}, judged=["aux"])
+    own_home.append(spec.name)
+    ws = Workspace(spec.name, "cpu", quick_size=32)
+    ws.set_plan(Plan(spec.name, (Prune(sparsity=0.6),)))
+    m = ws.metrics(latency=False)
+    assert list(m.leaf_figures) == ["aux"] and m.quality_name(spec.task).endswith("(mean over 1 leaves: aux)")
+    assert next(e for e in list_user_models() if e.name == spec.name).judged == ("aux",)  # read back as stored
+    with pytest.raises(PrunescopeError, match=r"judged leaves \['boxes'\] are not among this model's output leaves "
+                                              r"\['out', 'aux'\]"):
+        register("own_two_bad", factory="tests.helpers.nest_models:two_heads", input_shape=(3, 16, 16),
+                 data={"kind": "synthetic", "n": 64}, judged=["out", "boxes"])
+    with pytest.raises(PrunescopeError, match="there are no output leaves to choose"):
+        register("own_cnn_bad", factory="demo_models.nets:DigitsCNN", input_shape=(1, 8, 8),
+                 data={"kind": "synthetic", "n": 64}, judged=["out"])

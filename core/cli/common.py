@@ -155,7 +155,7 @@ def plan_workspace(args):
 def metrics_object(ws, model_name: str, subset: str, latency: bool) -> dict:
     """The metrics object every command prints (see README, CLI reference)."""
     m = ws.metrics(subset, latency=latency)
-    d = {"model": model_name, **m.to_dict()}
+    d = {"model": model_name, "headline": m.quality_name(ws.spec.task), **m.to_dict()}  # what "accuracy" is
     d["plan"] = ws.plan.to_dict()
     d["device"] = str(ws.device)
     return d

@@ -23,9 +23,10 @@ def _register_args(p):
                                      "weights_only=True); default: random weights")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--data", help="an .npz or .safetensors file holding x (inputs) and optionally y (labels "
-                                  "0..K-1); a .csv table (see --label-column); or a folder or .zip with one "
-                                  "subfolder of images per class; a .txt file for --hf (one example a line, "
-                                  "label<TAB>text for classification)")
+                                  "0..K-1, or label masks N,H,W for segmentation: 255 not judged); a .csv table "
+                                  "(see --label-column); a folder or .zip with one subfolder of images per class, or "
+                                  "with images/ and masks/ (segmentation: a mask per image, same file stem); a .txt "
+                                  "file for --hf (one example a line, label<TAB>text for classification)")
     g.add_argument("--synthetic", type=int, metavar="N", help="N seeded random inputs (no labels: fidelity)")
     g.add_argument("--dataset", help="a registered dataset (see `prunescope datasets`)")
     p.add_argument("--label-column", help="the CSV column that holds the labels (none: fidelity)")
@@ -35,13 +36,21 @@ def _register_args(p):
     p.add_argument("--std", help="images: per-channel std to divide by, e.g. 0.229,0.224,0.225 (the default)")
     p.add_argument("--seq-len", type=int, help="text: tokens per example (default 64)")
     p.add_argument("--input-shape", help="one example's shape, e.g. 3,32,32 (read from --data when given)")
-    p.add_argument("--task", choices=["classification", "fidelity", "language-model"],
-                   help="default: --hf: from the folder's config (a causal LM: language-model); else "
-                        "classification when the data has labels, else fidelity")
+    p.add_argument("--task", choices=["classification", "fidelity", "language-model", "segmentation"],
+                   help="default: --hf: from the folder's config (a causal LM: language-model); else segmentation "
+                        "when the data has label masks (y of shape N,H,W, or a folder of images/ and masks/: mean "
+                        "IoU of the class map), classification when it has labels, else fidelity")
     p.add_argument("--output", choices=["logits", "embedding"],
                    help="what the model returns: class scores (logits) or an embedding / features (embedding: "
                         "task fidelity, judged by output cosine and neighbour recall@k against the base's "
                         "embeddings). Default: --hf of an encoder without a head: embedding; else logits")
+    p.add_argument("--judge", metavar="LEAF,LEAF",
+                   help="a model of several outputs: the output leaves judged (e.g. out or 0,2; names as the Prune "
+                        "page's leaf table lists them); default every floating-point leaf")
+    p.add_argument("--metric", metavar="PKG.MOD:FN",
+                   help="your own metric from this environment (never from a file): FN(outputs, targets) returning "
+                        "{name: number}, shown beside the built-in figures on every evaluation; targets are the "
+                        "labels (or masks), or for task fidelity the base model's outputs")
     p.add_argument("--json", action="store_true")
 
 
@@ -78,9 +87,10 @@ def cmd_register(args):
     spec = register(args.name, factory=args.factory, torchvision=args.torchvision, timm=args.timm, hf=args.hf,
                     kwargs=kwargs,
                     weights=args.weights, data=data, input_shape=parse_shape(args.input_shape), task=args.task,
-                    output=args.output)
+                    output=args.output, metric=args.metric,
+                    judged=[t.strip() for t in args.judge.split(",") if t.strip()] if args.judge else None)
     return {"name": spec.name, "source": spec.description, "task": spec.task, "output": spec.output,
-            "dataset": spec.dataset,
+            "metric": spec.extra.get("metric"), "judged": spec.extra.get("judged"), "dataset": spec.dataset,
             "input_shape": list(spec.input_shape), "params": param_count(spec), "weights": spec.weights,
             "stored_in": str(home())}
 

@@ -30,10 +30,13 @@ from core.metrics.cost import (
     state_dict_bytes,
 )
 from core.metrics.fidelity import neighbour_recall, output_cosine_each, recall_k, relative_error_each
-from core.metrics.nest import cosine_each, error_each, headline_each, headline_name, leaf_each
+from core.metrics.nest import class_map, cosine_each, error_each, headline_each, headline_name, leaf_each
 from core.metrics.progressive import provisional_fields
+from core.metrics.segmentation import confusion
+from core.metrics.segmentation import figures as segmentation_figures
 from core.sources.datasets import EvalSet
 from core.sources.models import LABELLED_TASKS, OUTPUTS, built_for
+from core.sources.own_metric import load_metric, own_figures
 
 
 @dataclass
@@ -72,11 +75,17 @@ class Metrics:
     # "dense" / "nest" outputs: per judged leaf, its mean cosine and relative error against the base's same
     # leaf (and the pixel agreement of a dense output's class map); None for one (N, K) output
     leaf_figures: dict[str, dict[str, float]] | None = None
+    # task "segmentation" (label masks): the headline is the mean IoU of the class map; these are its
+    # pixel accuracy and IoU per class of the data (None: the class neither labelled nor predicted here)
+    pixel_accuracy: float | None = None
+    class_iou: list[float | None] | None = None
 
     def quality_name(self, task: str = "classification") -> str:
         """What :attr:`accuracy`, the headline figure, is for this model of ``task``."""
         if self.output == "embedding":
             return f"neighbour recall@{self.recall_k}"
+        if self.class_iou is not None:
+            return "mean IoU"
         if self.output in NEST_KINDS:
             return headline_name(self.output, list(self.leaf_figures or {}))
         return {"language-model": "next-token accuracy", "fidelity": "agreement with the base"}.get(task, "accuracy")
@@ -108,6 +117,7 @@ class QualitySums:
     emb: torch.Tensor | None = None  # embedding: this model's outputs (CPU, fp32), for neighbour recall
     base_emb: torch.Tensor | None = None  # embedding: the base's outputs on the same examples
     leaf_sums: dict[str, dict[str, float]] | None = None  # "dense" / "nest": per leaf, each figure summed
+    confmat: torch.Tensor | None = None  # task "segmentation": label x predicted pixels (segmentation.py)
 
     def __add__(self, other: QualitySums) -> QualitySums:
         cat = (lambda a, b: None if a is None or b is None else torch.cat([a, b]))
@@ -116,7 +126,8 @@ class QualitySums:
                            [a + b for a, b in zip(self.class_ok, other.class_ok)],
                            [a + b for a, b in zip(self.class_n, other.class_n)], self.err_sum + other.err_sum,
                            self.output, cat(self.emb, other.emb), cat(self.base_emb, other.base_emb),
-                           _add_leaf_sums(self.leaf_sums, other.leaf_sums))
+                           _add_leaf_sums(self.leaf_sums, other.leaf_sums),
+                           None if self.confmat is None else self.confmat + other.confmat)
 
     def figures(self) -> dict:
         """accuracy, loss, per-class accuracy, agreement, output cosine, output error; for an
@@ -125,10 +136,14 @@ class QualitySums:
         fig = {"accuracy": self.correct / n, "loss": self.loss_sum / n,
                "per_class_accuracy": [ok / max(1, c) for ok, c in zip(self.class_ok, self.class_n)],
                "agreement": self.agree / n, "output_cosine": self.cos_sum / n, "output": self.output,
-               "neighbour_recall": None, "recall_k": None, "output_error": self.err_sum / n, "leaf_figures": None}
+               "neighbour_recall": None, "recall_k": None, "output_error": self.err_sum / n, "leaf_figures": None,
+               "pixel_accuracy": None, "class_iou": None}
         if self.leaf_sums is not None:  # headline: pixel agreement (dense) or mean cosine; loss: output error
             fig.update(loss=self.err_sum / n, per_class_accuracy=[],
                        leaf_figures={k: {f: v / n for f, v in fs.items()} for k, fs in self.leaf_sums.items()})
+        if self.confmat is not None:  # label masks: the headline is the mean IoU
+            seg = segmentation_figures(self.confmat)
+            fig.update(accuracy=seg["mean_iou"], pixel_accuracy=seg["pixel_accuracy"], class_iou=seg["class_iou"])
         if self.output == "embedding" and self.emb is not None:
             k = recall_k(len(self.emb))
             r = neighbour_recall(self.emb, self.base_emb, k)
@@ -149,7 +164,7 @@ def quality_sums(out: torch.Tensor, base_out: torch.Tensor, y: torch.Tensor, tas
     cosine and neighbour recall against the base's (their argmax figures are left unused);
     "dense" / "nest": dicts of leaves, judged leaf by leaf against the base's (``nest.py``)."""
     if output in NEST_KINDS:
-        return _nest_sums(out, base_out, output)
+        return _nest_sums(out, base_out, output, y if task == "segmentation" else None, num_classes)
     pred, base_pred = out.argmax(1), base_out.argmax(1)
     target = y if task in LABELLED_TASKS else base_pred
     correct = pred == target
@@ -165,13 +180,17 @@ def quality_sums(out: torch.Tensor, base_out: torch.Tensor, y: torch.Tensor, tas
         base_emb=base_out.detach().float().cpu() if output == "embedding" else None)
 
 
-def _nest_sums(out: dict, base_out: dict, output: str) -> QualitySums:
+def _nest_sums(out: dict, base_out: dict, output: str, masks: torch.Tensor | None = None,
+               num_classes: int = 0) -> QualitySums:
+    """Leaf-by-leaf sums against the base; with label ``masks`` (task "segmentation") also the
+    confusion matrix of the class map against them."""
     head = float(headline_each(out, base_out, output).sum())
     n = batch_size(out)
     per_leaf = {k: {f: float(v.sum()) for f, v in fs.items()} for k, fs in leaf_each(out, base_out, output).items()}
     return QualitySums(n=n, correct=head, loss_sum=0.0, agree=head, cos_sum=float(cosine_each(out, base_out).sum()),
                        class_ok=[], class_n=[], err_sum=float(error_each(out, base_out).sum()), output=output,
-                       leaf_sums=per_leaf)
+                       leaf_sums=per_leaf,
+                       confmat=None if masks is None else confusion(out[class_map(out)], masks, num_classes))
 
 
 class Evaluator:
@@ -183,12 +202,14 @@ class Evaluator:
 
     def __init__(self, evalset: EvalSet, base: nn.Module, *, task: str = "classification",
                  latency_batch: int = 64, latency_time: float = 0.3, precision: str = "fp32",
-                 output: str | None = None, judged: tuple[str, ...] | None = None):
+                 output: str | None = None, judged: tuple[str, ...] | None = None, metric: str | None = None):
         self.evalset = evalset
         self.base = base
         self.task = task
         self.output = output or _registered_output(base)  # "logits" | "embedding" | "dense" | "nest"
         self.judged = judged or _registered_judged(base)  # "dense" / "nest": the leaves judged (None: all)
+        self.metric = metric or _registered_extra(base, "metric")  # own_metric.py: a path
+        self._metric_fn: Callable | None = None
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         self.latency_batch = latency_batch
@@ -300,6 +321,14 @@ class Evaluator:
             out += list(got) if isinstance(got, tuple) else [got] if got is not None else []
         return out
 
+    def own_figures(self, out, base_out, y) -> dict[str, float]:
+        """The person's own metric (:attr:`metric`) of outputs ``out``: against the labels (or
+        masks), or for task fidelity against the base's outputs ``base_out`` (``core.sources.own_metric``)."""
+        if self._metric_fn is None:
+            self._metric_fn = load_metric(self.metric)
+        labelled = self.task in LABELLED_TASKS or self.task == "segmentation"
+        return own_figures(self._metric_fn, self.metric, out, y if labelled else base_out)
+
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, subset: str = "quick", *, latency: bool = True,
                  forward: Callable | None = None) -> Metrics:
@@ -318,6 +347,8 @@ class Evaluator:
         size = self._cached("size", sig, lambda: state_dict_bytes(model))
         base_lat, lat = self.latency_pair(model, sig) if latency else (None, None)
         extra = {"perplexity": math.exp(min(q["loss"], 700.0))} if self.task == "language-model" else {}
+        if self.metric:
+            extra["own"] = self.own_figures(out, base_out, y)
         if subset == "glimpse":
             more = provisional_fields(q, out, base_out, y, self.task)
             extra.update(more.pop("extra"))
@@ -328,13 +359,18 @@ class Evaluator:
                        precision=self.precision, peak_mem_bytes=peak["bytes"])
 
 
-def _registered_judged(base: nn.Module) -> tuple[str, ...] | None:
-    """The leaves the registered model ``base`` was built as says are judged (``ModelSpec.extra
-    ["judged"]``); None: every judgeable leaf."""
+def _registered_extra(base: nn.Module, key: str):
+    """``ModelSpec.extra[key]`` of the registered model ``base`` was built as (None: none)."""
     from core.sources.models import MODELS
 
     spec = MODELS.find(built_for(base) or "")
-    got = spec.extra.get("judged") if spec is not None else None
+    return spec.extra.get(key) if spec is not None else None
+
+
+def _registered_judged(base: nn.Module) -> tuple[str, ...] | None:
+    """The leaves the registered model ``base`` was built as says are judged (``ModelSpec.extra
+    ["judged"]``); None: every judgeable leaf."""
+    got = _registered_extra(base, "judged")
     return tuple(got) if got else None
 
 

@@ -5,7 +5,8 @@ The headline is a share of examples (accuracy, agreement with the base): its 95%
 the Wilson score interval (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``). The
 mean loss gets a normal interval from the per-example losses (mean +- z * sd / sqrt(n)), and a
 language model's perplexity the exponential of that. An embedding's neighbour recall is not a
-share of independent examples (an example's neighbours are among the slice): it gets none.
+share of independent examples (an example's neighbours are among the slice): it gets none;
+neither does a segmenter's mean IoU against label masks (a figure of all the pixels together).
 """
 from __future__ import annotations
 
@@ -50,6 +51,10 @@ def provisional_fields(q: dict, out: torch.Tensor, base_out: torch.Tensor, y: to
     n = batch_size(out)
     fields = {"provisional": True, "interval": None, "extra": {"confidence": CONFIDENCE}}
     if q["output"] == "embedding":
+        return fields
+    if q.get("class_iou") is not None:  # a mean IoU is of all the slice's pixels together, not a mean of
+        # examples: no per-example interval; the output error's is still one
+        fields["extra"]["loss_interval"] = normal_interval(error_each(out, base_out))
         return fields
     if q["output"] in NEST_KINDS:  # a mean of per-example shares (pixels) or cosines: a normal interval
         fields["interval"] = normal_interval(headline_each(out, base_out, q["output"]))

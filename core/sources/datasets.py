@@ -63,13 +63,36 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
+IGNORE = 255  # in label masks (task "segmentation"): a pixel that is not judged, as in Pascal VOC
+
+
+def label_classes(y: torch.Tensor) -> int:
+    """Classes in label masks ``y``: one past the largest label that is not :data:`IGNORE`."""
+    kept = y[y != IGNORE]
+    return int(kept.max()) + 1 if kept.numel() else 0
+
+
+def strata(y: torch.Tensor) -> torch.Tensor:
+    """One label per example of masks ``y`` (N x H x W) to stratify subsets by: the most
+    frequent labelled class of each mask (0 where every pixel is ignored)."""
+    import torch
+
+    flat = y.reshape(len(y), -1).long()
+    k = max(label_classes(y), 1)
+    counts = torch.zeros(len(y), k + 1, dtype=torch.long)
+    counts.scatter_add_(1, flat.clamp(max=k).cpu(), torch.ones_like(flat).cpu())
+    return counts[:, :k].argmax(1)
+
+
 def stratified_subset(y: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
     """Indices of a fixed subset of ``size`` examples with classes in proportion.
 
-    Deterministic for a given ``y``, ``size`` and ``seed``; sorted ascending.
+    Deterministic for a given ``y``, ``size`` and ``seed``; sorted ascending. Label masks
+    (N x H x W) are stratified by :func:`strata`.
     """
     import torch
 
+    y = strata(y) if y.dim() > 1 else y
     n = len(y)
     if size >= n:
         return torch.arange(n)
@@ -89,9 +112,11 @@ def glimpse_slice(y: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
     """Indices of ``size`` examples of ``y`` (a quick subset's labels) for a first, provisional
     readout: one example of each class first (while ``size`` allows), then classes in proportion
     (each class's examples in a fixed shuffled order, taken by rank / class count).
-    Deterministic for a given ``y``, ``size`` and ``seed``; sorted ascending."""
+    Deterministic for a given ``y``, ``size`` and ``seed``; sorted ascending. Label masks
+    (N x H x W) are stratified by :func:`strata`."""
     import torch
 
+    y = strata(y) if y.dim() > 1 else y
     if size >= len(y):
         return torch.arange(len(y))
     g = torch.Generator().manual_seed(seed)

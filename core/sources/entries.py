@@ -44,7 +44,6 @@ from core.errors import FOREIGN_ERRORS, ModelError, PrunescopeError, first_line
 from core.ground.constraints import check_args
 from core.sources.describe import (
     HF_FACTORY,
-    DatasetSource,
     ImagesSource,
     SyntheticSource,
     data_from_path,
@@ -52,6 +51,7 @@ from core.sources.describe import (
     hf_default_task,
     resolve_source,
 )
+from core.sources.entry_checks import with_data, with_output_kind
 from core.sources.readers import read_tensors
 from core.sources.user_data import dataset_name, images_entry, load_data, register_data
 from core.sources.user_entry import DATA_KINDS, INPUT_SHAPE, KWARGS, UserEntry, home, parse_shape
@@ -100,7 +100,8 @@ def list_user_models() -> list[UserEntry]:
     out = []
     for e in _stored():
         try:
-            out.append(UserEntry(**{**e, "input_shape": tuple(e["input_shape"]) if e.get("input_shape") else None,
+            listed = {k: tuple(e[k]) for k in ("input_shape", "judged") if isinstance(e.get(k), list) and e[k]}
+            out.append(UserEntry(**{**e, "input_shape": None, "judged": e.get("judged") or None, **listed,
                                     "factory": _MOVED_FACTORIES.get(e["factory"], e["factory"])}))
         except PrunescopeError as exc:  # one bad entry must not hide the others
             warnings.warn(f"prunescope: your model {e.get('name')!r} was not loaded: {first_line(exc)}")
@@ -119,8 +120,10 @@ def _save(entries: list[dict]) -> None:
 def _extra(entry: UserEntry) -> dict:
     """The spec's extra: where it came from; a Hugging Face model's folder (its tokenizer
     turns token ids back into text for the views)."""
-    return {"source": "user", **({"tokenizer": entry.kwargs["path"], "weights_in_folder": True}
-                                 if entry.factory == HF_FACTORY else {})}
+    extra = {"source": "user", **({"tokenizer": entry.kwargs["path"], "weights_in_folder": True}
+                                  if entry.factory == HF_FACTORY else {})}
+    return {**extra, **({"metric": entry.metric} if entry.metric else {}),
+            **({"judged": list(entry.judged)} if entry.judged else {})}
 
 
 def output_of(entry: UserEntry) -> str:
@@ -173,7 +176,7 @@ def _restore(name: str, old) -> None:
 def register(name: str, *, factory: str | None = None, torchvision: str | None = None, timm: str | None = None,
              hf: str | None = None, kwargs: dict | None = None, weights: str | None = None, data: dict | None = None,
              input_shape: tuple[int, ...] | None = None, task: str | None = None, output: str | None = None,
-             save: bool = True):
+             metric: str | None = None, judged: list[str] | tuple[str, ...] | None = None, save: bool = True):
     """Register a person's model (and data) under ``name``, check that it runs, and
     remember it (``save``). Registering a name again replaces that entry (a notebook cell
     run twice). Returns the spec.
@@ -191,25 +194,37 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
             a model that does not take the data's inputs or does not return (N, K) outputs.
     """
     entry = _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, input_shape, task, output)
-    entry, loaded, n_classes = _with_data(entry)
-    entry = dataclasses.replace(entry, output=output_of(entry))  # stored resolved: the JSON says what it is
+    entry = dataclasses.replace(entry, metric=metric or None, judged=tuple(judged) if judged else None)
+    entry, loaded, n_classes = with_data(entry)
+    from core.ground.outputs import class_count  # torch: not at import (the CLI's help stays light)
+
+    # stored resolved: the JSON says what it is (label masks: a class map, checked once the model runs)
+    entry = dataclasses.replace(entry, output="dense" if entry.task == "segmentation" else output_of(entry))
     from core.sources.models import MODELS
 
     old = MODELS.find(name)
     spec = _spec_of(entry, lazy=False)
     try:
         out = _run_once(spec, entry, loaded[0] if loaded is not None else None)
-        entry, spec = _with_output_kind(entry, spec, out, output, task)
+        entry, spec = with_output_kind(entry, spec, out, output, task)
     except BaseException:  # nothing half-registered, whatever failed; the failure goes on as it is
         _restore(name, old)
         raise
+    if entry.task == "segmentation" and class_count(out, "dense") < n_classes:
+        _restore(name, old)
+        raise PrunescopeError(f"model {name!r} scores {class_count(out, 'dense')} classes per pixel but the masks "
+                              f"hold {n_classes} (labels 0..{n_classes - 1}); give the factory the number of classes "
+                              "(e.g. kwargs {\"num_classes\": K}) or choose task fidelity")
     if entry.task == "classification" and int(out.shape[1]) < n_classes:
         _restore(name, old)
         raise PrunescopeError(f"model {name!r} returns {int(out.shape[1])} scores per example but the data has "
                               f"{n_classes} classes; give the factory the number of classes (e.g. kwargs "
                               "{\"num_classes\": K}) or choose task fidelity")
-    from core.ground.outputs import class_count  # torch: not at import (the CLI's help stays light)
-
+    try:
+        _check_judged_and_metric(entry, out, loaded)
+    except BaseException:
+        _restore(name, old)
+        raise
     register_data(entry, name, class_count(out, entry.output), loaded)
     if save:
         _save([e for e in _stored() if e.get("name") != name] + [asdict(entry)])
@@ -242,7 +257,7 @@ def _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, inpu
         src = dataclasses.replace(src, path=str(Path(src.path).expanduser().resolve()))
     if isinstance(input_shape, list):
         input_shape = tuple(input_shape)
-    # synthetic inputs take the architecture's shape now; data with inputs gives its own (_with_data)
+    # synthetic inputs take the architecture's shape now; data with inputs gives its own (with_data)
     shape = input_shape or (default_shape if isinstance(src, SyntheticSource) else None)
     if isinstance(weights, (str, Path)) and str(weights):
         weights = str(Path(weights).resolve())
@@ -256,66 +271,33 @@ def _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, inpu
     return entry
 
 
-def _with_data(entry: UserEntry):
-    """``(entry with its input shape and task, what load_data read or None, classes in the data)``.
+def _check_judged_and_metric(entry: UserEntry, out, loaded) -> None:
+    """Check the judged leaves the entry names (if any) against the output ``out``, and call
+    the entry's own metric (if any) once on the two examples' outputs (against their labels, or
+    the outputs themselves for fidelity): an import error or a bad return is said now.
 
     Raises:
-        PrunescopeError: the data's examples do not have the input shape given, or task
-            classification asked for data without labels.
-    """
-    src = entry.data_source()
-    loaded, labels, n_classes = None, isinstance(src, DatasetSource), 0
-    if not isinstance(src, (DatasetSource, SyntheticSource)):  # a file or folder of examples
-        loaded = load_data(entry)
-        x, y, classes = loaded
-        labels = y is not None
-        n_classes = len(classes) if classes else int(y.max()) + 1 if labels else 0
-        shape = tuple(x.shape[1:])
-        if entry.input_shape and entry.input_shape != shape:
-            raise PrunescopeError(f"input shape {entry.input_shape} does not match the data's examples {shape}")
-        entry = dataclasses.replace(entry, input_shape=shape)
-    elif isinstance(src, DatasetSource):
-        from core.sources.datasets import get_dataset
+        PrunescopeError: a judged leaf the output does not have; as
+            :func:`core.sources.own_metric.own_figures` says."""
+    from core.ground.outputs import NEST_KINDS, judgeable, judged_outputs, leaves
 
-        shape = tuple(get_dataset(src.name).x_test.shape[1:])
-        entry = dataclasses.replace(entry, input_shape=entry.input_shape or shape)
-    # synthetic data: the input shape given or the architecture's, filled by _new_entry
-    if entry.task == "classification" and not labels:
-        raise PrunescopeError("task 'classification' needs labels; this data has none (use fidelity, or data "
-                              "with labels: y in a tensors file, class folders, a CSV label column)")
-    entry = dataclasses.replace(entry, task=entry.task or ("classification" if labels else "fidelity"))
-    return entry, loaded, n_classes
+    if entry.judged and entry.output not in NEST_KINDS:
+        raise PrunescopeError(f"model {entry.name!r} returns one {entry.output} tensor: there are no output leaves to "
+                              f"choose (judged {list(entry.judged)}); leave judged out")
+    if entry.judged and not set(entry.judged) <= set(judgeable(leaves(out))):
+        raise PrunescopeError(f"judged leaves {sorted(set(entry.judged) - set(judgeable(leaves(out))))} are not among "
+                              f"this model's output leaves {judgeable(leaves(out))}")
+    if entry.judged and entry.task == "segmentation" and not any(leaves(out)[k].dim() >= 3 for k in entry.judged):
+        raise PrunescopeError(f"task segmentation reads a class map (N, C, H, W) among the judged leaves; "
+                              f"{list(entry.judged)} holds none")
+    if not entry.metric:
+        return
+    from core.sources.own_metric import load_metric, own_figures
 
-
-def _with_output_kind(entry: UserEntry, spec, out, asked_output: str | None, asked_task: str | None):
-    """``(entry, spec)`` with the output kind ``out`` (the model's output on two examples)
-    calls for, when the person named none and it is not one (N, K) tensor: "dense" or "nest",
-    judged against the base (task fidelity); the registry entry is replaced to match.
-
-    Raises:
-        ModelError: the person named an output kind or task this output cannot have.
-    """
-    from core.ground.outputs import output_kind
-    from core.sources.models import MODELS
-
-    kind = output_kind(out, entry.input_shape)
-    if kind == "logits" or (asked_output in ("dense", "nest") and kind in ("dense", "nest")):
-        return entry, spec
-    if asked_output is not None or asked_task not in (None, "fidelity"):
-        raise ModelError(f"model {entry.name!r} returns {_shape_words(out)}: judged as output {kind!r} against the "
-                         f"base model (task fidelity); you asked for output {asked_output!r}, task {asked_task!r}. "
-                         "Leave both out, or give output='dense' / 'nest' with task 'fidelity'")
-    entry = dataclasses.replace(entry, output=kind, task="fidelity")
-    spec = dataclasses.replace(spec, output=kind, task="fidelity")
-    MODELS.register(spec.name, spec, overwrite=True)
-    return entry, spec
-
-
-def _shape_words(out) -> str:
-    from core.ground.outputs import leaves
-
-    named = leaves(out)
-    return ", ".join(f"{k} {tuple(t.shape)}" for k, t in list(named.items())[:6]) + (" ..." if len(named) > 6 else "")
+    outs = judged_outputs(out, entry.output, entry.judged)
+    y = loaded[1] if loaded is not None else None
+    labelled = y is not None and entry.task in ("classification", "segmentation")
+    own_figures(load_metric(entry.metric), entry.metric, outs, y[:2] if labelled else outs)
 
 
 def _run_once(spec, entry: UserEntry, x):

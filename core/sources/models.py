@@ -22,10 +22,11 @@ from core.ground.registry import Registry, import_object
 from core.sources.weights import load_error_summary, load_state_dict_file
 
 MODELS: Registry[ModelSpec] = Registry("model")
-TASKS = ("classification", "fidelity", "language-model")
+TASKS = ("classification", "fidelity", "language-model", "segmentation")
 # tasks whose labels are the targets (a language model's label is the true next token);
-# "fidelity" has none: its target is the base's prediction
-LABELLED_TASKS = ("classification", "language-model")
+# "fidelity" has none: its target is the base's prediction. "segmentation": a label per pixel (masks N x H x W,
+# 255 not judged), judged by the mean IoU of a "dense" output's class map (core/metrics/segmentation.py)
+LABELLED_TASKS = ("classification", "language-model", "segmentation")
 # what a model's (N, K) output is: class scores ("logits", judged by argmax accuracy, loss and agreement) or
 # an embedding / features ("embedding", task "fidelity" only: judged by output cosine and neighbour recall@k
 # with the base's embeddings; an argmax over features means nothing)
@@ -73,7 +74,9 @@ def register_model(spec: ModelSpec, *, overwrite: bool = False) -> ModelSpec:
 
 
 def check_output(output, task: str) -> None:
-    """Refuse an output kind not in OUTPUTS, or "embedding" for a task other than "fidelity".
+    """Refuse an output kind not in OUTPUTS, an output other than class scores for a task other
+    than "fidelity" (a "dense" class map may also have label masks: task "segmentation"), or task
+    "segmentation" for an output other than a dense class map.
 
     Raises:
         PrunescopeError: the message names what is accepted.
@@ -82,9 +85,14 @@ def check_output(output, task: str) -> None:
         raise PrunescopeError(f"output must be one of {OUTPUTS} (class scores; an embedding judged by cosine and "
                               "neighbour recall; a dense class map judged by pixel agreement; any other nest of "
                               f"outputs judged leaf by leaf), got {echo(output)}")
-    if output != "logits" and task != "fidelity":
+    if task == "segmentation" and output != "dense":
+        raise PrunescopeError(f"task 'segmentation' (label masks) needs output 'dense' (a class map N x C x H x W), "
+                              f"got output {output!r}")
+    if output not in ("logits", "dense") and task != "fidelity" or output == "dense" and task not in (
+            "fidelity", "segmentation"):
         raise PrunescopeError(f"output {output!r} needs task 'fidelity' (judged against the base model's outputs; "
-                              f"labels are for (N, K) class scores), got task {task!r}")
+                              f"labels are for (N, K) class scores, and label masks for a dense class map: task "
+                              f"'segmentation'), got task {task!r}")
 
 
 def _validate_shape(shape) -> None:

@@ -99,6 +99,57 @@ def _images(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
 
 
+def check_image_args(size, channels: int, mean, std) -> tuple[int, int]:
+    """``(height, width)`` of ``size``, with ``channels``, ``mean`` and ``std`` checked.
+
+    Raises:
+        FileError: channels not 1 or 3; a size out of 1..4096; mean or std of the wrong length, std <= 0."""
+    if channels not in (1, 3):
+        raise FileError(f"images: channels must be 1 (grey) or 3 (RGB), got {channels}")
+    h, w = (int(size[0]), int(size[1]))
+    if not (1 <= h <= 4096 and 1 <= w <= 4096):
+        raise FileError(f"images: size must be two whole numbers in 1..4096 (height, width), got {tuple(size)}")
+    if len(mean) not in (1, channels) or len(std) not in (1, channels) or any(float(v) <= 0 for v in std):
+        raise FileError(f"images: mean and std need one value, or one per channel ({channels}), std above 0; "
+                        f"got mean {list(mean)}, std {list(std)}")
+    return h, w
+
+
+def read_images(name: str, files: list[Path], channels: int, size: tuple[int, int], mean, std,
+                root: Path | None = None):
+    """The images ``files`` (of data ``name``, in folder ``root``: named from it in errors) as
+    ``(N, channels, H, W)`` float32, resized bilinearly to ``size`` and normalised
+    ``(pixel / 255 - mean) / std``.
+
+    Raises:
+        FileError: too many images or pixels; an image that does not decode (named)."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    h, w = size
+    mean_t, std_t = (torch.tensor([float(v) for v in t]) for t in (mean, std))
+    if len(files) > MAX_IMAGES:
+        raise FileError(f"image data {name!r} holds {len(files):,} images; at most {MAX_IMAGES:,} are read "
+                        "(use a smaller evaluation folder)")
+    if len(files) * channels * h * w * 4 > MAX_INPUT_BYTES:
+        raise FileError(f"image data {name!r}: {len(files):,} images at {h}x{w} need "
+                        f"{len(files) * channels * h * w * 4 / 2**30:.1f} GiB; at most "
+                        f"{MAX_INPUT_BYTES / 2**30:.0f} GiB (choose a smaller size or fewer images)")
+    x = torch.empty(len(files), channels, h, w)
+    mode = "RGB" if channels == 3 else "L"
+    for k, f in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                im = im.convert(mode).resize((w, h), Image.Resampling.BILINEAR)
+                a = np.asarray(im, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise FileError(f"image {f.relative_to(root) if root else f.name} could not be decoded "
+                            f"({first_line(exc)}); accepted are {', '.join(IMAGE_SUFFIXES)} images") from exc
+        x[k] = torch.from_numpy(a.reshape(h, w, channels)).permute(2, 0, 1)
+    return (x - mean_t.view(-1, 1, 1)) / std_t.view(-1, 1, 1)
+
+
 def read_image_folder(path: str | Path, size: tuple[int, int], channels: int = 3,
                       mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
                       unpack_to: str | Path | None = None):
@@ -112,20 +163,10 @@ def read_image_folder(path: str | Path, size: tuple[int, int], channels: int = 3
         FileError: no such folder; fewer than two classes; an empty class; an image that
             does not decode (named); too many images; bad size, mean or std.
     """
-    import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
-    if channels not in (1, 3):
-        raise FileError(f"images: channels must be 1 (grey) or 3 (RGB), got {channels}")
-    h, w = (int(size[0]), int(size[1]))
-    if not (1 <= h <= 4096 and 1 <= w <= 4096):
-        raise FileError(f"images: size must be two whole numbers in 1..4096 (height, width), got {tuple(size)}")
-    mean_t, std_t = (torch.tensor([float(v) for v in t]) for t in (mean, std))
-    if len(mean_t) not in (1, channels) or len(std_t) not in (1, channels) or bool((std_t <= 0).any()):
-        raise FileError(f"images: mean and std need one value, or one per channel ({channels}), std above 0; "
-                        f"got mean {list(mean)}, std {list(std)}")
+    h, w = check_image_args(size, channels, mean, std)
     if p.is_file() and p.suffix.lower() == ".zip":
         if unpack_to is None:
             raise FileError(f"{p.name}: a zip needs a folder to unpack into")
@@ -143,25 +184,7 @@ def read_image_folder(path: str | Path, size: tuple[int, int], channels: int = 3
     if empty:
         raise FileError(f"image data {p.name!r}: class folder(s) {', '.join(empty)} hold no images "
                         f"({', '.join(IMAGE_SUFFIXES)})")
-    if len(files) > MAX_IMAGES:
-        raise FileError(f"image data {p.name!r} holds {len(files):,} images; at most {MAX_IMAGES:,} are read "
-                        "(use a smaller evaluation folder)")
-    if len(files) * channels * h * w * 4 > MAX_INPUT_BYTES:
-        raise FileError(f"image data {p.name!r}: {len(files):,} images at {h}x{w} need "
-                        f"{len(files) * channels * h * w * 4 / 2**30:.1f} GiB; at most "
-                        f"{MAX_INPUT_BYTES / 2**30:.0f} GiB (choose a smaller size or fewer images)")
-    x = torch.empty(len(files), channels, h, w)
-    mode = "RGB" if channels == 3 else "L"
-    for k, (_, f) in enumerate(files):
-        try:
-            with Image.open(f) as im:
-                im = im.convert(mode).resize((w, h), Image.Resampling.BILINEAR)
-                a = np.asarray(im, dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise FileError(f"image {f.relative_to(p)} could not be decoded ({first_line(exc)}); accepted are "
-                            f"{', '.join(IMAGE_SUFFIXES)} images") from exc
-        x[k] = torch.from_numpy(a.reshape(h, w, channels)).permute(2, 0, 1)
-    x = (x - mean_t.view(-1, 1, 1)) / std_t.view(-1, 1, 1)
+    x = read_images(p.name, [f for _, f in files], channels, (h, w), mean, std, root=p)
     y = torch.tensor([i for i, _ in files], dtype=torch.long)
     return x, y, [d.name for d in classes]
 
@@ -203,6 +226,8 @@ def read_tensors(path: str | Path) -> tuple:
                         f"{x.dtype} {tuple(x.shape)}")
     x = x.float()
     y = arrays.get("y")
+    if y is not None and y.dim() == 3:  # label masks: a class per pixel (task segmentation)
+        return x, _label_masks(y, x, p.name)
     if y is not None:
         if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() and not torch.equal(y, y.round()):
             raise FileError(f"data file {p.name}: y must be one whole-number label per example, shape ({len(x)},), "
@@ -228,6 +253,28 @@ def _data_file(path: str | Path, limit: int) -> Path:
             return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
         raise FileError(f"data file {p.name} is {unit(size)}; at most {unit(limit)} is accepted")
     return p
+
+
+def _label_masks(y, x, name: str):
+    """Label masks ``y`` (N x H x W whole numbers: classes 0..K-1, 255 not judged) checked
+    against inputs ``x`` (N x C x H x W), as int64.
+
+    Raises:
+        FileError: masks of another count or size than the images, or labels that are not
+            whole numbers in 0..254 or 255."""
+    import torch
+
+    if x.dim() != 4 or tuple(y.shape) != (len(x), *x.shape[-2:]):
+        raise FileError(f"data file {name}: label masks y must be one class per pixel of each image, shape "
+                        f"(N, H, W) = ({len(x)}, {', '.join(map(str, x.shape[-2:]))}) for x of shape "
+                        f"{tuple(x.shape)}; got y {tuple(y.shape)}")
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise FileError(f"data file {name}: label masks y must hold whole-number classes, got {y.dtype}")
+    y = y.long()
+    if int(y.min()) < 0 or int(y.max()) > 255:
+        raise FileError(f"data file {name}: mask labels must be classes 0..254, or 255 for a pixel not judged; got "
+                        f"{int(y.min())}..{int(y.max())}")
+    return y
 
 
 def read_csv(path: str | Path, label_column: str | None = None):

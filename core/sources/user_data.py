@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from core.errors import PrunescopeError
+from core.sources.datasets import label_classes, strata
 from core.sources.describe import (
     DEFAULT_SEQ_LEN,
     HF_FACTORY,
@@ -20,6 +21,7 @@ from core.sources.describe import (
     TextSource,
     hf_vocab_size,
 )
+from core.sources.masks import mask_layout, read_mask_folder
 from core.sources.readers import read_tensors
 from core.sources.user_entry import UserEntry, home
 
@@ -32,8 +34,9 @@ def _splits(name: str, x, y, classes: list[str], kind: str):
 
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(x), generator=g)
-    if y is not None:  # stratified: each class split 75/25 on its own
-        test = torch.cat([perm[y[perm] == c][: max(1, round(0.25 * int((y == c).sum())))]
+    if y is not None:  # stratified: each class (of a mask: its most frequent class) split 75/25 on its own
+        s = strata(y) if y.dim() > 1 else y
+        test = torch.cat([perm[s[perm] == c][: max(1, round(0.25 * int((s == c).sum())))]
                           for c in range(len(classes))])
     else:
         test = perm[: max(1, round(0.25 * len(x)))]
@@ -72,6 +75,8 @@ def load_data(entry: UserEntry):
                                   f"{entry.name!r}; register it again")
         channels = src.channels or 3
         mean, std = default_normalisation(channels)
+        if mask_layout(src.path) is not None:  # images/ and masks/: a label per pixel (segmentation)
+            return (*read_mask_folder(src.path, src.size, channels, src.mean or mean, src.std or std), None)
         return read_image_folder(src.path, src.size, channels, src.mean or mean, src.std or std)
     if isinstance(src, CsvSource):
         return read_csv(src.path, src.label_column)
@@ -103,7 +108,8 @@ def register_data(entry: UserEntry, spec_name: str, outputs: int | None, loaded=
     def load():
         x, y, classes = loaded if loaded is not None else load_data(entry)
         if classes is None:
-            k = int(y.max()) + 1 if y is not None else (outputs or _outputs(spec_name))
+            k = (label_classes(y) if y.dim() > 1 else int(y.max()) + 1) if y is not None else (
+                outputs or _outputs(spec_name))
             classes = [str(i) for i in range(k)]
         kind = "text" if not x.is_floating_point() else "image" if x.dim() == 4 else "tabular"
         return _splits(name, x, y, classes, kind)

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import PrunescopeError, StepError
-from core.ground.constraints import Checked, Instance, Options, Pattern, Shape
+from core.ground.constraints import Checked, Instance, Items, Maybe, Options, Pattern, Shape
 from core.sources.describe import DATA_KINDS, HF_FACTORY, DataSource, SyntheticSource, TextSource, data_source
 from core.sources.models import OUTPUTS
 
-TASKS = ("classification", "fidelity", "language-model")
+TASKS = ("classification", "fidelity", "language-model", "segmentation")
 NAME = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "1 to 64 letters, digits, '_', '.' or '-' (starting with a "
                "letter or digit)", max_len=64, bad=("../x", "-x", "a b"))
 FACTORY = Pattern(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", "an importable 'package.module:function'",
@@ -23,6 +23,8 @@ FACTORY = Pattern(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", "an importable 'package.modul
 KWARGS = Instance(dict, "a dict of the factory's keyword arguments (a JSON object of plain data)")
 WEIGHTS = Pattern(r"[^\x00]+", "the path of a weights file (1 to 4096 characters)", max_len=4096, optional=True)
 INPUT_SHAPE = Shape(1, 8, what="one example's shape", optional=True)
+METRIC = Pattern(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", "an importable 'package.module:function' of (outputs, targets) "
+                 "returning named numbers", bad=("os.system", "nocolon", "a:b:c"), optional=True)
 
 
 def home() -> Path:
@@ -48,7 +50,9 @@ class UserEntry(Checked):
     constraints = {"name": NAME, "factory": FACTORY, "kwargs": KWARGS, "weights": WEIGHTS,
                    "data": Instance(dict, f"a data description, a dict whose kind is one of {', '.join(DATA_KINDS)}"),
                    "input_shape": INPUT_SHAPE, "task": Options(TASKS, optional=True),
-                   "output": Options(OUTPUTS, optional=True)}
+                   "output": Options(OUTPUTS, optional=True), "metric": METRIC,
+                   "judged": Maybe(Items(Pattern(r"[^\x00]{1,200}", "a leaf name"), min_items=1, max_items=64,
+                                         unique=True))}
     name: str
     factory: str  # package.module:function
     kwargs: dict = field(default_factory=dict)  # keyword arguments of the factory (plain data)
@@ -59,6 +63,9 @@ class UserEntry(Checked):
     # one of OUTPUTS: "logits" (class scores) or "embedding" (features: task fidelity, judged by cosine and
     # neighbour recall); None: a Hugging Face encoder's pooled output is an embedding, anything else logits
     output: str | None = None
+    # a person's own metric: package.module:function(outputs, targets) -> {name: number} (own_metric.py)
+    metric: str | None = None
+    judged: tuple[str, ...] | None = None  # the output leaves judged ("dense" / "nest"); None: every float leaf
 
     def _owner(self) -> str:
         return "entry"

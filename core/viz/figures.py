@@ -89,19 +89,21 @@ def weight_histogram_figure(hist: Histogram, threshold: float | None, *, log: bo
     return layout(fig, title, hist.label or "value", "count (log)" if log else "count", fixed=True)
 
 
-def per_class_figure(classes: Sequence[str], base: Sequence[float], current: Sequence[float],
-                     title: str | None = "Per-class accuracy", names: tuple[str, str] = ("base", "current")
-                     ) -> go.Figure:
-    """Grouped bars: base (or any "before") against current accuracy for each class."""
+def per_class_figure(classes: Sequence[str], base: Sequence[float | None], current: Sequence[float | None],
+                     title: str | None = "Per-class accuracy", names: tuple[str, str] = ("base", "current"),
+                     what: str = "accuracy") -> go.Figure:
+    """Grouped bars: base (or any "before") against current ``what`` (a share: accuracy, IoU)
+    for each class; None: the class has no figure (no bar)."""
     fig = go.Figure()
-    fig.add_bar(x=list(classes), y=[100 * v for v in base], name=names[0], marker_color=BASE,
-                hovertemplate=f"class %{{x}}: %{{y:.1f}}%<extra>{names[0]}</extra>")
-    fig.add_bar(x=list(classes), y=[100 * v for v in current], name=names[1], marker_color=CURRENT,
-                hovertemplate=f"class %{{x}}: %{{y:.1f}}%<extra>{names[1]}</extra>")
+    pct = (lambda vs: [None if v is None else 100 * v for v in vs])
+    fig.add_bar(x=list(classes), y=pct(base), name=names[0], marker_color=BASE,
+                hovertemplate=f"class %{{x}}: {what} %{{y:.1f}}%<extra>{names[0]}</extra>")
+    fig.add_bar(x=list(classes), y=pct(current), name=names[1], marker_color=CURRENT,
+                hovertemplate=f"class %{{x}}: {what} %{{y:.1f}}%<extra>{names[1]}</extra>")
     fig.update_layout(barmode="group")
     fig.update_yaxes(range=[0, 100], ticksuffix="%")
     fig.update_xaxes(type="category")
-    return layout(fig, title, "class", "accuracy", height=260)
+    return layout(fig, title, "class", what, height=260)
 
 
 def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[int]:

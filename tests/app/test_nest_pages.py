@@ -45,3 +45,27 @@ def test_explain_page_of_a_nest_shows_divergence_and_units(nest_models):
     assert any("judged leaf by leaf" in i.value for i in at.info)
     assert any(c.value.startswith("Lowest CKA: ") for c in at.caption)  # the divergence chart's reading
     assert not any("Changed predictions" in m.value for m in at.markdown)
+
+
+def test_prune_page_of_a_segmenter_with_masks_reads_mean_iou(own_home, tmp_path):
+    import numpy as np
+    import torch
+
+    from core.sources.entries import register
+
+    x = torch.randn(48, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = segmenter()(x)["out"].argmax(1)  # the base's own class map: its mean IoU is 100%
+    np.savez(tmp_path / "seg.npz", x=x.numpy(), y=y.numpy().astype(np.uint8))
+    spec = register("app_seg_masks", factory="tests.helpers.nest_models:segmenter",
+                    data={"kind": "tensors", "path": str(tmp_path / "seg.npz")})
+    own_home.append(spec.name)
+    at = new_app(spec.name)
+    workspace(at).set_plan(Plan(spec.name, (Prune(granularity="channel", sparsity=0.3),)))
+    at.run()
+    ok(at)
+    cards = {m.label: m for m in at.metric}
+    assert "Mean IoU" in cards and "Pixel accuracy" in cards and "Pixel agreement" not in cards
+    assert cards["Mean IoU"].value != "100.0%" and cards["Mean IoU"].delta.startswith("-")
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any('"Per-class IoU"' in s for s in charts)

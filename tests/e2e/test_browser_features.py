@@ -228,3 +228,47 @@ def test_open_your_own_model_with_an_image_zip_prune_and_reload(page, app_url, t
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "own_model_restored.png"))
     keep_screenshots(tmp_path.glob("*.png"))
+
+
+def test_open_a_torchvision_segmenter_with_an_uploaded_zip_of_masks_prune_and_read_mean_iou(page, app_url, tmp_path):
+    """torchvision's LR-ASPP (random weights, nothing fetched) with an uploaded zip of images and
+    label masks (made here): judged by mean IoU, which a pruning move changes."""
+    from tests.helpers.browser import move_and_time
+    from tests.helpers.data import mask_folder, zip_of
+
+    z = zip_of(mask_folder(tmp_path / "streets"), tmp_path / "streets.zip")
+    open_app(page, app_url)
+    goto(page, "Model")
+    page.get_by_text("Open your own model").first.click()
+    page.locator(".st-key-open_name input").fill("e2e_streets")
+    page.locator(".st-key-open_source").get_by_text("torchvision", exact=True).click()
+    wait_idle(page)
+    page.locator(".st-key-open_arch input").fill("lraspp_mobilenet_v3_large")
+    page.locator(".st-key-open_kwargs input").fill('{"num_classes": 3}')
+    page.locator(".st-key-open_dkind").get_by_text("upload", exact=True).click()
+    wait_idle(page)
+    page.locator('.st-key-open_dfile input[type="file"]').set_input_files(str(z))
+    page.locator(".st-key-open_size input").wait_for(timeout=60_000)  # the image settings, shown for a zip
+    page.locator(".st-key-open_size input").fill("64,64")
+    page.locator(".st-key-open_size input").press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Open the model").click()
+    wait_idle(page, 240)
+    picker = page.locator('[data-testid="stSidebar"] [role="combobox"]').first
+    deadline = time.time() + 180
+    while not picker.input_value().startswith("e2e_streets") and time.time() < deadline:
+        page.wait_for_timeout(200)
+    assert picker.input_value().startswith("e2e_streets")
+    wait_idle(page, 120)
+    assert_no_exception(page)
+    goto(page, "Prune")
+    assert metric_value(page, "Mean IoU").endswith("%") and metric_value(page, "Pixel accuracy").endswith("%")
+    assert metric_value(page, "Output error") == "0.0%"  # the base against itself
+    move_and_time(page, presses=60)
+    assert metric_value(page, "Sparsity") == "60.0%"
+    # measured again on the pruned model (random weights: its class map may be one class everywhere, so its
+    # mean IoU need not move; the output error against the base must)
+    assert metric_value(page, "Output error") != "0.0%" and metric_value(page, "Mean IoU").endswith("%")
+    assert_no_exception(page)
+    page.screenshot(path=str(tmp_path / "segmenter_mean_iou.png"), full_page=True)
+    keep_screenshots(tmp_path.glob("*.png"))

@@ -23,3 +23,21 @@ def zip_of(folder, path):
         for f in sorted(folder.rglob("*")):
             zf.write(f, f.relative_to(folder.parent))  # wrapped in the folder's own name
     return path
+
+
+def mask_folder(root, n=24, size=(24, 24), classes=3):
+    """A segmentation folder made here: ``images/`` of small PNGs and ``masks/`` of the same
+    stems, greyscale PNGs of class indices (vertical bands, brighter images for higher
+    classes; the top row is 255, not judged)."""
+    rng = np.random.RandomState(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    h, w = size
+    for k in range(n):
+        mask = np.repeat((np.arange(w) * classes // w)[None, :], h, 0).astype("uint8")
+        mask = np.roll(mask, k % w, axis=1)
+        img = np.clip(rng.randint(0, 40, size=(h, w, 3)) + 100 * mask[..., None], 0, 255).astype("uint8")
+        mask[0] = 255
+        Image.fromarray(img).save(root / "images" / f"{k:03d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{k:03d}.png")
+    return root

@@ -282,12 +282,14 @@ def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepR
                granularity=step.granularity)
 
     gqa = []  # grouped-query modules among the groups: their units are not single heads
+    found: list[UnitGroup] = []  # the groups the graph could follow
 
     def run():
         calib = calibration_for(step.criterion, ctx, step.seed)
         scores = all_unit_scores(model, step.criterion, step.granularity, ctx, seed=step.seed, calib=calib)
         an = analysis(model, ctx, seed=step.seed)
         groups = an.groups(step.granularity)
+        found.extend(groups)
         gqa.extend(g.name for g in groups if g.by_hand)
         skipped = list(an.skipped.get(step.granularity, ()))
         return remove_units(model, example_input(ctx, step.seed), step, groups, scores, skipped, an=an)
@@ -302,7 +304,32 @@ def structured_prune_step(step, model: nn.Module, ctx) -> tuple[nn.Module, StepR
         report.summary += " (in grouped-query attention a unit is a key/value group or one query head of every group)"
     if warns:
         report.summary += f"; {len(warns)} group(s) left out (see warnings)"
+    low = _low_reach(model, new, found, step.granularity) if report.pruned else None
+    if low:
+        report.warnings.append(low)
+        report.summary += "; most of the model is out of this granularity's reach (see warnings)"
     return new, report
+
+
+LOW_REACH = 0.25  # groups reaching layers with less than this share of the parameters: the step says why
+
+
+def _low_reach(model: nn.Module, new: nn.Module, groups: list[UnitGroup], granularity: str) -> str | None:
+    """A sentence when the layers the step's groups reach at all (producing or reading their
+    units) hold under :data:`LOW_REACH` of ``model``'s parameters: that share, what the step
+    removed, and why the rest was kept; else None."""
+    total = sum(p.numel() for p in model.parameters())
+    mods = dict(model.named_modules())
+    reached = {m.name for g in groups for m in g.members}
+    share = sum(p.numel() for n in reached if n in mods for p in mods[n].parameters(recurse=False)) / max(1, total)
+    if share >= LOW_REACH:
+        return None
+    removed = 1 - sum(p.numel() for p in new.parameters()) / max(1, total)
+    other = {"channel": "neuron (the hidden units of its MLPs)", "neuron": "channel"}.get(granularity, "neuron")
+    return (f"removed {removed:.1%} of the parameters: the {len(groups)} {granularity} group(s) the dependency graph "
+            f"can follow reach layers holding {share:.1%} of them; the other layers' {granularity}s are coupled across "
+            f"the model in ways it cannot follow (a residual stream shared by every block, window or head reshapes) "
+            f"or feed an output, and are kept. To shrink this model further try {other} granularity, or weight masks")
 
 
 __all__ = ["remove_units", "structured_prune_step"]
