@@ -51,6 +51,21 @@ def image(x, field: dict | None = None) -> np.ndarray | None:
     return rgb
 
 
+def class_map_image(m, size: int = 144) -> np.ndarray:
+    """A class map (H, W of class indices) as an RGB picture about ``size`` pixels wide: a colour
+    per class (plotly's Alphabet palette, repeating past 26 classes), black where not judged."""
+    from plotly.colors import qualitative
+
+    from core.sources.datasets import IGNORE
+
+    palette = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in qualitative.Alphabet], dtype=np.uint8)
+    a = m.detach().cpu().numpy().astype(np.int64)
+    rgb = palette[a % len(palette)]
+    rgb[a == IGNORE] = 0
+    scale = max(1, size // max(1, a.shape[1]))
+    return np.kron(rgb, np.ones((scale, scale, 1), dtype=np.uint8))
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _tokenizer(folder: str):
     from core.sources.hf import load_tokenizer
@@ -95,6 +110,30 @@ def cards_ui(ws, cards: list[tuple[int, str, dict | None]], width: int = 96, per
             else:
                 vals = ", ".join(f"{v:.3g}" for v in x.flatten()[:6].tolist())
                 st.caption(f"{cap}\n[{vals}{', …' if x.numel() > 6 else ''}]")
+
+
+def dense_gallery_ui(ws, dc) -> None:
+    """A segmenter's examples whose class map moved most: the input, the label mask (with
+    masks), the base's and the current model's class maps side by side, a row each."""
+    masks = dc.masks is not None
+    st.markdown("#### Examples whose class map changed most")
+    st.caption(f"{dc.changed} of the {dc.n} examples of the {dc.subset} subset have a pixel whose class changed; "
+               f"the {len(dc.index)} below agree least with the base (pixel agreement of the class map `{dc.leaf}`, "
+               "the argmax over classes). A colour per class" + (", black: pixels the mask does not judge" if masks
+                                                                 else "") + ".")
+    heads = ["input", *(["label mask"] if masks else []), "base", "current"]
+    for r, i in enumerate(dc.index):
+        cols = st.columns(len(heads) + 1)
+        pics = [image(ws.evalset.x[i]), *([class_map_image(dc.masks[r])] if masks else []),
+                class_map_image(dc.base_map[r]), class_map_image(dc.current_map[r])]
+        for c, h, pic in zip(cols, heads, pics):
+            if pic is not None:
+                c.image(pic, caption=h if r == 0 else None, width=144)
+            else:
+                c.caption(f"{h}: not an image")
+        acc = (f"Pixel accuracy on the mask: base {dc.base_accuracy[r]:.1%}, current {dc.current_accuracy[r]:.1%}"
+               if masks else "")
+        cols[-1].caption(f"example #{i}: {dc.agreement[r]:.1%} of its pixels keep the base's class. {acc}")
 
 
 def moved_ui(ws, ch, limit: int = CARDS, width: int = 96) -> None:

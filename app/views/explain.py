@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.explain_ui import cached, cards_ui, gallery_ui
+from app.explain_ui import cached, cards_ui, dense_gallery_ui, gallery_ui
 from app.messages import run_action, show_flashes
 from app.session import get_workspace
 from core.explain import MAX_CONFUSION_CLASSES, layer_order
@@ -41,12 +41,18 @@ def page() -> None:
                       format_func=lambda s: f"quick subset ({len(ws.evalset.quick_index)})" if s == "quick"
                       else f"full test split ({len(ws.evalset.y)})")
     if ws.evaluator.output in NEST_KINDS:  # no predicted class per example to list or attribute
-        kind = "a dense class map" if ws.evaluator.output == "dense" else "a nest of tensors"
+        dense = ws.evaluator.output == "dense"
+        kind = "a dense class map" if dense else "a nest of tensors"
         st.info(f"This model's output is {kind}, judged leaf by leaf against the base (the per-leaf figures are "
-                "on the Prune page). "
-                "Changed examples, the confusion matrix and attribution maps explain one predicted class per "
-                "example, so they are not shown; how each layer's representation moved and what a unit responds "
-                "to are below.")
+                "on the Prune page). " + ("The examples whose class map changed most are below; the confusion "
+                                          "matrix and attribution maps" if dense else "Changed examples, the "
+                                          "confusion matrix and attribution maps") +
+                " explain one predicted class per example, so they are not shown; how each layer's representation "
+                "moved and what a unit responds to are below.")
+        if ws.evaluator.output == "dense":  # a segmenter: its class maps, base against current
+            dc = run_action(cached, Workspace.dense_changes, ws, subset, now=True)
+            if dc is not None:
+                dense_gallery_ui(ws, dc)
         _divergence_ui(ws, subset)
         unit_ui(ws, subset)
         return
@@ -133,7 +139,8 @@ def unit_ui(ws, subset: str) -> None:
         st.caption("Top-activating examples; the red box is the input region the channel's largest activation "
                    "depends on (its receptive field there, from the input gradient of that one activation).")
     classes = ws.evalset.classes
-    labelled = ws.evaluator.output != "embedding"  # an embedding's "classes" are its dimensions: no label
+    # an embedding's "classes" are its dimensions, a mask is a label per pixel: no one label per example
+    labelled = ws.evaluator.output != "embedding" and ws.evalset.y.dim() == 1
 
     def card(t: dict) -> str:
         label = f" · label {classes[int(ws.evalset.y[t['index']])]}" if labelled else ""

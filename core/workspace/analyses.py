@@ -204,6 +204,12 @@ class Analyses:
 
         return changes(self.model, self.evaluator, subset)
 
+    def dense_changes(self, subset: str = "quick", k: int = 6):
+        """A segmenter's examples whose class map moved most (``core.explain.dense``)."""
+        from core.explain import dense_changes
+
+        return dense_changes(self.model, self.evaluator, subset, k)
+
     def divergence(self, subset: str = "quick") -> list[dict]:
         """Linear CKA of each prunable layer's output, base against the current model
         (``core.explain.divergence``).

@@ -69,3 +69,28 @@ def test_prune_page_of_a_segmenter_with_masks_reads_mean_iou(own_home, tmp_path)
     assert cards["Mean IoU"].value != "100.0%" and cards["Mean IoU"].delta.startswith("-")
     charts = [c.proto.spec for c in at.get("plotly_chart")]
     assert any('"Per-class IoU"' in s for s in charts)
+
+
+def test_explain_page_of_a_segmenter_with_masks_shows_its_changed_class_maps(own_home, tmp_path):
+    import numpy as np
+    import torch
+
+    from core.sources.entries import register
+
+    x = torch.randn(48, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = segmenter()(x)["out"].argmax(1)
+    np.savez(tmp_path / "seg.npz", x=x.numpy(), y=y.numpy().astype(np.uint8))
+    spec = register("app_seg_explain", factory="tests.helpers.nest_models:segmenter",
+                    data={"kind": "tensors", "path": str(tmp_path / "seg.npz")})
+    own_home.append(spec.name)
+    at = new_app(spec.name)
+    workspace(at).set_plan(Plan(spec.name, (Prune(granularity="channel", sparsity=0.3),)))
+    at.switch_page("views/explain.py").run()
+    ok(at)
+    assert any(m.value == "#### Examples whose class map changed most" for m in at.markdown)
+    shown = [c.value for c in at.caption if c.value.startswith("example #")]
+    assert len(shown) == 6 and all("Pixel accuracy on the mask: base 100.0%" in c for c in shown)
+    agreements = [float(c.split(": ")[1].split("%")[0]) for c in shown]
+    assert agreements == sorted(agreements) and agreements[0] < 100
+    assert len(at.get("image")) == 6 * 4 + 12  # input, mask, base and current per example; the unit's top 12
