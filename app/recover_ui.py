@@ -164,7 +164,11 @@ def _results(ws: Workspace) -> None:
     left, right = st.columns(2)
     left.plotly_chart(heal_figure(info["losses"], info["before"], info["after"], title="Fine-tune: training loss"),
                       width="stretch", key=f"ft_loss_{ws.plan.key()}")
-    if before is not None and after.output != "embedding":  # an embedding has no classes
+    if before is not None and after.class_iou is not None:  # label masks: IoU per class
+        right.plotly_chart(per_class_figure(ws.evalset.classes, before.class_iou, after.class_iou,
+                                            title="Per-class IoU before and after", names=("before", "after"),
+                                            what="IoU"), width="stretch", key=f"ft_per_class_{ws.plan.key()}")
+    elif before is not None and after.per_class_accuracy:  # an embedding or a nest has no classes
         right.plotly_chart(per_class_figure(ws.evalset.classes, before.per_class_accuracy, after.per_class_accuracy,
                                             title="Per-class accuracy before and after",
                                             names=("before", "after")),
@@ -172,7 +176,8 @@ def _results(ws: Workspace) -> None:
 
 
 def _loss_name(m) -> str:
-    return "relative output error" if m.output == "embedding" else "loss"
+    """What :attr:`Metrics.loss` is: the relative output error for features and nests, else cross-entropy."""
+    return "relative output error" if m.output in ("embedding", "dense", "nest") else "loss"
 
 
 __all__ = ["recover_ui"]

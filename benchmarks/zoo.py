@@ -1,14 +1,16 @@
-"""`python -m benchmarks.zoo`: every torchvision classification model through the engine.
+"""`python -m benchmarks.zoo`: every torchvision model of a task through the engine.
 
-Each model (random weights, ``torchvision.models.get_model(name, weights=None)``, no
-per-model configuration) runs in its own process with a memory cap and a timeout, through
-five stages, each a plan applied to the pristine base the way the CLI does it:
+Each model of the tasks asked (``--tasks``: classification, segmentation, video; random weights,
+``torchvision.models.get_model(name, weights=None)`` with ``weights_backbone=None`` and the input
+shape ``--torchvision`` gives it, no per-model configuration) runs in its own process with a
+memory cap and a timeout, through five stages, each a plan applied to the pristine base the way the CLI does it:
 
 1. ``load``: registered with ``core.sources.models.register_factory`` (synthetic fidelity data),
    built, and run on the example batch;
 2. ``weight``: ``Prune(granularity="weight", sparsity=0.5)``;
 3. ``channel``: ``Prune(granularity="channel", sparsity=0.3)``; the pruned model must run
-   and keep its output shape;
+   and keep its output shapes (every leaf of a segmenter's); the row's ``removed_share`` is the
+   share of the base's parameters it removed;
 4. ``blocks``: ``list_blocks`` of the default container, then ``Cut`` of one block (the
    middle one of those that keep their input shape and have parameters, else the middle
    one); the cut model must run and keep its output shape;
@@ -61,9 +63,16 @@ def _reset_peak() -> None:
 
 # --- one model, in the child process -------------------------------------------
 
-def _input_shape(arch: str) -> tuple[int, int, int]:
-    s = BIG_INPUT.get(arch, 224)
-    return (3, s, s)
+def _source(arch: str) -> tuple[dict, tuple[int, ...], str]:
+    """(factory kwargs, input shape, output kind) of torchvision's ``arch``, as ``--torchvision``
+    opens it (``core.sources.describe``: no weights fetched; a segmenter's class maps are "dense")."""
+    import torchvision
+
+    from core.sources.describe import _torchvision_source
+
+    _, kwargs, shape = _torchvision_source(torchvision, arch, {})
+    seg = arch in torchvision.models.list_models(module=torchvision.models.segmentation)
+    return kwargs, tuple(shape), "dense" if seg else "logits"
 
 
 def _register(arch: str):
@@ -73,7 +82,7 @@ def _register(arch: str):
     from core.sources.datasets import DataSplits, register_dataset
     from core.sources.models import register_factory
 
-    shape = _input_shape(arch)
+    kwargs, shape, output = _source(arch)
     ds = f"zoo:{arch}"
 
     def make() -> DataSplits:
@@ -85,17 +94,22 @@ def _register(arch: str):
 
     register_dataset(ds)(make)
     register_factory("torchvision.models:get_model", weights=None, dataset=ds, input_shape=shape, name=arch,
-                     task="fidelity", kwargs={"name": arch})
+                     task="fidelity", kwargs=kwargs, output=output)
     return arch
 
 
-def _forward_check(model, x, want: tuple) -> None:
+def _shapes(out) -> dict:
+    from core.ground.outputs import leaves
+
+    return {k: tuple(t.shape) for k, t in leaves(out).items()}
+
+
+def _forward_check(model, x, want: dict) -> None:
     import torch
 
     with torch.inference_mode():
-        out = model(x)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        got = _shapes(model(x))
+    if got != want:
         raise RuntimeError(f"the result gives {got}, the base {want}")
 
 
@@ -157,11 +171,12 @@ def run_one(arch: str, result_path: str, threads: int) -> None:
         x = ApplyContext(name, calib_size=CALIB).calibration(0)[0][:2]
         with torch.inference_mode():
             out = base(x)
-        state.update(name=name, base=base, x=x, out_shape=tuple(out.shape))
+        state.update(name=name, base=base, x=x, out_shape=_shapes(out))
         params = sum(p.numel() for p in base.parameters())
         row["params"] = params
         row["param_bytes"] = sum(p.numel() * p.element_size() for p in base.parameters())
-        return f"{params / 1e6:.1f} M parameters, output {tuple(out.shape)}"
+        shown = ", ".join(f"{k} {v}" for k, v in state["out_shape"].items())
+        return f"{params / 1e6:.1f} M parameters, input {tuple(x.shape[1:])}, output {shown}"
 
     def plan_stage(step, key: str):
         def fn():
@@ -180,6 +195,8 @@ def run_one(arch: str, result_path: str, threads: int) -> None:
             row.setdefault("warnings", {})[key] = warns[:20]
             params = sum(p.numel() for p in model.parameters())
             extra = f"; {len(warns)} warning(s)" if warns else ""
+            if key == "channel":  # the share of the base's parameters the structured stage removed (issue 24)
+                row.setdefault("removed_share", {})[key] = round(1 - params / row["params"], 4)
             if r.total:
                 return f"{r.summary or ''} ({r.pruned:,}/{r.total:,}); params {params / row['params']:.0%}{extra}"
             return (r.summary or "") + extra
@@ -287,15 +304,23 @@ def _run_child(arch: str, args) -> dict:
     return row
 
 
-def _models(only: str | None) -> list[str]:
+TASKS = ("classification", "segmentation", "video")
+
+
+def _models(only: str | None, tasks: str = "classification") -> list[str]:
     import torchvision
 
-    names = torchvision.models.list_models(module=torchvision.models)
+    modules = {"classification": torchvision.models, "segmentation": torchvision.models.segmentation,
+               "video": torchvision.models.video}
+    asked = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not asked or set(asked) - set(TASKS):
+        raise SystemExit(f"--tasks takes some of {', '.join(TASKS)}, got {tasks!r}")
+    names = [n for t in asked for n in torchvision.models.list_models(module=modules[t])]
     if only:
         want = [n.strip() for n in only.split(",") if n.strip()]
         unknown = [n for n in want if n not in names]
         if unknown:
-            raise SystemExit(f"unknown model(s) {unknown}; torchvision classification models: {', '.join(names)}")
+            raise SystemExit(f"unknown model(s) {unknown}; torchvision {', '.join(asked)} models: {', '.join(names)}")
         names = want  # in the order given
     return names
 
@@ -310,7 +335,10 @@ def _print_row(r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.zoo", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="comma-separated model names, run in that order (default: all 80)")
+    ap.add_argument("--only", help="comma-separated model names, run in that order (default: all of --tasks)")
+    ap.add_argument("--tasks", default="classification",
+                    help=f"torchvision tasks whose models run, some of {', '.join(TASKS)} (default classification: 80 "
+                         "models; segmentation 8, video 8)")
     ap.add_argument("--jobs", type=int, default=1, help="models run at once (default 1)")
     ap.add_argument("--json", default=str(HERE / "results" / "zoo-latest.json"), help="where to write the JSON")
     ap.add_argument("--mem-gb", type=float, default=10.0, help="resident memory cap per model process (GB)")
@@ -323,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         run_one(args.child, args.result, args.threads)
         return 0
-    names = _models(args.only)
+    names = _models(args.only, args.tasks)
     done: dict = {}
     if args.resume and Path(args.resume).exists():
         done = {r["model"]: r for r in json.loads(Path(args.resume).read_text())["rows"] if r["model"] in names}

@@ -326,7 +326,7 @@ class Evaluator:
         masks), or for task fidelity against the base's outputs ``base_out`` (``core.sources.own_metric``)."""
         if self._metric_fn is None:
             self._metric_fn = load_metric(self.metric)
-        labelled = self.task in LABELLED_TASKS or self.task == "segmentation"
+        labelled = self.task in LABELLED_TASKS
         return own_figures(self._metric_fn, self.metric, out, y if labelled else base_out)
 
     @torch.inference_mode()

@@ -296,7 +296,9 @@ def _check_judged_and_metric(entry: UserEntry, out, loaded) -> None:
 
     outs = judged_outputs(out, entry.output, entry.judged)
     y = loaded[1] if loaded is not None else None
-    labelled = y is not None and entry.task in ("classification", "segmentation")
+    from core.sources.models import LABELLED_TASKS
+
+    labelled = y is not None and entry.task in LABELLED_TASKS  # as Evaluator.own_figures calls it
     own_figures(load_metric(entry.metric), entry.metric, outs, y[:2] if labelled else outs)
 
 

@@ -8,6 +8,24 @@ from tests.helpers.app import new_app, ok, workspace
 from tests.helpers.nest_models import register_nest, segmenter, two_heads, unregister_nest
 
 
+def _segmenter_with_masks(own_home, tmp_path, name: str):
+    """The small segmenter registered as ``name`` with label masks that are its own class map (its
+    mean IoU is 100%), on 48 random images."""
+    import numpy as np
+    import torch
+
+    from core.sources.entries import register
+
+    x = torch.randn(48, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = segmenter()(x)["out"].argmax(1)
+    np.savez(tmp_path / "seg.npz", x=x.numpy(), y=y.numpy().astype(np.uint8))
+    spec = register(name, factory="tests.helpers.nest_models:segmenter",
+                    data={"kind": "tensors", "path": str(tmp_path / "seg.npz")})
+    own_home.append(spec.name)
+    return spec
+
+
 @pytest.fixture
 def nest_models():
     register_nest("app_two", two_heads, output="nest")
@@ -48,18 +66,7 @@ def test_explain_page_of_a_nest_shows_divergence_and_units(nest_models):
 
 
 def test_prune_page_of_a_segmenter_with_masks_reads_mean_iou(own_home, tmp_path):
-    import numpy as np
-    import torch
-
-    from core.sources.entries import register
-
-    x = torch.randn(48, 3, 16, 16, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        y = segmenter()(x)["out"].argmax(1)  # the base's own class map: its mean IoU is 100%
-    np.savez(tmp_path / "seg.npz", x=x.numpy(), y=y.numpy().astype(np.uint8))
-    spec = register("app_seg_masks", factory="tests.helpers.nest_models:segmenter",
-                    data={"kind": "tensors", "path": str(tmp_path / "seg.npz")})
-    own_home.append(spec.name)
+    spec = _segmenter_with_masks(own_home, tmp_path, "app_seg_masks")
     at = new_app(spec.name)
     workspace(at).set_plan(Plan(spec.name, (Prune(granularity="channel", sparsity=0.3),)))
     at.run()
@@ -72,18 +79,7 @@ def test_prune_page_of_a_segmenter_with_masks_reads_mean_iou(own_home, tmp_path)
 
 
 def test_explain_page_of_a_segmenter_with_masks_shows_its_changed_class_maps(own_home, tmp_path):
-    import numpy as np
-    import torch
-
-    from core.sources.entries import register
-
-    x = torch.randn(48, 3, 16, 16, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        y = segmenter()(x)["out"].argmax(1)
-    np.savez(tmp_path / "seg.npz", x=x.numpy(), y=y.numpy().astype(np.uint8))
-    spec = register("app_seg_explain", factory="tests.helpers.nest_models:segmenter",
-                    data={"kind": "tensors", "path": str(tmp_path / "seg.npz")})
-    own_home.append(spec.name)
+    spec = _segmenter_with_masks(own_home, tmp_path, "app_seg_explain")
     at = new_app(spec.name)
     workspace(at).set_plan(Plan(spec.name, (Prune(granularity="channel", sparsity=0.3),)))
     at.switch_page("views/explain.py").run()
@@ -94,3 +90,18 @@ def test_explain_page_of_a_segmenter_with_masks_shows_its_changed_class_maps(own
     agreements = [float(c.split(": ")[1].split("%")[0]) for c in shown]
     assert agreements == sorted(agreements) and agreements[0] < 100
     assert len(at.get("image")) == 6 * 4 + 12  # input, mask, base and current per example; the unit's top 12
+
+
+def test_recover_panel_after_a_fine_tune_on_masks_reads_mean_iou_and_iou_per_class(own_home, tmp_path):
+    from core.recover import Finetune
+
+    spec = _segmenter_with_masks(own_home, tmp_path, "app_seg_heal")
+    at = new_app(spec.name)
+    workspace(at).set_plan(Plan(spec.name, (Prune(granularity="channel", sparsity=0.3),
+                                            Finetune(loss="labels", steps=5))))
+    at.run()
+    ok(at)
+    assert any(m.value.startswith("**Last fine-tune**") and "quick-subset mean IoU" in m.value
+               and "relative output error" in m.value for m in at.markdown)
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any('"Per-class IoU before and after"' in s for s in charts)

@@ -62,3 +62,18 @@ def test_the_adapters_graph_gives_the_groups_torch_pruning_gives():
                       for it in g.get_pruning_group(model[0], tp.prune_conv_out_channels, [1, 2]))
 
     assert items(safe) == items(dg) and len(items(dg)) >= 3  # the conv, the ReLU, the Linear's columns
+
+
+def test_the_graph_of_a_deep_model_copies_past_pythons_default_recursion_limit():
+    import sys
+
+    layers = [m for _ in range(200) for m in (nn.Linear(4, 4), nn.ReLU())]  # 400 nodes in one chain
+    model = nn.Sequential(*layers, nn.Linear(4, 2)).eval()
+    dg = tp_compat.trace_graph(model, torch.zeros(1, 4), {}, lambda *a: None, 1 << 16)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)  # Python's default: fcn_resnet50's graph went past it
+    try:
+        copy, graph = tp_compat.copy_graph(dg)
+    finally:
+        sys.setrecursionlimit(max(limit, sys.getrecursionlimit()))
+    assert copy is not model and graph.model is copy and len(graph.module2node) == len(dg.module2node)

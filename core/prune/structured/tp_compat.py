@@ -23,6 +23,7 @@ a prune. torch_pruning is imported on first use, not with this module.
 from __future__ import annotations
 
 import copy
+import sys
 import types
 from collections.abc import Callable
 
@@ -31,6 +32,7 @@ from torch import nn
 
 from core.errors import FOREIGN_ERRORS, ModelError, first_line
 
+DEEP_COPY_LIMIT = 20_000  # Python frames a graph copy may need (copy_graph)
 TESTED_VERSIONS = ">=1.6,<1.7"  # the torch-pruning versions this adapter is tested with (pyproject pins them)
 
 # (module, attribute path) of every private or internal name used below
@@ -164,6 +166,12 @@ def copy_graph(dg) -> tuple[nn.Module, object]:
         for dep in node.dependencies:
             shared += [getattr(dep.handler, "__self__", None), getattr(dep.trigger, "__self__", None)]
     memo = {id(x): x for x in shared if x is not None}
+    # the nodes link to their inputs and outputs, so the copy recurses along the graph's longest path: deeper
+    # than Python's default limit of 1,000 frames on a segmenter such as fcn_resnet50 (RecursionError). Python
+    # calls between Python functions use no C stack (3.11+), so a higher limit is safe. It is raised for the
+    # process and left so: lowering it back could break a copy running in another thread (sweeps run in threads).
+    if sys.getrecursionlimit() < DEEP_COPY_LIMIT:
+        sys.setrecursionlimit(DEEP_COPY_LIMIT)
     return copy.deepcopy((dg.model, dg), memo)
 
 
