@@ -33,9 +33,30 @@ def test_tasks_not_opened_yet_say_why(module, why):
 def test_a_segmenter_and_a_video_model_open_and_are_judged(own_home):
     spec = register("tv_seg", torchvision="lraspp_mobilenet_v3_large", input_shape=(3, 32, 32),
                     data={"kind": "synthetic", "n": 24}, save=False)
+    own_home.append(spec.name)
     assert (spec.output, spec.task) == ("dense", "fidelity")
     m = Workspace("tv_seg", "cpu", quick_size=8, latency_time=0.01).base_metrics(latency=False)
     assert m.quality_name(spec.task) == "pixel agreement with the base" and list(m.leaf_figures) == ["out"]
     spec = register("tv_clip", torchvision="r3d_18", input_shape=(3, 4, 32, 32), data={"kind": "synthetic", "n": 8},
                     save=False)
+    own_home.append(spec.name)
     assert spec.output == "logits" and spec.input_shape == (3, 4, 32, 32)
+
+
+def test_a_timm_feature_extractor_opens_as_a_pyramid_of_leaves_and_prunes(own_home):
+    """timm's ``features_only=True`` backbone returns a list of feature maps: a nest judged leaf by leaf;
+    a channel prune keeps every map's width (each feeds an output) and runs."""
+    pytest.importorskip("timm")
+    from core.plan import Plan
+    from core.prune import Prune
+
+    spec = register("timm_feat", timm="resnet10t", kwargs={"features_only": True}, input_shape=(3, 32, 32),
+                    data={"kind": "synthetic", "n": 24}, save=False)
+    own_home.append(spec.name)
+    assert (spec.output, spec.task) == ("nest", "fidelity")
+    ws = Workspace(spec.name, "cpu", quick_size=8, latency_time=0.01)
+    base = ws.base_metrics(latency=False)
+    assert list(base.leaf_figures) == ["0", "1", "2", "3", "4"]
+    ws.set_plan(Plan(spec.name, (Prune(granularity="channel", sparsity=0.3),)))
+    m = ws.metrics(latency=False)
+    assert m.params < 0.9 * base.params and set(m.leaf_figures) == set(base.leaf_figures)
