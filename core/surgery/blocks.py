@@ -33,11 +33,8 @@ def is_container(m: nn.Module) -> bool:
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:
-    """The submodule at ``path`` ("" is the model itself).
-
-    Raises:
-        ModelError: no such module; the message lists a few valid paths.
-    """
+    """The submodule at ``path`` ("" is the model itself). Raises ModelError: no such module
+    (the message lists the containers)."""
     if path == "":
         return model
     try:
@@ -48,10 +45,9 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
 
 
 def container_candidates(model: nn.Module) -> list[str]:
-    """Paths of every ``nn.Sequential`` / ``nn.ModuleList`` with two or more children,
-    best first by shape alone (longest run of children of one type, then most children,
-    then shallowest); then ``""`` (the root's top-level children) when the root is not a
-    container but has two or more children."""
+    """Paths of every ``nn.Sequential`` / ``nn.ModuleList`` with two or more children, best first by shape
+    alone (longest run of children of one type, then most children, then shallowest); then ``""`` (the
+    root's top-level children) when the root is not a container but has two or more children."""
     scored = []
     for name, m in model.named_modules():
         if not is_container(m) or len(m) < 2:
@@ -64,22 +60,27 @@ def container_candidates(model: nn.Module) -> list[str]:
     return out
 
 
-# default_container is asked for where no apply context exists (the app's pickers, the CLI,
-# Finetune's "last" blocks); measuring it runs the model once, so it is kept per model object
+# asked for where no apply context exists (pickers, the CLI, Finetune's "last"): measured once per model object
 _DEFAULTS: ModelCache[str] = ModelCache(size=64)
 
 
 def _example_for(model: nn.Module, model_name: str | None) -> torch.Tensor | None:
     """One zero example of the registered input shape, on the model's device (None: unknown)."""
-    if not model_name:
-        return None
     try:
-        shape = tuple(get_spec(model_name).input_shape)
+        shape = tuple(get_spec(model_name).input_shape) if model_name else None
     except ModelError:
+        shape = None
+    if shape is None:
         return None
     p = next(iter(model.parameters()), None)
     return torch.zeros(1, *shape, device=p.device if p is not None else "cpu",
                        dtype=p.dtype if p is not None and p.is_floating_point() else torch.float32)
+
+
+def _parallel(io: list[list]) -> bool:
+    """Whether children run in order (``[input, output]`` each) are branches on one input, not a chain: a child
+    given the very tensor the child before was given, which did not pass it through (an ``nn.Identity`` does)."""
+    return any(b[0] is not None and b[0] is a[0] and a[1] is not a[0] for a, b in zip(io, io[1:]))
 
 
 def container_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, int], int]:
@@ -92,18 +93,23 @@ def container_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, i
     cands = container_candidates(m)
     mods = dict(m.named_modules())
     calls: dict[int, list[int]] = {}  # id(child) -> call positions
+    seen: dict[int, list] = {}  # id(child) -> [first input, first output] (held: their ids stay unique)
     counter = [0]
     handles = []
 
     def pre(_m, _a):
         calls.setdefault(id(_m), []).append(counter[0])
         counter[0] += 1
+        seen.setdefault(id(_m), [_a[0] if _a else None, None])
+
+    def post(_m, _a, out):
+        seen[id(_m)][1] = seen[id(_m)][1] if seen[id(_m)][1] is not None else out
 
     for c in cands:
         for ch in (mods[c] if c else m).children():
             if id(ch) not in calls:
                 calls[id(ch)] = []
-                handles.append(ch.register_forward_pre_hook(pre))
+                handles += [ch.register_forward_pre_hook(pre), ch.register_forward_hook(post)]
     root = type(m).__name__
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
@@ -121,6 +127,8 @@ def container_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, i
         ran = [(calls[id(ch)][0], join_path(c, n)) for n, ch in kids if len(calls.get(id(ch), [])) == 1]
         if len(ran) < 2 or [n for _, n in sorted(ran)] != [n for _, n in ran]:
             continue  # fewer than two blocks run, or not in the order they are defined
+        if _parallel([seen[id(ch)] for n, ch in kids if len(calls.get(id(ch), [])) == 1]):
+            continue  # branches on one input (an ASPP's convs): not a chain of blocks to cut from
         out[c] = sum(flops.get(f"{root}.{n}", 0) for _, n in ran) // 2
     return out, total
 
@@ -329,14 +337,6 @@ class Block:
         return d
 
 
-def _block_macs(block: nn.Module, x1: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        block(x1)
-    return int(fc.get_total_flops() // 2)
-
-
 def list_blocks(model: nn.Module, example: torch.Tensor, container: str | None = None,
                 model_name: str | None = None) -> list[Block]:
     """The blocks of ``container`` (default: :func:`default_container`) with shapes, params, MACs.
@@ -386,9 +386,13 @@ def _module_macs(model: nn.Module, x1: torch.Tensor) -> dict[str, int] | None:
 
 def _macs_of(counts: dict[str, int] | None, model: nn.Module, path: str, block: nn.Module, x1: torch.Tensor) -> int:
     """A block's MACs for one example: from the whole model's pass, else the block alone."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     if counts is not None:
         return counts.get(path, 0)
-    return _block_macs(block, x1)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        block(x1)
+    return int(fc.get_total_flops() // 2)
 
 
 __all__ = ["Block", "list_blocks", "default_container", "container_candidates", "block_names", "get_module",
