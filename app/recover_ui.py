@@ -13,7 +13,7 @@ from app.session import round_to
 from core.errors import PrunescopeError
 from core.ground import formatting as fmt
 from core.recover import Finetune, Quantize, cubic_schedule, gradual_steps
-from core.sources.models import get_spec
+from core.sources.models import LABELLED_TASKS, get_spec
 from core.viz.figures import per_class_figure
 from core.viz.surgery import heal_figure
 from core.workspace import Workspace
@@ -62,7 +62,7 @@ def steps_input_ui(where, ws: Workspace, key: str, fallback: int, most: int, wha
 
 
 def _controls(ws: Workspace, key: str) -> Finetune:
-    labelled = get_spec(ws.name).task == "classification"
+    labelled = get_spec(ws.name).task in LABELLED_TASKS  # class labels, next tokens, or label masks
     c = st.columns(4)
     steps = steps_input_ui(c[0], ws, f"{key}_ft_steps", 200, 5000,
                            "Optimisation steps, each one batch of the training split (seeded order).")

@@ -105,3 +105,10 @@ def test_recover_panel_after_a_fine_tune_on_masks_reads_mean_iou_and_iou_per_cla
                and "relative output error" in m.value for m in at.markdown)
     charts = [c.proto.spec for c in at.get("plotly_chart")]
     assert any('"Per-class IoU before and after"' in s for s in charts)
+
+
+def test_recover_panel_offers_the_masks_to_learn_from(own_home, tmp_path):
+    spec = _segmenter_with_masks(own_home, tmp_path, "app_seg_losses")
+    at = new_app(spec.name)
+    ok(at)
+    assert len(at.selectbox(key="prune_ft_loss").options) == 3  # labels (the masks), distillation, both
