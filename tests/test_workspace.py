@@ -66,3 +66,21 @@ def test_forget_latency_times_the_current_model_and_its_base_again():
     assert again.latency is not None and again.latency is not first.latency
     assert again.base_latency is not first.base_latency
     assert again.accuracy == first.accuracy  # only the timing is new
+
+
+def test_edits_of_one_control_are_one_entry_only_within_the_adjustment_window(ws, monkeypatch):
+    import core.workspace.plans as plans
+
+    now = [0.0]
+    ws.reset()
+    n = len(ws.history)
+    monkeypatch.setattr(plans, "_clock", lambda: now[0])
+    for s in (0.1, 0.2):
+        ws.set_plan(Plan(ws.name, (Prune(sparsity=s),)), adjust="global")
+        now[0] += plans.ADJUST_SECONDS / 2
+    assert len(ws.history) == n + 1 and ws.plan.steps[0].sparsity == 0.2  # one adjustment
+    now[0] += plans.ADJUST_SECONDS
+    ws.set_plan(Plan(ws.name, (Prune(sparsity=0.3),)), adjust="global")
+    assert len(ws.history) == n + 2  # a pause longer than the window starts a new entry
+    ws.set_plan(Plan(ws.name, (Prune(sparsity=0.4),)), adjust="other")
+    assert len(ws.history) == n + 3  # another control is another adjustment

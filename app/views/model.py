@@ -12,6 +12,7 @@ from app.session import get_workspace
 from core.ground import formatting as fmt
 from core.ground.device import PRECISIONS, available_devices
 from core.metrics import leaf_rows
+from core.sources.datasets import IGNORE, strata
 from core.sources.entries import has_random_weights
 from core.viz.graphdiff import (
     STATUS_ORDER,
@@ -130,6 +131,10 @@ def model_ui(ws) -> None:
         k[3].metric("Perplexity (base, quick)", f"{m.extra.get('perplexity', float('nan')):.4g}",
                     help=f"exp(next-token loss) on the quick subset ({m.n} windows); next-token accuracy "
                          f"{fmt.pct(m.accuracy)}.")
+    elif m.class_iou is not None:
+        k[3].metric("Mean IoU (base, quick)", fmt.pct(m.accuracy),
+                    help=f"Of the class map against the label masks, over all the pixels of the quick subset "
+                         f"({m.n} images); pixel accuracy {fmt.pct(m.pixel_accuracy)}.")
     else:
         k[3].metric("Accuracy (base, quick)", fmt.pct(m.accuracy),
                     help=f"Top-1 on the quick subset ({m.n} examples).")
@@ -167,19 +172,26 @@ def model_ui(ws) -> None:
 
 
 def eval_set_ui(ws) -> None:
-    """The eval set: its size, one image of each of the first classes, examples per class."""
+    """The eval set: its size, one image of each of the first classes, examples per class (for
+    label masks: each image's main class, and the labelled pixels per class)."""
     ev = ws.evalset
     st.markdown(f"**{ev.name}**: {len(ev.y)} test examples ({len(ev.quick_index)} in the quick subset), "
                 f"{ev.num_classes} classes, input {tuple(ev.x.shape[1:])}.")
+    masks = ev.y.dim() > 1
+    y = (strata(ev.y) if masks else ev.y).cpu().numpy()  # one class per example (a mask's main class)
     if ev.kind == "image" and ev.x.dim() == 4:
-        y = ev.y.cpu().numpy()
         first = [int(np.nonzero(y == c)[0][0]) for c in range(ev.num_classes) if (y == c).any()]
         first = first[:10]  # one image of each of the first ten classes
         pixels = to_pixels(ev.x[first].cpu().numpy(), *channel_range(ev.x))  # as the files show them
-        st.plotly_chart(sample_figure(pixels, [ev.classes[int(c)] for c in y[first]]),
-                        width="stretch", key="samples", config={"displayModeBar": False})  # over the labels
-    counts = np.bincount(ev.y.cpu().numpy(), minlength=ev.num_classes)
-    st.dataframe(pd.DataFrame([counts], columns=ev.classes, index=["examples"]), width="stretch")
+        titles = [ev.classes[int(c)] + (" (main)" if masks else "") for c in y[first]]
+        st.plotly_chart(sample_figure(pixels, titles), width="stretch", key="samples",
+                        config={"displayModeBar": False})  # over the labels
+    rows = {"examples (by main class)" if masks else "examples": np.bincount(y, minlength=ev.num_classes)}
+    if masks:
+        labelled = ev.y[ev.y != IGNORE].long().cpu().numpy()
+        rows["labelled pixels"] = np.bincount(labelled, minlength=ev.num_classes)
+    st.dataframe(pd.DataFrame([r[:ev.num_classes] for r in rows.values()], columns=ev.classes, index=list(rows)),
+                 width="stretch")
 
 
 def current_diff(ws, profile: bool = False):

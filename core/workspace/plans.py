@@ -40,6 +40,7 @@ def _tuples(v):
 _ARGS = {"quick_size": Interval(1, 1_000_000, integer=True), "latency_batch": Interval(1, 65_536, integer=True),
          "latency_time": Interval(0, 60, closed="right")}  # seconds
 ADJUST_SECONDS = 3.0  # edits of one control closer than this are one adjustment (one history entry)
+_clock = time.monotonic  # when an edit commits (a seam: tests give it a clock they move)
 _HISTORY = threading.RLock()  # held while a history moves (check and commit only: quick)
 
 
@@ -129,7 +130,7 @@ class Workspace(Analyses, LiveReadouts):
         with _HISTORY:
             if expect is not None and self.plan.key() != expect:
                 return None
-            now = time.monotonic()
+            now = _clock()
             last = self._adjusting
             same = (adjust is not None and last is not None and last[0] == adjust and now - last[1] < ADJUST_SECONDS
                     and last[2] == self.pos and self.pos == len(self.history) - 1 and self.pos > 0)

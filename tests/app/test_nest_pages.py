@@ -112,3 +112,16 @@ def test_recover_panel_offers_the_masks_to_learn_from(own_home, tmp_path):
     at = new_app(spec.name)
     ok(at)
     assert len(at.selectbox(key="prune_ft_loss").options) == 3  # labels (the masks), distillation, both
+
+
+def test_model_page_of_a_segmenter_with_masks_counts_main_classes_and_pixels(own_home, tmp_path):
+    """The eval set's table: examples by each mask's main class, and the labelled pixels per class."""
+    spec = _segmenter_with_masks(own_home, tmp_path, "app_seg_model")
+    at = new_app(spec.name)
+    at.switch_page("views/model.py").run()
+    ok(at)
+    assert next(m.value for m in at.metric if m.label == "Mean IoU (base, quick)") == "100.0%"  # masks = its map
+    table = next(df.value for df in at.dataframe if "labelled pixels" in df.value.index)
+    ev = workspace(at).evalset
+    assert table.loc["labelled pixels"].sum() == ev.y.numel()  # no pixel is ignored in these masks
+    assert table.loc["examples (by main class)"].sum() == len(ev.y)

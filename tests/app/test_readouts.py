@@ -111,7 +111,11 @@ def test_base_and_current_are_timed_at_the_chosen_latency_batch():
     assert "batch of 8" in _metric(at, "Latency").help
 
 
-def test_one_adjustment_of_a_slider_is_one_history_entry():
+def test_one_adjustment_of_a_slider_is_one_history_entry(monkeypatch):
+    import core.workspace.plans as plans
+
+    ticks = iter(range(0, 1000))  # each commit 1 s after the last, however long a run takes here
+    monkeypatch.setattr(plans, "_clock", lambda: float(next(ticks)))
     at = new_app("digits_mlp")
     for v in (0.1, 0.11, 0.12, 0.13, 0.14):
         at.slider(key="global_sparsity").set_value(v).run()

@@ -13,6 +13,7 @@ from tests.helpers.browser import (
     metric_value,
     open_app,
     reload_restored,
+    upload_and_wait,
     wait_idle,
 )
 
@@ -202,8 +203,7 @@ def test_open_your_own_model_with_an_image_zip_prune_and_reload(page, app_url, t
     page.locator(".st-key-open_factory input").fill("demo_models.nets:DigitsCNN")
     page.locator(".st-key-open_dkind").get_by_text("upload", exact=True).click()
     wait_idle(page)
-    page.locator('.st-key-open_dfile input[type="file"]').set_input_files(str(z))
-    page.locator(".st-key-open_mean input").wait_for(timeout=60_000)  # the image settings, shown for a zip
+    upload_and_wait(page, "open_dfile", z, ".st-key-open_mean input")  # the image settings, shown for a zip
     wait_idle(page)
     page.locator(".st-key-open_shape input").fill("1,8,8")
     page.locator(".st-key-open_shape input").press("Enter")
@@ -247,8 +247,7 @@ def test_open_a_torchvision_segmenter_with_an_uploaded_zip_of_masks_prune_and_re
     page.locator(".st-key-open_kwargs input").fill('{"num_classes": 3}')
     page.locator(".st-key-open_dkind").get_by_text("upload", exact=True).click()
     wait_idle(page)
-    page.locator('.st-key-open_dfile input[type="file"]').set_input_files(str(z))
-    page.locator(".st-key-open_size input").wait_for(timeout=60_000)  # the image settings, shown for a zip
+    upload_and_wait(page, "open_dfile", z, ".st-key-open_size input")  # the image settings, shown for a zip
     page.locator(".st-key-open_size input").fill("64,64")
     page.locator(".st-key-open_size input").press("Enter")
     wait_idle(page)
@@ -260,7 +259,12 @@ def test_open_a_torchvision_segmenter_with_an_uploaded_zip_of_masks_prune_and_re
         page.wait_for_timeout(200)
     assert picker.input_value().startswith("e2e_streets")
     wait_idle(page, 120)
-    assert_no_exception(page)
+    assert_no_exception(page)  # the Model page: the eval set by main class and labelled pixels
+    page.screenshot(path=str(tmp_path / "segmenter_model_page.png"), full_page=True)
+    page.get_by_role("tab", name="Eval set").click()
+    page.get_by_text("in the quick subset").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)  # the table draws on a canvas
+    page.screenshot(path=str(tmp_path / "segmenter_eval_set.png"))
     goto(page, "Prune")
     assert metric_value(page, "Mean IoU").endswith("%") and metric_value(page, "Pixel accuracy").endswith("%")
     assert metric_value(page, "Output error") == "0.0%"  # the base against itself

@@ -71,15 +71,31 @@ def missing(reason: str):
 # Pages
 
 def wait_idle(page, timeout: float = 60.0) -> None:
-    """Wait until Streamlit has finished running the script (no 'running' indicator)."""
+    """Wait until Streamlit has finished running the script (no 'running' indicator, and no
+    spinner: the indicator can lag a run that has already drawn one)."""
     page.wait_for_timeout(300)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').count()
+        running = page.locator('[data-testid="stStatusWidget"], [data-testid="stSpinner"]').count()
         if not running:
             return
         page.wait_for_timeout(200)
     raise AssertionError("the app kept running for too long")
+
+
+def upload_and_wait(page, key: str, path, shown: str, tries: int = 2) -> None:
+    """Choose ``path`` in the file uploader of widget ``key`` and wait for ``shown`` (a locator that
+    the upload brings). On a busy machine a file chosen while a rerun replaces the uploader can be
+    dropped by the browser; it is then chosen again (``tries`` in all)."""
+    for i in range(tries):
+        wait_idle(page)
+        page.locator(f'.st-key-{key} input[type="file"]').set_input_files(str(path))
+        try:
+            page.locator(shown).wait_for(timeout=60_000)
+            return
+        except Exception:
+            if i == tries - 1:
+                raise
 
 
 def assert_no_exception(page) -> None:
