@@ -16,6 +16,9 @@ def nest_quality_cards(cols, m: Metrics, base: Metrics, task: str) -> None:
     cosine (or the worst leaf's), the relative output error."""
     over = f"the {m.n} examples of the {m.subset} eval subset"
     leaves = list(m.leaf_figures or {})
+    if m.output == "detection":
+        detection_cards(cols, m, base, over)
+        return
     if m.class_iou is not None:  # label masks (task segmentation)
         present = sum(v is not None for v in m.class_iou)
         cols[0].metric("Mean IoU", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
@@ -49,9 +52,41 @@ def nest_quality_cards(cols, m: Metrics, base: Metrics, task: str) -> None:
                                                f"over the leaves and over {over}.")
 
 
+def _boxes_words(m: Metrics) -> str:
+    return (f"a box scored {m.extra.get('score_threshold', 0.5):g} or more; found again: a box of the same label "
+            f"with IoU >= {m.extra.get('iou', 0.5):g}, each matched once")
+
+
+def detection_cards(cols, m: Metrics, base: Metrics, over: str) -> None:
+    """A detector's cards: box recall (the headline), box precision, 1 - F1 (its output error)."""
+    f, bf = m.leaf_figures["detections"], (base.leaf_figures or {}).get("detections", {})
+    cols[0].metric("Box recall", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
+                   help=f"Share of the base model's boxes this model finds again ({_boxes_words(m)}), per image, mean "
+                        f"over {over} (an image where the base finds nothing counts 100%). The headline automatic "
+                        "plans and sensitivity read.")
+    cols[1].metric("Box precision", fmt.pct(f["box_precision"]),
+                   fmt.delta(f["box_precision"], bf.get("box_precision"), "pp") if bf else None,
+                   help=f"Share of this model's boxes that match a box of the base ({_boxes_words(m)}), per image, "
+                        f"mean over {over}. Boxes per image: {f['boxes']:.1f} now, {f['base_boxes']:.1f} the base's.")
+    cols[2].metric("Boxes unmatched (1 − F1)", fmt.pct(m.output_error),
+                   fmt.delta(m.output_error, base.output_error, "pp"), delta_color="inverse",
+                   help=f"One minus the F1 of box recall and precision per image, mean over {over}: 0% is the base's "
+                        "boxes exactly and no others.")
+
+
 def leaf_table_ui(m: Metrics, base: Metrics) -> None:
-    """Every judged output leaf, its figures now and the base's."""
+    """Every judged output leaf, its figures now and the base's (a detector: its boxes)."""
     if not m.leaf_figures:
+        return
+    if m.output == "detection":
+        f, bf = m.leaf_figures["detections"], (base.leaf_figures or {}).get("detections", {})
+        rows = [{"model": "current", "boxes per image": round(f["boxes"], 1), "box recall": fmt.pct(f["box_recall"]),
+                 "box precision": fmt.pct(f["box_precision"])},
+                {"model": "base", "boxes per image": round(bf.get("base_boxes", f["base_boxes"]), 1),
+                 "box recall": "100.0%", "box precision": "100.0%"}]
+        with st.expander("Boxes against the base's", expanded=False):
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+            st.caption(f"Per image, mean over the {m.n} images of the {m.subset} subset; {_boxes_words(m)}.")
         return
     rows = []
     for k, f in m.leaf_figures.items():
@@ -84,7 +119,12 @@ def own_metric_ui(ws, m: Metrics, base: Metrics) -> None:
 
 
 def nest_full_row(model: str, m: Metrics, task: str) -> dict:
-    """One row of the full-set table for a "dense" / "nest" model."""
+    """One row of the full-set table for a "dense" / "nest" / "detection" model."""
+    if m.output == "detection":
+        f = m.leaf_figures["detections"]
+        return {"model": model, "box recall against the base": fmt.pct(m.accuracy),
+                "box precision": fmt.pct(f["box_precision"]), "boxes per image": round(f["boxes"], 1),
+                "examples": m.n}
     head = fmt.pct(m.accuracy) if m.output == "dense" else f"{m.accuracy:.4f}"
     row = {"model": model, m.quality_name(task): head}
     if m.pixel_accuracy is not None:
@@ -93,4 +133,4 @@ def nest_full_row(model: str, m: Metrics, task: str) -> dict:
             "examples": m.n}
 
 
-__all__ = ["nest_quality_cards", "leaf_table_ui", "nest_full_row", "own_metric_ui"]
+__all__ = ["nest_quality_cards", "detection_cards", "leaf_table_ui", "nest_full_row", "own_metric_ui"]

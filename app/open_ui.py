@@ -64,6 +64,15 @@ def _floats(text: str, what: str) -> tuple[float, ...] | None:
     return vals
 
 
+def _score(text: str) -> float | None:
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise PrunescopeError(f"the box score threshold must be a number in (0, 1], e.g. 0.5; got {text!r}") from exc
+
+
 def _source_ui() -> tuple[str, str, str]:
     """(source kind, factory or architecture, kwargs JSON)."""
     c1, c2 = st.columns([1, 2])
@@ -193,7 +202,7 @@ def open_model_ui() -> None:
                                "an embedding (task fidelity) by its cosine with the base's and the nearest-neighbour "
                                "recall@k (the base's neighbours of each example it keeps). auto: a Hugging Face "
                                "encoder without a head is an embedding; anything else class scores.")
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns([2, 2, 1])
     judged = c1.text_input("Output leaves judged (optional)", key="open_judged", placeholder="all, or e.g. out",
                            help="A model returning several outputs (a tuple, a dict): the leaves judged, separated by "
                                 "commas, named as the Prune page's table of output leaves lists them (out, aux, 0, "
@@ -203,6 +212,10 @@ def open_model_ui() -> None:
                                 "called as function(outputs, targets) on every evaluation and returning {name: "
                                 "number}; targets are the labels (or masks), or for task fidelity the base model's "
                                 "outputs. Its figures are shown beside the built-in ones.")
+    score = c3.text_input("Box score threshold", key="open_score", placeholder="0.5",
+                          help="A detector (e.g. torchvision's fasterrcnn_*, retinanet_*, ssd*): its boxes scored "
+                               "below this are not detections. A pruned detector is judged by the share of the base's "
+                               "boxes it finds again. Empty: 0.5; other models: leave it empty.")
     if st.button("Open the model", key="open_go", type="primary", icon=":material/upload:"):
         def go():
             if not name.strip() or not what.strip():
@@ -223,7 +236,8 @@ def open_model_ui() -> None:
                             data=data_of(name.strip()), input_shape=parse_shape(shape_text),
                             task=None if task == "auto" else task, output=None if output == "auto" else output,
                             metric=metric.strip() or None,
-                            judged=[t.strip() for t in judged.split(",") if t.strip()] or None)
+                            judged=[t.strip() for t in judged.split(",") if t.strip()] or None,
+                            score_threshold=_score(score))
 
         with st.spinner("Reading the data and checking that the model runs on it…"):
             spec = run_action(go, now=True)

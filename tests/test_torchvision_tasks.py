@@ -1,5 +1,5 @@
 """torchvision models of every task by name (issue 24): segmenters and video classifiers open with
-no weights fetched; detection, optical flow and quantized models are refused with the reason."""
+no weights fetched; optical flow and quantized models are refused with the reason."""
 import pytest
 import torchvision as tv
 
@@ -21,8 +21,7 @@ def test_every_video_model_resolves_to_clips(name):
     assert kwargs["weights"] is None and shape[:2] == (3, 16) and len(shape) == 4
 
 
-@pytest.mark.parametrize("module,why", [("detection", "detection is not supported yet"),
-                                        ("optical_flow", "two images per example"),
+@pytest.mark.parametrize("module,why", [("optical_flow", "two images per example"),
                                         ("quantization", "int8 already")])
 def test_tasks_not_opened_yet_say_why(module, why):
     name = tv.models.list_models(module=getattr(tv.models, module))[0]

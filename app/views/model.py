@@ -124,6 +124,12 @@ def model_ui(ws) -> None:
         k[3].metric("Task", "embedding", help=f"Its output is an embedding: a pruned model is judged by its output "
                                               f"cosine with this base and the neighbour recall@{m.recall_k} of the "
                                               f"base's neighbours on the quick subset ({m.n} examples).")
+    elif m.output == "detection":
+        f = m.leaf_figures["detections"]
+        k[3].metric("Boxes / image (base, quick)", f"{f['base_boxes']:.1f}",
+                    help=f"The base detector's boxes scored {m.extra['score_threshold']:g} or more, per image, mean "
+                         f"over the quick subset ({m.n} images). A pruned detector is judged by the share of these "
+                         f"it finds again (same label, IoU >= {m.extra['iou']:g}).")
     elif spec.task == "fidelity":
         k[3].metric("Task", "fidelity", help=f"No labels: a pruned model is judged by its agreement with this base's "
                                              f"predictions on the quick subset ({m.n} examples).")

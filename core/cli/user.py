@@ -51,6 +51,9 @@ def _register_args(p):
                    help="your own metric from this environment (never from a file): FN(outputs, targets) returning "
                         "{name: number}, shown beside the built-in figures on every evaluation; targets are the "
                         "labels (or masks), or for task fidelity the base model's outputs")
+    p.add_argument("--score-threshold", type=float, metavar="S",
+                   help="a detector (torchvision's detection models): its boxes scored below S are not detections "
+                        "(default 0.5); a pruned detector is judged by the share of the base's boxes it finds again")
     p.add_argument("--json", action="store_true")
 
 
@@ -88,9 +91,11 @@ def cmd_register(args):
                     kwargs=kwargs,
                     weights=args.weights, data=data, input_shape=parse_shape(args.input_shape), task=args.task,
                     output=args.output, metric=args.metric,
-                    judged=[t.strip() for t in args.judge.split(",") if t.strip()] if args.judge else None)
+                    judged=[t.strip() for t in args.judge.split(",") if t.strip()] if args.judge else None,
+                    score_threshold=args.score_threshold)
     return {"name": spec.name, "source": spec.description, "task": spec.task, "output": spec.output,
-            "metric": spec.extra.get("metric"), "judged": spec.extra.get("judged"), "dataset": spec.dataset,
+            "metric": spec.extra.get("metric"), "judged": spec.extra.get("judged"),
+            "score_threshold": spec.extra.get("score_threshold"), "dataset": spec.dataset,
             "input_shape": list(spec.input_shape), "params": param_count(spec), "weights": spec.weights,
             "stored_in": str(home())}
 

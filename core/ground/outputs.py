@@ -38,6 +38,13 @@ def leaves(out) -> dict[str, torch.Tensor]:
     return {_name(path): t for path, t in flat if isinstance(t, torch.Tensor)}
 
 
+def leaf_shapes(out) -> dict[str, tuple]:
+    """The shape of each leaf of ``out``; a detector's without its first dimension (how many boxes
+    it found varies; pruned, it must still give boxes of four coordinates, scores and labels)."""
+    cut = 1 if is_detections(out) else 0
+    return {k: tuple(t.shape)[cut:] for k, t in leaves(out).items()}
+
+
 def is_nest(out) -> bool:
     """True when ``out`` is anything but one plain tensor."""
     return not isinstance(out, torch.Tensor)
@@ -62,18 +69,56 @@ def take(named: dict[str, torch.Tensor], index) -> dict[str, torch.Tensor]:
     return {k: t[index] for k, t in named.items()}
 
 
-NEST_KINDS = ("dense", "nest")  # output kinds whose outputs are judged leaf by leaf (a dict of leaves)
+# output kinds kept as a dict of leaves: judged leaf by leaf ("dense", "nest"), or box by box ("detection")
+NEST_KINDS = ("dense", "nest", "detection")
+MAX_BOXES = 300  # a detector's boxes kept per image, highest scores first (torchvision's give at most 100-300)
+SCORE_THRESHOLD = 0.5  # a detector's boxes scored below this are not detections (a model's own: ModelSpec.extra)
 
 
-def judged_outputs(out, output: str, judged: tuple[str, ...] | list[str] | None = None):
+def is_detections(out) -> bool:
+    """True for a detector's raw output: a list or tuple of dicts, each with boxes and scores
+    (torchvision's detectors in eval mode)."""
+    return (isinstance(out, (list, tuple)) and len(out) > 0
+            and all(isinstance(d, dict) and "boxes" in d and "scores" in d for d in out))
+
+
+def padded_detections(out, score: float = SCORE_THRESHOLD, keep: int = MAX_BOXES) -> dict[str, torch.Tensor]:
+    """A detector's raw output as ``{"boxes": N x keep x 4, "scores": N x keep, "labels": N x keep}``
+    (fp32, on the CPU): the ``keep`` highest-scoring boxes of each image at or above ``score``;
+    padding has score -1 and label -1, so batches join like any dict of leaves.
+
+    Raises:
+        ValueError: not a detector's output (our caller checked the output kind at registration).
+    """
+    if not is_detections(out):
+        raise ValueError(f"a detector's output is a list of dicts with boxes and scores; got {type(out).__name__}")
+    n = len(out)
+    boxes, scores, labels = torch.zeros(n, keep, 4), torch.full((n, keep), -1.0), torch.full((n, keep), -1.0)
+    for i, d in enumerate(out):
+        s = d["scores"].detach().float().cpu()
+        order = s.argsort(descending=True)[:keep]
+        order = order[s[order] >= score]
+        k = len(order)
+        boxes[i, :k] = d["boxes"].detach().float().cpu().reshape(-1, 4)[order]
+        scores[i, :k] = s[order]
+        lab = d.get("labels")
+        labels[i, :k] = lab.detach().float().cpu()[order] if lab is not None else 0.0
+    return {"boxes": boxes, "scores": scores, "labels": labels}
+
+
+def judged_outputs(out, output: str, judged: tuple[str, ...] | list[str] | None = None,
+                   score: float | None = None):
     """A model's raw output as the evaluator keeps it: the tensor itself (fp32) for "logits" and
     "embedding"; for "dense" / "nest" the ``{name: fp32 tensor}`` of the judged leaves (``judged``,
-    default every judgeable leaf), in the nest's order.
+    default every judgeable leaf), in the nest's order; for "detection" the padded boxes at or above
+    ``score`` (default :data:`SCORE_THRESHOLD`, :func:`padded_detections`).
 
     Raises:
         ValueError: a judged leaf the output does not have (our caller checked the names at
             registration: a model whose outputs change between calls is a bug to see).
     """
+    if output == "detection":
+        return padded_detections(out, SCORE_THRESHOLD if score is None else score)
     if output not in NEST_KINDS:
         return out.float()
     named = leaves(out)
@@ -88,8 +133,11 @@ def output_kind(out, input_shape: tuple[int, ...] | None = None) -> str | None:
     """The output kind a model's raw output ``out`` (on a batch) calls for: "logits" for one
     (N, K) tensor (class scores, or features the person calls an embedding); "dense" when the
     output, or its leaf ``out`` (torchvision's segmenters), is a map (N, C, H, W) over the input's
-    spatial size, class scores per pixel; "nest" for anything else with a judgeable leaf; None
+    spatial size, class scores per pixel; "detection" for a list of dicts with boxes and scores (one
+    per image: torchvision's detectors); "nest" for anything else with a judgeable leaf; None
     when nothing in it can be judged (no float tensor with a batch dimension)."""
+    if is_detections(out):
+        return "detection"
     named = leaves(out)
     names = judgeable(named)
     if not names:
@@ -132,5 +180,6 @@ def batch_size(out) -> int:
     return len(next(iter(out.values()))) if isinstance(out, dict) else len(out)
 
 
-__all__ = ["SINGLE", "NEST_KINDS", "leaves", "is_nest", "judgeable", "cat_leaves", "take", "judged_outputs",
+__all__ = ["SINGLE", "NEST_KINDS", "leaf_shapes", "MAX_BOXES", "SCORE_THRESHOLD", "is_detections",
+           "padded_detections", "leaves", "is_nest", "judgeable", "cat_leaves", "take", "judged_outputs",
            "map_out", "cat_outputs", "batch_size", "output_kind", "class_count"]

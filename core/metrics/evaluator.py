@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.ground.device import autocast, check_precision, peak_memory
-from core.ground.outputs import NEST_KINDS, batch_size, cat_outputs, judged_outputs
+from core.ground.outputs import NEST_KINDS, SCORE_THRESHOLD, batch_size, cat_outputs, judged_outputs
 from core.metrics.cost import (
     Latency,
     arch_signature,
@@ -29,6 +29,7 @@ from core.metrics.cost import (
     nonzero_counts,
     state_dict_bytes,
 )
+from core.metrics.detection import IOU
 from core.metrics.fidelity import neighbour_recall, output_cosine_each, recall_k, relative_error_each
 from core.metrics.nest import class_map, cosine_each, error_each, headline_each, headline_name, leaf_each
 from core.metrics.progressive import provisional_fields
@@ -187,8 +188,9 @@ def _nest_sums(out: dict, base_out: dict, output: str, masks: torch.Tensor | Non
     head = float(headline_each(out, base_out, output).sum())
     n = batch_size(out)
     per_leaf = {k: {f: float(v.sum()) for f, v in fs.items()} for k, fs in leaf_each(out, base_out, output).items()}
-    return QualitySums(n=n, correct=head, loss_sum=0.0, agree=head, cos_sum=float(cosine_each(out, base_out).sum()),
-                       class_ok=[], class_n=[], err_sum=float(error_each(out, base_out).sum()), output=output,
+    return QualitySums(n=n, correct=head, loss_sum=0.0, agree=head,
+                       cos_sum=float(cosine_each(out, base_out, output).sum()), class_ok=[], class_n=[],
+                       err_sum=float(error_each(out, base_out, output).sum()), output=output,
                        leaf_sums=per_leaf,
                        confmat=None if masks is None else confusion(out[class_map(out)], masks, num_classes))
 
@@ -202,13 +204,16 @@ class Evaluator:
 
     def __init__(self, evalset: EvalSet, base: nn.Module, *, task: str = "classification",
                  latency_batch: int = 64, latency_time: float = 0.3, precision: str = "fp32",
-                 output: str | None = None, judged: tuple[str, ...] | None = None, metric: str | None = None):
+                 output: str | None = None, judged: tuple[str, ...] | None = None, metric: str | None = None,
+                 score: float | None = None):
         self.evalset = evalset
         self.base = base
         self.task = task
         self.output = output or _registered_output(base)  # "logits" | "embedding" | "dense" | "nest"
         self.judged = judged or _registered_judged(base)  # "dense" / "nest": the leaves judged (None: all)
         self.metric = metric or _registered_extra(base, "metric")  # own_metric.py: a path
+        # "detection": boxes scored below this are not detections (None: outputs.SCORE_THRESHOLD)
+        self.score = score if score is not None else _registered_extra(base, "score_threshold")
         self._metric_fn: Callable | None = None
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
@@ -228,7 +233,7 @@ class Evaluator:
         ``{leaf: tensor}`` of the judged leaves. ``forward(model, x)``: runs the whole subset in
         its own way (e.g. the workspace's prefix reuse) instead of ``model(x)``, and must return the same."""
         x, _ = self.evalset.subset(subset)
-        judge = lambda out: judged_outputs(out, self.output, self.judged)
+        judge = lambda out: judged_outputs(out, self.output, self.judged, self.score)
         with autocast(x.device, precision or self.precision):
             if forward is not None:
                 return judge(forward(model, x))
@@ -347,6 +352,8 @@ class Evaluator:
         size = self._cached("size", sig, lambda: state_dict_bytes(model))
         base_lat, lat = self.latency_pair(model, sig) if latency else (None, None)
         extra = {"perplexity": math.exp(min(q["loss"], 700.0))} if self.task == "language-model" else {}
+        if self.output == "detection":  # what its figures count as a box: stated with them
+            extra.update(score_threshold=SCORE_THRESHOLD if self.score is None else self.score, iou=IOU)
         if self.metric:
             extra["own"] = self.own_figures(out, base_out, y)
         if subset == "glimpse":

@@ -54,11 +54,11 @@ def provisional_fields(q: dict, out: torch.Tensor, base_out: torch.Tensor, y: to
         return fields
     if q.get("class_iou") is not None:  # a mean IoU is of all the slice's pixels together, not a mean of
         # examples: no per-example interval; the output error's is still one
-        fields["extra"]["loss_interval"] = normal_interval(error_each(out, base_out))
+        fields["extra"]["loss_interval"] = normal_interval(error_each(out, base_out, q["output"]))
         return fields
     if q["output"] in NEST_KINDS:  # a mean of per-example shares (pixels) or cosines: a normal interval
         fields["interval"] = normal_interval(headline_each(out, base_out, q["output"]))
-        fields["extra"]["loss_interval"] = normal_interval(error_each(out, base_out))
+        fields["extra"]["loss_interval"] = normal_interval(error_each(out, base_out, q["output"]))
         return fields
     fields["interval"] = wilson(round(q["accuracy"] * n), n)
     target = y if task in LABELLED_TASKS else base_out.argmax(1)

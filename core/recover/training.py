@@ -152,9 +152,14 @@ def _output_kind(model: nn.Module, spec, step: Finetune, x: torch.Tensor, labell
     nest (several heads, a class map with aux: trained leaf by leaf, ``losses.py``), None for one tensor.
 
     Raises:
-        ModelError: loss "predictions" for outputs without classes (an embedding, unlabelled features).
+        ModelError: loss "predictions" for outputs without classes (an embedding, unlabelled features);
+            a detector (in train mode it returns its own losses and needs box targets).
     """
     kind = getattr(spec, "output", "logits")
+    if kind == "detection":
+        raise ModelError(f"finetune: {spec.name!r} is a detector; in training mode a detector (torchvision's) returns "
+                         "its own losses and needs box targets, which prunescope does not read yet. Fine-tune it in "
+                         "your own training code on the exported model (the recipe replays the pruning)")
     with torch.no_grad():
         nested = kind in ("dense", "nest") or (kind == "logits" and is_nest(model(x[:1])))
     nest = (spec.extra.get("judged"), kind == "dense" or spec.task == "segmentation") if nested else None

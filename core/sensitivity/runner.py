@@ -42,12 +42,13 @@ class Payload:
     cache_bytes: int = 1 << 30  # most bytes of recorded activations per worker
     output: str = "logits"  # "logits" | "embedding" | "dense" | "nest": the evaluator's kind
     judged: tuple[str, ...] | None = None  # "dense" / "nest": the leaves judged (None: every judgeable one)
+    score: float | None = None  # "detection": the score threshold of a box (None: outputs.SCORE_THRESHOLD)
 
     def to(self, device: torch.device | str) -> Payload:
         cal = tuple(t.to(device) for t in self.calibration)
         return Payload(self.model_name, copy.deepcopy(self.source).to(device), self.x.to(device), self.y.to(device),
                        map_out(self.base_out, lambda t: t.to(device)), self.num_classes, self.task, self.seed,
-                       cal, self.threads, self.cache_bytes, self.output, self.judged)
+                       cal, self.threads, self.cache_bytes, self.output, self.judged, self.score)
 
     def shard_data(self, shard: tuple[int, int]) -> ShardData:
         """The evaluation data of one shard (what a remote worker receives per shard)."""
@@ -159,12 +160,12 @@ class Runner:
                macs: int, params: int, pruned: int, total: int, warnings=()) -> Point:
         """The point's figures against the labels and the base, and against the source."""
         d = self._shard(shard)
-        judge = lambda o: judged_outputs(o, self.p.output, self.p.judged)
+        judge = lambda o: judged_outputs(o, self.p.output, self.p.judged, self.p.score)
         out, src = cat_outputs([judge(o) for o in outs]), cat_outputs([judge(c.output) for c in chunks])
         sums = quality_sums(out, d.base_out, d.y, self.p.task, self.p.num_classes, self.p.output)
         if self.p.output in NEST_KINDS:  # a share of pixels (or of cosine) changed, as a count of examples
             changed = float((1 - headline_each(out, src, self.p.output)).sum())
-            cos = float(cosine_each(out, src).sum())
+            cos = float(cosine_each(out, src, self.p.output).sum())
         else:
             changed = int((out.argmax(1) != src.argmax(1)).sum())
             cos = float(torch.nn.functional.cosine_similarity(out.float(), src.float(), dim=1).double().sum())

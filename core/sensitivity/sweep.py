@@ -179,7 +179,8 @@ def payload_for(model: nn.Module, evaluator: Evaluator, ctx: ApplyContext, subse
     # model meanwhile (a sweep runs in a background thread).
     return Payload(ctx.model_name, clone_model(model).eval(), x, y, evaluator.base_outputs(subset),
                    evaluator.evalset.num_classes, evaluator.task, seed, ctx.calibration(seed),
-                   threads=torch.get_num_threads(), output=evaluator.output, judged=evaluator.judged)
+                   threads=torch.get_num_threads(), output=evaluator.output, judged=evaluator.judged,
+                   score=evaluator.score)
 
 
 def layer_names(model: nn.Module, granularity: str, ctx: ApplyContext) -> list[str]:

@@ -123,7 +123,8 @@ def _extra(entry: UserEntry) -> dict:
     extra = {"source": "user", **({"tokenizer": entry.kwargs["path"], "weights_in_folder": True}
                                   if entry.factory == HF_FACTORY else {})}
     return {**extra, **({"metric": entry.metric} if entry.metric else {}),
-            **({"judged": list(entry.judged)} if entry.judged else {})}
+            **({"judged": list(entry.judged)} if entry.judged else {}),
+            **({"score_threshold": entry.score_threshold} if entry.score_threshold is not None else {})}
 
 
 def output_of(entry: UserEntry) -> str:
@@ -176,7 +177,8 @@ def _restore(name: str, old) -> None:
 def register(name: str, *, factory: str | None = None, torchvision: str | None = None, timm: str | None = None,
              hf: str | None = None, kwargs: dict | None = None, weights: str | None = None, data: dict | None = None,
              input_shape: tuple[int, ...] | None = None, task: str | None = None, output: str | None = None,
-             metric: str | None = None, judged: list[str] | tuple[str, ...] | None = None, save: bool = True):
+             metric: str | None = None, judged: list[str] | tuple[str, ...] | None = None,
+             score_threshold: float | None = None, save: bool = True):
     """Register a person's model (and data) under ``name``, check that it runs, and
     remember it (``save``). Registering a name again replaces that entry (a notebook cell
     run twice). Returns the spec.
@@ -187,6 +189,7 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     module's docstring), or a path read by :func:`data_from_path`; None: 256 synthetic inputs.
     ``output``: "logits" (class scores) or "embedding" (features, task fidelity); None: an
     encoder folder's pooled output is an embedding, anything else logits (:func:`output_of`).
+    ``score_threshold``: a detector's boxes scored below it are not detections (default 0.5).
 
     Raises:
         PrunescopeError: a bad name, factory, data description or task; the name of a
@@ -194,7 +197,8 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
             a model that does not take the data's inputs or does not return (N, K) outputs.
     """
     entry = _new_entry(name, factory, torchvision, timm, hf, kwargs, weights, data, input_shape, task, output)
-    entry = dataclasses.replace(entry, metric=metric or None, judged=tuple(judged) if judged else None)
+    entry = dataclasses.replace(entry, metric=metric or None, judged=tuple(judged) if judged else None,
+                                score_threshold=score_threshold)
     entry, loaded, n_classes = with_data(entry)
     from core.ground.outputs import class_count  # torch: not at import (the CLI's help stays light)
 
@@ -281,6 +285,12 @@ def _check_judged_and_metric(entry: UserEntry, out, loaded) -> None:
             :func:`core.sources.own_metric.own_figures` says."""
     from core.ground.outputs import NEST_KINDS, judgeable, judged_outputs, leaves
 
+    if entry.score_threshold is not None and entry.output != "detection":
+        raise PrunescopeError(f"a score threshold is for a detector's boxes; model {entry.name!r} returns "
+                              f"{entry.output} outputs: leave it out")
+    if entry.judged and entry.output == "detection":
+        raise PrunescopeError(f"model {entry.name!r} is a detector: its boxes, labels and scores are judged together "
+                              f"(judged {list(entry.judged)}); leave judged out")
     if entry.judged and entry.output not in NEST_KINDS:
         raise PrunescopeError(f"model {entry.name!r} returns one {entry.output} tensor: there are no output leaves to "
                               f"choose (judged {list(entry.judged)}); leave judged out")

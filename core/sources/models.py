@@ -32,8 +32,9 @@ LABELLED_TASKS = ("classification", "language-model", "segmentation")
 # with the base's embeddings; an argmax over features means nothing)
 # "dense" and "nest" (issue 24): outputs that are not one (N, K) tensor, kept as named leaves and judged leaf by
 # leaf against the base's (core/metrics/nest.py): "dense" a class map (N, C, H, W, a segmenter's), judged by pixel
-# agreement; "nest" anything else (a tuple or dict, several heads, feature maps), judged by the mean output cosine
-OUTPUTS = ("logits", "embedding", "dense", "nest")
+# agreement; "nest" anything else (a tuple or dict, several heads, feature maps), judged by the mean output cosine;
+# "detection" boxes per image (torchvision's detectors), judged by the base's boxes found again (metrics/detection.py)
+OUTPUTS = ("logits", "embedding", "dense", "nest", "detection")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ def check_output(output, task: str) -> None:
     if output not in OUTPUTS:
         raise PrunescopeError(f"output must be one of {OUTPUTS} (class scores; an embedding judged by cosine and "
                               "neighbour recall; a dense class map judged by pixel agreement; any other nest of "
-                              f"outputs judged leaf by leaf), got {echo(output)}")
+                              "outputs judged leaf by leaf; a detector's boxes judged by the base's boxes found "
+                              f"again), got {echo(output)}")
     if task == "segmentation" and output != "dense":
         raise PrunescopeError(f"task 'segmentation' (label masks) needs output 'dense' (a class map N x C x H x W), "
                               f"got output {output!r}")

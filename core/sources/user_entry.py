@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import PrunescopeError, StepError
-from core.ground.constraints import Checked, Instance, Items, Maybe, Options, Pattern, Shape
+from core.ground.constraints import Checked, Instance, Interval, Items, Maybe, Options, Pattern, Shape
 from core.sources.describe import DATA_KINDS, HF_FACTORY, DataSource, SyntheticSource, TextSource, data_source
 from core.sources.models import OUTPUTS
 
@@ -52,7 +52,8 @@ class UserEntry(Checked):
                    "input_shape": INPUT_SHAPE, "task": Options(TASKS, optional=True),
                    "output": Options(OUTPUTS, optional=True), "metric": METRIC,
                    "judged": Maybe(Items(Pattern(r"[^\x00]{1,200}", "a leaf name"), min_items=1, max_items=64,
-                                         unique=True))}
+                                         unique=True)),
+                   "score_threshold": Interval(0.0, 1.0, closed="right", optional=True)}
     name: str
     factory: str  # package.module:function
     kwargs: dict = field(default_factory=dict)  # keyword arguments of the factory (plain data)
@@ -66,6 +67,8 @@ class UserEntry(Checked):
     # a person's own metric: package.module:function(outputs, targets) -> {name: number} (own_metric.py)
     metric: str | None = None
     judged: tuple[str, ...] | None = None  # the output leaves judged ("dense" / "nest"); None: every float leaf
+    # a detector's boxes scored below this are not detections (output "detection"); None: outputs.SCORE_THRESHOLD
+    score_threshold: float | None = None
 
     def _owner(self) -> str:
         return "entry"

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from core.errors import ModelError
-from core.ground.outputs import is_nest, leaves
+from core.ground.outputs import is_nest, leaf_shapes, leaves
 from core.ground.units import UNIT_GRANULARITIES
 from core.prune.masks import PRUNABLE_TYPES
 from core.prune.structured.heads import Heads, find_heads, stacked_rows
@@ -114,10 +114,6 @@ MAX_GROUP_INDICES = 1 << 16  # a group whose channel indices multiply past this 
 
 def _drop_saved(_t):
     return None
-
-
-def _output_of(out) -> dict[str, tuple]:
-    return {k: tuple(t.shape) for k, t in leaves(out).items()}
 
 
 def _grad_fn(o):
@@ -193,7 +189,7 @@ def build_graph(model: nn.Module, example: torch.Tensor, outputs: list | None = 
     if returned and is_nest(returned[-1]):
         out_layers |= _leaf_layers(returned[-1], made_by)
     if outputs is not None and returned:
-        outputs.append(_output_of(returned[-1]))
+        outputs.append(leaf_shapes(returned[-1]))
     return dg, order[-1], out_layers
 
 

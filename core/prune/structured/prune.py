@@ -26,7 +26,7 @@ from torch import nn
 
 from core.errors import FOREIGN_ERRORS, ModelError, first_line
 from core.ground.constraints import Options, check_args
-from core.ground.outputs import SINGLE, leaves
+from core.ground.outputs import SINGLE, leaf_shapes
 from core.plan.report import UNIT_NORMALISED, StepReport
 from core.prune.structured.analysis import Analysis, all_unit_scores, analysis, calibration_for, example_input
 from core.prune.structured.graph import UNIT_GRANULARITIES, TorchPruningFailed, UnitGroup
@@ -114,7 +114,7 @@ def _runs(model: nn.Module, example: torch.Tensor, want: dict[str, tuple]) -> st
             out = model(example)
     except FOREIGN_ERRORS as exc:  # the person's model's forward, pruned: its failure is the finding
         return f"{type(exc).__name__}: {first_line(exc)[:160]}"
-    got = {k: tuple(t.shape) for k, t in leaves(out).items()}
+    got = leaf_shapes(out)
     if got.keys() != want.keys():
         return f"its output leaves are {', '.join(got)} instead of {', '.join(want)}"
     for k, shape in want.items():
@@ -150,7 +150,7 @@ def _out_shape(an: Analysis, model: nn.Module, example: torch.Tensor) -> dict[st
         except FOREIGN_ERRORS as exc:  # the person's model's forward
             raise ModelError(f"the model does not run on the example batch ({type(exc).__name__}: "
                              f"{first_line(exc)[:200]})") from exc
-        an.outputs[key] = {k: tuple(t.shape) for k, t in leaves(out).items()}
+        an.outputs[key] = leaf_shapes(out)
     if not an.outputs[key]:
         raise ModelError("structured pruning needs a model returning tensors (a tensor or a nest of them), "
                          "this one returns none")

@@ -1,0 +1,56 @@
+"""Every page on a torchvision detector (issue 24): the cards say what a detector is judged by
+(the base's boxes found again, at its score threshold) and no page fails."""
+import pytest
+
+from core.plan import Plan
+from core.prune import Prune
+from tests.helpers.app import ok, workspace
+
+PAGES = ["views/model.py", "views/prune.py", "views/sensitivity.py", "views/surgery.py", "views/explain.py",
+         "views/export.py", "views/history.py"]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from core.sources.entries import register
+    from core.sources.models import MODELS
+
+    spec = register("app_det", torchvision="fasterrcnn_mobilenet_v3_large_320_fpn",
+                    kwargs={"num_classes": 3, "min_size": 96, "max_size": 96}, input_shape=(3, 64, 64),
+                    score_threshold=0.05, data={"kind": "synthetic", "n": 24}, save=False)
+    yield spec.name
+    MODELS.unregister(spec.name)
+
+
+def _app(name: str):
+    """The app on ``name``, latency timed on batches of 4 images (a detector at 64 a batch is slow here)."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.helpers.app import APP
+
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["model_name"] = name
+    at.session_state["latency_batch"] = 4
+    at.run()
+    ok(at)
+    return at
+
+
+def test_the_prune_page_of_a_detector_reads_box_recall_and_precision(detector):
+    at = _app(detector)
+    workspace(at).set_plan(Plan(detector, (Prune(granularity="channel", sparsity=0.3),)))
+    at.run()
+    ok(at)
+    cards = {m.label: m for m in at.metric}
+    assert {"Box recall", "Box precision", "Boxes unmatched (1 − F1)"} <= set(cards) and "Accuracy" not in cards
+    assert cards["Box recall"].value != "100.0%" and cards["Box recall"].delta.startswith("-")
+    assert "scored 0.05 or more" in cards["Box recall"].help and "IoU >= 0.5" in cards["Box recall"].help
+
+
+def test_every_page_of_a_detector_opens(detector):
+    at = _app(detector)
+    for page in PAGES:
+        at.switch_page(page).run()
+        ok(at)
+    at.switch_page("views/model.py").run()
+    assert any(m.label == "Boxes / image (base, quick)" for m in at.metric)

@@ -1,0 +1,120 @@
+"""Detectors (issue 24): torchvision's detection models open by name (no weights fetched), their
+boxes are judged against the base's (box recall, precision, 1 - F1 at a stated score threshold),
+and pruning, sensitivity and the CLI work on them; training and judged leaves are refused with
+the reason."""
+import json
+
+import pytest
+import torch
+
+from core.errors import PrunescopeError
+from core.ground.outputs import MAX_BOXES, is_detections, output_kind, padded_detections
+from core.metrics.detection import error_each, match_each
+from core.plan import Plan
+from core.prune import Prune
+from core.sources.entries import register
+from core.workspace import Workspace
+
+DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
+SMALL = {"num_classes": 3, "min_size": 96, "max_size": 96}  # its transform resizes to 96 px: quick on the CPU
+
+
+def _image(boxes, labels, scores):
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels),
+            "scores": torch.tensor(scores)}
+
+
+def test_boxes_found_again_need_the_same_label_half_overlap_and_the_threshold():
+    base = [_image([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], [1, 2, 1], [0.9, 0.8, 0.3]),
+            _image([], [], [])]
+    cur = [_image([[1, 1, 10, 10], [20, 20, 30, 30], [60, 60, 70, 70]], [1, 1, 2], [0.95, 0.7, 0.6]),
+           _image([[0, 0, 5, 5]], [1], [0.9])]
+    b, c = padded_detections(base, score=0.5), padded_detections(cur, score=0.5)
+    assert b["boxes"].shape == (2, MAX_BOXES, 4) and int((b["scores"][0] >= 0).sum()) == 2  # 0.3 is no detection
+    m = match_each(c, b)
+    # image 0: the first base box is found (IoU 0.81, label 1); the second's overlap has label 1, not 2
+    assert m["box_recall"].tolist() == [0.5, 1.0]  # image 1: the base found nothing to find again
+    assert m["box_precision"].tolist() == [1 / 3, 0.0] and m["boxes"].tolist() == [3, 1]
+    f1 = 2 * 0.5 * (1 / 3) / (0.5 + 1 / 3)
+    assert error_each(m).tolist() == pytest.approx([1 - f1, 1.0])
+    assert match_each(b, b)["box_recall"].tolist() == [1.0, 1.0] and error_each(match_each(b, b)).tolist() == [0, 0]
+
+
+def test_each_box_is_found_once():
+    base = [_image([[0, 0, 10, 10], [0, 0, 10, 10]], [1, 1], [0.9, 0.8])]
+    cur = [_image([[0, 0, 10, 10]], [1], [0.9])]
+    assert match_each(padded_detections(cur), padded_detections(base))["box_recall"].tolist() == [0.5]
+
+
+def test_a_list_of_box_dicts_is_a_detection_output():
+    out = [_image([[0, 0, 1, 1]], [1], [0.9])]
+    assert is_detections(out) and output_kind(out, (3, 8, 8)) == "detection"
+    assert not is_detections([torch.zeros(2, 3)]) and output_kind({"out": torch.zeros(2, 3, 8, 8)}, (3, 8, 8)) == \
+        "dense"
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from core.sources.models import MODELS
+
+    spec = register("tv_det", torchvision=DETECTOR, kwargs=SMALL, input_shape=(3, 64, 64), score_threshold=0.05,
+                    data={"kind": "synthetic", "n": 24}, save=False)
+    yield spec
+    MODELS.unregister(spec.name)
+
+
+def test_a_torchvision_detector_opens_and_is_judged_by_the_bases_boxes(detector):
+    assert (detector.output, detector.task, detector.extra["score_threshold"]) == ("detection", "fidelity", 0.05)
+    ws = Workspace("tv_det", "cpu", quick_size=8, latency_time=0.01)
+    base = ws.base_metrics(latency=False)
+    f = base.leaf_figures["detections"]
+    assert base.quality_name("fidelity") == "box recall against the base" and base.accuracy == 1.0
+    assert f["base_boxes"] > 0 and f["boxes"] == f["base_boxes"] and base.output_error == 0.0
+    assert base.extra["score_threshold"] == 0.05 and base.extra["iou"] == 0.5
+    ws.set_plan(Plan("tv_det", (Prune(granularity="channel", sparsity=0.3),)))
+    m = ws.metrics(latency=False)
+    assert m.params < 0.97 * base.params and m.macs < base.macs  # channels removed: a smaller detector
+    assert m.accuracy < 1.0 and m.output_error > 0  # random weights: a pruned detector's boxes move
+
+
+def test_sensitivity_of_a_detector_reads_its_box_recall(detector):
+    from core.ground.layers import prunable_layers
+
+    ws = Workspace("tv_det", "cpu", quick_size=8, latency_time=0.01)
+    layers = list(prunable_layers(ws.model))[:2]
+    sens = ws.sensitivity(amounts=(0.5, 0.95), layers=layers)
+    assert sens.source["accuracy"] == 1.0 and set(sens.layers) == set(layers)
+    for layer in layers:  # box recall of the base's boxes, a share
+        assert all(0 <= p["accuracy"] <= 1 for p in sens.layers[layer])
+    assert any(p["accuracy"] < 1 for layer in layers for p in sens.layers[layer])
+
+
+def test_a_detector_is_not_fine_tuned_and_says_why(detector):
+    from core.recover import Finetune
+
+    ws = Workspace("tv_det", "cpu", quick_size=8, latency_time=0.01)
+    with pytest.raises(PrunescopeError, match="returns its own losses and needs box targets"):
+        ws.set_plan(Plan("tv_det", (Finetune(steps=1, loss="distill"),)))
+
+
+def test_a_threshold_is_for_detectors_and_a_detector_has_no_leaves_to_choose(own_home):
+    with pytest.raises(PrunescopeError, match="a score threshold is for a detector's boxes"):
+        register("lin", factory="torch.nn:Linear", kwargs={"in_features": 4, "out_features": 2}, input_shape=(4,),
+                 score_threshold=0.3, data={"kind": "synthetic", "n": 20}, save=False)
+    with pytest.raises(PrunescopeError, match="boxes, labels and scores are judged together"):
+        register("det_j", torchvision=DETECTOR, kwargs=SMALL, input_shape=(3, 64, 64), judged=["boxes"],
+                 data={"kind": "synthetic", "n": 20}, save=False)
+    with pytest.raises(PrunescopeError, match="score_threshold"):
+        register("det_0", torchvision=DETECTOR, kwargs=SMALL, input_shape=(3, 64, 64), score_threshold=0.0,
+                 data={"kind": "synthetic", "n": 20}, save=False)
+
+
+def test_the_cli_registers_a_detector_with_its_threshold(capsys, own_home):
+    from tests.helpers.cli import run
+
+    own_home.append("cli_det")
+    code, out, err = run(capsys, "register", "cli_det", "--torchvision", DETECTOR, "--kwargs", json.dumps(SMALL),
+                         "--input-shape", "3,64,64", "--synthetic", "20", "--score-threshold", "0.1", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert (got["output"], got["task"], got["score_threshold"]) == ("detection", "fidelity", 0.1)
