@@ -168,6 +168,25 @@ def _shape_ui(col, source: str) -> str:
                                          "vocabulary.")))
 
 
+def _judging_ui() -> tuple[str, str, str]:
+    """(leaves judged, your metric, box score threshold) as typed."""
+    c1, c2, c3 = st.columns([2, 2, 1])
+    judged = c1.text_input("Output leaves judged (optional)", key="open_judged", placeholder="all, or e.g. out",
+                           help="A model returning several outputs (a tuple, a dict): the leaves judged, separated by "
+                                "commas, named as the Prune page's table of output leaves lists them (out, aux, 0, "
+                                "1.boxes). Empty: every floating-point leaf.")
+    metric = c2.text_input("Your metric (optional)", key="open_metric", placeholder="mypackage.metrics:score",
+                           help="A package.module:function of this Python environment (never code from an upload), "
+                                "called as function(outputs, targets) on every evaluation and returning {name: "
+                                "number}; targets are the labels (or masks), or for task fidelity the base model's "
+                                "outputs. Its figures are shown beside the built-in ones.")
+    score = c3.text_input("Box score threshold", key="open_score", placeholder="0.5",
+                          help="A detector (e.g. torchvision's fasterrcnn_*, retinanet_*, ssd*): its boxes scored "
+                               "below this are not detections. A pruned detector is judged by the share of the base's "
+                               "boxes it finds again. Empty: 0.5; other models: leave it empty.")
+    return judged, metric, score
+
+
 def open_model_ui() -> None:
     """The panel (inside an expander on the Model page)."""
     ss = st.session_state
@@ -202,20 +221,7 @@ def open_model_ui() -> None:
                                "an embedding (task fidelity) by its cosine with the base's and the nearest-neighbour "
                                "recall@k (the base's neighbours of each example it keeps). auto: a Hugging Face "
                                "encoder without a head is an embedding; anything else class scores.")
-    c1, c2, c3 = st.columns([2, 2, 1])
-    judged = c1.text_input("Output leaves judged (optional)", key="open_judged", placeholder="all, or e.g. out",
-                           help="A model returning several outputs (a tuple, a dict): the leaves judged, separated by "
-                                "commas, named as the Prune page's table of output leaves lists them (out, aux, 0, "
-                                "1.boxes). Empty: every floating-point leaf.")
-    metric = c2.text_input("Your metric (optional)", key="open_metric", placeholder="mypackage.metrics:score",
-                           help="A package.module:function of this Python environment (never code from an upload), "
-                                "called as function(outputs, targets) on every evaluation and returning {name: "
-                                "number}; targets are the labels (or masks), or for task fidelity the base model's "
-                                "outputs. Its figures are shown beside the built-in ones.")
-    score = c3.text_input("Box score threshold", key="open_score", placeholder="0.5",
-                          help="A detector (e.g. torchvision's fasterrcnn_*, retinanet_*, ssd*): its boxes scored "
-                               "below this are not detections. A pruned detector is judged by the share of the base's "
-                               "boxes it finds again. Empty: 0.5; other models: leave it empty.")
+    judged, metric, score = _judging_ui()
     if st.button("Open the model", key="open_go", type="primary", icon=":material/upload:"):
         def go():
             if not name.strip() or not what.strip():

@@ -118,3 +118,12 @@ def test_the_cli_registers_a_detector_with_its_threshold(capsys, own_home):
     assert code == 0, err
     got = json.loads(out)
     assert (got["output"], got["task"], got["score_threshold"]) == ("detection", "fidelity", 0.1)
+
+
+def test_layer_divergence_of_a_detector_leaves_out_its_box_heads(detector):
+    """The box heads run on proposals, not one row per image: no CKA for them (it raised before)."""
+    ws = Workspace("tv_det", "cpu", quick_size=8, latency_time=0.01)
+    ws.set_plan(Plan("tv_det", (Prune(sparsity=0.5),)))
+    rows = {r["layer"]: r["cka"] for r in ws.divergence("quick")}
+    assert rows["backbone.body.0.0"] is not None and 0 < rows["backbone.body.0.0"] <= 1 + 1e-6
+    assert rows["roi_heads.box_head.fc6"] is None

@@ -42,11 +42,14 @@ def page() -> None:
                       else f"full test split ({len(ws.evalset.y)})")
     if ws.evaluator.output in NEST_KINDS:  # no predicted class per example to list or attribute
         dense = ws.evaluator.output == "dense"
-        kind = "a dense class map" if dense else "a nest of tensors"
-        st.info(f"This model's output is {kind}, judged leaf by leaf against the base (the per-leaf figures are "
-                "on the Prune page). " + ("The examples whose class map changed most are below; the confusion "
-                                          "matrix and attribution maps" if dense else "Changed examples, the "
-                                          "confusion matrix and attribution maps") +
+        kind = {"dense": "a dense class map", "detection": "boxes per image"}.get(ws.evaluator.output,
+                                                                               "a nest of tensors")
+        how = ("by the base's boxes it finds again (the box figures are on the Prune page)"
+               if ws.evaluator.output == "detection" else
+               "leaf by leaf against the base (the per-leaf figures are on the Prune page)")
+        shown = ("The examples whose class map changed most are below; the confusion matrix and attribution maps"
+                 if dense else "Changed examples, the confusion matrix and attribution maps")
+        st.info(f"This model's output is {kind}, judged {how}. {shown}" +
                 " explain one predicted class per example, so they are not shown; how each layer's representation "
                 "moved and what a unit responds to are below.")
         if ws.evaluator.output == "dense":  # a segmenter: its class maps, base against current
@@ -87,7 +90,7 @@ def _divergence_ui(ws, subset: str) -> None:
         if low is not None:
             st.caption(f"Lowest CKA: {low['layer']} ({low['cka']:.3f}). Linear CKA of each layer's outputs, base "
                        "against current, on the same examples (1 = the same representation up to rotation and "
-                       "scale; a cut layer is a gap).")
+                       "scale; a cut layer, or one whose output is not one row per example, is a gap).")
 
 
 

@@ -125,12 +125,13 @@ def changes(model: nn.Module, evaluator: Evaluator, subset: str = "quick") -> Ch
 
 
 def _layer_outputs(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each named module's output on ``x`` (one forward pass; hooks removed after)."""
+    """Each named module's output on ``x`` (one forward pass; hooks removed after): its first call's,
+    when that is one row per example (a detector's box heads run on its proposals: left out)."""
     mods = dict(model.named_modules())
     got, handles = {}, []
     for n in names:
         def hook(_m, _a, o, n=n):
-            if isinstance(o, torch.Tensor) and n not in got:
+            if isinstance(o, torch.Tensor) and n not in got and o.dim() >= 1 and len(o) == len(x):
                 got[n] = o.detach().flatten(1).float()
         handles.append(mods[n].register_forward_hook(hook))
     try:
@@ -147,7 +148,8 @@ def divergence(model: nn.Module, evaluator: Evaluator, subset: str = "quick") ->
     output of every prunable layer present in both (same name), in the base's order, on
     ``subset`` of the evaluator's eval set: 1 where the current model computes what the
     base does (up to a rotation and scale), lower where it departs. A layer cut out of the
-    current model is listed with ``cka`` None.
+    current model, or whose output is not one row per example (a detector's box heads), is
+    listed with ``cka`` None.
 
     Raises:
         PrunescopeError: the current model is not a PyTorch model (a quantised plan); an

@@ -49,6 +49,7 @@ def test_the_prune_page_of_a_detector_reads_box_recall_and_precision(detector):
 
 def test_every_page_of_a_detector_opens(detector):
     at = _app(detector)
+    workspace(at).set_plan(Plan(detector, (Prune(sparsity=0.5),)))  # the Explain page compares base and current
     for page in PAGES:
         at.switch_page(page).run()
         ok(at)

@@ -276,3 +276,54 @@ def test_open_a_torchvision_segmenter_with_an_uploaded_zip_of_masks_prune_and_re
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "segmenter_mean_iou.png"), full_page=True)
     keep_screenshots(tmp_path.glob("*.png"))
+
+
+def test_open_a_torchvision_detector_prune_it_and_see_every_page(page, app_url, tmp_path):
+    """torchvision's Faster R-CNN (random weights, nothing fetched) on synthetic images, opened in the
+    app with a box score threshold: judged by the base's boxes found again; a channel prune moves
+    it; every page opens (screenshots kept)."""
+    open_app(page, app_url)
+    goto(page, "Model")
+    pick(page, "Latency batch size", "8")  # a detector timed at 64 images a batch is slow on two cores
+    page.get_by_text("Open your own model").first.click()
+    page.locator(".st-key-open_name input").fill("e2e_boxes")
+    page.locator(".st-key-open_source").get_by_text("torchvision", exact=True).click()
+    wait_idle(page)
+    page.locator(".st-key-open_arch input").fill("fasterrcnn_mobilenet_v3_large_320_fpn")
+    page.locator(".st-key-open_kwargs input").fill('{"num_classes": 3, "min_size": 96, "max_size": 96}')
+    page.locator(".st-key-open_shape input").fill("3,64,64")
+    page.locator(".st-key-open_score input").fill("0.05")
+    page.locator(".st-key-open_score input").press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Open the model").click()
+    wait_idle(page, 240)
+    picker = page.locator('[data-testid="stSidebar"] [role="combobox"]').first
+    deadline = time.time() + 180
+    while not picker.input_value().startswith("e2e_boxes") and time.time() < deadline:
+        page.wait_for_timeout(200)
+    assert picker.input_value().startswith("e2e_boxes")
+    wait_idle(page, 180)
+    assert_no_exception(page)
+    assert float(metric_value(page, "Boxes / image (base, quick)")) > 0
+    page.screenshot(path=str(tmp_path / "detector_model.png"), full_page=True)
+    goto(page, "Prune")
+    assert metric_value(page, "Box recall") == "100.0%"  # the base against itself
+    pick(page, "Granularity", "channel (removed)")
+    params0 = metric_value(page, "Non-zero params")
+    thumb = global_slider(page)
+    thumb.focus()
+    for _ in range(30):
+        page.keyboard.press("ArrowRight")
+    page.get_by_text(re.compile(r"prune channel by l1: sparsity 30\.0%")).first.wait_for(timeout=180_000)
+    wait_idle(page, 180)
+    assert wait_change(page, "Non-zero params", params0) != params0  # channels removed: a smaller detector
+    assert wait_change(page, "Box recall", "100.0%", 120) != "100.0%"
+    assert_no_exception(page)
+    page.screenshot(path=str(tmp_path / "detector_prune.png"), full_page=True)
+    for title in ("Sensitivity", "Surgery", "Explain", "Export", "History"):
+        page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
+        page.get_by_role("heading", name=re.compile(rf"^{title}")).first.wait_for(timeout=180_000)
+        wait_idle(page, 180)
+        assert_no_exception(page)
+        page.screenshot(path=str(tmp_path / f"detector_{title.lower()}.png"), full_page=True)
+    keep_screenshots(tmp_path.glob("*.png"))
