@@ -58,8 +58,22 @@ def _boxes_words(m: Metrics) -> str:
 
 
 def detection_cards(cols, m: Metrics, base: Metrics, over: str) -> None:
-    """A detector's cards: box recall (the headline), box precision, 1 - F1 (its output error)."""
+    """A detector's cards: box recall (the headline), box precision, 1 - F1 (its output error); with
+    labelled boxes, mAP@0.5:0.95 (the headline), mAP@0.5 and box recall."""
     f, bf = m.leaf_figures["detections"], (base.leaf_figures or {}).get("detections", {})
+    recall, base_recall = f["box_recall"], bf.get("box_recall")
+    if m.map50 is not None:  # labelled boxes: COCO's mAP
+        coco = (f"COCO's average precision (torchmetrics on pycocotools) of every box the model gives, against the "
+                f"labelled boxes of {over}")
+        cols[0].metric("mAP@0.5:0.95", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
+                       help=f"{coco}: mean over IoU thresholds 0.5 to 0.95 and over the classes. The headline "
+                            "automatic plans and sensitivity read.")
+        cols[1].metric("mAP@0.5", fmt.pct(m.map50), fmt.delta(m.map50, base.map50, "pp"),
+                       help=f"{coco}, at IoU 0.5.")
+        cols[2].metric("Box recall", fmt.pct(recall), fmt.delta(recall, base_recall, "pp") if bf else None,
+                       help=f"Share of the base model's boxes this model finds again ({_boxes_words(m)}), per image, "
+                            f"mean over {over}. Box precision {fmt.pct(f['box_precision'])}.")
+        return
     cols[0].metric("Box recall", fmt.pct(m.accuracy), fmt.delta(m.accuracy, base.accuracy, "pp"),
                    help=f"Share of the base model's boxes this model finds again ({_boxes_words(m)}), per image, mean "
                         f"over {over} (an image where the base finds nothing counts 100%). The headline automatic "
@@ -122,7 +136,8 @@ def nest_full_row(model: str, m: Metrics, task: str) -> dict:
     """One row of the full-set table for a "dense" / "nest" / "detection" model."""
     if m.output == "detection":
         f = m.leaf_figures["detections"]
-        return {"model": model, "box recall against the base": fmt.pct(m.accuracy),
+        labelled = {"mAP@0.5:0.95": fmt.pct(m.accuracy), "mAP@0.5": fmt.pct(m.map50)} if m.map50 is not None else {}
+        return {"model": model, **labelled, "box recall against the base": fmt.pct(f["box_recall"]),
                 "box precision": fmt.pct(f["box_precision"]), "boxes per image": round(f["boxes"], 1),
                 "examples": m.n}
     head = fmt.pct(m.accuracy) if m.output == "dense" else f"{m.accuracy:.4f}"

@@ -103,15 +103,16 @@ def _data_ui(c2):
                      horizontal=True, help="synthetic: seeded random inputs, no labels (judged by fidelity to the "
                                            "base). Files: a tensors file (.npz or .safetensors: x and optionally y), "
                                            "a .csv table, a .zip / folder with one subfolder of images per class, or "
-                                           "(segmentation) one holding images/ and masks/, a mask per image. "
+                                           "(segmentation) one holding images/ and masks/, a mask per image, or "
+                                           "(detection) images/ and one COCO-style .json of boxes. "
                                            "Data is split 75/25 with a fixed seed.")
     dfile = dpath = dataset = None
     n = 256
     if dkind == "synthetic":
         n = int(c2.number_input("Examples", 8, 100_000, 256, 64, key="open_n"))
     elif dkind == "upload":
-        dfile = c2.file_uploader("Data file (.npz, .safetensors, .csv, .txt, or a .zip of class folders or of "
-                                 "images/ + masks/)",
+        dfile = c2.file_uploader("Data file (.npz, .safetensors, .csv, .txt, or a .zip of class folders, of "
+                                 "images/ + masks/, or of images/ + a COCO .json)",
                                  type=DATA_TYPES,
                                  key="open_dfile")
     elif dkind == "local path":
@@ -209,10 +210,11 @@ def open_model_ui() -> None:
     data_of = _data_ui(c2)
     c1, c2 = st.columns(2)
     shape_text = _shape_ui(c1, source)
-    task = c2.selectbox("Task", ["auto", "classification", "fidelity", "language-model", "segmentation"],
+    task = c2.selectbox("Task", ["auto", "classification", "fidelity", "language-model", "segmentation", "detection"],
                         key="open_task",
-                        help="auto: a Hugging Face folder's own (a causal LM: language-model); else segmentation when "
-                             "the data has label masks (mean IoU of the model's class map), classification when it "
+                        help="auto: a Hugging Face folder's own (a causal LM: language-model); else detection when the "
+                             "data has labelled boxes (COCO's mAP), segmentation when it has label masks (mean IoU "
+                             "of the model's class map), classification when it "
                              "has labels, else fidelity (agreement with the base model's outputs).")
     output = c2.selectbox("Output", ["auto", "logits", "embedding"], key="open_output",
                           format_func={"auto": "auto", "logits": "class scores (logits)",

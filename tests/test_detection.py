@@ -30,7 +30,8 @@ def test_boxes_found_again_need_the_same_label_half_overlap_and_the_threshold():
     cur = [_image([[1, 1, 10, 10], [20, 20, 30, 30], [60, 60, 70, 70]], [1, 1, 2], [0.95, 0.7, 0.6]),
            _image([[0, 0, 5, 5]], [1], [0.9])]
     b, c = padded_detections(base, score=0.5), padded_detections(cur, score=0.5)
-    assert b["boxes"].shape == (2, MAX_BOXES, 4) and int((b["scores"][0] >= 0).sum()) == 2  # 0.3 is no detection
+    assert b["boxes"].shape == (2, MAX_BOXES, 4) and int((b["scores"][0] >= 0).sum()) == 3  # every box kept
+    assert b["score_threshold"].tolist() == [0.5, 0.5]  # and the threshold they are judged at: 0.3 is no detection
     m = match_each(c, b)
     # image 0: the first base box is found (IoU 0.81, label 1); the second's overlap has label 1, not 2
     assert m["box_recall"].tolist() == [0.5, 1.0]  # image 1: the base found nothing to find again
@@ -127,3 +128,51 @@ def test_layer_divergence_of_a_detector_leaves_out_its_box_heads(detector):
     rows = {r["layer"]: r["cka"] for r in ws.divergence("quick")}
     assert rows["backbone.body.0.0"] is not None and 0 < rows["backbone.body.0.0"] <= 1 + 1e-6
     assert rows["roi_heads.box_head.fc6"] is None
+
+
+def test_labelled_boxes_from_a_coco_json_judge_a_detector_by_map(own_home, tmp_path):
+    """A folder of images/ and a COCO-style JSON: task detection by itself, boxes scaled with the
+    images; a detector that finds exactly them scores mAP 1 (torchmetrics on pycocotools)."""
+    from core.sources.describe import data_from_path
+    from core.sources.user_data import load_data
+    from tests.helpers.data import box_folder, zip_of
+
+    folder = box_folder(tmp_path / "shapes")
+    for name, path in (("boxes_dir", folder), ("boxes_zip", zip_of(folder, tmp_path / "shapes.zip"))):
+        spec = register(name, factory="tests.helpers.detectors:fixed_boxes", save=False,
+                        data=data_from_path(str(path), size=(24, 24)))
+        own_home.append(name)
+        assert (spec.task, spec.output) == ("detection", "detection")
+    from core.sources.entries import list_user_models  # noqa: F401  (registered with save=False: none stored)
+
+    ws = Workspace("boxes_dir", "cpu", quick_size=8, latency_time=0.01)
+    y = ws.evalset.y
+    assert y.shape[1:] == (2, 5) and y[0, :, :4].tolist() == [[2, 2, 10, 10], [12, 12, 20, 20]]  # crowd left out
+    assert ws.evalset.classes[1:3] == ["cat", "dog"]
+    base = ws.base_metrics(latency=False)
+    assert base.quality_name("detection") == "mAP@0.5:0.95" and base.accuracy == 1.0 and base.map50 == 1.0
+    assert base.leaf_figures["detections"]["box_recall"] == 1.0
+    ws.set_plan(Plan("boxes_dir", (Prune(sparsity=0.9),)))
+    m = ws.metrics(latency=False)
+    assert m.accuracy == 1.0  # its boxes do not move, only their scores
+    assert load_data  # the reader the registry uses
+
+
+def test_a_bad_boxes_file_says_what_is_accepted(own_home, tmp_path):
+    from core.errors import FileError
+    from core.sources.describe import data_from_path
+    from tests.helpers.data import box_folder
+
+    folder = box_folder(tmp_path / "bad")
+    (folder / "annotations.json").write_text('{"images": [{"id": 1, "file_name": "nope.png"}], "annotations": []}')
+    with pytest.raises(FileError, match="lists images not in images/: nope.png"):
+        register("bad_boxes", factory="tests.helpers.detectors:fixed_boxes", save=False,
+                 data=data_from_path(str(folder), size=(24, 24)))
+    (folder / "annotations.json").write_text('{"images": [{"id": 1, "file_name": "000.png"}], '
+                                             '"annotations": [{"image_id": 1, "bbox": [1, 2], "category_id": 1}]}')
+    with pytest.raises(FileError, match=r"bbox must be \[x, y, width, height\]"):
+        register("bad_boxes", factory="tests.helpers.detectors:fixed_boxes", save=False,
+                 data=data_from_path(str(folder), size=(24, 24)))
+    with pytest.raises(PrunescopeError, match="task detection needs a detector's boxes"):
+        register("not_det", factory="torch.nn:Flatten", save=False,
+                 data=data_from_path(str(box_folder(tmp_path / "ok")), size=(24, 24)))

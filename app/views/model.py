@@ -120,30 +120,7 @@ def model_ui(ws) -> None:
     k[0].metric("Parameters (base)", fmt.count(m.params), help=f"{m.params:,} parameters")
     k[1].metric("MACs / example (base)", fmt.count(m.macs))
     k[2].metric("Size (base)", fmt.nbytes(m.size_bytes), help="State dict as safetensors.")
-    if m.output == "embedding":
-        k[3].metric("Task", "embedding", help=f"Its output is an embedding: a pruned model is judged by its output "
-                                              f"cosine with this base and the neighbour recall@{m.recall_k} of the "
-                                              f"base's neighbours on the quick subset ({m.n} examples).")
-    elif m.output == "detection":
-        f = m.leaf_figures["detections"]
-        k[3].metric("Boxes / image (base, quick)", f"{f['base_boxes']:.1f}",
-                    help=f"The base detector's boxes scored {m.extra['score_threshold']:g} or more, per image, mean "
-                         f"over the quick subset ({m.n} images). A pruned detector is judged by the share of these "
-                         f"it finds again (same label, IoU >= {m.extra['iou']:g}).")
-    elif spec.task == "fidelity":
-        k[3].metric("Task", "fidelity", help=f"No labels: a pruned model is judged by its agreement with this base's "
-                                             f"predictions on the quick subset ({m.n} examples).")
-    elif spec.task == "language-model":
-        k[3].metric("Perplexity (base, quick)", f"{m.extra.get('perplexity', float('nan')):.4g}",
-                    help=f"exp(next-token loss) on the quick subset ({m.n} windows); next-token accuracy "
-                         f"{fmt.pct(m.accuracy)}.")
-    elif m.class_iou is not None:
-        k[3].metric("Mean IoU (base, quick)", fmt.pct(m.accuracy),
-                    help=f"Of the class map against the label masks, over all the pixels of the quick subset "
-                         f"({m.n} images); pixel accuracy {fmt.pct(m.pixel_accuracy)}.")
-    else:
-        k[3].metric("Accuracy (base, quick)", fmt.pct(m.accuracy),
-                    help=f"Top-1 on the quick subset ({m.n} examples).")
+    headline_card(k[3], spec, m)
     if m.latency:
         value, spread = fmt.ms_card(m.latency.median_ms, m.latency.iqr_ms)
         k[4].metric("Latency (base)", value, spread, delta_color="off", delta_arrow="off",
@@ -175,6 +152,38 @@ def model_ui(ws) -> None:
         with base:
             netron_ui(ws.base, key="model_graph", label="View base model graph", example=ws.evalset.x[:1],
                       identity=f"base:{ws.name}")
+
+
+def headline_card(col, spec, m) -> None:
+    """The base's headline figure on the quick subset, named for what the model is judged by."""
+    if m.output == "embedding":
+        col.metric("Task", "embedding", help=f"Its output is an embedding: a pruned model is judged by its output "
+                                              f"cosine with this base and the neighbour recall@{m.recall_k} of the "
+                                              f"base's neighbours on the quick subset ({m.n} examples).")
+    elif m.map50 is not None:
+        col.metric("mAP (base, quick)", fmt.pct(m.accuracy),
+                    help=f"COCO's mAP@0.5:0.95 against the labelled boxes of the quick subset ({m.n} images); "
+                         f"mAP@0.5 {fmt.pct(m.map50)}.")
+    elif m.output == "detection":
+        f = m.leaf_figures["detections"]
+        col.metric("Boxes / image (base, quick)", f"{f['base_boxes']:.1f}",
+                    help=f"The base detector's boxes scored {m.extra['score_threshold']:g} or more, per image, mean "
+                         f"over the quick subset ({m.n} images). A pruned detector is judged by the share of these "
+                         f"it finds again (same label, IoU >= {m.extra['iou']:g}).")
+    elif spec.task == "fidelity":
+        col.metric("Task", "fidelity", help=f"No labels: a pruned model is judged by its agreement with this base's "
+                                             f"predictions on the quick subset ({m.n} examples).")
+    elif spec.task == "language-model":
+        col.metric("Perplexity (base, quick)", f"{m.extra.get('perplexity', float('nan')):.4g}",
+                    help=f"exp(next-token loss) on the quick subset ({m.n} windows); next-token accuracy "
+                         f"{fmt.pct(m.accuracy)}.")
+    elif m.class_iou is not None:
+        col.metric("Mean IoU (base, quick)", fmt.pct(m.accuracy),
+                    help=f"Of the class map against the label masks, over all the pixels of the quick subset "
+                         f"({m.n} images); pixel accuracy {fmt.pct(m.pixel_accuracy)}.")
+    else:
+        col.metric("Accuracy (base, quick)", fmt.pct(m.accuracy),
+                    help=f"Top-1 on the quick subset ({m.n} examples).")
 
 
 def eval_set_ui(ws) -> None:

@@ -36,8 +36,9 @@ def _register_args(p):
     p.add_argument("--std", help="images: per-channel std to divide by, e.g. 0.229,0.224,0.225 (the default)")
     p.add_argument("--seq-len", type=int, help="text: tokens per example (default 64)")
     p.add_argument("--input-shape", help="one example's shape, e.g. 3,32,32 (read from --data when given)")
-    p.add_argument("--task", choices=["classification", "fidelity", "language-model", "segmentation"],
-                   help="default: --hf: from the folder's config (a causal LM: language-model); else segmentation "
+    p.add_argument("--task", choices=["classification", "fidelity", "language-model", "segmentation", "detection"],
+                   help="default: --hf: from the folder's config (a causal LM: language-model); else detection when "
+                        "the data is a folder of images/ and a COCO-style .json of boxes (COCO's mAP); segmentation "
                         "when the data has label masks (y of shape N,H,W, or a folder of images/ and masks/: mean "
                         "IoU of the class map), classification when it has labels, else fidelity")
     p.add_argument("--output", choices=["logits", "embedding"],

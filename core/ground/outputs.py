@@ -83,9 +83,10 @@ def is_detections(out) -> bool:
 
 
 def padded_detections(out, score: float = SCORE_THRESHOLD, keep: int = MAX_BOXES) -> dict[str, torch.Tensor]:
-    """A detector's raw output as ``{"boxes": N x keep x 4, "scores": N x keep, "labels": N x keep}``
-    (fp32, on the CPU): the ``keep`` highest-scoring boxes of each image at or above ``score``;
-    padding has score -1 and label -1, so batches join like any dict of leaves.
+    """A detector's raw output as ``{"boxes": N x keep x 4, "scores": N x keep, "labels": N x keep,
+    "score_threshold": N}`` (fp32, on the CPU): the ``keep`` highest-scoring boxes of each image
+    (padding has score -1 and label -1, so batches join like any dict of leaves), and the threshold
+    ``score`` a box is judged a detection at against the base (mAP reads every box kept).
 
     Raises:
         ValueError: not a detector's output (our caller checked the output kind at registration).
@@ -97,21 +98,20 @@ def padded_detections(out, score: float = SCORE_THRESHOLD, keep: int = MAX_BOXES
     for i, d in enumerate(out):
         s = d["scores"].detach().float().cpu()
         order = s.argsort(descending=True)[:keep]
-        order = order[s[order] >= score]
         k = len(order)
         boxes[i, :k] = d["boxes"].detach().float().cpu().reshape(-1, 4)[order]
         scores[i, :k] = s[order]
         lab = d.get("labels")
         labels[i, :k] = lab.detach().float().cpu()[order] if lab is not None else 0.0
-    return {"boxes": boxes, "scores": scores, "labels": labels}
+    return {"boxes": boxes, "scores": scores, "labels": labels, "score_threshold": torch.full((n,), float(score))}
 
 
 def judged_outputs(out, output: str, judged: tuple[str, ...] | list[str] | None = None,
                    score: float | None = None):
     """A model's raw output as the evaluator keeps it: the tensor itself (fp32) for "logits" and
     "embedding"; for "dense" / "nest" the ``{name: fp32 tensor}`` of the judged leaves (``judged``,
-    default every judgeable leaf), in the nest's order; for "detection" the padded boxes at or above
-    ``score`` (default :data:`SCORE_THRESHOLD`, :func:`padded_detections`).
+    default every judgeable leaf), in the nest's order; for "detection" the padded boxes and the
+    threshold ``score`` they are judged at (default :data:`SCORE_THRESHOLD`, :func:`padded_detections`).
 
     Raises:
         ValueError: a judged leaf the output does not have (our caller checked the names at

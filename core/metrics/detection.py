@@ -49,12 +49,13 @@ def _matched(boxes, labels, base_boxes, base_labels) -> int:
 
 def match_each(out: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per image (``(N,)`` float64): ``box_recall``, ``box_precision``, ``boxes`` (current, at the
-    threshold) and ``base_boxes``."""
+    threshold) and ``base_boxes``; a box counts when scored at or above the outputs' threshold."""
     n = len(out["scores"])
+    thr = float(base["score_threshold"][0]) if n else 0.0
     recall, precision = torch.ones(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)
     count, base_count = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     for i in range(n):
-        mine, theirs = out["scores"][i] >= 0, base["scores"][i] >= 0
+        mine, theirs = out["scores"][i] >= thr, base["scores"][i] >= thr
         k, kb = int(mine.sum()), int(theirs.sum())
         found = _matched(out["boxes"][i][mine], out["labels"][i][mine], base["boxes"][i][theirs],
                          base["labels"][i][theirs])
@@ -70,8 +71,28 @@ def error_each(m: dict[str, torch.Tensor]) -> torch.Tensor:
     return 1 - torch.where(r + p > 0, 2 * r * p / (r + p).clamp_min(1e-12), torch.zeros_like(r))
 
 
+def average_precision(out: dict[str, torch.Tensor], boxes: torch.Tensor) -> dict[str, float]:
+    """mAP@0.5:0.95 and mAP@0.5 (COCO's, by torchmetrics' ``MeanAveragePrecision`` on pycocotools) of
+    the padded outputs ``out`` (every box kept, whatever its score) against labelled ``boxes``
+    (N x M x 5: x1, y1, x2, y2, label; label -1 is padding), all images together."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    preds, targets = [], []
+    for i in range(len(boxes)):
+        keep, real = out["scores"][i] >= 0, boxes[i, :, 4] >= 0
+        preds.append({"boxes": out["boxes"][i][keep], "scores": out["scores"][i][keep],
+                      "labels": out["labels"][i][keep].long()})
+        targets.append({"boxes": boxes[i, real, :4].float(), "labels": boxes[i, real, 4].long()})
+    metric = MeanAveragePrecision(iou_type="bbox", backend="pycocotools")  # COCO: the top 100 boxes of an image
+    metric.warn_on_many_detections = False
+    metric.update(preds, targets)
+    got = metric.compute()
+    fix = lambda v: max(0.0, float(v))  # torchmetrics says -1 where no box is labelled or predicted
+    return {"map": fix(got["map"]), "map_50": fix(got["map_50"])}
+
+
 def headline_name(score: float = SCORE_THRESHOLD) -> str:
     return f"box recall against the base (IoU >= {IOU}, same label, score >= {score:g})"
 
 
-__all__ = ["IOU", "SCORE_THRESHOLD", "match_each", "error_each", "headline_name"]
+__all__ = ["IOU", "SCORE_THRESHOLD", "match_each", "error_each", "average_precision", "headline_name"]

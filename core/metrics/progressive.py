@@ -52,8 +52,9 @@ def provisional_fields(q: dict, out: torch.Tensor, base_out: torch.Tensor, y: to
     fields = {"provisional": True, "interval": None, "extra": {"confidence": CONFIDENCE}}
     if q["output"] == "embedding":
         return fields
-    if q.get("class_iou") is not None:  # a mean IoU is of all the slice's pixels together, not a mean of
-        # examples: no per-example interval; the output error's is still one
+    if q.get("class_iou") is not None or q.get("map50") is not None:  # a mean IoU (of all the slice's pixels
+        # together) or a mAP (of all its boxes) is not a mean of examples: no per-example interval; the output
+        # error's is still one
         fields["extra"]["loss_interval"] = normal_interval(error_each(out, base_out, q["output"]))
         return fields
     if q["output"] in NEST_KINDS:  # a mean of per-example shares (pixels) or cosines: a normal interval

@@ -67,16 +67,23 @@ IGNORE = 255  # in label masks (task "segmentation"): a pixel that is not judged
 
 
 def label_classes(y: torch.Tensor) -> int:
-    """Classes in label masks ``y``: one past the largest label that is not :data:`IGNORE`."""
+    """Classes in label masks ``y``: one past the largest label that is not :data:`IGNORE` (labelled
+    boxes N x M x 5: one past the largest box label)."""
+    if y.dim() == 3 and y.shape[-1] == 5 and y.is_floating_point():  # sources.boxes.is_boxes
+        labels = y[..., 4][y[..., 4] >= 0]
+        return int(labels.max()) + 1 if labels.numel() else 0
     kept = y[y != IGNORE]
     return int(kept.max()) + 1 if kept.numel() else 0
 
 
 def strata(y: torch.Tensor) -> torch.Tensor:
     """One label per example of masks ``y`` (N x H x W) to stratify subsets by: the most
-    frequent labelled class of each mask (0 where every pixel is ignored)."""
+    frequent labelled class of each mask (0 where every pixel is ignored); of labelled boxes
+    (N x M x 5), the most frequent box label of each image (0 where it has none)."""
     import torch
 
+    if y.dim() == 3 and y.shape[-1] == 5 and y.is_floating_point():  # boxes: their labels, padding as ignored
+        y = torch.where(y[..., 4] >= 0, y[..., 4], torch.full_like(y[..., 4], IGNORE)).long()
     flat = y.reshape(len(y), -1).long()
     k = max(label_classes(y), 1)
     counts = torch.zeros(len(y), k + 1, dtype=torch.long)

@@ -203,7 +203,8 @@ def register(name: str, *, factory: str | None = None, torchvision: str | None =
     from core.ground.outputs import class_count  # torch: not at import (the CLI's help stays light)
 
     # stored resolved: the JSON says what it is (label masks: a class map, checked once the model runs)
-    entry = dataclasses.replace(entry, output="dense" if entry.task == "segmentation" else output_of(entry))
+    entry = dataclasses.replace(entry, output={"segmentation": "dense", "detection": "detection"}.get(
+        entry.task, output_of(entry)))
     from core.sources.models import MODELS
 
     old = MODELS.find(name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from core.errors import ModelError, PrunescopeError
+from core.sources.boxes import is_boxes
 from core.sources.datasets import label_classes
 from core.sources.describe import DatasetSource, SyntheticSource
 from core.sources.user_data import load_data
@@ -20,11 +21,12 @@ def with_data(entry: UserEntry):
             classification asked for data without labels.
     """
     src = entry.data_source()
-    loaded, labels, n_classes, masks = None, isinstance(src, DatasetSource), 0, False
+    loaded, labels, n_classes, masks, boxes = None, isinstance(src, DatasetSource), 0, False, False
     if not isinstance(src, (DatasetSource, SyntheticSource)):  # a file or folder of examples
         loaded = load_data(entry)
         x, y, classes = loaded
-        labels, masks = y is not None, y is not None and y.dim() > 1
+        boxes = is_boxes(y)
+        labels, masks = y is not None, y is not None and y.dim() > 1 and not boxes
         n_classes = len(classes) if classes else label_classes(y) if masks else int(y.max()) + 1 if labels else 0
         shape = tuple(x.shape[1:])
         if entry.input_shape and entry.input_shape != shape:
@@ -42,11 +44,17 @@ def with_data(entry: UserEntry):
     if entry.task == "segmentation" and not masks:
         raise PrunescopeError("task 'segmentation' needs label masks (y of shape N x H x W in a tensors file, or a "
                               "folder of images/ and masks/); this data has none (use fidelity)")
+    if entry.task == "detection" and not boxes:
+        raise PrunescopeError("task 'detection' needs labelled boxes (a folder or .zip of images/ and one COCO-style "
+                              ".json); this data has none (use fidelity: the base detector's boxes)")
+    if boxes and entry.task not in (None, "detection", "fidelity"):
+        raise PrunescopeError(f"this data holds labelled boxes: task {entry.task!r} cannot read them; leave the task "
+                              "out, or choose detection or fidelity")
     if masks and entry.task not in (None, "segmentation", "fidelity"):
         raise PrunescopeError(f"this data holds label masks (a class per pixel): task {entry.task!r} cannot read "
                               "them; leave the task out, or choose segmentation or fidelity")
     entry = dataclasses.replace(entry, task=entry.task or (
-        "segmentation" if masks else "classification" if labels else "fidelity"))
+        "detection" if boxes else "segmentation" if masks else "classification" if labels else "fidelity"))
     return entry, loaded, n_classes
 
 
@@ -62,6 +70,14 @@ def with_output_kind(entry: UserEntry, spec, out, asked_output: str | None, aske
     from core.sources.models import MODELS
 
     kind = output_kind(out, entry.input_shape)
+    if entry.task == "detection":  # labelled boxes: judged on a detector's boxes
+        if kind != "detection":
+            raise ModelError(f"model {entry.name!r} returns {shape_words(out)}; task detection needs a detector's "
+                             "boxes (a list of dicts with boxes, labels and scores per image); choose task fidelity "
+                             "for other outputs")
+        entry, spec = dataclasses.replace(entry, output=kind), dataclasses.replace(spec, output=kind)
+        MODELS.register(spec.name, spec, overwrite=True)
+        return entry, spec
     if entry.task == "segmentation":  # label masks: judged on a class map
         if kind != "dense":
             raise ModelError(f"model {entry.name!r} returns {shape_words(out)}; task segmentation needs a class map "

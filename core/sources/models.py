@@ -22,11 +22,11 @@ from core.ground.registry import Registry, import_object
 from core.sources.weights import load_error_summary, load_state_dict_file
 
 MODELS: Registry[ModelSpec] = Registry("model")
-TASKS = ("classification", "fidelity", "language-model", "segmentation")
+TASKS = ("classification", "fidelity", "language-model", "segmentation", "detection")
 # tasks whose labels are the targets (a language model's label is the true next token);
 # "fidelity" has none: its target is the base's prediction. "segmentation": a label per pixel (masks N x H x W,
 # 255 not judged), judged by the mean IoU of a "dense" output's class map (core/metrics/segmentation.py)
-LABELLED_TASKS = ("classification", "language-model", "segmentation")
+LABELLED_TASKS = ("classification", "language-model", "segmentation", "detection")
 # what a model's (N, K) output is: class scores ("logits", judged by argmax accuracy, loss and agreement) or
 # an embedding / features ("embedding", task "fidelity" only: judged by output cosine and neighbour recall@k
 # with the base's embeddings; an argmax over features means nothing)
@@ -87,10 +87,14 @@ def check_output(output, task: str) -> None:
                               "neighbour recall; a dense class map judged by pixel agreement; any other nest of "
                               "outputs judged leaf by leaf; a detector's boxes judged by the base's boxes found "
                               f"again), got {echo(output)}")
+    if (task == "detection") != (output == "detection") and not (output == "detection" and task == "fidelity"):
+        raise PrunescopeError(f"task 'detection' (labelled boxes) and output 'detection' (a detector's boxes) go "
+                              f"together, or output 'detection' with task 'fidelity'; got output {output!r}, task "
+                              f"{task!r}")
     if task == "segmentation" and output != "dense":
         raise PrunescopeError(f"task 'segmentation' (label masks) needs output 'dense' (a class map N x C x H x W), "
                               f"got output {output!r}")
-    if output not in ("logits", "dense") and task != "fidelity" or output == "dense" and task not in (
+    if output not in ("logits", "dense", "detection") and task != "fidelity" or output == "dense" and task not in (
             "fidelity", "segmentation"):
         raise PrunescopeError(f"output {output!r} needs task 'fidelity' (judged against the base model's outputs; "
                               f"labels are for (N, K) class scores, and label masks for a dense class map: task "

@@ -37,7 +37,8 @@ def default_normalisation(channels: int) -> tuple[tuple[float, ...], tuple[float
 
 def safe_unzip(path: str | Path, dest: str | Path) -> Path:
     """Unpack a zip into ``dest`` (emptied first) and return the folder that holds the
-    class folders (``dest``, or its only subfolder when the zip wraps everything in one).
+    class folders, or images/ with masks/ or a boxes JSON (``dest``, or its only subfolder when
+    the zip wraps everything in one).
 
     Raises:
         FileError: not a zip; a member with an absolute path, ``..``, a drive or a link;
@@ -87,6 +88,8 @@ def safe_unzip(path: str | Path, dest: str | Path) -> Path:
         inner = _class_dirs(entries[0])
         if len(inner) >= 2 and any(_images(d) for d in inner):
             return entries[0]
+        if [d.name for d in inner] == ["images"] and any(f.suffix.lower() == ".json" for f in entries[0].iterdir()):
+            return entries[0]  # images/ and a COCO-style JSON of boxes (sources/boxes.py)
     return out
 
 

@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from core.errors import PrunescopeError
+from core.sources.boxes import box_layout, read_box_folder
 from core.sources.datasets import label_classes, strata
 from core.sources.describe import (
     DEFAULT_SEQ_LEN,
@@ -75,6 +76,8 @@ def load_data(entry: UserEntry):
                                   f"{entry.name!r}; register it again")
         channels = src.channels or 3
         mean, std = default_normalisation(channels)
+        if box_layout(src.path) is not None:  # images/ and a COCO-style JSON: labelled boxes (detection)
+            return read_box_folder(src.path, src.size, channels, src.mean or mean, src.std or std)
         if mask_layout(src.path) is not None:  # images/ and masks/: a label per pixel (segmentation)
             return (*read_mask_folder(src.path, src.size, channels, src.mean or mean, src.std or std), None)
         return read_image_folder(src.path, src.size, channels, src.mean or mean, src.std or std)

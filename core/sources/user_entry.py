@@ -15,7 +15,7 @@ from core.ground.constraints import Checked, Instance, Interval, Items, Maybe, O
 from core.sources.describe import DATA_KINDS, HF_FACTORY, DataSource, SyntheticSource, TextSource, data_source
 from core.sources.models import OUTPUTS
 
-TASKS = ("classification", "fidelity", "language-model", "segmentation")
+TASKS = ("classification", "fidelity", "language-model", "segmentation", "detection")
 NAME = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "1 to 64 letters, digits, '_', '.' or '-' (starting with a "
                "letter or digit)", max_len=64, bad=("../x", "-x", "a b"))
 FACTORY = Pattern(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", "an importable 'package.module:function'",

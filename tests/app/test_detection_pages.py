@@ -55,3 +55,19 @@ def test_every_page_of_a_detector_opens(detector):
         ok(at)
     at.switch_page("views/model.py").run()
     assert any(m.label == "Boxes / image (base, quick)" for m in at.metric)
+
+
+def test_a_detector_with_labelled_boxes_reads_map_on_the_prune_and_model_pages(own_home, tmp_path):
+    from core.sources.describe import data_from_path
+    from core.sources.entries import register
+    from tests.helpers.data import box_folder
+
+    spec = register("app_boxes", factory="tests.helpers.detectors:fixed_boxes", save=False,
+                    data=data_from_path(str(box_folder(tmp_path / "shapes")), size=(24, 24)))
+    own_home.append(spec.name)
+    at = _app(spec.name)
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["mAP@0.5:0.95"] == "100.0%" and cards["mAP@0.5"] == "100.0%" and cards["Box recall"] == "100.0%"
+    at.switch_page("views/model.py").run()
+    ok(at)
+    assert next(m.value for m in at.metric if m.label == "mAP (base, quick)") == "100.0%"

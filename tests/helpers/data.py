@@ -41,3 +41,26 @@ def mask_folder(root, n=24, size=(24, 24), classes=3):
         Image.fromarray(img).save(root / "images" / f"{k:03d}.png")
         Image.fromarray(mask).save(root / "masks" / f"{k:03d}.png")
     return root
+
+
+FIXED_BOXES = ((4, 4, 16, 16, 1), (24, 24, 16, 16, 2))  # x, y, width, height, category of every image (48 px)
+
+
+def box_folder(root, n=16, size=(48, 48), boxes=FIXED_BOXES, json_name="annotations.json"):
+    """A detection folder made here: ``images/`` of small PNGs and one COCO-style JSON giving
+    every image the boxes ``boxes`` (in its own pixels), with a crowd box that is left out."""
+    import json
+
+    rng = np.random.RandomState(0)
+    (root / "images").mkdir(parents=True)
+    h, w = size
+    images, anns = [], []
+    for k in range(n):
+        Image.fromarray(rng.randint(0, 255, size=(h, w, 3)).astype("uint8")).save(root / "images" / f"{k:03d}.png")
+        images.append({"id": 100 + k, "file_name": f"{k:03d}.png", "width": w, "height": h})
+        anns += [{"id": len(anns) + j, "image_id": 100 + k, "bbox": list(b[:4]), "category_id": b[4]}
+                 for j, b in enumerate(boxes)]
+        anns.append({"id": 10_000 + k, "image_id": 100 + k, "bbox": [0, 0, 5, 5], "category_id": 1, "iscrowd": 1})
+    cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    (root / json_name).write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return root
