@@ -136,6 +136,49 @@ def dense_gallery_ui(ws, dc) -> None:
         cols[-1].caption(f"example #{i}: {dc.agreement[r]:.1%} of its pixels keep the base's class. {acc}")
 
 
+def boxes_image(x, boxes, colour=(230, 30, 30), size: int = 192) -> np.ndarray | None:
+    """An example with ``boxes`` (k x 5: x1, y1, x2, y2, label, in its pixels) outlined, enlarged
+    to about ``size`` pixels wide, each box's label written at its corner; None: not an image."""
+    from PIL import Image, ImageDraw
+
+    pic = image(x)
+    if pic is None:
+        return None
+    h, w = x.shape[-2:]
+    im = Image.fromarray(pic).convert("RGB")
+    scale = size / max(1, w)
+    im = im.resize((round(w * scale), round(h * scale)), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(im)
+    for b in boxes.tolist():
+        x1, y1, x2, y2 = (v * scale for v in b[:4])
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
+        draw.text((x1 + 2, y1 + 1), str(int(b[4])), fill=colour)
+    return np.asarray(im)
+
+
+def boxes_gallery_ui(ws, bc) -> None:
+    """A detector's images whose boxes moved most: the labelled boxes (with labels), the base's
+    and the current model's boxes, a row each, with the image's box recall and precision."""
+    labelled = bc.labelled is not None
+    st.markdown("#### Images whose boxes changed most")
+    st.caption(f"{bc.changed} of the {bc.n} images of the {bc.subset} subset have boxes that differ from the base's; "
+               f"the {len(bc.index)} below differ most (lowest box recall, then precision). Boxes scored "
+               f"{bc.score_threshold:g} or more, each with its label.")
+    heads = [*(["labelled boxes"] if labelled else []), "base", "current"]
+    for r, i in enumerate(bc.index):
+        cols = st.columns(len(heads) + 1)
+        sets = [*([bc.labelled[r]] if labelled else []), bc.base_boxes[r], bc.current_boxes[r]]
+        colours = [*([(30, 160, 60)] if labelled else []), (40, 90, 220), (230, 30, 30)]
+        for c, h, boxes, colour in zip(cols, heads, sets, colours):
+            pic = boxes_image(ws.evalset.x[i], boxes, colour)
+            if pic is not None:
+                c.image(pic, caption=f"{h} ({len(boxes)})" if r == 0 else f"{len(boxes)}", width=192)
+            else:
+                c.caption(f"{h}: not an image")
+        cols[-1].caption(f"image #{i}: finds {bc.recall[r]:.0%} of the base's boxes again; {bc.precision[r]:.0%} of "
+                         "its boxes match one of the base's.")
+
+
 def moved_ui(ws, ch, limit: int = CARDS, width: int = 96) -> None:
     """An embedding model's examples whose embedding moved most (lowest cosine with the base's first)."""
     rows = ch.moved(limit)

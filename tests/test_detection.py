@@ -176,3 +176,18 @@ def test_a_bad_boxes_file_says_what_is_accepted(own_home, tmp_path):
     with pytest.raises(PrunescopeError, match="task detection needs a detector's boxes"):
         register("not_det", factory="torch.nn:Flatten", save=False,
                  data=data_from_path(str(box_folder(tmp_path / "ok")), size=(24, 24)))
+
+
+def test_the_images_whose_boxes_moved_most_come_with_both_models_boxes(own_home, tmp_path):
+    from core.sources.describe import data_from_path
+    from tests.helpers.data import box_folder
+
+    spec = register("boxes_explain", factory="tests.helpers.detectors:fixed_boxes", save=False,
+                    data=data_from_path(str(box_folder(tmp_path / "shapes")), size=(24, 24)))
+    own_home.append(spec.name)
+    ws = Workspace(spec.name, "cpu", quick_size=8, latency_time=0.01)
+    ws.set_plan(Plan(spec.name, (Prune(sparsity=0.5),)))
+    bc = ws.box_changes("quick", k=3)
+    assert bc.n == len(ws.evalset.quick_index) and len(bc.index) == 3 and bc.score_threshold == 0.5
+    assert bc.labelled[0].tolist() == [[2, 2, 10, 10, 1], [12, 12, 20, 20, 2]]
+    assert bc.base_boxes[0].shape == (2, 5) and all(0 <= r <= 1 for r in bc.recall)

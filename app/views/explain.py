@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.explain_ui import cached, cards_ui, dense_gallery_ui, gallery_ui
+from app.explain_ui import boxes_gallery_ui, cached, cards_ui, dense_gallery_ui, gallery_ui
 from app.messages import run_action, show_flashes
 from app.session import get_workspace
 from core.explain import MAX_CONFUSION_CLASSES, layer_order
@@ -48,10 +48,16 @@ def page() -> None:
                if ws.evaluator.output == "detection" else
                "leaf by leaf against the base (the per-leaf figures are on the Prune page)")
         shown = ("The examples whose class map changed most are below; the confusion matrix and attribution maps"
-                 if dense else "Changed examples, the confusion matrix and attribution maps")
+                 if dense else "The images whose boxes changed most are below; the confusion matrix and attribution "
+                 "maps" if ws.evaluator.output == "detection" else
+                 "Changed examples, the confusion matrix and attribution maps")
         st.info(f"This model's output is {kind}, judged {how}. {shown}" +
                 " explain one predicted class per example, so they are not shown; how each layer's representation "
                 "moved and what a unit responds to are below.")
+        if ws.evaluator.output == "detection":  # a detector: its boxes, base against current
+            bc = run_action(cached, Workspace.box_changes, ws, subset, now=True)
+            if bc is not None:
+                boxes_gallery_ui(ws, bc)
         if ws.evaluator.output == "dense":  # a segmenter: its class maps, base against current
             dc = run_action(cached, Workspace.dense_changes, ws, subset, now=True)
             if dc is not None:

@@ -210,6 +210,12 @@ class Analyses:
 
         return dense_changes(self.model, self.evaluator, subset, k)
 
+    def box_changes(self, subset: str = "quick", k: int = 6):
+        """A detector's images whose boxes moved most (``core.explain.boxes``)."""
+        from core.explain import box_changes
+
+        return box_changes(self.model, self.evaluator, subset, k)
+
     def divergence(self, subset: str = "quick") -> list[dict]:
         """Linear CKA of each prunable layer's output, base against the current model
         (``core.explain.divergence``).

@@ -278,10 +278,13 @@ def test_open_a_torchvision_segmenter_with_an_uploaded_zip_of_masks_prune_and_re
     keep_screenshots(tmp_path.glob("*.png"))
 
 
-def test_open_a_torchvision_detector_prune_it_and_see_every_page(page, app_url, tmp_path):
-    """torchvision's Faster R-CNN (random weights, nothing fetched) on synthetic images, opened in the
-    app with a box score threshold: judged by the base's boxes found again; a channel prune moves
-    it; every page opens (screenshots kept)."""
+def test_open_a_torchvision_detector_with_coco_boxes_prune_it_and_see_every_page(page, app_url, tmp_path):
+    """torchvision's Faster R-CNN (random weights, nothing fetched) with an uploaded zip of images
+    and a COCO-style JSON of boxes (made here), a box score threshold given: judged by mAP and by
+    the base's boxes found again; a channel prune moves them; every page opens (screenshots kept)."""
+    from tests.helpers.data import box_folder, zip_of
+
+    z = zip_of(box_folder(tmp_path / "shapes"), tmp_path / "shapes.zip")
     open_app(page, app_url)
     goto(page, "Model")
     pick(page, "Latency batch size", "8")  # a detector timed at 64 images a batch is slow on two cores
@@ -291,7 +294,11 @@ def test_open_a_torchvision_detector_prune_it_and_see_every_page(page, app_url, 
     wait_idle(page)
     page.locator(".st-key-open_arch input").fill("fasterrcnn_mobilenet_v3_large_320_fpn")
     page.locator(".st-key-open_kwargs input").fill('{"num_classes": 3, "min_size": 96, "max_size": 96}')
-    page.locator(".st-key-open_shape input").fill("3,64,64")
+    page.locator(".st-key-open_dkind").get_by_text("upload", exact=True).click()
+    wait_idle(page)
+    upload_and_wait(page, "open_dfile", z, ".st-key-open_size input")  # the image settings, shown for a zip
+    page.locator(".st-key-open_size input").fill("64,64")
+    page.locator(".st-key-open_size input").press("Enter")
     page.locator(".st-key-open_score input").fill("0.05")
     page.locator(".st-key-open_score input").press("Enter")
     wait_idle(page)
@@ -304,10 +311,11 @@ def test_open_a_torchvision_detector_prune_it_and_see_every_page(page, app_url, 
     assert picker.input_value().startswith("e2e_boxes")
     wait_idle(page, 180)
     assert_no_exception(page)
-    assert float(metric_value(page, "Boxes / image (base, quick)")) > 0
+    assert metric_value(page, "mAP (base, quick)").endswith("%")
     page.screenshot(path=str(tmp_path / "detector_model.png"), full_page=True)
     goto(page, "Prune")
     assert metric_value(page, "Box recall") == "100.0%"  # the base against itself
+    assert metric_value(page, "mAP@0.5:0.95").endswith("%")
     pick(page, "Granularity", "channel (removed)")
     params0 = metric_value(page, "Non-zero params")
     thumb = global_slider(page)

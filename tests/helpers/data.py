@@ -56,7 +56,10 @@ def box_folder(root, n=16, size=(48, 48), boxes=FIXED_BOXES, json_name="annotati
     h, w = size
     images, anns = [], []
     for k in range(n):
-        Image.fromarray(rng.randint(0, 255, size=(h, w, 3)).astype("uint8")).save(root / "images" / f"{k:03d}.png")
+        a = 90 + rng.randint(0, 30, size=(h, w, 3))  # grey, a shape drawn in each labelled box
+        for x, y, bw, bh, c in boxes:
+            a[y:y + bh, x:x + bw] = (220, 60, 60) if c == 1 else (60, 60, 220)
+        Image.fromarray(a.astype("uint8")).save(root / "images" / f"{k:03d}.png")
         images.append({"id": 100 + k, "file_name": f"{k:03d}.png", "width": w, "height": h})
         anns += [{"id": len(anns) + j, "image_id": 100 + k, "bbox": list(b[:4]), "category_id": b[4]}
                  for j, b in enumerate(boxes)]
