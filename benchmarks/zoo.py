@@ -1,8 +1,9 @@
 """`python -m benchmarks.zoo`: every torchvision model of a task through the engine.
 
-Each model of the tasks asked (``--tasks``: classification, segmentation, video; random weights,
-``torchvision.models.get_model(name, weights=None)`` with ``weights_backbone=None`` and the input
-shape ``--torchvision`` gives it, no per-model configuration) runs in its own process with a
+Each model of the tasks asked (``--tasks``: classification, segmentation, detection, video; random
+weights, ``torchvision.models.get_model(name, weights=None)`` with ``weights_backbone=None`` and the
+input shape ``--torchvision`` gives it, no per-model configuration but a detector's resize: the
+R-CNNs, RetinaNet and FCOS get ``min_size=max_size=320``, :data:`DETECTOR_SIZE`) runs in its own process with a
 memory cap and a timeout, through five stages, each a plan applied to the pristine base the way the CLI does it:
 
 1. ``load``: registered with ``core.sources.models.register_factory`` (synthetic fidelity data),
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -37,28 +37,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.zoo_proc import _limit, _reset_peak, _status_kb
+
 HERE = Path(__file__).resolve().parent
 STAGES = ("load", "weight", "channel", "blocks", "onnx")
 CALIB = 4  # calibration examples (structured analysis traces one; bridges fit on these)
 BIG_INPUT = {"inception_v3": 299}  # models that need a larger input than 224
-
-
-def _status_kb(key: str, pid: int | str = "self") -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> None:
-    """Reset this process's peak resident size (VmHWM), so each stage reports its own."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+DETECTOR_SIZE = {"min_size": 320, "max_size": 320}  # a detector's transform resizes to this (said in the notes)
 
 
 # --- one model, in the child process -------------------------------------------
@@ -72,6 +57,10 @@ def _source(arch: str) -> tuple[dict, tuple[int, ...], str]:
 
     _, kwargs, shape = _torchvision_source(torchvision, arch, {})
     seg = arch in torchvision.models.list_models(module=torchvision.models.segmentation)
+    if arch in torchvision.models.list_models(module=torchvision.models.detection):
+        if not arch.startswith("ssd"):  # R-CNNs, RetinaNet, FCOS resize to 800 px: the input's own 320 here
+            kwargs = {**kwargs, **DETECTOR_SIZE}
+        return kwargs, tuple(shape), "detection"
     return kwargs, tuple(shape), "dense" if seg else "logits"
 
 
@@ -99,9 +88,9 @@ def _register(arch: str):
 
 
 def _shapes(out) -> dict:
-    from core.ground.outputs import leaves
+    from core.ground.outputs import leaf_shapes
 
-    return {k: tuple(t.shape) for k, t in leaves(out).items()}
+    return leaf_shapes(out)  # a detector's without its box count (it varies)
 
 
 def _forward_check(model, x, want: dict) -> None:
@@ -247,16 +236,6 @@ def run_one(arch: str, result_path: str, threads: int) -> None:
 
 # --- the driver ------------------------------------------------------------------
 
-def _limit(mem_gb: float):
-    def set_limits():
-        # The address-space cap is a backstop above the resident cap the parent watches:
-        # torch and onnxruntime reserve a few GB of address space they never touch.
-        soft = int((mem_gb + 6) * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (soft, soft))
-        os.setsid()
-    return set_limits
-
-
 def _run_child(arch: str, args) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=f".{arch}.json", delete=False) as f:
         result = f.name
@@ -304,14 +283,14 @@ def _run_child(arch: str, args) -> dict:
     return row
 
 
-TASKS = ("classification", "segmentation", "video")
+TASKS = ("classification", "segmentation", "detection", "video")
 
 
 def _models(only: str | None, tasks: str = "classification") -> list[str]:
     import torchvision
 
     modules = {"classification": torchvision.models, "segmentation": torchvision.models.segmentation,
-               "video": torchvision.models.video}
+               "detection": torchvision.models.detection, "video": torchvision.models.video}
     asked = [t.strip() for t in tasks.split(",") if t.strip()]
     if not asked or set(asked) - set(TASKS):
         raise SystemExit(f"--tasks takes some of {', '.join(TASKS)}, got {tasks!r}")
@@ -338,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated model names, run in that order (default: all of --tasks)")
     ap.add_argument("--tasks", default="classification",
                     help=f"torchvision tasks whose models run, some of {', '.join(TASKS)} (default classification: 80 "
-                         "models; segmentation 8, video 8)")
+                         "models; segmentation 8, detection 12, video 8)")
     ap.add_argument("--jobs", type=int, default=1, help="models run at once (default 1)")
     ap.add_argument("--json", default=str(HERE / "results" / "zoo-latest.json"), help="where to write the JSON")
     ap.add_argument("--mem-gb", type=float, default=10.0, help="resident memory cap per model process (GB)")
