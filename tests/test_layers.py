@@ -94,3 +94,13 @@ def test_no_module_over_400_lines_and_no_function_over_80_without_a_reason():
                     long_functions.append((f"{rel}:{node.name}", n))
     assert not long_modules, long_modules
     assert not long_functions, long_functions
+
+
+def test_no_module_imports_a_page():
+    """A page module draws its page when imported (its last line runs it): a page importing another
+    drew that page above itself (the Export page showed the whole Model page on its first visit)."""
+    import re
+
+    pattern = re.compile(r"^\s*(from app\.views(\.\w+)? import|import app\.views)", re.M)
+    found = [str(p.relative_to(ROOT)) for p in (ROOT / "app").rglob("*.py") if pattern.search(p.read_text())]
+    assert not found, f"modules importing a page: {found}; move what they share into an app/ module"

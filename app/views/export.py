@@ -6,11 +6,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from app.graph_diff_ui import current_diff
 from app.hf_constraint_ui import hf_export_options, hf_format_ui, hf_result_ui
 from app.messages import run_action, show_flashes
 from app.netron_ui import netron_ui
 from app.session import get_workspace
-from app.views.model import current_diff
 from core.ground import formatting as fmt
 from core.ground.files import SessionFolder
 from core.io import EXPORTERS, ExportResult, export_all, list_exporters

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.messages import run_action, show_flashes
+from app.graph_diff_ui import current_diff
+from app.messages import show_flashes
 from app.netron_ui import netron_ui
 from app.open_ui import open_model_ui, recent_work_ui
 from app.session import get_workspace
@@ -158,32 +159,32 @@ def headline_card(col, spec, m) -> None:
     """The base's headline figure on the quick subset, named for what the model is judged by."""
     if m.output == "embedding":
         col.metric("Task", "embedding", help=f"Its output is an embedding: a pruned model is judged by its output "
-                                              f"cosine with this base and the neighbour recall@{m.recall_k} of the "
-                                              f"base's neighbours on the quick subset ({m.n} examples).")
+                                             f"cosine with this base and the neighbour recall@{m.recall_k} of the "
+                                             f"base's neighbours on the quick subset ({m.n} examples).")
     elif m.map50 is not None:
         col.metric("mAP (base, quick)", fmt.pct(m.accuracy),
-                    help=f"COCO's mAP@0.5:0.95 against the labelled boxes of the quick subset ({m.n} images); "
-                         f"mAP@0.5 {fmt.pct(m.map50)}.")
+                   help=f"COCO's mAP@0.5:0.95 against the labelled boxes of the quick subset ({m.n} images); "
+                        f"mAP@0.5 {fmt.pct(m.map50)}.")
     elif m.output == "detection":
         f = m.leaf_figures["detections"]
         col.metric("Boxes / image (base, quick)", f"{f['base_boxes']:.1f}",
-                    help=f"The base detector's boxes scored {m.extra['score_threshold']:g} or more, per image, mean "
-                         f"over the quick subset ({m.n} images). A pruned detector is judged by the share of these "
-                         f"it finds again (same label, IoU >= {m.extra['iou']:g}).")
+                   help=f"The base detector's boxes scored {m.extra['score_threshold']:g} or more, per image, mean "
+                        f"over the quick subset ({m.n} images). A pruned detector is judged by the share of these "
+                        f"it finds again (same label, IoU >= {m.extra['iou']:g}).")
     elif spec.task == "fidelity":
         col.metric("Task", "fidelity", help=f"No labels: a pruned model is judged by its agreement with this base's "
-                                             f"predictions on the quick subset ({m.n} examples).")
+                                            f"predictions on the quick subset ({m.n} examples).")
     elif spec.task == "language-model":
         col.metric("Perplexity (base, quick)", f"{m.extra.get('perplexity', float('nan')):.4g}",
-                    help=f"exp(next-token loss) on the quick subset ({m.n} windows); next-token accuracy "
-                         f"{fmt.pct(m.accuracy)}.")
+                   help=f"exp(next-token loss) on the quick subset ({m.n} windows); next-token accuracy "
+                        f"{fmt.pct(m.accuracy)}.")
     elif m.class_iou is not None:
         col.metric("Mean IoU (base, quick)", fmt.pct(m.accuracy),
-                    help=f"Of the class map against the label masks, over all the pixels of the quick subset "
-                         f"({m.n} images); pixel accuracy {fmt.pct(m.pixel_accuracy)}.")
+                   help=f"Of the class map against the label masks, over all the pixels of the quick subset "
+                        f"({m.n} images); pixel accuracy {fmt.pct(m.pixel_accuracy)}.")
     else:
         col.metric("Accuracy (base, quick)", fmt.pct(m.accuracy),
-                    help=f"Top-1 on the quick subset ({m.n} examples).")
+                   help=f"Top-1 on the quick subset ({m.n} examples).")
 
 
 def eval_set_ui(ws) -> None:
@@ -207,24 +208,6 @@ def eval_set_ui(ws) -> None:
         rows["labelled pixels"] = np.bincount(labelled, minlength=ev.num_classes)
     st.dataframe(pd.DataFrame([r[:ev.num_classes] for r in rows.values()], columns=ev.classes, index=list(rows)),
                  width="stretch")
-
-
-def current_diff(ws, profile: bool = False):
-    """The graph diff of the current plan, kept in the session per model and plan (a profiled one
-    is kept in place of the plain one: it holds everything the plain one does)."""
-    ss = st.session_state
-    batch = ss.get("latency_batch", 64)  # the batch every latency on the page is measured at
-    key = (ws.name, ws.plan.key(), batch)
-    held = ss.get("model_diff")
-    if held is not None and held[0] == key and (held[1].profiled or not profile):
-        return held[1]
-    text = ("Profiling every module of the base and the current model (torch.profiler, same batch and threads)…"
-            if profile else "Comparing the base with the current model, module by module…")
-    with st.spinner(text):
-        diff = run_action(lambda: ws.graph_diff(profile=profile, batch=batch), now=True)
-    if diff is not None:
-        ss["model_diff"] = (key, diff)
-    return diff
 
 
 def diff_ui(ws) -> None:

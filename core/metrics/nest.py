@@ -42,10 +42,8 @@ def pixel_agreement_each(out: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
 
 def leaf_each(out: dict[str, torch.Tensor], base: dict[str, torch.Tensor], output: str) -> dict[str, dict]:
     """Per judged leaf, per example: ``{leaf: {"cosine": (N,), "relative_error": (N,)[,
-    "pixel_agreement": (N,)]}}`` (pixel agreement on the class map of a "dense" output); a
-    "detection" output: ``{"detections": detection.match_each(...)}``."""
-    if output == "detection":
-        return {"detections": detection.match_each(out, base)}
+    "pixel_agreement": (N,)]}}`` (pixel agreement on the class map of a "dense" output; a
+    detector's figures come from ``detection.match_each``)."""
     cmap = class_map(out) if output == "dense" else None
     figs = {}
     for k, t in out.items():

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from core.ground.outputs import NEST_KINDS, batch_size, cat_outputs
-from core.metrics.detection import average_precision
+from core.metrics.detection import average_precision, match_each
+from core.metrics.detection import error_each as detection_error_each
 from core.metrics.fidelity import neighbour_recall, output_cosine_each, recall_k, relative_error_each
 from core.metrics.nest import class_map, cosine_each, error_each, headline_each, leaf_each
 from core.metrics.segmentation import confusion
@@ -121,8 +122,14 @@ def _nest_sums(out: dict, base_out: dict, output: str, masks: torch.Tensor | Non
     """Leaf-by-leaf sums against the base; with label ``masks`` (task "segmentation") also the
     confusion matrix of the class map against them; with labelled boxes (task "detection") the
     outputs and boxes mAP is read from."""
-    boxes = masks if output == "detection" else None
-    masks = None if output == "detection" else masks
+    if output == "detection":  # the boxes matched once: recall (the headline), precision, 1 - F1
+        m = match_each(out, base_out)
+        err = float(detection_error_each(m).sum())
+        head, cos, per_leaf = float(m["box_recall"].sum()), batch_size(out) - err, {
+            "detections": {f: float(v.sum()) for f, v in m.items()}}
+        return QualitySums(n=batch_size(out), correct=head, loss_sum=0.0, agree=head, cos_sum=cos, class_ok=[],
+                           class_n=[], err_sum=err, output=output, leaf_sums=per_leaf,
+                           det=None if masks is None else (out, masks.detach().float().cpu()))
     head = float(headline_each(out, base_out, output).sum())
     n = batch_size(out)
     per_leaf = {k: {f: float(v.sum()) for f, v in fs.items()} for k, fs in leaf_each(out, base_out, output).items()}
@@ -130,8 +137,7 @@ def _nest_sums(out: dict, base_out: dict, output: str, masks: torch.Tensor | Non
                        cos_sum=float(cosine_each(out, base_out, output).sum()), class_ok=[], class_n=[],
                        err_sum=float(error_each(out, base_out, output).sum()), output=output,
                        leaf_sums=per_leaf,
-                       confmat=None if masks is None else confusion(out[class_map(out)], masks, num_classes),
-                       det=None if boxes is None else (out, boxes.detach().float().cpu()))
+                       confmat=None if masks is None else confusion(out[class_map(out)], masks, num_classes))
 
 
 __all__ = ["QualitySums", "quality_sums"]

@@ -9,7 +9,7 @@ to the model's input size and their boxes scaled with them. Labels are the categ
 are (torchvision's detectors number their classes from 1, 0 being the background).
 
 The boxes are kept as one tensor ``y`` of shape N x M x 5, rows ``x1, y1, x2, y2, label`` (M the
-most boxes of an image; padding has label -1): :func:`is_boxes` tells it from label masks.
+most boxes of an image; padding has label -1): ``datasets.is_boxes`` tells it from label masks.
 """
 from __future__ import annotations
 
@@ -21,11 +21,6 @@ from core.sources.readers import check_image_args, read_images
 
 MAX_JSON_BYTES = 512 << 20  # a COCO val2017 instances file is about 25 MB
 MAX_BOXES_PER_IMAGE = 1000
-
-
-def is_boxes(y) -> bool:
-    """True for detection labels (N x M x 5 floats: x1, y1, x2, y2, label), not label masks."""
-    return y is not None and y.dim() == 3 and y.shape[-1] == 5 and y.is_floating_point()
 
 
 def box_layout(path: str | Path) -> tuple[Path, Path] | None:
@@ -86,7 +81,7 @@ def _boxes_of(data: dict, name: str) -> dict:
 
 def read_box_folder(path: str | Path, size: tuple[int, int], channels: int, mean, std):
     """``(x, y, classes)``: images ``(N, channels, H, W)`` normalised as :func:`read_images` does,
-    their boxes ``y`` (N x M x 5, :func:`is_boxes`) scaled to H x W, and class names by label
+    their boxes ``y`` (N x M x 5, ``datasets.is_boxes``) scaled to H x W, and class names by label
     (the JSON's category names, "0".. for ids it does not name), of a folder with the
     :func:`box_layout`.
 
@@ -135,4 +130,4 @@ def read_box_folder(path: str | Path, size: tuple[int, int], channels: int, mean
     return x, y, [names.get(i, str(i)) for i in range(top)]
 
 
-__all__ = ["is_boxes", "box_layout", "read_box_folder", "MAX_BOXES_PER_IMAGE"]
+__all__ = ["box_layout", "read_box_folder", "MAX_BOXES_PER_IMAGE"]

@@ -66,10 +66,16 @@ def list_datasets() -> list[str]:
 IGNORE = 255  # in label masks (task "segmentation"): a pixel that is not judged, as in Pascal VOC
 
 
+def is_boxes(y) -> bool:
+    """True for labelled boxes (task "detection", ``sources/boxes.py``): N x M x 5 floats, rows x1,
+    y1, x2, y2, label (-1: padding); label masks are integer N x H x W."""
+    return y is not None and y.dim() == 3 and y.shape[-1] == 5 and y.is_floating_point()
+
+
 def label_classes(y: torch.Tensor) -> int:
     """Classes in label masks ``y``: one past the largest label that is not :data:`IGNORE` (labelled
     boxes N x M x 5: one past the largest box label)."""
-    if y.dim() == 3 and y.shape[-1] == 5 and y.is_floating_point():  # sources.boxes.is_boxes
+    if is_boxes(y):
         labels = y[..., 4][y[..., 4] >= 0]
         return int(labels.max()) + 1 if labels.numel() else 0
     kept = y[y != IGNORE]
@@ -82,7 +88,7 @@ def strata(y: torch.Tensor) -> torch.Tensor:
     (N x M x 5), the most frequent box label of each image (0 where it has none)."""
     import torch
 
-    if y.dim() == 3 and y.shape[-1] == 5 and y.is_floating_point():  # boxes: their labels, padding as ignored
+    if is_boxes(y):  # boxes: their labels, padding as ignored
         y = torch.where(y[..., 4] >= 0, y[..., 4], torch.full_like(y[..., 4], IGNORE)).long()
     flat = y.reshape(len(y), -1).long()
     k = max(label_classes(y), 1)

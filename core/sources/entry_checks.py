@@ -6,8 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from core.errors import ModelError, PrunescopeError
-from core.sources.boxes import is_boxes
-from core.sources.datasets import label_classes
+from core.sources.datasets import is_boxes, label_classes
 from core.sources.describe import DatasetSource, SyntheticSource
 from core.sources.user_data import load_data
 from core.sources.user_entry import UserEntry

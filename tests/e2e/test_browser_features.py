@@ -230,6 +230,35 @@ def test_open_your_own_model_with_an_image_zip_prune_and_reload(page, app_url, t
     keep_screenshots(tmp_path.glob("*.png"))
 
 
+def open_torchvision_with_zip(page, name: str, arch: str, kwargs: str, zip_path, score: str | None = None) -> None:
+    """On the Model page: open torchvision's ``arch`` as ``name`` with ``kwargs`` (JSON) and the
+    uploaded ``zip_path`` of images at 64 x 64 (``score``: the box score threshold), and wait for
+    the picker to hold it."""
+    page.get_by_text("Open your own model").first.click()
+    page.locator(".st-key-open_name input").fill(name)
+    page.locator(".st-key-open_source").get_by_text("torchvision", exact=True).click()
+    wait_idle(page)
+    page.locator(".st-key-open_arch input").fill(arch)
+    page.locator(".st-key-open_kwargs input").fill(kwargs)
+    page.locator(".st-key-open_dkind").get_by_text("upload", exact=True).click()
+    wait_idle(page)
+    upload_and_wait(page, "open_dfile", zip_path, ".st-key-open_size input")  # the image settings, shown for a zip
+    page.locator(".st-key-open_size input").fill("64,64")
+    page.locator(".st-key-open_size input").press("Enter")
+    if score is not None:
+        page.locator(".st-key-open_score input").fill(score)
+        page.locator(".st-key-open_score input").press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Open the model").click()
+    wait_idle(page, 240)
+    picker = page.locator('[data-testid="stSidebar"] [role="combobox"]').first
+    deadline = time.time() + 180
+    while not picker.input_value().startswith(name) and time.time() < deadline:
+        page.wait_for_timeout(200)
+    assert picker.input_value().startswith(name)
+    wait_idle(page, 180)
+
+
 def test_open_a_torchvision_segmenter_with_an_uploaded_zip_of_masks_prune_and_read_mean_iou(page, app_url, tmp_path):
     """torchvision's LR-ASPP (random weights, nothing fetched) with an uploaded zip of images and
     label masks (made here): judged by mean IoU, which a pruning move changes."""
@@ -239,26 +268,7 @@ def test_open_a_torchvision_segmenter_with_an_uploaded_zip_of_masks_prune_and_re
     z = zip_of(mask_folder(tmp_path / "streets"), tmp_path / "streets.zip")
     open_app(page, app_url)
     goto(page, "Model")
-    page.get_by_text("Open your own model").first.click()
-    page.locator(".st-key-open_name input").fill("e2e_streets")
-    page.locator(".st-key-open_source").get_by_text("torchvision", exact=True).click()
-    wait_idle(page)
-    page.locator(".st-key-open_arch input").fill("lraspp_mobilenet_v3_large")
-    page.locator(".st-key-open_kwargs input").fill('{"num_classes": 3}')
-    page.locator(".st-key-open_dkind").get_by_text("upload", exact=True).click()
-    wait_idle(page)
-    upload_and_wait(page, "open_dfile", z, ".st-key-open_size input")  # the image settings, shown for a zip
-    page.locator(".st-key-open_size input").fill("64,64")
-    page.locator(".st-key-open_size input").press("Enter")
-    wait_idle(page)
-    page.get_by_role("button", name="Open the model").click()
-    wait_idle(page, 240)
-    picker = page.locator('[data-testid="stSidebar"] [role="combobox"]').first
-    deadline = time.time() + 180
-    while not picker.input_value().startswith("e2e_streets") and time.time() < deadline:
-        page.wait_for_timeout(200)
-    assert picker.input_value().startswith("e2e_streets")
-    wait_idle(page, 120)
+    open_torchvision_with_zip(page, "e2e_streets", "lraspp_mobilenet_v3_large", '{"num_classes": 3}', z)
     assert_no_exception(page)  # the Model page: the eval set by main class and labelled pixels
     page.screenshot(path=str(tmp_path / "segmenter_model_page.png"), full_page=True)
     page.get_by_role("tab", name="Eval set").click()
@@ -288,28 +298,8 @@ def test_open_a_torchvision_detector_with_coco_boxes_prune_it_and_see_every_page
     open_app(page, app_url)
     goto(page, "Model")
     pick(page, "Latency batch size", "8")  # a detector timed at 64 images a batch is slow on two cores
-    page.get_by_text("Open your own model").first.click()
-    page.locator(".st-key-open_name input").fill("e2e_boxes")
-    page.locator(".st-key-open_source").get_by_text("torchvision", exact=True).click()
-    wait_idle(page)
-    page.locator(".st-key-open_arch input").fill("fasterrcnn_mobilenet_v3_large_320_fpn")
-    page.locator(".st-key-open_kwargs input").fill('{"num_classes": 3, "min_size": 96, "max_size": 96}')
-    page.locator(".st-key-open_dkind").get_by_text("upload", exact=True).click()
-    wait_idle(page)
-    upload_and_wait(page, "open_dfile", z, ".st-key-open_size input")  # the image settings, shown for a zip
-    page.locator(".st-key-open_size input").fill("64,64")
-    page.locator(".st-key-open_size input").press("Enter")
-    page.locator(".st-key-open_score input").fill("0.05")
-    page.locator(".st-key-open_score input").press("Enter")
-    wait_idle(page)
-    page.get_by_role("button", name="Open the model").click()
-    wait_idle(page, 240)
-    picker = page.locator('[data-testid="stSidebar"] [role="combobox"]').first
-    deadline = time.time() + 180
-    while not picker.input_value().startswith("e2e_boxes") and time.time() < deadline:
-        page.wait_for_timeout(200)
-    assert picker.input_value().startswith("e2e_boxes")
-    wait_idle(page, 180)
+    open_torchvision_with_zip(page, "e2e_boxes", "fasterrcnn_mobilenet_v3_large_320_fpn",
+                              '{"num_classes": 3, "min_size": 96, "max_size": 96}', z, score="0.05")
     assert_no_exception(page)
     assert metric_value(page, "mAP (base, quick)").endswith("%")
     page.screenshot(path=str(tmp_path / "detector_model.png"), full_page=True)
@@ -330,8 +320,14 @@ def test_open_a_torchvision_detector_with_coco_boxes_prune_it_and_see_every_page
     page.screenshot(path=str(tmp_path / "detector_prune.png"), full_page=True)
     for title in ("Sensitivity", "Surgery", "Explain", "Export", "History"):
         page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
-        page.get_by_role("heading", name=re.compile(rf"^{title}")).first.wait_for(timeout=180_000)
+        page.get_by_role("heading", name=re.compile(rf"^{title} ·")).first.wait_for(timeout=180_000)
+        others = page.get_by_role("heading", name=re.compile(r"^(Model|Prune|Sensitivity|Surgery|Explain|Export|"
+                                                               r"History) ·")).filter(has_not_text=title)
+        deadline = time.time() + 180
+        while others.count() and time.time() < deadline:  # the previous page's elements, until drawn over
+            page.wait_for_timeout(300)
         wait_idle(page, 180)
+        page.wait_for_timeout(1000)
         assert_no_exception(page)
         page.screenshot(path=str(tmp_path / f"detector_{title.lower()}.png"), full_page=True)
     keep_screenshots(tmp_path.glob("*.png"))
