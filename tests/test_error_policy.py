@@ -198,7 +198,7 @@ def test_a_factory_raising_an_unexpected_kind_of_error_is_not_a_model_error(monk
 # --- block views: the model's forward under the MACs counter ---
 
 def test_only_the_models_forward_is_caught_when_measuring_containers(monkeypatch):
-    import core.surgery.blocks as B
+    import core.surgery.choice as B
 
     class Fails(nn.Module):
         def __init__(self, exc):

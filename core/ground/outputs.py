@@ -9,7 +9,7 @@ the leaves is the nest's own, so the same model gives the same names every time.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.utils._pytree as pytree
@@ -104,6 +104,52 @@ def padded_detections(out, score: float = SCORE_THRESHOLD, keep: int = MAX_BOXES
         lab = d.get("labels")
         labels[i, :k] = lab.detach().float().cpu()[order] if lab is not None else 0.0
     return {"boxes": boxes, "scores": scores, "labels": labels, "score_threshold": torch.full((n,), float(score))}
+
+
+def align_detections(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor],
+                     tol: Callable[[torch.Tensor], float]) -> tuple[dict[str, torch.Tensor], int]:
+    """``got``'s detections reordered box for box onto ``ref``'s (both named leaves, same names): each
+    of ``ref``'s boxes takes the first unused box of ``got`` with its label, its score and its
+    coordinates within ``tol`` (a leaf's tolerance); every leaf of that image with one row per box
+    (masks, keypoints) follows. A box of ``ref`` with no such partner whose score ties the image's
+    lowest kept score was one of several equal-scored boxes the cut-off chose among (two runtimes
+    may keep different ones: a randomly initialised head gives every box the same score): it is not
+    compared, and is counted. Returns (the aligned leaves, boxes not compared); leaves that are not
+    a detector's (``<prefix>boxes`` M x 4 beside ``<prefix>scores`` M) are returned as given."""
+    out, skipped = dict(got), 0
+    for key, br in ref.items():
+        pre = key[:-len("boxes")]
+        sr, sg, bg = ref.get(pre + "scores"), got.get(pre + "scores"), got.get(key)
+        if (not key.endswith("boxes") or br.dim() != 2 or br.shape[-1] != 4 or sr is None or sg is None
+                or bg is None or sr.shape != br.shape[:1] or bg.shape != br.shape or sg.shape != sr.shape):
+            continue
+        br, bg, sr, sg = (t.detach().cpu().double() for t in (br, bg, sr, sg))
+        lr, lg = ref.get(pre + "labels"), got.get(pre + "labels")
+        same = (sg[None, :] - sr[:, None]).abs() <= tol(sr)
+        same &= (bg[None, :, :] - br[:, None, :]).abs().amax(-1) <= tol(br)
+        if lr is not None and lg is not None and lr.shape == sr.shape and lg.shape == sr.shape:
+            same &= lg.detach().cpu()[None, :] == lr.detach().cpu()[:, None]
+        lowest = float(sr.min()) if len(sr) else 0.0
+        order, used, tied = [], torch.zeros(len(sg), dtype=torch.bool), []
+        for i in range(len(sr)):
+            j = torch.nonzero(same[i] & ~used).flatten()
+            if len(j):
+                used[j[0]] = True
+                order.append(int(j[0]))
+            else:
+                order.append(-1)
+                tied.append(abs(float(sr[i]) - lowest) <= tol(sr))
+        spare = iter(torch.nonzero(~used).flatten().tolist())
+        order = [j if j >= 0 else next(spare) for j in order]
+        pos = torch.tensor(order, dtype=torch.long)
+        unmatched = [i for i, j in enumerate(same[torch.arange(len(sr)), pos].tolist()) if not j]
+        for k, v in got.items():
+            if k.startswith(pre) and v.dim() >= 1 and len(v) == len(sr):
+                out[k] = v[pos.to(v.device)].clone()
+                if all(tied):  # every box left over ties at the cut-off: not compared
+                    out[k][unmatched] = ref[k][unmatched].to(v.device, v.dtype)
+        skipped += len(unmatched) if all(tied) else 0
+    return out, skipped
 
 
 def judged_outputs(out, output: str, judged: tuple[str, ...] | list[str] | None = None,

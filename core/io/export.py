@@ -34,7 +34,7 @@ from torch import nn
 
 from core.errors import FileError, PrunescopeError, first_line
 from core.ground.files import replace_together, sweep_stale, temp_path
-from core.ground.outputs import SINGLE, leaves
+from core.ground.outputs import SINGLE, align_detections, leaves
 from core.io.exporters import EXPORTERS, export_errors, quiet
 from core.io.hf_export import HF_FORMAT, check_hf_target, export_hf
 from core.io.recipes import recipe_path
@@ -90,16 +90,21 @@ def _failure(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {first_line(exc)[:300]}"
 
 
-def _compare(got, ref) -> tuple[float, float | None, dict[str, float], bool]:
+def _compare(got, ref, skipped: list | None = None) -> tuple[float, float | None, dict[str, float], bool]:
     """The file's outputs ``got`` against the model's ``ref``, leaf by leaf (``leaves``: a nest's
     leaves by name, else by position): ``(max |diff| over leaves, argmax agreement of a single
-    2-D output, max |diff| per leaf, every leaf within its tolerance)``."""
+    2-D output, max |diff| per leaf, every leaf within its tolerance)``. A detector's boxes are
+    matched box for box first (``align_detections``); ``skipped`` gets the count of boxes tied
+    at the cut-off score that were not compared."""
     got, ref = leaves(got), leaves(ref)
     if got.keys() != ref.keys():
         if len(got) != len(ref):
             raise PrunescopeError(f"the exported file gives {len(got)} outputs ({', '.join(got)}), "
                                   f"the model {len(ref)} ({', '.join(ref)})")
         got = dict(zip(ref, got.values()))
+    got, tied = align_detections(got, ref, _tolerance)  # a detector's boxes in any order, ties at the cut-off
+    if skipped is not None:
+        skipped.append(tied)
     per, ok, agree = {}, True, None
     for k, r in ref.items():
         g, r = got[k].detach().cpu().float(), r.detach().cpu().float()
@@ -220,9 +225,10 @@ class _FormatFailed(Exception):
         self.cause = cause
 
 
-def _verify(exp, model: nn.Module, x: torch.Tensor, copy: Path, errors: tuple) -> tuple:
+def _verify(exp, model: nn.Module, x: torch.Tensor, copy: Path, errors: tuple, tied: list) -> tuple:
     """Reload ``copy`` with the format's runtime and compare it with ``model`` on ``x``, every
-    output leaf: ``(max |diff|, argmax agreement, max |diff| per leaf, within tolerance, keeps a dynamic batch)``.
+    output leaf: ``(max |diff|, argmax agreement, max |diff| per leaf, within tolerance, keeps a dynamic batch)``;
+    ``tied`` gets the count of a detector's boxes tied at the cut-off score, not compared.
 
     Raises:
         _FormatFailed: the file does not reload or run, or its outputs have another shape.
@@ -233,7 +239,7 @@ def _verify(exp, model: nn.Module, x: torch.Tensor, copy: Path, errors: tuple) -
     except errors as exc:
         raise _FormatFailed(exc) from exc
     try:
-        diff, agree, per, ok = _compare(got, ref)
+        diff, agree, per, ok = _compare(got, ref, tied)
     except PrunescopeError as exc:  # the file's outputs have another shape
         raise _FormatFailed(exc) from exc
     try:  # a batch of another size: does the file keep a dynamic batch dimension?
@@ -338,7 +344,9 @@ def _export_file(exp, model: nn.Module, plan: Plan, out: Path, example: torch.Te
             with tempfile.TemporaryDirectory(prefix="prunescope-verify-") as d:
                 # a copy under the final names, in another folder: the file must find its companions there
                 copy = _copy_elsewhere([(tmp, out)] + sides, Path(d))
-                diff, agree, per, ok, dynamic = _verify(exp, model, x, copy, errors)
+                diff, agree, per, ok, dynamic = _verify(exp, model, x, copy, errors, tied := [])
+                if tied and tied[0]:  # equal scores: either runtime may keep any of them
+                    note = f"{note + '; ' if note else ''}{tied[0]} box(es) tied at the cut-off score not compared"
         stale = [] if sides else [p for p in (out.with_name(out.name + ".data"),) if p.exists()]
         try:
             tmp_rp.write_text(plan.to_json() + "\n")

@@ -1,6 +1,7 @@
 """Layer surgery: a model as a sequence of blocks, cut and paste them, heal the seams.
 
 * ``blocks.py``: containers, block names and tracing (:func:`list_blocks`);
+* ``choice.py``: the default container (:func:`default_container`);
 * ``bridges.py``: the adapters at seams, fitted by ridge least squares;
 * ``stitch.py``: the one engine (:func:`stitch`) behind every edit;
 * ``steps.py``: the ``Cut``, ``Paste`` and ``Compose`` plan steps;
@@ -12,12 +13,12 @@ from core.surgery.blocks import (
            Block,
            block_names,
            container_candidates,
-           default_container,
            get_module,
            list_blocks,
            split_block,
 )
 from core.surgery.bridges import Bridge, fit_bridge, make_bridge, ridge_lstsq
+from core.surgery.choice import default_container
 from core.surgery.healing import HEAL_TRAIN, adapters, heal_parameters
 from core.surgery.steps import Compose, Cut, Paste, Segment, duplicate_steps, paste_steps
 from core.surgery.stitch import BRIDGES, Piece, paired_inputs, stitch

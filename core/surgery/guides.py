@@ -29,7 +29,8 @@ from core.errors import ModelError, PrunescopeError
 from core.ground.outputs import NEST_KINDS
 from core.metrics.nest import headline_each
 from core.sources.models import LABELLED_TASKS
-from core.surgery.blocks import Block, default_container, list_blocks
+from core.surgery.blocks import Block, list_blocks
+from core.surgery.choice import default_container
 from core.surgery.steps import Cut
 from core.surgery.stitch import traced_activations
 

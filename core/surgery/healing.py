@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from core.errors import ModelError
-from core.surgery.blocks import is_container, join_path
+from core.surgery.blocks import is_container, is_dict_container, join_path
 from core.surgery.bridges import Bridge
 
 HEAL_TRAIN = ("adapters", "adapters+neighbours")
@@ -29,7 +29,7 @@ def heal_parameters(model: nn.Module, train: str) -> dict[str, nn.Parameter]:
     chosen: set[str] = set(adapters(model))
     if train == "adapters+neighbours":
         for cname, c in model.named_modules():
-            if not is_container(c):
+            if not (is_container(c) or is_dict_container(c)):
                 continue
             kids = list(c.named_children())
             for i, (_, ch) in enumerate(kids):

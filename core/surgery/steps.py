@@ -16,7 +16,8 @@ from core.errors import ModelError, StepError, echo
 from core.ground.constraints import Checked, Interval, Items, Name, Options, Seed
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
-from core.surgery.blocks import block_names, default_container, locate_block, split_block
+from core.surgery.blocks import block_names, locate_block, split_block
+from core.surgery.choice import default_container
 from core.surgery.stitch import BRIDGES, Piece, stitch
 
 

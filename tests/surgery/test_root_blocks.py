@@ -153,3 +153,55 @@ def test_torchvision_inception_and_googlenet_get_a_block_view_covering_the_model
     assert {b.name: b.macs for b in blocks}["AuxLogits"] == 0  # runs only in training
     g = tv.models.get_model("googlenet", weights=None, init_weights=False).eval()
     assert S.default_container(g, example=x[..., :224, :224]) == ""
+
+
+class Detectorish(nn.Module):
+    """A detector's layout: the root's children take lists and dicts (not one tensor), the backbone's
+    body is torchvision's IntermediateLayerGetter (an nn.ModuleDict running its children in order and
+    returning the feature maps it names) and a heavy head on proposals holds most of the MACs."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models._utils import IntermediateLayerGetter
+
+        trunk = nn.Sequential()
+        for name, mod in [("stem", nn.Conv2d(1, 8, 3, padding=1)), ("a", _conv_block(8, 8)),
+                          ("b", _conv_block(8, 8)), ("c", _conv_block(8, 16))]:
+            trunk.add_module(name, mod)
+        self.body = IntermediateLayerGetter(trunk, return_layers={"b": "low", "c": "high"})
+        self.head = nn.Linear(16 * 8 * 8, 4096)
+        self.out = nn.Linear(4096, 10)
+
+    def prepare(self, images: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        return torch.stack(images) if isinstance(images, list) else images
+
+    def forward(self, images: list[torch.Tensor]):
+        feats = self.body(self.prepare(images))
+        return {"low": feats["low"].mean((1, 2, 3)), "scores": self.out(self.head(feats["high"].flatten(1)))}
+
+
+def test_a_moduledict_body_is_a_container_and_a_detectors_root_never_is():
+    """Issue 24: three torchvision detectors offered their root, whose ``rpn`` takes images and
+    features, and the cut failed; an IntermediateLayerGetter was no container at all."""
+    pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    m = Detectorish().eval()
+    x = [t for t in _x(2)]
+    assert "body" in S.container_candidates(m)
+    assert S.default_container(m, example=x) == "body"
+    blocks = S.list_blocks(m, x)
+    assert [b.name for b in blocks] == ["body.stem", "body.a", "body.b", "body.c"]
+    assert blocks[1].in_shape == blocks[1].out_shape == (8, 8, 8) and blocks[1].macs > 0
+    register_model(ModelSpec(name="detectorish_test", factory=Detectorish, input_shape=(1, 8, 8),
+                             dataset="digits", task="fidelity"), overwrite=True)
+    try:
+        base = Detectorish().eval()
+        cut = S.Cut(("body.a",)).build(base, ApplyContext("detectorish_test"))[0]
+        assert isinstance(cut.body["a"], S.Bridge) and list(cut.body.keys()) == ["stem", "a", "b", "c"]
+        assert cut.body.return_layers == {"b": "low", "c": "high"}  # the dict's own forward still names them
+        out = cut(x)
+        assert set(out) == {"low", "scores"} and out["scores"].shape == (2, 10)
+        assert isinstance(base.body["a"], nn.Sequential)  # the input is not changed
+        assert set(S.heal_parameters(cut, "adapters+neighbours")) >= {"body.stem.weight", "body.b.0.weight"}
+    finally:
+        MODELS.unregister("detectorish_test")
