@@ -19,6 +19,8 @@ from core.viz.surgery import heal_figure
 from core.workspace import Workspace
 
 LOSS_LABELS = {"labels": "labels", "distill": "distillation from the base", "both": "labels + distillation"}
+BOX_LOSS_LABELS = {"labels": "labelled boxes", "predictions": "the base's boxes"}  # a detector's targets
+DETECTOR_BATCH = 4  # images a step when a detector trains (its losses on each image's proposals)
 TRAIN_LABELS = {"all": "all parameters", "last": "the last k blocks and the head", "adapters": "surgery adapters",
                 "adapters+neighbours": "surgery adapters and the blocks beside them"}
 
@@ -44,12 +46,12 @@ def seconds_per_step(ws: Workspace, batch_size: int = 64) -> tuple[float, str]:
     return 3 * per * batch_size, basis
 
 
-def steps_input_ui(where, ws: Workspace, key: str, fallback: int, most: int, what: str) -> int:
+def steps_input_ui(where, ws: Workspace, key: str, fallback: int, most: int, what: str, batch_size: int = 64) -> int:
     """A number of training steps whose default fits about :data:`TARGET_SECONDS` on this
     machine for this model (at least 5, at most ``fallback``), until the person changes it."""
     ss, auto = st.session_state, f"{key}_auto"
     try:
-        per, basis = seconds_per_step(ws)
+        per, basis = seconds_per_step(ws, batch_size)
     except PrunescopeError:
         per, basis = None, ""
     fit = fallback if not per else int(min(fallback, max(5, 5 * round(TARGET_SECONDS / per / 5))))
@@ -62,18 +64,27 @@ def steps_input_ui(where, ws: Workspace, key: str, fallback: int, most: int, wha
 
 
 def _controls(ws: Workspace, key: str) -> Finetune:
-    labelled = get_spec(ws.name).task in LABELLED_TASKS  # class labels, next tokens, or label masks
+    spec = get_spec(ws.name)
+    labelled = spec.task in LABELLED_TASKS  # class labels, next tokens, label masks or labelled boxes
+    boxes = spec.output == "detection"  # a detector learns from box targets (core/recover/boxes.py)
+    batch = DETECTOR_BATCH if boxes else 64
     c = st.columns(4)
     steps = steps_input_ui(c[0], ws, f"{key}_ft_steps", 200, 5000,
-                           "Optimisation steps, each one batch of the training split (seeded order).")
+                           f"Optimisation steps, each one batch of {batch} examples of the training split "
+                           "(seeded order).", batch_size=batch)
     lr = c[1].number_input("Learning rate", 1e-5, 1.0, 2e-3, key=f"{key}_ft_lr", format="%.4f",
                            help="Adam's peak learning rate; the cosine schedule decays it to 0.")
-    losses = list(LOSS_LABELS) if labelled else ["distill"]
+    if boxes:
+        losses, names = (["labels", "predictions"] if labelled else ["predictions"]), BOX_LOSS_LABELS
+        why = (f"A detector trains on its own losses against box targets: labelled boxes, or the base's boxes "
+               f"scored at least {spec.extra.get('score_threshold', 0.5):g} (the box score threshold).")
+    else:
+        losses, names = (list(LOSS_LABELS) if labelled else ["distill"]), LOSS_LABELS
+        why = ("Labels of the training split, the base model's soft targets, or both."
+               + ("" if labelled else " This model has no labels: distillation only."))
     if st.session_state.get(f"{key}_ft_loss") not in losses:
-        st.session_state[f"{key}_ft_loss"] = "both" if labelled else "distill"
-    loss = c[2].selectbox("Learn from", losses, key=f"{key}_ft_loss", format_func=LOSS_LABELS.get,
-                          help="Labels of the training split, the base model's soft targets, or both."
-                               + ("" if labelled else " This model has no labels: distillation only."))
+        st.session_state[f"{key}_ft_loss"] = losses[0] if boxes else "both" if labelled else "distill"
+    loss = c[2].selectbox("Learn from", losses, key=f"{key}_ft_loss", format_func=names.get, help=why)
     train = c[3].selectbox("Train", list(TRAIN_LABELS), key=f"{key}_ft_train", format_func=TRAIN_LABELS.get,
                            help="Pruned weights stay zero and removed units stay removed whatever trains.")
     last, temperature = 1, 4.0
@@ -81,10 +92,10 @@ def _controls(ws: Workspace, key: str) -> Finetune:
         c = st.columns(4)
         if train == "last":
             last = c[0].number_input("Blocks (k)", 1, 100, 1, key=f"{key}_ft_last")
-        if loss != "labels":
+        if loss not in ("labels", "predictions"):
             temperature = c[1].number_input("Temperature", 0.5, 20.0, 4.0, key=f"{key}_ft_temp",
                                             help="Softens the base's targets; the KL term is scaled by T².")
-    return Finetune(steps=int(steps), lr=float(lr), train=train, last=int(last), loss=loss,
+    return Finetune(steps=int(steps), lr=float(lr), train=train, last=int(last), loss=loss, batch_size=batch,
                     temperature=float(temperature), threads=torch.get_num_threads())
 
 
@@ -176,7 +187,10 @@ def _results(ws: Workspace) -> None:
 
 
 def _loss_name(m) -> str:
-    """What :attr:`Metrics.loss` is: the relative output error for features and nests, else cross-entropy."""
+    """What :attr:`Metrics.loss` is: the relative output error for features and nests, a detector's
+    boxes unmatched against the base's (1 - F1), else cross-entropy."""
+    if m.output == "detection":
+        return "boxes unmatched (1 − F1)"
     return "relative output error" if m.output in ("embedding", "dense", "nest") else "loss"
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from core.ground.outputs import judgeable, leaves
 
@@ -125,5 +126,25 @@ def nest_figure(out, t_out, judged=None, dense: bool = False) -> tuple[str, floa
     return f"output cosine with the base (mean over {len(s)} leaves: {', '.join(s)})", float(torch.stack(cos).mean())
 
 
+def calibration_figures(m: nn.Module, xc: torch.Tensor, yc: torch.Tensor, teacher, labelled: bool,
+                         embedding: bool, nest: tuple | None = None) -> dict:
+    """Loss and headline figure of ``m`` on the calibration batch ("accuracy"; for an
+    embedding the mean output cosine with the base, for a nest ``losses.nest_figure``, as
+    ``info["measure"]`` says)."""
+    m.eval()
+    with torch.no_grad():
+        out = float_out(m(xc))
+        if nest is not None:
+            return nest_figures(out, float_out(teacher(xc)) if teacher is not None else None, yc, labelled, *nest)
+        if embedding:
+            t_out = teacher(xc).float()
+            return {"loss": float(embedding_loss(out, t_out)),
+                    "accuracy": float(F.cosine_similarity(out, t_out, dim=1).mean())}
+        target = yc if labelled else teacher(xc).argmax(1)
+    return {"loss": float(F.cross_entropy(out, target)),
+            "accuracy": float((out.argmax(1) == target).float().mean())}
+
+
 __all__ = ["IGNORE_INDEX", "distill_loss", "embedding_loss", "judged_leaves", "headline_leaf", "nest_distill_loss",
-           "label_loss", "nest_loss", "float_out", "nest_figures", "nest_figure"]
+           "label_loss", "nest_loss", "float_out", "nest_figures", "nest_figure",
+           "calibration_figures"]

@@ -28,8 +28,9 @@ from core.ground.outputs import is_nest
 from core.plan.report import StepReport
 from core.plan.step import Step, register_step
 from core.prune.masks import prunable_layers
+from core.recover.boxes import detection_objective
 from core.recover.isolation import TrainedMemo, random_layers, seeded_global_rng
-from core.recover.losses import distill_loss, embedding_loss, float_out, nest_figures, nest_loss
+from core.recover.losses import calibration_figures, distill_loss, embedding_loss, float_out, nest_loss
 from core.sources.bases import clone_model
 from core.sources.models import LABELLED_TASKS, get_spec
 from core.surgery.healing import HEAL_TRAIN, heal_parameters
@@ -128,38 +129,14 @@ def _loss(step: Finetune, out, y: torch.Tensor, t_out, labelled: bool, embedding
     return step.alpha * distill_loss(out, t_out, step.temperature) + (1 - step.alpha) * F.cross_entropy(out, y)
 
 
-def _calibration_figures(m: nn.Module, xc: torch.Tensor, yc: torch.Tensor, teacher, labelled: bool,
-                         embedding: bool, nest: tuple | None = None) -> dict:
-    """Loss and headline figure of ``m`` on the calibration batch ("accuracy"; for an
-    embedding the mean output cosine with the base, for a nest ``losses.nest_figure``, as
-    ``info["measure"]`` says)."""
-    m.eval()
-    with torch.no_grad():
-        out = float_out(m(xc))
-        if nest is not None:
-            return nest_figures(out, float_out(teacher(xc)) if teacher is not None else None, yc, labelled, *nest)
-        if embedding:
-            t_out = teacher(xc).float()
-            return {"loss": float(embedding_loss(out, t_out)),
-                    "accuracy": float(F.cosine_similarity(out, t_out, dim=1).mean())}
-        target = yc if labelled else teacher(xc).argmax(1)
-    return {"loss": float(F.cross_entropy(out, target)),
-            "accuracy": float((out.argmax(1) == target).float().mean())}
-
-
 def _output_kind(model: nn.Module, spec, step: Finetune, x: torch.Tensor, labelled: bool) -> tuple[bool, tuple | None]:
     """(an embedding?, nest) where nest is (judged leaves or None, dense) for a model whose output is a
     nest (several heads, a class map with aux: trained leaf by leaf, ``losses.py``), None for one tensor.
 
     Raises:
-        ModelError: loss "predictions" for outputs without classes (an embedding, unlabelled features);
-            a detector (in train mode it returns its own losses and needs box targets).
+        ModelError: loss "predictions" for outputs without classes (an embedding, unlabelled features).
     """
     kind = getattr(spec, "output", "logits")
-    if kind == "detection":
-        raise ModelError(f"finetune: {spec.name!r} is a detector; in training mode a detector (torchvision's) returns "
-                         "its own losses and needs box targets, which prunescope does not read yet. Fine-tune it in "
-                         "your own training code on the exported model (the recipe replays the pruning)")
     with torch.no_grad():
         nested = kind in ("dense", "nest") or (kind == "logits" and is_nest(model(x[:1])))
     nest = (spec.extra.get("judged"), kind == "dense" or spec.task == "segmentation") if nested else None
@@ -168,6 +145,23 @@ def _output_kind(model: nn.Module, spec, step: Finetune, x: torch.Tensor, labell
         raise ModelError(f"finetune: {spec.name!r} outputs {what}, which has no predicted classes; "
                          "use loss='distill' (it follows the base's outputs)")
     return kind == "embedding", nest
+
+
+def _objective(m: nn.Module, model: nn.Module, step: Finetune, spec, labelled: bool, teacher, xc: torch.Tensor,
+               yc: torch.Tensor) -> tuple[Callable, Callable[[], dict], str]:
+    """(loss of one batch, figures on the calibration batch, what they measure) for training ``m``
+    (``model``: its input, probed for the output kind) on labels and / or the base's outputs."""
+    embedding, nest = _output_kind(model, spec, step, xc, labelled)
+
+    def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out, t_out = float_out(m(x)), None
+        if teacher is not None:
+            with torch.no_grad():
+                t_out = float_out(teacher(x))
+        return _loss(step, out, y, t_out, labelled, embedding, nest)
+
+    return (batch_loss, lambda: calibration_figures(m, xc, yc, teacher, labelled, embedding, nest),
+            "output cosine with the base" if embedding else "accuracy")
 
 
 def finetune(model: nn.Module, ctx, step: Finetune, *,
@@ -192,19 +186,20 @@ def finetune(model: nn.Module, ctx, step: Finetune, *,
     """
     m = clone_model(model)
     spec = get_spec(ctx.model_name)
-    labelled = spec.task in LABELLED_TASKS
-    if step.loss in ("labels", "both") and not labelled:
+    labelled, detector = spec.task in LABELLED_TASKS, getattr(spec, "output", "logits") == "detection"
+    if step.loss in ("labels", "both") and not labelled and not detector:  # a detector's own message: boxes.py
         raise ModelError(f"finetune: {ctx.model_name!r} is evaluated by fidelity to its base and has no labels; "
                          "use loss='distill' (or 'predictions': the base's predicted classes)")
-    embedding, nest = _output_kind(model, spec, step, ctx.calibration(step.seed)[0], labelled)
+    xc, yc = ctx.calibration(step.seed)
     params = trainable_parameters(m, step.train, step.last, ctx.model_name)
     masks = {n: k for n, k in weight_masks(m).items() if n in params}
     teacher = ctx.donor(ctx.model_name) if (step.loss != "labels" or not labelled) else None
-    draws = step.mode == "train" and bool(random_layers(m))  # dropout: the global generator
-    xc, yc = ctx.calibration(step.seed)
-
-    def measure() -> dict:
-        return _calibration_figures(m, xc, yc, teacher, labelled, embedding, nest)
+    # dropout, and a detector's samplers of proposals and anchors: the global generator
+    draws = step.mode == "train" and (detector or bool(random_layers(m)))
+    if detector:  # its own losses against box targets (``boxes.py``)
+        batch_loss, measure, what = detection_objective(m, step, spec, labelled, teacher, xc, yc)
+    else:
+        batch_loss, measure, what = _objective(m, model, step, spec, labelled, teacher, xc, yc)
 
     before = measure()
     _set_trainable(m, params, step.mode)
@@ -221,13 +216,7 @@ def finetune(model: nn.Module, ctx, step: Finetune, *,
             for grp in opt.param_groups:
                 grp["lr"] = _lr_at(i, step.lr, step.schedule, horizon)
             idx = torch.randint(0, len(xt), (step.batch_size,), generator=g)
-            x, y = xt[idx].to(ctx.device), yt[idx].to(ctx.device)
-            out = float_out(m(x))
-            t_out = None
-            if teacher is not None:
-                with torch.no_grad():
-                    t_out = float_out(teacher(x))
-            loss = _loss(step, out, y, t_out, labelled, embedding, nest)
+            loss = batch_loss(xt[idx].to(ctx.device), yt[idx].to(ctx.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -244,7 +233,7 @@ def finetune(model: nn.Module, ctx, step: Finetune, *,
     after = measure()
     after.pop("measure", None)
     info = {"before": before, "after": after, "losses": losses, "steps_run": done, "stopped": stopped,
-            "measure": before.pop("measure", "output cosine with the base" if embedding else "accuracy"),
+            "measure": before.pop("measure", what),
             "trained_params": int(sum(p.numel() for p in params.values())),
             "masked_weights": int(sum(int((~k).sum()) for k in masks.values()))}
     return m, info

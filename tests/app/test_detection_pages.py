@@ -71,3 +71,22 @@ def test_a_detector_with_labelled_boxes_reads_map_on_the_prune_and_model_pages(o
     at.switch_page("views/model.py").run()
     ok(at)
     assert next(m.value for m in at.metric if m.label == "mAP (base, quick)") == "100.0%"
+
+
+def test_the_recover_panel_of_a_detector_learns_from_boxes(detector):
+    """Fine-tuning a detector trains on box targets (the base's boxes here: it has no labels), in
+    batches of a few images, and the results say what its loss is."""
+    from core.recover import Finetune
+
+    at = _app(detector)
+    learn = [s for s in at.selectbox if s.label == "Learn from"]
+    assert learn and learn[0].options == ["the base's boxes"] and "scored at least 0.05" in learn[0].help
+    assert not [n for n in at.number_input if n.label == "Temperature"]
+    steps = next(n for n in at.number_input if n.label == "Steps")
+    assert "batch of 4 examples" in steps.help
+    workspace(at).set_plan(Plan(detector, (Prune(granularity="channel", sparsity=0.3),
+                                           Finetune(steps=2, loss="predictions", batch_size=2))))
+    at.run()
+    ok(at)
+    said = [m.value for m in at.markdown if "Last fine-tune" in m.value]
+    assert said and "box recall against the base" in said[0] and "boxes unmatched (1 − F1)" in said[0]
