@@ -73,6 +73,29 @@ def test_a_stored_width_is_updated_and_attention_keeps_whole_heads():
     assert m.hidden_dim == 16 and m.conv_proj.out_channels == 16  # the input is not changed
 
 
+class GroupNormed(nn.Module):
+    """Convolutions followed by GroupNorms (FCOS' and RetinaNet v2's heads: 32 groups of 256 channels)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.na = nn.Conv2d(1, 64, 3, padding=1), nn.GroupNorm(8, 64)
+        self.b, self.nb = nn.Conv2d(64, 64, 3, padding=1), nn.GroupNorm(16, 64)
+        self.head = nn.Conv2d(64, 10, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.nb(self.b(torch.relu(self.na(self.a(x))))))).mean((2, 3))
+
+
+def test_a_groupnorm_keeps_a_width_its_group_count_divides():
+    """Issue 24: FCOS and RetinaNet v2 had every head convolution left out ("Expected number of
+    channels in input to be divisible by num_groups"): the kept width is now a multiple of num_groups."""
+    torch.manual_seed(0)
+    new, sel = structured_prune(GroupNormed().eval(), _x(1), granularity="channel", sparsity=0.3)
+    assert not sel.warnings and new(_x()).shape == (2, 10)
+    assert new.a.out_channels < 64 and new.a.out_channels % 8 == 0 and new.na.num_channels == new.a.out_channels
+    assert new.b.out_channels % 16 == 0 and new.nb.num_channels == new.b.out_channels
+
+
 @pytest.fixture
 def stored():
     register_model(ModelSpec(name="stored_width_test", factory=StoredWidth, input_shape=(1, 8, 8), dataset="digits",

@@ -186,7 +186,7 @@ def test_a_moduledict_body_is_a_container_and_a_detectors_root_never_is():
     pytest.importorskip("torchvision")
     torch.manual_seed(0)
     m = Detectorish().eval()
-    x = [t for t in _x(2)]
+    x = list(_x(2))
     assert "body" in S.container_candidates(m)
     assert S.default_container(m, example=x) == "body"
     blocks = S.list_blocks(m, x)

@@ -78,7 +78,8 @@ class UnitGroup:
     root: str  # module whose channels index the group in Torch-Pruning
     root_out: bool  # True: root's output channels; False: its input channels (heads: proj)
     unit_of_root: torch.Tensor | None = None  # root channel -> unit, (n_root,); None: identity
-    multiple: int = 1  # the kept units must be a multiple of this (an nn.MultiheadAttention's num_heads)
+    multiple: int = 1  # the kept units must be a multiple of this (an nn.MultiheadAttention's num_heads,
+    # a GroupNorm's num_groups)
     by_hand: str = ""  # grouped-query heads pruned by heads.prune_gqa: "kv_groups" | "query_positions"
     label: str = ""  # what the units are when the name does not say it, e.g. "residual width (hidden size)"
     head_dim: int = 0  # head groups: root channels per head (unit names list the query heads)
@@ -312,8 +313,10 @@ def unit_groups(model: nn.Module, dg, output_layers: set[str], granularity: str,
         n_units = n_root if unit_of_root is None else n_root // ch_groups
         mha = [it.dep.target.module for it in g if isinstance(it.dep.target.module, nn.MultiheadAttention)]
         multiple = max([m.num_heads for m in mha if m.embed_dim == n_root] or [1])
-        for it in g:  # an opaque window attention splits the width into its heads as well
-            multiple = math.lcm(multiple, heads_multiple(it.dep.target.module, n_root))
+        for it in g:  # an opaque window attention splits the width into its heads as well; a GroupNorm
+            t = it.dep.target.module  # keeps its group count, so the kept width stays divisible by it
+            multiple = math.lcm(multiple, heads_multiple(t, n_root),
+                                t.num_groups if isinstance(t, nn.GroupNorm) and t.num_channels == n_root else 1)
         # a token embedding losing these channels: the units are the residual stream's width (a
         # transformer's hidden size), named after the embedding rather than its first writer
         emb = [names[it.dep.target.module] for it in g if isinstance(it.dep.target.module, nn.Embedding)
