@@ -123,10 +123,11 @@ def align_detections(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor],
         if (not key.endswith("boxes") or br.dim() != 2 or br.shape[-1] != 4 or sr is None or sg is None
                 or bg is None or sr.shape != br.shape[:1] or bg.shape != br.shape or sg.shape != sr.shape):
             continue
+        ts, tb = tol(sr), tol(br)  # at the outputs' own precision
         br, bg, sr, sg = (t.detach().cpu().double() for t in (br, bg, sr, sg))
         lr, lg = ref.get(pre + "labels"), got.get(pre + "labels")
-        same = (sg[None, :] - sr[:, None]).abs() <= tol(sr)
-        same &= (bg[None, :, :] - br[:, None, :]).abs().amax(-1) <= tol(br)
+        same = (sg[None, :] - sr[:, None]).abs() <= ts
+        same &= (bg[None, :, :] - br[:, None, :]).abs().amax(-1) <= tb
         if lr is not None and lg is not None and lr.shape == sr.shape and lg.shape == sr.shape:
             same &= lg.detach().cpu()[None, :] == lr.detach().cpu()[:, None]
         lowest = float(sr.min()) if len(sr) else 0.0
@@ -138,7 +139,7 @@ def align_detections(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor],
                 order.append(int(j[0]))
             else:
                 order.append(-1)
-                tied.append(abs(float(sr[i]) - lowest) <= tol(sr))
+                tied.append(abs(float(sr[i]) - lowest) <= ts)
         spare = iter(torch.nonzero(~used).flatten().tolist())
         order = [j if j >= 0 else next(spare) for j in order]
         pos = torch.tensor(order, dtype=torch.long)

@@ -317,6 +317,21 @@ def test_open_a_torchvision_detector_with_coco_boxes_prune_it_and_see_every_page
     assert wait_change(page, "Non-zero params", params0) != params0  # channels removed: a smaller detector
     assert wait_change(page, "Box recall", "100.0%", 120) != "100.0%"
     assert_no_exception(page)
+    # fine-tune it on the labelled boxes: a few steps of its own losses, a plan step
+    exp = page.locator('[data-testid="stExpander"]').filter(has_text="Recover accuracy").first
+    if exp.locator("details").first.get_attribute("open") is None:
+        exp.locator("summary").click()
+    wait_idle(page)
+    pick(page, "Learn from", "labelled boxes", within=exp)  # what a detector learns from (or the base's boxes)
+    box = exp.locator('input[type="number"]').first
+    box.fill("3")
+    box.press("Enter")
+    wait_idle(page)
+    exp.get_by_role("button", name="Fine-tune").click()
+    page.get_by_text(re.compile(r"Last fine-tune")).first.wait_for(timeout=240_000)
+    wait_idle(page, 180)
+    assert_no_exception(page)
+    assert page.get_by_text(re.compile(r"boxes unmatched \(1 − F1\)")).count()
     page.screenshot(path=str(tmp_path / "detector_prune.png"), full_page=True)
     for title in ("Sensitivity", "Surgery", "Explain", "Export", "History"):
         page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
