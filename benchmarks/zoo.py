@@ -1,9 +1,10 @@
 """`python -m benchmarks.zoo`: every torchvision model of a task through the engine.
 
-Each model of the tasks asked (``--tasks``: classification, segmentation, detection, video; random
+Each model of the tasks asked (``--tasks``: classification, segmentation, detection, video, optical_flow; random
 weights, ``torchvision.models.get_model(name, weights=None)`` with ``weights_backbone=None`` and the
 input shape ``--torchvision`` gives it, no per-model configuration but a detector's resize: the
-R-CNNs, RetinaNet and FCOS get ``min_size=max_size=320``, :data:`DETECTOR_SIZE`) runs in its own process with a
+R-CNNs, RetinaNet and FCOS get ``min_size=max_size=320``, :data:`DETECTOR_SIZE`; RAFT pairs of 128 px,
+:data:`FLOW_SIDE`) runs in its own process with a
 memory cap and a timeout, through five stages, each a plan applied to the pristine base the way the CLI does it:
 
 1. ``load``: registered with ``core.sources.models.register_factory`` (synthetic fidelity data),
@@ -44,6 +45,7 @@ STAGES = ("load", "weight", "channel", "blocks", "onnx")
 CALIB = 4  # calibration examples (structured analysis traces one; bridges fit on these)
 BIG_INPUT = {"inception_v3": 299}  # models that need a larger input than 224
 DETECTOR_SIZE = {"min_size": 320, "max_size": 320}  # a detector's transform resizes to this (said in the notes)
+FLOW_SIDE = 128  # an optical-flow model's image pairs: the smallest RAFT's correlation pyramid takes
 
 
 # --- one model, in the child process -------------------------------------------
@@ -57,6 +59,8 @@ def _source(arch: str) -> tuple[dict, tuple[int, ...], str]:
 
     _, kwargs, shape = _torchvision_source(torchvision, arch, {})
     seg = arch in torchvision.models.list_models(module=torchvision.models.segmentation)
+    if arch in torchvision.models.list_models(module=torchvision.models.optical_flow):  # pairs of FLOW_SIDE px
+        return kwargs, (2, 3, FLOW_SIDE, FLOW_SIDE), "nest"  # its final flow, {"flow": ...}: judged as a nest
     if arch in torchvision.models.list_models(module=torchvision.models.detection):
         if not arch.startswith("ssd"):  # R-CNNs, RetinaNet, FCOS resize to 800 px: the input's own 320 here
             kwargs = {**kwargs, **DETECTOR_SIZE}
@@ -283,14 +287,15 @@ def _run_child(arch: str, args) -> dict:
     return row
 
 
-TASKS = ("classification", "segmentation", "detection", "video")
+TASKS = ("classification", "segmentation", "detection", "video", "optical_flow")
 
 
 def _models(only: str | None, tasks: str = "classification") -> list[str]:
     import torchvision
 
     modules = {"classification": torchvision.models, "segmentation": torchvision.models.segmentation,
-               "detection": torchvision.models.detection, "video": torchvision.models.video}
+               "detection": torchvision.models.detection, "video": torchvision.models.video,
+               "optical_flow": torchvision.models.optical_flow}
     asked = [t.strip() for t in tasks.split(",") if t.strip()]
     if not asked or set(asked) - set(TASKS):
         raise SystemExit(f"--tasks takes some of {', '.join(TASKS)}, got {tasks!r}")
@@ -317,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated model names, run in that order (default: all of --tasks)")
     ap.add_argument("--tasks", default="classification",
                     help=f"torchvision tasks whose models run, some of {', '.join(TASKS)} (default classification: 80 "
-                         "models; segmentation 8, detection 12, video 8)")
+                         "models; segmentation 8, detection 12, video 8, optical_flow 2)")
     ap.add_argument("--jobs", type=int, default=1, help="models run at once (default 1)")
     ap.add_argument("--json", default=str(HERE / "results" / "zoo-latest.json"), help="where to write the JSON")
     ap.add_argument("--mem-gb", type=float, default=10.0, help="resident memory cap per model process (GB)")

@@ -1,5 +1,5 @@
-"""torchvision models of every task by name (issue 24): segmenters and video classifiers open with
-no weights fetched; optical flow and quantized models are refused with the reason."""
+"""torchvision models of every task by name (issue 24): segmenters, video classifiers and optical-flow
+models open with no weights fetched; quantized models are refused with the reason."""
 import pytest
 import torchvision as tv
 
@@ -21,8 +21,7 @@ def test_every_video_model_resolves_to_clips(name):
     assert kwargs["weights"] is None and shape[:2] == (3, 16) and len(shape) == 4
 
 
-@pytest.mark.parametrize("module,why", [("optical_flow", "two images per example"),
-                                        ("quantization", "int8 already")])
+@pytest.mark.parametrize("module,why", [("quantization", "int8 already")])
 def test_tasks_not_opened_yet_say_why(module, why):
     name = tv.models.list_models(module=getattr(tv.models, module))[0]
     with pytest.raises(PrunescopeError, match=why):
@@ -40,6 +39,32 @@ def test_a_segmenter_and_a_video_model_open_and_are_judged(own_home):
                     save=False)
     own_home.append(spec.name)
     assert spec.output == "logits" and spec.input_shape == (3, 4, 32, 32)
+
+
+def test_an_optical_flow_model_takes_stacked_pairs_and_prunes(own_home):
+    """RAFT takes two images: an example is the pair stacked (2 x 3 x H x W) and the output its final
+    flow, a nest of one leaf judged against the base's flow. A channel prune removes what Torch-Pruning
+    follows (its correlation pyramid, a forward's cache on the module, is not copied) and runs."""
+    import torch
+
+    from core.plan import Plan
+    from core.prune import Prune
+
+    for name in tv.models.list_models(module=tv.models.optical_flow):
+        factory, kwargs, shape = resolve_source(None, None, name, None)
+        assert factory == "core.sources.flow:torchvision_flow" and shape == (2, 3, 224, 224)
+    spec = register("tv_flow", torchvision="raft_small", kwargs={"num_flow_updates": 2}, input_shape=(2, 3, 128, 128),
+                    data={"kind": "synthetic", "n": 12}, save=False)
+    own_home.append(spec.name)
+    assert (spec.output, spec.task) == ("nest", "fidelity")
+    ws = Workspace(spec.name, "cpu", quick_size=4, latency_time=0.01)
+    base = ws.base_metrics(latency=False)
+    assert list(base.leaf_figures) == ["flow"] and base.accuracy == pytest.approx(1.0)
+    ws.set_plan(Plan(spec.name, (Prune(granularity="channel", sparsity=0.3),)))
+    m = ws.metrics(latency=False)
+    assert m.params < 0.95 * base.params and m.accuracy < 1.0
+    with torch.no_grad():
+        assert ws.model(torch.zeros(1, 2, 3, 128, 128))["flow"].shape == (1, 2, 128, 128)
 
 
 def test_a_timm_feature_extractor_opens_as_a_pyramid_of_leaves_and_prunes(own_home):

@@ -158,7 +158,6 @@ def data_source(d: dict | DataSource) -> DataSource:
 _TV_VIDEO_SIDE = {"r3d_18": 112, "mc3_18": 112, "r2plus1d_18": 112}
 # the tasks of torchvision's models that prunescope does not open yet, and why
 _TV_REFUSED = {
-    "optical_flow": "its optical-flow models take two images per example; optical flow is not supported yet",
     "quantization": "its quantized models are int8 already; open the float model (e.g. resnet18) and add "
                     "prunescope's quantize step after pruning",
 }
@@ -167,19 +166,20 @@ _TV_REFUSED = {
 def _torchvision_source(tv, name: str, kwargs: dict) -> tuple[str, dict, tuple[int, ...]]:
     """(factory, kwargs, default input shape) of torchvision model ``name`` of any task it opens:
     classification, segmentation (``{"out", "aux"}`` class maps), detection (boxes per image; a
-    batch of images is taken as the list it iterates) and video classification. Weights are never
-    fetched: ``weights=None``, and ``weights_backbone=None`` for segmenters and detectors.
+    batch of images is taken as the list it iterates), video classification and optical flow (an
+    example is a pair of images stacked, ``core.sources.flow``). Weights are never fetched:
+    ``weights=None``, and ``weights_backbone=None`` for segmenters and detectors.
 
     Raises:
         PrunescopeError: a task not supported yet (says why), or a name torchvision does not have.
     """
     tasks = {"classification": tv.models, "segmentation": tv.models.segmentation, "detection": tv.models.detection,
-             "video": tv.models.video}
+             "video": tv.models.video, "optical_flow": tv.models.optical_flow}
     found = {t: tv.models.list_models(module=m) for t, m in tasks.items()}
     for task, why in _TV_REFUSED.items():
         if name in tv.models.list_models(module=getattr(tv.models, task)):
             raise PrunescopeError(f"torchvision's {name!r} (models.{task}): {why}. Opened are torchvision's "
-                                  "classification, segmentation, detection and video models")
+                                  "classification, segmentation, detection, video and optical-flow models")
     base = {"name": name, "weights": None, **kwargs}
     if name in found["detection"]:  # its transform resizes each image to its own min_size (kwargs may say)
         return "torchvision.models:get_model", {**base, "weights_backbone": kwargs.get("weights_backbone")}, \
@@ -187,6 +187,10 @@ def _torchvision_source(tv, name: str, kwargs: dict) -> tuple[str, dict, tuple[i
     if name in found["segmentation"]:
         return "torchvision.models:get_model", {**base, "weights_backbone": kwargs.get("weights_backbone")}, \
             (3, 224, 224)
+    if name in found["optical_flow"]:  # two images an example, stacked: core/sources/flow.py
+        from core.sources.flow import FLOW_SIDE
+
+        return "core.sources.flow:torchvision_flow", {"name": name, **kwargs}, (2, 3, FLOW_SIDE, FLOW_SIDE)
     if name in found["video"]:
         side = _TV_VIDEO_SIDE.get(name, 224)
         return "torchvision.models:get_model", base, (3, 16, side, side)

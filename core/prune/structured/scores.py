@@ -30,7 +30,8 @@ def _group_scores(group: UnitGroup, crit, state, mods: dict) -> torch.Tensor:
         if mem.role != crit.source:
             continue
         per = crit.unit_scores(mem.name, mods[mem.name], state).detach().float().flatten().cpu()
-        r = torch.zeros(n_root).scatter_add_(0, mem.root_idxs, per[mem.idxs])
+        ok = mem.idxs < len(per)  # Torch-Pruning maps a concatenation's indices past a member's own (RAFT)
+        r = torch.zeros(n_root).scatter_add_(0, mem.root_idxs[ok], per[mem.idxs[ok]])
         acc += _norm(r)
         used += 1
     if used == 0:

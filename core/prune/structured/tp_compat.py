@@ -165,6 +165,10 @@ def copy_graph(dg) -> tuple[nn.Module, object]:
         shared.append(node.grad_fn)
         for dep in node.dependencies:
             shared += [getattr(dep.handler, "__self__", None), getattr(dep.trigger, "__self__", None)]
+    for m in dg.model.modules():  # a forward's cache left on a module (RAFT's correlation pyramid): not
+        for v in vars(m).values():  # leaves of autograd, which deepcopy refuses; read, never pruned
+            shared += [t for t in (v if isinstance(v, (list, tuple)) else [v])
+                       if isinstance(t, torch.Tensor) and not t.is_leaf]
     memo = {id(x): x for x in shared if x is not None}
     # the nodes link to their inputs and outputs, so the copy recurses along the graph's longest path: deeper
     # than Python's default limit of 1,000 frames on a segmenter such as fcn_resnet50 (RecursionError). Python
