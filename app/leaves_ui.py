@@ -36,7 +36,7 @@ def nest_quality_cards(cols, m: Metrics, base: Metrics, task: str) -> None:
                        help=f"Cosine between each output leaf ({', '.join(leaves)}) and the base's same leaf, per "
                             f"example, mean over the leaves and over {over} (1 = the same direction).")
     else:
-        cols[0].metric(f"Output cosine ({len(leaves)} leaves)", f"{m.accuracy:.4f}",
+        cols[0].metric(f"Output cosine ({len(leaves)} {'leaf' if len(leaves) == 1 else 'leaves'})", f"{m.accuracy:.4f}",
                        fmt.delta(m.accuracy, base.accuracy, "num"),
                        help=f"{m.quality_name(task)}: per example the cosine between each output leaf and the base "
                             f"model's same leaf, mean over the leaves and over {over}. The headline automatic plans "

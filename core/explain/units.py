@@ -93,7 +93,8 @@ def unit_activations(model: nn.Module, layer: str, unit: int, x: torch.Tensor, g
     """One unit's activation per example: a channel's mean over positions, a neuron's value
     (mean over tokens for sequences), a head's mean |output| over its columns of the
     attention projection's input (``columns``: that projection and the columns, as
-    :func:`coupled_group` gives them; a grouped-query unit spans several heads)."""
+    :func:`coupled_group` gives them; a grouped-query unit spans several heads). A layer that
+    ran on k inputs an example, batched as k blocks of the examples, gives each example its largest."""
     mods = dict(model.named_modules())
     if layer not in mods:
         raise PrunescopeError(f"no layer {layer!r} in the model")
@@ -124,12 +125,16 @@ def unit_activations(model: nn.Module, layer: str, unit: int, x: torch.Tensor, g
         h.remove()
     a = got["a"]
     if granularity == "head":
-        return a.flatten(1).mean(1)
-    if a.dim() == 4:  # (B, C, H, W)
-        return a[:, unit].mean((1, 2))
-    if a.dim() == 3:  # (B, T, C)
-        return a[..., unit].mean(1)
-    return a[:, unit]
+        v = a.flatten(1).mean(1)
+    elif a.dim() == 4:  # (B, C, H, W)
+        v = a[:, unit].mean((1, 2))
+    elif a.dim() == 3:  # (B, T, C)
+        v = a[..., unit].mean(1)
+    else:
+        v = a[:, unit]
+    if len(v) != len(x) and len(x) and len(v) % len(x) == 0:  # the layer ran on k images an example, batched as
+        v = v.reshape(-1, len(x)).amax(0)  # k blocks (RAFT's encoder on both images of a pair): the largest
+    return v
 
 
 def receptive_box(model: nn.Module, layer: str, unit: int, x: torch.Tensor) -> dict | None:

@@ -49,8 +49,18 @@ def forget_base(name: str) -> None:
 
 
 def clone_model(model: nn.Module) -> nn.Module:
-    """A deep copy that shares nothing with ``model``."""
-    return copy.deepcopy(model)
+    """A deep copy that shares nothing with ``model``. A tensor a forward left on a module that
+    autograd made (RAFT's correlation pyramid after a pass with gradients), which deepcopy refuses,
+    is copied detached."""
+    import torch
+
+    memo = {}
+    for m in model.modules():
+        for v in vars(m).values():
+            for t in v if isinstance(v, (list, tuple)) else (v,):
+                if isinstance(t, torch.Tensor) and not t.is_leaf:
+                    memo[id(t)] = t.detach().clone()
+    return copy.deepcopy(model, memo)
 
 
 
