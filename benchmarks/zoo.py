@@ -12,7 +12,8 @@ memory cap and a timeout, through five stages, each a plan applied to the pristi
 2. ``weight``: ``Prune(granularity="weight", sparsity=0.5)``;
 3. ``channel``: ``Prune(granularity="channel", sparsity=0.3)``; the pruned model must run
    and keep its output shapes (every leaf of a segmenter's); the row's ``removed_share`` is the
-   share of the base's parameters it removed;
+   share of the base's parameters it removed (and, where that is under 5%, a transformer's,
+   the share ``Prune(granularity="neuron", sparsity=0.3)`` removes, under ``"neuron"``);
 4. ``blocks``: ``list_blocks`` of the default container, then ``Cut`` of one block (the
    middle one of those that keep their input shape and have parameters, else the middle
    one); the cut model must run and keep its output shape;
@@ -38,58 +39,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.zoo_models import CALIB, TASKS, _models, _register
 from benchmarks.zoo_proc import _limit, _reset_peak, _status_kb
 
 HERE = Path(__file__).resolve().parent
 STAGES = ("load", "weight", "channel", "blocks", "onnx")
-CALIB = 4  # calibration examples (structured analysis traces one; bridges fit on these)
-BIG_INPUT = {"inception_v3": 299}  # models that need a larger input than 224
-DETECTOR_SIZE = {"min_size": 320, "max_size": 320}  # a detector's transform resizes to this (said in the notes)
-FLOW_SIDE = 128  # an optical-flow model's image pairs: the smallest RAFT's correlation pyramid takes
+LOW_SHARE = 0.05  # a channel stage removing less than this share of the parameters: neurons are tried too
 
 
 # --- one model, in the child process -------------------------------------------
-
-def _source(arch: str) -> tuple[dict, tuple[int, ...], str]:
-    """(factory kwargs, input shape, output kind) of torchvision's ``arch``, as ``--torchvision``
-    opens it (``core.sources.describe``: no weights fetched; a segmenter's class maps are "dense")."""
-    import torchvision
-
-    from core.sources.describe import _torchvision_source
-
-    _, kwargs, shape = _torchvision_source(torchvision, arch, {})
-    seg = arch in torchvision.models.list_models(module=torchvision.models.segmentation)
-    if arch in torchvision.models.list_models(module=torchvision.models.optical_flow):  # pairs of FLOW_SIDE px
-        return kwargs, (2, 3, FLOW_SIDE, FLOW_SIDE), "nest"  # its final flow, {"flow": ...}: judged as a nest
-    if arch in torchvision.models.list_models(module=torchvision.models.detection):
-        if not arch.startswith("ssd"):  # R-CNNs, RetinaNet, FCOS resize to 800 px: the input's own 320 here
-            kwargs = {**kwargs, **DETECTOR_SIZE}
-        return kwargs, tuple(shape), "detection"
-    return kwargs, tuple(shape), "dense" if seg else "logits"
-
-
-def _register(arch: str):
-    """Register ``arch`` (random weights) with seeded synthetic inputs; returns the model name."""
-    import torch
-
-    from core.sources.datasets import DataSplits, register_dataset
-    from core.sources.models import register_factory
-
-    kwargs, shape, output = _source(arch)
-    ds = f"zoo:{arch}"
-
-    def make() -> DataSplits:
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(CALIB + 4, *shape, generator=g)
-        y = torch.zeros(CALIB + 4, dtype=torch.long)
-        return DataSplits(ds, x[:CALIB], y[:CALIB], x[CALIB:], y[CALIB:], [str(i) for i in range(1000)],
-                          kind="image", description="seeded random images (zoo benchmark)")
-
-    register_dataset(ds)(make)
-    register_factory("torchvision.models:get_model", weights=None, dataset=ds, input_shape=shape, name=arch,
-                     task="fidelity", kwargs=kwargs, output=output)
-    return arch
-
 
 def _shapes(out) -> dict:
     from core.ground.outputs import leaf_shapes
@@ -104,6 +62,24 @@ def _forward_check(model, x, want: dict) -> None:
         got = _shapes(model(x))
     if got != want:
         raise RuntimeError(f"the result gives {got}, the base {want}")
+
+
+def _neuron_share(state: dict, row: dict) -> str:
+    """Where channels remove under :data:`LOW_SHARE` of the parameters (a transformer's only convolution is
+    its patch embedding): ``Prune(granularity="neuron", sparsity=0.3)`` too, its share kept in the row."""
+    from core.plan import ApplyContext, Plan, apply_with_reports
+    from core.prune import Prune
+
+    try:
+        model = apply_with_reports(Plan(state["name"]).then(Prune(granularity="neuron", sparsity=0.3)), state["base"],
+                                   ctx=ApplyContext(state["name"], calib_size=CALIB))[0]
+        _forward_check(model, state["x"], state["out_shape"])
+    except Exception as exc:  # noqa: BLE001 - recorded in the row: the zoo goes on
+        row.setdefault("removed_share", {})["neuron"] = None
+        return f"neurons 0.3: {type(exc).__name__}: {str(exc)[:160]}"
+    share = round(1 - sum(p.numel() for p in model.parameters()) / row["params"], 4)
+    row.setdefault("removed_share", {})["neuron"] = share
+    return f"neurons 0.3 remove {share:.1%} of the parameters"
 
 
 def _pick_block(blocks) -> str:
@@ -190,6 +166,8 @@ def run_one(arch: str, result_path: str, threads: int) -> None:
             extra = f"; {len(warns)} warning(s)" if warns else ""
             if key == "channel":  # the share of the base's parameters the structured stage removed (issue 24)
                 row.setdefault("removed_share", {})[key] = round(1 - params / row["params"], 4)
+                if row["removed_share"][key] < LOW_SHARE:  # the report says why; what neurons remove instead
+                    extra += "; " + _neuron_share(state, row)
             if r.total:
                 return f"{r.summary or ''} ({r.pruned:,}/{r.total:,}); params {params / row['params']:.0%}{extra}"
             return (r.summary or "") + extra
@@ -285,28 +263,6 @@ def _run_child(arch: str, args) -> dict:
     row["seconds"] = round(time.perf_counter() - t0, 1)
     row["peak_rss_mb"] = round(peak / 1024)
     return row
-
-
-TASKS = ("classification", "segmentation", "detection", "video", "optical_flow")
-
-
-def _models(only: str | None, tasks: str = "classification") -> list[str]:
-    import torchvision
-
-    modules = {"classification": torchvision.models, "segmentation": torchvision.models.segmentation,
-               "detection": torchvision.models.detection, "video": torchvision.models.video,
-               "optical_flow": torchvision.models.optical_flow}
-    asked = [t.strip() for t in tasks.split(",") if t.strip()]
-    if not asked or set(asked) - set(TASKS):
-        raise SystemExit(f"--tasks takes some of {', '.join(TASKS)}, got {tasks!r}")
-    names = [n for t in asked for n in torchvision.models.list_models(module=modules[t])]
-    if only:
-        want = [n.strip() for n in only.split(",") if n.strip()]
-        unknown = [n for n in want if n not in names]
-        if unknown:
-            raise SystemExit(f"unknown model(s) {unknown}; torchvision {', '.join(asked)} models: {', '.join(names)}")
-        names = want  # in the order given
-    return names
 
 
 def _print_row(r: dict) -> None:
