@@ -80,6 +80,7 @@ def detection_objective(m: nn.Module, step, spec, labelled: bool, teacher: nn.Mo
 
     def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         t = targets(x, y)
+        m.train()  # a detector returns its losses only in train mode (Heal's mode "eval" too): norms stay eval
         _norms_eval(m)
         return sum(m(x, t).values())
 
