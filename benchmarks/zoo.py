@@ -13,7 +13,9 @@ memory cap and a timeout, through five stages, each a plan applied to the pristi
 3. ``channel``: ``Prune(granularity="channel", sparsity=0.3)``; the pruned model must run
    and keep its output shapes (every leaf of a segmenter's); the row's ``removed_share`` is the
    share of the base's parameters it removed (and, where that is under 5%, a transformer's,
-   the share ``Prune(granularity="neuron", sparsity=0.3)`` removes, under ``"neuron"``);
+   the share ``Prune(granularity="neuron", sparsity=0.3)`` removes, under ``"neuron"``). A model
+   with no convolutions to narrow (the step says so: Swin3D) is pruned by neurons instead, as a
+   person would, and the row says so (``structured_granularity``);
 4. ``blocks``: ``list_blocks`` of the default container, then ``Cut`` of one block (the
    middle one of those that keep their input shape and have parameters, else the middle
    one); the cut model must run and keep its output shape;
@@ -128,6 +130,7 @@ def run_one(arch: str, result_path: str, threads: int) -> None:
         save()
         return row["stages"][name]["ok"]
 
+    from core.errors import PlanError
     from core.plan import ApplyContext, Plan, apply_with_reports
     from core.prune import Prune
     from core.sources.bases import load_base
@@ -149,10 +152,18 @@ def run_one(arch: str, result_path: str, threads: int) -> None:
 
     def plan_stage(step, key: str):
         def fn():
-            plan = Plan(state["name"]).then(step)
+            plan, said = Plan(state["name"]).then(step), ""
             # a fresh context per stage: its memo (the structured analysis) goes with it
-            ctx = ApplyContext(state["name"], calib_size=CALIB)
-            model, reports = apply_with_reports(plan, state["base"], ctx=ctx)
+            def build(p):
+                return apply_with_reports(p, state["base"], ctx=ApplyContext(state["name"], calib_size=CALIB))
+            try:
+                model, reports = build(plan)
+            except PlanError as exc:  # a transformer without convolutions to narrow: its neurons, as a person would
+                if key != "channel" or "has no prunable convolutions" not in str(exc):
+                    raise
+                plan = Plan(state["name"]).then(Prune(granularity="neuron", sparsity=0.3))
+                model, reports = build(plan)
+                row["structured_granularity"], said = "neuron", "no convolutions to narrow: neurons 0.3 instead; "
             _forward_check(model, state["x"], state["out_shape"])
             state[key] = plan
             if key == "channel":
@@ -166,10 +177,10 @@ def run_one(arch: str, result_path: str, threads: int) -> None:
             extra = f"; {len(warns)} warning(s)" if warns else ""
             if key == "channel":  # the share of the base's parameters the structured stage removed (issue 24)
                 row.setdefault("removed_share", {})[key] = round(1 - params / row["params"], 4)
-                if row["removed_share"][key] < LOW_SHARE:  # the report says why; what neurons remove instead
+                if row["removed_share"][key] < LOW_SHARE and not said:  # the report says why; what neurons remove
                     extra += "; " + _neuron_share(state, row)
             if r.total:
-                return f"{r.summary or ''} ({r.pruned:,}/{r.total:,}); params {params / row['params']:.0%}{extra}"
+                return f"{said}{r.summary or ''} ({r.pruned:,}/{r.total:,}); params {params / row['params']:.0%}{extra}"
             return (r.summary or "") + extra
         return fn
 

@@ -6,7 +6,9 @@ most of the model's MACs on one example (the root's children when no container c
 :func:`~core.surgery.paths.container_candidates` by shape alone. A container seen through the
 root view (the root itself, an ``nn.ModuleDict`` such as torchvision's IntermediateLayerGetter)
 competes only when each of its children that ran took one tensor and returned one: a
-detector's ``rpn`` takes images and features, so a detector's root is never its default.
+detector's ``rpn`` takes images and features, so a detector's root is never its default; any
+other container only when its first block takes one tensor and its last returns one (MViT's
+blocks pass ``(x, thw)`` along).
 """
 from __future__ import annotations
 
@@ -94,6 +96,8 @@ def container_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, i
         viewed = c == "" and not is_container(m) or is_dict_container(mods.get(c))
         if viewed and not all(isinstance(a, torch.Tensor) and isinstance(o, torch.Tensor) for a, o in io):
             continue  # the root view traces children that take one tensor and return one
+        if not (isinstance(io[0][0], torch.Tensor) and isinstance(io[-1][1], torch.Tensor)):
+            continue  # a chain traced from one tensor to one (MViT's blocks pass (x, thw) along: not)
         out[c] = sum(flops.get(f"{root}.{n}", 0) for _, n in ran) // 2
     return out, total
 

@@ -36,15 +36,29 @@ def _app(name: str):
     return at
 
 
-def test_the_prune_page_of_a_detector_reads_box_recall_and_precision(detector):
+def test_the_prune_page_of_a_detector_reads_box_recall_and_precision_and_fine_tunes_on_boxes(detector):
+    """The cards say what a detector is judged by; its Recover panel trains on box targets (the base's
+    boxes here: it has no labels), in batches of a few images, and the results say what its loss is."""
+    from core.recover import Finetune
+
     at = _app(detector)
-    workspace(at).set_plan(Plan(detector, (Prune(granularity="channel", sparsity=0.3),)))
+    learn = [s for s in at.selectbox if s.label == "Learn from"]
+    assert learn and learn[0].options == ["the base's boxes"] and "scored at least 0.05" in learn[0].help
+    assert not [n for n in at.number_input if n.label == "Temperature"]
+    assert "batch of 4 examples" in next(n for n in at.number_input if n.label == "Steps").help
+    prune = Prune(granularity="channel", sparsity=0.3)
+    workspace(at).set_plan(Plan(detector, (prune,)))
     at.run()
     ok(at)
     cards = {m.label: m for m in at.metric}
     assert {"Box recall", "Box precision", "Boxes unmatched (1 − F1)"} <= set(cards) and "Accuracy" not in cards
     assert cards["Box recall"].value != "100.0%" and cards["Box recall"].delta.startswith("-")
     assert "scored 0.05 or more" in cards["Box recall"].help and "IoU >= 0.5" in cards["Box recall"].help
+    workspace(at).set_plan(Plan(detector, (prune, Finetune(steps=2, loss="predictions", batch_size=2))))
+    at.run()
+    ok(at)
+    said = [m.value for m in at.markdown if "Last fine-tune" in m.value]
+    assert said and "box recall against the base" in said[0] and "boxes unmatched (1 − F1)" in said[0]
 
 
 def test_every_page_of_a_detector_opens(detector):
@@ -72,21 +86,3 @@ def test_a_detector_with_labelled_boxes_reads_map_on_the_prune_and_model_pages(o
     ok(at)
     assert next(m.value for m in at.metric if m.label == "mAP (base, quick)") == "100.0%"
 
-
-def test_the_recover_panel_of_a_detector_learns_from_boxes(detector):
-    """Fine-tuning a detector trains on box targets (the base's boxes here: it has no labels), in
-    batches of a few images, and the results say what its loss is."""
-    from core.recover import Finetune
-
-    at = _app(detector)
-    learn = [s for s in at.selectbox if s.label == "Learn from"]
-    assert learn and learn[0].options == ["the base's boxes"] and "scored at least 0.05" in learn[0].help
-    assert not [n for n in at.number_input if n.label == "Temperature"]
-    steps = next(n for n in at.number_input if n.label == "Steps")
-    assert "batch of 4 examples" in steps.help
-    workspace(at).set_plan(Plan(detector, (Prune(granularity="channel", sparsity=0.3),
-                                           Finetune(steps=2, loss="predictions", batch_size=2))))
-    at.run()
-    ok(at)
-    said = [m.value for m in at.markdown if "Last fine-tune" in m.value]
-    assert said and "box recall against the base" in said[0] and "boxes unmatched (1 − F1)" in said[0]

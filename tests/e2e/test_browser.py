@@ -106,14 +106,15 @@ def test_every_page_after_an_edit_opens_without_exception(page, app_url, tmp_pat
 
 
 def test_release_to_readout_time_per_demo_model(page, app_url, tmp_path):
-    """Measures (and records) the time from releasing the control to updated readouts."""
+    """Every demo's readouts follow the control; the time from releasing it to updated readouts is
+    recorded (one key press a model: a noisy figure, printed, not a target; speed targets are the
+    benchmark suite's)."""
     open_app(page, app_url)
     times = {}
     for name in DEMOS:
         choose_model(page, name)
         move_and_time(page, presses=10)  # the first move measures latency once
-        runs = sorted(move_and_time(page, presses=1)[0] for _ in range(3))
-        times[name] = runs[1]  # median of three single key presses
+        times[name] = move_and_time(page, presses=1)[0]  # one single key press
         assert_no_exception(page)
     (tmp_path / "release_to_readout.json").write_text(json.dumps(times, indent=2))
     print("release-to-readout seconds:", json.dumps(times))
