@@ -21,7 +21,7 @@ def structured_prune(model, example, *, granularity: str, criterion: str = "l1",
     step = Prune(criterion=criterion, granularity=granularity, sparsity=sparsity, threshold=threshold,
                  layers=tuple(layers), seed=seed)
     an = Analysis(model, example)
-    groups = nonempty(an.groups(granularity), granularity, an.skipped[granularity])
+    groups = nonempty(an.groups(granularity), granularity, an.skipped[granularity], model)
     scores = score_groups(an.copy, groups, criterion, seed, calib)
     new, sel, warns = remove_units(model, example, step, groups, scores, an.skipped[granularity])
     sel.warnings = warns + list(sel.warnings)

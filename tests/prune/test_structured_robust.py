@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import core.prune.structured.prune as SP
-from core.errors import PlanError
+from core.errors import ModelError, PlanError
 from core.plan import Plan, apply, apply_with_reports
 from core.prune import Prune
 from core.sources.models import MODELS, ModelSpec, register_model
@@ -168,3 +168,5 @@ def test_torchvision_swin_prunes_its_embedding_width_through_window_attention(v2
     assert attn.qkv.in_features == attn.proj.out_features == width and attn.qkv.out_features == 3 * width
     assert new.features[2].reduction.in_features == 4 * width and new(x).shape == (2, 10)
     assert m.features[0][0].out_channels == 24  # the input is not changed
+    with pytest.raises(ModelError, match="a head cannot go alone; narrow the width instead"):
+        structured_prune(m, x[:1], granularity="head", sparsity=0.3)  # heads are width / num_heads wide

@@ -16,6 +16,7 @@ from core.prune.criteria import CRITERIA
 from core.prune.structured.graph import UNIT_GRANULARITIES, UnitGroup, build_graph, unit_groups
 from core.prune.structured.scores import score_groups
 from core.prune.structured.select import Selection, find_group, units_to_remove
+from core.prune.structured.swin import why_no_heads
 from core.sources.bases import clone_model
 
 
@@ -79,13 +80,16 @@ def granularities(model: nn.Module, ctx) -> list[str]:
 _UNITS = {"granularity": Options(UNIT_GRANULARITIES)}  # what structured pruning removes
 
 
-def nonempty(groups: list[UnitGroup], granularity: str, skipped=()) -> list[UnitGroup]:
+def nonempty(groups: list[UnitGroup], granularity: str, skipped=(), model: nn.Module | None = None
+             ) -> list[UnitGroup]:
     if not groups:
         hint = {"neuron": "Linear layers (other than the output layer)",
                 "channel": "convolutions", "head": "attention modules with qkv/proj/num_heads"}[granularity]
         left = (f"; {len(skipped)} group(s) were left out because Torch-Pruning cannot follow them "
                 f"(first: {skipped[0][0]}: {skipped[0][1]})" if skipped else "")
-        raise ModelError(f"granularity {granularity!r}: the model has no prunable {hint}{left}")
+        why = why_no_heads(model) if granularity == "head" and model is not None else None
+        raise ModelError(f"granularity {granularity!r}: the model has no prunable {hint}{left}"
+                         + (f"; {why}" if why else ""))
     return groups
 
 
@@ -152,7 +156,7 @@ def all_unit_scores(model: nn.Module, criterion: str, granularity: str, ctx=None
     an = analysis(model, ctx, example=example, seed=seed)
     key = _scores_key(criterion, granularity, seed, calib)
     if key not in an.scores:
-        groups = nonempty(an.groups(granularity), granularity, an.skipped.get(granularity, ()))
+        groups = nonempty(an.groups(granularity), granularity, an.skipped.get(granularity, ()), model)
         an.scores[key] = score_groups(an.copy, groups, criterion, seed, calib)
     return an.scores[key]
 

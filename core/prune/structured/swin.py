@@ -169,4 +169,16 @@ def heads_multiple(module: nn.Module, width: int) -> int:
     return 1
 
 
-__all__ = ["opaque_pruners", "heads_multiple", "tie_hook"]
+WHY_NO_HEADS = ("its window attention (torchvision's Swin) makes each head as wide as the embedding width / "
+                "num_heads, so a head cannot go alone; narrow the width instead (the same share of every head): "
+                "channel granularity narrows the first stage, neuron granularity the later stages and the MLPs")
+
+
+def why_no_heads(model: nn.Module) -> str | None:
+    """Why ``model``'s attention has no heads to remove alone (:data:`WHY_NO_HEADS`), if it uses
+    torchvision's window attention; None otherwise."""
+    return WHY_NO_HEADS if any(type(m).__name__.startswith("ShiftedWindowAttention") for m in model.modules()) \
+        else None
+
+
+__all__ = ["opaque_pruners", "heads_multiple", "tie_hook", "why_no_heads"]
