@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
+import torch
 
 from app.messages import run_action
 from core.errors import FOREIGN_ERRORS, PrunescopeError
@@ -134,6 +135,32 @@ def dense_gallery_ui(ws, dc) -> None:
         acc = (f"Pixel accuracy on the mask: base {dc.base_accuracy[r]:.1%}, current {dc.current_accuracy[r]:.1%}"
                if masks else "")
         cols[-1].caption(f"example #{i}: {dc.agreement[r]:.1%} of its pixels keep the base's class. {acc}")
+
+
+def flow_gallery_ui(ws, fc) -> None:
+    """An optical-flow model's examples whose flow moved most: the pair's two images, the base's and
+    the current model's flow (torchvision's colour wheel, one scale for both), a row each."""
+    from torchvision.utils import flow_to_image
+
+    st.markdown("#### Examples whose flow changed most")
+    st.caption(f"{fc.changed} of the {fc.n} examples of the {fc.subset} subset have a flow that differs from the "
+               f"base's (mean end-point error over the subset {fc.mean_epe:.3g} px); the {len(fc.index)} below "
+               f"differ most. End-point error: the length of current minus base flow vector, averaged over the "
+               f"pixels of the leaf `{fc.leaf}`. Flow drawn as colour: hue the direction, saturation the length, "
+               "one scale for base and current of an example.")
+    heads = ["image 1", "image 2", "base flow", "current flow"]
+    for r, i in enumerate(fc.index):
+        cols = st.columns(len(heads) + 1)
+        pair = flow_to_image(torch.stack([fc.base_flow[r], fc.current_flow[r]]).float())
+        pics = [image(ws.evalset.x[i][0]), image(ws.evalset.x[i][1]),
+                pair[0].permute(1, 2, 0).numpy(), pair[1].permute(1, 2, 0).numpy()]
+        for c, h, pic in zip(cols, heads, pics):
+            if pic is not None:
+                c.image(pic, caption=h if r == 0 else None, width=144)
+            else:
+                c.caption(f"{h}: not an image")
+        cols[-1].caption(f"example #{i}: end-point error {fc.epe[r]:.3g} px; the base's flow is "
+                         f"{fc.base_speed[r]:.3g} px long on average.")
 
 
 def boxes_image(x, boxes, colour=(230, 30, 30), size: int = 192) -> np.ndarray | None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.explain_ui import boxes_gallery_ui, cached, cards_ui, dense_gallery_ui, gallery_ui
+from app.explain_ui import boxes_gallery_ui, cached, cards_ui, dense_gallery_ui, flow_gallery_ui, gallery_ui
 from app.messages import run_action, show_flashes
 from app.session import get_workspace
-from core.explain import MAX_CONFUSION_CLASSES, layer_order
+from core.explain import MAX_CONFUSION_CLASSES, flow_leaf, layer_order
 from core.ground.outputs import NEST_KINDS
 from core.prune.structured import prunable_units
 from core.viz.explain import (
@@ -42,15 +42,17 @@ def page() -> None:
                       else f"full test split ({len(ws.evalset.y)})")
     if ws.evaluator.output in NEST_KINDS:  # no predicted class per example to list or attribute
         dense = ws.evaluator.output == "dense"
-        kind = {"dense": "a dense class map", "detection": "boxes per image"}.get(ws.evaluator.output,
-                                                                               "a nest of tensors")
+        flow = run_action(flow_leaf, ws.evaluator, now=True) if ws.evaluator.output == "nest" else None
+        kind = {"dense": "a dense class map", "detection": "boxes per image"}.get(
+            ws.evaluator.output, f"an optical flow (`{flow}`) of each image pair" if flow else "a nest of tensors")
         how = ("by the base's boxes it finds again (the box figures are on the Prune page)"
                if ws.evaluator.output == "detection" else
                "leaf by leaf against the base (the per-leaf figures are on the Prune page)")
         shown = ("The examples whose class map changed most are below; the confusion matrix and attribution maps"
                  if dense else "The images whose boxes changed most are below; the confusion matrix and attribution "
                  "maps" if ws.evaluator.output == "detection" else
-                 "Changed examples, the confusion matrix and attribution maps")
+                 "The examples whose flow changed most are below; the confusion matrix and attribution maps" if flow
+                 else "Changed examples, the confusion matrix and attribution maps")
         st.info(f"This model's output is {kind}, judged {how}. {shown}" +
                 " explain one predicted class per example, so they are not shown; how each layer's representation "
                 "moved and what a unit responds to are below.")
@@ -62,6 +64,10 @@ def page() -> None:
             dc = run_action(cached, Workspace.dense_changes, ws, subset, now=True)
             if dc is not None:
                 dense_gallery_ui(ws, dc)
+        if flow:  # optical flow: the pair and its flows, base against current
+            fc = run_action(cached, Workspace.flow_changes, ws, subset, now=True)
+            if fc is not None:
+                flow_gallery_ui(ws, fc)
         _divergence_ui(ws, subset)
         unit_ui(ws, subset)
         return

@@ -18,6 +18,7 @@ from torch import nn
 
 from core.errors import FOREIGN_ERRORS, ModelError
 from core.sources.bases import clone_model
+from core.surgery.carry import first_tensor
 from core.surgery.choice import default_container
 from core.surgery.paths import (
            container_candidates,
@@ -119,6 +120,7 @@ def block_activations(model: nn.Module, container: str, x: torch.Tensor) -> list
         return hook
 
     def post(_m, _args, o):
+        o = first_tensor(o)  # a carried chain's last block returns (tensor, *tail)
         if not isinstance(o, torch.Tensor):
             raise ModelError(f"the last block of {container!r} does not return one tensor")
         out[0] = o.detach()

@@ -36,14 +36,23 @@ class Bridge(nn.Module):
         self.fitted = bool(fitted)
         self.resample = resample
         self.proj = proj
+        # in a carried container (``carry.py``: MViT's blocks pass ``(x, thw)`` along) a bridge returns
+        # ``(y, *tail)``: the tail it was given where that is what the next block expects
+        # (``carry_through``), else the tail the next block was given in the trace (``carry``)
+        self.carry: tuple | None = None
+        self.carry_through = False
         # (H, W, C) activations (Swin's stages): features on the last axis, proj a Linear
         self.channels_last = isinstance(resample, _ChannelsLast) or (
             len(self.in_shape) == 3 and isinstance(proj, nn.Linear))
 
-    def __call__(self, x: torch.Tensor, *_args, **_kwargs) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, *args, **_kwargs):
         # a layer of a transformers model is called with its masks, positions and cache too: a
         # bridge in its place maps the hidden states only (forward keeps one argument: it scripts)
-        return super().__call__(x)
+        y = super().__call__(x)
+        carry = getattr(self, "carry", None)  # a bridge pickled before carried containers has none
+        if carry is None:
+            return y
+        return (y, *(args if self.carry_through else carry))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.resample(x))

@@ -7,8 +7,8 @@ most of the model's MACs on one example (the root's children when no container c
 root view (the root itself, an ``nn.ModuleDict`` such as torchvision's IntermediateLayerGetter)
 competes only when each of its children that ran took one tensor and returned one: a
 detector's ``rpn`` takes images and features, so a detector's root is never its default; any
-other container only when its first block takes one tensor and its last returns one (MViT's
-blocks pass ``(x, thw)`` along).
+other container only when its first block takes one tensor and its last returns one, or the
+chain is carried (``carry.py``: MViT's blocks pass ``(x, thw)`` along).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from torch import nn
 from core.errors import FOREIGN_ERRORS, ModelError
 from core.sources.bases import clone_model
 from core.sources.models import get_spec
+from core.surgery.carry import carried
 from core.surgery.modelcache import ModelCache
 from core.surgery.paths import container_candidates, get_module, is_container, is_dict_container, join_path
 
@@ -56,14 +57,14 @@ def container_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, i
     cands = container_candidates(m)
     mods = dict(m.named_modules())
     calls: dict[int, list[int]] = {}  # id(child) -> call positions
-    seen: dict[int, list] = {}  # id(child) -> [first input, first output] (held: their ids stay unique)
+    seen: dict[int, list] = {}  # id(child) -> [first input, first output, all args] (held: their ids stay unique)
     counter = [0]
     handles = []
 
     def pre(_m, _a):
         calls.setdefault(id(_m), []).append(counter[0])
         counter[0] += 1
-        seen.setdefault(id(_m), [_a[0] if _a else None, None])
+        seen.setdefault(id(_m), [_a[0] if _a else None, None, tuple(_a)])
 
     def post(_m, _a, out):
         seen[id(_m)][1] = seen[id(_m)][1] if seen[id(_m)][1] is not None else out
@@ -94,10 +95,11 @@ def container_macs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, i
         if _parallel(io):
             continue  # branches on one input (an ASPP's convs): not a chain of blocks to cut from
         viewed = c == "" and not is_container(m) or is_dict_container(mods.get(c))
-        if viewed and not all(isinstance(a, torch.Tensor) and isinstance(o, torch.Tensor) for a, o in io):
+        if viewed and not all(isinstance(a, torch.Tensor) and isinstance(o, torch.Tensor) for a, o, _ in io):
             continue  # the root view traces children that take one tensor and return one
-        if not (isinstance(io[0][0], torch.Tensor) and isinstance(io[-1][1], torch.Tensor)):
-            continue  # a chain traced from one tensor to one (MViT's blocks pass (x, thw) along: not)
+        if not isinstance(io[0][0], torch.Tensor) or not (isinstance(io[-1][1], torch.Tensor)
+                                                         or carried([(a, o) for _, o, a in io])):
+            continue  # a chain traced from one tensor to one, or carried (MViT's blocks pass (x, thw) along)
         out[c] = sum(flops.get(f"{root}.{n}", 0) for _, n in ran) // 2
     return out, total
 

@@ -21,11 +21,12 @@ from core.sources.bases import clone_model
 from core.sources.models import get_spec
 from core.surgery.blocks import block_names, container_of, set_module, split_block
 from core.surgery.bridges import bridge_seam, shape_str
+from core.surgery.carry import same
 from core.surgery.rootview import RootView
 from core.surgery.traces import (
     ROOT_TRACE,
     Trace,
-    block_call_extras,
+    block_calls,
     first_tensor,
     memo_hit,
     memo_trace,
@@ -102,11 +103,29 @@ class _Sources:
 
     def call(self, source: str, container: str, index: int, blk: nn.Module, a: torch.Tensor) -> torch.Tensor:
         """``blk(a)``, with what the source's forward passes that block besides its input."""
-        tr = self.trace(source, container)
-        if tr.extras is None:
-            tr.extras = block_call_extras(clone_model(self.model(source)), container, self.x[source])
+        tr = self.calls(source, container)
         args, kwargs = tr.extras[index] if index < len(tr.extras) else ((), {})
         return first_tensor(blk(a, *args, **kwargs))
+
+    def calls(self, source: str, container: str) -> Trace:
+        """The source's trace, with what its forward passed each block and what each returned after its
+        tensor (one more forward of a private copy where the trace did not record them)."""
+        tr = self.trace(source, container)
+        if tr.extras is None or tr.tails is None:
+            key = (source, container, "calls")  # kept beside the activations a caller shares between stitches
+            if key not in self.acts:
+                self.acts[key] = block_calls(clone_model(self.model(source)), container, self.x[source])
+            tr.extras, tr.tails = self.acts[key]
+        return tr
+
+    def tail_before(self, p: Piece) -> tuple | None:
+        """In a carried container, what reaches block ``p`` after its tensor in ``p``'s source (what the
+        block before returned; the first block's extra arguments; after the last block, what it
+        returned); None where the source's blocks pass nothing along."""
+        tr = self.calls(p.source, p.container)
+        if not tr.tails or not all(tr.tails):
+            return None
+        return tuple(tr.extras[0][0]) if p.index == 0 else tuple(tr.tails[min(p.index, len(tr.tails)) - 1])
 
     def model(self, source: str) -> nn.Module:
         if source not in self.models:
@@ -183,11 +202,17 @@ class _Chain:
         nm = block_names(self.src.model(p.source), p.container)[p.index]
         return nm if p.source == "self" else f"{p.source}:{nm}"
 
-    def seam(self, target: torch.Tensor, target_source: str, next_label: str) -> None:
-        """A bridge from the activation so far to ``target``, what the next piece saw."""
+    def seam(self, p: Piece, next_label: str) -> None:
+        """A bridge from the activation so far to what piece ``p`` saw in its source (``p`` one past the
+        last block: the container's output). In a carried container the bridge returns its tensor
+        with the tail ``p`` expects (``Bridge.carry``)."""
         where = f"{self.prev_label} -> {next_label}"
+        target = self.src.activations(p.source, p.container)[p.index]
         a = self.activation()
-        br, seam, self.a = bridge_seam(a, target, self.policy, self.state.source == target_source, where, self.seed)
+        br, seam, self.a = bridge_seam(a, target, self.policy, self.state.source == p.source, where, self.seed)
+        want = self.src.tail_before(p)
+        if want is not None:
+            br.carry, br.carry_through = want, same(self.src.tail_before(self.state), want)
         self.owned = self.owned if self.a is a else True
         self.out.append((_unique("bridge", self.taken), br))
         self.seams.append(seam)
@@ -201,7 +226,7 @@ class _Chain:
             raise ModelError(f"{p.source}: container {p.container!r} has {len(blocks)} blocks, "
                              f"no block at position {p.index}")
         if p != self.state:
-            self.seam(self.src.activations(p.source, p.container)[p.index], p.source, self.label(p))
+            self.seam(p, self.label(p))
         blk = blocks[p.index]
         key = (p.source, p.container, p.index)
         if p.source != "self" or key in self.used:
@@ -256,7 +281,7 @@ def stitch(model: nn.Module, ctx, container: str, pieces: list[Piece], policy: s
             given = names[k] if names and names[k] else None
             chain.add(p, old_names[p.index] if k in keep else given, k in keep)
         if chain.state != Piece("self", container, n_host):
-            chain.seam(chain.host_acts[n_host], "self", "the container output")
+            chain.seam(Piece("self", container, n_host), "the container output")
     if isinstance(old, nn.Sequential):
         new = nn.Sequential(OrderedDict(chain.out))
     else:
@@ -267,6 +292,6 @@ def stitch(model: nn.Module, ctx, container: str, pieces: list[Piece], policy: s
     return host, chain.seams
 
 
-__all__ = ["Piece", "stitch", "paired_inputs", "traced_activations", "block_call_extras", "BRIDGES", "ROOT_TRACE"]
+__all__ = ["Piece", "stitch", "paired_inputs", "traced_activations", "BRIDGES", "ROOT_TRACE"]
 
 

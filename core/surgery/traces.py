@@ -15,17 +15,20 @@ from torch import nn
 
 from core.sources.bases import clone_model
 from core.surgery.blocks import block_activations, container_of
+from core.surgery.carry import first_tensor, tail
 from core.surgery.rootview import RootView
 
 
-def block_call_extras(model: nn.Module, container: str, x: torch.Tensor) -> list[tuple[tuple, dict]]:
+def block_calls(model: nn.Module, container: str, x: torch.Tensor) -> tuple[list[tuple[tuple, dict]], list]:
     """What the model's forward passes each block of ``container`` besides its input tensor
     (extra positional and keyword arguments: a transformers decoder layer's position
-    embeddings and attention mask), recorded on one forward pass of ``x``; ``((), {})``
-    for a block called with its input alone. Call on a private copy (hooks are added)."""
+    embeddings and attention mask; ``((), {})`` for a block called with its input alone), and
+    what each block returned after its tensor (``carry.tail``: MViT's ``thw``; None for a
+    tensor), recorded on one forward pass of ``x``. Call on a private copy (hooks are added)."""
     c = container_of(model, container)
     children = list(c.children()) if isinstance(c, (nn.Sequential, nn.ModuleList)) else []
     got: list[tuple[tuple, dict] | None] = [None] * len(children)
+    tails: list = [None] * len(children)
     handles = []
 
     def pre(i):
@@ -34,20 +37,27 @@ def block_call_extras(model: nn.Module, container: str, x: torch.Tensor) -> list
                 got[i] = (tuple(args[1:]), dict(kwargs))
         return hook
 
+    def post(i):
+        def hook(_m, _a, o):
+            if tails[i] is None:
+                tails[i] = tail(o)
+        return hook
+
     try:
         for i, ch in enumerate(children):
             handles.append(ch.register_forward_pre_hook(pre(i), with_kwargs=True))
+            handles.append(ch.register_forward_hook(post(i)))
         with torch.no_grad():
             model(x)
     finally:
         for h in handles:
             h.remove()
-    return [g if g is not None else ((), {}) for g in got]
+    return [g if g is not None else ((), {}) for g in got], tails
 
 
-def first_tensor(o):
-    """A block's output tensor (transformers layers of some versions return a tuple)."""
-    return o[0] if isinstance(o, (tuple, list)) and o and isinstance(o[0], torch.Tensor) else o
+def block_call_extras(model: nn.Module, container: str, x: torch.Tensor) -> list[tuple[tuple, dict]]:
+    """The first half of :func:`block_calls`: what the forward passes each block besides its input."""
+    return block_calls(model, container, x)[0]
 
 
 ROOT_TRACE = "root trace"  # key in ``ctx.memo(model)``: what a trace found about the root's children
@@ -69,7 +79,8 @@ class Trace:
     """One forward of a source model's calibration batch ``x``, as a stitch uses it: each
     block's input and the last one's output (``acts``, r_0 .. r_N), each block's output
     (``outs``, the first tensor of a tuple; None for the root view or where unknown) and what
-    the model's forward passes each block besides its input (``extras``, None until known).
+    the model's forward passes each block besides its input (``extras``, None until known) and
+    what each block returned after its tensor (``tails``, ``carry.tail`` of its output; None until known).
     Kept in the apply context's memo of the model, per container, while the model's tensors
     stay the same (``signature``) and only when it holds at most ``MEMO_BYTES``."""
 
@@ -78,6 +89,7 @@ class Trace:
     acts: list[torch.Tensor]
     outs: list[torch.Tensor | None] | None = None
     extras: list[tuple[tuple, dict]] | None = None
+    tails: list | None = None
 
     def fits(self, model: nn.Module, x: torch.Tensor) -> bool:
         """Whether this trace is of ``model`` as it is now, on the batch ``x``."""
@@ -95,16 +107,17 @@ class Trace:
         return sum(seen.values())
 
 
-def trace_blocks(model: nn.Module, container: str, x: torch.Tensor) -> tuple[list, list | None, list]:
-    """``(acts, outs, extras)`` of ``container`` on ``x`` in one forward pass (see :class:`Trace`;
-    ``core.surgery.blocks.block_activations`` and :func:`block_call_extras` in one). Call on a
+def trace_blocks(model: nn.Module, container: str, x: torch.Tensor) -> tuple[list, list | None, list, list]:
+    """``(acts, outs, extras, tails)`` of ``container`` on ``x`` in one forward pass (see :class:`Trace`;
+    ``core.surgery.blocks.block_activations`` and :func:`block_calls` in one). Call on a
     private copy (hooks are added)."""
     c = container_of(model, container)
     if isinstance(c, RootView):
-        return block_activations(model, container, x), None, []
+        return block_activations(model, container, x), None, [], []
     children = list(c.children())
     extras: list[tuple[tuple, dict] | None] = [None] * len(children)
     outs: list[torch.Tensor | None] = [None] * len(children)
+    tails: list = [None] * len(children)
     handles = []
 
     def pre(i):
@@ -117,7 +130,7 @@ def trace_blocks(model: nn.Module, container: str, x: torch.Tensor) -> tuple[lis
         def hook(_m, _a, o):
             t = first_tensor(o)
             if outs[i] is None and isinstance(t, torch.Tensor):
-                outs[i] = t.detach()
+                outs[i], tails[i] = t.detach(), tail(o)
         return hook
 
     try:
@@ -128,7 +141,7 @@ def trace_blocks(model: nn.Module, container: str, x: torch.Tensor) -> tuple[lis
     finally:
         for h in handles:
             h.remove()
-    return acts, outs, [e if e is not None else ((), {}) for e in extras]
+    return acts, outs, [e if e is not None else ((), {}) for e in extras], tails
 
 
 def memo_trace(memo: dict, container: str, owner: nn.Module, traced: nn.Module, x: torch.Tensor) -> Trace:
@@ -167,5 +180,6 @@ def traced_activations(model: nn.Module, ctx, container: str, x: torch.Tensor) -
     return memo_trace(memo, container, model, clone_model(model), x).acts
 
 
-__all__ = ["Trace", "trace_blocks", "traced_activations", "memo_trace", "memo_hit", "block_call_extras", "first_tensor",
+__all__ = ["Trace", "trace_blocks", "traced_activations", "memo_trace", "memo_hit", "block_calls", "block_call_extras",
+           "first_tensor",
            "ROOT_TRACE", "SEAM_ACTS", "MEMO_BYTES"]

@@ -216,6 +216,12 @@ class Analyses:
 
         return box_changes(self.model, self.evaluator, subset, k)
 
+    def flow_changes(self, subset: str = "quick", k: int = 6):
+        """An optical-flow model's examples whose flow moved most (``core.explain.flow``)."""
+        from core.explain import flow_changes
+
+        return flow_changes(self.model, self.evaluator, subset, k)
+
     def divergence(self, subset: str = "quick") -> list[dict]:
         """Linear CKA of each prunable layer's output, base against the current model
         (``core.explain.divergence``).
