@@ -67,6 +67,34 @@ def test_an_optical_flow_model_takes_stacked_pairs_and_prunes(own_home):
         assert ws.model(torch.zeros(1, 2, 3, 128, 128))["flow"].shape == (1, 2, 128, 128)
 
 
+def test_an_optical_flow_models_data_is_a_folder_of_frames_read_as_consecutive_pairs(own_home, tmp_path):
+    """A zip of video frames, a folder per video: each two consecutive frames of a folder are one example
+    (2 x 3 x H x W at the model's input size, pixels to [-1, 1] as torchvision's flow preset); a folder with
+    fewer than two frames is refused with the layout accepted."""
+    import torch
+
+    from core.errors import FileError
+    from core.sources.datasets import get_dataset
+    from core.sources.frames import read_frame_pairs
+    from tests.helpers.data import frame_folder, zip_of
+
+    z = zip_of(frame_folder(tmp_path / "clips"), tmp_path / "clips.zip")
+    spec = register("tv_flow_frames", torchvision="raft_small", kwargs={"num_flow_updates": 2},
+                    data={"kind": "images", "path": str(z)}, save=False)
+    own_home.append(spec.name)
+    assert tuple(spec.input_shape) == (2, 3, 224, 224)  # the model's default pairs
+    ds = get_dataset(spec.dataset)
+    x = torch.cat([ds.x_train, ds.x_test])
+    assert x.shape == (5, 2, 3, 224, 224) and x.min() >= -1 and x.max() <= 1  # 3 pairs of video a, 2 of b
+    pairs = read_frame_pairs(tmp_path / "clips", (40, 60))
+    assert pairs.shape == (5, 2, 3, 40, 60)
+    assert torch.equal(pairs[0, 1], pairs[1, 0]) and torch.equal(pairs[0, 1], torch.roll(pairs[0, 0], 1, -1))
+    (tmp_path / "one").mkdir()
+    frame_folder(tmp_path / "one", videos=(("v", 1),))
+    with pytest.raises(FileError, match="no folder with two frames or more"):
+        read_frame_pairs(tmp_path / "one", (40, 60))
+
+
 def test_a_timm_feature_extractor_opens_as_a_pyramid_of_leaves_and_prunes(own_home):
     """timm's ``features_only=True`` backbone returns a list of feature maps: a nest judged leaf by leaf;
     a channel prune keeps every map's width (each feeds an output) and runs."""

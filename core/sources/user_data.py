@@ -22,6 +22,7 @@ from core.sources.describe import (
     TextSource,
     hf_vocab_size,
 )
+from core.sources.frames import PAIR_MEAN, PAIR_STD, is_pair_shape, read_frame_pairs
 from core.sources.masks import mask_layout, read_mask_folder
 from core.sources.readers import read_tensors
 from core.sources.user_entry import UserEntry, home
@@ -76,6 +77,9 @@ def load_data(entry: UserEntry):
                                   f"{entry.name!r}; register it again")
         channels = src.channels or 3
         mean, std = default_normalisation(channels)
+        if is_pair_shape(entry.input_shape):  # an optical-flow model: consecutive frames as its pairs
+            pairs = read_frame_pairs(src.path, src.size, channels, src.mean or PAIR_MEAN, src.std or PAIR_STD)
+            return pairs, None, None
         if box_layout(src.path) is not None:  # images/ and a COCO-style JSON: labelled boxes (detection)
             return read_box_folder(src.path, src.size, channels, src.mean or mean, src.std or std)
         if mask_layout(src.path) is not None:  # images/ and masks/: a label per pixel (segmentation)
@@ -146,13 +150,16 @@ def images_entry(entry: UserEntry, default_shape: tuple[int, ...] | None) -> Use
     src = entry.data_source()
     assert isinstance(src, ImagesSource), src
     shape = entry.input_shape or default_shape
-    size = src.size or (tuple(shape[-2:]) if shape and len(shape) == 3 else (224, 224))
-    channels = src.channels or (shape[0] if shape and len(shape) == 3 and shape[0] in (1, 3) else 3)
-    mean, std = default_normalisation(channels)
+    pairs = is_pair_shape(shape)  # an optical-flow model's (2, C, H, W): frames read as pairs
+    size = src.size or (tuple(shape[-2:]) if shape and (len(shape) == 3 or pairs) else (224, 224))
+    channels = src.channels or (shape[-3] if shape and (len(shape) == 3 or pairs) and shape[-3] in (1, 3) else 3)
+    mean, std = (PAIR_MEAN, PAIR_STD) if pairs else default_normalisation(channels)
     path = src.path
     if Path(path).suffix.lower() == ".zip":
         path = str(safe_unzip(path, home() / "uploads" / entry.name / "images"))
     src = dataclasses.replace(src, path=path, size=size, channels=channels, mean=src.mean or mean, std=src.std or std)
+    if pairs:  # the loader reads the frames as pairs by this shape (the model's default, when none was given)
+        entry = dataclasses.replace(entry, input_shape=tuple(int(v) for v in shape))
     return dataclasses.replace(entry, data=src.to_dict())
 
 

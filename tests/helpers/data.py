@@ -25,6 +25,18 @@ def zip_of(folder, path):
     return path
 
 
+def frame_folder(root, videos=(("a", 4), ("b", 3)), size=(40, 60)):
+    """A folder per video of numbered RGB frames (made here), each frame the one before shifted one pixel
+    right: ``(video name, frames)`` pairs give ``frames - 1`` consecutive pairs each."""
+    rng = np.random.RandomState(0)
+    for v, n in videos:
+        (root / v).mkdir(parents=True)
+        a = rng.randint(0, 255, size=(*size, 3)).astype("uint8")
+        for k in range(n):
+            Image.fromarray(np.roll(a, k, axis=1)).save(root / v / f"frame_{k:04d}.png")
+    return root
+
+
 def mask_folder(root, n=24, size=(24, 24), classes=3):
     """A segmentation folder made here: ``images/`` of small PNGs and ``masks/`` of the same
     stems, greyscale PNGs of class indices (vertical bands, brighter images for higher
