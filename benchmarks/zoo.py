@@ -66,15 +66,20 @@ def _forward_check(model, x, want: dict) -> None:
         raise RuntimeError(f"the result gives {got}, the base {want}")
 
 
-def _neuron_share(state: dict, row: dict) -> str:
-    """Where channels remove under :data:`LOW_SHARE` of the parameters (a transformer's only convolution is
-    its patch embedding): ``Prune(granularity="neuron", sparsity=0.3)`` too, its share kept in the row."""
+def _neurons(state: dict) -> tuple:
+    """``(plan, model, reports)`` of ``Prune(granularity="neuron", sparsity=0.3)`` on the base, in a fresh context."""
     from core.plan import ApplyContext, Plan, apply_with_reports
     from core.prune import Prune
 
+    plan = Plan(state["name"]).then(Prune(granularity="neuron", sparsity=0.3))
+    return (plan, *apply_with_reports(plan, state["base"], ctx=ApplyContext(state["name"], calib_size=CALIB)))
+
+
+def _neuron_share(state: dict, row: dict) -> str:
+    """Where channels remove under :data:`LOW_SHARE` of the parameters (a transformer's only convolution is
+    its patch embedding): :func:`_neurons` too, its share kept in the row."""
     try:
-        model = apply_with_reports(Plan(state["name"]).then(Prune(granularity="neuron", sparsity=0.3)), state["base"],
-                                   ctx=ApplyContext(state["name"], calib_size=CALIB))[0]
+        model = _neurons(state)[1]
         _forward_check(model, state["x"], state["out_shape"])
     except Exception as exc:  # noqa: BLE001 - recorded in the row: the zoo goes on
         row.setdefault("removed_share", {})["neuron"] = None
@@ -161,8 +166,7 @@ def run_one(arch: str, result_path: str, threads: int) -> None:
             except PlanError as exc:  # a transformer without convolutions to narrow: its neurons, as a person would
                 if key != "channel" or "has no prunable convolutions" not in str(exc):
                     raise
-                plan = Plan(state["name"]).then(Prune(granularity="neuron", sparsity=0.3))
-                model, reports = build(plan)
+                plan, model, reports = _neurons(state)
                 row["structured_granularity"], said = "neuron", "no convolutions to narrow: neurons 0.3 instead; "
             _forward_check(model, state["x"], state["out_shape"])
             state[key] = plan

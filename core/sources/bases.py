@@ -48,20 +48,20 @@ def forget_base(name: str) -> None:
         del _BASES[key]
 
 
-def clone_model(model: nn.Module) -> nn.Module:
-    """A deep copy that shares nothing with ``model``. A tensor a forward left on a module that
-    autograd made (RAFT's correlation pyramid after a pass with gradients), which deepcopy refuses,
-    is copied detached."""
+def autograd_caches(model: nn.Module) -> list:
+    """Tensors a forward left on ``model``'s modules that autograd made, not leaves (RAFT's correlation
+    pyramid after a pass with gradients): plain attributes, or items of a list or tuple attribute.
+    Deepcopy refuses them; :func:`clone_model` copies them detached, a graph copy shares them."""
     import torch
 
-    memo = {}
-    for m in model.modules():
-        for v in vars(m).values():
-            for t in v if isinstance(v, (list, tuple)) else (v,):
-                if isinstance(t, torch.Tensor) and not t.is_leaf:
-                    memo[id(t)] = t.detach().clone()
-    return copy.deepcopy(model, memo)
+    return [t for m in model.modules() for v in vars(m).values()
+            for t in (v if isinstance(v, (list, tuple)) else (v,)) if isinstance(t, torch.Tensor) and not t.is_leaf]
 
 
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy that shares nothing with ``model``; a forward's cache autograd made
+    (:func:`autograd_caches`) is copied detached."""
+    return copy.deepcopy(model, {id(t): t.detach().clone() for t in autograd_caches(model)})
 
-__all__ = ["load_base", "forget_base", "clone_model"]
+
+__all__ = ["load_base", "forget_base", "clone_model", "autograd_caches"]

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from core.errors import FOREIGN_ERRORS, ModelError, first_line
+from core.sources.bases import autograd_caches
 
 DEEP_COPY_LIMIT = 20_000  # Python frames a graph copy may need (copy_graph)
 TESTED_VERSIONS = ">=1.6,<1.7"  # the torch-pruning versions this adapter is tested with (pyproject pins them)
@@ -165,10 +166,7 @@ def copy_graph(dg) -> tuple[nn.Module, object]:
         shared.append(node.grad_fn)
         for dep in node.dependencies:
             shared += [getattr(dep.handler, "__self__", None), getattr(dep.trigger, "__self__", None)]
-    for m in dg.model.modules():  # a forward's cache left on a module (RAFT's correlation pyramid): not
-        for v in vars(m).values():  # leaves of autograd, which deepcopy refuses; read, never pruned
-            shared += [t for t in (v if isinstance(v, (list, tuple)) else [v])
-                       if isinstance(t, torch.Tensor) and not t.is_leaf]
+    shared += autograd_caches(dg.model)  # a forward's cache on a module (RAFT's correlation pyramid): never pruned
     memo = {id(x): x for x in shared if x is not None}
     # the nodes link to their inputs and outputs, so the copy recurses along the graph's longest path: deeper
     # than Python's default limit of 1,000 frames on a segmenter such as fcn_resnet50 (RecursionError). Python
