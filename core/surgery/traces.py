@@ -27,6 +27,8 @@ def block_calls(model: nn.Module, container: str, x: torch.Tensor) -> tuple[list
     tensor), recorded on one forward pass of ``x``. Call on a private copy (hooks are added)."""
     c = container_of(model, container)
     children = list(c.children()) if isinstance(c, (nn.Sequential, nn.ModuleList)) else []
+    if not children:  # the root view: its children are called as the model's forward does, with nothing carried
+        return [], []
     got: list[tuple[tuple, dict] | None] = [None] * len(children)
     tails: list = [None] * len(children)
     handles = []
