@@ -57,11 +57,6 @@ def block_calls(model: nn.Module, container: str, x: torch.Tensor) -> tuple[list
     return [g if g is not None else ((), {}) for g in got], tails
 
 
-def block_call_extras(model: nn.Module, container: str, x: torch.Tensor) -> list[tuple[tuple, dict]]:
-    """The first half of :func:`block_calls`: what the forward passes each block besides its input."""
-    return block_calls(model, container, x)[0]
-
-
 ROOT_TRACE = "root trace"  # key in ``ctx.memo(model)``: what a trace found about the root's children
 SEAM_ACTS = "seam activations"  # key prefix in ``ctx.memo(model)``: a container's :class:`Trace`
 MEMO_BYTES = 256 << 20  # a trace holding more activations than this is not kept in the memo
@@ -182,6 +177,6 @@ def traced_activations(model: nn.Module, ctx, container: str, x: torch.Tensor) -
     return memo_trace(memo, container, model, clone_model(model), x).acts
 
 
-__all__ = ["Trace", "trace_blocks", "traced_activations", "memo_trace", "memo_hit", "block_calls", "block_call_extras",
+__all__ = ["Trace", "trace_blocks", "traced_activations", "memo_trace", "memo_hit", "block_calls",
            "first_tensor",
            "ROOT_TRACE", "SEAM_ACTS", "MEMO_BYTES"]
