@@ -1,5 +1,6 @@
 """Automatic plans against a slow measured reference: on each demo model, ``autoplan
---max-drop 2`` (its sensitivity sweep included) against the NetAdapt-style greedy of
+--max-drop 2`` (its own sensitivity sweep included: it stops each layer past
+``sweep_bound(2)`` points of changed predictions) against the NetAdapt-style greedy of
 ``core.sensitivity.greedy`` at the same budget, both measured on the quick subset in the
 same process, each on a fresh workspace (no cached evaluations shared) after a warm-up of both
 paths on a throwaway one (the first to run would pay the process's one-time costs); the greedy steps every
@@ -48,16 +49,17 @@ def _warm(name: str, granularity: str) -> None:
 
 def compare(name: str, granularity: str) -> list[dict]:
     """The three rows of one demo: autoplan (sweep + tries) against the measured greedy."""
+    from core.sensitivity import Sensitivity
     from core.sensitivity.greedy import greedy_plan
 
     grid = COARSE.get(name, AMOUNTS)
     _warm(name, granularity)
     ws = _fresh(name)
     t0 = time.perf_counter()
-    sens = ws.sensitivity("l1", granularity, grid)
-    t_sweep = time.perf_counter() - t0
-    r = ws.autoplan(criterion="l1", granularity=granularity, max_drop=MAX_DROP, sens=sens)
+    r = ws.autoplan(criterion="l1", granularity=granularity, max_drop=MAX_DROP, amounts=grid)  # sweeps, then tries
     t_auto = time.perf_counter() - t0
+    sens, = (s for s in ws.sweeps.values() if isinstance(s, Sensitivity))
+    t_sweep, points = sens.seconds, sum(len(p) for p in sens.layers.values())
     ws = _fresh(name)
     base = ws.base_metrics(latency=False)
     t0 = time.perf_counter()
@@ -82,8 +84,9 @@ def compare(name: str, granularity: str) -> list[dict]:
             ">= 0.9", a_saved >= 0.9 * g_saved, f"{what}: {mine}"),
         row(f"autoplan time / measured greedy's ({name})", round(t_auto / t_ref, 3), "x", "<= 0.25",
             t_auto <= 0.25 * t_ref,
-            f"autoplan {t_auto:.1f} s (sweep {t_sweep:.1f} s of {len(sens.layers)} layers x {len(grid)} amounts "
-            f"included, not cached) vs greedy {t_ref:.1f} s, same process, {torch.get_num_threads()} threads"),
+            f"autoplan {t_auto:.1f} s (sweep {t_sweep:.1f} s included, not cached: {points} points of "
+            f"{len(sens.layers)} layers x {len(grid)} amounts, each layer stopped past {sens.stop_harm:g} points of "
+            f"changed predictions) vs greedy {t_ref:.1f} s, same process, {torch.get_num_threads()} threads"),
         row(f"autoplan tries alone (sweep cached) / measured greedy's ({name})", round((t_auto - t_sweep) / t_ref, 3),
             "x", "report", True, f"the Sensitivity page's case, the sweep already run: {t_auto - t_sweep:.2f} s of "
             f"measured tries vs {t_ref:.1f} s"),

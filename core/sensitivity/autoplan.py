@@ -135,12 +135,24 @@ def check_target(granularity: str, max_drop=None, max_macs=None, max_params=None
     return kind, float(v), cost
 
 
-def _check_sweep(sens: Sensitivity, plan: Plan, criterion: str, granularity: str) -> None:
+def sweep_bound(max_drop: float) -> float:
+    """Points of changed predictions after which a sweep for a ``max_drop`` budget stops a
+    layer (``SweepSpec.stop_harm``): a layer's larger amounts cannot fit the budget. Harm
+    over-counts the drop (changes cancel out across layers), so the bound is well past it."""
+    return 3 * float(max_drop) + 1
+
+
+def _check_sweep(sens: Sensitivity, plan: Plan, criterion: str, granularity: str, kind: str, value: float) -> None:
     if sens.plan != plan.key() or sens.criterion != criterion or sens.granularity != granularity:
         raise PrunescopeError("this sensitivity sweep is of another plan, criterion or granularity; sweep the "
                               "current plan first")
     if not sens.complete:
         raise PrunescopeError("the sensitivity sweep was stopped before it finished; run it to the end first")
+    if sens.stop_harm is not None and (kind != "max_drop" or sens.stop_harm < sweep_bound(value)):
+        raise PrunescopeError(f"this sweep stopped each layer past {sens.stop_harm:g} points of changed predictions; "
+                              f"a {kind} target of {value:g} needs " + (
+                                  "every amount of every layer: run the sweep without stop_harm" if kind != "max_drop"
+                                  else f"it to go on to {sweep_bound(value):g} points (or run it without stop_harm)"))
 
 
 @dataclass
@@ -354,7 +366,7 @@ def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *
             or one stopped early.
     """
     kind, value, cost = check_target(granularity, max_drop, max_macs, max_params, max_latency)
-    _check_sweep(sens, plan, criterion, granularity)
+    _check_sweep(sens, plan, criterion, granularity, kind, value)
     t = _Target(kind, value, cost, float(base.macs if cost == "macs" else base.nonzero_params),
                 sens.source["accuracy"], float(sens.source[cost]))
     log: list[dict] = []
@@ -370,4 +382,4 @@ def _fmt(v: float, kind: str) -> str:
     return f"{v:.2f}" if kind == "max_drop" else f"{v:.1%}"
 
 
-__all__ = ["AutoPlan", "autoplan", "allocate", "check_target", "greedy_path"]
+__all__ = ["AutoPlan", "autoplan", "allocate", "check_target", "greedy_path", "sweep_bound"]

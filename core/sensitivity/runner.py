@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from core.errors import PrunescopeError
 from core.ground.outputs import NEST_KINDS, cat_outputs, judged_outputs, map_out
 from core.metrics.cost import arch_signature, count_macs, nonzero_counts
-from core.metrics.evaluator import QualitySums, quality_sums
+from core.metrics.evaluator import Evaluator, QualitySums, quality_sums
 from core.metrics.nest import cosine_each, headline_each
 from core.plan.build import ApplyContext
 from core.sensitivity.prefix import PrefixCache
@@ -88,6 +89,9 @@ class Task:
     layer: str | None
     amounts: tuple[float, ...]
     shard: tuple[int, int]
+    # a layer task over the whole subset stops after its first amount that changes more than
+    # this many points of predictions (None: every amount; see ``SweepSpec.stop_harm``)
+    stop_harm: float | None = None
 
 
 @dataclass
@@ -194,7 +198,19 @@ class Runner:
             return [self._source(task)]
         if task.kind == "layer" and task.granularity == "weight":
             return self._weight_layer(task)
-        return [self._built(task, a) for a in task.amounts]
+        points: list[Point] = []
+        for a in task.amounts:
+            points.append(self._built(task, a, points[-1] if points else None))
+            if self._past(task, points[-1]):
+                break
+        return points
+
+    def _past(self, task: Task, p: Point) -> bool:
+        """Whether ``task`` stops at point ``p``: it changed more than ``task.stop_harm``
+        points of the source's predictions (an embedding's nearest neighbours are not
+        predictions: its sweeps never stop early)."""
+        return (task.stop_harm is not None and self.p.output != "embedding"
+                and 100 * p.changed / max(1, p.sums.n) > task.stop_harm)
 
     def _source(self, task: Task) -> Point:
         chunks = self._chunks(task.shard, self._starts(task))
@@ -227,12 +243,17 @@ class Runner:
                 outs = [c.run(self._work, [task.layer]) for c in chunks]
                 params = self._src_counts[1] - (zeros - zeros_before)
                 points.append(self._point(a, outs, chunks, task.shard, macs, params, zeros, nw.numel()))
+                if self._past(task, points[-1]):
+                    break
         finally:
             layer.weight = orig
         return points
 
-    def _built(self, task: Task, amount: float) -> Point:
-        """A real ``Prune`` step built on the source (structured, or a global amount)."""
+    def _built(self, task: Task, amount: float, before: Point | None = None) -> Point:
+        """A real ``Prune`` step built on the source (structured, or a global amount). When it
+        removes as many units as ``before`` (the task's point at the amount before) and leaves the
+        same MACs and parameters, it is the same model (the step removes a layer's units in
+        its criterion's order): ``before``'s figures are kept, with no forward run."""
         from core.prune.step import LayerOverride, Prune
 
         if task.kind == "layer":
@@ -242,14 +263,40 @@ class Runner:
             step = Prune(criterion=task.criterion, granularity=task.granularity, seed=self.p.seed, sparsity=amount)
         model, report = step.build(self.p.source, self.ctx)
         model.eval()
+        macs, params = self._cost(model)
+        if before is not None and (before.pruned, before.macs, before.params) == (report.pruned, macs, params):
+            return dataclasses.replace(before, amount=amount, warnings=list(report.warnings))
         chunks = self._chunks(task.shard, self._starts(task))
         changed = changed_modules(self.p.source, model) if task.granularity != "weight" else \
             list(report.thresholds)
         with torch.inference_mode():
             outs = [c.run(model, changed) if task.kind == "layer" else model(c.x) for c in chunks]
-        macs, params = self._cost(model)
         return self._point(amount, outs, chunks, task.shard, macs, params, report.pruned, report.total,
                            report.warnings)
 
 
-__all__ = ["Payload", "ShardData", "Task", "Point", "Runner", "changed_modules", "CHUNK"]
+def payload_for(model: nn.Module, evaluator: Evaluator, ctx: ApplyContext, subset: str = "quick",
+                seed: int = 0) -> Payload:
+    """The snapshot a sweep of ``model`` runs on: a private copy of the model, the subset of
+    the evaluator's eval set, the base's outputs on it and the calibration batch of
+    ``seed`` (everything a worker needs). Take it in the thread that owns ``model``: the
+    sweep then reads only the copy.
+
+    Raises:
+        PrunescopeError: a quantised (final) model; an unknown subset.
+    """
+    from core.sources.bases import clone_model
+
+    if getattr(model, "final", False):
+        raise PrunescopeError("the plan ends in a quantize step; sensitivity sweeps prune float models "
+                              "(undo the quantize step, sweep, then quantize)")
+    x, y = evaluator.evalset.subset(subset)
+    # A private copy: the sweep traces its source with hooks, and the page may run its own
+    # model meanwhile (a sweep runs in a background thread).
+    return Payload(ctx.model_name, clone_model(model).eval(), x, y, evaluator.base_outputs(subset),
+                   evaluator.evalset.num_classes, evaluator.task, seed, ctx.calibration(seed),
+                   threads=torch.get_num_threads(), output=evaluator.output, judged=evaluator.judged,
+                   score=evaluator.score)
+
+
+__all__ = ["Payload", "ShardData", "Task", "Point", "Runner", "changed_modules", "CHUNK", "payload_for"]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from core.errors import PrunescopeError, echo
 from core.ground.constraints import Fraction, Interval, Items, Options, check_args
 from core.sensitivity.executors import get_executor
-from core.sensitivity.runner import Payload, Point, Task
+from core.sensitivity.runner import Payload, Point, Task, payload_for
 
 if TYPE_CHECKING:
     from torch import nn
@@ -73,6 +73,9 @@ class Sensitivity:
     seconds: float = 0.0
     executor: str = "local"
     shards: int = 1
+    # None: every layer at every amount. Else a layer's points end at its first amount that
+    # changed more than this many points of the source's predictions (``SweepSpec.stop_harm``)
+    stop_harm: float | None = None
 
     def drop(self, layer: str) -> list[float]:
         """Accuracy drop in points (percentage points) per amount: source minus point."""
@@ -139,6 +142,10 @@ class SweepSpec:
     layers: tuple[str, ...] = ()  # the layers (or groups) a sensitivity sweep visits, in order
     shards: int = 1  # parts of the subset per layer
     seed: int = 0  # seed of the calibration batch and of random criteria
+    # a sensitivity sweep for an accuracy budget: a layer stops after its first amount that changes more
+    # than this many points of the source's predictions (the larger amounts cannot fit the budget;
+    # one shard only, an embedding never stops). None: every amount
+    stop_harm: float | None = None
 
     @property
     def key(self) -> tuple:
@@ -147,7 +154,7 @@ class SweepSpec:
         if self.kind == "curves":
             return ("curves", self.plan, self.criteria, self.granularity, self.amounts, self.subset, self.seed)
         return ("sensitivity", self.plan, self.criteria[0], self.granularity, self.amounts, self.subset, self.seed,
-                self.layers)
+                self.layers) + (() if self.stop_harm is None else (("stop_harm", self.stop_harm),))
 
 
 def _sorted_amounts(owner: str, amounts) -> tuple[float, ...]:
@@ -155,32 +162,6 @@ def _sorted_amounts(owner: str, amounts) -> tuple[float, ...]:
     amounts = tuple(amounts) if isinstance(amounts, (list, tuple)) else amounts
     check_args(owner, {"amounts": Items(Fraction(), min_items=1, max_items=MAX_AMOUNTS)}, amounts=amounts)
     return tuple(sorted({float(a) for a in amounts}))
-
-
-def payload_for(model: nn.Module, evaluator: Evaluator, ctx: ApplyContext, subset: str = "quick",
-                seed: int = 0) -> Payload:
-    """The snapshot a sweep of ``model`` runs on: a private copy of the model, the subset of
-    the evaluator's eval set, the base's outputs on it and the calibration batch of
-    ``seed`` (everything a worker needs). Take it in the thread that owns ``model``: the
-    sweep then reads only the copy.
-
-    Raises:
-        PrunescopeError: a quantised (final) model; an unknown subset.
-    """
-    import torch
-
-    from core.sources.bases import clone_model
-
-    if getattr(model, "final", False):
-        raise PrunescopeError("the plan ends in a quantize step; sensitivity sweeps prune float models "
-                              "(undo the quantize step, sweep, then quantize)")
-    x, y = evaluator.evalset.subset(subset)
-    # A private copy: the sweep traces its source with hooks, and the page may run its own
-    # model meanwhile (a sweep runs in a background thread).
-    return Payload(ctx.model_name, clone_model(model).eval(), x, y, evaluator.base_outputs(subset),
-                   evaluator.evalset.num_classes, evaluator.task, seed, ctx.calibration(seed),
-                   threads=torch.get_num_threads(), output=evaluator.output, judged=evaluator.judged,
-                   score=evaluator.score)
 
 
 def layer_names(model: nn.Module, granularity: str, ctx: ApplyContext) -> list[str]:
@@ -203,12 +184,14 @@ def layer_names(model: nn.Module, granularity: str, ctx: ApplyContext) -> list[s
 
 def sensitivity_spec(model: nn.Module, ctx: ApplyContext, plan: Plan, criterion: str = "l1",
                      granularity: str = "weight", amounts=DEFAULT_AMOUNTS, subset: str = "quick", *,
-                     layers: list[str] | None = None, shards: int = 1, seed: int = 0) -> SweepSpec:
+                     layers: list[str] | None = None, shards: int = 1, seed: int = 0,
+                     stop_harm: float | None = None) -> SweepSpec:
     """A sensitivity sweep of ``model`` (the model of ``plan``), checked; runs nothing.
 
     Raises:
         PrunescopeError: unknown criterion, granularity, subset or layer; amounts not 1 to
-            100 fractions; shards not an integer in [1, 10000].
+            100 fractions; shards not an integer in [1, 10000]; stop_harm not points in
+            [0, 100], or given with more than one shard.
     """
     from core.prune.criteria import get_criterion
 
@@ -216,6 +199,10 @@ def sensitivity_spec(model: nn.Module, ctx: ApplyContext, plan: Plan, criterion:
     amounts = _sorted_amounts("sensitivity", amounts)
     check_args("sensitivity", {"shards": Interval(1, 10_000, integer=True), "subset": Options(SUBSETS)},
                shards=shards, subset=subset)
+    if stop_harm is not None:
+        check_args("sensitivity", {"stop_harm": Interval(0, 100)}, stop_harm=stop_harm)
+        if shards != 1:
+            raise PrunescopeError("stop_harm needs one shard: a layer stops on what its whole subset shows")
     names = layer_names(model, granularity, ctx)
     if layers is not None:
         unknown = [n for n in layers if n not in names]
@@ -224,7 +211,7 @@ def sensitivity_spec(model: nn.Module, ctx: ApplyContext, plan: Plan, criterion:
                                   f"prunable: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")
         names = [n for n in names if n in layers]
     return SweepSpec("sensitivity", ctx.model_name, plan.key(), len(plan.steps), (criterion,), granularity, amounts,
-                     subset, tuple(names), shards, seed)
+                     subset, tuple(names), shards, seed, None if stop_harm is None else float(stop_harm))
 
 
 def curves_spec(model: nn.Module, ctx: ApplyContext, plan: Plan, criteria, granularity: str = "weight",
@@ -287,7 +274,8 @@ def _run_layers(spec: SweepSpec, payload: Payload, executor, progress, should_st
     criterion, names = spec.criteria[0], list(spec.layers)
     parts = payload.shards(spec.shards)
     tasks = [Task("source", criterion, spec.granularity, None, (0.0,), s) for s in parts]
-    tasks += [Task("layer", criterion, spec.granularity, n, spec.amounts, s) for n in names for s in parts]
+    tasks += [Task("layer", criterion, spec.granularity, n, spec.amounts, s, spec.stop_harm) for n in names
+              for s in parts]
     t0 = time.perf_counter()
     results = _run(tasks, payload, executor, progress, should_stop,
                    lambda t: "the unpruned model" if t.kind == "source" else
@@ -300,7 +288,8 @@ def _run_layers(spec: SweepSpec, payload: Payload, executor, progress, should_st
                        {n: [_figures(p) for p in merged[("layer", criterion, n)]]
                         for n in names if ("layer", criterion, n) in merged and src is not None},
                        complete=len(results) == len(tasks), seconds=time.perf_counter() - t0,
-                       executor=getattr(executor, "name", type(executor).__name__), shards=spec.shards)
+                       executor=getattr(executor, "name", type(executor).__name__), shards=spec.shards,
+                       stop_harm=spec.stop_harm)
 
 
 def _run_curves(spec: SweepSpec, payload: Payload, executor, progress, should_stop) -> Curves:

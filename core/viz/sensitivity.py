@@ -22,18 +22,24 @@ def sensitivity_heatmap(sens, title: str | None = "", quality: str = "accuracy")
     (source minus pruned). Red is a drop, blue a gain; white is no change."""
     title = f"{quality[0].upper()}{quality[1:]} drop when one layer is pruned alone" if title == "" else title
     layers = list(sens.layers)
-    z = [sens.drop(n) for n in layers]
-    acc = [[100 * p["accuracy"] for p in sens.layers[n]] for n in layers]
-    m = max((abs(v) for r in z for v in r), default=1.0) or 1.0
+    z = [_padded(sens.drop(n), len(sens.amounts)) for n in layers]
+    acc = [_padded([100 * p["accuracy"] for p in sens.layers[n]], len(sens.amounts)) for n in layers]
+    m = max((abs(v) for r in z for v in r if v is not None), default=1.0) or 1.0
     fig = go.Figure(go.Heatmap(
         z=z, x=_amount_labels(sens.amounts), y=layers, zmin=-m, zmax=m, colorscale=_DROP_SCALE, customdata=acc,
-        text=[[f"{v:.1f}" if abs(v) >= 0.05 else "" for v in r] for r in z], texttemplate="%{text}",
+        text=[[f"{v:.1f}" if v is not None and abs(v) >= 0.05 else "" for v in r] for r in z], texttemplate="%{text}",
         hovertemplate="%{y} at %{x}: " + quality + " %{customdata:.1f}% (drop %{z:.2f} points)<extra></extra>",
         colorbar=dict(title="drop, points", thickness=12)))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category")
     return layout(fig, title, f"amount pruned ({_unit(sens.granularity)} of each layer)", "layer",
                   height=max(280, 24 * len(layers) + 120))
+
+
+def _padded(row: list, n: int) -> list:
+    """A layer's row to ``n`` amounts: a sweep for an accuracy budget (``stop_harm``) ends a
+    layer at its first amount past the bound; the amounts it did not run are gaps."""
+    return list(row) + [None] * (n - len(row))
 
 
 def _unit(granularity: str) -> str:
@@ -46,10 +52,10 @@ def sensitivity_curves(sens, title: str | None = "", highlight: str | None = Non
     unpruned source as a line."""
     title = f"{quality[0].upper()}{quality[1:]} against the amount, one layer at a time" if title == "" else title
     fig = go.Figure()
-    xs = [100 * a for a in sens.amounts]
     for n, pts in sens.layers.items():
         wide = highlight is None or n == highlight
-        fig.add_scatter(x=xs, y=[100 * p["accuracy"] for p in pts], mode="lines+markers", name=n,
+        fig.add_scatter(x=[100 * p["amount"] for p in pts], y=[100 * p["accuracy"] for p in pts],
+                        mode="lines+markers", name=n,
                         line=dict(width=3 if n == highlight else 1.5), opacity=1.0 if wide else 0.35,
                         hovertemplate=f"{n} at %{{x:.0f}}%: %{{y:.1f}}%<extra></extra>")
     fig.add_hline(y=100 * sens.source["accuracy"], line=dict(color=BASE, dash="dash"),
@@ -65,11 +71,12 @@ def class_heatmap(sens, layer: str, classes: Sequence[str],
     """Per-class accuracy drop (points) of one layer over the amounts: which classes fall first."""
     src = sens.source["per_class_accuracy"]
     pts = sens.layers[layer]
-    z = [[100 * (src[c] - p["per_class_accuracy"][c]) for p in pts] for c in range(len(classes))]
-    m = max((abs(v) for r in z for v in r), default=1.0) or 1.0
+    z = [_padded([100 * (src[c] - p["per_class_accuracy"][c]) for p in pts], len(sens.amounts))
+         for c in range(len(classes))]
+    m = max((abs(v) for r in z for v in r if v is not None), default=1.0) or 1.0
     fig = go.Figure(go.Heatmap(
         z=z, x=_amount_labels(sens.amounts), y=[str(c) for c in classes], zmin=-m, zmax=m, colorscale=_DROP_SCALE,
-        text=[[f"{v:.0f}" if abs(v) >= 0.5 else "" for v in r] for r in z], texttemplate="%{text}",
+        text=[[f"{v:.0f}" if v is not None and abs(v) >= 0.5 else "" for v in r] for r in z], texttemplate="%{text}",
         hovertemplate="class %{y} at %{x}: drop %{z:.1f} points<extra></extra>",
         colorbar=dict(title="drop, points", thickness=12)))
     fig.update_yaxes(autorange="reversed", type="category")

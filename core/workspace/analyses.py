@@ -75,7 +75,7 @@ class Analyses:
 
     def sensitivity_spec(self, criterion: str = "l1", granularity: str = "weight", amounts=DEFAULT_AMOUNTS,
                          subset: str = "quick", *, layers: list[str] | None = None, shards: int = 1,
-                         seed: int = 0) -> SweepSpec:
+                         seed: int = 0, stop_harm: float | None = None) -> SweepSpec:
         """A sensitivity sweep of the current plan's model, checked; runs nothing
         (``core.sensitivity.sensitivity_spec``). With :meth:`sweep_payload` it is the
         snapshot a background job runs (``core.sensitivity.run_sweep``); a complete result is
@@ -87,7 +87,7 @@ class Analyses:
         from core.sensitivity import sensitivity_spec
 
         return sensitivity_spec(self.model, self.ctx, self.plan, criterion, granularity, amounts, subset,
-                                layers=layers, shards=shards, seed=seed)
+                                layers=layers, shards=shards, seed=seed, stop_harm=stop_harm)
 
     def curves_spec(self, criteria, granularity: str = "weight", amounts=DEFAULT_AMOUNTS, subset: str = "quick", *,
                     seed: int = 0) -> SweepSpec:
@@ -128,7 +128,8 @@ class Analyses:
 
     def sensitivity(self, criterion: str = "l1", granularity: str = "weight", amounts=DEFAULT_AMOUNTS,
                     subset: str = "quick", *, layers: list[str] | None = None, executor="local", shards: int = 1,
-                    seed: int = 0, progress: Callable[[int, int, str], None] | None = None,
+                    seed: int = 0, stop_harm: float | None = None,
+                    progress: Callable[[int, int, str], None] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> Sensitivity:
         """Sweep every prunable layer of the current plan's model over ``amounts``, alone
         (``core.sensitivity.sensitivity``: arguments as there). A complete result is kept in
@@ -139,7 +140,8 @@ class Analyses:
             PrunescopeError: unknown criterion, granularity, subset or layer; bad amounts or
                 shards; a criterion that does not support the granularity; a quantised plan.
         """
-        spec = self.sensitivity_spec(criterion, granularity, amounts, subset, layers=layers, shards=shards, seed=seed)
+        spec = self.sensitivity_spec(criterion, granularity, amounts, subset, layers=layers, shards=shards, seed=seed,
+                                     stop_harm=stop_harm)
         return self._sweep(spec, executor, progress, should_stop)
 
     def criteria_curves(self, criteria, granularity: str = "weight", amounts=DEFAULT_AMOUNTS, subset: str = "quick",
@@ -157,12 +159,14 @@ class Analyses:
 
     def finished_sweep(self, criterion: str, granularity: str, amounts, subset: str = "quick") -> Sensitivity | None:
         """The finished sensitivity sweep of the current plan with these settings (any seed
-        and layers), else None. Free: runs nothing."""
+        and layers; every amount of every layer, not one stopped at a budget), else None.
+        Free: runs nothing."""
         from core.sensitivity import Sensitivity
 
         want = (self.plan.key(), criterion, granularity, tuple(sorted(set(amounts))), subset)
         for s in self.sweeps.values():
-            if isinstance(s, Sensitivity) and (s.plan, s.criterion, s.granularity, s.amounts, s.subset) == want:
+            if isinstance(s, Sensitivity) and s.stop_harm is None and (
+                    s.plan, s.criterion, s.granularity, s.amounts, s.subset) == want:
                 return s
         return None
 
@@ -176,21 +180,24 @@ class Analyses:
         ``ws.set_plan(result.plan)`` makes the result current.
 
         Args:
-            sens: a sweep of the current plan with this criterion and granularity (else it
-                is taken from :attr:`sweeps`, or run with ``amounts``, ``executor``,
-                ``progress`` and ``should_stop`` and kept).
+            sens: a sweep of the current plan with this criterion and granularity (else a
+                complete one is taken from :attr:`sweeps`, or one is run with ``amounts``,
+                ``executor``, ``progress`` and ``should_stop`` and kept; for ``max_drop`` it
+                stops each layer at ``core.sensitivity.sweep_bound(max_drop)`` points of changed
+                predictions, since larger amounts of it cannot fit the budget).
             The others: as ``core.sensitivity.autoplan``.
 
         Raises:
             PrunescopeError: no target or several; a target out of range; MACs targets with
                 weight granularity; a sweep of another plan, or one stopped early.
         """
-        from core.sensitivity import autoplan, check_target
+        from core.sensitivity import autoplan, check_target, sweep_bound
 
         check_target(granularity, max_drop, max_macs, max_params, max_latency)  # before a sweep runs
         if sens is None:
-            sens = self.sensitivity(criterion, granularity, amounts, subset, executor=executor, progress=progress,
-                                    should_stop=should_stop)
+            sens = self.finished_sweep(criterion, granularity, amounts, subset) or self.sensitivity(
+                criterion, granularity, amounts, subset, executor=executor, progress=progress, should_stop=should_stop,
+                stop_harm=None if max_drop is None else sweep_bound(max_drop))
         return autoplan(self.plan, sens, lambda plan, latency: self.evaluate_plan(plan, subset, latency=latency),
                         self.base_metrics(subset, latency=False), criterion=criterion, granularity=granularity,
                         max_drop=max_drop, max_macs=max_macs, max_params=max_params, max_latency=max_latency,

@@ -392,6 +392,8 @@ class Workspace(Analyses, LiveReadouts):
         if m is not None and (m.latency is not None or not latency):
             return m
         model = apply(plan, self.base, ctx=self.ctx, cache=self.cache)
-        m = self.evaluator.evaluate(model, subset, latency=latency)
+        # the quick subset through the live prefix where it pays: measured plans (an automatic plan's
+        # tries, the greedy's candidates) differ from the last one in a few layers
+        m = self.evaluator.evaluate(model, subset, latency=latency, forward=self.quick_forward(subset))
         self._metrics[key] = m
         return m
