@@ -13,7 +13,7 @@ from app.session import get_workspace
 from core.ground import formatting as fmt
 from core.prune.criteria import criteria_for
 from core.recover import Finetune
-from core.sensitivity import DEFAULT_AMOUNTS
+from core.sensitivity import DEFAULT_AMOUNTS, sweep_bound
 from core.viz.sensitivity import (
     amounts_figure,
     class_heatmap,
@@ -123,8 +123,9 @@ def sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str, new_pl
     if sens is None and new_plan:
         return None
     if sens is None:
-        st.info(f"No sweep of the current plan with these settings yet: {n_layers} layers × {len(amounts)} amounts = "
-                f"{n_layers * len(amounts)} models, each evaluated on the {subset} subset.")
+        if ws.finished_sweep(crit, gran, amounts, subset, for_drop=0.0) is None:  # (else that one is shown)
+            st.info(f"No sweep of the current plan with these settings yet: {n_layers} layers × {len(amounts)} "
+                    f"amounts = {n_layers * len(amounts)} models, each evaluated on the {subset} subset.")
         return None
     source_caption(sens, crit, subset, quality=quality_of(ws))
     return sens
@@ -193,13 +194,46 @@ def criteria_ui(ws, gran: str, amounts: list[float], subset: str) -> None:
                    f"by each criterion; the higher curve keeps more {quality} at the same amount.")
 
 
-def autoplan_ui(ws, sens, crit: str, gran: str) -> None:
+def _budget_of(sens) -> float | None:
+    """The largest accuracy drop (points) a sweep stopped at a budget can plan for (None: a full sweep)."""
+    return None if sens.stop_harm is None else (sens.stop_harm - 1) / 3
+
+
+def budget_sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str, value: float) -> None:
+    """The button that sweeps only what an accuracy budget of ``value`` points can use."""
+    if st.button(f"Sweep for a drop of {value:g} points", key="sens_run_budget", disabled=not amounts,
+                 icon=":material/play_arrow:",
+                 help=f"Sweeps each layer from its smallest amount and stops it past {sweep_bound(value):g} points "
+                      "of changed predictions (3 x the budget + 1): its larger amounts cannot fit the budget. "
+                      "Fewer models than the full sweep; in the background, with Cancel."):
+        spec = run_action(ws.sensitivity_spec, crit, gran, amounts, subset, stop_harm=sweep_bound(value))
+
+        def done(result):
+            if not result.complete:
+                return "info", "Sweep for the budget stopped: nothing is kept; run it again to plan."
+            ws.keep_sweep(spec.key, result)
+            ws.notify()
+            n = sum(len(p) for p in result.layers.values())
+            return "success", (f"Swept for a drop of {value:g} points: {n} of {len(result.layers) * len(amounts)} "
+                               f"models evaluated in {result.seconds:.1f} s.")
+
+        if spec is not None:
+            start_sweep(f"sens_job_{ws.name}", ws, spec, f"Sensitivity for a drop of {value:g} points", done)
+        st.rerun()
+
+
+def autoplan_ui(ws, sens, crit: str, gran: str, amounts: list[float], subset: str) -> None:
     st.markdown("#### Automatic plan")
     if sens is None or not sens.complete:
-        st.caption("Run a complete sweep first: the per-layer amounts are chosen from its curves.")
+        st.caption("Run the sweep above for any target, or sweep only what an accuracy budget can use: each layer "
+                   "stops at its first amount that changes more than 3 x the budget + 1 points of predictions.")
+        value = st.number_input("Accuracy drop at most (points)", 0.0, 100.0, 1.0, 0.5, key="sens_value_drop")
+        budget_sweep_ui(ws, crit, gran, amounts, subset, float(value))
         autoplan_result_ui(ws)
         return
-    kinds = [k for k in TARGETS if gran != "weight" or k in ("max_drop", "max_params")]
+    budget = _budget_of(sens)
+    kinds = [k for k in TARGETS if (gran != "weight" or k in ("max_drop", "max_params"))
+             and (budget is None or k == "max_drop")]
     c = st.columns([2, 1, 1])
     quality = quality_of(ws)
     kind = c[0].selectbox("Target", kinds, format_func=lambda k: TARGETS[k].replace("accuracy", quality),
@@ -212,6 +246,12 @@ def autoplan_ui(ws, sens, crit: str, gran: str) -> None:
         value = c[1].number_input("Fraction of the base", 0.01, 1.0, 0.5, 0.05, key=f"sens_value_{kind}")
     ft = c[2].number_input("Then fine-tune (steps; 0: no)", 0, 5000, 0, 50, key="sens_finetune",
                            help="Runs a fine-tune (labels and distillation) after the plan, in the background.")
+    if budget is not None and value > budget + 1e-9:
+        st.caption(f"This sweep stopped each layer for a drop of at most {budget:g} points; sweep for "
+                   f"{value:g} points to plan for it.")
+        budget_sweep_ui(ws, crit, gran, amounts, subset, float(value))
+        autoplan_result_ui(ws)
+        return
     ss = st.session_state
     res_key = f"sens_auto_{ws.name}"
     if st.button("Build the plan", key="sens_build", type="primary", icon=":material/auto_fix_high:",
@@ -288,6 +328,9 @@ def after_autoplan_ui(ws, before, crit: str, gran: str, amounts: list[float], su
                "plan's sensitivities, or to plan further from it, sweep the new plan.")
     sweep_ui(ws, crit, gran, amounts, subset, new_plan=True)
     source_caption(before, crit, subset, "Swept before the automatic plan", quality_of(ws))
+    if before.stop_harm is not None:
+        st.caption(f"Swept for a drop of at most {_budget_of(before):g} points: each layer stopped at its first "
+                   f"amount that changed more than {before.stop_harm:g}% of the predictions (blank past it).")
     if before.layers:
         views_ui(ws, before)
 
@@ -311,9 +354,17 @@ def page() -> None:
         criteria_ui(ws, gran, amounts, subset)
         return
     sens = sweep_ui(ws, crit, gran, amounts, subset)
+    if sens is None or not sens.complete:  # a sweep for an accuracy budget, kept, stands in for the full one
+        budget = ws.finished_sweep(crit, gran, amounts, subset, for_drop=0.0)
+        if budget is not None:
+            st.caption(f"**Swept for a drop of at most {_budget_of(budget):g} points:** each layer stopped at its "
+                       f"first amount that changed more than {budget.stop_harm:g}% of the predictions; the amounts "
+                       "past it were not run (blank).")
+            source_caption(budget, crit, subset, quality=quality_of(ws))
+            sens = budget
     if sens is not None and sens.layers:
         views_ui(ws, sens)
-    autoplan_ui(ws, sens, crit, gran)
+    autoplan_ui(ws, sens, crit, gran, amounts, subset)
     criteria_ui(ws, gran, amounts, subset)
 
 

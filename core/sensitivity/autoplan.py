@@ -148,7 +148,7 @@ def _check_sweep(sens: Sensitivity, plan: Plan, criterion: str, granularity: str
                               "current plan first")
     if not sens.complete:
         raise PrunescopeError("the sensitivity sweep was stopped before it finished; run it to the end first")
-    if sens.stop_harm is not None and (kind != "max_drop" or sens.stop_harm < sweep_bound(value)):
+    if sens.stop_harm is not None and (kind != "max_drop" or sens.stop_harm < sweep_bound(value) - 1e-9):
         raise PrunescopeError(f"this sweep stopped each layer past {sens.stop_harm:g} points of changed predictions; "
                               f"a {kind} target of {value:g} needs " + (
                                   "every amount of every layer: run the sweep without stop_harm" if kind != "max_drop"

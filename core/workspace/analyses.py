@@ -157,18 +157,22 @@ class Analyses:
         return self._sweep(self.curves_spec(criteria, granularity, amounts, subset, seed=seed), executor, progress,
                            should_stop)
 
-    def finished_sweep(self, criterion: str, granularity: str, amounts, subset: str = "quick") -> Sensitivity | None:
+    def finished_sweep(self, criterion: str, granularity: str, amounts, subset: str = "quick", *,
+                       for_drop: float | None = None) -> Sensitivity | None:
         """The finished sensitivity sweep of the current plan with these settings (any seed
-        and layers; every amount of every layer, not one stopped at a budget), else None.
-        Free: runs nothing."""
-        from core.sensitivity import Sensitivity
+        and layers) that ran every amount of every layer, else None. With ``for_drop`` (points),
+        else the one stopped at a budget (``stop_harm``) that an automatic plan for that drop can
+        use, the one that went furthest. Free: runs nothing."""
+        from core.sensitivity import Sensitivity, sweep_bound
 
         want = (self.plan.key(), criterion, granularity, tuple(sorted(set(amounts))), subset)
-        for s in self.sweeps.values():
-            if isinstance(s, Sensitivity) and s.stop_harm is None and (
-                    s.plan, s.criterion, s.granularity, s.amounts, s.subset) == want:
-                return s
-        return None
+        found = [s for s in self.sweeps.values() if isinstance(s, Sensitivity) and s.complete and (
+            s.plan, s.criterion, s.granularity, s.amounts, s.subset) == want]
+        full = next((s for s in found if s.stop_harm is None), None)
+        if full is not None or for_drop is None:
+            return full
+        return max((s for s in found if s.stop_harm is not None and s.stop_harm >= sweep_bound(for_drop)),
+                   key=lambda s: s.stop_harm, default=None)
 
     def autoplan(self, *, criterion: str = "l1", granularity: str = "weight", max_drop: float | None = None,
                  max_macs: float | None = None, max_params: float | None = None, max_latency: float | None = None,
@@ -181,7 +185,7 @@ class Analyses:
 
         Args:
             sens: a sweep of the current plan with this criterion and granularity (else a
-                complete one is taken from :attr:`sweeps`, or one is run with ``amounts``,
+                complete one is taken from :attr:`sweeps` (``finished_sweep``), or one is run with ``amounts``,
                 ``executor``, ``progress`` and ``should_stop`` and kept; for ``max_drop`` it
                 stops each layer at ``core.sensitivity.sweep_bound(max_drop)`` points of changed
                 predictions, since larger amounts of it cannot fit the budget).
@@ -195,7 +199,7 @@ class Analyses:
 
         check_target(granularity, max_drop, max_macs, max_params, max_latency)  # before a sweep runs
         if sens is None:
-            sens = self.finished_sweep(criterion, granularity, amounts, subset) or self.sensitivity(
+            sens = self.finished_sweep(criterion, granularity, amounts, subset, for_drop=max_drop) or self.sensitivity(
                 criterion, granularity, amounts, subset, executor=executor, progress=progress, should_stop=should_stop,
                 stop_harm=None if max_drop is None else sweep_bound(max_drop))
         return autoplan(self.plan, sens, lambda plan, latency: self.evaluate_plan(plan, subset, latency=latency),

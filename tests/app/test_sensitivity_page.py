@@ -68,7 +68,8 @@ def test_cancel_keeps_the_layers_finished():
     assert any("Stopped early" in c.value for c in at.caption)
     assert any("Accuracy drop when one layer" in x for x in titles(at))
     assert not workspace(at).sweeps  # a stopped sweep is not kept as finished
-    assert any("Run a complete sweep first" in c.value for c in at.caption)
+    assert any("Run the sweep above for any target" in c.value for c in at.caption)
+    assert [b.key for b in at.button if b.key == "sens_run_budget"]  # or a sweep for an accuracy budget
 
 
 def _automatic_plan_of_digits_mlp():
@@ -167,11 +168,12 @@ def test_a_quantised_plan_offers_to_remove_the_quantize_step_and_then_sweeps():
 
 def test_after_an_automatic_plan_its_result_comes_first_with_the_sweep_it_was_planned_from():
     """Issue 23 (9): the automatic plan became the plan, so the page said "No sweep of the
-    current plan" and "Run a complete sweep first" above its success, and the heatmap went."""
+    current plan" and "Run a complete sweep first" (now "Run the sweep above for any target") above its
+    success, and the heatmap went."""
     at = _automatic_plan_of_digits_mlp()
     assert any(s.value.startswith("met: measured") for s in at.success)
     assert not any("No sweep of the current plan" in i.value for i in at.info)
-    assert not any("Run a complete sweep first" in c.value for c in at.caption)
+    assert not any("Run the sweep above for any target" in c.value for c in at.caption)
     t = titles(at)
     chose = next(i for i, x in enumerate(t) if "Amount the automatic plan chose per layer" in x)
     heat = next(i for i, x in enumerate(t) if "Accuracy drop when one layer is pruned alone" in x)
@@ -181,3 +183,31 @@ def test_after_an_automatic_plan_its_result_comes_first_with_the_sweep_it_was_pl
     sweep(at, "digits_mlp")  # the new plan's own sweep: the page is the ordinary one again
     assert any(c.value.startswith("Source: the plan's model (1 step(s))") for c in at.caption)
     assert not any(c.value.startswith("Swept before the automatic plan") for c in at.caption)
+
+
+def test_an_automatic_plan_for_a_drop_sweeps_only_what_the_budget_can_use():
+    at = new_app("digits_cnn")
+    at.switch_page(PAGE).run()
+    at.selectbox(key="sens_gran").set_value("channel").run()
+    at.number_input(key="sens_value_drop").set_value(2.0).run()
+    at.button(key="sens_run_budget").click().run()
+    ok(at)
+    finish_job(at, "sens_job_digits_cnn")
+    ok(at)
+    ws = workspace(at)
+    sens, = ws.sweeps.values()
+    points = sum(len(p) for p in sens.layers.values())
+    assert sens.stop_harm == 7 and points < 3 * 9  # some layer stopped before 90%
+    assert any(s.value == f"Swept for a drop of 2 points: {points} of 27 models evaluated in {sens.seconds:.1f} s."
+               for s in at.success)
+    assert any("Swept for a drop of at most 2 points" in c.value for c in at.caption)
+    assert any("Accuracy drop when one layer is pruned alone" in x for x in titles(at))  # blanks past each stop
+    assert at.selectbox(key="sens_target").options == ["accuracy drop at most (points)"]
+    at.number_input(key="sens_value_drop").set_value(3.0).run()  # past what the sweep can plan for
+    assert any("stopped each layer for a drop of at most 2 points" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.key == "sens_build"]
+    at.number_input(key="sens_value_drop").set_value(2.0).run()
+    at.button(key="sens_build").click().run()
+    ok(at)
+    assert len(ws.plan.steps) == 1 and ws.plan.steps[0].layers
+    assert any(s.value.startswith("met: measured") for s in at.success)
