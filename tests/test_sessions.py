@@ -121,6 +121,20 @@ def test_finished_sweeps_are_saved_with_the_session(sessions):
     assert got.layers == s.layers and got.source == s.source and got.seconds == s.seconds
 
 
+def test_a_sweep_stopped_at_a_budget_comes_back_under_its_own_key(sessions):
+    ws = Workspace("digits_mlp", "cpu")
+    s = ws.sensitivity("l1", "neuron", (0.2, 0.4, 0.6, 0.8), stop_harm=4)
+    sid = new_session_id()
+    save_session(sid, {"digits_mlp": ws.session_entry()}, "digits_mlp")
+    again = Workspace("digits_mlp", "cpu")
+    again.restore_session(load_session(sid)["models"]["digits_mlp"])
+    (key, got), = again.sweeps.items()
+    assert key == ws.sensitivity_spec("l1", "neuron", (0.2, 0.4, 0.6, 0.8), stop_harm=4).key
+    assert got.stop_harm == 4 and got.layers == s.layers
+    assert again.finished_sweep("l1", "neuron", (0.2, 0.4, 0.6, 0.8)) is None  # not taken for a full sweep
+    assert again.finished_sweep("l1", "neuron", (0.2, 0.4, 0.6, 0.8), for_drop=1) is got
+    assert again.finished_sweep("l1", "neuron", (0.2, 0.4, 0.6, 0.8), for_drop=2) is None  # 4 points: not 7
+
 def test_a_saved_sweep_that_does_not_read_back_is_left_out_with_a_warning(sessions):
     """Sweeps are plain data in the file; the workspace reads them, and a damaged one costs
     only itself: the plans and the other sweeps come back."""

@@ -82,3 +82,4 @@ def test_the_figures_show_a_layer_that_stopped_early_as_gaps():
     line = next(t for t in sensitivity_curves(s).data if t.name == short)
     assert list(line.x) == [100 * p["amount"] for p in s.layers[short]]
     assert all(len(r) == len(AMOUNTS) for r in class_heatmap(s, short, ws.evalset.classes).data[0].z)
+
