@@ -166,6 +166,11 @@ def test_ray_and_local_give_identical_numbers():
         assert not part.complete
         full = ws.sensitivity("l1", "weight", (0.5,))
         assert all(full.layers[n] == pts for n, pts in part.layers.items())
+        ws.sweeps.clear()  # a sweep stopped at a budget stops each layer where the local one does
+        bounded = ws.sensitivity("l1", "channel", (0.1, 0.3, 0.5, 0.7), stop_harm=5, executor=RayExecutor(workers=2))
+        ws.sweeps.clear()
+        assert bounded.layers == ws.sensitivity("l1", "channel", (0.1, 0.3, 0.5, 0.7), stop_harm=5).layers
+        assert sum(map(len, bounded.layers.values())) < 4 * len(bounded.layers)
     finally:
         ray.shutdown()
 
