@@ -19,9 +19,7 @@ from benchmarks.common import row
 
 DEMOS = {"digits_mlp": "neuron", "digits_cnn": "channel", "digits_resnet": "channel", "digits_vit": "head"}
 MAX_DROP = 2.0
-AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the sweep's amounts
-# digits_resnet's structured step is slow on CPU: its sweep takes a coarser grid
-COARSE = {"digits_resnet": (0.1, 0.2, 0.3, 0.5, 0.7)}
+AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the sweep's amounts (the default)
 # the reference's steps: NetAdapt takes small steps (a fine grid is what makes it slow and strong)
 FINE = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
@@ -52,7 +50,7 @@ def compare(name: str, granularity: str) -> list[dict]:
     from core.sensitivity import Sensitivity
     from core.sensitivity.greedy import greedy_plan
 
-    grid = COARSE.get(name, AMOUNTS)
+    grid = AMOUNTS
     _warm(name, granularity)
     ws = _fresh(name)
     t0 = time.perf_counter()
@@ -72,7 +70,6 @@ def compare(name: str, granularity: str) -> list[dict]:
     used = (r.measured or 0.0) / MAX_DROP
     what = (f"{name}, {granularity}s, l1, max_drop {MAX_DROP:g} points, quick subset ({sens.n} examples), sweep "
             f"amounts {','.join(f'{a:g}' for a in grid)}"
-            f"{' (coarsened: slow structured steps)' if name in COARSE else ''}"
             f", the greedy's steps every {FINE[0]:g}")
     mine = (f"autoplan saved {a_saved:.1%} of the base's MACs at a measured drop of {r.measured or 0:.2f} points "
             f"({len(r.tries)} tries: {', '.join(t.get('move', 'try') for t in r.tries)}); "

@@ -330,7 +330,7 @@ def after_autoplan_ui(ws, before, crit: str, gran: str, amounts: list[float], su
     source_caption(before, crit, subset, "Swept before the automatic plan", quality_of(ws))
     if before.stop_harm is not None:
         st.caption(f"Swept for a drop of at most {_budget_of(before):g} points: each layer stopped at its first "
-                   f"amount that changed more than {before.stop_harm:g}% of the predictions (blank past it).")
+                   f"amount that changed more than {before.stop_harm:g}% of the predictions (no cell past it).")
     if before.layers:
         views_ui(ws, before)
 
@@ -359,7 +359,7 @@ def page() -> None:
         if budget is not None:
             st.caption(f"**Swept for a drop of at most {_budget_of(budget):g} points:** each layer stopped at its "
                        f"first amount that changed more than {budget.stop_harm:g}% of the predictions; the amounts "
-                       "past it were not run (blank).")
+                       "past it were not run (no cell).")
             source_caption(budget, crit, subset, quality=quality_of(ws))
             sens = budget
     if sens is not None and sens.layers:
