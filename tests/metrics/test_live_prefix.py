@@ -41,6 +41,20 @@ def test_workspace_quick_figures_after_a_late_override_equal_a_whole_forward(mon
     assert again.skipped and not torch.equal(late, ref)
 
 
+def test_measured_plans_run_through_the_live_prefix_and_equal_a_whole_forward(monkeypatch):
+    """``evaluate_plan`` (autoplan's tries, the greedy's candidates) reuses the prefix as the live loop does."""
+    from core.plan import apply
+
+    ws = Workspace("digits_resnet", "cpu", quick_size=64)
+    monkeypatch.setattr(ws, "prefix_pays", lambda: True)
+    ws.evaluate_plan(ws.plan.then(_override("head.2", 0.3)), latency=False)
+    plan = ws.plan.then(_override("head.2", 0.6))
+    m = ws.evaluate_plan(plan, latency=False)
+    assert ws._live_prefix.skipped  # the second plan differs in the last layer only
+    whole = ws.evaluator.evaluate(apply(plan, ws.base, ctx=ws.ctx), "quick", latency=False)
+    assert m.accuracy == whole.accuracy and m.loss == pytest.approx(whole.loss, abs=1e-6)
+    assert m.per_class_accuracy == whole.per_class_accuracy
+
 def _vit() -> torch.nn.Module:
     return VisionTransformer(image_size=16, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
                              num_classes=5)
