@@ -13,7 +13,7 @@ from app.session import get_workspace
 from core.ground import formatting as fmt
 from core.prune.criteria import criteria_for
 from core.recover import Finetune
-from core.sensitivity import DEFAULT_AMOUNTS, sweep_bound
+from core.sensitivity import DEFAULT_AMOUNTS, sweep_bound, sweep_budget
 from core.viz.sensitivity import (
     amounts_figure,
     class_heatmap,
@@ -196,15 +196,20 @@ def criteria_ui(ws, gran: str, amounts: list[float], subset: str) -> None:
 
 def _budget_of(sens) -> float | None:
     """The largest accuracy drop (points) a sweep stopped at a budget can plan for (None: a full sweep)."""
-    return None if sens.stop_harm is None else (sens.stop_harm - 1) / 3
+    return None if sens.stop_harm is None else sweep_budget(sens.stop_harm)
+
+
+def _points(v: float) -> str:
+    return f"{v:g} point{'' if v == 1 else 's'}"
 
 
 def budget_sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str, value: float) -> None:
     """The button that sweeps only what an accuracy budget of ``value`` points can use."""
-    if st.button(f"Sweep for a drop of {value:g} points", key="sens_run_budget", disabled=not amounts,
+    pts = _points(value)
+    if st.button(f"Sweep for a drop of {pts}", key="sens_run_budget", disabled=not amounts,
                  icon=":material/play_arrow:",
                  help=f"Sweeps each layer from its smallest amount and stops it past {sweep_bound(value):g} points "
-                      "of changed predictions (3 x the budget + 1): its larger amounts cannot fit the budget. "
+                      "of changed predictions: its larger amounts cannot fit the budget. "
                       "Fewer models than the full sweep; in the background, with Cancel."):
         spec = run_action(ws.sensitivity_spec, crit, gran, amounts, subset, stop_harm=sweep_bound(value))
 
@@ -214,11 +219,11 @@ def budget_sweep_ui(ws, crit: str, gran: str, amounts: list[float], subset: str,
             ws.keep_sweep(spec.key, result)
             ws.notify()
             n = sum(len(p) for p in result.layers.values())
-            return "success", (f"Swept for a drop of {value:g} points: {n} of {len(result.layers) * len(amounts)} "
+            return "success", (f"Swept for a drop of {pts}: {n} of {len(result.layers) * len(amounts)} "
                                f"models evaluated in {result.seconds:.1f} s.")
 
         if spec is not None:
-            start_sweep(f"sens_job_{ws.name}", ws, spec, f"Sensitivity for a drop of {value:g} points", done)
+            start_sweep(f"sens_job_{ws.name}", ws, spec, f"Sensitivity for a drop of {pts}", done)
         st.rerun()
 
 
@@ -226,7 +231,8 @@ def autoplan_ui(ws, sens, crit: str, gran: str, amounts: list[float], subset: st
     st.markdown("#### Automatic plan")
     if sens is None or not sens.complete:
         st.caption("Run the sweep above for any target, or sweep only what an accuracy budget can use: each layer "
-                   "stops at its first amount that changes more than 3 x the budget + 1 points of predictions.")
+                   f"stops at its first amount that changes more than {sweep_bound(1):g} points of predictions for a "
+                   f"budget of 1 point ({sweep_bound(2):g} for 2).")
         value = st.number_input("Accuracy drop at most (points)", 0.0, 100.0, 1.0, 0.5, key="sens_value_drop")
         budget_sweep_ui(ws, crit, gran, amounts, subset, float(value))
         autoplan_result_ui(ws)
@@ -247,8 +253,8 @@ def autoplan_ui(ws, sens, crit: str, gran: str, amounts: list[float], subset: st
     ft = c[2].number_input("Then fine-tune (steps; 0: no)", 0, 5000, 0, 50, key="sens_finetune",
                            help="Runs a fine-tune (labels and distillation) after the plan, in the background.")
     if budget is not None and value > budget + 1e-9:
-        st.caption(f"This sweep stopped each layer for a drop of at most {budget:g} points; sweep for "
-                   f"{value:g} points to plan for it.")
+        st.caption(f"This sweep stopped each layer for a drop of at most {_points(budget)}; sweep for "
+                   f"{_points(value)} to plan for it.")
         budget_sweep_ui(ws, crit, gran, amounts, subset, float(value))
         autoplan_result_ui(ws)
         return
@@ -329,7 +335,7 @@ def after_autoplan_ui(ws, before, crit: str, gran: str, amounts: list[float], su
     sweep_ui(ws, crit, gran, amounts, subset, new_plan=True)
     source_caption(before, crit, subset, "Swept before the automatic plan", quality_of(ws))
     if before.stop_harm is not None:
-        st.caption(f"Swept for a drop of at most {_budget_of(before):g} points: each layer stopped at its first "
+        st.caption(f"Swept for a drop of at most {_points(_budget_of(before))}: each layer stopped at its first "
                    f"amount that changed more than {before.stop_harm:g}% of the predictions (no cell past it).")
     if before.layers:
         views_ui(ws, before)
@@ -357,7 +363,7 @@ def page() -> None:
     if sens is None or not sens.complete:  # a sweep for an accuracy budget, kept, stands in for the full one
         budget = ws.finished_sweep(crit, gran, amounts, subset, for_drop=0.0)
         if budget is not None:
-            st.caption(f"**Swept for a drop of at most {_budget_of(budget):g} points:** each layer stopped at its "
+            st.caption(f"**Swept for a drop of at most {_points(_budget_of(budget))}:** each layer stopped at its "
                        f"first amount that changed more than {budget.stop_harm:g}% of the predictions; the amounts "
                        "past it were not run (no cell).")
             source_caption(budget, crit, subset, quality=quality_of(ws))

@@ -142,6 +142,12 @@ def sweep_bound(max_drop: float) -> float:
     return 3 * float(max_drop) + 1
 
 
+def sweep_budget(stop_harm: float) -> float:
+    """The largest ``max_drop`` (points) a sweep stopped at ``stop_harm`` can plan for: the
+    inverse of :func:`sweep_bound`."""
+    return (float(stop_harm) - 1) / 3
+
+
 def _check_sweep(sens: Sensitivity, plan: Plan, criterion: str, granularity: str, kind: str, value: float) -> None:
     if sens.plan != plan.key() or sens.criterion != criterion or sens.granularity != granularity:
         raise PrunescopeError("this sensitivity sweep is of another plan, criterion or granularity; sweep the "
@@ -382,4 +388,4 @@ def _fmt(v: float, kind: str) -> str:
     return f"{v:.2f}" if kind == "max_drop" else f"{v:.1%}"
 
 
-__all__ = ["AutoPlan", "autoplan", "allocate", "check_target", "greedy_path", "sweep_bound"]
+__all__ = ["AutoPlan", "autoplan", "allocate", "check_target", "greedy_path", "sweep_bound", "sweep_budget"]

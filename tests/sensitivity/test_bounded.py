@@ -7,7 +7,7 @@ import pytest
 
 from core.errors import PrunescopeError
 from core.prune import LayerOverride, Prune
-from core.sensitivity import sweep_bound
+from core.sensitivity import sweep_bound, sweep_budget
 from core.viz.sensitivity import class_heatmap, sensitivity_curves, sensitivity_heatmap
 from core.workspace import Workspace
 
@@ -59,6 +59,7 @@ def test_an_automatic_plan_for_a_drop_runs_a_bounded_sweep_unless_a_full_one_is_
 
 
 def test_a_bounded_sweep_is_refused_for_a_cost_target_or_a_larger_drop():
+    assert sweep_budget(sweep_bound(1.5)) == 1.5  # the drop a bounded sweep can plan for
     ws = Workspace("digits_mlp", "cpu")
     s = ws.sensitivity("l1", "neuron", AMOUNTS, stop_harm=sweep_bound(1))
     ws.autoplan(criterion="l1", granularity="neuron", max_drop=1, sens=s)
