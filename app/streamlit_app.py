@@ -14,9 +14,11 @@ if _root not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from core.ground.memory import keep_freed_memory  # noqa: E402
 from core.startup import register_all  # noqa: E402
 
 register_all()  # an entry point: the built-in kinds and the plug-ins, once per process
+keep_freed_memory()  # an entry point: evaluations reuse freed memory instead of faulting it in again
 
 from app.panels import model_picker_ui  # noqa: E402
 from app.session import get_workspace, session_id  # noqa: E402

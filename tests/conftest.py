@@ -14,6 +14,10 @@ from core.startup import register_all  # noqa: E402
 
 register_all()
 
+from core.ground.memory import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # as the entry points do: evaluations reuse freed memory (PRUNESCOPE_KEEP_MEMORY=0: not)
+
 from tests.helpers.models import DEMO_MODELS  # noqa: E402
 
 

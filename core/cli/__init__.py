@@ -20,6 +20,7 @@ import traceback
 from core.cli import basic, diff, explain, export, recover, sensitivity, surgery, user  # noqa: F401 - register the commands
 from core.cli.common import COMMANDS, UsageError, print_result
 from core.errors import PrunescopeError, echo, first_line
+from core.ground.memory import keep_freed_memory
 from core.startup import register_all
 
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad input, 1 a bug)."""
     register_all()  # an entry point: the built-in kinds and the plug-ins (no torch)
+    keep_freed_memory()  # evaluations reuse freed memory instead of faulting it in again
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

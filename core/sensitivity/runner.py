@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from core.errors import PrunescopeError
+from core.ground.memory import keep_freed_memory
 from core.ground.outputs import NEST_KINDS, cat_outputs, judged_outputs, map_out
 from core.metrics.cost import arch_signature, count_macs, nonzero_counts
 from core.metrics.evaluator import Evaluator, QualitySums, quality_sums
@@ -132,8 +133,10 @@ class Runner:
     apply context's memo of the source) and a working copy for weight swaps."""
 
     def __init__(self, payload: Payload, *, remote: bool = False):
-        if remote and payload.threads:
-            torch.set_num_threads(payload.threads)
+        if remote:  # a worker process of its own (a Ray actor): set it up as an entry point would
+            keep_freed_memory()
+            if payload.threads:
+                torch.set_num_threads(payload.threads)
         self.p = payload
         self.ctx = ApplyContext(payload.model_name, payload.x.device)
         self.ctx.use_calibration(payload.seed, payload.calibration)
