@@ -10,7 +10,10 @@ and the naive apply-and-evaluate loop 25 M, as much system time as compute
 heap keeps what was freed and the next pass reuses it: back to back on this 2-core machine the
 naive loop took 39.4 s before and 25.5 s after, the sweep 19.1 s and 13.9 s, with no system time
 left. Aligned requests are a little larger than the blocks they free, so a loop of 64 MiB blocks
-grows the heap by about six of them before it reuses them; that is kept.
+grows the heap by about six of them before it reuses them; that is kept. On a torchvision
+ResNet-50 at 224 px (quick subset of 64, twelve plans evaluated): 19.9 s instead of 28.5 s, 0.6 M
+page faults instead of 10.9 M; peak memory 3,390 MiB instead of 3,213 MiB, and it stays there
+(without it the process fell back to 2,631 MiB between evaluations).
 
 Entry points call :func:`keep_freed_memory` (the app, the CLI, the benchmarks, Ray
 workers, the test suite); a library import does not change the allocator of a person's process. The cost:
