@@ -5,21 +5,23 @@ default glibc's malloc serves every block over its mmap threshold (128 KiB, grow
 most 32 MiB) with a fresh ``mmap`` and hands it back to the kernel when freed; the next
 evaluation's first touch of each 4 KiB page is a page fault that zero-fills it. On
 digits_resnet's quick subset (256 examples) a full weight-level sweep made 11 M page faults
-and the naive apply-and-evaluate loop 25 M, as much system time as compute
-(``python -m benchmarks --only sensitivity``). With mmap off and a high trim threshold the
-heap keeps what was freed and the next pass reuses it: back to back on this 2-core machine the
-naive loop took 39.4 s before and 25.5 s after, the sweep 19.1 s and 13.9 s, with no system time
-left. Aligned requests are a little larger than the blocks they free, so a loop of 64 MiB blocks
-grows the heap by about six of them before it reuses them; that is kept. On a torchvision
-ResNet-50 at 224 px (quick subset of 64, twelve plans evaluated): 19.9 s instead of 28.5 s, 0.6 M
-page faults instead of 10.9 M; peak memory 3,390 MiB instead of 3,213 MiB, and it stays there
+and the naive apply-and-evaluate loop 25 M, as much system time as compute. With mmap off
+and a high trim threshold the heap keeps what was freed and the next pass reuses it: back
+to back on this 2-core machine the naive loop took 39.4 s before and 25.5 s after, the sweep
+19.1 s and 13.9 s, with no system time left (``python -m benchmarks --only memory`` measures
+twelve evaluations both ways). On a torchvision ResNet-50 at 224 px (quick subset of 64,
+twelve plans evaluated): 19.9 s instead of 28.5 s, 0.6 M page faults instead of 10.9 M.
+
+The cost: the process keeps its peak heap (free memory at the heap's top beyond ``TRIM`` is
+handed back) and what fragmentation holds: aligned requests are a little larger than the
+blocks they free, so a loop of 64 MiB blocks grows the heap by about six of them before it
+reuses them. ResNet-50 above peaked at 3,390 MiB instead of 3,213 MiB and stayed there
 (without it the process fell back to 2,631 MiB between evaluations).
 
-Entry points call :func:`keep_freed_memory` (the app, the CLI, the benchmarks, Ray
-workers, the test suite); a library import does not change the allocator of a person's process. The cost:
-the process keeps its peak heap (up to ``TRIM`` of free memory at the heap's top is kept,
-more is handed back). ``PRUNESCOPE_KEEP_MEMORY=0`` leaves malloc as it is; elsewhere than
-glibc (macOS, Windows, musl) it does nothing.
+Entry points call :func:`keep_freed_memory` (the app, the CLI, the benchmarks, Ray workers,
+the test suite); a library import does not change the allocator of a person's process.
+``PRUNESCOPE_KEEP_MEMORY=0`` leaves malloc as it is; elsewhere than glibc (macOS, Windows,
+musl) it does nothing.
 """
 from __future__ import annotations
 
