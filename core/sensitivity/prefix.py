@@ -12,9 +12,13 @@ Which modules can be skipped is read from the execution order, not from the grap
 traced forward records when each module starts and ends and how often it is called. A
 module qualifies for a change starting at position ``s`` when it was called once, ended
 before ``s`` and returned a tensor; of those, the outermost are skipped (a skipped
-``layers.2`` needs no entry for ``layers.2.conv1``). Outputs are copied when recorded and
-when handed back, so an in-place operation after them (``ReLU(inplace=True)``) changes
-neither the record nor the next run. Shared modules (called twice) are never skipped.
+``layers.2`` needs no entry for ``layers.2.conv1``). Outputs are copied when recorded, and
+handed back as copies until a run shows that nothing modifies them in place (the copy's
+version counter did not move); from then on the record itself is handed back, and should a
+run ever modify it (its version counter moves) it is dropped after that run, which was
+still right. So an in-place operation after them (``ReLU(inplace=True)``, ``x += y``) changes
+neither the record nor the next run, and outputs nothing modifies cost no copy (about a tenth
+of a weight-level sweep of digits_resnet). Shared modules (called twice) are never skipped.
 """
 from __future__ import annotations
 
@@ -26,6 +30,11 @@ from torch import nn
 def _returning(out: torch.Tensor):
     """A ``forward`` that ignores its inputs and returns a copy of the recorded ``out``."""
     return lambda *a, **k: out.clone()
+
+
+def _handing(out: torch.Tensor):
+    """A ``forward`` that ignores its inputs and returns ``out`` itself."""
+    return lambda *a, **k: out
 
 class _Trace:
     """Execution order of one forward: start / end positions and call counts per module."""
@@ -61,7 +70,7 @@ class _Trace:
                 handles.append(m.register_forward_pre_hook(pre(name)))
                 handles.append(m.register_forward_hook(post(name)))
         try:
-            with torch.inference_mode():
+            with torch.no_grad():  # (not inference mode: records keep a version counter)
                 self.output = model(x)
         finally:
             for h in handles:
@@ -108,6 +117,7 @@ class PrefixCache:
                 total += b
         full = _Trace(source, x, keep=keep)
         self.outputs = full.outputs
+        self._direct: set[str] = set()  # outputs no run modified in place: handed back without a copy
         self.output = full.output  # the source's own output on x
         self.bytes = total
 
@@ -133,16 +143,26 @@ class PrefixCache:
         if not skip:
             return model(self.x)
         mods = dict(model.named_modules())
-        patched = []
+        patched, handed = [], {}  # handed: name -> (tensor handed back, its version before the run)
         try:
             for n in skip:
                 m, out = mods[n], self.outputs[n]
-                m.forward = _returning(out)
+                if n not in self._direct:
+                    with torch.inference_mode(False), torch.no_grad():  # a copy with a version counter
+                        out = out.clone()
+                handed[n] = (out, out._version)
+                m.forward = _handing(out)
                 patched.append(m)
             return model(self.x)
         finally:
             for m in patched:
                 del m.forward
+            for n, (t, v) in handed.items():
+                if t._version == v:
+                    self._direct.add(n)
+                elif n in self._direct:  # the record itself was modified in place: this run was right, the record
+                    del self.outputs[n]  # is not any more
+                    self._direct.discard(n)
 
 
 class _Flow:

@@ -95,6 +95,42 @@ def test_the_prefix_cache_is_exact_and_survives_in_place_operations():
         want = edited(x)
     assert torch.equal(pc.run(edited, ["c"]), want)
     assert "a" in pc.outputs and "act" not in pc.outputs  # the shared ReLU is never skipped
+    assert "a" not in pc._direct  # the in-place ReLU modifies what a returns: it is handed back as a copy
+
+
+class _Late(nn.Module):
+    """Nothing modifies ``a``'s output in place until ``mutate`` is set (a late surprise)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 4)
+        self.mutate = False
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.mutate:
+            h.mul_(2.0)
+        return self.b(h)
+
+
+def test_records_nothing_modifies_are_handed_back_without_a_copy_and_dropped_if_one_ever_is():
+    torch.manual_seed(0)
+    model = _Late().eval()
+    x = torch.randn(16, 8)
+    pc = PrefixCache(model, x, ["a", "b"])
+    with torch.inference_mode():
+        full = model(x)
+    for _ in range(3):
+        assert torch.equal(pc.run(model, ["b"]), full)
+    assert pc._direct == {"a"}  # no run modified it: the record itself is handed back
+    model.mutate = True  # the next run modifies the record in place: that run is right, the record is dropped
+    with torch.inference_mode():
+        want = model(x)
+    assert torch.equal(pc.run(model, ["b"]), want) and "a" not in pc.outputs and not pc._direct
+    assert torch.equal(pc.run(model, ["b"]), want)  # (a whole forward now)
+    model.mutate = False
+    assert torch.equal(pc.run(model, ["b"]), full)
 
 
 @pytest.mark.slow
