@@ -153,7 +153,7 @@ class PrefixCache:
                 handed[n] = (out, out._version)
                 m.forward = _handing(out)
                 patched.append(m)
-            return model(self.x)
+            y = model(self.x)
         finally:
             for m in patched:
                 del m.forward
@@ -163,6 +163,10 @@ class PrefixCache:
                 elif n in self._direct:  # the record itself was modified in place: this run was right, the record
                     del self.outputs[n]  # is not any more
                     self._direct.discard(n)
+        # an output that is (a view of) a record handed back: a copy, so the caller may modify it
+        held = {t.untyped_storage().data_ptr() for t, _ in handed.values()}
+        return pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) and
+                               t.untyped_storage().data_ptr() in held else t, y)
 
 
 class _Flow:

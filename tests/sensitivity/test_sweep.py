@@ -133,6 +133,34 @@ def test_records_nothing_modifies_are_handed_back_without_a_copy_and_dropped_if_
     assert torch.equal(pc.run(model, ["b"]), full)
 
 
+class _Early(nn.Module):
+    """Returns an early feature map beside its logits (a skipped module's output is an output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.a(x)
+        return h, self.b(h)
+
+
+def test_an_output_that_is_a_record_is_a_copy_the_caller_may_modify():
+    torch.manual_seed(0)
+    model = _Early().eval()
+    x = torch.randn(16, 8)
+    pc = PrefixCache(model, x, ["a", "b"])
+    with torch.inference_mode():
+        h, logits = model(x)
+    for _ in range(3):
+        got_h, got_logits = pc.run(model, ["b"])
+        assert torch.equal(got_h, h) and torch.equal(got_logits, logits)
+        with torch.inference_mode():
+            got_h.mul_(0.0)  # the caller's own copy
+    assert pc._direct == {"a"} and torch.equal(pc.outputs["a"], h)
+
+
 @pytest.mark.slow
 def test_cancel_leaves_a_valid_partial_result():
     ws = Workspace("digits_resnet", "cpu")
