@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers.browser import assert_no_exception, open_app, wait_idle
+from tests.helpers.browser import assert_no_exception, choose_model, open_app, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -38,9 +38,11 @@ def test_the_running_indicator_shows_while_the_page_computes(page, app_url):
     """The toolbar's "minimal" mode hid Streamlit's status widget: a long computation looked
     like a page that had stopped drawing."""
     _goto(page, app_url, "surgery")
+    choose_model(page, "digits_resnet")  # guides take seconds there (digits_cnn's can end before a poll sees them)
+    wait_idle(page, 180)
     page.get_by_role("button", name="Compute guides").first.click()
     seen = False
-    for _ in range(40):
+    for _ in range(80):
         w = page.locator('[data-testid="stStatusWidget"]')
         if w.count() and w.first.is_visible():
             seen = True
