@@ -27,26 +27,26 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 TRIM = 1 << 30  # free memory at the heap's top beyond 1 GiB goes back to the kernel
 
-_state: dict[str, object] = {}
 
-
-def _glibc() -> ctypes.CDLL | None:
-    if "libc" not in _state:
-        lib = None
-        if sys.platform.startswith("linux"):
-            try:
-                cand = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                lib = cand if hasattr(cand, "mallopt") and hasattr(cand, "gnu_get_libc_version") else None
-            except OSError:  # no loadable C library (an unusual build): leave malloc alone
-                lib = None
-        _state["libc"] = lib
-    return _state["libc"]  # type: ignore[return-value]
+@functools.cache
+def _mallopt_set() -> bool:
+    """Sets glibc's two parameters, once per process; False off glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:  # no loadable C library (an unusual build): leave malloc alone
+        return False
+    if not (hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version")):  # musl and others
+        return False
+    return libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM) == 1
 
 
 def keep_freed_memory() -> bool:
@@ -54,10 +54,7 @@ def keep_freed_memory() -> bool:
     the setting is in force: False off glibc or with ``PRUNESCOPE_KEEP_MEMORY=0``."""
     if os.environ.get("PRUNESCOPE_KEEP_MEMORY", "1") == "0":
         return False
-    if "kept" not in _state:
-        libc = _glibc()
-        _state["kept"] = bool(libc and libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM) == 1)
-    return bool(_state["kept"])
+    return _mallopt_set()
 
 
 __all__ = ["keep_freed_memory", "TRIM"]

@@ -98,25 +98,26 @@ def test_the_prefix_cache_is_exact_and_survives_in_place_operations():
     assert "a" not in pc._direct  # the in-place ReLU modifies what a returns: it is handed back as a copy
 
 
-class _Late(nn.Module):
-    """Nothing modifies ``a``'s output in place until ``mutate`` is set (a late surprise)."""
+class _Two(nn.Module):
+    """Two linear layers. ``mutate``: ``a``'s output is modified in place (a late surprise);
+    ``early``: ``a``'s output is returned beside the logits (a skipped module's output is an output)."""
 
-    def __init__(self):
+    def __init__(self, early: bool = False):
         super().__init__()
         self.a = nn.Linear(8, 8)
         self.b = nn.Linear(8, 4)
-        self.mutate = False
+        self.mutate, self.early = False, early
 
     def forward(self, x):
         h = self.a(x)
         if self.mutate:
             h.mul_(2.0)
-        return self.b(h)
+        return (h, self.b(h)) if self.early else self.b(h)
 
 
 def test_records_nothing_modifies_are_handed_back_without_a_copy_and_dropped_if_one_ever_is():
     torch.manual_seed(0)
-    model = _Late().eval()
+    model = _Two().eval()
     x = torch.randn(16, 8)
     pc = PrefixCache(model, x, ["a", "b"])
     with torch.inference_mode():
@@ -133,22 +134,9 @@ def test_records_nothing_modifies_are_handed_back_without_a_copy_and_dropped_if_
     assert torch.equal(pc.run(model, ["b"]), full)
 
 
-class _Early(nn.Module):
-    """Returns an early feature map beside its logits (a skipped module's output is an output)."""
-
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Linear(8, 8)
-        self.b = nn.Linear(8, 4)
-
-    def forward(self, x):
-        h = self.a(x)
-        return h, self.b(h)
-
-
 def test_an_output_that_is_a_record_is_a_copy_the_caller_may_modify():
     torch.manual_seed(0)
-    model = _Early().eval()
+    model = _Two(early=True).eval()
     x = torch.randn(16, 8)
     pc = PrefixCache(model, x, ["a", "b"])
     with torch.inference_mode():
