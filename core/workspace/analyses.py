@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from core.errors import PrunescopeError
+from core.sensitivity.autoplan import DEFAULT_TRIES
 from core.sensitivity.sweep import DEFAULT_AMOUNTS
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ class Analyses:
     def autoplan(self, *, criterion: str = "l1", granularity: str = "weight", max_drop: float | None = None,
                  max_macs: float | None = None, max_params: float | None = None, max_latency: float | None = None,
                  sens: Sensitivity | None = None, amounts=DEFAULT_AMOUNTS, subset: str = "quick", executor="local",
-                 tries: int = 8, progress: Callable[[int, int, str], None] | None = None,
+                 tries: int = DEFAULT_TRIES, progress: Callable[[int, int, str], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> AutoPlan:
         """Per-layer amounts after the current plan that meet one target, measured on
         ``subset`` (``core.sensitivity.autoplan``). The plan is not changed:
