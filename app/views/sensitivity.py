@@ -264,9 +264,14 @@ def autoplan_ui(ws, sens, crit: str, gran: str, amounts: list[float], subset: st
                  help="Chooses per-layer amounts (greedy: most saving per point of predicted harm), builds one prune "
                       "step with per-layer overrides, measures it, then refines it with measured tries: grows the "
                       "amounts while the measured drop is below the target, backs off when above."):
-        with st.spinner("Choosing amounts and measuring each try…"):
-            r = run_action(ws.autoplan, criterion=crit, granularity=gran, sens=sens, subset=sens.subset,
-                           now=True, **{kind: float(value)})
+        bar = st.progress(0.0, text="Automatic plan: choosing the amounts of the first try…")
+
+        def shown(done: int, total: int, what: str) -> None:  # each try measured on the subset: seconds on a real model
+            bar.progress(min(1.0, done / max(1, total)), text=f"Automatic plan: {what}")
+
+        r = run_action(ws.autoplan, criterion=crit, granularity=gran, sens=sens, subset=sens.subset,
+                       progress=shown, now=True, **{kind: float(value)})
+        bar.empty()
         if r is not None:
             ss[res_key] = (r, list(sens.layers), sens)  # and the sweep it was planned from
             if r.step is not None and r.met and run_action(ws.set_plan, r.plan, now=True) is not None:

@@ -350,7 +350,7 @@ def _fit_cost(plan: Plan, evaluate: Evaluate, t: _Target, how: tuple[str, str], 
 def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *, criterion: str = "l1",
              granularity: str = "weight", max_drop: float | None = None, max_macs: float | None = None,
              max_params: float | None = None, max_latency: float | None = None, tries: int = DEFAULT_TRIES,
-             ) -> AutoPlan:
+             progress: Callable[[int, int, str], None] | None = None) -> AutoPlan:
     """Per-layer amounts after ``plan`` that meet one target, measured
     (``Workspace.autoplan`` calls it with its own plan, sweep and measurements).
 
@@ -368,6 +368,8 @@ def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *
             non-zero parameters, or measured latency (interleaved timing; noisy).
         tries: measured allocations at most (``max_drop``: refined along the greedy path;
             else each one tighter after a miss).
+        progress: called with (tries measured, ``tries``, what) before each try is
+            measured (what the last one measured), and with (n, n, ...) when the search ends.
 
     Returns:
         The best try that meets the target (or the closest, ``met`` False), every try in
@@ -383,12 +385,36 @@ def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *
     t = _Target(kind, value, cost, float(base.macs if cost == "macs" else base.nonzero_params),
                 sens.source["accuracy"], float(sens.source[cost]))
     log: list[dict] = []
+    tries = max(1, tries)
+    if progress is not None:
+        evaluate = _reporting(evaluate, progress, log, tries, kind, value)
     if kind != "max_drop":  # the swept amounts: their savings are measured, an interpolated one is not exact
         options, drops = swept_options(sens, cost)
-        return _fit_cost(plan, evaluate, t, (criterion, granularity), options, drops, max(1, tries), log)
-    options, drops = options_of(sens, cost)  # finer steps toward the accuracy budget
-    out = _refine_drop(plan, evaluate, t, (criterion, granularity), options, drops, max(1, tries), log)
-    return _nothing_fits(plan, t) if out is None else _finished(out, log)
+        out = _fit_cost(plan, evaluate, t, (criterion, granularity), options, drops, tries, log)
+    else:
+        options, drops = options_of(sens, cost)  # finer steps toward the accuracy budget
+        out = _refine_drop(plan, evaluate, t, (criterion, granularity), options, drops, tries, log)
+        out = _nothing_fits(plan, t) if out is None else _finished(out, log)
+    if progress is not None:
+        progress(len(log), len(log), f"{len(log)} tr{'y' if len(log) == 1 else 'ies'} measured")
+    return out
+
+
+def _reporting(evaluate: Evaluate, progress: Callable[[int, int, str], None], log: list[dict], tries: int,
+               kind: str, value: float) -> Evaluate:
+    """``evaluate`` that first says which try it measures, and what the one before measured."""
+    unit = " points" if kind == "max_drop" else " of the base"
+
+    def measured(plan: Plan, latency: bool) -> Metrics:
+        what = f"measuring try {len(log) + 1} of at most {tries}"
+        if log:
+            last = log[-1]
+            what += (f" · try {len(log)}: {_fmt(last['measured'], kind)}{unit}, "
+                     f"{'met' if last['met'] else 'missed'} (target {_fmt(value, kind)})")
+        progress(len(log), tries, what)
+        return evaluate(plan, latency)
+
+    return measured
 
 
 def _fmt(v: float, kind: str) -> str:

@@ -190,6 +190,7 @@ class Analyses:
                 ``executor``, ``progress`` and ``should_stop`` and kept; for ``max_drop`` it
                 stops each layer at ``core.sensitivity.sweep_bound(max_drop)`` points of changed
                 predictions, since larger amounts of it cannot fit the budget).
+            progress: the sweep's progress when one runs, then the tries' (``autoplan``'s).
             The others: as ``core.sensitivity.autoplan``.
 
         Raises:
@@ -206,7 +207,7 @@ class Analyses:
         return autoplan(self.plan, sens, lambda plan, latency: self.evaluate_plan(plan, subset, latency=latency),
                         self.base_metrics(subset, latency=False), criterion=criterion, granularity=granularity,
                         max_drop=max_drop, max_macs=max_macs, max_params=max_params, max_latency=max_latency,
-                        tries=tries)
+                        tries=tries, progress=progress)
 
     # Explain: the current model against the base.
 

@@ -8,7 +8,7 @@ import pytest
 
 from core.errors import PrunescopeError
 from core.plan import Plan
-from core.sensitivity.autoplan import autoplan, greedy_path
+from core.sensitivity.autoplan import DEFAULT_TRIES, autoplan, greedy_path
 from core.sensitivity.greedy import greedy_plan
 from core.sensitivity.sweep import Sensitivity
 from core.workspace import Workspace
@@ -74,6 +74,24 @@ def test_the_result_is_the_best_try_that_meets_the_target_and_never_one_that_mis
     else:
         assert not r.met and "closest" in r.reason
     assert r.tries[-1]["met"] or any(t["move"] == "back off" for t in r.tries[1:]) or len(r.tries) == 1
+
+
+@pytest.mark.parametrize("target", [{"max_drop": 2.0}, {"max_params": 0.6}])
+def test_progress_says_which_try_is_measured_and_what_the_one_before_measured(target):
+    plan = Plan("digits_mlp")
+    sens, evaluate = fake_sweep(plan, AMOUNTS, 2.0)
+    seen = []
+    r = autoplan(plan, sens, evaluate, Figures(0.9, 1000, 1000), criterion="l1", granularity="neuron",
+                 progress=lambda *a: seen.append(a), **target)
+    n = len(r.tries)
+    assert n >= (2 if "max_drop" in target else 1) and [d for d, _, _ in seen] == [*range(n), n]  # then at the end
+    assert {t for _, t, _ in seen[:-1]} == {DEFAULT_TRIES} and seen[-1][:2] == (n, n)
+    assert seen[0][2] == f"measuring try 1 of at most {DEFAULT_TRIES}"
+    unit = " points" if "max_drop" in target else " of the base"
+    for k, (_, _, what) in enumerate(seen[1:-1], 1):
+        t = r.tries[k - 1]
+        fig = f"{t['measured']:.2f}" if "max_drop" in target else f"{t['measured']:.1%}"
+        assert f"try {k}: {fig}{unit}, {'met' if t['met'] else 'missed'}" in what, what
 
 
 def test_every_allocation_on_the_greedy_path_holds_the_one_before():
