@@ -32,55 +32,31 @@ never met silently.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from core.errors import PrunescopeError, echo
 from core.sensitivity.options import options_of, swept_options
 from core.sensitivity.sweep import Sensitivity
+from core.sensitivity.tries import (
+    DEFAULT_TRIES,
+    AutoPlan,
+    Evaluate,
+    Target,
+    better,
+    finished,
+    measure_try,
+    nothing_fits,
+    reporting,
+    unreachable,
+)
 
 if TYPE_CHECKING:
     from core.metrics import Metrics
     from core.plan import Plan
 
-Evaluate = Callable[["Plan", bool], "Metrics"]  # (plan, with latency) -> its measured Metrics
 
 _EPS = 1e-9
-# Measured tries at most. The search mostly ends sooner (within 10% of a ``max_drop`` target, or
-# its bracket closed): the cap stops a search still closing in. On digits_resnet, whose layers
-# interact (a 2-point budget: harm 2.5 measured 1.2 points, harm 2.9 measured 6.6), 8 tries
-# stopped it at 5.3% of the MACs saved and 11 reach 6.9% (the measured greedy: 6.7% in 37
-# evaluations); the other demos stop at 2 to 8.
-DEFAULT_TRIES = 12
-
-
-@dataclass
-class AutoPlan:
-    """What the automatic plan chose, predicted and measured."""
-
-    target: str  # "max_drop" | "max_macs" | "max_params" | "max_latency"
-    value: float  # points of accuracy drop, or a fraction of the base's cost
-    step: object | None  # the Prune step with per-layer overrides (None: nothing to prune)
-    plan: object  # the current plan followed by the step
-    amounts: dict[str, float]  # layer -> fraction of its units pruned (layers left out: none)
-    predicted_accuracy: float  # source accuracy minus the summed predicted drops
-    predicted_cost: float  # predicted cost as a fraction of the base's (MACs or non-zero parameters)
-    metrics: object | None  # measured Metrics of the plan (None when there is no step)
-    measured: float | None  # the measured figure the target is about (drop in points, or a ratio)
-    met: bool
-    reason: str  # a sentence: how it went
-    tries: list[dict] = field(default_factory=list)  # per try: budget, predicted, measured
-    cost: str = "macs"  # which saving the allocation maximised or limited
-    measured_cost: float | None = None  # measured cost as a fraction of the base's (MACs or non-zero parameters)
-
-    def to_dict(self) -> dict:
-        m = self.metrics.to_dict() if self.metrics is not None else None
-        return {"target": self.target, "value": self.value, "met": self.met, "reason": self.reason,
-                "predicted_accuracy": self.predicted_accuracy, "predicted_cost": self.predicted_cost,
-                "measured": self.measured, "cost": self.cost, "measured_cost": self.measured_cost,
-                "amounts": self.amounts,
-                "step": self.step.to_dict() if self.step is not None else None, "metrics": m, "tries": self.tries}
 
 
 def allocate(options: dict[str, list[tuple[float, float, float]]], *, drop_budget: float | None = None,
@@ -167,69 +143,6 @@ def _check_sweep(sens: Sensitivity, plan: Plan, criterion: str, granularity: str
                                   else f"it to go on to {sweep_bound(value):g} points (or run it without stop_harm)"))
 
 
-@dataclass
-class _Target:
-    """What every try of one automatic plan is measured against."""
-
-    kind: str
-    value: float
-    cost: str  # "macs" | "params"
-    base_cost: float  # the base's MACs or non-zero parameters
-    src_acc: float  # the source's accuracy in the sweep
-    src_cost: float  # the source's MACs or non-zero parameters in the sweep
-
-
-def _unreachable(plan: Plan, t: _Target, options: dict) -> AutoPlan:
-    most = t.src_cost - sum(o[-1][2] for o in options.values())
-    reason = (f"cannot reach {t.value:.0%} of the base's {'MACs' if t.cost == 'macs' else 'non-zero parameters'}"
-              f": every layer at its largest swept amount is predicted to leave {most / t.base_cost:.0%}; "
-              "sweep larger amounts or another granularity")
-    return AutoPlan(t.kind, t.value, None, plan, {}, t.src_acc, t.src_cost / t.base_cost, None, None,
-                    False, reason, [], t.cost)
-
-
-def _nothing_fits(plan: Plan, t: _Target) -> AutoPlan:
-    reason = (f"no layer can be pruned by its smallest swept amount while changing at most {t.value:g}% of "
-              "the predictions; the plan is unchanged (sweep smaller amounts, or allow a larger drop)")
-    return AutoPlan(t.kind, t.value, None, plan, {}, t.src_acc, t.src_cost / t.base_cost, None, 0.0,
-                    t.kind == "max_drop", reason, [], t.cost)
-
-
-def _try(plan: Plan, evaluate: Evaluate, t: _Target, how: tuple[str, str], pick: dict[str, int], options: dict,
-         drops: dict, budget: float, log: list[dict], move: str = "") -> AutoPlan:
-    """The step of allocation ``pick`` (option index per layer), measured (its row
-    appended to ``log``); ``how`` is (criterion, granularity)."""
-    from core.prune.step import LayerOverride, Prune
-
-    chosen = {n: options[n][i][0] for n, i in pick.items() if i > 0}
-    predicted_accuracy = t.src_acc - sum(drops[n][i] for n, i in pick.items()) / 100
-    predicted_cost = (t.src_cost - sum(options[n][i][2] for n, i in pick.items())) / t.base_cost
-    step = Prune(criterion=how[0], granularity=how[1], seed=0,
-                 layers=tuple(LayerOverride(n, sparsity=a) for n, a in chosen.items()))
-    then = plan.then(step)
-    m = evaluate(then, t.kind == "max_latency")
-    cost_now = (m.macs if t.cost == "macs" else m.nonzero_params) / t.base_cost
-    if t.kind == "max_drop":
-        measured = 100 * (t.src_acc - m.accuracy)
-    elif t.kind == "max_latency":
-        measured = m.latency.median_ms / m.base_latency.median_ms
-    else:
-        measured = cost_now
-    met = measured <= t.value + 1e-9
-    log.append({"budget": budget, "layers": len(chosen), "predicted_accuracy": predicted_accuracy,
-                "predicted_cost": predicted_cost, "accuracy": m.accuracy, "cost": cost_now,
-                "measured": measured, "met": met, "move": move})
-    return AutoPlan(t.kind, t.value, step, then, chosen, predicted_accuracy, predicted_cost, m, measured, met, "", [],
-                    t.cost, cost_now)
-
-
-def _better(a: AutoPlan, best: AutoPlan | None, kind: str) -> bool:
-    """Whether try ``a`` (which meets the target) beats ``best``: the most saved for an
-    accuracy target (then the smaller drop), else the most accurate."""
-    return best is None or ((a.measured_cost, a.measured) < (best.measured_cost, best.measured) if kind == "max_drop"
-                            else a.metrics.accuracy > best.metrics.accuracy)
-
-
 def greedy_path(options: dict[str, list[tuple[float, float, float]]], start: dict[str, int],
                 held: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, int]]:
     """The greedy's moves from ``start`` (option index per layer) with no budget, expanded
@@ -266,7 +179,7 @@ def _next_on_path(harms: list[float], hi: int, value: float, lo: tuple[float, fl
     return max(1 + n // 6, min(k, hi - 1 - n // 6))
 
 
-def _refine_drop(plan: Plan, evaluate: Evaluate, t: _Target, how: tuple[str, str], options: dict, drops: dict,
+def _refine_drop(plan: Plan, evaluate: Evaluate, t: Target, how: tuple[str, str], options: dict, drops: dict,
                  tries: int, log: list[dict]) -> AutoPlan | None:
     """Tries along the greedy path toward a ``max_drop`` target (module docstring); None: no step fits."""
     lo, lo_fig = dict.fromkeys(options, 0), (0.0, 0.0)  # the last allocation that met: its harm, measured drop
@@ -288,14 +201,14 @@ def _refine_drop(plan: Plan, evaluate: Evaluate, t: _Target, how: tuple[str, str
         move = ("first" if rate is None else "grow others" if len(held) > n_held else "back off" if not log[-1]["met"]
                 else "grow" if hi > len(path) else "bisect")
         n_held = len(held)
-        r = _try(plan, evaluate, t, how, allocs[k - 1], options, drops, harms[k - 1], log, move)
+        r = measure_try(plan, evaluate, t, how, allocs[k - 1], options, drops, harms[k - 1], log, move)
         rate = max(0.0, r.measured - lo_fig[1]) / max(harms[k - 1] - lo_fig[0], _EPS)  # secant from lo
         if closest is None or r.measured < closest.measured:
             closest = r
         if not r.met:
             missed.append(allocs[k - 1])
             continue
-        if _better(r, best, t.kind):
+        if better(r, best, t.kind):
             best = r
         lo, lo_fig = allocs[k - 1], (harms[k - 1], max(0.0, r.measured))
         if r.measured >= 0.9 * t.value:
@@ -310,20 +223,7 @@ def _next_budget(kind: str, budget: float, value: float, measured: float) -> flo
     return None
 
 
-def _finished(out: AutoPlan, log: list[dict]) -> AutoPlan:
-    """``out`` with every try and the sentence that says how it went."""
-    out.tries = list(log)
-    kind, value, unit = out.target, out.value, "points" if out.target == "max_drop" else "of the base"
-    noisy = " (timings on this machine are noisy)" if kind == "max_latency" and (
-        out.metrics.latency.noisy or out.metrics.base_latency.noisy) else ""
-    out.reason = (f"{'met' if out.met else 'missed'}: measured {_fmt(out.measured, kind)} {unit} against a target of "
-                  f"{_fmt(value, kind)}; best of {len(log)} allocation(s){noisy}")
-    if not out.met:
-        out.reason += "; no allocation of the swept amounts met the target (the closest is kept, not applied)"
-    return out
-
-
-def _fit_cost(plan: Plan, evaluate: Evaluate, t: _Target, how: tuple[str, str], options: dict, drops: dict,
+def _fit_cost(plan: Plan, evaluate: Evaluate, t: Target, how: tuple[str, str], options: dict, drops: dict,
               tries: int, log: list[dict]) -> AutoPlan:
     """Tries for a MACs, parameter or latency target (module docstring)."""
     budget, best, last, seen = t.value, None, None, set()
@@ -331,20 +231,20 @@ def _fit_cost(plan: Plan, evaluate: Evaluate, t: _Target, how: tuple[str, str], 
         need = t.src_cost - budget * t.base_cost
         pick, _, saved, _ = allocate(options, saving_needed=max(0.0, need))
         if need > 0 and saved < need - _EPS and not log:
-            return _unreachable(plan, t, options)
+            return unreachable(plan, t, options)
         sig = tuple(sorted((n, i) for n, i in pick.items() if i > 0))
         if not sig and not log:
-            return _nothing_fits(plan, t)
+            return nothing_fits(plan, t)
         if not sig or sig in seen:
             break  # the budget no longer changes the allocation
         seen.add(sig)
-        last = _try(plan, evaluate, t, how, pick, options, drops, budget, log)
-        if last.met and _better(last, best, t.kind):
+        last = measure_try(plan, evaluate, t, how, pick, options, drops, budget, log)
+        if last.met and better(last, best, t.kind):
             best = last
         budget = _next_budget(t.kind, budget, t.value, last.measured)
         if budget is None:
             break
-    return _finished(best or last, log)
+    return finished(best or last, log)
 
 
 def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *, criterion: str = "l1",
@@ -382,43 +282,22 @@ def autoplan(plan: Plan, sens: Sensitivity, evaluate: Evaluate, base: Metrics, *
     """
     kind, value, cost = check_target(granularity, max_drop, max_macs, max_params, max_latency)
     _check_sweep(sens, plan, criterion, granularity, kind, value)
-    t = _Target(kind, value, cost, float(base.macs if cost == "macs" else base.nonzero_params),
+    t = Target(kind, value, cost, float(base.macs if cost == "macs" else base.nonzero_params),
                 sens.source["accuracy"], float(sens.source[cost]))
     log: list[dict] = []
     tries = max(1, tries)
     if progress is not None:
-        evaluate = _reporting(evaluate, progress, log, tries, kind, value)
+        evaluate = reporting(evaluate, progress, log, tries, kind, value)
     if kind != "max_drop":  # the swept amounts: their savings are measured, an interpolated one is not exact
         options, drops = swept_options(sens, cost)
         out = _fit_cost(plan, evaluate, t, (criterion, granularity), options, drops, tries, log)
     else:
         options, drops = options_of(sens, cost)  # finer steps toward the accuracy budget
         out = _refine_drop(plan, evaluate, t, (criterion, granularity), options, drops, tries, log)
-        out = _nothing_fits(plan, t) if out is None else _finished(out, log)
+        out = nothing_fits(plan, t) if out is None else finished(out, log)
     if progress is not None:
         progress(len(log), len(log), f"{len(log)} tr{'y' if len(log) == 1 else 'ies'} measured")
     return out
-
-
-def _reporting(evaluate: Evaluate, progress: Callable[[int, int, str], None], log: list[dict], tries: int,
-               kind: str, value: float) -> Evaluate:
-    """``evaluate`` that first says which try it measures, and what the one before measured."""
-    unit = " points" if kind == "max_drop" else " of the base"
-
-    def measured(plan: Plan, latency: bool) -> Metrics:
-        what = f"measuring try {len(log) + 1} of at most {tries}"
-        if log:
-            last = log[-1]
-            what += (f" · try {len(log)}: {_fmt(last['measured'], kind)}{unit}, "
-                     f"{'met' if last['met'] else 'missed'} (target {_fmt(value, kind)})")
-        progress(len(log), tries, what)
-        return evaluate(plan, latency)
-
-    return measured
-
-
-def _fmt(v: float, kind: str) -> str:
-    return f"{v:.2f}" if kind == "max_drop" else f"{v:.1%}"
 
 
 __all__ = ["AutoPlan", "DEFAULT_TRIES", "autoplan", "allocate", "check_target", "greedy_path", "sweep_bound",
