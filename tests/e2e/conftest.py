@@ -5,11 +5,48 @@ missing browser is a failure, not a skip.
 """
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.helpers.browser import CHROMIUM_FLAGS, chromium, free_port, missing, start_app, wait_healthy
+
+_APP_LOG: list[Path] = []  # the app server's log (one server per session)
+
+
+def evidence_dir() -> Path:
+    """Where a failed real-browser test leaves its evidence: $PRUNESCOPE_E2E_EVIDENCE, else
+    a folder in the system's temporary directory (`.ci/run` sets it beside its logs)."""
+    return Path(os.environ.get("PRUNESCOPE_E2E_EVIDENCE") or Path(tempfile.gettempdir()) / "prunescope-e2e-failures")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed real-browser test, a failure that its rerun then passed included (the run's
+    report keeps no trace of that one), leaves a screenshot, the page's text and the tail of
+    the app's log in :func:`evidence_dir`."""
+    outcome = yield
+    rep = outcome.get_result()
+    page = item.funcargs.get("page") if hasattr(item, "funcargs") else None
+    if rep.when != "call" or not rep.failed or page is None:
+        return
+    out = evidence_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', item.nodeid)[-150:]}"
+    parts = [f"{item.nodeid}\n\n{rep.longreprtext[-4000:]}"]
+    try:  # the page may be gone or stuck: what can be taken is kept, the test's outcome is not touched
+        page.screenshot(path=str(out / f"{stem}.png"), full_page=True, timeout=15_000)
+        parts.append("--- the page's text ---\n" + page.inner_text("body", timeout=15_000)[-6000:])
+    except Exception as exc:  # noqa: BLE001 - evidence is best effort
+        parts.append(f"--- the page could not be read: {type(exc).__name__}: {exc}")
+    if _APP_LOG and _APP_LOG[-1].exists():
+        parts.append("--- the app's log (tail) ---\n" + _APP_LOG[-1].read_text(errors="replace")[-6000:])
+    (out / f"{stem}.txt").write_text("\n\n".join(parts))
 
 
 def pytest_collection_modifyitems(items):
@@ -29,6 +66,7 @@ def app_url(tmp_path_factory):
     port = free_port()
     folder = tmp_path_factory.mktemp("server")
     log = folder / "streamlit.log"
+    _APP_LOG.append(log)
     with open(log, "w") as fh:
         proc = start_app(port, folder, stdout=fh, stderr=subprocess.STDOUT)
     if not wait_healthy(port, proc, 90):
