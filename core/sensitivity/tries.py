@@ -115,7 +115,7 @@ def better(a: AutoPlan, best: AutoPlan | None, kind: str) -> bool:
 def finished(out: AutoPlan, log: list[dict]) -> AutoPlan:
     """``out`` with every try and the sentence that says how it went."""
     out.tries = list(log)
-    kind, value, unit = out.target, out.value, "points" if out.target == "max_drop" else "of the base"
+    kind, value, unit = out.target, out.value, unit_of(out.target)
     noisy = " (timings on this machine are noisy)" if kind == "max_latency" and (
         out.metrics.latency.noisy or out.metrics.base_latency.noisy) else ""
     out.reason = (f"{'met' if out.met else 'missed'}: measured {fmt(out.measured, kind)} {unit} against a target of "
@@ -128,13 +128,13 @@ def finished(out: AutoPlan, log: list[dict]) -> AutoPlan:
 def reporting(evaluate: Evaluate, progress: Callable[[int, int, str], None], log: list[dict], tries: int,
               kind: str, value: float) -> Evaluate:
     """``evaluate`` that first says which try it measures, and what the one before measured."""
-    unit = " points" if kind == "max_drop" else " of the base"
+    unit = unit_of(kind)
 
     def measured(plan: Plan, latency: bool) -> Metrics:
         what = f"measuring try {len(log) + 1} of at most {tries}"
         if log:
             last = log[-1]
-            what += (f" · try {len(log)}: {fmt(last['measured'], kind)}{unit}, "
+            what += (f" · try {len(log)}: {fmt(last['measured'], kind)} {unit}, "
                      f"{'met' if last['met'] else 'missed'} (target {fmt(value, kind)})")
         progress(len(log), tries, what)
         return evaluate(plan, latency)
@@ -146,5 +146,10 @@ def fmt(v: float, kind: str) -> str:
     return f"{v:.2f}" if kind == "max_drop" else f"{v:.1%}"
 
 
+def unit_of(kind: str) -> str:
+    """What a target's figure is in: points of accuracy, or a share of the base's."""
+    return "points" if kind == "max_drop" else "of the base"
+
+
 __all__ = ["AutoPlan", "DEFAULT_TRIES", "Evaluate", "Target", "better", "finished", "fmt", "measure_try",
-           "nothing_fits", "reporting", "unreachable"]
+           "nothing_fits", "reporting", "unit_of", "unreachable"]

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from core.errors import PrunescopeError
-from core.sensitivity.autoplan import DEFAULT_TRIES
 from core.sensitivity.sweep import DEFAULT_AMOUNTS
+from core.sensitivity.tries import DEFAULT_TRIES
 
 if TYPE_CHECKING:
     from core.explain import Changes
